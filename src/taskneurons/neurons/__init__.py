@@ -1,0 +1,1 @@
+"""neurons stage of taskneurons."""
