@@ -1,0 +1,70 @@
+"""NeuronScores: one relevance value per neuron, laid out per module as ``[layers, units]``."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from taskneurons._io import atomic_path
+
+
+@dataclass
+class NeuronScores:
+    """Relevance scores of every neuron of a :class:`~taskneurons.neurons.space.NeuronSpace`.
+
+    Attributes:
+        definition: ``ffn`` or ``linear``.
+        scores: module name -> float32 tensor ``[layers, units]`` (non-negative relevance,
+            in loss units: first-order ``|ΔL|`` per example, see ``meta["aggregate"]``).
+        meta: how the scores were made (task, aggregate, loss, examples, tokens, model
+            fingerprint, ...).
+
+    Example:
+        >>> s = NeuronScores("ffn", {"ffn": torch.rand(2, 8)})
+        >>> s.shape("ffn")
+        (2, 8)
+    """
+
+    definition: str
+    scores: dict[str, torch.Tensor]
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def modules(self) -> list[str]:
+        return list(self.scores)
+
+    def shape(self, module: str) -> tuple[int, int]:
+        return tuple(self.scores[module].shape)  # type: ignore[return-value]
+
+    @property
+    def size(self) -> int:
+        return sum(t.numel() for t in self.scores.values())
+
+    def flat(self) -> torch.Tensor:
+        """All scores in neuron-id order (layer-major, modules in order), ``[size]``."""
+        return torch.cat([t for t in self.scores.values()], dim=1).reshape(-1)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Save as safetensors (tensors) with the metadata as JSON in the header."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        header = {"definition": self.definition, "meta": json.dumps(self.meta, default=str)}
+        with atomic_path(path) as tmp:
+            save_file({m: t.contiguous() for m, t in self.scores.items()}, str(tmp), metadata=header)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> NeuronScores:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+            scores = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+        if "definition" not in header:
+            raise ValueError(f"{path} is not a taskneurons scores file (no 'definition' in header)")
+        return cls(header["definition"], scores, json.loads(header.get("meta", "{}")))
