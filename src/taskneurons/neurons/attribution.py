@@ -1,0 +1,322 @@
+"""Relevance scores: gradient x activation at every neuron, with activation-only backward.
+
+For neuron ``j`` with activation ``ω`` (``[batch, pos]`` values), the relevance to a task is the
+first-order estimate of ``|ΔL|`` when ``ω`` is set to zero: ``|∂L/∂ω · ω|`` (PAPER.md §1).
+
+How it is computed, in one forward and one backward per batch:
+
+* every parameter is frozen (``requires_grad=False``) for the duration, so the backward computes
+  no parameter gradient at all; the autograd graph starts at the first hooked activation
+  (layer 0's), which is made a leaf that requires grad;
+* the activations are read by hooks at the :class:`NeuronSpace` sites (the input of W2 for
+  ``ffn``, each FFN linear's output for ``linear``); a tensor hook multiplies each activation
+  with its gradient during the backward and reduces it over positions at once, so nothing
+  per-token outlives the batch;
+* the LM head runs only at the positions that carry loss (``logits_to_keep`` with a boolean
+  ``[batch, pos]`` mask), not at every position;
+* the loss of an example is the mean negative log-likelihood (nats) of its loss tokens (the
+  answer tokens by default), and a batch's loss is the sum over its examples, so an example's
+  gradient does not depend on which batch or process it lands in;
+* with an Accelerate ``Accelerator``, each process scores its shard of the examples and the
+  sums are added across processes.
+
+Aggregation over tokens and examples (``AttributionConfig.aggregate``):
+
+* ``"example"`` (default): ``mean_examples |Σ_tokens g·a|`` — the first-order ``|ΔL_e|``
+  of each example, averaged;
+* ``"task"``: ``|mean_examples Σ_tokens g·a|`` — first-order ``|ΔL|`` of the task's mean loss;
+* ``"token_abs"``: ``mean_examples Σ_tokens |g·a|``.
+
+Example:
+    >>> space = NeuronSpace(model, "ffn")  # doctest: +SKIP
+    >>> scores = relevance_scores(model, task, space, tokenizer=tok)  # doctest: +SKIP
+    >>> scores.scores["ffn"].shape  # [layers, d_ff]  # doctest: +SKIP
+    torch.Size([30, 1536])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+import torch
+from torch import nn
+
+from taskneurons.data.prompts import PromptConfig, iter_batches
+from taskneurons.data.tasks import Example, Task, examples_hash
+from taskneurons.neurons.scores import NeuronScores
+from taskneurons.neurons.space import NeuronSpace
+
+Aggregate = Literal["example", "task", "token_abs"]
+AGGREGATES: tuple[str, ...] = ("example", "task", "token_abs")
+
+
+@dataclass
+class AttributionConfig:
+    """Every knob of a relevance computation (saved as JSON beside the scores).
+
+    Attributes:
+        definition: neuron definition, ``ffn`` or ``linear``.
+        loss: ``answer`` (answer tokens only) or ``all`` (every token after the first).
+        aggregate: ``example``, ``task`` or ``token_abs`` (see the module docstring).
+        batch_size: examples per forward/backward.
+        split: which split of a task to score.
+        n_examples: how many examples (``None``: all), drawn label-stratified with ``seed``.
+        seed: seed of the example subset.
+        prompt: how examples become tokens.
+    """
+
+    definition: str = "ffn"
+    loss: Literal["answer", "all"] = "answer"
+    aggregate: Aggregate = "example"
+    batch_size: int = 8
+    split: str = "train"
+    n_examples: int | None = 128
+    seed: int = 0
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+
+    def __post_init__(self) -> None:
+        if self.aggregate not in AGGREGATES:
+            raise ValueError(f"aggregate must be one of {AGGREGATES}, got {self.aggregate!r}")
+        if self.loss not in ("answer", "all"):
+            raise ValueError(f"loss must be 'answer' or 'all', got {self.loss!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if isinstance(self.prompt, dict):
+            self.prompt = PromptConfig(**self.prompt)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@contextlib.contextmanager
+def frozen_parameters(model: nn.Module) -> Iterator[None]:
+    """Set ``requires_grad=False`` on every parameter; restore the previous flags on exit."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+class _ScoreAccumulator:
+    """Hooks that accumulate per-example-reduced ``g·a`` at every NeuronSpace site."""
+
+    def __init__(self, space: NeuronSpace, aggregate: Aggregate):
+        self.space = space
+        self.aggregate = aggregate
+        # float64 running sums on CPU: [layers, units] per module (tiny next to activations)
+        self.sums = space.zeros(torch.float64)
+        self._token_mask: torch.Tensor | None = None  # [batch, pos, 1]
+        self._handles: list = []
+
+    def __enter__(self) -> _ScoreAccumulator:
+        sp = self.space
+        for layer in range(sp.n_layers):
+            for module in sp.modules:
+                site = sp.site(module)
+                target = sp.site_module(layer, module)
+                if site.kind == "input":
+                    hook = self._make_pre_hook(layer, module)
+                    self._handles.append(target.register_forward_pre_hook(hook))
+                else:
+                    hook = self._make_out_hook(layer, module)
+                    self._handles.append(target.register_forward_hook(hook))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    def set_token_mask(self, attention_mask: torch.Tensor) -> None:
+        self._token_mask = attention_mask[..., None]  # [batch, pos, 1]
+
+    def _watch(self, act: torch.Tensor, layer: int, module: str) -> torch.Tensor:
+        if not act.requires_grad:
+            # nothing upstream needs a gradient: this activation is a leaf, start the graph here
+            act = act.detach().requires_grad_(True)
+        acc = self
+
+        def on_grad(grad: torch.Tensor) -> None:
+            prod = grad.float() * act.detach().float()  # [batch, pos, units]
+            if acc._token_mask is not None:
+                # some families (OPT) run the FFN on flattened [batch*pos, units] states
+                mask = acc._token_mask
+                prod = prod.reshape(mask.shape[0], mask.shape[1], -1) * mask.to(prod.dtype)
+            if acc.aggregate == "token_abs":
+                per_example = prod.abs().sum(dim=1)  # [batch, units]
+            else:
+                per_example = prod.sum(dim=1)  # [batch, units]
+            if acc.aggregate == "example":
+                contrib = per_example.abs().sum(dim=0)  # [units]
+            else:
+                contrib = per_example.sum(dim=0)  # [units]
+            acc.sums[module][layer] += contrib.to("cpu", torch.float64)
+
+        act.register_hook(on_grad)
+        return act
+
+    def _make_pre_hook(self, layer: int, module: str):
+        def pre_hook(mod, args):
+            return (self._watch(args[0], layer, module), *args[1:])
+
+        return pre_hook
+
+    def _make_out_hook(self, layer: int, module: str):
+        def out_hook(mod, args, output):
+            return self._watch(output, layer, module)
+
+        return out_hook
+
+
+def _per_example_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Sum over examples of each example's mean NLL over its loss tokens (LM head only there)."""
+    input_ids = batch["input_ids"]  # [batch, pos]
+    labels = batch["labels"]  # [batch, pos]
+    # position p predicts token p+1; keep positions whose next token carries loss
+    targets = labels[:, 1:]  # [batch, pos-1]
+    keep = torch.zeros_like(labels, dtype=torch.bool)  # [batch, pos]
+    keep[:, :-1] = targets != -100
+    if not bool(keep.any()):
+        raise ValueError("a batch has no loss tokens (every label is -100)")
+    out = model(
+        input_ids=input_ids,
+        attention_mask=batch["attention_mask"],
+        logits_to_keep=keep,
+        use_cache=False,
+    )
+    logits = out.logits.float()  # [n_kept, vocab]
+    if logits.dim() == 3:  # a model that ignores the boolean mask: select here
+        logits = logits[keep]
+    rows, cols = keep.nonzero(as_tuple=True)  # [n_kept] each
+    target_ids = labels[rows, cols + 1]  # [n_kept]
+    nll = torch.nn.functional.cross_entropy(logits, target_ids, reduction="none")  # [n_kept]
+    counts = keep.sum(dim=1).clamp(min=1).to(nll.dtype)  # [batch]
+    per_example = torch.zeros(input_ids.shape[0], dtype=nll.dtype, device=nll.device)
+    per_example.index_add_(0, rows, nll)  # [batch]
+    return (per_example / counts).sum()
+
+
+def _resolve_examples(task: Task, config: AttributionConfig) -> list[Example]:
+    from taskneurons.data.tasks import subset
+
+    examples = task.split(config.split)
+    if not examples:
+        raise ValueError(f"task {task.id!r} has no {config.split} examples to score")
+    if config.n_examples is not None and config.n_examples < len(examples):
+        labels = task.labels if task.kind == "classification" else None
+        examples = subset(examples, config.n_examples, seed=config.seed, labels=labels)
+    return list(examples)
+
+
+def relevance_scores(
+    model: nn.Module,
+    data: Task | Iterable[dict[str, torch.Tensor]],
+    space: NeuronSpace | None = None,
+    *,
+    tokenizer=None,
+    config: AttributionConfig | None = None,
+    examples: Sequence[Example] | None = None,
+    accelerator=None,
+    progress: bool = True,
+) -> NeuronScores:
+    """Relevance ``|∂L/∂ω · ω|`` of every neuron of ``space`` for a task.
+
+    Args:
+        model: a Hugging Face causal LM (any family of the adapter table).
+        data: a :class:`Task` (its ``config.split`` examples, ``config.n_examples`` of them,
+            label-stratified with ``config.seed``; needs ``tokenizer``) or an iterable of batches
+            as made by :func:`taskneurons.data.prompts.collate` (``input_ids``,
+            ``attention_mask``, ``labels`` all ``[batch, pos]``).
+        space: the neurons to score (default: ``NeuronSpace(model, config.definition)``).
+        tokenizer: needed when ``data`` is a task.
+        config: the knobs (default :class:`AttributionConfig`).
+        examples: score these examples of the task instead of drawing a subset.
+        accelerator: an ``accelerate.Accelerator``; each process scores its shard, sums are
+            added across processes (every process returns the same scores).
+        progress: show a progress bar.
+
+    Returns:
+        :class:`NeuronScores` with float32 ``[layers, units]`` per module, in loss units
+        (nats of the example's mean answer-token NLL), averaged over examples.
+    """
+    config = config or AttributionConfig()
+    if space is None:
+        space = NeuronSpace(model, config.definition)
+    meta: dict = {"config": config.to_dict(), "space": space.describe()}
+    if isinstance(data, Task):
+        if tokenizer is None:
+            raise ValueError("relevance_scores on a Task needs the tokenizer")
+        exs = list(examples) if examples is not None else _resolve_examples(data, config)
+        if not exs:
+            raise ValueError(f"task {data.id!r}: no examples to score")
+        meta.update(
+            task=data.id, task_source=data.source, n_examples=len(exs), data_hash=examples_hash(exs)
+        )
+        if accelerator is not None and accelerator.num_processes > 1:
+            with accelerator.split_between_processes(exs) as shard:
+                exs = list(shard)
+        pcfg = PromptConfig(**{**asdict(config.prompt), "loss_on": config.loss})
+        batches: Iterable[dict[str, torch.Tensor]] = iter_batches(
+            tokenizer, data, exs, pcfg, batch_size=config.batch_size
+        )
+        n_batches = (len(exs) + config.batch_size - 1) // config.batch_size
+    else:
+        batches = data
+        n_batches = None
+        if accelerator is not None and accelerator.num_processes > 1:
+            rank, world = accelerator.process_index, accelerator.num_processes
+            batches = [b for i, b in enumerate(batches) if i % world == rank]
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    n_local = 0
+    n_tokens = 0
+    start = time.perf_counter()
+    from tqdm.auto import tqdm
+
+    bar = tqdm(batches, total=n_batches, desc="relevance", unit="batch", disable=not progress)
+    with frozen_parameters(model), _ScoreAccumulator(space, config.aggregate) as acc:
+        for batch in bar:
+            batch = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+            acc.set_token_mask(batch["attention_mask"])
+            with torch.enable_grad():
+                loss = _per_example_loss(model, batch)
+                loss.backward()
+            n_local += int(batch["input_ids"].shape[0])
+            n_tokens += int(batch["attention_mask"].sum())
+            bar.set_postfix(loss=f"{loss.item() / batch['input_ids'].shape[0]:.3f}")
+    model.train(was_training)
+    sums = acc.sums
+    n_total = n_local
+    if accelerator is not None and accelerator.num_processes > 1:
+        flat = torch.cat([sums[m].reshape(-1) for m in space.modules])
+        flat = torch.cat([flat, torch.tensor([float(n_local), float(n_tokens)], dtype=flat.dtype)])
+        flat = accelerator.reduce(flat.to(accelerator.device), reduction="sum").cpu()
+        n_total, n_tokens = int(flat[-2].item()), int(flat[-1].item())
+        off = 0
+        for m in space.modules:
+            numel = sums[m].numel()
+            sums[m] = flat[off : off + numel].reshape(sums[m].shape)
+            off += numel
+    if n_total == 0:
+        raise ValueError("no examples were scored (empty data)")
+    scores = {}
+    for m in space.modules:
+        mean = sums[m] / n_total
+        scores[m] = (mean.abs() if config.aggregate == "task" else mean).to(torch.float32)
+    elapsed = time.perf_counter() - start
+    meta.update(
+        n_scored=n_total,
+        n_tokens=n_tokens,
+        seconds=round(elapsed, 3),
+        tokens_per_s=round(n_tokens / elapsed, 1) if elapsed > 0 else None,
+    )
+    return NeuronScores(space.definition, scores, meta)
