@@ -1,0 +1,255 @@
+"""Deactivation of a NeuronSet: reversible, scoped interventions on a model's neurons.
+
+Two modes, equivalent for the model's outputs (tests check the logits agree to 1e-5):
+
+* ``"activation"`` — forward hooks multiply the neurons' activations by 0: a forward
+  pre-hook on W2 zeroes units of its input (``ffn`` definition, ``[batch, pos, d_ff]``), a
+  forward hook on a linear zeroes units of its output (``linear`` definition,
+  ``[batch, pos, out_features]``). The weights are never touched; gradients still flow.
+* ``"parameters"`` — the parameter slices each neuron owns (``NeuronSpace.parameter_slices``:
+  W1 rows and bias entries and the W2 column for ``ffn``; the weight row and bias entry for
+  ``linear``) are set to 0 in place; the original values of exactly those slices are saved and
+  copied back bit-exactly on exit. No hooks, so it also works where hooks do not run (exported
+  or compiled graphs), at the price of a copy of the selected slices. With PEFT adapters (LoRA)
+  on the FFN linears only the base weights are zeroed, so the adapter's share of a unit stays;
+  use activation mode there.
+
+Both undo themselves on leaving the ``with`` block, also when it raises.
+
+Example:
+    >>> with deactivate(model, task_neurons) as h:  # doctest: +SKIP
+    ...     logits = model(input_ids=ids).logits  # the task's neurons are off
+    >>> h.active  # doctest: +SKIP
+    False
+    >>> handle = zero_neurons(model, task_neurons, mode="parameters")  # doctest: +SKIP
+    >>> ...  # evaluate with the neurons off
+    >>> handle.undo()  # weights are bit-exactly the originals again  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Literal
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from taskneurons.neurons.selection import NeuronSet, NeuronSetMismatchError
+from taskneurons.neurons.space import NeuronSpace
+
+Mode = Literal["activation", "parameters"]
+MODES: tuple[str, ...] = ("activation", "parameters")
+
+
+def _keep_mask(mask_row: torch.Tensor, like: nn.Module) -> torch.Tensor:
+    """``1`` for kept units and ``0`` for deactivated ones, ``[units]``, on ``like``'s device.
+
+    ``mask_row`` is a ``torch.bool [units]`` row of a NeuronSet mask (``True`` = deactivate).
+    """
+    p = next(like.parameters(), None)
+    device = p.device if p is not None else torch.device("cpu")
+    dtype = p.dtype if p is not None and p.dtype.is_floating_point else torch.float32
+    return (~mask_row).to(device=device, dtype=dtype)  # [units]
+
+
+def _scaled(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """``x * keep`` over the last dim, ``[..., units]``, in ``x``'s dtype and device."""
+    if keep.dtype != x.dtype or keep.device != x.device:
+        keep = keep.to(device=x.device, dtype=x.dtype)
+    return x * keep  # [batch, pos, units] * [units]
+
+
+class Deactivation:
+    """Handle of one deactivation; :meth:`undo` (idempotent) puts the model back.
+
+    Attributes:
+        model: the model.
+        neurons: the deactivated :class:`NeuronSet`.
+        mode: ``"activation"`` or ``"parameters"``.
+        space: the model's :class:`NeuronSpace` under the set's definition.
+        active: ``True`` until :meth:`undo`.
+        n_hooks: hooks registered (activation mode).
+        n_values: parameter entries zeroed (parameter mode).
+
+    Usable as a context manager: ``with zero_neurons(model, s): ...`` undoes on exit.
+    """
+
+    def __init__(self, model: nn.Module, neurons: NeuronSet, mode: Mode, space: NeuronSpace):
+        self.model = model
+        self.neurons = neurons
+        self.mode = mode
+        self.space = space
+        self.active = False
+        self._hooks: list[RemovableHandle] = []
+        # (param, dim, positions [n], original values) per zeroed slice, in zeroing order
+        self._saved: list[tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]] = []
+
+    @property
+    def n_hooks(self) -> int:
+        return len(self._hooks)
+
+    @property
+    def n_values(self) -> int:
+        return sum(v.numel() for _, _, _, v in self._saved)
+
+    def __repr__(self) -> str:
+        state = "active" if self.active else "undone"
+        return (
+            f"Deactivation({len(self.neurons)} neurons, mode={self.mode!r}, {state}, "
+            f"hooks={self.n_hooks}, zeroed values={self.n_values})"
+        )
+
+    # -- applying ---------------------------------------------------------------------------------
+    def _apply(self) -> None:
+        self.active = True
+        try:
+            if self.mode == "activation":
+                self._add_hooks()
+            else:
+                self._zero_parameters()
+        except BaseException:
+            self.undo()
+            raise
+
+    def _add_hooks(self) -> None:
+        space = self.space
+        for module_name, mask in self.neurons.masks.items():
+            site = space.site(module_name)
+            for layer in range(space.n_layers):
+                if not bool(mask[layer].any()):
+                    continue
+                target = space.site_module(layer, module_name)
+                keep = _keep_mask(mask[layer], target)  # [units]
+                if site.kind == "input":
+                    handle = target.register_forward_pre_hook(_input_hook(keep, target))
+                else:
+                    handle = target.register_forward_hook(_output_hook(keep))
+                self._hooks.append(handle)
+
+    def _zero_parameters(self) -> None:
+        space = self.space
+        with torch.no_grad():
+            for module_name in self.neurons.modules:
+                for layer in range(space.n_layers):
+                    units = self.neurons.indices(module_name, layer)  # [n]
+                    if units.numel() == 0:
+                        continue
+                    for s in space.parameter_slices(layer, module_name):
+                        pos = (units + s.offset).to(s.param.device)  # [n]
+                        original = s.param.index_select(s.dim, pos)  # a new tensor, not a view
+                        self._saved.append((s.param, s.dim, pos, original))
+                        s.param.index_fill_(s.dim, pos, 0)
+
+    # -- undoing ------------------------------------------------------------------------------
+    def undo(self) -> None:
+        """Remove the hooks / copy the saved parameter values back (bit-exact). Idempotent."""
+        for handle in self._hooks:
+            handle.remove()
+        self._hooks.clear()
+        if self._saved:
+            with torch.no_grad():
+                for param, dim, pos, original in reversed(self._saved):
+                    param.index_copy_(dim, pos, original)
+            self._saved.clear()
+        self.active = False
+
+    def __enter__(self) -> Deactivation:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.undo()
+
+
+def _input_hook(keep: torch.Tensor, target: nn.Module):
+    """Forward pre-hook zeroing units of the module's first input ``[batch, pos, units]``."""
+
+    def hook(module: nn.Module, args: tuple):
+        if not args:
+            raise RuntimeError(
+                f"{type(target).__name__} was called without a positional input; the "
+                "activation-mode deactivation hook cannot see it (use mode='parameters')"
+            )
+        return (_scaled(args[0], keep), *args[1:])
+
+    return hook
+
+
+def _output_hook(keep: torch.Tensor):
+    """Forward hook zeroing units of the module's output ``[batch, pos, units]``."""
+
+    def hook(module: nn.Module, args: tuple, output: torch.Tensor):
+        return _scaled(output, keep)
+
+    return hook
+
+
+def _resolve_space(model: nn.Module, neurons: NeuronSet, space: NeuronSpace | None) -> NeuronSpace:
+    if not isinstance(neurons, NeuronSet):
+        raise TypeError(f"neurons must be a NeuronSet, got {type(neurons).__name__}")
+    if space is None:
+        space = NeuronSpace(model, neurons.definition)  # type: ignore[arg-type]
+    elif space.adapter.model is not model:
+        raise NeuronSetMismatchError(
+            "the given NeuronSpace was built on another model object than the one to deactivate"
+        )
+    neurons.check_space(space)
+    return space
+
+
+def zero_neurons(
+    model: nn.Module,
+    neurons: NeuronSet,
+    mode: Mode = "activation",
+    space: NeuronSpace | None = None,
+) -> Deactivation:
+    """Deactivate ``neurons`` now and return the handle that undoes it (``handle.undo()``).
+
+    Prefer :func:`deactivate`, which undoes automatically. Arguments as there.
+
+    Example:
+        >>> h = zero_neurons(model, task_neurons, mode="parameters")  # doctest: +SKIP
+        >>> h.undo()  # doctest: +SKIP
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    handle = Deactivation(model, neurons, mode, _resolve_space(model, neurons, space))
+    handle._apply()
+    return handle
+
+
+@contextlib.contextmanager
+def deactivate(
+    model: nn.Module,
+    neurons: NeuronSet,
+    mode: Mode = "activation",
+    space: NeuronSpace | None = None,
+) -> Iterator[Deactivation]:
+    """Context manager: ``neurons`` are off inside the block and restored on exit (also on error).
+
+    Args:
+        model: a Hugging Face causal LM of a family of the adapter table (PEFT-wrapped is fine).
+        neurons: the :class:`NeuronSet` to deactivate; its definition and shapes must match the
+            model's :class:`NeuronSpace`. An empty set is a no-op.
+        mode: ``"activation"`` (hooks multiply the activations, ``[batch, pos, units]``, by a
+            per-layer 0/1 keep mask ``[units]``) or ``"parameters"`` (zero the owned parameter
+            slices; restored bit-exactly on exit).
+        space: the model's space, if already built (must belong to ``model``).
+
+    Yields:
+        The :class:`Deactivation` handle (``n_hooks``, ``n_values``, ``active``).
+
+    Raises:
+        NeuronSetMismatchError: the set does not fit the model (message gives both layouts).
+        ValueError: unknown ``mode``.
+
+    Example:
+        >>> with deactivate(model, task_neurons, mode="parameters"):  # doctest: +SKIP
+        ...     acc = evaluate(model, task)
+    """
+    handle = zero_neurons(model, neurons, mode=mode, space=space)
+    try:
+        yield handle
+    finally:
+        handle.undo()
