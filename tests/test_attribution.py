@@ -13,7 +13,12 @@ from scipy.stats import spearmanr
 
 from taskneurons.data.prompts import EncodedExample, collate
 from taskneurons.data.tasks import Task
-from taskneurons.neurons.attribution import AGGREGATES, AttributionConfig, relevance_scores
+from taskneurons.neurons.attribution import (
+    AGGREGATES,
+    AttributionConfig,
+    reference_relevance_scores,
+    relevance_scores,
+)
 from taskneurons.neurons.space import NeuronSpace
 from tiny_models import tiny_model
 
@@ -36,56 +41,6 @@ def random_batches(
     return out
 
 
-def naive_scores(model, space: NeuronSpace, batches, aggregate: str) -> dict[str, torch.Tensor]:
-    """Reference: parameter gradients on, full logits, retain_grad on every activation."""
-    sums = space.zeros(torch.float64)
-    n = 0
-    for p in model.parameters():
-        p.requires_grad_(True)
-    for batch in batches:
-        acts: dict[tuple[int, str], torch.Tensor] = {}
-        handles = []
-        for layer in range(space.n_layers):
-            for m in space.modules:
-                mod = space.site_module(layer, m)
-                if space.site(m).kind == "input":
-
-                    def pre(module, args, key=(layer, m), acts=acts):
-                        args[0].retain_grad()
-                        acts[key] = args[0]
-
-                    handles.append(mod.register_forward_pre_hook(pre))
-                else:
-
-                    def post(module, args, out, key=(layer, m), acts=acts):
-                        out.retain_grad()
-                        acts[key] = out
-
-                    handles.append(mod.register_forward_hook(post))
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        logp = torch.log_softmax(logits.float()[:, :-1], dim=-1)  # [batch, pos-1, vocab]
-        labels = batch["labels"][:, 1:]
-        valid = labels != -100
-        nll = -logp.gather(-1, labels.clamp(min=0)[..., None])[..., 0] * valid  # [batch, pos-1]
-        loss = (nll.sum(1) / valid.sum(1)).sum()
-        model.zero_grad()
-        loss.backward()
-        for h in handles:
-            h.remove()
-        mask = batch["attention_mask"][..., None].double()
-        for (layer, m), a in acts.items():
-            prod = (a.grad.double() * a.detach().double()).reshape(*mask.shape[:2], -1) * mask
-            if aggregate == "token_abs":
-                per_ex = prod.abs().sum(1)
-            else:
-                per_ex = prod.sum(1)
-            sums[m][layer] += per_ex.abs().sum(0) if aggregate == "example" else per_ex.sum(0)
-        n += batch["input_ids"].shape[0]
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return {m: (s / n).abs() if aggregate == "task" else s / n for m, s in sums.items()}
-
-
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("definition", ["ffn", "linear"])
 @pytest.mark.parametrize("aggregate", AGGREGATES)
@@ -95,7 +50,7 @@ def test_scores_equal_naive_reference(family, definition, aggregate):
     batches = random_batches(model.config.vocab_size)
     cfg = AttributionConfig(definition=definition, aggregate=aggregate)
     ours = relevance_scores(model, batches, space, config=cfg, progress=False)
-    ref = naive_scores(model, space, batches, aggregate)
+    ref = reference_relevance_scores(model, batches, space, aggregate)
     assert set(ours.scores) == set(space.modules)
     for m in space.modules:
         assert ours.scores[m].shape == space.shape(m)
