@@ -1,0 +1,289 @@
+"""Experiments that chain the stages: detection (scores -> NeuronSets) and deactivation tables.
+
+Each function takes a loaded model, tokenizer and tasks, writes its results into ``out_dir``
+(tables as Markdown/CSV/JSON, PNG plots, the config as JSON with provenance) and returns the
+numbers. The CLI (``taskneurons detect`` / ``deactivate`` / ``demo``) is a thin layer over them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from torch import nn
+
+from taskneurons._io import provenance, write_json_atomic
+from taskneurons.data.tasks import Task, examples_hash, subset
+from taskneurons.evaluation import EvalConfig, evaluate
+from taskneurons.models.loading import model_fingerprint
+from taskneurons.neurons.attribution import AttributionConfig, relevance_scores
+from taskneurons.neurons.intervention import deactivate
+from taskneurons.neurons.selection import NeuronSet, iou, random_like, top_k
+from taskneurons.neurons.space import NeuronSpace
+from taskneurons.report.plots import heatmap, layer_distribution
+from taskneurons.report.tables import markdown_table, write_table
+
+
+@dataclass
+class DetectConfig:
+    """Knobs of ``taskneurons detect``.
+
+    Attributes:
+        k: percentage of neurons kept per task, in (0, 100].
+        scope: ``model`` (rank all neurons together) or ``layer`` (k % of each layer).
+        attribution: how relevance is computed (definition, loss, aggregate, examples, seed).
+    """
+
+    k: float = 10.0
+    scope: str = "model"
+    attribution: AttributionConfig = field(default_factory=AttributionConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def detect_neurons(
+    model: nn.Module,
+    tokenizer,
+    tasks: list[Task],
+    config: DetectConfig,
+    out_dir: str | os.PathLike,
+    progress: bool = True,
+) -> dict[str, NeuronSet]:
+    """Score every task, keep its top-k % neurons, and write scores, sets, tables and plots.
+
+    Writes ``out_dir/<task>/scores.safetensors``, ``out_dir/<task>/neurons.safetensors`` (+
+    ``.json``), ``layer_counts.{md,csv,json}``, ``iou.{md,csv,json}``, ``layer_counts.png``,
+    ``iou.png`` and ``detect_config.json``.
+
+    Returns:
+        task id -> its :class:`NeuronSet`.
+    """
+    out = Path(out_dir)
+    space = NeuronSpace(model, config.attribution.definition)
+    fingerprint = model_fingerprint(model)
+    sets: dict[str, NeuronSet] = {}
+    for task in tasks:
+        scores = relevance_scores(
+            model, task, space, tokenizer=tokenizer, config=config.attribution, progress=progress
+        )
+        scores.meta["model_fingerprint"] = fingerprint
+        scores.save(out / task.id / "scores.safetensors")
+        meta = {
+            "task": task.id,
+            "task_source": task.source,
+            "model_fingerprint": fingerprint,
+            "data_hash": scores.meta.get("data_hash"),
+            "n_examples": scores.meta.get("n_examples"),
+            "seed": config.attribution.seed,
+        }
+        ns = top_k(scores, config.k, scope=config.scope, meta=meta)
+        ns.save(out / task.id / "neurons.safetensors")
+        sets[task.id] = ns
+    write_detection_summary(sets, space, out)
+    write_json_atomic(
+        out / "detect_config.json",
+        provenance(config=config.to_dict(), tasks=[t.id for t in tasks], model=fingerprint),
+    )
+    return sets
+
+
+def write_detection_summary(sets: dict[str, NeuronSet], space: NeuronSpace, out: Path) -> dict:
+    """Per-layer counts and pairwise IoU of the task sets: tables and PNG plots."""
+    names = list(sets)
+    per_layer = {
+        name: sum(c for c in ns.counts_per_layer().values()).tolist() for name, ns in sets.items()
+    }
+    rows = [[layer] + [per_layer[n][layer] for n in names] for layer in range(space.n_layers)]
+    rows.append(["total"] + [len(sets[n]) for n in names])
+    write_table(out / "layer_counts", ["layer", *names], rows, title="Task neurons per layer")
+    layer_distribution(per_layer, out / "layer_counts.png")
+    matrix = [[iou(sets[a], sets[b]) for b in names] for a in names]
+    write_table(
+        out / "iou",
+        ["task", *names],
+        [[a] + [round(v, 4) for v in matrix[i]] for i, a in enumerate(names)],
+        digits=3,
+        title="Pairwise IoU of task neurons",
+    )
+    heatmap(
+        matrix, names, names, out / "iou.png", title="IoU of task-specific neurons", fmt="{:.2f}"
+    )
+    return {"per_layer": per_layer, "iou": matrix}
+
+
+@dataclass
+class DeactivateConfig:
+    """Knobs of ``taskneurons deactivate``.
+
+    Attributes:
+        mode: ``activation`` (hooks) or ``parameters`` (zeroed slices, restored bit-exactly).
+        n_test: test examples per task (label-stratified subset with ``seed``; ``None``: all).
+        seed: seed of the test subset.
+        random_seed: seed of the random neuron sets (matched per layer and module).
+        random_excludes_task: draw the random neurons from outside the task's own set.
+        eval: how tasks are evaluated.
+    """
+
+    mode: str = "activation"
+    n_test: int | None = 200
+    seed: int = 0
+    random_seed: int = 0
+    random_excludes_task: bool = True
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _test_examples(task: Task, n: int | None, seed: int):
+    exs = task.test
+    if n is not None and n < len(exs):
+        exs = subset(
+            exs, n, seed=seed, labels=task.labels if task.kind == "classification" else None
+        )
+    return list(exs)
+
+
+def deactivation_experiment(
+    model: nn.Module,
+    tokenizer,
+    tasks: list[Task],
+    neuron_sets: dict[str, NeuronSet],
+    config: DeactivateConfig,
+    out_dir: str | os.PathLike,
+    progress: bool = True,
+) -> dict:
+    """PAPER.md Table 1 rows and the task x task deactivation matrix (Figure 5).
+
+    For each task i: score with nothing deactivated (Original), with as many random neurons
+    as task i has, matched per layer and module (Deactivate-Random), and with task i's neurons
+    (Deactivate-Task); and the score of every task j with task i's neurons off.
+
+    Writes ``table1.{md,csv,json}``, ``matrix.{md,csv,json}`` (change of task j's score when
+    task i's neurons are off, in points), ``matrix.png`` and ``deactivate_config.json``.
+
+    Returns:
+        ``{"original": {j: score}, "random": {i: score}, "task": {i: score},
+        "matrix": {i: {j: score}}, "metric": {j: name}}``.
+    """
+    out = Path(out_dir)
+    missing = [t.id for t in tasks if t.id not in neuron_sets]
+    if missing:
+        raise ValueError(f"no neuron set for tasks {missing}; have {sorted(neuron_sets)}")
+    space = NeuronSpace(model, next(iter(neuron_sets.values())).definition)
+    for ns in neuron_sets.values():
+        ns.check_space(space)
+    test = {t.id: _test_examples(t, config.n_test, config.seed) for t in tasks}
+
+    def score(task: Task) -> float:
+        return evaluate(
+            model, tokenizer, task, test[task.id], config=config.eval, progress=False
+        ).score
+
+    from tqdm.auto import tqdm
+
+    n_evals = len(tasks) * (len(tasks) + 2)
+    bar = tqdm(total=n_evals, desc="deactivation", unit="eval", disable=not progress)
+    original, rand, matrix = {}, {}, {}
+    for t in tasks:
+        original[t.id] = score(t)
+        bar.update()
+    for i in tasks:
+        ns = neuron_sets[i.id]
+        exclude = ns if config.random_excludes_task else None
+        rnd = random_like(ns, space, seed=config.random_seed, exclude=exclude)
+        with deactivate(model, rnd, mode=config.mode, space=space):
+            rand[i.id] = score(i)
+            bar.update()
+        matrix[i.id] = {}
+        with deactivate(model, ns, mode=config.mode, space=space):
+            for j in tasks:
+                matrix[i.id][j.id] = score(j)
+                bar.update()
+    bar.close()
+    names = [t.id for t in tasks]
+
+    def avg(d: dict) -> float:
+        return sum(d.values()) / len(d)
+
+    task_row = {n: matrix[n][n] for n in names}
+    header = ["", *names, "Avg"]
+    rows = [
+        ["Original", *[original[n] for n in names], avg(original)],
+        ["Deactivate-Random", *[rand[n] for n in names], avg(rand)],
+        ["Deactivate-Task", *[task_row[n] for n in names], avg(task_row)],
+    ]
+    meta = provenance(
+        config=config.to_dict(),
+        model=model_fingerprint(model),
+        metric={t.id: t.metric for t in tasks},
+        data_hash={t.id: examples_hash(test[t.id]) for t in tasks},
+        neuron_sets={n: neuron_sets[n].meta for n in names},
+    )
+    write_table(
+        out / "table1", header, rows, meta=meta, title="Deactivation (accuracy % / ROUGE-L)"
+    )
+    change = [[matrix[i][j] - original[j] for j in names] for i in names]
+    write_table(
+        out / "matrix",
+        ["deactivated \\ measured", *names],
+        [[i, *row] for i, row in zip(names, change, strict=True)],
+        meta=meta,
+        title="Change of task j's score (points) with task i's neurons deactivated",
+    )
+    heatmap(
+        change,
+        names,
+        names,
+        out / "matrix.png",
+        title="Deactivate task i's neurons: change on task j",
+        xlabel="measured task j",
+        ylabel="deactivated neurons of task i",
+        cmap="RdBu",
+    )
+    write_json_atomic(out / "deactivate_config.json", meta)
+    return {
+        "original": original,
+        "random": rand,
+        "task": task_row,
+        "matrix": matrix,
+        "metric": {t.id: t.metric for t in tasks},
+        "table": markdown_table(header, rows),
+    }
+
+
+def diagonal_dominance(matrix: dict[str, dict[str, float]], original: dict[str, float]) -> dict:
+    """For each measured task j: is the largest drop in column j on the diagonal (i = j)?"""
+    out = {}
+    for j in original:
+        drops = {i: original[j] - matrix[i][j] for i in matrix}
+        out[j] = max(drops, key=drops.get) == j
+    return out
+
+
+def load_neuron_sets(
+    folder: str | os.PathLike, tasks: list[Task], model: nn.Module, strict: bool = True
+) -> dict[str, NeuronSet]:
+    """Load ``folder/<task>/neurons.safetensors`` for every task, checked against ``model``."""
+    folder = Path(folder)
+    sets = {}
+    for t in tasks:
+        path = folder / t.id / "neurons.safetensors"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"no neuron set for task {t.id!r} at {path}; run `taskneurons detect` first"
+            )
+        sets[t.id] = NeuronSet.load(path, model=model, strict=strict)
+    return sets
+
+
+__all__ = [
+    "DeactivateConfig",
+    "DetectConfig",
+    "deactivation_experiment",
+    "detect_neurons",
+    "diagonal_dominance",
+    "load_neuron_sets",
+]
