@@ -123,6 +123,27 @@ def test_top_k_meta_records_the_source():
     assert s.meta["seed"] == 3 and s.meta["definition"] == "ffn" and "version" in s.meta
 
 
+def test_top_k_records_the_model_fingerprint_when_given_the_model(llama):
+    space = NeuronSpace(llama, "ffn")
+    meta = {"task": "sst2", "config": {"seed": 7}, "data_hash": "ab"}
+    scores = NeuronScores("ffn", {"ffn": torch.rand(space.shape("ffn"))}, meta)
+    s = top_k(scores, k=10, model=llama)
+    assert s.meta["model_fingerprint"] == model_fingerprint(llama)
+    assert s.meta["seed"] == 7 and s.meta["data_hash"] == "ab"
+    with pytest.raises(NeuronSetMismatchError):
+        top_k(NeuronScores("ffn", {"ffn": torch.rand(3, 80)}), k=10, model=llama)
+
+
+def test_top_k_puts_modules_in_id_order_when_given_the_model(llama):
+    space = NeuronSpace(llama, "linear")  # gate, up, down
+    g = torch.Generator().manual_seed(0)
+    shuffled = {m: torch.rand(space.shape(m), generator=g) for m in sorted(space.modules)}
+    s = top_k(NeuronScores("linear", shuffled), k=10, model=llama)
+    assert s.modules == space.modules
+    in_order = {m: shuffled[m] for m in space.modules}
+    assert s == top_k(NeuronScores("linear", in_order), k=10)
+
+
 def test_classmethod_aliases():
     scores = NeuronScores(
         "ffn", {"ffn": torch.rand(3, 10, generator=torch.Generator().manual_seed(0))}

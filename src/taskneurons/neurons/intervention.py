@@ -22,7 +22,7 @@ Example:
     >>> h.active  # doctest: +SKIP
     False
     >>> handle = zero_neurons(model, task_neurons, mode="parameters")  # doctest: +SKIP
-    >>> ...  # evaluate with the neurons off
+    >>> acc = evaluate(model, task)  # the neurons are off  # doctest: +SKIP
     >>> handle.undo()  # weights are bit-exactly the originals again  # doctest: +SKIP
 """
 

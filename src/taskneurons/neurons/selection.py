@@ -47,8 +47,10 @@ FORMAT = "taskneurons.NeuronSet/1"
 #: Keys copied from a NeuronScores' meta into the NeuronSet's meta (when present).
 _INHERITED_KEYS = (
     "task",
+    "task_source",
     "data",
     "subset",
+    "n_examples",
     "split",
     "examples",
     "examples_hash",
@@ -495,6 +497,7 @@ def top_k(
     scope: Scope = "model",
     rank_modules: RankModules = "together",
     meta: dict | None = None,
+    model: nn.Module | None = None,
 ) -> NeuronSet:
     """The top ``k`` % of neurons by relevance score: a task's task-specific neurons.
 
@@ -516,6 +519,9 @@ def top_k(
         scope: ``"model"`` or ``"layer"``.
         rank_modules: ``"together"`` or ``"separately"``.
         meta: extra meta entries (override the defaults taken from ``scores.meta``).
+        model: the scored model, when ``scores.meta`` carries no model fingerprint: its
+            :func:`~taskneurons.models.loading.model_fingerprint` is recorded and the layout
+            checked against it.
 
     Returns:
         A :class:`NeuronSet` of ``scores``' layout.
@@ -536,15 +542,21 @@ def top_k(
         raise ValueError(f"scope must be 'model' or 'layer', got {scope!r}")
     if rank_modules not in ("together", "separately"):
         raise ValueError(f"rank_modules must be 'together' or 'separately', got {rank_modules!r}")
-    shapes = {m: tuple(t.shape) for m, t in scores.scores.items()}
-    for m, t in scores.scores.items():
+    raw = dict(scores.scores)
+    space = None
+    if model is not None:
+        space = NeuronSpace(model, scores.definition)  # type: ignore[arg-type]
+        if sorted(raw) == sorted(space.modules):  # put modules in id order (files sort them)
+            raw = {m: raw[m] for m in space.modules}
+    shapes = {m: tuple(t.shape) for m, t in raw.items()}
+    for m, t in raw.items():
         if torch.isnan(t).any():
             bad = torch.isnan(t).nonzero()[0].tolist()
             raise ValueError(
                 f"scores of module {m!r} contain nan (first at layer {bad[0]}, unit {bad[1]}); "
                 "cannot rank them"
             )
-    vals = {m: t.detach().to("cpu", torch.float64) for m, t in scores.scores.items()}
+    vals = {m: t.detach().to("cpu", torch.float64) for m, t in raw.items()}
     masks = {m: torch.zeros(shapes[m], dtype=torch.bool) for m in shapes}
     n_layers = next(iter(shapes.values()))[0]
     # groups of modules ranked in one list
@@ -571,15 +583,24 @@ def top_k(
         "tie_break": "lower neuron id",
     }
     fp = _fingerprint_of(scores.meta)
+    if fp is None and model is not None:
+        from taskneurons.models.loading import model_fingerprint
+
+        fp = model_fingerprint(model)
     if fp is not None:
         info["model_fingerprint"] = fp
     for key in _INHERITED_KEYS:
         if key in scores.meta:
             info[key] = scores.meta[key]
+    config = scores.meta.get("config")
+    if "seed" not in info and isinstance(config, Mapping) and "seed" in config:
+        info["seed"] = config["seed"]  # seed of the scored example subset
     info["version"] = _package_version()
     info["scores_meta"] = scores.meta
     info.update(meta or {})
     out = NeuronSet(scores.definition, masks, info)
+    if space is not None:
+        out.check_space(space)
     out.meta["count"] = len(out)
     out.meta["size"] = out.size
     return out
