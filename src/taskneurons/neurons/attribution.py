@@ -250,7 +250,13 @@ def relevance_scores(
     config = config or AttributionConfig()
     if space is None:
         space = NeuronSpace(model, config.definition)
-    meta: dict = {"config": config.to_dict(), "space": space.describe()}
+    from taskneurons.models.loading import model_fingerprint
+
+    meta: dict = {
+        "config": config.to_dict(),
+        "space": space.describe(),
+        "model_fingerprint": model_fingerprint(model),
+    }
     if isinstance(data, Task):
         if tokenizer is None:
             raise ValueError("relevance_scores on a Task needs the tokenizer")

@@ -53,9 +53,16 @@ class NeuronScores:
         from safetensors.torch import save_file
 
         path = Path(path)
-        header = {"definition": self.definition, "meta": json.dumps(self.meta, default=str)}
+        # safetensors sorts tensor names: the module (= neuron-id) order goes in the header
+        header = {
+            "definition": self.definition,
+            "modules": json.dumps(list(self.scores)),
+            "meta": json.dumps(self.meta, default=str),
+        }
         with atomic_path(path) as tmp:
-            save_file({m: t.contiguous() for m, t in self.scores.items()}, str(tmp), metadata=header)
+            save_file(
+                {m: t.contiguous() for m, t in self.scores.items()}, str(tmp), metadata=header
+            )
         return path
 
     @classmethod
@@ -67,4 +74,10 @@ class NeuronScores:
             scores = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
         if "definition" not in header:
             raise ValueError(f"{path} is not a taskneurons scores file (no 'definition' in header)")
+        order = json.loads(header.get("modules", "null")) or sorted(scores)
+        if sorted(order) != sorted(scores):
+            raise ValueError(
+                f"{path}: header lists modules {order} but the file holds {sorted(scores)}"
+            )
+        scores = {m: scores[m] for m in order}
         return cls(header["definition"], scores, json.loads(header.get("meta", "{}")))
