@@ -106,7 +106,7 @@ def _plain(
 #: The adapter table: one entry per family. Add a family by adding a line here.
 ADAPTER_TABLE: tuple[FFNSpec, ...] = (
     _gated("llama", ("llama", "granite", "olmo", "olmo2")),
-    _gated("mistral", ("mistral", "mixtral_dense")),
+    _gated("mistral", ("mistral",)),
     _gated("qwen2", ("qwen2", "qwen3")),
     _gated("gemma", ("gemma", "gemma2", "gemma3_text")),
     _gated("stablelm", ("stablelm",)),
@@ -190,12 +190,14 @@ class FFNAdapter:
             self.layers: nn.ModuleList = _get(base, spec.layers)
         except AttributeError as exc:
             raise UnsupportedModelError(
-                f"model of type {type(base).__name__} declares family {spec.family!r} but has no "
-                f"'{spec.layers}' module list"
+                f"model of type {type(base).__name__} declares family {spec.family!r} "
+                f"(config.model_type {model.config.model_type!r}) but has no '{spec.layers}' "
+                "module list; pass the causal LM (AutoModelForCausalLM), not its bare backbone"
             ) from exc
         self._root = base
-        self._root_prefix = next(n for n, m in model.named_modules() if m is base)
         self._linear_by_name = {lin.name: lin for lin in spec.linears}
+        # id(parameter) -> (parameter, name in model.named_parameters()); filled by param_name
+        self._param_names: dict[int, tuple[nn.Parameter, str]] = {}
         self.n_layers = len(self.layers)
         widths = {self.in_features(i, spec.w2) for i in range(self.n_layers)}
         if len(widths) != 1:
@@ -230,9 +232,24 @@ class FFNAdapter:
         return self.weight_out_in(layer, name).shape[1]
 
     def param_name(self, layer: int, name: str, which: str = "weight") -> str:
-        """Full parameter name (as in ``model.named_parameters()``) of a linear's weight/bias."""
-        prefix = f"{self.spec.layers}.{layer}.{self._linear_by_name[name].path}.{which}"
-        return f"{self._root_prefix}.{prefix}" if self._root_prefix else prefix
+        """Full parameter name (as in ``model.named_parameters()``) of a linear's weight/bias.
+
+        Found by identity of the parameter, so a wrapper that moves it is named right: PEFT's
+        LoRA keeps ``mlp.gate_proj.weight`` as ``mlp.gate_proj.base_layer.weight``.
+
+        Example:
+            >>> adapter.param_name(0, "down")  # doctest: +SKIP
+            'model.layers.0.mlp.down_proj.weight'
+        """
+        param = getattr(self.linear(layer, name), which)
+        entry = self._param_names.get(id(param))
+        if entry is None or entry[0] is not param:  # parameters replaced since the last lookup
+            self._param_names = {id(p): (p, n) for n, p in self.model.named_parameters()}
+            entry = self._param_names.get(id(param))
+        if entry is None:
+            path = f"{self.spec.layers}.{layer}.{self._linear_by_name[name].path}.{which}"
+            raise LookupError(f"{path} is not a parameter of the model (named_parameters)")
+        return entry[1]
 
     # -- parameter slices ----------------------------------------------------------------------
     def output_slices(self, layer: int, name: str, offset: int = 0) -> list[ParamSlice]:

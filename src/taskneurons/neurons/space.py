@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
@@ -30,6 +31,14 @@ from taskneurons.models.adapters import FFNAdapter, ParamSlice, get_adapter
 
 Definition = Literal["ffn", "linear"]
 DEFINITIONS: tuple[str, ...] = ("ffn", "linear")
+
+
+def _as_index(what: str, value: int) -> int:
+    """``value`` as a Python int (ints, NumPy and 0-d integer tensors); ``TypeError`` otherwise."""
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{what} must be an integer, got {value!r}") from None
 
 
 class Neuron(NamedTuple):
@@ -88,20 +97,35 @@ class NeuronSpace:
 
     def shape(self, module: str) -> tuple[int, int]:
         """``(layers, units)`` of one module."""
+        self._check_module(module)
         return (self.n_layers, self.units[module])
 
-    def neuron_id(self, layer: int, module: str, unit: int) -> int:
-        """Stable id of the neuron at ``(layer, module, unit)``."""
+    def _check_layer(self, layer: int) -> int:
+        layer = _as_index("layer", layer)
         if not 0 <= layer < self.n_layers:
             raise IndexError(f"layer {layer} outside [0, {self.n_layers})")
+        return layer
+
+    def _check_module(self, module: str) -> None:
         if module not in self.units:
-            raise KeyError(f"module {module!r} not in {self.modules}")
+            raise KeyError(f"module {module!r} not in {self.modules} ({self.definition} neurons)")
+
+    def neuron_id(self, layer: int, module: str, unit: int) -> int:
+        """Stable id of the neuron at ``(layer, module, unit)``.
+
+        Raises ``IndexError`` for a layer or unit out of range (negative ones included),
+        ``KeyError`` for an unknown module and ``TypeError`` for a non-integer layer or unit.
+        """
+        layer = self._check_layer(layer)
+        self._check_module(module)
+        unit = _as_index("unit", unit)
         if not 0 <= unit < self.units[module]:
             raise IndexError(f"unit {unit} outside [0, {self.units[module]}) of {module}")
         return layer * self.per_layer + self._module_offset[module] + unit
 
     def coord(self, neuron_id: int) -> Neuron:
-        """Coordinates of a neuron id."""
+        """Coordinates of a neuron id (``IndexError`` outside ``[0, size)``)."""
+        neuron_id = _as_index("neuron id", neuron_id)
         if not 0 <= neuron_id < self.size:
             raise IndexError(f"neuron id {neuron_id} outside [0, {self.size})")
         layer, rest = divmod(neuron_id, self.per_layer)
@@ -117,19 +141,25 @@ class NeuronSpace:
     # -- where activations and parameters live -------------------------------------------------
     def site(self, module: str) -> Site:
         """Where the activation of ``module``'s neurons is read."""
+        self._check_module(module)
         if self.definition == "ffn":
             return Site(self.adapter.spec.w2, "input")
         return Site(module, "output")
 
     def site_module(self, layer: int, module: str) -> nn.Module:
         """The ``nn.Module`` whose input or output carries ``module``'s activation at ``layer``."""
+        layer = self._check_layer(layer)
+        self._check_module(module)
         return self.adapter.linear(layer, self.site(module).linear)
 
     def parameter_slices(self, layer: int, module: str) -> list[ParamSlice]:
         """The parameter slices owned by unit ``u`` of ``module`` at ``layer``.
 
         Unit ``u`` owns ``s.param.narrow(s.dim, s.offset + u, 1)`` for every returned ``s``.
+        A layer outside ``[0, n_layers)`` raises ``IndexError``, an unknown module ``KeyError``.
         """
+        layer = self._check_layer(layer)
+        self._check_module(module)
         if self.definition == "ffn":
             return self.adapter.neuron_slices(layer)
         return self.adapter.output_slices(layer, module)
