@@ -379,6 +379,21 @@ def test_model_declaring_a_family_without_its_layers_is_unsupported():
         get_adapter(Impostor())
 
 
+def test_bare_backbone_is_rejected_with_a_hint():
+    backbone = tiny_model("llama").model  # LlamaModel: layers at .layers, not .model.layers
+    with pytest.raises(UnsupportedModelError, match=r"LlamaModel .* pass the causal LM"):
+        get_adapter(backbone)
+
+
+def test_bloom_slow_but_exact_tensor_parallel_is_rejected():
+    model = tiny_model("bloom")
+    model.config.pretraining_tp, model.config.slow_but_exact = 2, True
+    with pytest.raises(UnsupportedModelError, match="slow_but_exact=False"):
+        get_adapter(model)
+    model.config.slow_but_exact = False
+    assert get_adapter(model).d_ff == 4 * D_MODEL
+
+
 def test_every_table_model_type_has_a_tiny_model():
     table_types = {t for spec in ADAPTER_TABLE for t in spec.model_types}
     assert table_types == set(MODEL_TYPES)
