@@ -287,8 +287,9 @@ def test_full_and_lora_change_the_model(tok):
     trainable, total = peft_model.get_nb_trainable_parameters()
     assert res.n_trainable == trainable > 0
     # r=2 on every linear but the LM head: q,k,v,o,gate,up,down of 2 layers
-    lin = [m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
-    assert res.n_trainable < 0.2 * res.n_params and len(lin) > 0
+    wrapped = {n.split(".")[-1] for n, m in peft_model.named_modules() if hasattr(m, "lora_A")}
+    assert wrapped == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    assert res.n_trainable < 0.2 * res.n_params
     lora_logits = peft_model(input_ids=batch["input_ids"]).logits.detach()
     merged = peft_model.merge_and_unload()
     assert not isinstance(merged, PeftModel)
@@ -431,3 +432,33 @@ def test_two_processes_equal_one(tmp_path):
         for n, t in one[key].items():
             torch.testing.assert_close(two_[key][n], t, rtol=1e-5, atol=1e-6, msg=f"{key} {n}")
     assert any(t.abs().sum() > 0 for t in one["delta"].values())
+
+
+@pytest.mark.slow
+def test_embedded_model_neuron_training(tmp_path):
+    """SmolLM2-135M, 10% of its ffn neurons, 1 step on 4 real sst2 examples."""
+    from taskneurons.data.tasks import load_task
+    from taskneurons.models.loading import load_model
+
+    model, tok = load_model("smollm2-135m")
+    task = load_task("/work/shared/data/sst2").limit(n_train=4, n_test=1, seed=0)
+    space = NeuronSpace(model, "ffn")
+    g = torch.Generator().manual_seed(0)
+    pick = torch.randperm(space.size, generator=g)[: space.size // 10]
+    neurons = NeuronSet.from_ids(space, pick, {"model_fingerprint": model_fingerprint(model)})
+    before = {k: v.clone() for k, v in model.state_dict().items() if ".mlp." in k}
+    config = TrainConfig(lr=1e-3, max_steps=1, batch_size=4, prompt=PromptConfig(max_length=96))
+    res = train(model, tok, task, config, neurons=neurons, out_dir=tmp_path, progress=False)
+    assert res.n_trainable == len(neurons) * 3 * 576  # gate row + up row + down column
+    assert res.final_loss is not None and 0 < res.final_loss < 20
+    size = (tmp_path / "delta" / "delta.safetensors").stat().st_size
+    assert 4 * res.n_trainable < size < 4 * res.n_trainable + 2_000_000  # float32 deltas
+    ids = tok(["The movie was great. Sentiment:"], return_tensors="pt").input_ids
+    with torch.no_grad():
+        hooked = model(input_ids=ids).logits
+        res.delta.merge()
+        merged = model(input_ids=ids).logits
+        res.delta.unmerge()
+    torch.testing.assert_close(hooked, merged, rtol=1e-4, atol=1e-4)
+    state = model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in before.items())

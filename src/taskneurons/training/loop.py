@@ -700,6 +700,7 @@ def train(
                 on_step(done, record)
     finally:
         bar.close()
+        optimizer.zero_grad(set_to_none=True)  # free the last step's gradients
         model.train(was_training)
         stack.close()
         if config.method == "full":

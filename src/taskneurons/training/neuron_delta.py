@@ -229,7 +229,7 @@ class NeuronDelta:
             self._entries[name] = _Entry(name, param, dim, positions, delta)
         self._linears = self._plan_linears()
         self._hooks: list[RemovableHandle] = []
-        # (entry name, original values of the selected slices) while merged
+        # parameter name -> original values of its selected slices, while merged
         self._saved: dict[str, torch.Tensor] = {}
 
     # -- layout ------------------------------------------------------------------------------
