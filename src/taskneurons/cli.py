@@ -97,6 +97,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _prompt_args(p)
 
+    p = sub.add_parser(
+        "finetune",
+        help="neuron-level fine-tuning experiments: Table 2 (+ Figure 5 a), Table 1 on a "
+        "multi-task fine-tuned model (+ Figure 5 b)",
+    )
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="YAML or JSON experiment file (see experiments/); flags override it",
+    )
+    p.add_argument("--model", "-m", default=None)
+    p.add_argument("--dtype", default=None)
+    p.add_argument("--device", default=None)
+    p.add_argument("--tasks", "-t", type=_tasks_arg, default=None, help="comma-separated")
+    p.add_argument("--experiment", choices=["table2", "multitask", "all"], default=None)
+    p.add_argument(
+        "--neurons",
+        type=Path,
+        default=None,
+        help="output folder of `detect` (default: detect into OUT/detect first)",
+    )
+    p.add_argument("--k", type=float, default=None)
+    p.add_argument("--n-detect", type=int, default=None, help="examples scored per task")
+    p.add_argument("--n-train", type=int, default=None, help="train examples per task")
+    p.add_argument("--n-test", type=int, default=None, help="test examples per task")
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--out", type=Path, default=None)
+
     p = sub.add_parser("demo", help="the whole flow on the embedded model and built-in tasks")
     _model_args(p)
     p.add_argument("--out", type=Path, default=DEFAULT_OUT / "demo")
@@ -235,7 +267,7 @@ def cmd_detect(args) -> int:
     cfg = DetectConfig(k=args.k, scope=args.scope, attribution=_attribution_config(args))
     sets = detect_neurons(model, tok, tasks, cfg, args.out)
     for name, ns in sets.items():
-        print(f"{name}: {len(ns):,} neurons ({ns.fraction * 100:.1f} %)")
+        print(f"{name}: {len(ns):,} neurons ({ns.fraction() * 100:.1f} %)")
     print((args.out / "layer_counts.md").read_text())
     print((args.out / "iou.md").read_text())
     print(f"results in {args.out}")
@@ -307,12 +339,155 @@ def cmd_demo(args) -> int:
     return 0
 
 
+FINETUNE_DEFAULTS = {
+    "model": "smollm2-135m",
+    "dtype": "float32",
+    "device": "cpu",
+    "tasks": None,
+    "experiment": "table2",
+    "neurons": None,
+    "k": 10.0,
+    "n_detect": 128,
+    "n_train": 512,
+    "n_test": 200,
+    "seed": 0,
+    "out": str(DEFAULT_OUT / "finetune"),
+    "max_length": 512,
+    "train": {},
+    "multitask_train": {"method": "full", "lr": 2e-5},
+    "eval": {},
+}
+
+
+def read_experiment_config(path: Path | None) -> dict:
+    """An experiment file (YAML or JSON) merged over :data:`FINETUNE_DEFAULTS`."""
+    cfg = {k: (dict(v) if isinstance(v, dict) else v) for k, v in FINETUNE_DEFAULTS.items()}
+    if path is None:
+        return cfg
+    import json
+
+    text = Path(path).read_text(encoding="utf-8")
+    if Path(path).suffix in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{path}: invalid YAML: {exc}") from None
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: an experiment file is a mapping of settings")
+    unknown = sorted(set(data) - set(FINETUNE_DEFAULTS))
+    if unknown:
+        raise ValueError(f"{path}: unknown settings {unknown}; known: {sorted(FINETUNE_DEFAULTS)}")
+    cfg.update(data)
+    return cfg
+
+
+def cmd_finetune(args) -> int:
+    from taskneurons.data.prompts import PromptConfig
+    from taskneurons.data.tasks import load_task
+    from taskneurons.evaluation import EvalConfig
+    from taskneurons.neurons.attribution import AttributionConfig
+    from taskneurons.training.loop import TrainConfig
+    from taskneurons.workflows import (
+        DeactivateConfig,
+        DetectConfig,
+        FinetuneConfig,
+        MultitaskConfig,
+        detect_neurons,
+        load_neuron_sets,
+        multitask_experiment,
+        neuron_training_experiment,
+    )
+
+    cfg = read_experiment_config(args.config)
+    for key in (
+        "model",
+        "dtype",
+        "device",
+        "tasks",
+        "experiment",
+        "neurons",
+        "k",
+        "n_detect",
+        "n_train",
+        "n_test",
+        "seed",
+        "out",
+    ):
+        value = getattr(args, key)
+        if value is not None:
+            cfg[key] = value
+    for key in ("lr", "epochs", "batch_size"):
+        value = getattr(args, key)
+        if value is not None:
+            cfg["train"][key] = value
+    if not cfg["tasks"]:
+        raise ValueError("no tasks: give --tasks or `tasks:` in the experiment file")
+    out = Path(cfg["out"])
+    prompt = PromptConfig(max_length=cfg["max_length"])
+    seed = cfg["seed"]
+    tasks = [load_task(t, seed=seed) for t in cfg["tasks"]]
+    args.model, args.dtype, args.device = cfg["model"], cfg["dtype"], cfg["device"]
+    model, tok = _load(args)
+    eval_cfg = EvalConfig(prompt=prompt, **cfg["eval"])
+    detect_cfg = DetectConfig(
+        k=cfg["k"],
+        attribution=AttributionConfig(n_examples=cfg["n_detect"], seed=seed, prompt=prompt),
+    )
+    if cfg["experiment"] in ("table2", "all"):
+        if cfg["neurons"]:
+            sets = load_neuron_sets(cfg["neurons"], tasks, model)
+        else:
+            print(f"== detect the task neurons of the base model ({cfg['n_detect']} examples)")
+            sets = detect_neurons(model, tok, tasks, detect_cfg, out / "detect")
+        train_cfg = TrainConfig(
+            **{"seed": seed, **cfg["train"], "method": "neurons", "prompt": prompt}
+        )
+        fcfg = FinetuneConfig(
+            n_train=cfg["n_train"],
+            n_test=cfg["n_test"],
+            seed=seed,
+            random_seed=seed,
+            train=train_cfg,
+            eval=eval_cfg,
+        )
+        print("== train each task's neurons vs as many random neurons (Table 2)")
+        res = neuron_training_experiment(model, tok, tasks, sets, fcfg, out / "table2")
+        print(res["table"])
+        if res.get("matrix"):
+            print((out / "table2" / "train_matrix.md").read_text())
+    if cfg["experiment"] in ("multitask", "all"):
+        mt_train = TrainConfig(**{"seed": seed, **cfg["multitask_train"], "prompt": prompt})
+        mcfg = MultitaskConfig(
+            n_train=cfg["n_train"],
+            seed=seed,
+            train=mt_train,
+            detect=detect_cfg,
+            deactivate=DeactivateConfig(
+                n_test=cfg["n_test"], seed=seed, random_seed=seed, eval=eval_cfg
+            ),
+        )
+        print("== multi-task fine-tuning, then detect and deactivate (Table 1)")
+        res = multitask_experiment(model, tok, tasks, mcfg, out / "multitask")
+        print(res["table"])
+        print((out / "multitask" / "deactivate" / "matrix.md").read_text())
+    print(f"results in {out}")
+    return 0
+
+
 COMMANDS = {
     "info": cmd_info,
     "tasks": cmd_tasks,
     "eval": cmd_eval,
     "detect": cmd_detect,
     "deactivate": cmd_deactivate,
+    "finetune": cmd_finetune,
     "demo": cmd_demo,
 }
 

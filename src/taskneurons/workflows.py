@@ -23,6 +23,7 @@ from taskneurons.neurons.selection import NeuronSet, iou, random_like, top_k
 from taskneurons.neurons.space import NeuronSpace
 from taskneurons.report.plots import heatmap, layer_distribution
 from taskneurons.report.tables import markdown_table, write_table
+from taskneurons.training.loop import TrainConfig, train
 
 
 @dataclass
@@ -285,5 +286,220 @@ __all__ = [
     "deactivation_experiment",
     "detect_neurons",
     "diagonal_dominance",
+    "FinetuneConfig",
+    "MultitaskConfig",
     "load_neuron_sets",
+    "multitask_experiment",
+    "neuron_training_experiment",
 ]
+
+
+@dataclass
+class FinetuneConfig:
+    """Knobs of the neuron-training experiments (PAPER.md Table 2, Figure 5 a).
+
+    Attributes:
+        n_train: train examples per task (label-stratified with ``seed``; ``None``: all).
+        n_test: test examples per task.
+        seed: seed of the data subsets.
+        random_seed: seed of the random neuron sets (matched per layer and module).
+        matrix: also score every task after training each task's neurons (Figure 5 a).
+        train: the training knobs (method ``neurons``; ``merge`` must stay ``False``).
+        eval: how tasks are evaluated.
+    """
+
+    n_train: int | None = 512
+    n_test: int | None = 200
+    seed: int = 0
+    random_seed: int = 0
+    matrix: bool = True
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _limited(task: Task, n_train: int | None, seed: int) -> Task:
+    return task.limit(n_train=n_train, seed=seed) if n_train is not None else task
+
+
+def neuron_training_experiment(
+    model: nn.Module,
+    tokenizer,
+    tasks: list[Task],
+    neuron_sets: dict[str, NeuronSet],
+    config: FinetuneConfig,
+    out_dir: str | os.PathLike,
+    progress: bool = True,
+) -> dict:
+    """Zero-shot / Train-Random / Train-Task per task, and the task x task training matrix.
+
+    Each task is trained on its own, once through as many random neurons as it has (matched
+    per layer and module, drawn outside its set) and once through its own neurons, always
+    starting from the same base weights (the trained :class:`NeuronDelta` is detached after
+    scoring, which restores the base model exactly).
+
+    Writes ``table2.{md,csv,json}``, ``train_matrix.{md,csv,json,png}`` (change of task j's
+    score after training task i's neurons, in points), per-run training folders and
+    ``finetune_config.json``.
+    """
+    if config.train.method != "neurons":
+        raise ValueError(
+            f"neuron training needs train.method='neurons', got {config.train.method!r}"
+        )
+    if config.train.merge:
+        raise ValueError("neuron training keeps the base model: set train.merge=False")
+    out = Path(out_dir)
+    missing = [t.id for t in tasks if t.id not in neuron_sets]
+    if missing:
+        raise ValueError(f"no neuron set for tasks {missing}; have {sorted(neuron_sets)}")
+    space = NeuronSpace(model, next(iter(neuron_sets.values())).definition)
+    test = {t.id: _test_examples(t, config.n_test, config.seed) for t in tasks}
+
+    def score(task: Task) -> float:
+        return evaluate(
+            model, tokenizer, task, test[task.id], config=config.eval, progress=False
+        ).score
+
+    zero = {t.id: score(t) for t in tasks}
+    rand, own, matrix, runs = {}, {}, {}, {}
+    for t in tasks:
+        ns = neuron_sets[t.id]
+        ns.check_space(space)
+        train_task = _limited(t, config.n_train, config.seed)
+        rnd = random_like(ns, space, seed=config.random_seed, exclude=ns)
+        for kind, neurons in (("random", rnd), ("task", ns)):
+            res = train(
+                model,
+                tokenizer,
+                [train_task],
+                config.train,
+                neurons=neurons,
+                out_dir=out / "runs" / t.id / kind,
+                progress=progress,
+            )
+            try:
+                if kind == "random":
+                    rand[t.id] = score(t)
+                else:
+                    own[t.id] = score(t)
+                    if config.matrix:
+                        matrix[t.id] = {
+                            j.id: (own[t.id] if j.id == t.id else score(j)) for j in tasks
+                        }
+            finally:
+                res.delta.detach()
+            runs[f"{t.id}/{kind}"] = {
+                "steps": res.steps,
+                "final_loss": res.final_loss,
+                "n_trainable": res.n_trainable,
+                "wall_s": res.wall_s,
+            }
+    names = [t.id for t in tasks]
+
+    def avg(d: dict) -> float:
+        return sum(d.values()) / len(d)
+
+    header = ["", *names, "Avg"]
+    rows = [
+        ["Zero-shot", *[zero[n] for n in names], avg(zero)],
+        ["Train-Random", *[rand[n] for n in names], avg(rand)],
+        ["Train-Task", *[own[n] for n in names], avg(own)],
+    ]
+    meta = provenance(
+        config=config.to_dict(),
+        model=model_fingerprint(model),
+        metric={t.id: t.metric for t in tasks},
+        data_hash={t.id: examples_hash(test[t.id]) for t in tasks},
+        neuron_sets={n: neuron_sets[n].meta for n in names},
+        runs=runs,
+    )
+    write_table(
+        out / "table2", header, rows, meta=meta, title="Neuron training (accuracy % / ROUGE-L)"
+    )
+    result = {
+        "zero_shot": zero,
+        "random": rand,
+        "task": own,
+        "runs": runs,
+        "table": markdown_table(header, rows),
+    }
+    if config.matrix:
+        change = [[matrix[i][j] - zero[j] for j in names] for i in names]
+        write_table(
+            out / "train_matrix",
+            ["trained \\ measured", *names],
+            [[i, *row] for i, row in zip(names, change, strict=True)],
+            meta=meta,
+            title="Change of task j's score (points) after training task i's neurons",
+        )
+        heatmap(
+            change,
+            names,
+            names,
+            out / "train_matrix.png",
+            title="Train task i's neurons: change on task j",
+            xlabel="measured task j",
+            ylabel="trained neurons of task i",
+            cmap="RdBu",
+        )
+        result["matrix"] = matrix
+    write_json_atomic(out / "finetune_config.json", meta)
+    return result
+
+
+@dataclass
+class MultitaskConfig:
+    """Knobs of the Table 1 experiment on a multi-task fine-tuned model.
+
+    Attributes:
+        n_train: train examples per task for the multi-task fine-tuning.
+        seed: seed of the subsets.
+        train: the fine-tuning knobs (``full`` by default; ``lora`` is merged).
+        detect: detection on the fine-tuned model.
+        deactivate: the deactivation table and matrix on the fine-tuned model.
+    """
+
+    n_train: int | None = 512
+    seed: int = 0
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(method="full", lr=2e-5))
+    detect: DetectConfig = field(default_factory=DetectConfig)
+    deactivate: DeactivateConfig = field(default_factory=DeactivateConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def multitask_experiment(
+    model: nn.Module,
+    tokenizer,
+    tasks: list[Task],
+    config: MultitaskConfig,
+    out_dir: str | os.PathLike,
+    progress: bool = True,
+) -> dict:
+    """Fine-tune on all tasks together, detect each task's neurons on that model, deactivate.
+
+    The model is fine-tuned in place (``full``), or through a LoRA adapter merged into it.
+    Writes ``multitask/`` (training), ``detect/`` and ``deactivate/`` (Table 1 layout and the
+    Figure 5 b matrix) under ``out_dir``.
+    """
+    if config.train.method == "neurons":
+        raise ValueError("the multi-task model is fine-tuned with method 'full' or 'lora'")
+    out = Path(out_dir)
+    train_tasks = [_limited(t, config.n_train, config.seed) for t in tasks]
+    cfg = config.train
+    if cfg.method == "lora" and not cfg.merge:
+        cfg = TrainConfig(**{**asdict(cfg), "merge": True, "prompt": cfg.prompt})
+    res = train(model, tokenizer, train_tasks, cfg, out_dir=out / "multitask", progress=progress)
+    tuned = res.model
+    sets = detect_neurons(tuned, tokenizer, tasks, config.detect, out / "detect", progress)
+    table = deactivation_experiment(
+        tuned, tokenizer, tasks, sets, config.deactivate, out / "deactivate", progress
+    )
+    write_json_atomic(
+        out / "multitask_config.json",
+        provenance(config=config.to_dict(), model=model_fingerprint(tuned)),
+    )
+    return {"train": {"steps": res.steps, "final_loss": res.final_loss}, **table}

@@ -1,0 +1,272 @@
+"""The taskneurons command on a tiny saved model and tiny task folders, and on the embedded model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from tiny_models import tiny_model
+from tiny_tokenizer import tiny_tokenizer
+
+from taskneurons.cli import main
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    tiny_model("llama").save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def _write_task(folder, task_id, pairs, labels):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "task.json").write_text(
+        json.dumps(
+            {
+                "id": task_id,
+                "name": task_id,
+                "kind": "classification",
+                "labels": labels,
+                "instruction": "Classify the sentiment of the text .",
+                "metric": "accuracy",
+            }
+        )
+    )
+    for split in ("train", "test"):
+        lines = [json.dumps({"input": f"Text : {x}", "output": y}) for x, y in pairs]
+        (folder / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def task_folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tasks")
+    a = _write_task(
+        root / "mood",
+        "mood",
+        [
+            ("the movie was good", "good"),
+            ("the film was bad", "bad"),
+            ("I loved it", "good"),
+            ("I hated it", "bad"),
+            ("very fun story", "good"),
+            ("boring plot", "bad"),
+        ],
+        ["good", "bad"],
+    )
+    b = _write_task(
+        root / "answer",
+        "answer",
+        [
+            ("is the cat on the mat", "yes"),
+            ("is the dog red", "no"),
+            ("is it blue", "yes"),
+            ("was it sad", "no"),
+            ("is she happy", "yes"),
+            ("were they funny", "no"),
+        ],
+        ["yes", "no"],
+    )
+    return a, b
+
+
+def test_info_prints_counts(tiny_folder, capsys):
+    assert main(["info", str(tiny_folder)]) == 0
+    out = capsys.readouterr().out
+    assert "| layers | 2 |" in out
+    assert "| d_ff | 80 |" in out
+    assert "| ffn neurons | 160 |" in out
+    # linear: gate 80 + up 80 + down 32 per layer
+    assert "| linear neurons | 384 |" in out
+
+
+def test_eval_writes_predictions_with_provenance(tiny_folder, task_folders, tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    code = main(
+        [
+            "eval",
+            "--model",
+            str(tiny_folder),
+            "--task",
+            str(task_folders[0]),
+            "--limit",
+            "4",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "| mood | score | accuracy |" in printed
+    data = json.loads(out.read_text())
+    assert data["n"] == 4 and len(data["predictions"]) == 4
+    assert "provenance" in json.dumps(data) or "versions" in json.dumps(data)
+
+
+def test_detect_then_deactivate(tiny_folder, task_folders, tmp_path, capsys):
+    tasks = ",".join(str(t) for t in task_folders)
+    out = tmp_path / "detect"
+    assert (
+        main(
+            [
+                "detect",
+                "--model",
+                str(tiny_folder),
+                "--tasks",
+                tasks,
+                "--k",
+                "10",
+                "--n-examples",
+                "4",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    for name in ("mood", "answer"):
+        assert (out / name / "neurons.safetensors").is_file()
+        assert (out / name / "scores.safetensors").is_file()
+    for f in ("layer_counts.md", "iou.csv", "iou.png", "layer_counts.png", "detect_config.json"):
+        assert (out / f).is_file(), f
+    cfg = json.loads((out / "detect_config.json").read_text())
+    assert cfg["config"]["k"] == 10.0 and "versions" in cfg
+    assert (
+        main(
+            [
+                "deactivate",
+                "--model",
+                str(tiny_folder),
+                "--neurons",
+                str(out),
+                "--tasks",
+                tasks,
+                "--n-test",
+                "4",
+            ]
+        )
+        == 0
+    )
+    printed = capsys.readouterr().out
+    for row in ("Original", "Deactivate-Random", "Deactivate-Task"):
+        assert row in printed
+    table = json.loads((out / "deactivate" / "table1.json").read_text())
+    assert [r[0] for r in table["rows"]] == ["Original", "Deactivate-Random", "Deactivate-Task"]
+    assert (out / "deactivate" / "matrix.png").is_file()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["info", "/nonexistent/model/folder.gguf"], "GGUF file not found"),
+        (["eval", "--model", "TINY", "--task", "/nonexistent/task"], "nonexistent"),
+        (["detect", "--model", "TINY", "--tasks", "TASK", "--k", "0"], "k"),
+        (["detect", "--model", "TINY", "--tasks", "TASK", "--k", "150"], "k"),
+    ],
+)
+def test_bad_inputs_exit_2_with_message(argv, message, tiny_folder, task_folders, capsys):
+    argv = [
+        str(tiny_folder) if a == "TINY" else str(task_folders[0]) if a == "TASK" else a
+        for a in argv
+    ]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and message in err
+    assert "Traceback" not in err
+
+
+def test_neuron_set_of_another_model_is_refused(tiny_folder, task_folders, tmp_path, capsys):
+    other = tmp_path / "gpt2"
+    tiny_model("gpt2").save_pretrained(other)
+    tiny_tokenizer().save_pretrained(other)
+    out = tmp_path / "detect"
+    assert (
+        main(
+            [
+                "detect",
+                "--model",
+                str(tiny_folder),
+                "--tasks",
+                str(task_folders[0]),
+                "--n-examples",
+                "2",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    code = main(
+        [
+            "deactivate",
+            "--model",
+            str(other),
+            "--neurons",
+            str(out),
+            "--tasks",
+            str(task_folders[0]),
+            "--n-test",
+            "2",
+        ]
+    )
+    assert code == 2
+    assert "error:" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_info_embedded_model(capsys):
+    assert main(["info", "smollm2-135m"]) == 0
+    out = capsys.readouterr().out
+    print(out)
+    assert "| layers | 30 |" in out
+    assert "| d_ff | 1536 |" in out
+    assert "| ffn neurons | 46,080 |" in out
+
+
+def test_finetune_table2_and_multitask(tiny_folder, task_folders, tmp_path, capsys):
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(
+        "experiment: all\n"
+        "k: 20\nn_detect: 4\nn_train: 4\nn_test: 4\nseed: 0\n"
+        "train: {lr: 0.01, epochs: 1, batch_size: 2}\n"
+        "multitask_train: {method: full, lr: 0.001, epochs: 1, batch_size: 2}\n"
+    )
+    tasks = ",".join(str(t) for t in task_folders)
+    out = tmp_path / "ft"
+    assert (
+        main(
+            [
+                "finetune",
+                "--config",
+                str(cfg),
+                "--model",
+                str(tiny_folder),
+                "--tasks",
+                tasks,
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    printed = capsys.readouterr().out
+    for row in ("Zero-shot", "Train-Random", "Train-Task", "Deactivate-Task"):
+        assert row in printed
+    t2 = json.loads((out / "table2" / "table2.json").read_text())
+    assert [r[0] for r in t2["rows"]] == ["Zero-shot", "Train-Random", "Train-Task"]
+    assert t2["meta"]["config"]["train"]["method"] == "neurons"
+    for f in (
+        "table2/train_matrix.png",
+        "multitask/deactivate/table1.md",
+        "multitask/detect/iou.png",
+        "multitask/multitask_config.json",
+    ):
+        assert (out / f).is_file(), f
+
+
+def test_finetune_rejects_unknown_setting(tmp_path, capsys):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("learning_rate: 1\n")
+    assert main(["finetune", "--config", str(cfg)]) == 2
+    assert "unknown settings ['learning_rate']" in capsys.readouterr().err
