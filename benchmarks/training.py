@@ -1,0 +1,322 @@
+"""Training step speed and memory: neuron deltas vs naive masking vs LoRA vs full fine-tuning.
+
+Embedded model (SmolLM2-135M, float32), the same fixed batches for every method (by default 8
+batches of 4 examples drawn with a seeded generator from the SST-2 train split of
+../shared/data, answer-only loss, max_length 128, built with
+``taskneurons.data.prompts.iter_batches``). Each method runs in its own subprocess (so one
+method's freed memory cannot hide another's peak) and does the same training steps as
+``taskneurons.training.train``: ``zero_grad``, ``per_example_loss(model, batch).mean()``,
+``backward``, gradient-norm clipping to 1.0, ``AdamW.step`` (lr 1e-4, no weight decay).
+The first ``--warmup`` steps (on the first batches) are not timed; then every batch is one
+timed step. Each method reports its trainable parameter count, the median step time (wall
+clock, and CPU time of the process without the memory sampler's: on a machine shared with other
+jobs the CPU time is the steadier figure, as waiting for a core does not count) and its peak
+resident memory above the level reached after loading the model and the batches and
+reading every weight once (the cached weights are memory-mapped lazily, so the first forward
+would otherwise count the whole model as "extra"), sampled every 2 ms from /proc/self/statm.
+The extra memory includes the trainable tensors, gradients, optimizer state and activations.
+Torch runs with ``--threads`` intra-op threads (default 1: on a 2-core machine shared with
+other jobs, 2 OpenMP threads spin-wait on each other and steps get 3-10x slower and erratic).
+
+Methods:
+  neurons  taskneurons.NeuronDelta on a fixed NeuronSet of k % of the ``ffn`` neurons per
+           layer (seeded random units: the selection does not change the cost), base model
+           frozen, AdamW on the deltas only.
+  naive    the naive neuron training: every parameter trainable, gradients of the
+           non-selected entries zeroed by taskneurons.training.masked_gradient_hooks (same
+           NeuronSet), AdamW on all parameters.
+  lora     PEFT LoRA r=8 (alpha 16, dropout 0) on every linear layer but the LM head
+           (``target_modules="all-linear"``, as taskneurons.training.train does).
+  full     full fine-tuning: AdamW on all parameters.
+
+With ``--profile`` the neurons child also runs torch.profiler over its timed steps and prints
+the ops that take the most self CPU time (where the hooks spend their time); the profiler's
+overhead then also shows in that child's step times and memory, so use separate runs for the
+table and for the profile.
+
+Usage:
+  python benchmarks/training.py [--n-batches 8] [--batch-size 4] [--k 10] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_TASK = HERE.parent.parent / "shared" / "data" / "sst2"
+METHODS = ("neurons", "naive", "lora", "full")
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class PeakRSS:
+    """Samples resident memory in a thread; ``peak - start`` is the method's extra memory.
+
+    :meth:`sampler_cpu` is the sampling thread's own CPU time (seconds), to subtract from the
+    process's CPU time (it costs a few % of a core).
+    """
+
+    def __enter__(self):
+        self.start = _rss_bytes()
+        self.peak = self.start
+        self._stop = False
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+        self._clock = time.pthread_getcpuclockid(self._t.ident)
+        return self
+
+    def sampler_cpu(self) -> float:
+        """CPU seconds the sampling thread has used so far."""
+        return time.clock_gettime(self._clock)
+
+    def _run(self):
+        while not self._stop:
+            self.peak = max(self.peak, _rss_bytes())
+            time.sleep(0.002)
+
+    def __exit__(self, *exc):
+        self._stop = True
+        self._t.join()
+        self.peak = max(self.peak, _rss_bytes())
+
+
+def _load_task(path: str):
+    """The task folder through ``load_task`` (or ``load_task_folder`` on an older tree)."""
+    from taskneurons.data import tasks
+
+    loader = getattr(tasks, "load_task", None) or tasks.load_task_folder
+    return loader(path)
+
+
+def _batches(args, tok) -> list[dict]:
+    """``n_batches`` fixed batches of ``batch_size`` train examples (seeded draw)."""
+    import torch
+
+    from taskneurons.data.prompts import PromptConfig, iter_batches
+
+    task = _load_task(args.task)
+    n = args.n_batches * args.batch_size
+    if len(task.train) < n:
+        raise SystemExit(f"{args.task}: {len(task.train)} train examples, need {n}")
+    gen = torch.Generator().manual_seed(args.seed)
+    pick = torch.randperm(len(task.train), generator=gen)[:n].tolist()
+    examples = [task.train[i] for i in pick]
+    prompt = PromptConfig(max_length=args.max_length)
+    return list(iter_batches(tok, task, examples, prompt, args.batch_size))
+
+
+def _neuron_set(model, k: float, seed: int):
+    """A fixed NeuronSet: ``count_for(k, d_ff)`` seeded random ``ffn`` units in every layer."""
+    import torch
+
+    from taskneurons.neurons.selection import NeuronSet, count_for, random_like
+    from taskneurons.neurons.space import NeuronSpace
+
+    space = NeuronSpace(model, "ffn")
+    layers, units = space.shape("ffn")
+    per_layer = count_for(k, units)
+    template = torch.zeros(layers, units, dtype=torch.bool)
+    template[:, :per_layer] = True  # only the per-layer counts matter to random_like
+    return random_like(NeuronSet("ffn", {"ffn": template}), space, seed=seed), space
+
+
+def run_method(args) -> dict:
+    import peft  # noqa: F401  (imported before the baseline in every child: same footing)
+    import torch
+
+    from taskneurons.models.loading import load_model
+    from taskneurons.neurons.attribution import frozen_parameters
+    from taskneurons.training.loop import masked_gradient_hooks, per_example_loss
+    from taskneurons.training.neuron_delta import NeuronDelta
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    model, tok = load_model("smollm2-135m")
+    with torch.no_grad():  # the weights are mmap'd lazily: read them all before the baseline
+        for p in model.parameters():
+            p.sum()
+    batches = _batches(args, tok)
+    neurons, space = _neuron_set(model, args.k, args.seed)
+    n_tokens = int(sum(int(b["attention_mask"].sum()) for b in batches))
+    n_params = int(sum(p.numel() for p in model.parameters()))
+    model.train()
+    times: list[float] = []  # wall seconds per timed step
+    cpu_times: list[float] = []  # CPU seconds of this process (sampler excluded) per step
+    prof = None
+    with PeakRSS() as mem:
+        if args.method == "neurons":
+            frozen = frozen_parameters(model)
+            frozen.__enter__()
+            delta = NeuronDelta(model, neurons, space=space).attach()
+            params = delta.parameters()
+        elif args.method == "naive":
+            masked_gradient_hooks(model, neurons, space)  # turns requires_grad on everywhere
+            params = list(model.parameters())
+        elif args.method == "lora":
+            from peft import LoraConfig, get_peft_model
+
+            cfg = LoraConfig(
+                r=8,
+                lora_alpha=16,
+                lora_dropout=0.0,
+                target_modules="all-linear",
+                bias="none",
+                task_type="CAUSAL_LM",
+            )
+            model = get_peft_model(model, cfg)
+            params = [p for p in model.parameters() if p.requires_grad]
+        elif args.method == "full":
+            for p in model.parameters():
+                p.requires_grad_(True)
+            params = list(model.parameters())
+        else:
+            raise SystemExit(f"unknown method {args.method!r}; use one of {METHODS}")
+        optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.0)
+        n_trainable = int(sum(p.numel() for p in params))
+        schedule = batches[: args.warmup] + batches  # warm-up steps, then each batch once
+        for i, batch in enumerate(schedule):
+            timed = i >= args.warmup
+            if timed and i == args.warmup and args.profile and args.method == "neurons":
+                prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+                prof.__enter__()
+            t0, c0 = time.perf_counter(), time.process_time() - mem.sampler_cpu()
+            optimizer.zero_grad(set_to_none=True)
+            loss = per_example_loss(model, batch).mean()  # [batch] -> scalar
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            dt = time.perf_counter() - t0
+            dc = time.process_time() - mem.sampler_cpu() - c0
+            if timed:
+                times.append(dt)
+                cpu_times.append(dc)
+        if prof is not None:
+            prof.__exit__(None, None, None)
+    if prof is not None:
+        print(
+            prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25),
+            file=sys.stderr,
+        )
+    return {
+        "method": args.method,
+        "n_trainable": n_trainable,
+        "n_params": n_params,
+        "median_step_s": statistics.median(times),
+        "min_step_s": min(times),
+        "max_step_s": max(times),
+        "median_step_cpu_s": statistics.median(cpu_times),
+        "steps": len(times),
+        "peak_extra_mib": (mem.peak - mem.start) / 2**20,
+        "tokens": n_tokens,
+        "neurons": len(neurons),
+        "threads": torch.get_num_threads(),
+        "final_loss": float(loss.detach()),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--task", default=os.environ.get("TASKNEURONS_TASK", str(DEFAULT_TASK)))
+    ap.add_argument("--n-batches", type=int, default=8, help="timed steps (one per batch)")
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--max-length", type=int, default=128)
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps before the timed ones")
+    ap.add_argument("--k", type=float, default=10.0, help="percent of ffn neurons per layer")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (1: on a shared 2-core machine 2 threads spin-wait badly)",
+    )
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--profile", action="store_true", help="profile the neurons method's steps")
+    ap.add_argument("--method", help=argparse.SUPPRESS)
+    ap.add_argument("--json", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.warmup < 0 or args.n_batches < 1 or args.batch_size < 1:
+        ap.error("need --warmup >= 0, --n-batches >= 1 and --batch-size >= 1")
+    if args.warmup > args.n_batches:
+        ap.error(f"--warmup {args.warmup} must not exceed --n-batches {args.n_batches}")
+    methods = args.methods.split(",")
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        ap.error(f"unknown methods {bad}; use some of {','.join(METHODS)}")
+    if args.method:  # child process
+        res = run_method(args)
+        Path(args.json).write_text(json.dumps(res))
+        return 0
+    import tempfile
+
+    results = {}
+    t_all = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        for m in methods:
+            js = Path(tmp) / f"{m}.json"
+            cmd = [sys.executable, __file__, "--method", m, "--json", str(js)]
+            for key in (
+                "task",
+                "n_batches",
+                "batch_size",
+                "max_length",
+                "warmup",
+                "k",
+                "seed",
+                "threads",
+            ):
+                cmd += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
+            if args.profile:
+                cmd.append("--profile")
+            print(f"running {m} ...", file=sys.stderr, flush=True)
+            subprocess.run(cmd, check=True)
+            results[m] = json.loads(js.read_text())
+    first = next(iter(results.values()))
+    print(
+        f"\ntraining steps on SmolLM2-135M (float32, {first['n_params'] / 1e6:.1f} M parameters), "
+        f"{args.n_batches} batches x {args.batch_size} examples of {Path(args.task).name} "
+        f"({first['tokens']} tokens, max_length {args.max_length}), {args.warmup} warm-up "
+        f"steps, k = {args.k:g} % ffn neurons ({first['neurons']}), {first['threads']} threads, "
+        f"{time.perf_counter() - t_all:.0f} s in all"
+    )
+    print(
+        "| method | trainable params | median step s (wall) | min-max step s (wall) "
+        "| median step s (CPU) | peak extra MiB |"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
+    for m, r in results.items():
+        print(
+            f"| {m} | {r['n_trainable']:,} | {r['median_step_s']:.3f} | "
+            f"{r['min_step_s']:.3f}-{r['max_step_s']:.3f} | {r['median_step_cpu_s']:.3f} | "
+            f"{r['peak_extra_mib']:.0f} |"
+        )
+    if "neurons" in results:
+        ours = results["neurons"]
+        print()
+        for m, r in results.items():
+            if m == "neurons":
+                continue
+            wall = ours["median_step_s"] / r["median_step_s"]
+            cpu = ours["median_step_cpu_s"] / r["median_step_cpu_s"]
+            mem = ours["peak_extra_mib"] / max(r["peak_extra_mib"], 1e-9)
+            print(
+                f"neurons / {m}: step time {wall:.2f}x (wall), {cpu:.2f}x (CPU); "
+                f"peak extra memory {mem:.2f}x"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
