@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -366,8 +367,16 @@ def test_majority_rate():
         majority_rate([])
 
 
+def _shared_data(request) -> Path:
+    """The ``shared_data`` fixture of tests/conftest.py, else ``<repo>/../shared/data``."""
+    try:
+        return Path(request.getfixturevalue("shared_data"))
+    except pytest.FixtureLookupError:
+        return Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
 @pytest.mark.slow
-def test_embedded_model_zero_shot_sst2(shared_data):
+def test_embedded_model_zero_shot_sst2(request):
     """SmolLM2-135M zero-shot on a seeded label-stratified 200-example SST-2 test subset.
 
     Plain label scoring puts "Good" above "Bad" for every example (50.0%, the majority rate):
@@ -378,7 +387,7 @@ def test_embedded_model_zero_shot_sst2(shared_data):
     from taskneurons.data.tasks import load_task, subset
     from taskneurons.models.loading import load_model
 
-    task = load_task(shared_data / "sst2")
+    task = load_task(_shared_data(request) / "sst2")
     examples = subset(task.test, 200, seed=0, labels=task.labels)
     model, tok = load_model("smollm2-135m")
     cfg = EvalConfig(calibrate=True)
