@@ -249,3 +249,26 @@ def test_two_processes_equal_one(tmp_path):
     one = torch.load(tmp_path / "scores_1.pt")
     for m in one:
         torch.testing.assert_close(two[m], one[m], rtol=1e-5, atol=1e-9)
+
+
+def test_activations_freed_without_garbage_collector():
+    """No reference cycle keeps a batch's activations alive (they would pile up over batches)."""
+    import gc
+    import weakref
+
+    model = tiny_model("llama")
+    space = NeuronSpace(model, "ffn")
+    refs = []
+
+    def keep_ref(module, args, output):
+        refs.append(weakref.ref(args[0]))
+
+    handles = [space.site_module(i, "ffn").register_forward_hook(keep_ref) for i in range(2)]
+    gc.disable()
+    try:
+        relevance_scores(model, random_batches(model.config.vocab_size), space, progress=False)
+        assert refs and all(r() is None for r in refs)
+    finally:
+        gc.enable()
+        for h in handles:
+            h.remove()

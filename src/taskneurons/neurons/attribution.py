@@ -114,6 +114,7 @@ class _ScoreAccumulator:
         # float64 running sums on CPU: [layers, units] per module (tiny next to activations)
         self.sums = space.zeros(torch.float64)
         self._token_mask: torch.Tensor | None = None  # [batch, pos, 1]
+        self._acts: dict[tuple[int, str], torch.Tensor] = {}  # this batch's activations
         self._handles: list = []
 
     def __enter__(self) -> _ScoreAccumulator:
@@ -136,16 +137,28 @@ class _ScoreAccumulator:
         self._handles.clear()
 
     def set_token_mask(self, attention_mask: torch.Tensor) -> None:
+        """Start a batch: its padding mask ``[batch, pos]``."""
         self._token_mask = attention_mask[..., None]  # [batch, pos, 1]
+
+    def end_batch(self) -> None:
+        """Release the batch's tensors (activations not reached by the backward, the mask)."""
+        self._acts.clear()
+        self._token_mask = None
 
     def _watch(self, act: torch.Tensor, layer: int, module: str) -> torch.Tensor:
         if not act.requires_grad:
             # nothing upstream needs a gradient: this activation is a leaf, start the graph here
             act = act.detach().requires_grad_(True)
-        acc = self
+        # The activation is kept in a dict, not in the hook's closure: a closure holding the
+        # tensor whose grad_fn holds the closure is a reference cycle that only the cyclic
+        # garbage collector frees, so activations of past batches would pile up.
+        key = (layer, module)
+        self._acts[key] = act.detach()
+        acts, sums, acc = self._acts, self.sums, self
 
         def on_grad(grad: torch.Tensor) -> None:
-            prod = grad.float() * act.detach().float()  # [batch, pos, units]
+            value = acts.pop(key)
+            prod = grad.float() * value.float()  # [batch, pos, units]
             if acc._token_mask is not None:
                 # some families (OPT) run the FFN on flattened [batch*pos, units] states
                 mask = acc._token_mask
@@ -158,7 +171,7 @@ class _ScoreAccumulator:
                 contrib = per_example.abs().sum(dim=0)  # [units]
             else:
                 contrib = per_example.sum(dim=0)  # [units]
-            acc.sums[module][layer] += contrib.to("cpu", torch.float64)
+            sums[module][layer] += contrib.to("cpu", torch.float64)
 
         act.register_hook(on_grad)
         return act
@@ -296,6 +309,7 @@ def relevance_scores(
             with torch.enable_grad():
                 loss = _per_example_loss(model, batch)
                 loss.backward()
+            acc.end_batch()
             n_local += int(batch["input_ids"].shape[0])
             n_tokens += int(batch["attention_mask"].sum())
             bar.set_postfix(loss=f"{loss.item() / batch['input_ids'].shape[0]:.3f}")
