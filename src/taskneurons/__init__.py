@@ -3,27 +3,60 @@
 The data flow (see docs/architecture.md)::
 
     load_model -> FFN adapter -> NeuronSpace -> relevance_scores -> NeuronSet
-               -> deactivate / neuron training -> evaluate -> analysis -> report
+               -> deactivate / NeuronDelta training -> evaluate -> analysis -> report
+
+Example:
+    >>> from taskneurons import load_model, load_task, NeuronSpace, relevance_scores, top_k
+    >>> model, tok = load_model("smollm2-135m")  # doctest: +SKIP
+    >>> task = load_task("sentiment")  # doctest: +SKIP
+    >>> scores = relevance_scores(model, task, NeuronSpace(model), tokenizer=tok)  # doctest: +SKIP
+    >>> neurons = top_k(scores, k=10)  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from taskneurons.data.tasks import Example, Task, TaskFormatError
+from taskneurons.data.prompts import PromptConfig
+from taskneurons.data.tasks import Example, Task, TaskFormatError, load_task
+from taskneurons.evaluation import EvalConfig, EvalResult, evaluate
 from taskneurons.models.adapters import FFNAdapter, UnsupportedModelError, get_adapter
-from taskneurons.models.loading import load_model, model_fingerprint
+from taskneurons.models.loading import ModelLoadError, load_model, model_fingerprint
+from taskneurons.neurons.attribution import AttributionConfig, relevance_scores
+from taskneurons.neurons.intervention import deactivate
+from taskneurons.neurons.scores import NeuronScores
+from taskneurons.neurons.selection import NeuronSet, NeuronSetMismatchError, iou, random_like, top_k
 from taskneurons.neurons.space import NeuronSpace
+from taskneurons.training.loop import TrainConfig, train
+from taskneurons.training.neuron_delta import NeuronDelta
 
 __all__ = [
     "__version__",
+    "AttributionConfig",
+    "EvalConfig",
+    "EvalResult",
     "Example",
     "FFNAdapter",
+    "ModelLoadError",
+    "NeuronDelta",
+    "NeuronScores",
+    "NeuronSet",
+    "NeuronSetMismatchError",
     "NeuronSpace",
+    "PromptConfig",
     "Task",
     "TaskFormatError",
+    "TrainConfig",
     "UnsupportedModelError",
+    "deactivate",
+    "evaluate",
     "get_adapter",
+    "iou",
     "load_model",
+    "load_task",
     "model_fingerprint",
+    "random_like",
+    "relevance_scores",
+    "top_k",
+    "train",
 ]
