@@ -79,8 +79,26 @@ def test_task_content():
     for ex in builtin_task("arithmetic").test:
         a, op, b = ex.input.removeprefix("Question: ").split()
         assert int(ex.output) == (int(a) + int(b) if op == "+" else int(a) - int(b)) >= 0
-    for ex in builtin_task("tense").test:
-        assert (" will " in ex.input) == (ex.output == "future")
+    for ex in builtin_task("sentiment").test:
+        assert ex.input.startswith("Review: ") and ex.input.endswith(".")
+
+
+def test_country_city_split_by_country():
+    from taskneurons.data.builtin import _COUNTRIES
+
+    country_of = {c: country for country, cities in _COUNTRIES for c in (country, *cities)}
+    kind_of = {country: "country" for country, _ in _COUNTRIES}
+    t = builtin_task("country_city")
+
+    def countries(split):
+        out = set()
+        for e in split:
+            place = e.input.removeprefix("Place: ")
+            assert kind_of.get(place, "city") == e.output
+            out.add(country_of[place])
+        return out
+
+    assert not countries(t.train) & countries(t.test)
 
 
 def test_animal_plant_split_by_item():

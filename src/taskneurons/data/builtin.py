@@ -9,8 +9,9 @@ id            kind            what the model must do
 ============  ==============  ==================================================================
 sentiment     classification  the polarity of a short review sentence (bad / good); one in four
                               negates the opposite adjective ("was not dull")
-tense         classification  whether a sentence is about the past or the future (future /
-                              past); half carry a time adverb ("yesterday", "next week")
+country_city  classification  whether a place name is a country or a city (a fact table of
+                              countries and their cities; train and test use disjoint
+                              countries, a country's cities stay with it)
 animal_plant  classification  whether the living thing named in a sentence is an animal or a
                               plant; train and test use disjoint animals and plants
 arithmetic    generation      the result of a small addition or subtraction (``7 + 5`` ->
@@ -26,10 +27,10 @@ classification task here has two labels whose prior preference is balanced.
 
 Example:
     >>> builtin_task_names()
-    ['sentiment', 'tense', 'animal_plant', 'arithmetic', 'past_tense']
-    >>> task = builtin_task("tense", seed=0)
+    ['sentiment', 'country_city', 'animal_plant', 'arithmetic', 'past_tense']
+    >>> task = builtin_task("country_city", seed=0)
     >>> len(task.train), len(task.test), task.labels
-    (200, 100, ['future', 'past'])
+    (200, 100, ['country', 'city'])
 """
 
 from __future__ import annotations
@@ -141,24 +142,215 @@ def _past_tense_example(rng: random.Random, label: str, items: Any) -> Example:
 
 
 # --------------------------------------------------------------------------------------------
-# tense (classification; shares the verb table with past_tense)
+# country or city (classification; fact table, split by country)
 
-_PAST_TIMES = ("yesterday", "last week", "two days ago", "last summer", "last night",
-               "in 2010", "a month ago")  # fmt: skip
-_FUTURE_TIMES = ("tomorrow", "next week", "in two days", "next summer", "tomorrow night",
-                 "in 2040", "a month from now")  # fmt: skip
+# (country, cities): capitals first. Places whose city and country share a name (Singapore,
+# Luxembourg, ...) list no city; city names shared by several countries or that are common
+# English words (Male, Split) are left out.
+_COUNTRIES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Algeria", ("Algiers", "Oran")),
+    ("Angola", ("Luanda",)),
+    ("Benin", ("Porto-Novo", "Cotonou")),
+    ("Botswana", ("Gaborone",)),
+    ("Burkina Faso", ("Ouagadougou",)),
+    ("Burundi", ("Gitega", "Bujumbura")),
+    ("Cameroon", ("Yaounde", "Douala")),
+    ("Cape Verde", ("Praia",)),
+    ("Central African Republic", ("Bangui",)),
+    ("Chad", ("N'Djamena",)),
+    ("Comoros", ("Moroni",)),
+    ("Democratic Republic of the Congo", ("Kinshasa", "Lubumbashi")),
+    ("Republic of the Congo", ("Brazzaville",)),
+    ("Egypt", ("Cairo", "Alexandria")),
+    ("Equatorial Guinea", ("Malabo",)),
+    ("Eritrea", ("Asmara",)),
+    ("Eswatini", ("Mbabane",)),
+    ("Ethiopia", ("Addis Ababa",)),
+    ("Gabon", ("Libreville",)),
+    ("Gambia", ("Banjul",)),
+    ("Ghana", ("Accra", "Kumasi")),
+    ("Guinea", ("Conakry",)),
+    ("Guinea-Bissau", ("Bissau",)),
+    ("Ivory Coast", ("Yamoussoukro", "Abidjan")),
+    ("Kenya", ("Nairobi", "Mombasa")),
+    ("Lesotho", ("Maseru",)),
+    ("Liberia", ("Monrovia",)),
+    ("Libya", ("Benghazi",)),
+    ("Madagascar", ("Antananarivo",)),
+    ("Malawi", ("Lilongwe",)),
+    ("Mali", ("Bamako", "Timbuktu")),
+    ("Mauritania", ("Nouakchott",)),
+    ("Mauritius", ("Port Louis",)),
+    ("Morocco", ("Rabat", "Casablanca", "Marrakesh")),
+    ("Mozambique", ("Maputo",)),
+    ("Namibia", ("Windhoek",)),
+    ("Niger", ("Niamey",)),
+    ("Nigeria", ("Abuja", "Lagos")),
+    ("Rwanda", ("Kigali",)),
+    ("Senegal", ("Dakar",)),
+    ("Sierra Leone", ("Freetown",)),
+    ("Somalia", ("Mogadishu",)),
+    ("South Africa", ("Pretoria", "Johannesburg", "Cape Town", "Durban")),
+    ("South Sudan", ("Juba",)),
+    ("Sudan", ("Khartoum",)),
+    ("Tanzania", ("Dodoma", "Dar es Salaam")),
+    ("Togo", ("Lome",)),
+    ("Tunisia", ("Tunis",)),
+    ("Uganda", ("Kampala",)),
+    ("Zambia", ("Lusaka",)),
+    ("Zimbabwe", ("Harare",)),
+    ("Afghanistan", ("Kabul",)),
+    ("Bahrain", ("Manama",)),
+    ("Bangladesh", ("Dhaka", "Chittagong")),
+    ("Bhutan", ("Thimphu",)),
+    ("Cambodia", ("Phnom Penh",)),
+    ("China", ("Beijing", "Shanghai", "Guangzhou", "Shenzhen")),
+    ("India", ("New Delhi", "Mumbai", "Bangalore", "Kolkata")),
+    ("Indonesia", ("Jakarta", "Surabaya")),
+    ("Iran", ("Tehran", "Isfahan")),
+    ("Iraq", ("Baghdad", "Basra")),
+    ("Japan", ("Tokyo", "Osaka", "Kyoto")),
+    ("Jordan", ("Amman",)),
+    ("Kuwait", ("Kuwait City",)),
+    ("Kyrgyzstan", ("Bishkek",)),
+    ("Laos", ("Vientiane",)),
+    ("Lebanon", ("Beirut",)),
+    ("Malaysia", ("Kuala Lumpur",)),
+    ("Maldives", ()),
+    ("Mongolia", ("Ulaanbaatar",)),
+    ("Myanmar", ("Naypyidaw", "Yangon")),
+    ("Nepal", ("Kathmandu",)),
+    ("North Korea", ("Pyongyang",)),
+    ("Oman", ("Muscat",)),
+    ("Pakistan", ("Islamabad", "Karachi", "Lahore")),
+    ("Philippines", ("Manila",)),
+    ("Qatar", ("Doha",)),
+    ("Saudi Arabia", ("Riyadh", "Jeddah", "Mecca")),
+    ("Singapore", ()),
+    ("South Korea", ("Seoul", "Busan")),
+    ("Sri Lanka", ("Colombo",)),
+    ("Syria", ("Damascus", "Aleppo")),
+    ("Taiwan", ("Taipei",)),
+    ("Tajikistan", ("Dushanbe",)),
+    ("Thailand", ("Bangkok", "Chiang Mai")),
+    ("Turkmenistan", ("Ashgabat",)),
+    ("United Arab Emirates", ("Abu Dhabi", "Dubai")),
+    ("Uzbekistan", ("Tashkent", "Samarkand")),
+    ("Vietnam", ("Hanoi", "Ho Chi Minh City")),
+    ("Yemen", ("Sanaa",)),
+    ("Albania", ("Tirana",)),
+    ("Andorra", ("Andorra la Vella",)),
+    ("Austria", ("Vienna", "Salzburg")),
+    ("Belarus", ("Minsk",)),
+    ("Belgium", ("Brussels", "Antwerp")),
+    ("Bosnia and Herzegovina", ("Sarajevo",)),
+    ("Bulgaria", ("Sofia",)),
+    ("Croatia", ("Zagreb", "Dubrovnik")),
+    ("Czech Republic", ("Prague",)),
+    ("Denmark", ("Copenhagen",)),
+    ("Estonia", ("Tallinn",)),
+    ("Finland", ("Helsinki",)),
+    ("France", ("Paris", "Lyon", "Marseille")),
+    ("Germany", ("Berlin", "Munich", "Hamburg", "Frankfurt")),
+    ("Greece", ("Athens",)),
+    ("Hungary", ("Budapest",)),
+    ("Iceland", ("Reykjavik",)),
+    ("Ireland", ("Dublin",)),
+    ("Italy", ("Rome", "Milan", "Venice", "Naples")),
+    ("Latvia", ("Riga",)),
+    ("Liechtenstein", ("Vaduz",)),
+    ("Lithuania", ("Vilnius",)),
+    ("Luxembourg", ()),
+    ("Malta", ("Valletta",)),
+    ("Moldova", ("Chisinau",)),
+    ("Montenegro", ("Podgorica",)),
+    ("Netherlands", ("Amsterdam", "Rotterdam")),
+    ("North Macedonia", ("Skopje",)),
+    ("Norway", ("Oslo", "Bergen")),
+    ("Poland", ("Warsaw", "Krakow")),
+    ("Portugal", ("Lisbon", "Porto")),
+    ("Romania", ("Bucharest",)),
+    ("Serbia", ("Belgrade",)),
+    ("Slovakia", ("Bratislava",)),
+    ("Slovenia", ("Ljubljana",)),
+    ("Spain", ("Madrid", "Barcelona", "Seville")),
+    ("Sweden", ("Stockholm", "Gothenburg")),
+    ("Switzerland", ("Bern", "Zurich", "Geneva")),
+    ("Ukraine", ("Kyiv", "Lviv")),
+    ("United Kingdom", ("London", "Manchester", "Edinburgh")),
+    ("Bahamas", ("Nassau",)),
+    ("Barbados", ("Bridgetown",)),
+    ("Belize", ("Belmopan",)),
+    ("Canada", ("Ottawa", "Toronto", "Montreal", "Vancouver")),
+    ("Costa Rica", ("San Jose",)),
+    ("Cuba", ("Havana",)),
+    ("Dominican Republic", ("Santo Domingo",)),
+    ("El Salvador", ("San Salvador",)),
+    ("Guatemala", ("Guatemala City",)),
+    ("Haiti", ("Port-au-Prince",)),
+    ("Honduras", ("Tegucigalpa",)),
+    ("Jamaica", ("Kingston",)),
+    ("Mexico", ("Mexico City", "Guadalajara", "Cancun")),
+    ("Nicaragua", ("Managua",)),
+    ("Panama", ("Panama City",)),
+    ("Trinidad and Tobago", ("Port of Spain",)),
+    (
+        "United States",
+        (
+            "Washington, D.C.",
+            "New York",
+            "Los Angeles",
+            "Chicago",
+            "Houston",
+            "Miami",
+            "Boston",
+            "Seattle",
+        ),
+    ),
+    ("Argentina", ("Buenos Aires", "Cordoba")),
+    ("Bolivia", ("La Paz", "Sucre")),
+    ("Brazil", ("Brasilia", "Sao Paulo", "Rio de Janeiro", "Salvador")),
+    ("Chile", ("Santiago", "Valparaiso")),
+    ("Colombia", ("Bogota", "Medellin", "Cartagena")),
+    ("Ecuador", ("Quito", "Guayaquil")),
+    ("Guyana", ()),
+    ("Paraguay", ("Asuncion",)),
+    ("Peru", ("Lima", "Cusco")),
+    ("Suriname", ("Paramaribo",)),
+    ("Uruguay", ("Montevideo",)),
+    ("Venezuela", ("Caracas", "Maracaibo")),
+    ("Australia", ("Canberra", "Sydney", "Melbourne", "Brisbane", "Perth")),
+    ("Fiji", ("Suva",)),
+    ("Kiribati", ("Tarawa",)),
+    ("Marshall Islands", ("Majuro",)),
+    ("Nauru", ()),
+    ("New Zealand", ("Wellington", "Auckland", "Christchurch")),
+    ("Palau", ()),
+    ("Papua New Guinea", ("Port Moresby",)),
+    ("Samoa", ("Apia",)),
+    ("Solomon Islands", ("Honiara",)),
+    ("Tonga", ("Nuku'alofa",)),
+    ("Tuvalu", ("Funafuti",)),
+    ("Vanuatu", ("Port Vila",)),
+)
 
 
-def _tense_example(rng: random.Random, label: str, items: Any) -> Example:
-    """A past (``ate``) or future (``will eat``) sentence; half end with a time adverb."""
-    del items
-    _, base, past, comps = rng.choice(_VERBS)
-    subj = rng.choice(_SUBJECTS_SG + _SUBJECTS_PL)
-    verb = past if label == "past" else f"will {base}"
-    when = ""
-    if rng.random() < 0.5:
-        when = " " + rng.choice(_PAST_TIMES if label == "past" else _FUTURE_TIMES)
-    return Example(f"Sentence: {subj} {verb} {rng.choice(comps)}{when}.", label)
+def _place_items(rng: random.Random) -> dict[str, dict[str, list[str]]]:
+    """A third of the countries (with their cities) go to test, the rest to train."""
+    order = list(range(len(_COUNTRIES)))
+    rng.shuffle(order)
+    cut = len(order) // 3
+    out: dict[str, dict[str, list[str]]] = {}
+    for split, idx in (("test", order[:cut]), ("train", order[cut:])):
+        out[split] = {
+            "country": [_COUNTRIES[i][0] for i in idx],
+            "city": [c for i in idx for c in _COUNTRIES[i][1]],
+        }
+    return out
+
+
+def _place_example(rng: random.Random, label: str, items: Any) -> Example:
+    return Example(f"Place: {rng.choice(items[label])}", label)
 
 
 # --------------------------------------------------------------------------------------------
@@ -262,14 +454,14 @@ BUILTIN_TASKS: dict[str, BuiltinSpec] = {
             make=_sentiment_example,
         ),
         BuiltinSpec(
-            id="tense",
-            name="Past or future (generated)",
+            id="country_city",
+            name="Country or city (fact table)",
             kind="classification",
-            instruction="Does the following sentence talk about the past or the future? "
-            "Choose one from the option.",
-            labels=("future", "past"),
+            instruction="Is the following place a country or a city? Choose one from the option.",
+            labels=("country", "city"),
             metric="accuracy",
-            make=_tense_example,
+            make=_place_example,
+            items=_place_items,
         ),
         BuiltinSpec(
             id="animal_plant",

@@ -15,7 +15,7 @@ Malformed files raise :class:`TaskFormatError` with the file and line at fault.
 Example:
     >>> task = load_task("sentiment")  # a built-in demo task
     >>> task.kind, task.labels
-    ('classification', ['positive', 'negative'])
+    ('classification', ['bad', 'good'])
     >>> small = task.limit(n_train=20, n_test=10, seed=0)  # label-stratified, seeded
     >>> len(small.train), len(small.test)
     (20, 10)
@@ -752,7 +752,7 @@ def load_task(
 
     Example:
         >>> load_task("arithmetic").metric
-        'accuracy'
+        'rougeL'
     """
     if isinstance(spec, Task):
         return spec
