@@ -11,6 +11,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from accelerate import Accelerator  # noqa: E402
 
 from taskneurons.neurons.attribution import relevance_scores  # noqa: E402
+
 from test_attribution import random_batches  # noqa: E402
 from tiny_models import tiny_model  # noqa: E402
 

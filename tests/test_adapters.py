@@ -25,6 +25,7 @@ from taskneurons.models.adapters import (
     supported_families,
 )
 from taskneurons.neurons.space import Neuron, NeuronSpace
+
 from tiny_models import D_FF, D_MODEL, N_LAYERS, VOCAB, tiny_model, tiny_model_types
 
 MODEL_TYPES = tiny_model_types()

@@ -20,6 +20,7 @@ from taskneurons.neurons.attribution import (
     relevance_scores,
 )
 from taskneurons.neurons.space import NeuronSpace
+
 from tiny_models import tiny_model
 
 FAMILIES = ["llama", "gpt2", "opt", "phi3"]

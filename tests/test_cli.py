@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from tiny_models import tiny_model
-from tiny_tokenizer import tiny_tokenizer
 
 from taskneurons.cli import main
+
+from tiny_models import tiny_model
+from tiny_tokenizer import tiny_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ from taskneurons.neurons.intervention import Deactivation, deactivate, zero_neur
 from taskneurons.neurons.scores import NeuronScores
 from taskneurons.neurons.selection import NeuronSet, NeuronSetMismatchError, top_k
 from taskneurons.neurons.space import NeuronSpace
+
 from tiny_models import tiny_model
 
 # gated + biases (llama, mlp_bias=True), Conv1D (gpt2), biases (opt, gpt_neox), fused gate_up (phi3)

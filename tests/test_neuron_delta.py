@@ -11,6 +11,7 @@ from taskneurons.models.loading import model_fingerprint
 from taskneurons.neurons.selection import NeuronSet, NeuronSetMismatchError
 from taskneurons.neurons.space import NeuronSpace
 from taskneurons.training.neuron_delta import NeuronDelta, selection_masks
+
 from tiny_models import D_FF, D_MODEL, tiny_model
 
 FAMILIES = ["llama", "gpt2", "opt", "phi3"]

@@ -19,6 +19,7 @@ from taskneurons.neurons.selection import (
     top_k,
 )
 from taskneurons.neurons.space import NeuronSpace
+
 from tiny_models import tiny_model
 
 

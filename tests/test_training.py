@@ -25,6 +25,7 @@ from taskneurons.training.loop import (
     train,
 )
 from taskneurons.training.neuron_delta import NeuronDelta, selection_masks
+
 from tiny_models import tiny_model
 from tiny_tokenizer import tiny_tokenizer
 
