@@ -38,7 +38,11 @@ def test_file_that_is_not_gguf(tmp_path):
 
 
 def test_unreachable_hub_id_is_one_clear_error(monkeypatch):
+    import huggingface_hub.constants
+
+    # offline mode (read at import time, so set the constant too): no network retries
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(ModelLoadError, match="could not load 'someorg/no-such-model'") as info:
         load_model("someorg/no-such-model")
     assert info.value.__cause__ is None  # no chained traceback for the CLI to print
