@@ -353,6 +353,7 @@ FINETUNE_DEFAULTS = {
     "seed": 0,
     "out": str(DEFAULT_OUT / "finetune"),
     "max_length": 512,
+    "matrix": True,
     "train": {},
     "multitask_train": {"method": "full", "lr": 2e-5},
     "eval": {},
@@ -454,6 +455,7 @@ def cmd_finetune(args) -> int:
             n_test=cfg["n_test"],
             seed=seed,
             random_seed=seed,
+            matrix=bool(cfg["matrix"]),
             train=train_cfg,
             eval=eval_cfg,
         )
