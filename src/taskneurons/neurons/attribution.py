@@ -47,6 +47,7 @@ from torch import nn
 
 from taskneurons.data.prompts import PromptConfig, iter_batches
 from taskneurons.data.tasks import Example, Task, examples_hash
+from taskneurons.losses import per_example_loss
 from taskneurons.neurons.scores import NeuronScores
 from taskneurons.neurons.space import NeuronSpace
 
@@ -189,34 +190,6 @@ class _ScoreAccumulator:
         return out_hook
 
 
-def _per_example_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Sum over examples of each example's mean NLL over its loss tokens (LM head only there)."""
-    input_ids = batch["input_ids"]  # [batch, pos]
-    labels = batch["labels"]  # [batch, pos]
-    # position p predicts token p+1; keep positions whose next token carries loss
-    targets = labels[:, 1:]  # [batch, pos-1]
-    keep = torch.zeros_like(labels, dtype=torch.bool)  # [batch, pos]
-    keep[:, :-1] = targets != -100
-    if not bool(keep.any()):
-        raise ValueError("a batch has no loss tokens (every label is -100)")
-    out = model(
-        input_ids=input_ids,
-        attention_mask=batch["attention_mask"],
-        logits_to_keep=keep,
-        use_cache=False,
-    )
-    logits = out.logits.float()  # [n_kept, vocab]
-    if logits.dim() == 3:  # a model that ignores the boolean mask: select here
-        logits = logits[keep]
-    rows, cols = keep.nonzero(as_tuple=True)  # [n_kept] each
-    target_ids = labels[rows, cols + 1]  # [n_kept]
-    nll = torch.nn.functional.cross_entropy(logits, target_ids, reduction="none")  # [n_kept]
-    counts = keep.sum(dim=1).clamp(min=1).to(nll.dtype)  # [batch]
-    per_example = torch.zeros(input_ids.shape[0], dtype=nll.dtype, device=nll.device)
-    per_example.index_add_(0, rows, nll)  # [batch]
-    return (per_example / counts).sum()
-
-
 def _resolve_examples(task: Task, config: AttributionConfig) -> list[Example]:
     from taskneurons.data.tasks import subset
 
@@ -307,7 +280,7 @@ def relevance_scores(
             batch = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
             acc.set_token_mask(batch["attention_mask"])
             with torch.enable_grad():
-                loss = _per_example_loss(model, batch)
+                loss = per_example_loss(model, batch).sum()
                 loss.backward()
             acc.end_batch()
             n_local += int(batch["input_ids"].shape[0])
