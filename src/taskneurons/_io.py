@@ -82,3 +82,41 @@ def provenance(**fields: Any) -> dict[str, Any]:
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "versions": library_versions(),
     }
+
+
+def read_tensors_with_sidecar(
+    tensor_path: Path, meta_path: Path, fmt: str, what: str
+) -> tuple[dict[str, str], dict[str, Any], dict[str, Any]]:
+    """Read a taskneurons safetensors file and its JSON sidecar, checking the format tag.
+
+    Returns:
+        ``(header, tensors, sidecar)``: the safetensors metadata, the tensors by name, the JSON.
+
+    Raises:
+        FileNotFoundError: either file is missing.
+        ValueError: unreadable safetensors, another format tag, invalid JSON (with its line).
+    """
+    from safetensors import safe_open
+
+    if not tensor_path.is_file():
+        raise FileNotFoundError(f"{what} file not found: {tensor_path}")
+    if not meta_path.is_file():
+        raise FileNotFoundError(
+            f"{what} {tensor_path} has no JSON sidecar {meta_path} (it holds the meta)"
+        )
+    try:
+        with safe_open(str(tensor_path), framework="pt") as f:
+            header = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    except Exception as exc:  # safetensors raises its own error types
+        raise ValueError(f"{tensor_path} is not a readable safetensors file: {exc}") from exc
+    if header.get("format") != fmt:
+        raise ValueError(
+            f"{tensor_path} is not a taskneurons {what} file (header format "
+            f"{header.get('format')!r}, expected {fmt!r})"
+        )
+    try:
+        sidecar = json.loads(meta_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{meta_path}: invalid JSON at line {exc.lineno}: {exc.msg}") from exc
+    return header, tensors, sidecar

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from taskneurons.neurons.selection import NeuronSet, NeuronSetMismatchError
+from taskneurons.neurons.selection import NeuronSet, space_for
 from taskneurons.neurons.space import NeuronSpace
 
 Mode = Literal["activation", "parameters"]
@@ -185,19 +185,6 @@ def _output_hook(keep: torch.Tensor):
     return hook
 
 
-def _resolve_space(model: nn.Module, neurons: NeuronSet, space: NeuronSpace | None) -> NeuronSpace:
-    if not isinstance(neurons, NeuronSet):
-        raise TypeError(f"neurons must be a NeuronSet, got {type(neurons).__name__}")
-    if space is None:
-        space = NeuronSpace(model, neurons.definition)  # type: ignore[arg-type]
-    elif space.adapter.model is not model:
-        raise NeuronSetMismatchError(
-            "the given NeuronSpace was built on another model object than the one to deactivate"
-        )
-    neurons.check_space(space)
-    return space
-
-
 def zero_neurons(
     model: nn.Module,
     neurons: NeuronSet,
@@ -214,7 +201,7 @@ def zero_neurons(
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    handle = Deactivation(model, neurons, mode, _resolve_space(model, neurons, space))
+    handle = Deactivation(model, neurons, mode, space_for(model, neurons, space, "deactivate"))
     handle._apply()
     return handle
 

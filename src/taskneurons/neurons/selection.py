@@ -34,7 +34,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from taskneurons._io import _json_default, atomic_path
+from taskneurons._io import _json_default, atomic_path, read_tensors_with_sidecar
 from taskneurons.neurons.scores import NeuronScores
 from taskneurons.neurons.space import DEFINITIONS, Neuron, NeuronSpace
 
@@ -402,30 +402,11 @@ class NeuronSet:
             ValueError: the file is not a NeuronSet file.
             NeuronSetMismatchError: the set does not fit ``model``/``space`` (message says how).
         """
-        from safetensors import safe_open
 
         tensor_path, meta_path = _paths(path, reading=True)
-        if not tensor_path.is_file():
-            raise FileNotFoundError(f"neuron set file not found: {tensor_path}")
-        if not meta_path.is_file():
-            raise FileNotFoundError(
-                f"neuron set {tensor_path} has no JSON sidecar {meta_path} (it holds the meta)"
-            )
-        try:
-            with safe_open(str(tensor_path), framework="pt") as f:
-                header = f.metadata() or {}
-                masks = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-        except Exception as exc:  # safetensors raises its own error types
-            raise ValueError(f"{tensor_path} is not a readable safetensors file: {exc}") from exc
-        if header.get("format") != FORMAT:
-            raise ValueError(
-                f"{tensor_path} is not a taskneurons NeuronSet file (header format "
-                f"{header.get('format')!r}, expected {FORMAT!r})"
-            )
-        try:
-            sidecar = json.loads(meta_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{meta_path}: invalid JSON at line {exc.lineno}: {exc.msg}") from exc
+        header, masks, sidecar = read_tensors_with_sidecar(
+            tensor_path, meta_path, FORMAT, "NeuronSet"
+        )
         if sidecar.get("definition") != header["definition"]:
             raise ValueError(
                 f"{meta_path} says definition {sidecar.get('definition')!r} but {tensor_path} "
@@ -445,6 +426,28 @@ class NeuronSet:
         if model is not None:
             out.check_model(model, strict=strict)
         return out
+
+
+def space_for(
+    model: nn.Module, neurons: NeuronSet, space: NeuronSpace | None = None, purpose: str = "use"
+) -> NeuronSpace:
+    """The :class:`NeuronSpace` of ``model`` that ``neurons`` must fit (built if not given).
+
+    Raises:
+        TypeError: ``neurons`` is not a :class:`NeuronSet`.
+        NeuronSetMismatchError: ``space`` belongs to another model object, or the set does
+            not fit the space (message gives both layouts).
+    """
+    if not isinstance(neurons, NeuronSet):
+        raise TypeError(f"neurons must be a NeuronSet, got {type(neurons).__name__}")
+    if space is None:
+        space = NeuronSpace(model, neurons.definition)  # type: ignore[arg-type]
+    elif space.adapter.model is not model:
+        raise NeuronSetMismatchError(
+            f"the given NeuronSpace was built on another model object than the one to {purpose}"
+        )
+    neurons.check_space(space)
+    return space
 
 
 # -- construction -----------------------------------------------------------------------------------

@@ -49,8 +49,8 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from taskneurons._io import _json_default, atomic_path, provenance
-from taskneurons.neurons.selection import NeuronSet, NeuronSetMismatchError
+from taskneurons._io import _json_default, atomic_path, provenance, read_tensors_with_sidecar
+from taskneurons.neurons.selection import NeuronSet, NeuronSetMismatchError, space_for
 from taskneurons.neurons.space import NeuronSpace
 
 #: File format tag written in the safetensors header and the JSON sidecar.
@@ -110,26 +110,13 @@ def selection_masks(
         >>> masks["model.layers.0.mlp.down_proj.weight"].shape  # [d_model, d_ff]  # doctest: +SKIP
         torch.Size([576, 1536])
     """
-    space = _resolve_space(model, neurons, space)
+    space = space_for(model, neurons, space, "train")
     out: dict[str, torch.Tensor] = {}
     for name, param, dim, positions in _collect(space, neurons):
         mask = torch.zeros(param.shape, dtype=torch.bool, device=param.device)
         mask.index_fill_(dim, positions.to(param.device), True)
         out[name] = mask
     return out
-
-
-def _resolve_space(model: nn.Module, neurons: NeuronSet, space: NeuronSpace | None) -> NeuronSpace:
-    if not isinstance(neurons, NeuronSet):
-        raise TypeError(f"neurons must be a NeuronSet, got {type(neurons).__name__}")
-    if space is None:
-        space = NeuronSpace(model, neurons.definition)  # type: ignore[arg-type]
-    elif space.adapter.model is not model:
-        raise NeuronSetMismatchError(
-            "the given NeuronSpace was built on another model object than the one to train"
-        )
-    neurons.check_space(space)
-    return space
 
 
 def _collect(
@@ -216,7 +203,7 @@ class NeuronDelta:
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
             raise ValueError(f"dtype must be a floating torch.dtype, got {dtype!r}")
         self.model = model
-        self.space = _resolve_space(model, neurons, space)
+        self.space = space_for(model, neurons, space, "train")
         neurons.check_model(model, strict=strict)
         self.neurons = neurons
         self.dtype = dtype
@@ -462,30 +449,13 @@ class NeuronDelta:
             >>> delta.attached  # doctest: +SKIP
             True
         """
-        from safetensors import safe_open
 
         from taskneurons.models.loading import model_fingerprint
 
         tensor_path, meta_path = _paths(path, reading=True)
-        if not tensor_path.is_file():
-            raise FileNotFoundError(f"neuron delta file not found: {tensor_path}")
-        if not meta_path.is_file():
-            raise FileNotFoundError(f"neuron delta {tensor_path} has no JSON sidecar {meta_path}")
-        try:
-            with safe_open(str(tensor_path), framework="pt") as f:
-                header = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-        except Exception as exc:  # safetensors raises its own error types
-            raise ValueError(f"{tensor_path} is not a readable safetensors file: {exc}") from exc
-        if header.get("format") != FORMAT:
-            raise ValueError(
-                f"{tensor_path} is not a taskneurons NeuronDelta file (header format "
-                f"{header.get('format')!r}, expected {FORMAT!r})"
-            )
-        try:
-            sidecar = json.loads(meta_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{meta_path}: invalid JSON at line {exc.lineno}: {exc.msg}") from exc
+        header, tensors, sidecar = read_tensors_with_sidecar(
+            tensor_path, meta_path, FORMAT, "NeuronDelta"
+        )
         if sidecar.get("definition") != header.get("definition"):
             raise ValueError(
                 f"{meta_path} says definition {sidecar.get('definition')!r} but {tensor_path} "
