@@ -271,3 +271,26 @@ def test_finetune_rejects_unknown_setting(tmp_path, capsys):
     cfg.write_text("learning_rate: 1\n")
     assert main(["finetune", "--config", str(cfg)]) == 2
     assert "unknown settings ['learning_rate']" in capsys.readouterr().err
+
+
+def test_demo_runs_all_three_stages(tiny_folder, tmp_path, capsys):
+    out = tmp_path / "demo"
+    argv = [
+        "demo",
+        "--model",
+        str(tiny_folder),
+        "--n-test",
+        "4",
+        "--n-detect",
+        "4",
+        "--n-train",
+        "4",
+        "--out",
+        str(out),
+    ]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    for row in ("Deactivate-Task", "Train-Task", "demo finished"):
+        assert row in printed
+    for f in ("detect/iou.png", "deactivate/table1.json", "finetune/table2.json"):
+        assert (out / f).is_file(), f

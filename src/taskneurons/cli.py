@@ -135,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-test", type=int, default=50, help="test examples per task")
     p.add_argument("--n-detect", type=int, default=32, help="examples scored per task")
     p.add_argument("--k", type=float, default=10.0)
+    p.add_argument("--n-train", type=int, default=64, help="train examples per trained task")
+    p.add_argument("--n-train-tasks", type=int, default=2, help="tasks trained in step 3")
     p.add_argument("--seed", type=int, default=0)
     return parser
 
@@ -302,11 +304,14 @@ def cmd_demo(args) -> int:
     from taskneurons.data.prompts import PromptConfig
     from taskneurons.evaluation import EvalConfig
     from taskneurons.neurons.attribution import AttributionConfig
+    from taskneurons.training.loop import TrainConfig
     from taskneurons.workflows import (
         DeactivateConfig,
         DetectConfig,
+        FinetuneConfig,
         deactivation_experiment,
         detect_neurons,
+        neuron_training_experiment,
     )
 
     start = time.perf_counter()
@@ -314,8 +319,11 @@ def cmd_demo(args) -> int:
     tasks = [builtin_task(n, seed=args.seed) for n in builtin_task_names()]
     out = Path(args.out)
     prompt = PromptConfig(max_length=256)
+    # generation tasks are scored on at most 24 new tokens: the built-in answers are short, and
+    # a model with its task neurons off may otherwise ramble up to the default 64
+    eval_cfg = EvalConfig(prompt=prompt, batch_size=16, max_new_tokens=24)
     print(
-        f"\n== 1/2 detect: top {args.k} % neurons of {len(tasks)} built-in tasks "
+        f"\n== 1/3 detect: top {args.k} % neurons of {len(tasks)} built-in tasks "
         f"({args.n_detect} examples each)"
     )
     dcfg = DetectConfig(
@@ -324,18 +332,31 @@ def cmd_demo(args) -> int:
     )
     sets = detect_neurons(model, tok, tasks, dcfg, out / "detect")
     print((out / "detect" / "iou.md").read_text())
-    print(f"== 2/2 evaluate and deactivate ({args.n_test} test examples per task)")
+    print(f"== 2/3 evaluate and deactivate ({args.n_test} test examples per task)")
     xcfg = DeactivateConfig(
-        n_test=args.n_test,
-        seed=args.seed,
-        random_seed=args.seed,
-        eval=EvalConfig(prompt=prompt, batch_size=16),
+        n_test=args.n_test, seed=args.seed, random_seed=args.seed, eval=eval_cfg
     )
     res = deactivation_experiment(model, tok, tasks, sets, xcfg, out / "deactivate")
     print(res["table"])
     print()
     print((out / "deactivate" / "matrix.md").read_text())
-    print(f"demo finished in {time.perf_counter() - start:.0f} s; results in {out}")
+    trained = [t for t in tasks if t.kind == "classification"][: args.n_train_tasks]
+    print(
+        f"== 3/3 train only the task's neurons vs as many random neurons "
+        f"({', '.join(t.id for t in trained)}; {args.n_train} train examples, 1 epoch)"
+    )
+    fcfg = FinetuneConfig(
+        n_train=args.n_train,
+        n_test=args.n_test,
+        seed=args.seed,
+        random_seed=args.seed,
+        matrix=False,
+        train=TrainConfig(lr=1e-3, epochs=1, batch_size=8, seed=args.seed, prompt=prompt),
+        eval=eval_cfg,
+    )
+    res = neuron_training_experiment(model, tok, trained, sets, fcfg, out / "finetune")
+    print(res["table"])
+    print(f"\ndemo finished in {time.perf_counter() - start:.0f} s; results in {out}")
     return 0
 
 
