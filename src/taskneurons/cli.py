@@ -132,10 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the whole flow on the embedded model and built-in tasks")
     _model_args(p)
     p.add_argument("--out", type=Path, default=DEFAULT_OUT / "demo")
-    p.add_argument("--n-test", type=int, default=50, help="test examples per task")
+    p.add_argument("--n-test", type=int, default=40, help="test examples per task")
     p.add_argument("--n-detect", type=int, default=32, help="examples scored per task")
     p.add_argument("--k", type=float, default=10.0)
-    p.add_argument("--n-train", type=int, default=64, help="train examples per trained task")
+    p.add_argument("--n-train", type=int, default=32, help="train examples per trained task")
     p.add_argument("--n-train-tasks", type=int, default=2, help="tasks trained in step 3")
     p.add_argument("--seed", type=int, default=0)
     return parser
