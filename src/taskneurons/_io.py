@@ -120,3 +120,23 @@ def read_tensors_with_sidecar(
     except json.JSONDecodeError as exc:
         raise ValueError(f"{meta_path}: invalid JSON at line {exc.lineno}: {exc.msg}") from exc
     return header, tensors, sidecar
+
+
+def tensor_sidecar_paths(
+    path: str | os.PathLike, stem: str, what: str, reading: bool = False
+) -> tuple[Path, Path]:
+    """``(tensor file, JSON sidecar)`` for a ``.safetensors`` path or a folder.
+
+    A folder holds ``<stem>.safetensors`` and ``<stem>.json``; when reading, the ``.json``
+    sidecar's path is accepted too.
+    """
+    p = Path(path)
+    if p.suffix == ".safetensors":
+        return p, p.with_suffix(".json")
+    if p.suffix == ".json" and reading:
+        return p.with_suffix(".safetensors"), p
+    if p.suffix and not p.is_dir():
+        raise ValueError(
+            f"{what} path {p} must end in .safetensors or name a folder (got suffix {p.suffix!r})"
+        )
+    return p / f"{stem}.safetensors", p / f"{stem}.json"

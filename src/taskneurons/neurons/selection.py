@@ -34,7 +34,12 @@ from typing import Literal
 import torch
 from torch import nn
 
-from taskneurons._io import _json_default, atomic_path, read_tensors_with_sidecar
+from taskneurons._io import (
+    _json_default,
+    atomic_path,
+    read_tensors_with_sidecar,
+    tensor_sidecar_paths,
+)
 from taskneurons.neurons.scores import NeuronScores
 from taskneurons.neurons.space import DEFINITIONS, Neuron, NeuronSpace
 
@@ -702,17 +707,7 @@ def iou(a: NeuronSet, b: NeuronSet) -> float:
 
 def _paths(path: str | os.PathLike, reading: bool = False) -> tuple[Path, Path]:
     """``(tensor file, JSON sidecar)`` for a ``.safetensors`` path or a folder."""
-    p = Path(path)
-    if p.suffix == ".safetensors":
-        return p, p.with_suffix(".json")
-    if p.suffix == ".json" and reading:
-        return p.with_suffix(".safetensors"), p
-    if p.suffix and not p.is_dir():
-        raise ValueError(
-            f"neuron set path {p} must end in .safetensors or name a folder (got suffix "
-            f"{p.suffix!r})"
-        )
-    return p / "neurons.safetensors", p / "neurons.json"
+    return tensor_sidecar_paths(path, "neurons", "neuron set", reading)
 
 
 # the constructors are also reachable from the class: NeuronSet.top_k(scores, k=10)

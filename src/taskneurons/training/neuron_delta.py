@@ -49,7 +49,13 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from taskneurons._io import _json_default, atomic_path, provenance, read_tensors_with_sidecar
+from taskneurons._io import (
+    _json_default,
+    atomic_path,
+    provenance,
+    read_tensors_with_sidecar,
+    tensor_sidecar_paths,
+)
 from taskneurons.neurons.selection import NeuronSet, NeuronSetMismatchError, space_for
 from taskneurons.neurons.space import NeuronSpace
 
@@ -538,14 +544,4 @@ def _make_hook(plan: _LinearDeltas, dtype: torch.dtype):
 
 def _paths(path: str | os.PathLike, reading: bool = False) -> tuple[Path, Path]:
     """``(tensor file, JSON sidecar)`` for a ``.safetensors`` path or a folder."""
-    p = Path(path)
-    if p.suffix == ".safetensors":
-        return p, p.with_suffix(".json")
-    if p.suffix == ".json" and reading:
-        return p.with_suffix(".safetensors"), p
-    if p.suffix and not p.is_dir():
-        raise ValueError(
-            f"neuron delta path {p} must end in .safetensors or name a folder (got suffix "
-            f"{p.suffix!r})"
-        )
-    return p / "delta.safetensors", p / "delta.json"
+    return tensor_sidecar_paths(path, "delta", "neuron delta", reading)
