@@ -140,3 +140,24 @@ def tensor_sidecar_paths(
             f"{what} path {p} must end in .safetensors or name a folder (got suffix {p.suffix!r})"
         )
     return p / f"{stem}.safetensors", p / f"{stem}.json"
+
+
+def write_tensors_with_sidecar(
+    tensor_path: Path,
+    meta_path: Path,
+    tensors: dict[str, Any],
+    header: dict[str, str],
+    sidecar: dict[str, Any],
+) -> Path:
+    """Write safetensors (with ``header`` metadata) and a JSON sidecar, both atomically.
+
+    The sidecar is serialised before any file is touched, so a value JSON cannot hold leaves
+    nothing half-written. Returns ``tensor_path``.
+    """
+    from safetensors.torch import save_file
+
+    text = json.dumps(sidecar, indent=2, default=_json_default) + "\n"  # fails before I/O
+    with atomic_path(tensor_path) as tmp_t, atomic_path(meta_path) as tmp_m:
+        save_file(tensors, str(tmp_t), metadata=header)
+        tmp_m.write_text(text, encoding="utf-8")
+    return tensor_path

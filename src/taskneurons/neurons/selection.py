@@ -35,10 +35,9 @@ import torch
 from torch import nn
 
 from taskneurons._io import (
-    _json_default,
-    atomic_path,
     read_tensors_with_sidecar,
     tensor_sidecar_paths,
+    write_tensors_with_sidecar,
 )
 from taskneurons.neurons.scores import NeuronScores
 from taskneurons.neurons.space import DEFINITIONS, Neuron, NeuronSpace
@@ -368,11 +367,8 @@ class NeuronSet:
         Returns:
             The path of the ``.safetensors`` file.
         """
-        from safetensors.torch import save_file
-
         tensor_path, meta_path = _paths(path)
         sidecar = {"format": FORMAT, "definition": self.definition, "meta": self.meta}
-        text = json.dumps(sidecar, indent=2, default=_json_default) + "\n"  # fails before I/O
         # safetensors sorts tensor names; the module order (= neuron-id order) goes in the header
         header = {
             "format": FORMAT,
@@ -380,10 +376,7 @@ class NeuronSet:
             "modules": json.dumps(self.modules),
         }
         tensors = {m: t.contiguous() for m, t in self.masks.items()}
-        with atomic_path(tensor_path) as tmp_t, atomic_path(meta_path) as tmp_m:
-            save_file(tensors, str(tmp_t), metadata=header)
-            tmp_m.write_text(text, encoding="utf-8")
-        return tensor_path
+        return write_tensors_with_sidecar(tensor_path, meta_path, tensors, header, sidecar)
 
     @classmethod
     def load(

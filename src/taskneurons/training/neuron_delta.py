@@ -50,11 +50,10 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from taskneurons._io import (
-    _json_default,
-    atomic_path,
     provenance,
     read_tensors_with_sidecar,
     tensor_sidecar_paths,
+    write_tensors_with_sidecar,
 )
 from taskneurons.neurons.selection import NeuronSet, NeuronSetMismatchError, space_for
 from taskneurons.neurons.space import NeuronSpace
@@ -391,7 +390,6 @@ class NeuronDelta:
         Returns:
             The path of the ``.safetensors`` file.
         """
-        from safetensors.torch import save_file
 
         tensor_path, meta_path = _paths(path)
         params = {
@@ -410,7 +408,6 @@ class NeuronDelta:
             params=params,
             meta=dict(meta or {}),
         )
-        text = json.dumps(sidecar, indent=2, default=_json_default) + "\n"  # fails before I/O
         tensors: dict[str, torch.Tensor] = {}
         for n, e in self._entries.items():
             tensors[f"delta/{n}"] = e.delta.detach().to("cpu").contiguous()
@@ -423,10 +420,7 @@ class NeuronDelta:
             "modules": json.dumps(self.neurons.modules),
             "dims": json.dumps({n: e.dim for n, e in self._entries.items()}),
         }
-        with atomic_path(tensor_path) as tmp_t, atomic_path(meta_path) as tmp_m:
-            save_file(tensors, str(tmp_t), metadata=header)
-            tmp_m.write_text(text, encoding="utf-8")
-        return tensor_path
+        return write_tensors_with_sidecar(tensor_path, meta_path, tensors, header, sidecar)
 
     @classmethod
     def load(
