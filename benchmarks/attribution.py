@@ -26,39 +26,13 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
+from _memory import PeakRSS  # benchmarks/ is on sys.path when a script runs
+
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = HERE.parent.parent / "shared" / "data"
-
-
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-class PeakRSS:
-    """Samples resident memory in a thread; ``peak - start`` is the method's extra memory."""
-
-    def __enter__(self):
-        self.start = _rss_bytes()
-        self.peak = self.start
-        self._stop = False
-        self._t = threading.Thread(target=self._run, daemon=True)
-        self._t.start()
-        return self
-
-    def _run(self):
-        while not self._stop:
-            self.peak = max(self.peak, _rss_bytes())
-            time.sleep(0.002)
-
-    def __exit__(self, *exc):
-        self._stop = True
-        self._t.join()
-        self.peak = max(self.peak, _rss_bytes())
 
 
 def _examples(args):

@@ -46,57 +46,14 @@ import os
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
+
+from _memory import PeakRSS  # benchmarks/ is on sys.path when a script runs
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_TASK = HERE.parent.parent / "shared" / "data" / "sst2"
 METHODS = ("neurons", "naive", "lora", "full")
-
-
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-class PeakRSS:
-    """Samples resident memory in a thread; ``peak - start`` is the method's extra memory.
-
-    :meth:`sampler_cpu` is the sampling thread's own CPU time (seconds), to subtract from the
-    process's CPU time (it costs a few % of a core).
-    """
-
-    def __enter__(self):
-        self.start = _rss_bytes()
-        self.peak = self.start
-        self._stop = False
-        self._t = threading.Thread(target=self._run, daemon=True)
-        self._t.start()
-        self._clock = time.pthread_getcpuclockid(self._t.ident)
-        return self
-
-    def sampler_cpu(self) -> float:
-        """CPU seconds the sampling thread has used so far."""
-        return time.clock_gettime(self._clock)
-
-    def _run(self):
-        while not self._stop:
-            self.peak = max(self.peak, _rss_bytes())
-            time.sleep(0.002)
-
-    def __exit__(self, *exc):
-        self._stop = True
-        self._t.join()
-        self.peak = max(self.peak, _rss_bytes())
-
-
-def _load_task(path: str):
-    """The task folder through ``load_task`` (or ``load_task_folder`` on an older tree)."""
-    from taskneurons.data import tasks
-
-    loader = getattr(tasks, "load_task", None) or tasks.load_task_folder
-    return loader(path)
 
 
 def _batches(args, tok) -> list[dict]:
@@ -104,8 +61,9 @@ def _batches(args, tok) -> list[dict]:
     import torch
 
     from taskneurons.data.prompts import PromptConfig, iter_batches
+    from taskneurons.data.tasks import load_task
 
-    task = _load_task(args.task)
+    task = load_task(args.task)
     n = args.n_batches * args.batch_size
     if len(task.train) < n:
         raise SystemExit(f"{args.task}: {len(task.train)} train examples, need {n}")
