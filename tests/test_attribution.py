@@ -11,8 +11,8 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from taskneurons.data.prompts import EncodedExample, collate
-from taskneurons.data.tasks import Task
+from taskneurons.data.prompts import EncodedExample, PromptConfig, collate, iter_batches
+from taskneurons.data.tasks import Example, Task
 from taskneurons.neurons.attribution import (
     AGGREGATES,
     AttributionConfig,
@@ -22,6 +22,7 @@ from taskneurons.neurons.attribution import (
 from taskneurons.neurons.space import NeuronSpace
 
 from tiny_models import tiny_model
+from tiny_tokenizer import tiny_tokenizer
 
 FAMILIES = ["llama", "gpt2", "opt", "phi3"]
 
@@ -89,6 +90,67 @@ def test_scores_independent_of_batching():
     s1 = relevance_scores(model, b1, progress=False).scores["ffn"]
     s2 = relevance_scores(model, b2, progress=False).scores["ffn"]
     torch.testing.assert_close(s1, s2, rtol=1e-5, atol=1e-8)
+
+
+def _ragged_task(n: int = 11) -> Task:
+    """Examples whose lengths differ a lot and are not in length order."""
+    words = "the movie was very good and the story was fun but the acting was bad".split()
+    lengths = [(i * 7) % 13 + 1 for i in range(n)]
+    exs = [
+        Example(" ".join(words[:k]), ["positive", "negative"][i % 2]) for i, k in enumerate(lengths)
+    ]
+    return Task(
+        id="ragged",
+        kind="classification",
+        instruction="Classify the sentiment of the text",
+        labels=["positive", "negative"],
+        metric="accuracy",
+        train=exs,
+        test=exs[:2],
+    )
+
+
+def test_group_by_length_batches_longest_first_with_less_padding():
+    tok, task = tiny_tokenizer(), _ragged_task()
+    cfg = PromptConfig(max_length=64)
+    plain = list(iter_batches(tok, task, task.train, cfg, batch_size=3))
+    grouped = list(iter_batches(tok, task, task.train, cfg, batch_size=3, group_by_length=True))
+    assert [b["input_ids"].shape[0] for b in grouped] == [3, 3, 3, 2]
+    widths = [b["input_ids"].shape[1] for b in grouped]
+    assert widths == sorted(widths, reverse=True)
+
+    def rows(batches):
+        out = []
+        for b in batches:
+            for ids, mask, labels in zip(
+                b["input_ids"], b["attention_mask"], b["labels"], strict=True
+            ):
+                n = int(mask.sum())
+                out.append((tuple(ids[:n].tolist()), tuple(labels[:n].tolist())))
+        return sorted(out)
+
+    assert rows(grouped) == rows(plain)  # the same examples, the same loss tokens
+    padded = sum(b["input_ids"].numel() for b in grouped)
+    assert padded < sum(b["input_ids"].numel() for b in plain)
+
+
+def test_group_by_length_gives_the_same_scores():
+    model, tok, task = tiny_model("llama"), tiny_tokenizer(), _ragged_task()
+    prompt = PromptConfig(max_length=64)
+    common = dict(batch_size=3, n_examples=None, prompt=prompt)
+    grouped = relevance_scores(
+        model, task, tokenizer=tok, config=AttributionConfig(**common), progress=False
+    )
+    plain = relevance_scores(
+        model,
+        task,
+        tokenizer=tok,
+        config=AttributionConfig(**common, group_by_length=False),
+        progress=False,
+    )
+    assert grouped.meta["config"]["group_by_length"] is True
+    assert grouped.meta["data_hash"] == plain.meta["data_hash"]
+    torch.testing.assert_close(grouped.scores["ffn"], plain.scores["ffn"], rtol=1e-5, atol=1e-8)
 
 
 def _loss_per_example(model, batch) -> torch.Tensor:

@@ -17,6 +17,9 @@ How it is computed, in one forward and one backward per batch:
 * the loss of an example is the mean negative log-likelihood (nats) of its loss tokens (the
   answer tokens by default), and a batch's loss is the sum over its examples, so an example's
   gradient does not depend on which batch or process it lands in;
+* a task's examples are batched longest first (``group_by_length``), so batches carry
+  little padding (about 5 % of the tokens instead of 21 % on 128 mixed examples of
+  sst2/agnews/mnli);
 * with an Accelerate ``Accelerator``, each process scores its shard of the examples and the
   sums are added across processes.
 
@@ -68,6 +71,9 @@ class AttributionConfig:
         n_examples: how many examples (``None``: all), drawn label-stratified with ``seed``.
         seed: seed of the example subset.
         prompt: how examples become tokens.
+        group_by_length: when scoring a task, batch its examples longest first so that
+            little compute goes to padding (the scores are sums over examples, so the order
+            only changes float rounding). Batches passed in ready-made are used as given.
     """
 
     definition: str = "ffn"
@@ -78,6 +84,7 @@ class AttributionConfig:
     n_examples: int | None = 128
     seed: int = 0
     prompt: PromptConfig = field(default_factory=PromptConfig)
+    group_by_length: bool = True
 
     def __post_init__(self) -> None:
         if self.aggregate not in AGGREGATES:
@@ -257,7 +264,12 @@ def relevance_scores(
                 exs = list(shard)
         pcfg = PromptConfig(**{**asdict(config.prompt), "loss_on": config.loss})
         batches: Iterable[dict[str, torch.Tensor]] = iter_batches(
-            tokenizer, data, exs, pcfg, batch_size=config.batch_size
+            tokenizer,
+            data,
+            exs,
+            pcfg,
+            batch_size=config.batch_size,
+            group_by_length=config.group_by_length,
         )
         n_batches = (len(exs) + config.batch_size - 1) // config.batch_size
     else:
