@@ -190,6 +190,26 @@ def test_save_load_reproduces_outputs_on_a_fresh_model(tmp_path, family):
     torch.testing.assert_close(fresh(input_ids=ids).logits, trained, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("stored", [torch.bfloat16, torch.float16])
+def test_save_in_half_precision_halves_the_file(tmp_path, stored):
+    model = tiny_model("llama")
+    delta = NeuronDelta(model, random_set(model, "ffn", frac=0.5))
+    randomize(delta)
+    full = delta.save(tmp_path / "full")
+    half = delta.save(tmp_path / "half", dtype=stored)
+    sidecar = json.loads((tmp_path / "half" / "delta.json").read_text())
+    assert sidecar["dtype"] == "float32"
+    assert sidecar["stored_dtype"] == str(stored).replace("torch.", "")
+    saved = full.stat().st_size - half.stat().st_size
+    assert abs(saved - 2 * delta.num_trainable()) <= 64  # 2 bytes a value (+ header padding)
+    loaded = NeuronDelta.load(tmp_path / "half", tiny_model("llama"))
+    assert loaded.dtype == torch.float32  # trains on in float32, values rounded once
+    for name, t in delta.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], t.to(stored).float())
+    with pytest.raises(ValueError, match="floating"):
+        delta.save(tmp_path / "bad", dtype=torch.int8)
+
+
 def test_load_refuses_another_or_already_merged_model(tmp_path):
     model = tiny_model("llama")
     delta = NeuronDelta(model, random_set(model, "ffn"))

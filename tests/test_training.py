@@ -369,6 +369,7 @@ def test_bad_input(tok):
         {"warmup_ratio": 1.0},
         {"grad_accum": 0},
         {"delta_dtype": "int8"},
+        {"save_dtype": "int64"},
     ):
         with pytest.raises(ValueError):
             TrainConfig(**bad)
@@ -436,13 +437,13 @@ def test_two_processes_equal_one(tmp_path):
 
 
 @pytest.mark.slow
-def test_embedded_model_neuron_training(tmp_path):
+def test_embedded_model_neuron_training(tmp_path, shared_data):
     """SmolLM2-135M, 10% of its ffn neurons, 1 step on 4 real sst2 examples."""
     from taskneurons.data.tasks import load_task
     from taskneurons.models.loading import load_model
 
     model, tok = load_model("smollm2-135m")
-    task = load_task("/work/shared/data/sst2").limit(n_train=4, n_test=1, seed=0)
+    task = load_task(shared_data / "sst2").limit(n_train=4, n_test=1, seed=0)
     space = NeuronSpace(model, "ffn")
     g = torch.Generator().manual_seed(0)
     pick = torch.randperm(space.size, generator=g)[: space.size // 10]
@@ -454,6 +455,10 @@ def test_embedded_model_neuron_training(tmp_path):
     assert res.final_loss is not None and 0 < res.final_loss < 20
     size = (tmp_path / "delta" / "delta.safetensors").stat().st_size
     assert 4 * res.n_trainable < size < 4 * res.n_trainable + 2_000_000  # float32 deltas
+    # bfloat16 storage: 2 bytes per value (16 MB for 10 % of the neurons)
+    half = res.delta.save(tmp_path / "delta-bf16", dtype=torch.bfloat16).stat().st_size
+    assert abs(size - half - 2 * res.n_trainable) <= 64
+    print(f"delta file: {size / 1e6:.1f} MB float32, {half / 1e6:.1f} MB bfloat16")
     ids = tok(["The movie was great. Sentiment:"], return_tensors="pt").input_ids
     with torch.no_grad():
         hooked = model(input_ids=ids).logits

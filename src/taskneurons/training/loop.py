@@ -103,6 +103,8 @@ class TrainConfig:
         momentum: SGD momentum.
         seed: seed of the shuffling, LoRA's initialisation and dropout.
         delta_dtype: dtype of the NeuronDelta tensors (``"float32"``; also on a bf16 base).
+        save_dtype: dtype the trained deltas are written in (``None``: ``delta_dtype``, exact;
+            ``"bfloat16"``/``"float16"`` halve the file).
         strict_fingerprint: require the NeuronSet's recorded model weights fingerprint to match
             the model (``False``: architecture only, e.g. continual learning on a tuned model).
         lora_r, lora_alpha, lora_dropout: LoRA rank, scaling numerator and dropout.
@@ -136,6 +138,7 @@ class TrainConfig:
     momentum: float = 0.0
     seed: int = 0
     delta_dtype: str = "float32"
+    save_dtype: str | None = None
     strict_fingerprint: bool = True
     lora_r: int = 8
     lora_alpha: float = 16.0
@@ -195,6 +198,8 @@ class TrainConfig:
             if not ok:
                 raise ValueError(msg)
         _delta_dtype(self.delta_dtype)
+        if self.save_dtype is not None:
+            _delta_dtype(self.save_dtype, "save_dtype")
 
     def to_dict(self) -> dict:
         """JSON-ready dict (``prompt`` as a nested dict, ``adam_betas`` as a list)."""
@@ -212,10 +217,10 @@ class TrainConfig:
         return cls(**d)
 
 
-def _delta_dtype(name: str) -> torch.dtype:
+def _delta_dtype(name: str, what: str = "delta_dtype") -> torch.dtype:
     dtype = getattr(torch, str(name), None)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise ValueError(f"delta_dtype must name a floating torch dtype, got {name!r}")
+        raise ValueError(f"{what} must name a floating torch dtype, got {name!r}")
     return dtype
 
 
@@ -671,7 +676,11 @@ def train(
     # -- results -----------------------------------------------------------------------------
     if out is not None and main:
         if delta is not None:
-            delta.save(out / "delta", meta={"tasks": meta["tasks"], "train": config.to_dict()})
+            delta.save(
+                out / "delta",
+                meta={"tasks": meta["tasks"], "train": config.to_dict()},
+                dtype=_delta_dtype(config.save_dtype) if config.save_dtype else None,
+            )
         elif config.method == "lora":
             model.save_pretrained(str(out / "lora"))
     if config.merge:

@@ -374,23 +374,39 @@ class NeuronDelta:
         return self.attach()
 
     # -- saving ------------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike, meta: Mapping | None = None) -> Path:
+    def save(
+        self,
+        path: str | os.PathLike,
+        meta: Mapping | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> Path:
         """Save the deltas: ``.safetensors`` (deltas, positions, NeuronSet masks) + JSON sidecar.
 
         Args:
             path: a ``.safetensors`` file (the sidecar is the same name with ``.json``) or a
                 folder (``delta.safetensors`` and ``delta.json`` inside it).
             meta: extra JSON-ready entries for the sidecar (task, training config, ...).
+            dtype: store the deltas in this floating dtype (``None``: the delta dtype, exact).
+                ``torch.bfloat16`` or ``torch.float16`` halve the file; loading casts them back
+                to the delta dtype, so the loaded deltas are the rounded ones.
 
-        The sidecar records the format, the definition, the delta dtype, the NeuronSet's meta,
-        the base model's fingerprint and each parameter's axis and count. Size: 4 bytes per
-        trainable scalar in float32 (10% of SmolLM2-135M's ``ffn`` neurons: 4608 neurons x 3 x
-        576 = 8.0 M values, 32 MB).
+        The sidecar records the format, the definition, the delta dtype, the stored dtype, the
+        NeuronSet's meta, the base model's fingerprint and each parameter's axis and count.
+        Size: the trainable scalars times the stored dtype's bytes. 10 % of SmolLM2-135M's
+        ``ffn`` neurons are 4608 neurons x 3 x 576 = 8.0 M values: 32 MB in float32, 16 MB in
+        bfloat16.
+
+        Example:
+            >>> delta.save("out/sst2_delta", dtype=torch.bfloat16)  # doctest: +SKIP
+            PosixPath('out/sst2_delta/delta.safetensors')
 
         Returns:
             The path of the ``.safetensors`` file.
         """
 
+        stored = self.dtype if dtype is None else dtype
+        if not isinstance(stored, torch.dtype) or not stored.is_floating_point:
+            raise ValueError(f"dtype must be a floating torch.dtype, got {dtype!r}")
         tensor_path, meta_path = _paths(path)
         params = {
             n: {"dim": e.dim, "n": int(e.positions.numel()), "shape": list(e.delta.shape)}
@@ -400,6 +416,7 @@ class NeuronDelta:
             format=FORMAT,
             definition=self.neurons.definition,
             dtype=str(self.dtype).replace("torch.", ""),
+            stored_dtype=str(stored).replace("torch.", ""),
             modules=self.neurons.modules,
             model_fingerprint=self.fingerprint,
             neurons_meta=self.neurons.meta,
@@ -410,7 +427,7 @@ class NeuronDelta:
         )
         tensors: dict[str, torch.Tensor] = {}
         for n, e in self._entries.items():
-            tensors[f"delta/{n}"] = e.delta.detach().to("cpu").contiguous()
+            tensors[f"delta/{n}"] = e.delta.detach().to("cpu", stored).contiguous()
             tensors[f"positions/{n}"] = e.positions.to("cpu").contiguous()
         for m, mask in self.neurons.masks.items():
             tensors[f"mask/{m}"] = mask.contiguous()
