@@ -105,6 +105,16 @@ def test_eval_writes_predictions_with_provenance(tiny_folder, task_folders, tmp_
     assert "provenance" in json.dumps(data) or "versions" in json.dumps(data)
 
 
+def test_eval_calibrate_flag(tiny_folder, task_folders, tmp_path):
+    argv = ["eval", "--model", str(tiny_folder), "--task", str(task_folders[0]), "--limit", "4"]
+    out = {c: tmp_path / f"{c}.json" for c in ("plain", "calibrated")}
+    assert main([*argv, "--out", str(out["plain"])]) == 0
+    assert main([*argv, "--calibrate", "--out", str(out["calibrated"])]) == 0
+    plain, cal = (json.loads(out[c].read_text()) for c in ("plain", "calibrated"))
+    assert plain["config"]["calibrate"] is False and cal["config"]["calibrate"] is True
+    assert cal["calibration"] and not plain.get("calibration")  # label -> log prior
+
+
 def test_detect_then_deactivate(tiny_folder, task_folders, tmp_path, capsys):
     tasks = ",".join(str(t) for t in task_folders)
     out = tmp_path / "detect"

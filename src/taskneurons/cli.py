@@ -68,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="score: label log-likelihood; generate: greedy + exact match / ROUGE-L",
     )
     p.add_argument("--length-normalize", action="store_true")
+    p.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="contextual calibration of label scores (subtract each label's prior on "
+        "content-free inputs; Zhao et al. 2021)",
+    )
     p.add_argument("--out", type=Path, default=None, help="JSON file for per-example results")
     _prompt_args(p)
 
@@ -94,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-strict",
         action="store_true",
         help="accept neuron sets detected on other weights of the same architecture",
+    )
+    p.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="contextual calibration of label scores (subtract each label's prior on "
+        "content-free inputs; Zhao et al. 2021)",
     )
     _prompt_args(p)
 
@@ -218,6 +230,7 @@ def cmd_eval(args) -> int:
         prompt=_prompt_config(args),
         batch_size=args.batch_size,
         length_normalize=args.length_normalize,
+        calibrate=args.calibrate,
     )
     res = evaluate(model, tok, task, examples, mode=args.mode, config=cfg)
     header = ["task", "mode", "metric", "score", "n", "majority %", "seconds"]
@@ -289,7 +302,9 @@ def cmd_deactivate(args) -> int:
         n_test=args.n_test,
         seed=args.seed,
         random_seed=args.seed,
-        eval=EvalConfig(prompt=_prompt_config(args), batch_size=args.batch_size),
+        eval=EvalConfig(
+            prompt=_prompt_config(args), batch_size=args.batch_size, calibrate=args.calibrate
+        ),
     )
     out = args.out or args.neurons / "deactivate"
     deactivation_experiment(model, tok, tasks, sets, cfg, out)
