@@ -153,6 +153,28 @@ def test_group_by_length_gives_the_same_scores():
     torch.testing.assert_close(grouped.scores["ffn"], plain.scores["ffn"], rtol=1e-5, atol=1e-8)
 
 
+def test_loss_width_and_trailing_positions_do_not_matter():
+    from taskneurons.losses import loss_width, per_example_loss
+
+    assert loss_width(torch.tensor([[-100, -100, 7, 8, -100]])) == 3
+    assert loss_width(torch.tensor([[-100, 5, -100], [-100, -100, -100]])) == 1
+    assert loss_width(torch.full((2, 4), -100)) == 4  # no loss: left for the caller to report
+    model = tiny_model("llama")
+    (batch,) = random_batches(model.config.vocab_size, n_batches=1, batch=4)
+    assert loss_width(batch["labels"]) == batch["input_ids"].shape[1] - 1
+    wide = {  # four more columns of right padding
+        k: torch.nn.functional.pad(v, (0, 4), value=-100 if k == "labels" else 0)
+        if v.dim() == 2
+        else v
+        for k, v in batch.items()
+    }
+    with torch.no_grad():
+        torch.testing.assert_close(per_example_loss(model, wide), per_example_loss(model, batch))
+    a = relevance_scores(model, [batch], progress=False).scores["ffn"]
+    b = relevance_scores(model, [wide], progress=False).scores["ffn"]
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-8)
+
+
 def _loss_per_example(model, batch) -> torch.Tensor:
     with torch.no_grad():
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits

@@ -6,12 +6,31 @@ import torch
 from torch import nn
 
 
+def loss_width(labels: torch.Tensor) -> int:
+    """How many leading positions of a ``[batch, pos]`` batch the loss depends on.
+
+    Position ``p`` predicts token ``p + 1``; in a causal LM nothing after the last position
+    that predicts a loss token can change the loss (typically the final answer token and the
+    right padding of the longest row), so the model need not run there. Returns ``pos`` when
+    no position carries loss (the caller reports that).
+
+    Example:
+        >>> loss_width(torch.tensor([[-100, -100, 7, 8, -100]]))  # positions 1, 2 predict 7, 8
+        3
+    """
+    predicts = (labels[:, 1:] != -100).any(dim=0)  # [pos - 1]
+    if not bool(predicts.any()):
+        return int(labels.shape[1])
+    return int(predicts.nonzero().max()) + 1
+
+
 def per_example_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Each example's mean NLL (nats) over its loss tokens, ``[batch]``.
 
-    The LM head runs only at the positions that predict a loss token (``logits_to_keep`` with
-    a boolean ``[batch, pos]`` mask), as in the relevance scores. An example without loss
-    tokens gets 0.
+    The model runs only on the positions up to the last one that predicts a loss token
+    (:func:`loss_width`; a causal LM's later positions cannot change the loss), and the LM
+    head only at the positions that predict a loss token (``logits_to_keep`` with a boolean
+    ``[batch, pos]`` mask), as in the relevance scores. An example without loss tokens gets 0.
 
     Args:
         model: a causal LM (or a ``PeftModel`` around one).
@@ -28,9 +47,11 @@ def per_example_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.
     keep[:, :-1] = labels[:, 1:] != -100  # position p predicts token p+1
     if not bool(keep.any()):
         raise ValueError("a batch has no loss tokens (every label is -100)")
+    width = loss_width(labels)
+    keep = keep[:, :width]  # [batch, width]
     out = model(
-        input_ids=input_ids,
-        attention_mask=batch["attention_mask"],
+        input_ids=input_ids[:, :width],
+        attention_mask=batch["attention_mask"][:, :width],
         logits_to_keep=keep,
         use_cache=False,
     )

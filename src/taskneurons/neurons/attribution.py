@@ -50,7 +50,7 @@ from torch import nn
 
 from taskneurons.data.prompts import PromptConfig, iter_batches
 from taskneurons.data.tasks import Example, Task, examples_hash
-from taskneurons.losses import per_example_loss
+from taskneurons.losses import loss_width, per_example_loss
 from taskneurons.neurons.scores import NeuronScores
 from taskneurons.neurons.space import NeuronSpace
 
@@ -290,7 +290,8 @@ def relevance_scores(
     with frozen_parameters(model), _ScoreAccumulator(space, config.aggregate) as acc:
         for batch in bar:
             batch = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
-            acc.set_token_mask(batch["attention_mask"])
+            # the loss only runs the model on the first loss_width positions
+            acc.set_token_mask(batch["attention_mask"][:, : loss_width(batch["labels"])])
             with torch.enable_grad():
                 loss = per_example_loss(model, batch).sum()
                 loss.backward()
