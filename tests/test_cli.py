@@ -240,7 +240,7 @@ def test_finetune_table2_and_multitask(tiny_folder, task_folders, tmp_path, caps
     cfg.write_text(
         "experiment: all\n"
         "k: 20\nn_detect: 4\nn_train: 4\nn_test: 4\nseed: 0\n"
-        "train: {lr: 0.01, epochs: 1, batch_size: 2}\n"
+        "train: {lr: 0.01, epochs: 1, batch_size: 2, save_dtype: bfloat16}\n"
         "multitask_train: {method: full, lr: 0.001, epochs: 1, batch_size: 2}\n"
     )
     tasks = ",".join(str(t) for t in task_folders)
@@ -267,6 +267,10 @@ def test_finetune_table2_and_multitask(tiny_folder, task_folders, tmp_path, caps
     t2 = json.loads((out / "table2" / "table2.json").read_text())
     assert [r[0] for r in t2["rows"]] == ["Zero-shot", "Train-Random", "Train-Task"]
     assert t2["meta"]["config"]["train"]["method"] == "neurons"
+    delta = json.loads(
+        (out / "table2" / "runs" / "mood" / "task" / "delta" / "delta.json").read_text()
+    )
+    assert delta["dtype"] == "float32" and delta["stored_dtype"] == "bfloat16"
     for f in (
         "table2/train_matrix.png",
         "multitask/deactivate/table1.md",
