@@ -125,6 +125,19 @@ def test_label_scoring_equals_naive_computation(family, tok, task, caplog):
     assert "no repeatable KV cache" not in caplog.text
 
 
+def test_gold_nll_is_the_mean_gold_label_nll(tok, task):
+    model = tiny_model("llama", seed=1)
+    expected = naive_log_likelihoods(model, tok, task, PromptConfig())  # [examples, labels]
+    gold = torch.tensor([LABELS.index(ex.output) for ex in task.test])
+    want = float(-expected[torch.arange(len(gold)), gold].mean())
+    for calibrate in (False, True):  # calibration moves the ranking, not the likelihoods
+        cfg = EvalConfig(batch_size=3, calibrate=calibrate)
+        result = evaluate(model, tok, task, config=cfg, progress=False)
+        assert result.gold_nll() == pytest.approx(want, abs=1e-4)
+    generated = evaluate(model, tok, task, mode="generate", progress=False)
+    assert generated.gold_nll() is None
+
+
 def test_label_scoring_with_sdpa_attention(tok, task):
     model = tiny_model("llama", seed=2)
     expected = naive_log_likelihoods(model, tok, task, PromptConfig())

@@ -345,3 +345,27 @@ def test_count_is_finite_for_real_sizes():
     s = top_k(NeuronScores("ffn", {"ffn": vals}), k=10)
     assert len(s) == 4608 and math.isclose(s.fraction(), 0.1)
     assert s.counts_per_layer()["ffn"][-3:].tolist() == [1536, 1536, 1536]
+
+
+def test_diagonal_dominance_and_summary():
+    from taskneurons.workflows import deactivation_summary, diagonal_dominance
+
+    original = {"a": 50.0, "b": 75.0}
+    matrix = {"a": {"a": 40.0, "b": 70.0}, "b": {"a": 35.0, "b": 60.0}}
+    assert diagonal_dominance(matrix, original) == {"a": False, "b": True}
+    # for a loss the largest rise counts: negate everything and the answer is the same
+    neg = {i: {j: -v for j, v in row.items()} for i, row in matrix.items()}
+    assert diagonal_dominance(neg, {j: -v for j, v in original.items()}, False) == {
+        "a": False,
+        "b": True,
+    }
+    result = {
+        "original": original,
+        "random": {"a": 45.0, "b": 55.0},
+        "task": {"a": 40.0, "b": 60.0},
+        "matrix": matrix,
+    }
+    assert deactivation_summary(result) == (
+        "own neurons off hurt more than random ones: 1 of 2 (a)\n"
+        "largest drop of a column on its diagonal: 1 of 2 (b)"
+    )

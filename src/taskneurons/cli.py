@@ -292,7 +292,12 @@ def cmd_detect(args) -> int:
 def cmd_deactivate(args) -> int:
     from taskneurons.data.tasks import load_task
     from taskneurons.evaluation import EvalConfig
-    from taskneurons.workflows import DeactivateConfig, deactivation_experiment, load_neuron_sets
+    from taskneurons.workflows import (
+        DeactivateConfig,
+        deactivation_experiment,
+        deactivation_summary,
+        load_neuron_sets,
+    )
 
     tasks = [load_task(t, seed=args.seed) for t in args.tasks]
     model, tok = _load(args)
@@ -307,9 +312,14 @@ def cmd_deactivate(args) -> int:
         ),
     )
     out = args.out or args.neurons / "deactivate"
-    deactivation_experiment(model, tok, tasks, sets, cfg, out)
+    res = deactivation_experiment(model, tok, tasks, sets, cfg, out)
     print((out / "table1.md").read_text())
     print((out / "matrix.md").read_text())
+    print(deactivation_summary(res) + "\n")
+    if "nll" in res:
+        print((out / "table1_nll.md").read_text())
+        print((out / "matrix_nll.md").read_text())
+        print(deactivation_summary(res["nll"], higher_is_better=False) + "\n")
     print(f"results in {out}")
     return 0
 

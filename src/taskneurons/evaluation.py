@@ -177,6 +177,28 @@ class EvalResult:
     data_hash: str = ""
     calibration: dict[str, float] | None = None
 
+    def gold_nll(self) -> float | None:
+        """Mean negative log-likelihood of the gold label (nats per example), or ``None``.
+
+        The sum over the gold label's tokens of ``-log p`` given the prompt, averaged over the
+        examples: a continuous companion to accuracy that still moves when the model is at
+        chance (calibration does not change it). ``None`` in ``generate`` mode.
+
+        Example:
+            >>> res = evaluate(model, tok, task, task.test[:50])  # doctest: +SKIP
+            >>> res.score, res.gold_nll()  # doctest: +SKIP
+            (50.0, 0.71)
+        """
+        if self.mode != "score" or not self.predictions:
+            return None
+        values = []
+        for p in self.predictions:
+            ll = p.get("log_likelihoods")
+            if ll is None or p.get("gold") not in ll:
+                return None
+            values.append(-float(ll[p["gold"]]))
+        return sum(values) / len(values)
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict of every field."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}

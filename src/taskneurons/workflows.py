@@ -163,11 +163,16 @@ def deactivation_experiment(
     (Deactivate-Task); and the score of every task j with task i's neurons off.
 
     Writes ``table1.{md,csv,json}``, ``matrix.{md,csv,json}`` (change of task j's score when
-    task i's neurons are off, in points), ``matrix.png`` and ``deactivate_config.json``.
+    task i's neurons are off, in points), ``matrix.png`` and ``deactivate_config.json``. When
+    every task is scored by label likelihood, the same evaluations also give the gold label's
+    mean NLL (:meth:`EvalResult.gold_nll`), written as ``table1_nll.*`` and ``matrix_nll.*``
+    (change in nats; a rise means the neurons mattered) — a readout that still moves when the
+    model is at chance.
 
     Returns:
         ``{"original": {j: score}, "random": {i: score}, "task": {i: score},
-        "matrix": {i: {j: score}}, "metric": {j: name}}``.
+        "matrix": {i: {j: score}}, "metric": {j: name}, "table": str}``, plus ``"nll"``
+        with the same keys (scores replaced by gold NLLs) when available.
     """
     out = Path(out_dir)
     missing = [t.id for t in tasks if t.id not in neuron_sets]
@@ -178,33 +183,89 @@ def deactivation_experiment(
         ns.check_space(space)
     test = {t.id: _test_examples(t, config.n_test, config.seed) for t in tasks}
 
-    def score(task: Task) -> float:
-        return evaluate(
-            model, tokenizer, task, test[task.id], config=config.eval, progress=False
-        ).score
+    def score(task: Task) -> tuple[float, float | None]:
+        res = evaluate(model, tokenizer, task, test[task.id], config=config.eval, progress=False)
+        return res.score, res.gold_nll()
 
     from tqdm.auto import tqdm
 
     n_evals = len(tasks) * (len(tasks) + 2)
     bar = tqdm(total=n_evals, desc="deactivation", unit="eval", disable=not progress)
-    original, rand, matrix = {}, {}, {}
+    # one dict per readout: [0] the task metric, [1] the gold label's NLL (or None)
+    original: tuple[dict, dict] = ({}, {})
+    rand: tuple[dict, dict] = ({}, {})
+    matrix: tuple[dict, dict] = ({}, {})
+
+    def record(target: tuple[dict, dict], key: str, values: tuple) -> None:
+        for d, v in zip(target, values, strict=True):
+            d[key] = v
+
     for t in tasks:
-        original[t.id] = score(t)
+        record(original, t.id, score(t))
         bar.update()
     for i in tasks:
         ns = neuron_sets[i.id]
         exclude = ns if config.random_excludes_task else None
         rnd = random_like(ns, space, seed=config.random_seed, exclude=exclude)
         with deactivate(model, rnd, mode=config.mode, space=space):
-            rand[i.id] = score(i)
+            record(rand, i.id, score(i))
             bar.update()
-        matrix[i.id] = {}
+        for m in matrix:
+            m[i.id] = {}
         with deactivate(model, ns, mode=config.mode, space=space):
             for j in tasks:
-                matrix[i.id][j.id] = score(j)
+                record((matrix[0][i.id], matrix[1][i.id]), j.id, score(j))
                 bar.update()
     bar.close()
     names = [t.id for t in tasks]
+    meta = provenance(
+        config=config.to_dict(),
+        model=model_fingerprint(model),
+        metric={t.id: t.metric for t in tasks},
+        data_hash={t.id: examples_hash(test[t.id]) for t in tasks},
+        neuron_sets={n: neuron_sets[n].meta for n in names},
+    )
+    result = _deactivation_tables(
+        names,
+        original[0],
+        rand[0],
+        matrix[0],
+        out,
+        "",
+        meta,
+        title="Deactivation (accuracy % / ROUGE-L)",
+        change_title="Change of task j's score (points) with task i's neurons deactivated",
+    )
+    result["metric"] = {t.id: t.metric for t in tasks}
+    if all(v is not None for v in original[1].values()):
+        result["nll"] = _deactivation_tables(
+            names,
+            original[1],
+            rand[1],
+            matrix[1],
+            out,
+            "_nll",
+            meta,
+            title="Deactivation: gold label NLL (nats per example, lower is better)",
+            change_title="Change of task j's gold label NLL (nats) with task i's neurons "
+            "deactivated",
+        )
+    write_json_atomic(out / "deactivate_config.json", meta)
+    return result
+
+
+def _deactivation_tables(
+    names: list[str],
+    original: dict[str, float],
+    rand: dict[str, float],
+    matrix: dict[str, dict[str, float]],
+    out: Path,
+    suffix: str,
+    meta: dict,
+    title: str,
+    change_title: str,
+) -> dict:
+    """Write ``table1{suffix}`` (Table 1 rows) and ``matrix{suffix}`` (changes + heatmap)."""
 
     def avg(d: dict) -> float:
         return sum(d.values()) / len(d)
@@ -216,52 +277,76 @@ def deactivation_experiment(
         ["Deactivate-Random", *[rand[n] for n in names], avg(rand)],
         ["Deactivate-Task", *[task_row[n] for n in names], avg(task_row)],
     ]
-    meta = provenance(
-        config=config.to_dict(),
-        model=model_fingerprint(model),
-        metric={t.id: t.metric for t in tasks},
-        data_hash={t.id: examples_hash(test[t.id]) for t in tasks},
-        neuron_sets={n: neuron_sets[n].meta for n in names},
-    )
-    write_table(
-        out / "table1", header, rows, meta=meta, title="Deactivation (accuracy % / ROUGE-L)"
-    )
+    write_table(out / f"table1{suffix}", header, rows, meta=meta, title=title)
     change = [[matrix[i][j] - original[j] for j in names] for i in names]
     write_table(
-        out / "matrix",
+        out / f"matrix{suffix}",
         ["deactivated \\ measured", *names],
         [[i, *row] for i, row in zip(names, change, strict=True)],
         meta=meta,
-        title="Change of task j's score (points) with task i's neurons deactivated",
+        title=change_title,
     )
     heatmap(
         change,
         names,
         names,
-        out / "matrix.png",
-        title="Deactivate task i's neurons: change on task j",
+        out / f"matrix{suffix}.png",
+        title="Deactivate task i's neurons: change on task j" + (" (gold NLL)" if suffix else ""),
         xlabel="measured task j",
         ylabel="deactivated neurons of task i",
-        cmap="RdBu",
+        cmap="RdBu_r" if suffix else "RdBu",
     )
-    write_json_atomic(out / "deactivate_config.json", meta)
     return {
         "original": original,
         "random": rand,
         "task": task_row,
         "matrix": matrix,
-        "metric": {t.id: t.metric for t in tasks},
         "table": markdown_table(header, rows),
     }
 
 
-def diagonal_dominance(matrix: dict[str, dict[str, float]], original: dict[str, float]) -> dict:
-    """For each measured task j: is the largest drop in column j on the diagonal (i = j)?"""
+def diagonal_dominance(
+    matrix: dict[str, dict[str, float]],
+    original: dict[str, float],
+    higher_is_better: bool = True,
+) -> dict[str, bool]:
+    """For each measured task j: is the largest drop in column j on the diagonal (i = j)?
+
+    Args:
+        matrix: ``matrix[i][j]``, task j's value with task i's neurons deactivated.
+        original: task j's value with nothing deactivated.
+        higher_is_better: ``True`` for accuracy / ROUGE-L; ``False`` for a loss such as the
+            gold NLL, where the largest *rise* is the largest drop in quality.
+
+    Example:
+        >>> diagonal_dominance({"a": {"a": 40, "b": 70}, "b": {"a": 45, "b": 60}}, {"a": 50, "b": 75})
+        {'a': True, 'b': True}
+    """
+    sign = 1.0 if higher_is_better else -1.0
     out = {}
     for j in original:
-        drops = {i: original[j] - matrix[i][j] for i in matrix}
+        drops = {i: sign * (original[j] - matrix[i][j]) for i in matrix}
         out[j] = max(drops, key=drops.get) == j
     return out
+
+
+def deactivation_summary(result: dict, higher_is_better: bool = True) -> str:
+    """Two lines on a :func:`deactivation_experiment` result (or its ``"nll"`` part).
+
+    How many tasks lose more with their own neurons off than with as many random ones, and
+    for how many the largest drop of their matrix column is on the diagonal.
+    """
+    sign = 1.0 if higher_is_better else -1.0
+    names = list(result["original"])
+    own = [n for n in names if sign * (result["task"][n] - result["random"][n]) < 0]
+    diag = diagonal_dominance(result["matrix"], result["original"], higher_is_better)
+    on_diag = [n for n in names if diag[n]]
+    return (
+        f"own neurons off hurt more than random ones: {len(own)} of {len(names)} "
+        f"({', '.join(own) or 'none'})\n"
+        f"largest drop of a column on its diagonal: {len(on_diag)} of {len(names)} "
+        f"({', '.join(on_diag) or 'none'})"
+    )
 
 
 def load_neuron_sets(
@@ -285,6 +370,7 @@ __all__ = [
     "DetectConfig",
     "deactivation_experiment",
     "detect_neurons",
+    "deactivation_summary",
     "diagonal_dominance",
     "FinetuneConfig",
     "MultitaskConfig",
