@@ -446,6 +446,7 @@ def cmd_finetune(args) -> int:
         DetectConfig,
         FinetuneConfig,
         MultitaskConfig,
+        deactivation_summary,
         detect_neurons,
         load_neuron_sets,
         multitask_experiment,
@@ -523,8 +524,14 @@ def cmd_finetune(args) -> int:
         )
         print("== multi-task fine-tuning, then detect and deactivate (Table 1)")
         res = multitask_experiment(model, tok, tasks, mcfg, out / "multitask")
+        folder = out / "multitask" / "deactivate"
         print(res["table"])
-        print((out / "multitask" / "deactivate" / "matrix.md").read_text())
+        print((folder / "matrix.md").read_text())
+        print(deactivation_summary(res) + "\n")
+        if "nll" in res:
+            print((folder / "table1_nll.md").read_text())
+            print((folder / "matrix_nll.md").read_text())
+            print(deactivation_summary(res["nll"], higher_is_better=False) + "\n")
     print(f"results in {out}")
     return 0
 
