@@ -188,6 +188,42 @@ def test_random_like_errors_when_exclude_leaves_too_few():
         random_like(other, {"ffn": (2, 5)}, seed=0)
 
 
+def test_random_like_overlap_on_shortfall_is_minimal_and_recorded():
+    # layer 0: the set holds 5 of 6 units, so only 1 is outside; layer 1: plenty of room
+    task = _set([[1, 1, 1, 1, 1, 0], [1, 1, 0, 0, 0, 0]])
+    rnd = random_like(task, task.shapes(), seed=3, exclude=task, on_shortfall="overlap")
+    assert torch.equal(rnd.counts_per_layer()["ffn"], task.counts_per_layer()["ffn"])
+    row0 = rnd.masks["ffn"][0]
+    assert bool(row0[5])  # the one free unit is always taken
+    assert int((row0 & task.masks["ffn"][0]).sum()) == 4  # and only 5 - 1 from inside
+    assert not bool((rnd.masks["ffn"][1] & task.masks["ffn"][1]).any())  # disjoint elsewhere
+    assert rnd.meta["overlap"] == {"ffn": {"0": 4}} and rnd.meta["n_overlap"] == 4
+    assert rnd == random_like(task, task.shapes(), seed=3, exclude=task, on_shortfall="overlap")
+    # without a shortfall the option changes nothing, and no overlap is recorded
+    roomy = _set([[1, 0, 0, 0, 0, 0], [1, 1, 0, 0, 0, 0]])
+    a = random_like(roomy, roomy.shapes(), seed=0, exclude=roomy, on_shortfall="overlap")
+    assert a == random_like(roomy, roomy.shapes(), seed=0, exclude=roomy)
+    assert "n_overlap" not in a.meta
+    with pytest.raises(ValueError, match="on_shortfall='overlap'"):
+        random_like(task, task.shapes(), seed=0, exclude=task)
+    with pytest.raises(ValueError, match="on_shortfall must be"):
+        random_like(task, task.shapes(), seed=0, on_shortfall="skip")
+
+
+def test_matched_random_sets_warn_about_overlap(caplog):
+    import logging
+
+    from taskneurons.workflows import matched_random_sets
+
+    sets = {"big": _set([[1, 1, 1, 1, 1, 0]]), "small": _set([[1, 0, 0, 0, 0, 0]])}
+    space = {"ffn": (1, 6)}
+    with caplog.at_level(logging.WARNING, logger="taskneurons.workflows"):
+        controls = matched_random_sets(sets, space, seed=0)
+    assert controls["big"].meta["n_overlap"] == 4 and "n_overlap" not in controls["small"].meta
+    assert "task 'big'" in caplog.text and "shares 4 of its 5 neurons" in caplog.text
+    assert "small" not in caplog.text
+
+
 # -- set algebra, IoU, listing -----------------------------------------------------------------------
 def test_set_algebra_and_iou_on_hand_made_masks():
     a = _set([[1, 1, 0, 0], [1, 0, 0, 0]])

@@ -7,7 +7,9 @@ numbers. The CLI (``taskneurons detect`` / ``deactivate`` / ``demo``) is a thin 
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,6 +26,8 @@ from taskneurons.neurons.space import NeuronSpace
 from taskneurons.report.plots import heatmap, layer_distribution
 from taskneurons.report.tables import markdown_table, write_table
 from taskneurons.training.loop import TrainConfig, train
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -147,6 +151,39 @@ def _test_examples(task: Task, n: int | None, seed: int):
     return list(exs)
 
 
+def matched_random_sets(
+    neuron_sets: dict[str, NeuronSet],
+    space: NeuronSpace | Mapping[str, tuple[int, int]],
+    seed: int,
+    exclude_own: bool = True,
+) -> dict[str, NeuronSet]:
+    """Each task's control set: as many random neurons, matched per layer and module.
+
+    Drawn outside the task's own set when ``exclude_own``; in a layer where the task's set
+    holds more than half of the units that is impossible, so the control there takes every
+    unit outside the set and the rest from inside it (a warning says how many; the set's
+    ``meta["n_overlap"]`` records it). All sets are drawn before any evaluation or training,
+    so a problem shows up at once.
+    """
+    out = {}
+    for name, ns in neuron_sets.items():
+        rnd = random_like(
+            ns, space, seed=seed, exclude=ns if exclude_own else None, on_shortfall="overlap"
+        )
+        if rnd.meta.get("n_overlap"):
+            layers = {m: sorted(int(k) for k in d) for m, d in rnd.meta["overlap"].items()}
+            log.warning(
+                "task %r: its neurons fill more than half of %s; the matched random set "
+                "shares %d of its %d neurons with the task's set there",
+                name,
+                ", ".join(f"{m} layers {v}" for m, v in layers.items()),
+                rnd.meta["n_overlap"],
+                len(rnd),
+            )
+        out[name] = rnd
+    return out
+
+
 def deactivation_experiment(
     model: nn.Module,
     tokenizer,
@@ -200,14 +237,18 @@ def deactivation_experiment(
         for d, v in zip(target, values, strict=True):
             d[key] = v
 
+    controls = matched_random_sets(
+        {t.id: neuron_sets[t.id] for t in tasks},
+        space,
+        config.random_seed,
+        config.random_excludes_task,
+    )
     for t in tasks:
         record(original, t.id, score(t))
         bar.update()
     for i in tasks:
         ns = neuron_sets[i.id]
-        exclude = ns if config.random_excludes_task else None
-        rnd = random_like(ns, space, seed=config.random_seed, exclude=exclude)
-        with deactivate(model, rnd, mode=config.mode, space=space):
+        with deactivate(model, controls[i.id], mode=config.mode, space=space):
             record(rand, i.id, score(i))
             bar.update()
         for m in matrix:
@@ -224,6 +265,7 @@ def deactivation_experiment(
         metric={t.id: t.metric for t in tasks},
         data_hash={t.id: examples_hash(test[t.id]) for t in tasks},
         neuron_sets={n: neuron_sets[n].meta for n in names},
+        random_overlap={n: controls[n].meta.get("n_overlap", 0) for n in names},
     )
     result = _deactivation_tables(
         names,
@@ -371,6 +413,7 @@ __all__ = [
     "deactivation_experiment",
     "detect_neurons",
     "deactivation_summary",
+    "matched_random_sets",
     "diagonal_dominance",
     "FinetuneConfig",
     "MultitaskConfig",
@@ -448,14 +491,17 @@ def neuron_training_experiment(
             model, tokenizer, task, test[task.id], config=config.eval, progress=False
         ).score
 
+    for t in tasks:
+        neuron_sets[t.id].check_space(space)
+    controls = matched_random_sets(
+        {t.id: neuron_sets[t.id] for t in tasks}, space, config.random_seed
+    )
     zero = {t.id: score(t) for t in tasks}
     rand, own, matrix, runs = {}, {}, {}, {}
     for t in tasks:
         ns = neuron_sets[t.id]
-        ns.check_space(space)
         train_task = _limited(t, config.n_train, config.seed)
-        rnd = random_like(ns, space, seed=config.random_seed, exclude=ns)
-        for kind, neurons in (("random", rnd), ("task", ns)):
+        for kind, neurons in (("random", controls[t.id]), ("task", ns)):
             res = train(
                 model,
                 tokenizer,
@@ -499,6 +545,7 @@ def neuron_training_experiment(
         metric={t.id: t.metric for t in tasks},
         data_hash={t.id: examples_hash(test[t.id]) for t in tasks},
         neuron_sets={n: neuron_sets[n].meta for n in names},
+        random_overlap={n: controls[n].meta.get("n_overlap", 0) for n in names},
         runs=runs,
     )
     write_table(

@@ -612,6 +612,7 @@ def random_like(
     space_or_shapes: NeuronSpace | Mapping[str, tuple[int, int]],
     seed: int,
     exclude: NeuronSet | None = None,
+    on_shortfall: Literal["error", "overlap"] = "error",
 ) -> NeuronSet:
     """A random set with ``other``'s count in every ``(layer, module)``, drawn uniformly.
 
@@ -625,10 +626,16 @@ def random_like(
             ``other``'s layout.
         seed: the random seed.
         exclude: neurons never to draw (e.g. ``other`` itself, for a disjoint control set).
+        on_shortfall: what to do where a ``(layer, module)`` has fewer units outside
+            ``exclude`` than it must draw (a set holding more than half of a layer):
+            ``"error"`` raises; ``"overlap"`` takes every free unit there and draws the rest
+            from the excluded ones, so the counts still match and the overlap is as small as
+            it can be. The overlap per module and layer is recorded in ``meta["overlap"]``.
 
     Raises:
         NeuronSetMismatchError: layouts differ.
-        ValueError: some ``(layer, module)`` has fewer free neurons than it must draw.
+        ValueError: some ``(layer, module)`` has fewer free neurons than it must draw (with
+            ``on_shortfall="error"``).
 
     Example:
         >>> ctrl = random_like(task_set, space, seed=0, exclude=task_set)  # doctest: +SKIP
@@ -645,8 +652,11 @@ def random_like(
         )
     if exclude is not None:
         other._check_same_layout(exclude, "exclude")
+    if on_shortfall not in ("error", "overlap"):
+        raise ValueError(f"on_shortfall must be 'error' or 'overlap', got {on_shortfall!r}")
     gen = torch.Generator().manual_seed(int(seed))
     masks: dict[str, torch.Tensor] = {}
+    overlap: dict[str, dict[int, int]] = {}
     counts = other.counts_per_layer()
     for m, (n_layers, units) in shapes.items():
         mask = torch.zeros((n_layers, units), dtype=torch.bool)
@@ -659,10 +669,19 @@ def random_like(
             else:
                 free = (~exclude.masks[m][layer]).nonzero().reshape(-1)
             if free.numel() < c:
-                raise ValueError(
-                    f"layer {layer} of module {m!r}: need {c} random neurons but only "
-                    f"{free.numel()} of {units} are left after excluding {units - free.numel()}"
-                )
+                if on_shortfall == "error":
+                    raise ValueError(
+                        f"layer {layer} of module {m!r}: need {c} random neurons but only "
+                        f"{free.numel()} of {units} are left after excluding "
+                        f"{units - free.numel()} (on_shortfall='overlap' draws the rest from "
+                        "the excluded neurons)"
+                    )
+                taken = exclude.masks[m][layer].nonzero().reshape(-1)  # type: ignore[union-attr]
+                extra = c - free.numel()
+                mask[layer, free] = True
+                mask[layer, taken[torch.randperm(taken.numel(), generator=gen)[:extra]]] = True
+                overlap.setdefault(m, {})[layer] = extra
+                continue
             pick = free[torch.randperm(free.numel(), generator=gen)[:c]]
             mask[layer, pick] = True
         masks[m] = mask
@@ -675,6 +694,9 @@ def random_like(
         "exclude": None if exclude is None else (_summary(exclude.meta) or True),
         "version": _package_version(),
     }
+    if overlap:
+        info["overlap"] = {m: {str(k): v for k, v in d.items()} for m, d in overlap.items()}
+        info["n_overlap"] = sum(sum(d.values()) for d in overlap.values())
     fp = _fingerprint_of(other.meta)
     if fp is not None:
         info["model_fingerprint"] = fp
