@@ -289,13 +289,25 @@ def cmd_detect(args) -> int:
     return 0
 
 
+def _print_deactivation(folder: Path, res: dict) -> None:
+    """Print a deactivation experiment's tables and summaries (accuracy, then gold NLL)."""
+    from taskneurons.workflows import deactivation_summary
+
+    print((folder / "table1.md").read_text())
+    print((folder / "matrix.md").read_text())
+    print(deactivation_summary(res) + "\n")
+    if "nll" in res:
+        print((folder / "table1_nll.md").read_text())
+        print((folder / "matrix_nll.md").read_text())
+        print(deactivation_summary(res["nll"], higher_is_better=False) + "\n")
+
+
 def cmd_deactivate(args) -> int:
     from taskneurons.data.tasks import load_task
     from taskneurons.evaluation import EvalConfig
     from taskneurons.workflows import (
         DeactivateConfig,
         deactivation_experiment,
-        deactivation_summary,
         load_neuron_sets,
     )
 
@@ -313,13 +325,7 @@ def cmd_deactivate(args) -> int:
     )
     out = args.out or args.neurons / "deactivate"
     res = deactivation_experiment(model, tok, tasks, sets, cfg, out)
-    print((out / "table1.md").read_text())
-    print((out / "matrix.md").read_text())
-    print(deactivation_summary(res) + "\n")
-    if "nll" in res:
-        print((out / "table1_nll.md").read_text())
-        print((out / "matrix_nll.md").read_text())
-        print(deactivation_summary(res["nll"], higher_is_better=False) + "\n")
+    _print_deactivation(out, res)
     print(f"results in {out}")
     return 0
 
@@ -446,7 +452,6 @@ def cmd_finetune(args) -> int:
         DetectConfig,
         FinetuneConfig,
         MultitaskConfig,
-        deactivation_summary,
         detect_neurons,
         load_neuron_sets,
         multitask_experiment,
@@ -524,14 +529,7 @@ def cmd_finetune(args) -> int:
         )
         print("== multi-task fine-tuning, then detect and deactivate (Table 1)")
         res = multitask_experiment(model, tok, tasks, mcfg, out / "multitask")
-        folder = out / "multitask" / "deactivate"
-        print(res["table"])
-        print((folder / "matrix.md").read_text())
-        print(deactivation_summary(res) + "\n")
-        if "nll" in res:
-            print((folder / "table1_nll.md").read_text())
-            print((folder / "matrix_nll.md").read_text())
-            print(deactivation_summary(res["nll"], higher_is_better=False) + "\n")
+        _print_deactivation(out / "multitask" / "deactivate", res)
     print(f"results in {out}")
     return 0
 

@@ -151,6 +151,19 @@ def _test_examples(task: Task, n: int | None, seed: int):
     return list(exs)
 
 
+def _experiment_meta(config, model, tasks, test, neuron_sets, controls, **extra) -> dict:
+    """The provenance record written beside a deactivation or neuron-training experiment."""
+    return provenance(
+        config=config.to_dict(),
+        model=model_fingerprint(model),
+        metric={t.id: t.metric for t in tasks},
+        data_hash={t.id: examples_hash(test[t.id]) for t in tasks},
+        neuron_sets={t.id: neuron_sets[t.id].meta for t in tasks},
+        random_overlap={t.id: controls[t.id].meta.get("n_overlap", 0) for t in tasks},
+        **extra,
+    )
+
+
 def matched_random_sets(
     neuron_sets: dict[str, NeuronSet],
     space: NeuronSpace | Mapping[str, tuple[int, int]],
@@ -259,14 +272,7 @@ def deactivation_experiment(
                 bar.update()
     bar.close()
     names = [t.id for t in tasks]
-    meta = provenance(
-        config=config.to_dict(),
-        model=model_fingerprint(model),
-        metric={t.id: t.metric for t in tasks},
-        data_hash={t.id: examples_hash(test[t.id]) for t in tasks},
-        neuron_sets={n: neuron_sets[n].meta for n in names},
-        random_overlap={n: controls[n].meta.get("n_overlap", 0) for n in names},
-    )
+    meta = _experiment_meta(config, model, tasks, test, neuron_sets, controls)
     result = _deactivation_tables(
         names,
         original[0],
@@ -539,15 +545,7 @@ def neuron_training_experiment(
         ["Train-Random", *[rand[n] for n in names], avg(rand)],
         ["Train-Task", *[own[n] for n in names], avg(own)],
     ]
-    meta = provenance(
-        config=config.to_dict(),
-        model=model_fingerprint(model),
-        metric={t.id: t.metric for t in tasks},
-        data_hash={t.id: examples_hash(test[t.id]) for t in tasks},
-        neuron_sets={n: neuron_sets[n].meta for n in names},
-        random_overlap={n: controls[n].meta.get("n_overlap", 0) for n in names},
-        runs=runs,
-    )
+    meta = _experiment_meta(config, model, tasks, test, neuron_sets, controls, runs=runs)
     write_table(
         out / "table2", header, rows, meta=meta, title="Neuron training (accuracy % / ROUGE-L)"
     )
