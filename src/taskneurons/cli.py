@@ -35,6 +35,15 @@ def _prompt_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of every random choice")
 
 
+def _calibrate_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="contextual calibration of label scores (subtract each label's prior on "
+        "content-free inputs; Zhao et al. 2021)",
+    )
+
+
 def _tasks_arg(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
@@ -68,12 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="score: label log-likelihood; generate: greedy + exact match / ROUGE-L",
     )
     p.add_argument("--length-normalize", action="store_true")
-    p.add_argument(
-        "--calibrate",
-        action="store_true",
-        help="contextual calibration of label scores (subtract each label's prior on "
-        "content-free inputs; Zhao et al. 2021)",
-    )
+    _calibrate_arg(p)
     p.add_argument("--out", type=Path, default=None, help="JSON file for per-example results")
     _prompt_args(p)
 
@@ -101,12 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="accept neuron sets detected on other weights of the same architecture",
     )
-    p.add_argument(
-        "--calibrate",
-        action="store_true",
-        help="contextual calibration of label scores (subtract each label's prior on "
-        "content-free inputs; Zhao et al. 2021)",
-    )
+    _calibrate_arg(p)
     _prompt_args(p)
 
     p = sub.add_parser(

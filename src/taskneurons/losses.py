@@ -43,12 +43,11 @@ def per_example_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.
     """
     input_ids = batch["input_ids"]  # [batch, pos]
     labels = batch["labels"]  # [batch, pos]
-    keep = torch.zeros_like(labels, dtype=torch.bool)  # [batch, pos]
-    keep[:, :-1] = labels[:, 1:] != -100  # position p predicts token p+1
-    if not bool(keep.any()):
+    predicts = labels[:, 1:] != -100  # [batch, pos - 1]: position p predicts token p+1
+    if not bool(predicts.any()):
         raise ValueError("a batch has no loss tokens (every label is -100)")
-    width = loss_width(labels)
-    keep = keep[:, :width]  # [batch, width]
+    width = loss_width(labels)  # <= pos - 1 here
+    keep = predicts[:, :width]  # [batch, width]
     out = model(
         input_ids=input_ids[:, :width],
         attention_mask=batch["attention_mask"][:, :width],

@@ -233,22 +233,16 @@ def deactivation_experiment(
         ns.check_space(space)
     test = {t.id: _test_examples(t, config.n_test, config.seed) for t in tasks}
 
-    def score(task: Task) -> tuple[float, float | None]:
-        res = evaluate(model, tokenizer, task, test[task.id], config=config.eval, progress=False)
-        return res.score, res.gold_nll()
-
     from tqdm.auto import tqdm
 
     n_evals = len(tasks) * (len(tasks) + 2)
     bar = tqdm(total=n_evals, desc="deactivation", unit="eval", disable=not progress)
-    # one dict per readout: [0] the task metric, [1] the gold label's NLL (or None)
-    original: tuple[dict, dict] = ({}, {})
-    rand: tuple[dict, dict] = ({}, {})
-    matrix: tuple[dict, dict] = ({}, {})
 
-    def record(target: tuple[dict, dict], key: str, values: tuple) -> None:
-        for d, v in zip(target, values, strict=True):
-            d[key] = v
+    def score(task: Task) -> tuple[float, float | None]:
+        """``(task metric, gold label NLL or None)`` of one evaluation."""
+        res = evaluate(model, tokenizer, task, test[task.id], config=config.eval, progress=False)
+        bar.update()
+        return res.score, res.gold_nll()
 
     controls = matched_random_sets(
         {t.id: neuron_sets[t.id] for t in tasks},
@@ -256,28 +250,28 @@ def deactivation_experiment(
         config.random_seed,
         config.random_excludes_task,
     )
-    for t in tasks:
-        record(original, t.id, score(t))
-        bar.update()
+    original = {t.id: score(t) for t in tasks}
+    rand, matrix = {}, {}
     for i in tasks:
-        ns = neuron_sets[i.id]
         with deactivate(model, controls[i.id], mode=config.mode, space=space):
-            record(rand, i.id, score(i))
-            bar.update()
-        for m in matrix:
-            m[i.id] = {}
-        with deactivate(model, ns, mode=config.mode, space=space):
-            for j in tasks:
-                record((matrix[0][i.id], matrix[1][i.id]), j.id, score(j))
-                bar.update()
+            rand[i.id] = score(i)
+        with deactivate(model, neuron_sets[i.id], mode=config.mode, space=space):
+            matrix[i.id] = {j.id: score(j) for j in tasks}
     bar.close()
     names = [t.id for t in tasks]
+
+    def readout(k: int) -> tuple[dict, dict, dict]:
+        """Component ``k`` (0: metric, 1: gold NLL) of every evaluation."""
+        return (
+            {n: v[k] for n, v in original.items()},
+            {n: v[k] for n, v in rand.items()},
+            {i: {j: v[k] for j, v in row.items()} for i, row in matrix.items()},
+        )
+
     meta = _experiment_meta(config, model, tasks, test, neuron_sets, controls)
     result = _deactivation_tables(
         names,
-        original[0],
-        rand[0],
-        matrix[0],
+        *readout(0),
         out,
         "",
         meta,
@@ -285,12 +279,10 @@ def deactivation_experiment(
         change_title="Change of task j's score (points) with task i's neurons deactivated",
     )
     result["metric"] = {t.id: t.metric for t in tasks}
-    if all(v is not None for v in original[1].values()):
+    if all(nll is not None for _, nll in original.values()):
         result["nll"] = _deactivation_tables(
             names,
-            original[1],
-            rand[1],
-            matrix[1],
+            *readout(1),
             out,
             "_nll",
             meta,

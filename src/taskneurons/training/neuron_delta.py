@@ -124,6 +124,12 @@ def selection_masks(
     return out
 
 
+def _check_float_dtype(dtype) -> torch.dtype:
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+    return dtype
+
+
 def _collect(
     space: NeuronSpace, neurons: NeuronSet
 ) -> list[tuple[str, nn.Parameter, int, torch.Tensor]]:
@@ -205,8 +211,7 @@ class NeuronDelta:
                 f"the NeuronSet selects no neurons ({neurons.describe_shape()}, k="
                 f"{neurons.meta.get('k', '?')}); there is nothing to train"
             )
-        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-            raise ValueError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+        _check_float_dtype(dtype)
         self.model = model
         self.space = space_for(model, neurons, space, "train")
         neurons.check_model(model, strict=strict)
@@ -404,9 +409,7 @@ class NeuronDelta:
             The path of the ``.safetensors`` file.
         """
 
-        stored = self.dtype if dtype is None else dtype
-        if not isinstance(stored, torch.dtype) or not stored.is_floating_point:
-            raise ValueError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+        stored = self.dtype if dtype is None else _check_float_dtype(dtype)
         tensor_path, meta_path = _paths(path)
         params = {
             n: {"dim": e.dim, "n": int(e.positions.numel()), "shape": list(e.delta.shape)}
