@@ -44,7 +44,8 @@ DEFAULT_DATA = HERE.parent.parent / "shared" / "data"
 
 
 def _examples(args):
-    from taskneurons.data.tasks import load_task, subset
+    from taskneurons.data.load import load_task
+    from taskneurons.data.tasks import subset
 
     tasks = [load_task(Path(args.data) / t) for t in args.tasks.split(",")]
     per = [
@@ -62,12 +63,9 @@ def run_method(args) -> dict:
 
     from taskneurons.data.prompts import PromptConfig, iter_batches
     from taskneurons.models.loading import load_model
-    from taskneurons.neurons.attribution import (
-        AttributionConfig,
-        reference_relevance_scores,
-        relevance_scores,
-    )
+    from taskneurons.neurons.attribution import AttributionConfig, relevance_scores
     from taskneurons.neurons.space import NeuronSpace
+    from taskneurons.testing.oracles import reference_relevance_scores
 
     torch.manual_seed(0)
     model, tok = load_model("smollm2-135m")

@@ -45,11 +45,15 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from taskneurons._io import provenance, write_json_atomic
+    from taskneurons._io import write_json_atomic
+    from taskneurons.data.load import load_task
     from taskneurons.data.prompts import PromptConfig
-    from taskneurons.data.tasks import load_task, subset
-    from taskneurons.evaluation import EvalConfig, evaluate, majority_rate
-    from taskneurons.models.loading import load_model, model_fingerprint
+    from taskneurons.data.tasks import subset
+    from taskneurons.evaluation.dispatch import evaluate
+    from taskneurons.evaluation.metrics import majority_rate
+    from taskneurons.evaluation.result import EvalConfig
+    from taskneurons.models.loading import load_model
+    from taskneurons.provenance import model_fingerprint, provenance
 
     torch.manual_seed(args.seed)
     task = load_task(args.task)

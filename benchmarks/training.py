@@ -60,8 +60,8 @@ def _batches(args, tok) -> list[dict]:
     """``n_batches`` fixed batches of ``batch_size`` train examples (seeded draw)."""
     import torch
 
+    from taskneurons.data.load import load_task
     from taskneurons.data.prompts import PromptConfig, iter_batches
-    from taskneurons.data.tasks import load_task
 
     task = load_task(args.task)
     n = args.n_batches * args.batch_size
@@ -78,7 +78,8 @@ def _neuron_set(model, k: float, seed: int):
     """A fixed NeuronSet: ``count_for(k, d_ff)`` seeded random ``ffn`` units in every layer."""
     import torch
 
-    from taskneurons.neurons.selection import NeuronSet, count_for, random_like
+    from taskneurons.neurons.neuron_set import NeuronSet
+    from taskneurons.neurons.selection import count_for, random_like
     from taskneurons.neurons.space import NeuronSpace
 
     space = NeuronSpace(model, "ffn")
@@ -93,9 +94,10 @@ def run_method(args) -> dict:
     import peft  # noqa: F401  (imported before the baseline in every child: same footing)
     import torch
 
+    from taskneurons.losses import per_example_loss
     from taskneurons.models.loading import load_model
     from taskneurons.neurons.attribution import frozen_parameters
-    from taskneurons.training.loop import masked_gradient_hooks, per_example_loss
+    from taskneurons.testing.oracles import masked_gradient_hooks
     from taskneurons.training.neuron_delta import NeuronDelta
 
     torch.set_num_threads(args.threads)

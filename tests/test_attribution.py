@@ -13,13 +13,9 @@ from scipy.stats import spearmanr
 
 from taskneurons.data.prompts import EncodedExample, PromptConfig, collate, iter_batches
 from taskneurons.data.tasks import Example, Task
-from taskneurons.neurons.attribution import (
-    AGGREGATES,
-    AttributionConfig,
-    reference_relevance_scores,
-    relevance_scores,
-)
+from taskneurons.neurons.attribution import AGGREGATES, AttributionConfig, relevance_scores
 from taskneurons.neurons.space import NeuronSpace
+from taskneurons.testing.oracles import reference_relevance_scores
 
 from tiny_models import tiny_model
 from tiny_tokenizer import tiny_tokenizer

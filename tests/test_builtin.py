@@ -7,7 +7,8 @@ from collections import Counter
 import pytest
 
 from taskneurons.data.builtin import builtin_task, builtin_task_names
-from taskneurons.data.tasks import TaskFormatError, examples_hash, load_task
+from taskneurons.data.load import load_task
+from taskneurons.data.tasks import TaskFormatError, examples_hash
 
 NAMES = builtin_task_names()
 

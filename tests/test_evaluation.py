@@ -12,17 +12,10 @@ import torch
 
 from taskneurons.data.prompts import PromptConfig, encode_example
 from taskneurons.data.tasks import Example, Task
-from taskneurons.evaluation import (
-    EvalConfig,
-    EvalResult,
-    _cut_generation,
-    _generate_batch,
-    evaluate,
-    exact_match,
-    majority_rate,
-    normalize_text,
-    rouge_l,
-)
+from taskneurons.evaluation.dispatch import evaluate
+from taskneurons.evaluation.generation import _cut_generation, _generate_batch
+from taskneurons.evaluation.metrics import exact_match, majority_rate, normalize_text, rouge_l
+from taskneurons.evaluation.result import EvalConfig, EvalResult
 
 from tiny_models import tiny_model
 from tiny_tokenizer import tiny_tokenizer
@@ -319,7 +312,7 @@ def test_model_mode_is_restored_and_eval_inside(tok, task):
 
 
 def test_save_writes_json_with_provenance(tmp_path, tok, task):
-    from taskneurons.models.loading import model_fingerprint
+    from taskneurons.provenance import model_fingerprint
 
     model = tiny_model("llama", seed=8)
     result = evaluate(model, tok, task, task.test[:3], config=EvalConfig(batch_size=2))
@@ -397,7 +390,8 @@ def test_embedded_model_zero_shot_sst2(request):
     removes that prior; the calibrated accuracy must beat the majority rate. Both accuracies
     come from one run (the raw log-likelihoods are kept in the predictions).
     """
-    from taskneurons.data.tasks import load_task, subset
+    from taskneurons.data.load import load_task
+    from taskneurons.data.tasks import subset
     from taskneurons.models.loading import load_model
 
     task = load_task(_shared_data(request) / "sst2")

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from taskneurons.neurons.intervention import Deactivation, deactivate, zero_neurons
+from taskneurons.neurons.neuron_set import NeuronSet, NeuronSetMismatchError
 from taskneurons.neurons.scores import NeuronScores
-from taskneurons.neurons.selection import NeuronSet, NeuronSetMismatchError, top_k
+from taskneurons.neurons.selection import top_k
 from taskneurons.neurons.space import NeuronSpace
 
 from tiny_models import tiny_model

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from taskneurons.models import loading
-from taskneurons.models.loading import ModelLoadError, load_model, model_fingerprint
+from taskneurons.models.loading import ModelLoadError, load_model
+from taskneurons.provenance import model_fingerprint
 
 from tiny_models import tiny_model
 from tiny_tokenizer import tiny_tokenizer

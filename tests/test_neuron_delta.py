@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from taskneurons.models.loading import model_fingerprint
-from taskneurons.neurons.selection import NeuronSet, NeuronSetMismatchError
+from taskneurons.neurons.neuron_set import NeuronSet, NeuronSetMismatchError
 from taskneurons.neurons.space import NeuronSpace
+from taskneurons.provenance import model_fingerprint
 from taskneurons.training.neuron_delta import NeuronDelta, selection_masks
 
 from tiny_models import D_FF, D_MODEL, tiny_model

@@ -8,17 +8,11 @@ import os
 import pytest
 import torch
 
-from taskneurons.models.loading import model_fingerprint
+from taskneurons.neurons.neuron_set import NeuronSet, NeuronSetMismatchError
 from taskneurons.neurons.scores import NeuronScores
-from taskneurons.neurons.selection import (
-    NeuronSet,
-    NeuronSetMismatchError,
-    count_for,
-    iou,
-    random_like,
-    top_k,
-)
+from taskneurons.neurons.selection import count_for, iou, random_like, top_k
 from taskneurons.neurons.space import NeuronSpace
+from taskneurons.provenance import model_fingerprint
 
 from tiny_models import tiny_model
 
@@ -213,7 +207,7 @@ def test_random_like_overlap_on_shortfall_is_minimal_and_recorded():
 def test_matched_random_sets_warn_about_overlap(caplog):
     import logging
 
-    from taskneurons.workflows import matched_random_sets
+    from taskneurons.neurons.selection import matched_random_sets
 
     sets = {"big": _set([[1, 1, 1, 1, 1, 0]]), "small": _set([[1, 0, 0, 0, 0, 0]])}
     space = {"ffn": (1, 6)}
@@ -384,7 +378,7 @@ def test_count_is_finite_for_real_sizes():
 
 
 def test_diagonal_dominance_and_summary():
-    from taskneurons.workflows import deactivation_summary, diagonal_dominance
+    from taskneurons.experiments.analysis import deactivation_summary, diagonal_dominance
 
     original = {"a": 50.0, "b": 75.0}
     matrix = {"a": {"a": 40.0, "b": 70.0}, "b": {"a": 35.0, "b": 60.0}}

@@ -8,15 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from taskneurons.data.tasks import (
-    Example,
-    Task,
-    TaskFormatError,
-    examples_hash,
-    load_hf_task,
-    load_task,
-    subset,
-)
+from taskneurons.data.hf import load_hf_task
+from taskneurons.data.load import load_task
+from taskneurons.data.tasks import Example, Task, TaskFormatError, examples_hash, subset
 
 LABELS = ["Good", "Bad"]
 

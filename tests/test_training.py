@@ -15,15 +15,13 @@ import torch
 
 from taskneurons.data.prompts import PromptConfig, iter_batches
 from taskneurons.data.tasks import Example, Task
-from taskneurons.models.loading import model_fingerprint
-from taskneurons.neurons.selection import NeuronSet, NeuronSetMismatchError
+from taskneurons.losses import per_example_loss
+from taskneurons.neurons.neuron_set import NeuronSet, NeuronSetMismatchError
 from taskneurons.neurons.space import NeuronSpace
-from taskneurons.training.loop import (
-    TrainConfig,
-    masked_gradient_hooks,
-    per_example_loss,
-    train,
-)
+from taskneurons.provenance import model_fingerprint
+from taskneurons.testing.oracles import masked_gradient_hooks
+from taskneurons.training.config import TrainConfig
+from taskneurons.training.loop import train
 from taskneurons.training.neuron_delta import NeuronDelta, selection_masks
 
 from tiny_models import tiny_model
@@ -439,7 +437,7 @@ def test_two_processes_equal_one(tmp_path):
 @pytest.mark.slow
 def test_embedded_model_neuron_training(tmp_path, shared_data):
     """SmolLM2-135M, 10% of its ffn neurons, 1 step on 4 real sst2 examples."""
-    from taskneurons.data.tasks import load_task
+    from taskneurons.data.load import load_task
     from taskneurons.models.loading import load_model
 
     model, tok = load_model("smollm2-135m")

@@ -17,17 +17,22 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from taskneurons.data.load import load_task
 from taskneurons.data.prompts import PromptConfig
-from taskneurons.data.tasks import Example, Task, TaskFormatError, load_task
-from taskneurons.evaluation import EvalConfig, EvalResult, evaluate
+from taskneurons.data.tasks import Example, Task, TaskFormatError
+from taskneurons.evaluation.dispatch import evaluate
+from taskneurons.evaluation.result import EvalConfig, EvalResult
 from taskneurons.models.adapters import FFNAdapter, UnsupportedModelError, get_adapter
-from taskneurons.models.loading import ModelLoadError, load_model, model_fingerprint
+from taskneurons.models.loading import ModelLoadError, load_model
 from taskneurons.neurons.attribution import AttributionConfig, relevance_scores
 from taskneurons.neurons.intervention import deactivate
+from taskneurons.neurons.neuron_set import NeuronSet, NeuronSetMismatchError
 from taskneurons.neurons.scores import NeuronScores
-from taskneurons.neurons.selection import NeuronSet, NeuronSetMismatchError, iou, random_like, top_k
+from taskneurons.neurons.selection import iou, random_like, top_k
 from taskneurons.neurons.space import NeuronSpace
-from taskneurons.training.loop import TrainConfig, train
+from taskneurons.provenance import model_fingerprint
+from taskneurons.training.config import TrainConfig
+from taskneurons.training.loop import train
 from taskneurons.training.neuron_delta import NeuronDelta
 
 __all__ = [

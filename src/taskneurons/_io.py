@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import json
 import os
-import platform
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,29 +56,6 @@ def _json_default(obj: Any) -> Any:
 
         return dataclasses.asdict(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
-def library_versions() -> dict[str, str]:
-    """Versions of the libraries that shape results (python, torch, transformers, ...)."""
-    from importlib import metadata
-
-    out = {"python": sys.version.split()[0], "platform": platform.platform()}
-    for name in ("taskneurons", "torch", "transformers", "accelerate", "peft", "safetensors"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
-
-
-def provenance(**fields: Any) -> dict[str, Any]:
-    """A record of how a result was made: the given fields, the command line, time and versions."""
-    return {
-        **fields,
-        "command": sys.argv,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "versions": library_versions(),
-    }
 
 
 def read_tensors_with_sidecar(

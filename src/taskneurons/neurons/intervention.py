@@ -36,7 +36,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from taskneurons.neurons.selection import NeuronSet, space_for
+from taskneurons.neurons.neuron_set import NeuronSet, space_for
 from taskneurons.neurons.space import NeuronSpace
 
 Mode = Literal["activation", "parameters"]

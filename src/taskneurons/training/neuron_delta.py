@@ -50,13 +50,13 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from taskneurons._io import (
-    provenance,
     read_tensors_with_sidecar,
     tensor_sidecar_paths,
     write_tensors_with_sidecar,
 )
-from taskneurons.neurons.selection import NeuronSet, NeuronSetMismatchError, space_for
+from taskneurons.neurons.neuron_set import NeuronSet, NeuronSetMismatchError, space_for
 from taskneurons.neurons.space import NeuronSpace
+from taskneurons.provenance import model_fingerprint, provenance
 
 #: File format tag written in the safetensors header and the JSON sidecar.
 FORMAT = "taskneurons.NeuronDelta/1"
@@ -202,7 +202,6 @@ class NeuronDelta:
         dtype: torch.dtype = torch.float32,
         strict: bool = True,
     ):
-        from taskneurons.models.loading import model_fingerprint
 
         if not isinstance(neurons, NeuronSet):
             raise TypeError(f"neurons must be a NeuronSet, got {type(neurons).__name__}")
@@ -469,8 +468,6 @@ class NeuronDelta:
             >>> delta.attached  # doctest: +SKIP
             True
         """
-
-        from taskneurons.models.loading import model_fingerprint
 
         tensor_path, meta_path = _paths(path, reading=True)
         header, tensors, sidecar = read_tensors_with_sidecar(

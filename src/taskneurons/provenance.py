@@ -1,0 +1,84 @@
+"""How results were made: provenance records, library versions and model identity.
+
+:func:`model_fingerprint` identifies a model (architecture hash and a weights checksum);
+:func:`check_same_model` is the one place that compares a recorded fingerprint with a model.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import platform
+import sys
+from typing import Any
+
+import torch
+from torch import nn
+
+from taskneurons.models.adapters import get_adapter
+
+
+def model_fingerprint(model: nn.Module) -> dict:
+    """Identity of a model for result files: architecture, shapes and a weights checksum.
+
+    ``arch`` hashes the config (which architecture and sizes); ``weights`` hashes a sample of
+    weights (first and last FFN, embeddings) cast to float32, so a fine-tuned copy differs.
+    """
+    config = model.config
+    cfg = config.to_dict()
+    for volatile in (
+        "_name_or_path",
+        "transformers_version",
+        "torch_dtype",
+        "dtype",
+        "architectures",
+        "_attn_implementation_autoset",
+        "use_cache",
+    ):
+        cfg.pop(volatile, None)
+    arch = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    h = hashlib.sha256()
+    try:
+        adapter = get_adapter(model)
+        tensors = [adapter.w2(0).weight, adapter.w2(adapter.n_layers - 1).weight]
+    except ValueError:
+        adapter = None
+        tensors = []
+    emb = model.get_input_embeddings()
+    if emb is not None:
+        tensors.append(emb.weight[:64])
+    for t in tensors:
+        h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return {
+        "model_type": getattr(config, "model_type", None),
+        "source": getattr(model, "taskneurons_source", {}).get("spec")
+        or getattr(config, "_name_or_path", ""),
+        "n_params": int(sum(p.numel() for p in model.parameters())),
+        "arch": arch,
+        "weights": h.hexdigest()[:16],
+    }
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that shape results (python, torch, transformers, ...)."""
+    from importlib import metadata
+
+    out = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for name in ("taskneurons", "torch", "transformers", "accelerate", "peft", "safetensors"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def provenance(**fields: Any) -> dict[str, Any]:
+    """A record of how a result was made: the given fields, the command line, time and versions."""
+    return {
+        **fields,
+        "command": sys.argv,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "versions": library_versions(),
+    }

@@ -1,0 +1,1 @@
+"""Test oracles: naive reference computations, shipped for tests and benchmarks only."""
