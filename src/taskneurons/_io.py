@@ -68,7 +68,8 @@ def read_tensors_with_sidecar(
 
     Raises:
         FileNotFoundError: either file is missing.
-        ValueError: unreadable safetensors, another format tag, invalid JSON (with its line).
+        ValueError: unreadable safetensors, another format tag, invalid JSON (with its line),
+            a sidecar whose neuron definition differs from the tensor file's.
     """
     from safetensors import safe_open
 
@@ -93,6 +94,11 @@ def read_tensors_with_sidecar(
         sidecar = json.loads(meta_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise ValueError(f"{meta_path}: invalid JSON at line {exc.lineno}: {exc.msg}") from exc
+    if sidecar.get("definition") != header.get("definition"):
+        raise ValueError(
+            f"{meta_path} says definition {sidecar.get('definition')!r} but {tensor_path} "
+            f"says {header.get('definition')!r}; the two files do not belong together"
+        )
     return header, tensors, sidecar
 
 
@@ -135,3 +141,18 @@ def write_tensors_with_sidecar(
         save_file(tensors, str(tmp_t), metadata=header)
         tmp_m.write_text(text, encoding="utf-8")
     return tensor_path
+
+
+def header_modules(header: dict[str, str], names: list[str], path: Path) -> list[str]:
+    """The module order (= neuron-id order) recorded in a safetensors header.
+
+    safetensors sorts tensor names, so the order is kept in the header's ``modules`` entry (a
+    JSON list); ``names`` are the modules the file holds. Without the entry, sorted ``names``.
+
+    Raises:
+        ValueError: the header lists other modules than the file holds.
+    """
+    order = json.loads(header.get("modules", "null")) or sorted(names)
+    if sorted(order) != sorted(names):
+        raise ValueError(f"{path}: header lists modules {order} but the file holds {sorted(names)}")
+    return order

@@ -11,6 +11,7 @@ import hashlib
 import json
 import platform
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -82,3 +83,56 @@ def provenance(**fields: Any) -> dict[str, Any]:
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "versions": library_versions(),
     }
+
+
+class ModelMismatchError(ValueError):
+    """A file or record was made on another model than the one given (message says how)."""
+
+
+def fingerprint_of(meta: Mapping[str, Any]) -> dict | None:
+    """The model fingerprint recorded in a meta dict (``model_fingerprint`` or ``model``)."""
+    for key in ("model_fingerprint", "fingerprint", "model"):
+        fp = meta.get(key)
+        if isinstance(fp, Mapping) and "arch" in fp:
+            return dict(fp)
+    return None
+
+
+def check_same_model(
+    recorded: Mapping[str, Any] | None,
+    model: nn.Module | Mapping[str, Any],
+    subject: str,
+    strict: bool = True,
+    hint: str = "",
+    error: type[ModelMismatchError] = ModelMismatchError,
+) -> None:
+    """Raise ``error`` unless ``recorded`` is the fingerprint of ``model``.
+
+    The one comparison of a recorded :func:`model_fingerprint` with a model, used wherever a
+    file made on one model is applied to another (neuron sets, neuron deltas, checkpoints).
+
+    Args:
+        recorded: the fingerprint stored with the file (``None``: nothing to check).
+        model: the model, or its fingerprint.
+        subject: what was made, for the message (``"neuron set"``, a file path).
+        strict: compare the weights checksum too (``False``: the architecture only).
+        hint: appended to the message when the weights differ (what to do instead).
+        error: the exception class to raise.
+
+    Example:
+        >>> fp = {"arch": "a", "weights": "w"}
+        >>> check_same_model(fp, {"arch": "a", "weights": "v"}, "neuron set", strict=False)
+    """
+    if not recorded:
+        return
+    now = model if isinstance(model, Mapping) else model_fingerprint(model)
+    for key in ("arch", "weights") if strict else ("arch",):
+        if key in recorded and recorded[key] != now.get(key):
+            what = "architecture (config)" if key == "arch" else "weights"
+            raise error(
+                f"{subject} was made on another model: {what} fingerprint {recorded[key]} "
+                f"(model_type {recorded.get('model_type')}, source "
+                f"{recorded.get('source') or '?'}) != {now.get(key)} (model_type "
+                f"{now.get('model_type')}, source {now.get('source') or '?'})"
+                + (hint if key == "weights" else "")
+            )

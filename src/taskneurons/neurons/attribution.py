@@ -52,6 +52,7 @@ from taskneurons.data.prompts import PromptConfig, iter_batches
 from taskneurons.data.tasks import Example, Task, examples_hash, subset
 from taskneurons.losses import loss_width, per_example_loss
 from taskneurons.neurons.scores import NeuronScores
+from taskneurons.neurons.sites import hook_sites
 from taskneurons.neurons.space import NeuronSpace
 from taskneurons.provenance import model_fingerprint
 
@@ -129,17 +130,9 @@ class _ScoreAccumulator:
         self._handles: list = []
 
     def __enter__(self) -> _ScoreAccumulator:
-        sp = self.space
-        for layer in range(sp.n_layers):
-            for module in sp.modules:
-                site = sp.site(module)
-                target = sp.site_module(layer, module)
-                if site.kind == "input":
-                    hook = self._make_pre_hook(layer, module)
-                    self._handles.append(target.register_forward_pre_hook(hook))
-                else:
-                    hook = self._make_out_hook(layer, module)
-                    self._handles.append(target.register_forward_hook(hook))
+        self._handles = hook_sites(
+            self.space, lambda layer, module: lambda act: self._watch(act, layer, module)
+        )
         return self
 
     def __exit__(self, *exc) -> None:
@@ -186,18 +179,6 @@ class _ScoreAccumulator:
 
         act.register_hook(on_grad)
         return act
-
-    def _make_pre_hook(self, layer: int, module: str):
-        def pre_hook(mod, args):
-            return (self._watch(args[0], layer, module), *args[1:])
-
-        return pre_hook
-
-    def _make_out_hook(self, layer: int, module: str):
-        def out_hook(mod, args, output):
-            return self._watch(output, layer, module)
-
-        return out_hook
 
 
 def _resolve_examples(task: Task, config: AttributionConfig) -> list[Example]:

@@ -37,6 +37,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from taskneurons.neurons.neuron_set import NeuronSet, space_for
+from taskneurons.neurons.sites import hook_sites, owned_slices
 from taskneurons.neurons.space import NeuronSpace
 
 Mode = Literal["activation", "parameters"]
@@ -114,33 +115,23 @@ class Deactivation:
             raise
 
     def _add_hooks(self) -> None:
-        space = self.space
-        for module_name, mask in self.neurons.masks.items():
-            site = space.site(module_name)
-            for layer in range(space.n_layers):
-                if not bool(mask[layer].any()):
-                    continue
-                target = space.site_module(layer, module_name)
-                keep = _keep_mask(mask[layer], target)  # [units]
-                if site.kind == "input":
-                    handle = target.register_forward_pre_hook(_input_hook(keep, target))
-                else:
-                    handle = target.register_forward_hook(_output_hook(keep))
-                self._hooks.append(handle)
+        masks = self.neurons.masks
+
+        def make_fn(layer: int, module: str):
+            if not bool(masks[module][layer].any()):
+                return None
+            keep = _keep_mask(masks[module][layer], self.space.site_module(layer, module))
+            return lambda act: _scaled(act, keep)  # [batch, pos, units] * [units]
+
+        self._hooks.extend(hook_sites(self.space, make_fn, modules=self.neurons.modules))
 
     def _zero_parameters(self) -> None:
-        space = self.space
         with torch.no_grad():
-            for module_name in self.neurons.modules:
-                for layer in range(space.n_layers):
-                    units = self.neurons.indices(module_name, layer)  # [n]
-                    if units.numel() == 0:
-                        continue
-                    for s in space.parameter_slices(layer, module_name):
-                        pos = (units + s.offset).to(s.param.device)  # [n]
-                        original = s.param.index_select(s.dim, pos)  # a new tensor, not a view
-                        self._saved.append((s.param, s.dim, pos, original))
-                        s.param.index_fill_(s.dim, pos, 0)
+            for s, positions in owned_slices(self.space, self.neurons):
+                pos = positions.to(s.param.device)  # [n]
+                original = s.param.index_select(s.dim, pos)  # a new tensor, not a view
+                self._saved.append((s.param, s.dim, pos, original))
+                s.param.index_fill_(s.dim, pos, 0)
 
     # -- undoing ------------------------------------------------------------------------------
     def undo(self) -> None:
@@ -160,29 +151,6 @@ class Deactivation:
 
     def __exit__(self, *exc) -> None:
         self.undo()
-
-
-def _input_hook(keep: torch.Tensor, target: nn.Module):
-    """Forward pre-hook zeroing units of the module's first input ``[batch, pos, units]``."""
-
-    def hook(module: nn.Module, args: tuple):
-        if not args:
-            raise RuntimeError(
-                f"{type(target).__name__} was called without a positional input; the "
-                "activation-mode deactivation hook cannot see it (use mode='parameters')"
-            )
-        return (_scaled(args[0], keep), *args[1:])
-
-    return hook
-
-
-def _output_hook(keep: torch.Tensor):
-    """Forward hook zeroing units of the module's output ``[batch, pos, units]``."""
-
-    def hook(module: nn.Module, args: tuple, output: torch.Tensor):
-        return _scaled(output, keep)
-
-    return hook
 
 
 def zero_neurons(

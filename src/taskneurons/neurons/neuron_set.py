@@ -24,18 +24,19 @@ import torch
 from torch import nn
 
 from taskneurons._io import (
+    header_modules,
     read_tensors_with_sidecar,
     tensor_sidecar_paths,
     write_tensors_with_sidecar,
 )
 from taskneurons.neurons.space import DEFINITIONS, Neuron, NeuronSpace
-from taskneurons.provenance import model_fingerprint
+from taskneurons.provenance import ModelMismatchError, check_same_model, fingerprint_of
 
 #: File format tag written in the safetensors header and the JSON sidecar.
 FORMAT = "taskneurons.NeuronSet/1"
 
 
-class NeuronSetMismatchError(ValueError):
+class NeuronSetMismatchError(ModelMismatchError):
     """A NeuronSet does not fit a model, a space or another set (the message says what differs)."""
 
 
@@ -46,15 +47,6 @@ def _package_version() -> str:
         return metadata.version("taskneurons")
     except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
         return "unknown"
-
-
-def _fingerprint_of(meta: Mapping) -> dict | None:
-    """The model fingerprint recorded in a meta dict (``model_fingerprint`` or ``model``)."""
-    for key in ("model_fingerprint", "fingerprint", "model"):
-        fp = meta.get(key)
-        if isinstance(fp, Mapping) and "arch" in fp:
-            return dict(fp)
-    return None
 
 
 @dataclass
@@ -232,25 +224,14 @@ class NeuronSet:
         """
 
         self.check_space(NeuronSpace(model, self.definition))  # type: ignore[arg-type]
-        fp = _fingerprint_of(self.meta)
-        if fp is None:
-            return
-        now = model_fingerprint(model)
-        keys = ("arch", "weights") if strict else ("arch",)
-        for key in keys:
-            if key in fp and fp[key] != now.get(key):
-                what = "architecture (config)" if key == "arch" else "weights"
-                hint = (
-                    ""
-                    if key == "arch"
-                    else " (pass strict=False to accept the same architecture with other weights)"
-                )
-                raise NeuronSetMismatchError(
-                    f"neuron set was made on another model: {what} fingerprint "
-                    f"{fp[key]} (model_type {fp.get('model_type')}, source "
-                    f"{fp.get('source') or '?'}) != {now.get(key)} (model_type "
-                    f"{now.get('model_type')}, source {now.get('source') or '?'}){hint}"
-                )
+        check_same_model(
+            fingerprint_of(self.meta),
+            model,
+            "neuron set",
+            strict=strict,
+            hint=" (pass strict=False to accept the same architecture with other weights)",
+            error=NeuronSetMismatchError,
+        )
 
     def _check_same_layout(self, other: NeuronSet, op: str) -> None:
         if not isinstance(other, NeuronSet):
@@ -266,7 +247,7 @@ class NeuronSet:
         self._check_same_layout(other, op)
         masks = {m: fn(self.masks[m], other.masks[m]) for m in self.masks}
         meta: dict = {"op": op, "operands": [_summary(self.meta), _summary(other.meta)]}
-        fa, fb = _fingerprint_of(self.meta), _fingerprint_of(other.meta)
+        fa, fb = fingerprint_of(self.meta), fingerprint_of(other.meta)
         if fa is not None and fa == fb:
             meta["model_fingerprint"] = fa
         meta["definition"] = self.definition
@@ -346,16 +327,7 @@ class NeuronSet:
         header, masks, sidecar = read_tensors_with_sidecar(
             tensor_path, meta_path, FORMAT, "NeuronSet"
         )
-        if sidecar.get("definition") != header["definition"]:
-            raise ValueError(
-                f"{meta_path} says definition {sidecar.get('definition')!r} but {tensor_path} "
-                f"says {header['definition']!r}; the two files do not belong together"
-            )
-        order = json.loads(header.get("modules", "null")) or sorted(masks)
-        if sorted(order) != sorted(masks):
-            raise ValueError(
-                f"{tensor_path}: header lists modules {order} but the file holds {sorted(masks)}"
-            )
+        order = header_modules(header, list(masks), tensor_path)
         masks = {m: masks[m] for m in order}
         out = cls(header["definition"], masks, sidecar.get("meta") or {})
         if model is None and space is not None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from taskneurons._io import atomic_path
+from taskneurons._io import atomic_path, header_modules
 
 
 @dataclass
@@ -74,10 +74,6 @@ class NeuronScores:
             scores = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
         if "definition" not in header:
             raise ValueError(f"{path} is not a taskneurons scores file (no 'definition' in header)")
-        order = json.loads(header.get("modules", "null")) or sorted(scores)
-        if sorted(order) != sorted(scores):
-            raise ValueError(
-                f"{path}: header lists modules {order} but the file holds {sorted(scores)}"
-            )
+        order = header_modules(header, list(scores), Path(path))
         scores = {m: scores[m] for m in order}
         return cls(header["definition"], scores, json.loads(header.get("meta", "{}")))

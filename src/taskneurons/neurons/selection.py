@@ -35,7 +35,6 @@ from taskneurons.neurons.neuron_set import (
     NeuronSet,
     NeuronSetMismatchError,
     _describe,
-    _fingerprint_of,
     _package_version,
     _same,
     _shapes,
@@ -43,7 +42,7 @@ from taskneurons.neurons.neuron_set import (
 )
 from taskneurons.neurons.scores import NeuronScores
 from taskneurons.neurons.space import NeuronSpace
-from taskneurons.provenance import model_fingerprint
+from taskneurons.provenance import fingerprint_of, model_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +189,7 @@ def top_k(
         "rank_modules": rank_modules,
         "tie_break": "lower neuron id",
     }
-    fp = _fingerprint_of(scores.meta)
+    fp = fingerprint_of(scores.meta)
     if fp is None and model is not None:
         fp = model_fingerprint(model)
     if fp is not None:
@@ -302,7 +301,7 @@ def random_like(
     if overlap:
         info["overlap"] = {m: {str(k): v for k, v in d.items()} for m, d in overlap.items()}
         info["n_overlap"] = sum(sum(d.values()) for d in overlap.values())
-    fp = _fingerprint_of(other.meta)
+    fp = fingerprint_of(other.meta)
     if fp is not None:
         info["model_fingerprint"] = fp
     return NeuronSet(other.definition, masks, info)

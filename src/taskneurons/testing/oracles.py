@@ -14,12 +14,11 @@ from torch.utils.hooks import RemovableHandle
 
 from taskneurons.neurons.attribution import Aggregate
 from taskneurons.neurons.neuron_set import NeuronSet
+from taskneurons.neurons.sites import hook_sites
 from taskneurons.neurons.space import NeuronSpace
 from taskneurons.training.neuron_delta import selection_masks
 
 
-# -- loss ---------------------------------------------------------------------------------------
-# -- test oracle -------------------------------------------------------------------------------
 def masked_gradient_hooks(
     model: nn.Module, neurons: NeuronSet, space: NeuronSpace | None = None
 ) -> list[RemovableHandle]:
@@ -76,24 +75,16 @@ def reference_relevance_scores(
         for batch in batches:
             batch = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
             acts: dict[tuple[int, str], torch.Tensor] = {}
-            handles = []
-            for layer in range(space.n_layers):
-                for m in space.modules:
-                    mod = space.site_module(layer, m)
-                    if space.site(m).kind == "input":
 
-                        def pre(module, args, key=(layer, m), acts=acts):
-                            args[0].retain_grad()
-                            acts[key] = args[0]
+            def keep(layer: int, module: str, acts=acts):
+                def fn(act: torch.Tensor) -> torch.Tensor:
+                    act.retain_grad()
+                    acts[(layer, module)] = act
+                    return act
 
-                        handles.append(mod.register_forward_pre_hook(pre))
-                    else:
+                return fn
 
-                        def post(module, args, out, key=(layer, m), acts=acts):
-                            out.retain_grad()
-                            acts[key] = out
-
-                        handles.append(mod.register_forward_hook(post))
+            handles = hook_sites(space, keep)
             try:
                 logits = model(
                     input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]

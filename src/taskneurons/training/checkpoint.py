@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from taskneurons.neurons.neuron_set import NeuronSetMismatchError
+from taskneurons.provenance import check_same_model
 from taskneurons.training.config import TrainConfig
 
 #: config fields that may change between a checkpoint and its resumption
@@ -53,13 +54,13 @@ def _load_checkpoint(path: Path, config: TrainConfig, meta: dict) -> dict:
     for key, what in (("tasks", "tasks/data"), ("neurons", "NeuronSet")):
         if _json_normal({"x": state["meta"].get(key)}) != _json_normal({"x": meta.get(key)}):
             raise ValueError(f"cannot resume from {path}: the {what} differ from the checkpoint's")
-    fp_saved, fp_now = state["meta"]["model_fingerprint"], meta["model_fingerprint"]
-    for key in ("arch", "weights"):
-        if fp_saved.get(key) != fp_now.get(key):
-            raise NeuronSetMismatchError(
-                f"cannot resume from {path}: it was made on another base model ({key} "
-                f"fingerprint {fp_saved.get(key)} != {fp_now.get(key)}); pass the same base model"
-            )
+    check_same_model(
+        state["meta"]["model_fingerprint"],
+        meta["model_fingerprint"],
+        f"cannot resume from {path}: it",
+        hint="; pass the same base model",
+        error=NeuronSetMismatchError,
+    )
     return state
 
 

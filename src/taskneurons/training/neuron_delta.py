@@ -50,13 +50,15 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from taskneurons._io import (
+    header_modules,
     read_tensors_with_sidecar,
     tensor_sidecar_paths,
     write_tensors_with_sidecar,
 )
 from taskneurons.neurons.neuron_set import NeuronSet, NeuronSetMismatchError, space_for
+from taskneurons.neurons.sites import owned_slices
 from taskneurons.neurons.space import NeuronSpace
-from taskneurons.provenance import model_fingerprint, provenance
+from taskneurons.provenance import check_same_model, model_fingerprint, provenance
 
 #: File format tag written in the safetensors header and the JSON sidecar.
 FORMAT = "taskneurons.NeuronDelta/1"
@@ -140,22 +142,17 @@ def _collect(
     """
     found: dict[int, tuple[str, nn.Parameter, int, list[torch.Tensor]]] = {}
     order: list[int] = []
-    for layer in range(space.n_layers):
-        for module in neurons.modules:
-            units = neurons.indices(module, layer)  # [n]
-            if units.numel() == 0:
-                continue
-            for s in space.parameter_slices(layer, module):
-                key = id(s.param)
-                if key not in found:
-                    found[key] = (s.name, s.param, s.dim, [])
-                    order.append(key)
-                elif found[key][2] != s.dim:
-                    raise ValueError(
-                        f"parameter {s.name} has selected slices along two axes ({found[key][2]} "
-                        f"and {s.dim}); NeuronDelta supports one axis per parameter"
-                    )
-                found[key][3].append(units + s.offset)
+    for s, positions in owned_slices(space, neurons):
+        key = id(s.param)
+        if key not in found:
+            found[key] = (s.name, s.param, s.dim, [])
+            order.append(key)
+        elif found[key][2] != s.dim:
+            raise ValueError(
+                f"parameter {s.name} has selected slices along two axes ({found[key][2]} "
+                f"and {s.dim}); NeuronDelta supports one axis per parameter"
+            )
+        found[key][3].append(positions)
     out = []
     for key in order:
         name, param, dim, parts = found[key]
@@ -473,29 +470,17 @@ class NeuronDelta:
         header, tensors, sidecar = read_tensors_with_sidecar(
             tensor_path, meta_path, FORMAT, "NeuronDelta"
         )
-        if sidecar.get("definition") != header.get("definition"):
-            raise ValueError(
-                f"{meta_path} says definition {sidecar.get('definition')!r} but {tensor_path} "
-                f"says {header.get('definition')!r}; the two files do not belong together"
-            )
-        fp = sidecar.get("model_fingerprint") or {}
-        now = model_fingerprint(model)
-        for key in ("arch", "weights") if strict else ("arch",):
-            if key in fp and fp[key] != now.get(key):
-                what = "architecture (config)" if key == "arch" else "weights"
-                raise NeuronSetMismatchError(
-                    f"{tensor_path} was trained on another model: {what} fingerprint {fp[key]} "
-                    f"(model_type {fp.get('model_type')}, source {fp.get('source') or '?'}) != "
-                    f"{now.get(key)} (model_type {now.get('model_type')}, source "
-                    f"{now.get('source') or '?'})"
-                    + (
-                        "; pass a fresh copy of the base model (not one with the deltas merged), "
-                        "or strict=False"
-                        if key == "weights"
-                        else ""
-                    )
-                )
-        modules = json.loads(header.get("modules", "[]"))
+        check_same_model(
+            sidecar.get("model_fingerprint"),
+            model,
+            f"{tensor_path} (trained deltas)",
+            strict=strict,
+            hint="; pass a fresh copy of the base model (not one with the deltas merged), "
+            "or strict=False",
+            error=NeuronSetMismatchError,
+        )
+        held = [k[len("mask/") :] for k in tensors if k.startswith("mask/")]
+        modules = header_modules(header, held, tensor_path)
         masks = {m: tensors[f"mask/{m}"] for m in modules}
         neurons = NeuronSet(header["definition"], masks, sidecar.get("neurons_meta") or {})
         dtype = getattr(torch, sidecar.get("dtype", "float32"))
