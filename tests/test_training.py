@@ -20,8 +20,9 @@ from taskneurons.neurons.neuron_set import NeuronSet, NeuronSetMismatchError
 from taskneurons.neurons.space import NeuronSpace
 from taskneurons.provenance import model_fingerprint
 from taskneurons.testing.oracles import masked_gradient_hooks
-from taskneurons.training.config import TrainConfig
+from taskneurons.training.config import METHODS, TrainConfig
 from taskneurons.training.loop import train
+from taskneurons.training.methods import TRAIN_METHODS, make_method
 from taskneurons.training.neuron_delta import NeuronDelta, selection_masks
 
 from tiny_models import tiny_model
@@ -375,6 +376,26 @@ def test_bad_input(tok):
         TrainConfig.from_dict({"lr": 1e-3, "learning_rate": 1e-3})
     # nothing above touched the model
     assert all(p.requires_grad for p in model.parameters())
+
+
+def test_method_table_dispatch_and_restore():
+    """One class per TrainConfig method; full/neurons set-ups undo their requires_grad flags."""
+    assert tuple(TRAIN_METHODS) == METHODS
+    for name in METHODS:
+        neurons = random_set(tiny_model("llama"), "ffn") if name == "neurons" else None
+        method = make_method(cfg(method=name), neurons)
+        assert type(method) is TRAIN_METHODS[name] and method.name == name
+    model = tiny_model("llama")
+    model.get_input_embeddings().weight.requires_grad_(False)
+    flags = [p.requires_grad for p in model.parameters()]
+    for name, neurons in (("full", None), ("neurons", random_set(model, "ffn"))):
+        method = make_method(cfg(method=name), neurons)
+        named = method.setup(model, neurons)
+        assert named and all(p.requires_grad for _, p in named)
+        method.restore()
+        assert [p.requires_grad for p in model.parameters()] == flags
+        if method.delta is not None:
+            method.delta.detach()
 
 
 DIST_SCRIPT = """

@@ -1,4 +1,14 @@
-"""Training checkpoints: trainable tensors, optimizer, scheduler and RNG state, checked on resume."""
+"""Training checkpoints: trainable tensors, optimizer, scheduler and RNG state, checked on resume.
+
+:func:`write_checkpoint` writes ``checkpoint.pt`` (main process, atomically);
+:func:`restore_checkpoint` checks it against the run (config, tasks, NeuronSet, base model) and
+loads it back.
+
+Example:
+    >>> write_checkpoint(out / CHECKPOINT, 10, cfg, meta, named, opt, sched, acc)  # doctest: +SKIP
+    >>> restore_checkpoint(out / CHECKPOINT, cfg, meta, named, opt, sched)  # doctest: +SKIP
+    10
+"""
 
 from __future__ import annotations
 
@@ -8,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from taskneurons._io import atomic_path
 from taskneurons.neurons.neuron_set import NeuronSetMismatchError
 from taskneurons.provenance import check_same_model
 from taskneurons.training.config import TrainConfig
@@ -16,7 +27,11 @@ from taskneurons.training.config import TrainConfig
 _RESUMABLE_CHANGES = ("checkpoint_every", "log_every", "log_file", "merge")
 
 
+#: file name of the checkpoint inside ``out_dir``
 CHECKPOINT = "checkpoint.pt"
+
+#: format tag stored in the checkpoint
+CHECKPOINT_FORMAT = "taskneurons.train_checkpoint/1"
 
 
 # -- checkpoints -----------------------------------------------------------------------------
@@ -42,7 +57,7 @@ def _load_checkpoint(path: Path, config: TrainConfig, meta: dict) -> dict:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a truncated or foreign file
         raise ValueError(f"cannot read checkpoint {path}: {exc}") from exc
-    if not isinstance(state, dict) or state.get("format") != "taskneurons.train_checkpoint/1":
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a taskneurons training checkpoint")
     saved = _json_normal(state["config"])
     now = _json_normal(config.to_dict())
@@ -74,3 +89,67 @@ def _load_trainable(named: list[tuple[str, nn.Parameter]], saved: dict, path: Pa
     with torch.no_grad():
         for n, p in named:
             p.copy_(saved[n].to(p.device, p.dtype))
+
+
+def write_checkpoint(
+    path: Path,
+    step: int,
+    config: TrainConfig,
+    meta: dict,
+    named: list[tuple[str, nn.Parameter]],
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    accelerator,
+) -> None:
+    """Write the state after ``step`` optimizer steps to ``path`` (main process), then sync.
+
+    Args:
+        path: the checkpoint file (written atomically).
+        step: optimizer steps done.
+        config: the run's config (checked on resume).
+        meta: the run metadata (tasks, NeuronSet, model fingerprint; checked on resume).
+        named: the trainable ``(name, tensor)`` pairs (stored on CPU).
+        optimizer, scheduler: their ``state_dict()`` is stored.
+        accelerator: the ``accelerate.Accelerator``; every process waits for the write.
+    """
+    if accelerator.is_main_process:
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "step": step,
+            "config": config.to_dict(),
+            "meta": _json_normal(meta),
+            "trainable": {n: p.detach().to("cpu").clone() for n, p in named},
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": _rng_state(),
+        }
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+    accelerator.wait_for_everyone()
+
+
+def restore_checkpoint(
+    path: Path,
+    config: TrainConfig,
+    meta: dict,
+    named: list[tuple[str, nn.Parameter]],
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+) -> int:
+    """Load ``path`` into the trainable tensors, optimizer, scheduler and the torch RNG.
+
+    Returns:
+        The optimizer steps the checkpoint was written after (where to resume).
+
+    Raises:
+        ValueError: the file is not a checkpoint, or the config (except
+            ``checkpoint_every``, ``log_every``, ``log_file``, ``merge``), tasks, NeuronSet or
+            trainable tensors differ.
+        NeuronSetMismatchError: it was written for another base model.
+    """
+    state = _load_checkpoint(path, config, meta)
+    _load_trainable(named, state["trainable"], path)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    _set_rng_state(state["rng"])
+    return int(state["step"])

@@ -34,6 +34,13 @@ grad_norm, examples, elapsed_s), ``checkpoint.pt`` (every ``checkpoint_every`` s
 tensors, optimizer, scheduler, RNG state, step), ``train_result.json``, and the trained
 ``delta/`` (neurons) or ``lora/`` adapter (lora).
 
+This module holds the step loop; the parts live beside it: the methods in
+:mod:`~taskneurons.training.methods` (one class per method, dispatched by
+``TRAIN_METHODS``), the pooled data and step order in :mod:`~taskneurons.training.batches`,
+the optimizer and the body of one step in :mod:`~taskneurons.training.step`, checkpoints in
+:mod:`~taskneurons.training.checkpoint`, metadata and JSON files in
+:mod:`~taskneurons.training.run_files`.
+
 Example:
     >>> cfg = TrainConfig(method="neurons", lr=1e-3, epochs=2, batch_size=8)  # doctest: +SKIP
     >>> res = train(model, tok, task, cfg, neurons=task_neurons, out_dir="out/ft")  # doctest: +SKIP
@@ -44,65 +51,56 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-import json
-import math
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from taskneurons._io import atomic_path, write_json_atomic, write_text_atomic
-from taskneurons.data.prompts import collate, encode_example, pad_id_of
-from taskneurons.data.tasks import Task, examples_hash
-from taskneurons.losses import per_example_loss
-from taskneurons.neurons.attribution import frozen_parameters
+from taskneurons.data.tasks import Task
 from taskneurons.neurons.neuron_set import NeuronSet
-from taskneurons.provenance import model_fingerprint, provenance
-from taskneurons.training.checkpoint import (
-    CHECKPOINT,
-    _json_normal,
-    _load_checkpoint,
-    _load_trainable,
-    _rng_state,
-    _set_rng_state,
+from taskneurons.training.batches import TrainData, check_tasks
+from taskneurons.training.checkpoint import CHECKPOINT, restore_checkpoint, write_checkpoint
+from taskneurons.training.config import TrainConfig, TrainResult
+from taskneurons.training.methods import TrainMethod, make_method
+from taskneurons.training.run_files import (
+    append_log,
+    reset_log,
+    run_meta,
+    write_train_config,
+    write_train_result,
 )
-from taskneurons.training.config import SCHEDULES, TrainConfig, TrainResult, _delta_dtype
-from taskneurons.training.neuron_delta import NeuronDelta
+from taskneurons.training.step import make_optimizer, train_step
 
 
-# -- data ---------------------------------------------------------------------------------------
-def _check_tasks(tasks: Task | Sequence[Task]) -> list[Task]:
-    if isinstance(tasks, Task):
-        tasks = [tasks]
-    tasks = list(tasks)
-    if not tasks:
-        raise ValueError("train() needs at least one task")
-    for t in tasks:
-        if not isinstance(t, Task):
-            raise TypeError(f"tasks must be Task objects, got {type(t).__name__}")
-        if not t.train:
-            raise ValueError(
-                f"task {t.id!r} has no train split (0 train examples; source "
-                f"{t.source or '?'}); training needs train examples"
-            )
-    ids = [t.id for t in tasks]
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"task ids repeat in {ids}; give each task once")
-    return tasks
+@dataclass
+class _Run:
+    """Everything the step loop of one :func:`train` call works on."""
+
+    method: TrainMethod
+    model: nn.Module
+    config: TrainConfig
+    data: TrainData
+    named: list[tuple[str, nn.Parameter]]
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    accelerator: object
+    meta: dict
+    out: Path | None
+    start: int
+    n_trainable: int
+    n_params: int
+    was_training: bool
+    t0: float
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
 
 
-def _epoch_orders(n: int, seed: int) -> Iterator[torch.Tensor]:
-    """Example order of epoch 0, 1, ...: ``randperm(n)`` from one generator seeded by ``seed``."""
-    gen = torch.Generator().manual_seed(int(seed))
-    while True:
-        yield torch.randperm(n, generator=gen)
-
-
-# -- the loop ----------------------------------------------------------------------------------
 def train(
     model: nn.Module,
     tokenizer,
@@ -144,285 +142,177 @@ def train(
         >>> res = train(model, tok, [sst2, agnews], TrainConfig(method="full", epochs=1))  # doctest: +SKIP
     """
     from accelerate import Accelerator
-    from tqdm.auto import tqdm
-    from transformers import get_scheduler
 
     t0 = time.perf_counter()
     config = config or TrainConfig()
-    task_list = _check_tasks(tasks)
-    if config.method == "neurons" and neurons is None:
-        raise ValueError("method 'neurons' needs a NeuronSet (neurons=...)")
-    if config.method != "neurons" and neurons is not None:
-        raise ValueError(f"neurons are only used by method 'neurons', not {config.method!r}")
+    task_list = check_tasks(tasks)
+    method = make_method(config, neurons)
+    out = _check_out_dir(out_dir, config, resume)
+    accelerator = accelerator or Accelerator()
+    run = _prepare(model, tokenizer, task_list, neurons, method, out, resume, accelerator, t0)
+    run.model.train()
+    try:
+        history, final_loss = _run_steps(run, progress, on_step)
+    finally:
+        run.optimizer.zero_grad(set_to_none=True)  # free the last step's gradients
+        run.model.train(run.was_training)
+        method.restore()
+    return _finish(run, history, final_loss)
+
+
+def _check_out_dir(out_dir, config: TrainConfig, resume: bool) -> Path | None:
     out = Path(out_dir) if out_dir is not None else None
     if resume and out is None:
         raise ValueError("resume=True needs out_dir (where the checkpoint is)")
     if config.checkpoint_every and out is None:
         raise ValueError("checkpoint_every needs out_dir (where to write the checkpoint)")
-    accelerator = accelerator or Accelerator()
-    world, rank = accelerator.num_processes, accelerator.process_index
-    main = accelerator.is_main_process
+    return out
 
-    # -- data: every train example of every task, encoded once ----------------------------
-    encoded = []  # EncodedExample per pooled example
-    for task in task_list:
-        for ex in task.train:
-            encoded.append(encode_example(tokenizer, task, ex.input, ex.output, config.prompt))
-    n_examples = len(encoded)
-    pad = pad_id_of(tokenizer)
-    step_size = config.batch_size * config.grad_accum
-    steps_per_epoch = math.ceil(n_examples / step_size)
-    total_steps = config.max_steps or config.epochs * steps_per_epoch
-    warmup = int(round(config.warmup_ratio * total_steps))
 
-    base_fp = model_fingerprint(model)
+def _prepare(
+    model: nn.Module,
+    tokenizer,
+    tasks: list[Task],
+    neurons: NeuronSet | None,
+    method: TrainMethod,
+    out: Path | None,
+    resume: bool,
+    accelerator,
+    t0: float,
+) -> _Run:
+    """Encode the data, set the method up, build the optimizer, resume, write the config."""
+    config = method.config
+    data = TrainData.encode(tokenizer, tasks, config)
+    meta = run_meta(tasks, neurons, model)
     n_params = int(sum(p.numel() for p in model.parameters()))
-    meta = {
-        "tasks": [
-            {"id": t.id, "n_train": len(t.train), "examples_hash": examples_hash(t.train)}
-            for t in task_list
-        ],
-        "neurons": None
-        if neurons is None
-        else {
-            "definition": neurons.definition,
-            "count": len(neurons),
-            "masks_hash": _masks_hash(neurons),
-        },
-        "model_fingerprint": base_fp,
-    }
-
-    # -- trainable tensors -------------------------------------------------------------------
     was_training = model.training
     torch.manual_seed(config.seed)  # LoRA init, dropout
     model.to(accelerator.device)
-    delta: NeuronDelta | None = None
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    stack = contextlib.ExitStack()
-    if config.method == "neurons":
-        assert neurons is not None
-        delta = NeuronDelta(
-            model,
-            neurons,
-            dtype=_delta_dtype(config.delta_dtype),
-            strict=config.strict_fingerprint,
-        )
-        stack.enter_context(frozen_parameters(model))
-        delta.attach()
-        named = delta.named_parameters()
-    elif config.method == "full":
-        for p in model.parameters():
-            p.requires_grad_(True)
-        named = list(model.named_parameters())
-    else:
-        from peft import LoraConfig, get_peft_model
-
-        lcfg = LoraConfig(
-            r=config.lora_r,
-            lora_alpha=config.lora_alpha,
-            lora_dropout=config.lora_dropout,
-            target_modules=config.lora_targets or "all-linear",
-            bias="none",
-            task_type="CAUSAL_LM",
-        )
-        model = get_peft_model(model, lcfg)
-        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    params = [p for _, p in named]
-    n_trainable = int(sum(p.numel() for p in params))
-
-    if config.optimizer == "adamw":
-        optimizer = torch.optim.AdamW(
-            params,
-            lr=config.lr,
-            betas=config.adam_betas,
-            eps=config.adam_eps,
-            weight_decay=config.weight_decay,
-        )
-    else:
-        optimizer = torch.optim.SGD(
-            params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-        )
-    scheduler = get_scheduler(
-        SCHEDULES[config.schedule],
-        optimizer,
-        num_warmup_steps=warmup,
-        num_training_steps=total_steps,
-    )
-
-    # -- resume ------------------------------------------------------------------------------
+    named = method.setup(model, neurons)
+    n_trainable = int(sum(p.numel() for _, p in named))
+    optimizer, scheduler = make_optimizer([p for _, p in named], config, data.total_steps)
     start = 0
     ckpt_path = out / CHECKPOINT if out is not None else None
     if resume and ckpt_path is not None and ckpt_path.is_file():
-        state = _load_checkpoint(ckpt_path, config, meta)
-        _load_trainable(named, state["trainable"], ckpt_path)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"])
-        start = int(state["step"])
-    log_path = out / config.log_file if out is not None else None
-    if out is not None and main:
-        out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(
-            out / "train_config.json",
-            provenance(
-                config=config.to_dict(),
-                **meta,
-                neurons_meta=None if neurons is None else neurons.meta,
-                n_trainable=n_trainable,
-                n_params=n_params,
-                total_steps=total_steps,
-                steps_per_epoch=steps_per_epoch,
-                world_size=world,
-            ),
+        start = restore_checkpoint(ckpt_path, config, meta, named, optimizer, scheduler)
+    if out is not None and accelerator.is_main_process:
+        write_train_config(
+            out,
+            config,
+            meta,
+            neurons,
+            n_trainable=n_trainable,
+            n_params=n_params,
+            total_steps=data.total_steps,
+            steps_per_epoch=data.steps_per_epoch,
+            world_size=accelerator.num_processes,
         )
-        assert log_path is not None
-        if start == 0:
-            write_text_atomic(log_path, "")
-        elif log_path.is_file():  # drop lines logged after the checkpoint
-            kept = [
-                line
-                for line in log_path.read_text(encoding="utf-8").splitlines()
-                if line.strip() and json.loads(line)["step"] <= start
-            ]
-            write_text_atomic(log_path, "".join(k + "\n" for k in kept))
+        reset_log(out / config.log_file, start)
+    assert method.model is not None
+    return _Run(
+        method,
+        method.model,
+        config,
+        data,
+        named,
+        optimizer,
+        scheduler,
+        accelerator,
+        meta,
+        out,
+        start,
+        n_trainable,
+        n_params,
+        was_training,
+        t0,
+    )
 
-    def save_checkpoint(step: int) -> None:
-        assert ckpt_path is not None
-        if main:
-            state = {
-                "format": "taskneurons.train_checkpoint/1",
-                "step": step,
-                "config": config.to_dict(),
-                "meta": _json_normal(meta),
-                "trainable": {n: p.detach().to("cpu").clone() for n, p in named},
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "rng": _rng_state(),
-            }
-            with atomic_path(ckpt_path) as tmp:
-                torch.save(state, tmp)
-        accelerator.wait_for_everyone()
 
-    # -- steps -------------------------------------------------------------------------------
-    model.train()
+def _run_steps(
+    run: _Run, progress: bool, on_step: Callable[[int, dict], None] | None
+) -> tuple[list[dict], float | None]:
+    """The optimizer steps from ``run.start`` on; returns ``(logged records, last loss)``."""
+    from tqdm.auto import tqdm
+
+    cfg, data, acc = run.config, run.data, run.accelerator
+    params = [p for _, p in run.named]
+    log_path = run.out / cfg.log_file if run.out is not None else None
     history: list[dict] = []
     final_loss: float | None = None
-    orders = _epoch_orders(n_examples, config.seed)
-    epoch, order = -1, torch.empty(0, dtype=torch.long)
     bar = tqdm(
-        total=total_steps,
-        initial=start,
-        disable=not progress or not main,
-        desc=f"train {config.method}",
+        total=data.total_steps,
+        initial=run.start,
+        disable=not progress or not run.main,
+        desc=f"train {cfg.method}",
     )
-    device = accelerator.device
     try:
-        for step in range(start, total_steps):
-            e = step // steps_per_epoch
-            while epoch < e:  # draw the orders of skipped epochs too: same order after resume
-                order, epoch = next(orders), epoch + 1
-            j = step % steps_per_epoch
-            chunk = order[j * step_size : (j + 1) * step_size].tolist()
-            n_step = len(chunk)
-            optimizer.zero_grad(set_to_none=True)
-            loss_sum = torch.zeros((), device=device)
-            for m in range(0, n_step, config.batch_size):
-                micro = chunk[m : m + config.batch_size][rank::world]
-                if not micro:
-                    continue
-                batch = collate([encoded[i] for i in micro], pad, loss_on=config.prompt.loss_on)
-                batch = {k: v.to(device) for k, v in batch.items()}
-                with accelerator.autocast():
-                    losses = per_example_loss(model, batch)  # [micro]
-                loss = losses.sum() / n_step
-                loss.backward()
-                loss_sum += loss.detach()
-            if world > 1:
-                for p in params:
-                    if p.grad is None:
-                        p.grad = torch.zeros_like(p)
-                grads = accelerator.reduce([p.grad for p in params], reduction="sum")
-                for p, g in zip(params, grads, strict=True):
-                    p.grad.copy_(g)
-                loss_sum = accelerator.reduce(loss_sum, reduction="sum")
-            grad_norm = None
-            if config.max_grad_norm is not None:
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm))
-            lr = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
+        for step, epoch, chunk in data.steps(run.start):
+            batches = data.micro_batches(chunk, acc.process_index, acc.num_processes)
+            final_loss, lr, grad_norm = train_step(
+                run.model,
+                batches,
+                len(chunk),
+                params,
+                run.optimizer,
+                run.scheduler,
+                acc,
+                cfg.max_grad_norm,
+            )
             done = step + 1
-            final_loss = float(loss_sum)
             record = {
                 "step": done,
-                "epoch": e,
+                "epoch": epoch,
                 "loss": final_loss,
                 "lr": lr,
                 "grad_norm": grad_norm,
-                "examples": n_step,
-                "elapsed_s": round(time.perf_counter() - t0, 3),
+                "examples": len(chunk),
+                "elapsed_s": round(time.perf_counter() - run.t0, 3),
             }
-            if done % config.log_every == 0 or done == total_steps:
+            if done % cfg.log_every == 0 or done == data.total_steps:
                 history.append(record)
-                if log_path is not None and main:
-                    with log_path.open("a", encoding="utf-8") as f:
-                        f.write(json.dumps(record) + "\n")
+                if log_path is not None and run.main:
+                    append_log(log_path, record)
             bar.update(1)
             bar.set_postfix(loss=f"{final_loss:.4f}")
-            if config.checkpoint_every and (
-                done % config.checkpoint_every == 0 or done == total_steps
+            if cfg.checkpoint_every and (
+                done % cfg.checkpoint_every == 0 or done == data.total_steps
             ):
-                save_checkpoint(done)
+                assert run.out is not None
+                write_checkpoint(
+                    run.out / CHECKPOINT,
+                    done,
+                    cfg,
+                    run.meta,
+                    run.named,
+                    run.optimizer,
+                    run.scheduler,
+                    acc,
+                )
             if on_step is not None:
                 on_step(done, record)
     finally:
         bar.close()
-        optimizer.zero_grad(set_to_none=True)  # free the last step's gradients
-        model.train(was_training)
-        stack.close()
-        if config.method == "full":
-            for p, flag in flags:
-                p.requires_grad_(flag)
+    return history, final_loss
 
-    # -- results -----------------------------------------------------------------------------
-    if out is not None and main:
-        if delta is not None:
-            delta.save(
-                out / "delta",
-                meta={"tasks": meta["tasks"], "train": config.to_dict()},
-                dtype=_delta_dtype(config.save_dtype) if config.save_dtype else None,
-            )
-        elif config.method == "lora":
-            model.save_pretrained(str(out / "lora"))
-    if config.merge:
-        if delta is not None:
-            delta.merge()
-        elif config.method == "lora":
-            model = model.merge_and_unload()
+
+def _finish(run: _Run, history: list[dict], final_loss: float | None) -> TrainResult:
+    """Save (main process) and merge what was trained; write ``train_result.json``."""
+    save_to = run.out if run.main else None
+    model = run.method.finish(save_to, run.config.merge, run.meta)
     result = TrainResult(
         model=model,
-        method=config.method,
-        delta=delta,
-        steps=total_steps,
+        method=run.config.method,
+        delta=run.method.delta,
+        steps=run.data.total_steps,
         history=history,
         final_loss=final_loss,
-        n_trainable=n_trainable,
-        n_params=n_params,
-        wall_s=time.perf_counter() - t0,
-        resumed_from=start,
-        out_dir=out,
-        config=config,
+        n_trainable=run.n_trainable,
+        n_params=run.n_params,
+        wall_s=time.perf_counter() - run.t0,
+        resumed_from=run.start,
+        out_dir=run.out,
+        config=run.config,
     )
-    if out is not None and main:
-        write_json_atomic(out / "train_result.json", provenance(**result.summary(), **meta))
+    if run.out is not None and run.main:
+        write_train_result(run.out, result, run.meta)
     return result
-
-
-def _masks_hash(neurons: NeuronSet) -> str:
-    import hashlib
-
-    h = hashlib.sha256(neurons.definition.encode())
-    for m, t in neurons.masks.items():
-        h.update(m.encode())
-        h.update(t.to(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:16]

@@ -26,6 +26,9 @@ indexes, and each delta is kept in the raw layout (``param.index_select(dim, pos
 merging is one ``index_copy_``. Leading dimensions are free: OPT's FFN runs on flattened
 ``[batch*pos, d]`` states.
 
+The slice layout and the forward hooks live in :mod:`taskneurons.training.delta_hooks`, the
+file format in :mod:`taskneurons.training.delta_io`.
+
 Example:
     >>> delta = NeuronDelta(model, task_neurons)  # doctest: +SKIP
     >>> delta.attach()  # model(...) now includes the (zero) deltas  # doctest: +SKIP
@@ -39,62 +42,26 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from taskneurons._io import (
-    header_modules,
-    read_tensors_with_sidecar,
-    tensor_sidecar_paths,
-    write_tensors_with_sidecar,
-)
-from taskneurons.neurons.neuron_set import NeuronSet, NeuronSetMismatchError, space_for
-from taskneurons.neurons.sites import owned_slices
+from taskneurons.neurons.neuron_set import NeuronSet, space_for
 from taskneurons.neurons.space import NeuronSpace
-from taskneurons.provenance import check_same_model, model_fingerprint, provenance
-
-#: File format tag written in the safetensors header and the JSON sidecar.
-FORMAT = "taskneurons.NeuronDelta/1"
-
-
-@dataclass
-class _Entry:
-    """The selected slices of one base parameter.
-
-    Attributes:
-        name: the parameter's name in ``model.named_parameters()``.
-        param: the base parameter.
-        dim: the raw axis that units index (0 or 1 for weights, 0 for biases).
-        positions: selected indices along ``dim``, ascending, ``torch.long [n]``.
-        delta: the trainable tensor ``param.index_select(dim, positions).shape`` in the delta dtype.
-    """
-
-    name: str
-    param: nn.Parameter
-    dim: int
-    positions: torch.Tensor
-    delta: nn.Parameter
-
-
-@dataclass
-class _LinearDeltas:
-    """Which deltas a forward hook on one linear applies.
-
-    ``rows``/``bias`` index the linear's output units; ``cols`` its input units.
-    """
-
-    module: nn.Module
-    transposed: bool
-    rows: _Entry | None = None
-    bias: _Entry | None = None
-    cols: _Entry | None = None
+from taskneurons.provenance import model_fingerprint
+from taskneurons.training.delta_hooks import (
+    DeltaEntry,
+    check_float_dtype,
+    collect_slices,
+    make_hook,
+    plan_linears,
+)
+from taskneurons.training.delta_io import FORMAT as FORMAT
+from taskneurons.training.delta_io import delta_state, read_delta, write_delta
 
 
 def selection_masks(
@@ -119,45 +86,10 @@ def selection_masks(
     """
     space = space_for(model, neurons, space, "train")
     out: dict[str, torch.Tensor] = {}
-    for name, param, dim, positions in _collect(space, neurons):
+    for name, param, dim, positions in collect_slices(space, neurons):
         mask = torch.zeros(param.shape, dtype=torch.bool, device=param.device)
         mask.index_fill_(dim, positions.to(param.device), True)
         out[name] = mask
-    return out
-
-
-def _check_float_dtype(dtype) -> torch.dtype:
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise ValueError(f"dtype must be a floating torch.dtype, got {dtype!r}")
-    return dtype
-
-
-def _collect(
-    space: NeuronSpace, neurons: NeuronSet
-) -> list[tuple[str, nn.Parameter, int, torch.Tensor]]:
-    """``(name, param, dim, positions [n])`` of every parameter with selected slices.
-
-    Positions of all slices of one parameter (the two chunks of a fused ``gate_up``) are merged,
-    sorted and de-duplicated. In layer order, then in ``parameter_slices`` order.
-    """
-    found: dict[int, tuple[str, nn.Parameter, int, list[torch.Tensor]]] = {}
-    order: list[int] = []
-    for s, positions in owned_slices(space, neurons):
-        key = id(s.param)
-        if key not in found:
-            found[key] = (s.name, s.param, s.dim, [])
-            order.append(key)
-        elif found[key][2] != s.dim:
-            raise ValueError(
-                f"parameter {s.name} has selected slices along two axes ({found[key][2]} "
-                f"and {s.dim}); NeuronDelta supports one axis per parameter"
-            )
-        found[key][3].append(positions)
-    out = []
-    for key in order:
-        name, param, dim, parts = found[key]
-        positions = torch.unique(torch.cat(parts))  # sorted ascending
-        out.append((name, param, dim, positions))
     return out
 
 
@@ -207,52 +139,25 @@ class NeuronDelta:
                 f"the NeuronSet selects no neurons ({neurons.describe_shape()}, k="
                 f"{neurons.meta.get('k', '?')}); there is nothing to train"
             )
-        _check_float_dtype(dtype)
+        check_float_dtype(dtype)
         self.model = model
         self.space = space_for(model, neurons, space, "train")
         neurons.check_model(model, strict=strict)
         self.neurons = neurons
         self.dtype = dtype
         self.fingerprint = model_fingerprint(model)
-        self._entries: dict[str, _Entry] = {}
-        for name, param, dim, positions in _collect(self.space, neurons):
+        self._entries: dict[str, DeltaEntry] = {}
+        for name, param, dim, positions in collect_slices(self.space, neurons):
             positions = positions.to(param.device)
             shape = param.index_select(dim, positions).shape
             delta = nn.Parameter(torch.zeros(shape, dtype=dtype, device=param.device))
-            self._entries[name] = _Entry(name, param, dim, positions, delta)
-        self._linears = self._plan_linears()
+            self._entries[name] = DeltaEntry(name, param, dim, positions, delta)
+        self._linears = plan_linears(self.space, self._entries)
         self._hooks: list[RemovableHandle] = []
         # parameter name -> original values of its selected slices, while merged
         self._saved: dict[str, torch.Tensor] = {}
 
     # -- layout ------------------------------------------------------------------------------
-    def _plan_linears(self) -> list[_LinearDeltas]:
-        adapter = self.space.adapter
-        by_param = {id(e.param): e for e in self._entries.values()}
-        plans: list[_LinearDeltas] = []
-        for layer in range(adapter.n_layers):
-            for lin in adapter.spec.linears:
-                module = adapter.linear(layer, lin.name)
-                t = adapter.is_transposed(lin.name)
-                plan = _LinearDeltas(module, t)
-                w = by_param.get(id(module.weight))
-                if w is not None:
-                    out_dim = 1 if t else 0  # raw axis of the output units
-                    if w.dim == out_dim:
-                        plan.rows = w
-                    else:
-                        plan.cols = w
-                b = getattr(module, "bias", None)
-                if b is not None and id(b) in by_param:
-                    plan.bias = by_param[id(b)]
-                if plan.rows is not None or plan.cols is not None or plan.bias is not None:
-                    plans.append(plan)
-        covered = {id(e.param) for p in plans for e in (p.rows, p.bias, p.cols) if e is not None}
-        missing = [e.name for e in self._entries.values() if id(e.param) not in covered]
-        if missing:  # a slice on a parameter that no FFN linear owns (cannot happen today)
-            raise ValueError(f"no FFN linear owns the selected parameters {missing}")
-        return plans
-
     @property
     def names(self) -> list[str]:
         """Names of the base parameters that have a delta (``model.named_parameters()`` names)."""
@@ -319,7 +224,7 @@ class NeuronDelta:
         if self.attached:
             return self
         for plan in self._linears:
-            hook = _make_hook(plan, self.dtype)
+            hook = make_hook(plan, self.dtype)
             self._hooks.append(plan.module.register_forward_hook(hook, with_kwargs=True))
         return self
 
@@ -405,38 +310,10 @@ class NeuronDelta:
             The path of the ``.safetensors`` file.
         """
 
-        stored = self.dtype if dtype is None else _check_float_dtype(dtype)
-        tensor_path, meta_path = _paths(path)
-        params = {
-            n: {"dim": e.dim, "n": int(e.positions.numel()), "shape": list(e.delta.shape)}
-            for n, e in self._entries.items()
-        }
-        sidecar = provenance(
-            format=FORMAT,
-            definition=self.neurons.definition,
-            dtype=str(self.dtype).replace("torch.", ""),
-            stored_dtype=str(stored).replace("torch.", ""),
-            modules=self.neurons.modules,
-            model_fingerprint=self.fingerprint,
-            neurons_meta=self.neurons.meta,
-            n_neurons=len(self.neurons),
-            num_trainable=self.num_trainable(),
-            params=params,
-            meta=dict(meta or {}),
+        stored = self.dtype if dtype is None else check_float_dtype(dtype)
+        return write_delta(
+            path, self._entries, self.neurons, self.fingerprint, self.dtype, meta, stored
         )
-        tensors: dict[str, torch.Tensor] = {}
-        for n, e in self._entries.items():
-            tensors[f"delta/{n}"] = e.delta.detach().to("cpu", stored).contiguous()
-            tensors[f"positions/{n}"] = e.positions.to("cpu").contiguous()
-        for m, mask in self.neurons.masks.items():
-            tensors[f"mask/{m}"] = mask.contiguous()
-        header = {
-            "format": FORMAT,
-            "definition": self.neurons.definition,
-            "modules": json.dumps(self.neurons.modules),
-            "dims": json.dumps({n: e.dim for n, e in self._entries.items()}),
-        }
-        return write_tensors_with_sidecar(tensor_path, meta_path, tensors, header, sidecar)
 
     @classmethod
     def load(
@@ -466,78 +343,10 @@ class NeuronDelta:
             True
         """
 
-        tensor_path, meta_path = _paths(path, reading=True)
-        header, tensors, sidecar = read_tensors_with_sidecar(
-            tensor_path, meta_path, FORMAT, "NeuronDelta"
-        )
-        check_same_model(
-            sidecar.get("model_fingerprint"),
-            model,
-            f"{tensor_path} (trained deltas)",
-            strict=strict,
-            hint="; pass a fresh copy of the base model (not one with the deltas merged), "
-            "or strict=False",
-            error=NeuronSetMismatchError,
-        )
-        held = [k[len("mask/") :] for k in tensors if k.startswith("mask/")]
-        modules = header_modules(header, held, tensor_path)
-        masks = {m: tensors[f"mask/{m}"] for m in modules}
-        neurons = NeuronSet(header["definition"], masks, sidecar.get("neurons_meta") or {})
-        dtype = getattr(torch, sidecar.get("dtype", "float32"))
+        tensor_path, neurons, dtype, tensors = read_delta(path, model, strict)
         out = cls(model, neurons, dtype=dtype, strict=False)  # fingerprint checked above
-        state = {}
-        for n in out.names:
-            if f"delta/{n}" not in tensors:
-                raise ValueError(f"{tensor_path} has no delta for {n}; it does not fit this model")
-            dim, pos = out.positions(n)
-            saved_pos = tensors[f"positions/{n}"]
-            if not torch.equal(saved_pos, pos.to("cpu")):
-                raise ValueError(
-                    f"{tensor_path}: selected positions of {n} differ from the model's layout"
-                )
-            state[n] = tensors[f"delta/{n}"]
-        extra = sorted(k[len("delta/") :] for k in tensors if k.startswith("delta/"))
-        if extra != sorted(out.names):
-            raise ValueError(
-                f"{tensor_path} holds deltas for {sorted(set(extra) - set(out.names))[:5]} that "
-                "this model's layout does not select"
-            )
+        state = delta_state(tensor_path, tensors, out._entries)
         out.load_state_dict(state)
         if attach:
             out.attach()
         return out
-
-
-def _make_hook(plan: _LinearDeltas, dtype: torch.dtype):
-    """Forward hook adding one linear's delta contribution to its output ``[..., out]``."""
-    t = plan.transposed
-
-    def hook(module: nn.Module, args: tuple, kwargs: dict, output: torch.Tensor):
-        if args:
-            x = args[0]
-        elif kwargs:
-            x = next(iter(kwargs.values()))
-        else:
-            raise RuntimeError(f"{type(module).__name__} was called without an input")
-        xd = x.to(dtype)  # [..., in]
-        y = output
-        if plan.rows is not None:
-            d = plan.rows.delta  # [n, in] ([in, n] for Conv1D)
-            add = xd @ d if t else xd @ d.T  # [..., n]
-            y = y.index_add(y.dim() - 1, plan.rows.positions, add.to(y.dtype))
-        if plan.bias is not None:
-            db = plan.bias.delta.to(y.dtype)  # [n]
-            db = db.expand(*y.shape[:-1], db.numel())  # [..., n]
-            y = y.index_add(y.dim() - 1, plan.bias.positions, db)
-        if plan.cols is not None:
-            d = plan.cols.delta  # [out, n] ([n, out] for Conv1D)
-            xs = xd.index_select(xd.dim() - 1, plan.cols.positions)  # [..., n]
-            y = y + (xs @ d if t else xs @ d.T).to(y.dtype)  # [..., out]
-        return y
-
-    return hook
-
-
-def _paths(path: str | os.PathLike, reading: bool = False) -> tuple[Path, Path]:
-    """``(tensor file, JSON sidecar)`` for a ``.safetensors`` path or a folder."""
-    return tensor_sidecar_paths(path, "delta", "neuron delta", reading)

@@ -1,0 +1,196 @@
+"""The three training methods behind one small interface, dispatched through :data:`TRAIN_METHODS`.
+
+A :class:`TrainMethod` makes a model trainable and hands the trainable tensors to the loop
+(:meth:`~TrainMethod.setup`), undoes its temporary changes to the base parameters once the
+steps are over, also on error (:meth:`~TrainMethod.restore`), and writes and optionally merges
+what was trained (:meth:`~TrainMethod.finish`):
+
+* ``"neurons"`` (:class:`NeuronsMethod`): a :class:`NeuronDelta` on the NeuronSet's slices,
+  attached by forward hooks, every base parameter frozen; saved as ``delta/``.
+* ``"full"`` (:class:`FullMethod`): every parameter, in place; nothing extra is saved.
+* ``"lora"`` (:class:`LoraMethod`): PEFT LoRA adapters; saved as ``lora/``.
+
+Example:
+    >>> method = make_method(TrainConfig(method="full"), None)  # doctest: +SKIP
+    >>> named = method.setup(model, None)  # [(name, parameter)], here all of them  # doctest: +SKIP
+    >>> # ... optimizer steps on the tensors of ``named``; the model is ``method.model``
+    >>> method.restore()  # doctest: +SKIP
+    >>> model = method.finish(out_dir, merge=False, meta=meta)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import ClassVar
+
+from torch import nn
+
+from taskneurons.neurons.attribution import frozen_parameters
+from taskneurons.neurons.neuron_set import NeuronSet
+from taskneurons.training.config import METHODS, TrainConfig, _delta_dtype
+from taskneurons.training.neuron_delta import NeuronDelta
+
+NamedParams = list[tuple[str, nn.Parameter]]
+
+
+class TrainMethod:
+    """How a model is made trainable, saved and merged (base class of the table's rows).
+
+    Args:
+        config: the run's :class:`TrainConfig`.
+
+    Attributes:
+        model: the model to train and return (set by :meth:`setup`; LoRA wraps it).
+        delta: the :class:`NeuronDelta` (``neurons`` only, else ``None``).
+    """
+
+    #: the ``TrainConfig.method`` name
+    name: ClassVar[str] = ""
+    #: whether the method trains a NeuronSet (``neurons=`` is required, else refused)
+    needs_neurons: ClassVar[bool] = False
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        self.model: nn.Module | None = None
+        self.delta: NeuronDelta | None = None
+
+    def setup(self, model: nn.Module, neurons: NeuronSet | None) -> NamedParams:
+        """Make ``model`` trainable; return the trainable ``(name, tensor)`` pairs."""
+        raise NotImplementedError
+
+    def restore(self) -> None:
+        """Undo :meth:`setup`'s changes to the base parameters' ``requires_grad`` flags."""
+
+    def save(self, out_dir: Path, meta: dict) -> None:
+        """Write what was trained into ``out_dir`` (nothing by default)."""
+
+    def merge(self) -> nn.Module:
+        """Merge what was trained into the weights; return the model to hand back."""
+        assert self.model is not None
+        return self.model
+
+    def finish(self, out_dir: Path | None, merge: bool, meta: dict) -> nn.Module:
+        """Save into ``out_dir`` (``None``: nowhere), merge when asked; return the model."""
+        if out_dir is not None:
+            self.save(out_dir, meta)
+        if merge:
+            self.model = self.merge()
+        assert self.model is not None
+        return self.model
+
+
+class NeuronsMethod(TrainMethod):
+    """Train a NeuronSet's slices through an attached :class:`NeuronDelta` (base frozen)."""
+
+    name = "neurons"
+    needs_neurons = True
+
+    def __init__(self, config: TrainConfig) -> None:
+        super().__init__(config)
+        self._stack = contextlib.ExitStack()
+
+    def setup(self, model: nn.Module, neurons: NeuronSet | None) -> NamedParams:
+        assert neurons is not None
+        self.delta = NeuronDelta(
+            model,
+            neurons,
+            dtype=_delta_dtype(self.config.delta_dtype),
+            strict=self.config.strict_fingerprint,
+        )
+        self._stack.enter_context(frozen_parameters(model))
+        self.delta.attach()
+        self.model = model
+        return self.delta.named_parameters()
+
+    def restore(self) -> None:
+        self._stack.close()
+
+    def save(self, out_dir: Path, meta: dict) -> None:
+        assert self.delta is not None
+        cfg = self.config
+        self.delta.save(
+            out_dir / "delta",
+            meta={"tasks": meta["tasks"], "train": cfg.to_dict()},
+            dtype=_delta_dtype(cfg.save_dtype) if cfg.save_dtype else None,
+        )
+
+    def merge(self) -> nn.Module:
+        assert self.delta is not None and self.model is not None
+        self.delta.merge()
+        return self.model
+
+
+class FullMethod(TrainMethod):
+    """Train every parameter of the model in place."""
+
+    name = "full"
+
+    def __init__(self, config: TrainConfig) -> None:
+        super().__init__(config)
+        self._flags: list[tuple[nn.Parameter, bool]] = []
+
+    def setup(self, model: nn.Module, neurons: NeuronSet | None) -> NamedParams:
+        self._flags = [(p, p.requires_grad) for p in model.parameters()]
+        for p in model.parameters():
+            p.requires_grad_(True)
+        self.model = model
+        return list(model.named_parameters())
+
+    def restore(self) -> None:
+        for p, flag in self._flags:
+            p.requires_grad_(flag)
+
+
+class LoraMethod(TrainMethod):
+    """Train LoRA adapters through PEFT (``"all-linear"`` targets unless ``lora_targets``)."""
+
+    name = "lora"
+
+    def setup(self, model: nn.Module, neurons: NeuronSet | None) -> NamedParams:
+        from peft import LoraConfig, get_peft_model
+
+        cfg = self.config
+        lcfg = LoraConfig(
+            r=cfg.lora_r,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout,
+            target_modules=cfg.lora_targets or "all-linear",
+            bias="none",
+            task_type="CAUSAL_LM",
+        )
+        self.model = get_peft_model(model, lcfg)
+        return [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+
+    def save(self, out_dir: Path, meta: dict) -> None:
+        assert self.model is not None
+        self.model.save_pretrained(str(out_dir / "lora"))
+
+    def merge(self) -> nn.Module:
+        assert self.model is not None
+        return self.model.merge_and_unload()
+
+
+#: ``TrainConfig.method`` -> its :class:`TrainMethod` class
+TRAIN_METHODS: dict[str, type[TrainMethod]] = {
+    cls.name: cls for cls in (NeuronsMethod, FullMethod, LoraMethod)
+}
+assert tuple(TRAIN_METHODS) == METHODS
+
+
+def make_method(config: TrainConfig, neurons: NeuronSet | None) -> TrainMethod:
+    """The :class:`TrainMethod` of ``config.method``, after checking ``neurons`` fits it.
+
+    Raises:
+        ValueError: ``neurons`` missing for ``"neurons"``, or given to another method.
+
+    Example:
+        >>> type(make_method(TrainConfig(method="lora"), None)).__name__
+        'LoraMethod'
+    """
+    cls = TRAIN_METHODS[config.method]
+    if cls.needs_neurons and neurons is None:
+        raise ValueError(f"method {config.method!r} needs a NeuronSet (neurons=...)")
+    if not cls.needs_neurons and neurons is not None:
+        raise ValueError(f"neurons are only used by method 'neurons', not {config.method!r}")
+    return cls(config)
