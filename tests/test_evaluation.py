@@ -10,12 +10,15 @@ from pathlib import Path
 import pytest
 import torch
 
+from taskneurons.data.load import load_task
 from taskneurons.data.prompts import PromptConfig, encode_example
-from taskneurons.data.tasks import Example, Task
+from taskneurons.data.tasks import Example, Task, examples_hash, subset
 from taskneurons.evaluation.dispatch import evaluate
-from taskneurons.evaluation.generation import _cut_generation, _generate_batch
+from taskneurons.evaluation.generation import cut_generation, generate_batch
 from taskneurons.evaluation.metrics import exact_match, majority_rate, normalize_text, rouge_l
 from taskneurons.evaluation.result import EvalConfig, EvalResult
+from taskneurons.models.loading import load_model
+from taskneurons.provenance import model_fingerprint
 
 from tiny_models import tiny_model
 from tiny_tokenizer import tiny_tokenizer
@@ -195,10 +198,10 @@ def test_text_normalisation_and_exact_match():
     assert not exact_match("good", "Good bad")
 
 
-def test_cut_generation():
-    assert _cut_generation("\n Good\nBad", stop_at_newline=True) == "Good"
-    assert _cut_generation(" very bad \n\n", stop_at_newline=True) == "very bad"
-    assert _cut_generation("a\nb", stop_at_newline=False) == "a\nb"
+def testcut_generation():
+    assert cut_generation("\n Good\nBad", stop_at_newline=True) == "Good"
+    assert cut_generation(" very bad \n\n", stop_at_newline=True) == "very bad"
+    assert cut_generation("a\nb", stop_at_newline=False) == "a\nb"
 
 
 def test_rouge_l_multiple_references_pinned():
@@ -239,10 +242,10 @@ def test_generation_is_cut_at_eos_and_newline(tok):
     ]
     model = _ScriptedGenerator(rows)
     prompts = [[1, ids("the")], [1, ids("a"), ids("cat")], [1]]
-    out = _generate_batch(model, tok, prompts, pad, 6, stop_at_newline=True)
+    out = generate_batch(model, tok, prompts, pad, 6, stop_at_newline=True)
     assert out == ["very bad .", "good", "not so"]
     assert model.kwargs["do_sample"] is False and model.kwargs["max_new_tokens"] == 6
-    out = _generate_batch(model, tok, prompts, pad, 6, stop_at_newline=False)
+    out = generate_batch(model, tok, prompts, pad, 6, stop_at_newline=False)
     assert out[0] == "very bad . \n good"
 
 
@@ -312,8 +315,6 @@ def test_model_mode_is_restored_and_eval_inside(tok, task):
 
 
 def test_save_writes_json_with_provenance(tmp_path, tok, task):
-    from taskneurons.provenance import model_fingerprint
-
     model = tiny_model("llama", seed=8)
     result = evaluate(model, tok, task, task.test[:3], config=EvalConfig(batch_size=2))
     assert result.seconds > 0 and result.examples_per_s == pytest.approx(3 / result.seconds)
@@ -324,8 +325,6 @@ def test_save_writes_json_with_provenance(tmp_path, tok, task):
     prov = data["provenance"]
     assert prov["model"] == model_fingerprint(model)
     assert prov["task"] == "toy" and prov["task_source"] == {"kind": "test"}
-    from taskneurons.data.tasks import examples_hash
-
     assert prov["data_hash"] == examples_hash(task.test[:3]) == data["data_hash"]
     assert prov["config"]["batch_size"] == 2 and "versions" in prov
     assert data["score"] == pytest.approx(result.score) and data["n"] == 3
@@ -390,10 +389,6 @@ def test_embedded_model_zero_shot_sst2(request):
     removes that prior; the calibrated accuracy must beat the majority rate. Both accuracies
     come from one run (the raw log-likelihoods are kept in the predictions).
     """
-    from taskneurons.data.load import load_task
-    from taskneurons.data.tasks import subset
-    from taskneurons.models.loading import load_model
-
     task = load_task(_shared_data(request) / "sst2")
     examples = subset(task.test, 200, seed=0, labels=task.labels)
     model, tok = load_model("smollm2-135m")

@@ -88,6 +88,34 @@ def test_blank_lines_are_skipped(tmp_path):
     assert len(load_task(folder).train) == 6
 
 
+def test_jsonl_strings_keep_unicode_line_separators(tmp_path):
+    """U+0085, U+2028, U+2029 (and other splitlines breaks) are valid inside JSON strings."""
+    odd = ["caf\u00e9\u0085great", "line\u2028sep", "para\u2029sep", "ff\x0cvt\x0bgs\x1d"]
+    train = [{"input": f"Text: {s}", "output": LABELS[i % 2]} for i, s in enumerate(odd)]
+    test = [{"input": f"Review\u2028{odd[0]}\u2029end", "output": "Good"}]
+    folder = make_folder(tmp_path)
+    for name, rows in (("train.jsonl", train), ("test.jsonl", test)):
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        (folder / name).write_bytes(text.encode("utf-8"))
+    assert "\u2028" in (folder / "train.jsonl").read_text(encoding="utf-8")  # written raw
+    task = load_task(folder)
+    assert [ex.input for ex in task.train] == [r["input"] for r in train]
+    assert [ex.output for ex in task.train] == [r["output"] for r in train]
+    assert task.test == [Example(test[0]["input"], "Good")]
+
+
+def test_jsonl_crlf_lines_and_line_numbers(tmp_path):
+    folder = make_folder(tmp_path)
+    good = '{"input": "fine\u2028still line 1", "output": "Good"}'
+    (folder / "train.jsonl").write_bytes(f"{good}\r\n\r\n{good}\r\n".encode())
+    task = load_task(folder)
+    assert [ex.input for ex in task.train] == ["fine\u2028still line 1"] * 2
+    bad = '{"input": "x", "output": "Neutral"}'
+    (folder / "train.jsonl").write_bytes(f"{good}\r\n\r\n{good}\r\n{bad}\r\n".encode())
+    with pytest.raises(TaskFormatError, match=r"train\.jsonl:4: label 'Neutral'"):
+        load_task(folder)
+
+
 @pytest.mark.parametrize(
     ("line", "expected"),
     [

@@ -19,13 +19,13 @@ from taskneurons.data.tasks import (
     Example,
     Task,
     TaskFormatError,
-    _check_kind,
-    _check_labels,
-    _check_metric,
-    _check_nonempty,
-    _load_json,
-    _make_example,
-    _read_text,
+    check_kind,
+    check_labels,
+    check_metric,
+    check_nonempty,
+    load_json,
+    make_example,
+    read_text,
 )
 
 #: The files of a task folder (the ``../shared/data`` format) and of an O-LoRA folder.
@@ -40,7 +40,7 @@ _REQUIRED_TASK_KEYS = ("id", "kind", "instruction")
 
 def _json_list_with_lines(path: Path) -> list[tuple[int, Any]]:
     """The elements of a JSON list file with the line each one starts on."""
-    text = _read_text(path)
+    text = read_text(path)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
@@ -66,6 +66,26 @@ def _json_list_with_lines(path: Path) -> list[tuple[int, Any]]:
     return out
 
 
+def jsonl_lines(text: str) -> list[tuple[int, str]]:
+    r"""The non-blank lines of JSON Lines text with their 1-based line numbers.
+
+    Lines end at ``"\n"`` only (a trailing ``"\r"`` is dropped, for CRLF files): U+0085,
+    U+2028, U+2029 and the other characters ``str.splitlines`` breaks on are valid inside JSON
+    strings and stay part of their line.
+
+    Example:
+        >>> text = '{"a": "x' + chr(0x2028) + 'y"}\r\n\n{"a": 2}\n'
+        >>> [(n, len(line)) for n, line in jsonl_lines(text)]
+        [(1, 12), (3, 8)]
+    """
+    out = []
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        line = line.removesuffix("\r")
+        if line.strip():
+            out.append((lineno, line))
+    return out
+
+
 def read_jsonl_examples(
     path: str | os.PathLike, kind: str, labels: list[str] | None
 ) -> list[Example]:
@@ -79,9 +99,7 @@ def read_jsonl_examples(
     """
     path = Path(path)
     examples: list[Example] = []
-    for lineno, line in enumerate(_read_text(path).splitlines(), start=1):
-        if not line.strip():
-            continue
+    for lineno, line in jsonl_lines(read_text(path)):
         where = f"{path}:{lineno}"
         try:
             rec = json.loads(line)
@@ -93,9 +111,9 @@ def read_jsonl_examples(
             if key not in rec:
                 raise TaskFormatError(f'{where}: missing "{key}" (keys: {sorted(rec)})')
         examples.append(
-            _make_example(where, rec["input"], rec["output"], rec.get("references"), kind, labels)
+            make_example(where, rec["input"], rec["output"], rec.get("references"), kind, labels)
         )
-    return _check_nonempty(examples, str(path))
+    return check_nonempty(examples, str(path))
 
 
 def load_task_folder(
@@ -119,7 +137,7 @@ def load_task_folder(
     folder = Path(path)
     _require_files(folder, TASK_FOLDER_FILES, "a task folder")
     meta_path = folder / "task.json"
-    meta = _load_json(meta_path)
+    meta = load_json(meta_path)
     if not isinstance(meta, dict):
         raise TaskFormatError(f"{meta_path}: expected a JSON object, got a {type(meta).__name__}")
     missing = [k for k in _REQUIRED_TASK_KEYS if k not in meta]
@@ -130,9 +148,9 @@ def load_task_folder(
     for key in ("id", "instruction"):
         if not isinstance(meta[key], str) or not meta[key].strip():
             raise TaskFormatError(f"{meta_path}: {key!r} must be a non-empty string")
-    kind = _check_kind(meta["kind"], str(meta_path))
-    metric = _check_metric(meta.get("metric", DEFAULT_METRIC[kind]), str(meta_path))
-    labels = _check_labels(meta.get("labels"), str(meta_path)) if kind == "classification" else None
+    kind = check_kind(meta["kind"], str(meta_path))
+    metric = check_metric(meta.get("metric", DEFAULT_METRIC[kind]), str(meta_path))
+    labels = check_labels(meta.get("labels"), str(meta_path)) if kind == "classification" else None
     train = read_jsonl_examples(folder / "train.jsonl", kind, labels)
     test = read_jsonl_examples(folder / "test.jsonl", kind, labels)
     return Task(
@@ -174,12 +192,12 @@ def load_olora_folder(
         ...                 "Choose one from the option.")  # doctest: +SKIP
     """
     folder = Path(path)
-    kind = _check_kind(kind, f"{folder}: kind argument")
+    kind = check_kind(kind, f"{folder}: kind argument")
     needed = OLORA_FOLDER_FILES if kind == "classification" else ("train.json", "test.json")
     _require_files(folder, needed, "an O-LoRA folder")
     labels = None
     if kind == "classification":
-        labels = _check_labels(_load_json(folder / "labels.json"), str(folder / "labels.json"))
+        labels = check_labels(load_json(folder / "labels.json"), str(folder / "labels.json"))
 
     def read(split_file: str) -> list[Example]:
         p = folder / split_file
@@ -194,7 +212,7 @@ def load_olora_folder(
                 if key not in rec:
                     raise TaskFormatError(f'{where}: missing "{key}" (keys: {sorted(rec)})')
             out.append(
-                _make_example(
+                make_example(
                     where,
                     rec["sentence"],
                     rec["label"],
@@ -204,7 +222,7 @@ def load_olora_folder(
                     names=("sentence", "label", "references"),
                 )
             )
-        return _check_nonempty(out, str(p))
+        return check_nonempty(out, str(p))
 
     task_id = id or folder.resolve().name
     return Task(

@@ -1,9 +1,16 @@
-"""Tasks from Hugging Face datasets (``save_to_disk`` folders, local JSON files, Hub names)."""
+"""Tasks from Hugging Face datasets (``save_to_disk`` folders, local JSON files, Hub names).
+
+:func:`load_hf_task` resolves the source to a ``DatasetDict`` (:func:`_load_source`), checks the
+splits and columns (:func:`_check_splits`), maps raw outputs to labels (:class:`_LabelMapper`),
+converts the rows (:func:`_raw_rows`), settles the label list (:func:`_label_list`) and builds
+the validated examples.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +19,13 @@ from taskneurons.data.tasks import (
     DEFAULT_METRIC,
     Task,
     TaskFormatError,
-    _check_kind,
-    _check_labels,
-    _make_example,
+    check_kind,
+    check_labels,
+    make_example,
 )
+
+#: One dataset row before validation: (where, input, label or reference, references).
+_RawRow = tuple[str, Any, Any, Any]
 
 
 def _import_datasets():
@@ -72,137 +82,29 @@ def load_hf_task(
         ...                     output_field="label")  # doctest: +SKIP
     """
     datasets = _import_datasets()
-    kind = _check_kind(kind, "load_hf_task: kind argument")
+    kind = check_kind(kind, "load_hf_task: kind argument")
     cache = str(cache_dir) if cache_dir is not None else None
-    if isinstance(path_or_name, Mapping):
-        files = {str(k): str(v) for k, v in path_or_name.items()}
-        for f in files.values():
-            if not Path(f).is_file():
-                raise TaskFormatError(f"{f}: file not found")
-        label_of_source = "json:" + ",".join(f"{k}={v}" for k, v in files.items())
-        default_id = Path(next(iter(files.values()))).parent.name or "task"
-        dd = _hf_call(
-            label_of_source, datasets.load_dataset, "json", data_files=files, cache_dir=cache
-        )
-        source = {"format": "hf-json", "data_files": files}
-    else:
-        spec = str(path_or_name)
-        p = Path(spec).expanduser()
-        if p.is_dir():
-            dd = _hf_call(spec, datasets.load_from_disk, str(p))
-            default_id = p.resolve().name
-            source = {"format": "hf-disk", "path": str(p.resolve())}
-        elif p.is_file():
-            if p.suffix not in (".json", ".jsonl"):
-                raise TaskFormatError(
-                    f"{p}: not a .json/.jsonl file or a folder saved with save_to_disk"
-                )
-            dd = _hf_call(spec, datasets.load_dataset, "json", data_files=str(p), cache_dir=cache)
-            default_id = p.stem
-            source = {"format": "hf-json", "data_files": str(p.resolve())}
-        elif (
-            spec.startswith((".", "/", "~"))
-            or os.path.isabs(spec)
-            or p.suffix in (".json", ".jsonl")
-        ):
-            raise TaskFormatError(f"{spec}: no such file or folder")
-        else:
-            dd = _hf_call(
-                f"hf:{spec}", datasets.load_dataset, spec, config_name, cache_dir=cache, hub=True
-            )
-            default_id = config_name or spec.rstrip("/").split("/")[-1]
-            source = {"format": "hf-hub", "name": spec, "config": config_name}
-        label_of_source = f"hf:{spec}"
-
-    if not isinstance(dd, Mapping):
-        raise TaskFormatError(
-            f"{label_of_source}: a single Dataset without splits; save a DatasetDict with "
-            f"{train_split!r} and {test_split!r} splits"
-        )
-    for split in (train_split, test_split):
-        if split not in dd:
-            raise TaskFormatError(
-                f"{label_of_source}: no split {split!r} (splits: {sorted(dd)}); "
-                f"pass train_split=/test_split="
-            )
-    for split in (train_split, test_split):
-        cols = list(dd[split].column_names)
-        for col in (input_field, output_field, references_field):
-            if col is not None and col not in cols:
-                raise TaskFormatError(
-                    f"{label_of_source}: split {split!r} has no column {col!r} (columns: {cols})"
-                )
-
-    feature = dd[train_split].features[output_field]
-    class_names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
-    mapping = dict(labels) if isinstance(labels, Mapping) else None
-
-    def raw_to_label(value: Any, where: str) -> Any:
-        if mapping is not None:
-            for key in (value, str(value)):
-                if key in mapping:
-                    return mapping[key]
-            if class_names is not None and isinstance(value, int) and 0 <= value < len(class_names):
-                name_ = class_names[value]
-                if name_ in mapping:
-                    return mapping[name_]
-            raise TaskFormatError(f"{where}: label {value!r} is not a key of the labels mapping")
-        if class_names is not None and isinstance(value, int) and not isinstance(value, bool):
-            if not 0 <= value < len(class_names):
-                raise TaskFormatError(
-                    f"{where}: class index {value} outside the ClassLabel names {class_names}"
-                )
-            return class_names[value]
-        if kind == "classification" and isinstance(value, int) and not isinstance(value, bool):
-            return str(value)
-        return value
-
-    raw: dict[str, list[tuple[str, Any, Any, Any]]] = {}
-    for split in (train_split, test_split):
-        ds = dd[split]
-        inputs = ds[input_field]
-        outputs = ds[output_field]
-        refs = ds[references_field] if references_field else [None] * len(inputs)
-        rows = []
-        for i, (inp, out, ref) in enumerate(zip(inputs, outputs, refs, strict=True)):
-            where = f"{label_of_source} split {split!r} row {i}"
-            rows.append((where, inp, raw_to_label(out, where), ref))
-        if not rows:
-            raise TaskFormatError(f"{label_of_source}: split {split!r} is empty")
-        raw[split] = rows
-
-    label_list: list[str] | None = None
+    src = _load_source(datasets, path_or_name, config_name, cache)
+    fields = (input_field, output_field, references_field)
+    _check_splits(src, (train_split, test_split), fields)
+    mapper = _label_mapper(datasets, src.dd[train_split], output_field, labels, kind)
+    raw = {split: _raw_rows(src, split, fields, mapper) for split in (train_split, test_split)}
+    label_list = None
     if kind == "classification":
-        if mapping is not None:
-            label_list = list(dict.fromkeys(mapping.values()))
-        elif labels is not None:
-            label_list = list(labels)
-        elif class_names is not None:
-            label_list = class_names
-        else:
-            seen = {r[2] for rows in raw.values() for r in rows}
-            if not all(isinstance(s, str) for s in seen):
-                bad = next(r for rows in raw.values() for r in rows if not isinstance(r[2], str))
-                raise TaskFormatError(
-                    f'{bad[0]}: "{output_field}" must be a string, got {bad[2]!r}'
-                )
-            label_list = sorted(seen)
-        label_list = _check_labels(label_list, f"{label_of_source}: labels")
-
+        label_list = _label_list(labels, mapper, raw, output_field, src.label)
     names = (input_field, output_field, references_field or "references")
     splits = {
-        split: [_make_example(w, i, o, r, kind, label_list, names) for w, i, o, r in rows]
+        split: [make_example(w, i, o, r, kind, label_list, names) for w, i, o, r in rows]
         for split, rows in raw.items()
     }
-    task_id = id or default_id
-    source.update(
-        {
-            "input_field": input_field,
-            "output_field": output_field,
-            "train_split": train_split,
-            "test_split": test_split,
-        }
-    )
+    task_id = id or src.default_id
+    source = {
+        **src.source,
+        "input_field": input_field,
+        "output_field": output_field,
+        "train_split": train_split,
+        "test_split": test_split,
+    }
     return Task(
         id=task_id,
         kind=kind,  # type: ignore[arg-type]
@@ -214,6 +116,194 @@ def load_hf_task(
         name=name or task_id,
         source=source,
     )
+
+
+@dataclass(frozen=True)
+class _Source:
+    """What a dataset spec resolved to.
+
+    Attributes:
+        dd: what ``datasets`` loaded (a ``DatasetDict``, or a ``Dataset`` rejected later).
+        label: the source as named in error messages (``hf:NAME``, ``json:train=FILE,...``).
+        default_id: the task id when none is given.
+        source: the ``Task.source`` record (``format`` and where).
+    """
+
+    dd: Any
+    label: str
+    default_id: str
+    source: dict[str, Any]
+
+
+def _load_source(
+    datasets,
+    path_or_name: str | os.PathLike | Mapping[str, str | os.PathLike],
+    config_name: str | None,
+    cache: str | None,
+) -> _Source:
+    """Load ``path_or_name``: a ``{split: file}`` mapping, a folder, a JSON file or a Hub name."""
+    if isinstance(path_or_name, Mapping):
+        return _load_json_files(datasets, path_or_name, cache)
+    spec = str(path_or_name)
+    p = Path(spec).expanduser()
+    label = f"hf:{spec}"
+    if p.is_dir():
+        dd = _hf_call(spec, datasets.load_from_disk, str(p))
+        return _Source(dd, label, p.resolve().name, {"format": "hf-disk", "path": str(p.resolve())})
+    if p.is_file():
+        if p.suffix not in (".json", ".jsonl"):
+            raise TaskFormatError(
+                f"{p}: not a .json/.jsonl file or a folder saved with save_to_disk"
+            )
+        dd = _hf_call(spec, datasets.load_dataset, "json", data_files=str(p), cache_dir=cache)
+        return _Source(dd, label, p.stem, {"format": "hf-json", "data_files": str(p.resolve())})
+    if spec.startswith((".", "/", "~")) or os.path.isabs(spec) or p.suffix in (".json", ".jsonl"):
+        raise TaskFormatError(f"{spec}: no such file or folder")
+    dd = _hf_call(label, datasets.load_dataset, spec, config_name, cache_dir=cache, hub=True)
+    default_id = config_name or spec.rstrip("/").split("/")[-1]
+    return _Source(dd, label, default_id, {"format": "hf-hub", "name": spec, "config": config_name})
+
+
+def _load_json_files(
+    datasets, files: Mapping[str, str | os.PathLike], cache: str | None
+) -> _Source:
+    """A ``{split: file}`` mapping of local JSON files, read with ``load_dataset("json")``."""
+    data_files = {str(k): str(v) for k, v in files.items()}
+    for f in data_files.values():
+        if not Path(f).is_file():
+            raise TaskFormatError(f"{f}: file not found")
+    label = "json:" + ",".join(f"{k}={v}" for k, v in data_files.items())
+    default_id = Path(next(iter(data_files.values()))).parent.name or "task"
+    dd = _hf_call(label, datasets.load_dataset, "json", data_files=data_files, cache_dir=cache)
+    return _Source(dd, label, default_id, {"format": "hf-json", "data_files": data_files})
+
+
+def _check_splits(src: _Source, splits: tuple[str, str], columns: tuple[str | None, ...]) -> None:
+    """Raise unless ``src.dd`` has both splits, each with every (non-``None``) column."""
+    train_split, test_split = splits
+    if not isinstance(src.dd, Mapping):
+        raise TaskFormatError(
+            f"{src.label}: a single Dataset without splits; save a DatasetDict with "
+            f"{train_split!r} and {test_split!r} splits"
+        )
+    for split in splits:
+        if split not in src.dd:
+            raise TaskFormatError(
+                f"{src.label}: no split {split!r} (splits: {sorted(src.dd)}); "
+                f"pass train_split=/test_split="
+            )
+    for split in splits:
+        cols = list(src.dd[split].column_names)
+        for col in columns:
+            if col is not None and col not in cols:
+                raise TaskFormatError(
+                    f"{src.label}: split {split!r} has no column {col!r} (columns: {cols})"
+                )
+
+
+@dataclass(frozen=True)
+class _LabelMapper:
+    """Raw output values -> labels.
+
+    With a ``mapping`` (the ``labels`` argument as a dict) a value, its ``str`` or its
+    ``ClassLabel`` name must be a key; without one, ``ClassLabel`` indices become class names and
+    other ints of a classification task become strings; anything else is kept as is.
+
+    Example:
+        >>> _LabelMapper(None, ["neg", "pos"], "classification")(1, "row 0")
+        'pos'
+        >>> _LabelMapper({"0": "bad", "1": "good"}, None, "classification")(1, "row 0")
+        'good'
+    """
+
+    mapping: dict[Any, str] | None
+    class_names: list[str] | None
+    kind: str
+
+    def __call__(self, value: Any, where: str) -> Any:
+        is_int = isinstance(value, int) and not isinstance(value, bool)
+        names = self.class_names
+        if self.mapping is not None:
+            for key in (value, str(value)):
+                if key in self.mapping:
+                    return self.mapping[key]
+            if names is not None and isinstance(value, int) and 0 <= value < len(names):
+                if names[value] in self.mapping:
+                    return self.mapping[names[value]]
+            raise TaskFormatError(f"{where}: label {value!r} is not a key of the labels mapping")
+        if names is not None and is_int:
+            if not 0 <= value < len(names):
+                raise TaskFormatError(
+                    f"{where}: class index {value} outside the ClassLabel names {names}"
+                )
+            return names[value]
+        if self.kind == "classification" and is_int:
+            return str(value)
+        return value
+
+
+def _label_mapper(
+    datasets,
+    train: Any,
+    output_field: str,
+    labels: Sequence[str] | Mapping[Any, str] | None,
+    kind: str,
+) -> _LabelMapper:
+    """The label mapper of a dataset: ``ClassLabel`` names of ``train[output_field]``, if any."""
+    feature = train.features[output_field]
+    class_names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
+    return _LabelMapper(dict(labels) if isinstance(labels, Mapping) else None, class_names, kind)
+
+
+def _raw_rows(
+    src: _Source,
+    split: str,
+    fields: tuple[str, str, str | None],
+    to_label: _LabelMapper,
+) -> list[_RawRow]:
+    """The rows of one split as ``(where, input, label, references)``; raises on none.
+
+    ``fields`` are the input, output and (optional) references columns.
+    """
+    input_field, output_field, references_field = fields
+    ds = src.dd[split]
+    inputs = ds[input_field]
+    outputs = ds[output_field]
+    refs = ds[references_field] if references_field else [None] * len(inputs)
+    rows = []
+    for i, (inp, out, ref) in enumerate(zip(inputs, outputs, refs, strict=True)):
+        where = f"{src.label} split {split!r} row {i}"
+        rows.append((where, inp, to_label(out, where), ref))
+    if not rows:
+        raise TaskFormatError(f"{src.label}: split {split!r} is empty")
+    return rows
+
+
+def _label_list(
+    labels: Sequence[str] | Mapping[Any, str] | None,
+    mapper: _LabelMapper,
+    raw: Mapping[str, list[_RawRow]],
+    output_field: str,
+    source_label: str,
+) -> list[str]:
+    """A classification task's labels, checked.
+
+    In order of preference: the values of a ``labels`` mapping (first-seen order), the
+    ``labels`` list, the ``ClassLabel`` names, the sorted distinct outputs (all strings).
+    """
+    if mapper.mapping is not None:
+        label_list = list(dict.fromkeys(mapper.mapping.values()))
+    elif labels is not None:
+        label_list = list(labels)
+    elif mapper.class_names is not None:
+        label_list = mapper.class_names
+    else:
+        rows = [r for split_rows in raw.values() for r in split_rows]
+        bad = next((r for r in rows if not isinstance(r[2], str)), None)
+        if bad is not None:
+            raise TaskFormatError(f'{bad[0]}: "{output_field}" must be a string, got {bad[2]!r}')
+        label_list = sorted({r[2] for r in rows})
+    return check_labels(label_list, f"{source_label}: labels")
 
 
 def _hf_call(what: str, fn, *args, hub: bool = False, **kwargs):

@@ -206,7 +206,8 @@ def subset(
     return [examples[i] for i in sorted(chosen)]
 
 
-def _read_text(path: Path) -> str:
+def read_text(path: Path) -> str:
+    """The UTF-8 text of a task file (a leading BOM dropped); missing/undecodable -> error."""
     try:
         return path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
@@ -215,27 +216,30 @@ def _read_text(path: Path) -> str:
         raise TaskFormatError(f"{path}: not UTF-8 text (byte {e.start})") from None
 
 
-def _load_json(path: Path) -> Any:
-    text = _read_text(path)
+def load_json(path: Path) -> Any:
+    """The parsed JSON of a task file; invalid JSON -> ``TaskFormatError`` naming the line."""
+    text = read_text(path)
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise TaskFormatError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
 
 
-def _check_kind(kind: Any, where: str) -> str:
+def check_kind(kind: Any, where: str) -> str:
+    """``kind`` if it is one of :data:`KINDS`; ``where`` names the file for the message."""
     if kind not in KINDS:
         raise TaskFormatError(f"{where}: unknown kind {kind!r}; use one of {list(KINDS)}")
     return kind
 
 
-def _check_metric(metric: Any, where: str) -> str:
+def check_metric(metric: Any, where: str) -> str:
+    """``metric`` if it is one of :data:`METRICS`; ``where`` names the file for the message."""
     if metric not in METRICS:
         raise TaskFormatError(f"{where}: unknown metric {metric!r}; use one of {list(METRICS)}")
     return metric
 
 
-def _check_labels(labels: Any, where: str) -> list[str]:
+def check_labels(labels: Any, where: str) -> list[str]:
     """A classification task's labels: a non-empty list of distinct non-empty strings."""
     if labels is None:
         raise TaskFormatError(f"{where}: a classification task needs labels")
@@ -256,7 +260,7 @@ def _check_labels(labels: Any, where: str) -> list[str]:
     return list(labels)
 
 
-def _make_example(
+def make_example(
     where: str,
     inp: Any,
     out: Any,
@@ -295,7 +299,8 @@ def _make_example(
     return Example(inp, out, (out,) + tuple(r for r in refs if r != out))
 
 
-def _check_nonempty(examples: list[Example], where: str) -> list[Example]:
+def check_nonempty(examples: list[Example], where: str) -> list[Example]:
+    """``examples`` if there is at least one; ``where`` names the split file for the message."""
     if not examples:
         raise TaskFormatError(f"{where}: no examples (the split is empty)")
     return examples

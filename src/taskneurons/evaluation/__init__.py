@@ -1,8 +1,9 @@
 """Evaluation: label scoring, generation, metrics and result records.
 
-:func:`evaluate` dispatches to label scoring (classification) or generation (exact match or
-ROUGE-L); the metrics are pure functions; :class:`EvalResult` records each evaluation with its
-provenance.
+:func:`evaluate` (``dispatch``) resolves the mode once and runs one path: label scoring
+(``label_scoring``, classification) or generation (``generation``: exact match or ROUGE-L);
+``model_io`` holds the model plumbing both share (device, forward arguments, batch runner); the
+metrics are pure functions; :class:`EvalResult` records each evaluation with its provenance.
 
 Example:
     >>> from taskneurons.evaluation import evaluate, EvalConfig

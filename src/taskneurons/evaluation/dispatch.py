@@ -14,6 +14,11 @@ Three ways to score a model on a task:
 * ``mode="generate"`` on a generation task: greedy generation, ROUGE-L F1 (``rouge-score``)
   against every reference of an example (the best one counts), averaged and multiplied by 100.
 
+:func:`evaluate` checks its arguments, resolves the mode once and runs one path: the score path
+(prompts + calibration prompts -> label log-likelihoods in :mod:`.label_scoring` ->
+predictions) or the generate path (prompts -> texts in :mod:`.generation` -> exact-match or
+ROUGE-L predictions); both end in one :class:`EvalResult`.
+
 Example:
     >>> model, tok = load_model("smollm2-135m")  # doctest: +SKIP
     >>> task = load_task("../shared/data/sst2")  # doctest: +SKIP
@@ -25,39 +30,41 @@ Example:
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-import torch
 from torch import nn
 
-from taskneurons.data.prompts import (
-    encode_prompt,
-    pad_id_of,
-)
+from taskneurons.data.prompts import PromptConfig, encode_prompt, pad_id_of
 from taskneurons.data.tasks import Example, Task, examples_hash
-from taskneurons.evaluation.generation import _generate_batch
+from taskneurons.evaluation.generation import (
+    default_max_new_tokens,
+    exact_match_predictions,
+    generate_texts,
+    rouge_predictions,
+)
 from taskneurons.evaluation.label_scoring import (
-    _forward_params,
-    _label_table,
-    _score_batch_cache,
-    _score_batch_concat,
+    label_log_likelihoods,
+    label_predictions,
+    label_table,
 )
-from taskneurons.evaluation.metrics import content_free_log_prior, exact_match, rouge_l
-from taskneurons.evaluation.result import (
-    GENERATION_MAX_NEW_TOKENS,
-    LABEL_SLACK_TOKENS,
-    EvalConfig,
-    EvalResult,
-    Mode,
-)
+from taskneurons.evaluation.result import EvalConfig, EvalResult, Mode
 from taskneurons.provenance import model_fingerprint
 
-log = logging.getLogger(__name__)
+
+def _examples_to_evaluate(task: Task, examples: Sequence[Example] | None) -> list[Example]:
+    """``examples`` (default ``task.test``) as a list; raises on none or on a label-less task."""
+    examples = list(task.test if examples is None else examples)
+    if not examples:
+        raise ValueError(f"task {task.id!r}: no examples to evaluate (empty example list)")
+    if task.kind == "classification" and not task.labels:
+        raise ValueError(
+            f"task {task.id!r} is a classification task without labels; give task.labels"
+        )
+    return examples
 
 
 def _resolve_mode(task: Task, mode: Mode | None) -> Mode:
@@ -73,8 +80,11 @@ def _resolve_mode(task: Task, mode: Mode | None) -> Mode:
     return mode
 
 
-def _batches(order: list[int], size: int) -> list[list[int]]:
-    return [order[i : i + size] for i in range(0, len(order), size)]
+def _encode_prompts(
+    tokenizer, task: Task, texts: Sequence[str], prompt: PromptConfig, reserve: int
+) -> list[list[int]]:
+    """Prompt token ids of every input text, leaving room for ``reserve`` answer tokens."""
+    return [encode_prompt(tokenizer, task, text, prompt, reserve=reserve) for text in texts]
 
 
 def evaluate(
@@ -115,130 +125,95 @@ def evaluate(
         >>> r.metric, r.n, r.predictions[0].keys() >= {"prediction", "correct"}  # doctest: +SKIP
         ('accuracy', 20, True)
     """
-    from tqdm.auto import tqdm
-
     config = config or EvalConfig()
-    examples = list(task.test if examples is None else examples)
-    if not examples:
-        raise ValueError(f"task {task.id!r}: no examples to evaluate (empty example list)")
-    if task.kind == "classification" and not task.labels:
-        raise ValueError(
-            f"task {task.id!r} is a classification task without labels; give task.labels"
-        )
+    examples = _examples_to_evaluate(task, examples)
     mode = _resolve_mode(task, mode)
-    pad = pad_id_of(tokenizer)
-    pcfg = config.prompt
-    params = _forward_params(model)
+    path = _score_path if mode == "score" else _generate_path
+    return path(model, tokenizer, task, examples, config, progress)
 
-    label_ids = label_mask = None
-    label_lengths: list[int] = []
-    if task.kind == "classification":
-        label_ids, label_mask, label_lengths = _label_table(tokenizer, task.labels, pcfg)
-    if mode == "score":
-        reserve = max(label_lengths)
-    else:
-        max_new = config.max_new_tokens
-        if max_new is None:
-            max_new = (
-                max(label_lengths) + LABEL_SLACK_TOKENS
-                if task.kind == "classification"
-                else GENERATION_MAX_NEW_TOKENS
-            )
-        reserve = max_new
-        if config.max_new_tokens is None:
-            config = replace(config, max_new_tokens=max_new)
 
+def _score_path(
+    model: nn.Module,
+    tokenizer,
+    task: Task,
+    examples: list[Example],
+    config: EvalConfig,
+    progress: bool,
+) -> EvalResult:
+    """``mode="score"``: label log-likelihoods after each prompt (and the content-free ones)."""
+    table = label_table(tokenizer, task.labels, config.prompt)
     start = time.perf_counter()
-    prompts = [encode_prompt(tokenizer, task, ex.input, pcfg, reserve=reserve) for ex in examples]
-    cf_prompts = []
-    if mode == "score" and config.calibrate:
-        cf_prompts = [
-            encode_prompt(tokenizer, task, text, pcfg, reserve=reserve)
-            for text in config.calibration_inputs
-        ]
-    all_prompts = prompts + cf_prompts
-    order = list(range(len(all_prompts)))
-    if config.sort_by_length:
-        order.sort(key=lambda i: -len(all_prompts[i]))
-    batches = _batches(order, config.batch_size)
+    reserve = max(table.lengths)
+    texts = [ex.input for ex in examples]
+    if config.calibrate:
+        texts += list(config.calibration_inputs)
+    prompts = _encode_prompts(tokenizer, task, texts, config.prompt, reserve)
+    sums = label_log_likelihoods(
+        model,
+        prompts,
+        table,
+        pad_id_of(tokenizer),
+        config,
+        desc=f"eval {task.id} (score)",
+        progress=progress,
+    )
+    predictions, total, calibration = label_predictions(task, examples, sums, table.lengths, config)
+    return _result(model, task, examples, "score", config, predictions, total, start, calibration)
 
-    sums: list[torch.Tensor | None] = [None] * len(all_prompts)
-    texts: list[str | None] = [None] * len(all_prompts)
-    use_cache = config.scoring == "cache"
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            bar = tqdm(batches, desc=f"eval {task.id} ({mode})", disable=not progress, leave=False)
-            for idx in bar:
-                chunk = [all_prompts[i] for i in idx]
-                if mode == "score":
-                    ll = None
-                    if use_cache:
-                        ll = _score_batch_cache(model, chunk, label_ids, label_mask, pad, params)
-                        if ll is None:
-                            log.warning(
-                                "%s returned no repeatable KV cache; scoring labels by "
-                                "concatenation instead",
-                                type(model).__name__,
-                            )
-                            use_cache = False
-                    if ll is None:
-                        ll = _score_batch_concat(model, chunk, label_ids, label_lengths, pad)
-                    for row, i in enumerate(idx):
-                        sums[i] = ll[row].cpu()
-                else:
-                    out = _generate_batch(
-                        model, tokenizer, chunk, pad, reserve, config.stop_at_newline
-                    )
-                    for row, i in enumerate(idx):
-                        texts[i] = out[row]
-    finally:
-        model.train(was_training)
 
-    predictions: list[dict[str, Any]] = []
-    calibration: dict[str, float] | None = None
-    total = 0.0
-    if mode == "score":
-        lengths = torch.tensor(label_lengths, dtype=torch.float32)  # [labels]
-        ranked_all = torch.stack(sums)  # [examples + content-free, labels]
-        if config.length_normalize:
-            ranked_all = ranked_all / lengths
-        ranked_ex = ranked_all[: len(examples)]  # [examples, labels]
-        if cf_prompts:
-            log_prior = content_free_log_prior(ranked_all[len(examples) :])  # [labels]
-            ranked_ex = ranked_ex - log_prior
-            calibration = dict(zip(task.labels, log_prior.tolist(), strict=True))
-        for ex, ll, ranked in zip(examples, sums[: len(examples)], ranked_ex, strict=True):
-            pred = task.labels[int(torch.argmax(ranked))]
-            correct = pred == ex.output
-            total += correct
-            predictions.append(
-                {
-                    "input": ex.input,
-                    "gold": ex.output,
-                    "prediction": pred,
-                    "correct": correct,
-                    "log_likelihoods": dict(zip(task.labels, ll.tolist(), strict=True)),
-                    "label_scores": dict(zip(task.labels, ranked.tolist(), strict=True)),
-                }
-            )
-    elif task.kind == "classification":
-        for ex, text in zip(examples, texts, strict=True):
-            correct = exact_match(text, ex.output)
-            total += correct
-            predictions.append(
-                {"input": ex.input, "gold": ex.output, "prediction": text, "correct": correct}
-            )
-    else:
-        for ex, text in zip(examples, texts, strict=True):
-            refs = list(ex.all_references)
-            value = 100.0 * rouge_l(text, refs, use_stemmer=config.rouge_stemmer)
-            total += value
-            predictions.append(
-                {"input": ex.input, "gold": refs, "prediction": text, "score": value}
-            )
+def _generate_path(
+    model: nn.Module,
+    tokenizer,
+    task: Task,
+    examples: list[Example],
+    config: EvalConfig,
+    progress: bool,
+) -> EvalResult:
+    """``mode="generate"``: greedy answers, exact match (classification) or ROUGE-L."""
+    lengths: list[int] = []
     if task.kind == "classification":
+        lengths = label_table(tokenizer, task.labels, config.prompt).lengths
+    max_new = config.max_new_tokens
+    if max_new is None:
+        max_new = default_max_new_tokens(task, lengths)
+        config = replace(config, max_new_tokens=max_new)
+    start = time.perf_counter()
+    texts = [ex.input for ex in examples]
+    prompts = _encode_prompts(tokenizer, task, texts, config.prompt, max_new)
+    answers = generate_texts(
+        model,
+        tokenizer,
+        prompts,
+        pad_id_of(tokenizer),
+        max_new,
+        config,
+        desc=f"eval {task.id} (generate)",
+        progress=progress,
+    )
+    if task.kind == "classification":
+        predictions, total = exact_match_predictions(examples, answers)
+    else:
+        predictions, total = rouge_predictions(examples, answers, config.rouge_stemmer)
+    return _result(model, task, examples, "generate", config, predictions, total, start, None)
+
+
+def _result(
+    model: nn.Module,
+    task: Task,
+    examples: list[Example],
+    mode: Mode,
+    config: EvalConfig,
+    predictions: list[dict[str, Any]],
+    total: float,
+    start: float,
+    calibration: dict[str, float] | None,
+) -> EvalResult:
+    """The :class:`EvalResult`: mean score (correct count x 100 or summed ROUGE-L) over examples.
+
+    ``start`` is the ``time.perf_counter()`` the timed part began at.
+    """
+    classification = task.kind == "classification"
+    if classification:
         total *= 100.0
     seconds = time.perf_counter() - start
     score = total / len(examples)
@@ -247,7 +222,7 @@ def evaluate(
     return EvalResult(
         task_id=task.id,
         mode=mode,
-        metric="accuracy" if task.kind == "classification" else "rougeL",
+        metric="accuracy" if classification else "rougeL",
         score=score,
         n=len(examples),
         predictions=predictions,

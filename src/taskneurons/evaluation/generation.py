@@ -1,4 +1,8 @@
-"""Greedy generation from left-padded prompts, cut at EOS and (optionally) the first newline."""
+"""Greedy generation from left-padded prompts, cut at EOS and (optionally) the first newline.
+
+:func:`generate_texts` runs the batches; :func:`exact_match_predictions` (classification) and
+:func:`rouge_predictions` (generation tasks) turn the texts into predictions.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,14 @@ from taskneurons.data.prompts import (
     EncodedExample,
     collate,
 )
-from taskneurons.evaluation.label_scoring import _device_of
+from taskneurons.data.tasks import Example, Task
+from taskneurons.evaluation.metrics import exact_match, rouge_l
+from taskneurons.evaluation.model_io import device_of, run_batches
+from taskneurons.evaluation.result import (
+    GENERATION_MAX_NEW_TOKENS,
+    LABEL_SLACK_TOKENS,
+    EvalConfig,
+)
 
 
 class _NewlineStop:
@@ -34,11 +45,11 @@ class _NewlineStop:
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
-def _cut_generation(text: str, stop_at_newline: bool) -> str:
+def cut_generation(text: str, stop_at_newline: bool) -> str:
     """The answer in a generated text: up to the first newline after leading blanks, stripped.
 
     Example:
-        >>> _cut_generation("\\n Good\\nBad", True)
+        >>> cut_generation("\\n Good\\nBad", True)
         'Good'
     """
     if stop_at_newline:
@@ -46,7 +57,7 @@ def _cut_generation(text: str, stop_at_newline: bool) -> str:
     return text.strip()
 
 
-def _generate_batch(
+def generate_batch(
     model: nn.Module,
     tokenizer,
     prompts: Sequence[Sequence[int]],
@@ -55,7 +66,7 @@ def _generate_batch(
     stop_at_newline: bool,
 ) -> list[str]:
     """Greedy continuations of left-padded prompts, cut at EOS and (optionally) a newline."""
-    device = _device_of(model)
+    device = device_of(model)
     enc = [EncodedExample(tuple(p), len(p)) for p in prompts]
     batch = collate(enc, pad_id, padding_side="left")
     ids = batch["input_ids"].to(device)  # [batch, P]
@@ -85,5 +96,83 @@ def _generate_batch(
     for row in new.tolist():
         cut = next((i for i, t in enumerate(row) if t in stops), len(row))
         text = tokenizer.decode(row[:cut], skip_special_tokens=True)
-        texts.append(_cut_generation(text, stop_at_newline))
+        texts.append(cut_generation(text, stop_at_newline))
     return texts
+
+
+def default_max_new_tokens(task: Task, label_lengths: Sequence[int]) -> int:
+    """New-token budget when ``EvalConfig.max_new_tokens`` is ``None``.
+
+    The longest label plus :data:`LABEL_SLACK_TOKENS` (classification; ``label_lengths`` in
+    tokens), else :data:`GENERATION_MAX_NEW_TOKENS`.
+    """
+    if task.kind == "classification":
+        return max(label_lengths) + LABEL_SLACK_TOKENS
+    return GENERATION_MAX_NEW_TOKENS
+
+
+def generate_texts(
+    model: nn.Module,
+    tokenizer,
+    prompts: Sequence[Sequence[int]],
+    pad_id: int,
+    max_new_tokens: int,
+    config: EvalConfig,
+    *,
+    desc: str,
+    progress: bool,
+) -> list[str]:
+    """Greedy answer of every prompt (see :func:`generate_batch`), in the order of ``prompts``."""
+
+    def step(chunk: list[Sequence[int]]) -> list[str]:
+        return generate_batch(
+            model, tokenizer, chunk, pad_id, max_new_tokens, config.stop_at_newline
+        )
+
+    return run_batches(
+        model,
+        prompts,
+        step,
+        batch_size=config.batch_size,
+        sort_by_length=config.sort_by_length,
+        desc=desc,
+        progress=progress,
+    )
+
+
+def exact_match_predictions(
+    examples: Sequence[Example], texts: Sequence[str]
+) -> tuple[list[dict[str, Any]], float]:
+    """``(predictions, correct)``: generated labels against the gold labels by exact match.
+
+    Example:
+        >>> preds, correct = exact_match_predictions([Example("x", "Good")], ["good."])
+        >>> correct, preds[0]["correct"]
+        (1.0, True)
+    """
+    predictions: list[dict[str, Any]] = []
+    total = 0.0
+    for ex, text in zip(examples, texts, strict=True):
+        correct = exact_match(text, ex.output)
+        total += correct
+        predictions.append(
+            {"input": ex.input, "gold": ex.output, "prediction": text, "correct": correct}
+        )
+    return predictions, total
+
+
+def rouge_predictions(
+    examples: Sequence[Example], texts: Sequence[str], use_stemmer: bool
+) -> tuple[list[dict[str, Any]], float]:
+    """``(predictions, total)``: ROUGE-L F1 x 100 of each text against its best reference.
+
+    ``total`` is the sum of the per-example scores (each in [0, 100]).
+    """
+    predictions: list[dict[str, Any]] = []
+    total = 0.0
+    for ex, text in zip(examples, texts, strict=True):
+        refs = list(ex.all_references)
+        value = 100.0 * rouge_l(text, refs, use_stemmer=use_stemmer)
+        total += value
+        predictions.append({"input": ex.input, "gold": refs, "prediction": text, "score": value})
+    return predictions, total

@@ -7,9 +7,9 @@ prompt+label row is scored on its own (``concat``).
 
 from __future__ import annotations
 
-import inspect
+import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -21,41 +21,41 @@ from taskneurons.data.prompts import (
     encode_answer,
     pad_id_of,
 )
+from taskneurons.data.tasks import Example, Task
+from taskneurons.evaluation.metrics import content_free_log_prior
+from taskneurons.evaluation.model_io import (
+    cache_kwarg,
+    device_of,
+    forward_params,
+    output_cache,
+    positions,
+    run_batches,
+)
+from taskneurons.evaluation.result import EvalConfig
+
+log = logging.getLogger(__name__)
 
 
-def _device_of(model: nn.Module) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")
+class LabelTable(NamedTuple):
+    """Answer tokens of every label.
+
+    Attributes:
+        ids: ``[labels, A]`` token ids, right-padded with the pad id.
+        mask: ``[labels, A]`` 1 on a label's tokens, 0 on padding.
+        lengths: tokens per label (``A = max(lengths)``).
+    """
+
+    ids: torch.Tensor
+    mask: torch.Tensor
+    lengths: list[int]
 
 
-def _forward_params(model: nn.Module) -> set[str]:
-    return set(inspect.signature(model.forward).parameters)
+def label_table(tokenizer, labels: Sequence[str], prompt_cfg: PromptConfig) -> LabelTable:
+    """Answer token ids of every label: ``ids`` ``[labels, A]`` right-padded, ``mask``, lengths.
 
-
-def _cache_kwarg(params: set[str]) -> str:
-    """Name of the cache argument: ``cache`` (Transformers >= 5.x) or ``past_key_values``."""
-    return "cache" if "cache" in params else "past_key_values"
-
-
-def _output_cache(out) -> Any:
-    for key in ("cache", "past_key_values"):
-        value = out.get(key) if hasattr(out, "get") else getattr(out, key, None)
-        if value is not None:
-            return value
-    return None
-
-
-def _positions(mask: torch.Tensor) -> torch.Tensor:
-    """Position ids ``[batch, pos]`` of a left-padded mask (0 at the first real token)."""
-    return (mask.cumsum(-1) - 1).clamp(min=0)
-
-
-def _label_table(
-    tokenizer, labels: Sequence[str], prompt_cfg: PromptConfig
-) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-    """Answer token ids of every label: ``ids`` ``[labels, A]`` right-padded, ``mask``, lengths."""
+    Raises:
+        ValueError: a label encodes to no tokens.
+    """
     encoded = [encode_answer(tokenizer, label, prompt_cfg) for label in labels]
     for label, ids in zip(labels, encoded, strict=True):
         if not ids:
@@ -67,10 +67,10 @@ def _label_table(
     for row, ids in enumerate(encoded):
         table[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
         mask[row, : len(ids)] = 1
-    return table, mask, [len(ids) for ids in encoded]
+    return LabelTable(table, mask, [len(ids) for ids in encoded])
 
 
-def _score_batch_cache(
+def score_batch_cache(
     model: nn.Module,
     prompts: Sequence[Sequence[int]],
     label_ids: torch.Tensor,
@@ -82,7 +82,7 @@ def _score_batch_cache(
 
     Returns ``None`` when the model gives no cache that can be repeated per label.
     """
-    device = _device_of(model)
+    device = device_of(model)
     n_labels, width = label_ids.shape
     enc = [EncodedExample(tuple(p), len(p)) for p in prompts]
     batch = collate(enc, pad_id, padding_side="left")
@@ -90,7 +90,7 @@ def _score_batch_cache(
     mask = batch["attention_mask"].to(device)  # [batch, P]
     kwargs: dict[str, Any] = {"attention_mask": mask, "use_cache": True}
     if "position_ids" in params:
-        kwargs["position_ids"] = _positions(mask)
+        kwargs["position_ids"] = positions(mask)
     if "logits_to_keep" in params:
         kwargs["logits_to_keep"] = 1
     out = model(input_ids=ids, **kwargs)
@@ -100,7 +100,7 @@ def _score_batch_cache(
     ll = first[:, lab[:, 0]]  # [batch, labels]
     if width == 1:
         return ll
-    cache = _output_cache(out)
+    cache = output_cache(out)
     if cache is None or not hasattr(cache, "batch_repeat_interleave"):
         return None
     b = ids.shape[0]
@@ -108,7 +108,7 @@ def _score_batch_cache(
     inp = lab[:, :-1].repeat(b, 1)  # [batch*labels, A-1]
     inp_mask = lmask[:, :-1].repeat(b, 1)  # [batch*labels, A-1]
     full_mask = torch.cat([mask.repeat_interleave(n_labels, dim=0), inp_mask], dim=1)
-    kwargs = {"attention_mask": full_mask, "use_cache": True, _cache_kwarg(params): cache}
+    kwargs = {"attention_mask": full_mask, "use_cache": True, cache_kwarg(params): cache}
     if "position_ids" in params:
         start = mask.sum(-1).repeat_interleave(n_labels)  # [batch*labels]
         kwargs["position_ids"] = start[:, None] + torch.arange(width - 1, device=device)
@@ -120,7 +120,7 @@ def _score_batch_cache(
     return ll + tok_ll.sum(-1).view(b, n_labels)
 
 
-def _score_batch_concat(
+def score_batch_concat(
     model: nn.Module,
     prompts: Sequence[Sequence[int]],
     label_ids: torch.Tensor,
@@ -128,7 +128,7 @@ def _score_batch_concat(
     pad_id: int,
 ) -> torch.Tensor:
     """Summed label log-likelihoods ``[batch, labels]`` (nats) from prompt+label rows."""
-    device = _device_of(model)
+    device = device_of(model)
     n_labels = label_ids.shape[0]
     labels = [label_ids[i, :n].tolist() for i, n in enumerate(label_lengths)]
     enc = [EncodedExample(tuple(p) + tuple(lab), len(p)) for p in prompts for lab in labels]
@@ -142,3 +142,96 @@ def _score_batch_concat(
     on = tgt != -100
     tok_ll = logp.gather(-1, tgt.clamp(min=0)[..., None]).squeeze(-1) * on
     return tok_ll.sum(-1).view(len(prompts), n_labels)
+
+
+def label_log_likelihoods(
+    model: nn.Module,
+    prompts: Sequence[Sequence[int]],
+    table: LabelTable,
+    pad_id: int,
+    config: EvalConfig,
+    *,
+    desc: str,
+    progress: bool,
+) -> list[torch.Tensor]:
+    """Summed log-likelihood (nats) of every label after every prompt: one ``[labels]`` each.
+
+    ``config.scoring="cache"`` scores through the repeated KV cache and falls back to
+    ``concat`` (with a warning) for the rest of the run when the model gives no repeatable
+    cache. Batching and ordering follow ``config.batch_size`` / ``config.sort_by_length``.
+    """
+    params = forward_params(model)
+    use_cache = config.scoring == "cache"
+
+    def step(chunk: list[Sequence[int]]) -> list[torch.Tensor]:
+        nonlocal use_cache
+        ll = None
+        if use_cache:
+            ll = score_batch_cache(model, chunk, table.ids, table.mask, pad_id, params)
+            if ll is None:
+                log.warning(
+                    "%s returned no repeatable KV cache; scoring labels by concatenation instead",
+                    type(model).__name__,
+                )
+                use_cache = False
+        if ll is None:
+            ll = score_batch_concat(model, chunk, table.ids, table.lengths, pad_id)
+        return [ll[row].cpu() for row in range(len(chunk))]  # [labels] each
+
+    return run_batches(
+        model,
+        prompts,
+        step,
+        batch_size=config.batch_size,
+        sort_by_length=config.sort_by_length,
+        desc=desc,
+        progress=progress,
+    )
+
+
+def label_predictions(
+    task: Task,
+    examples: Sequence[Example],
+    sums: Sequence[torch.Tensor],
+    lengths: Sequence[int],
+    config: EvalConfig,
+) -> tuple[list[dict[str, Any]], float, dict[str, float] | None]:
+    """Predictions from label log-likelihoods: the label with the highest (ranked) score.
+
+    Args:
+        sums: ``[labels]`` log-likelihoods (nats) of each example, followed by those of the
+            content-free calibration inputs (if any).
+        lengths: tokens per label; ``config.length_normalize`` divides the scores by them.
+
+    Returns:
+        ``(predictions, correct, calibration)``: one dict per example (``input``, ``gold``,
+        ``prediction``, ``correct``, ``log_likelihoods``, ``label_scores``), the number of
+        correct predictions, and label -> subtracted log prior (``None`` without calibration).
+    """
+    n = len(examples)
+    ranked_all = torch.stack(list(sums))  # [examples + content-free, labels]
+    if config.length_normalize:
+        ranked_all = ranked_all / torch.tensor(lengths, dtype=torch.float32)  # / [labels]
+    ranked_ex = ranked_all[:n]  # [examples, labels]
+    calibration: dict[str, float] | None = None
+    if len(sums) > n:
+        log_prior = content_free_log_prior(ranked_all[n:])  # [labels]
+        ranked_ex = ranked_ex - log_prior
+        calibration = dict(zip(task.labels, log_prior.tolist(), strict=True))
+    predictions: list[dict[str, Any]] = []
+    total = 0.0
+    for ex, ll, ranked in zip(examples, sums[:n], ranked_ex, strict=True):
+        pred = task.labels[int(torch.argmax(ranked))]
+        correct = pred == ex.output
+        total += correct
+        predictions.append(
+            {
+                "input": ex.input,
+                "gold": ex.output,
+                "prediction": pred,
+                "correct": correct,
+                "log_likelihoods": dict(zip(task.labels, ll.tolist(), strict=True)),
+                "label_scores": dict(zip(task.labels, ranked.tolist(), strict=True)),
+            }
+        )
+    return predictions, total, calibration
