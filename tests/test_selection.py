@@ -10,7 +10,7 @@ import torch
 
 from taskneurons.neurons.neuron_set import NeuronSet, NeuronSetMismatchError
 from taskneurons.neurons.scores import NeuronScores
-from taskneurons.neurons.selection import count_for, iou, random_like, top_k
+from taskneurons.neurons.selection import check_k, count_for, iou, random_like, top_k
 from taskneurons.neurons.space import NeuronSpace
 from taskneurons.provenance import model_fingerprint
 
@@ -139,11 +139,16 @@ def test_top_k_puts_modules_in_id_order_when_given_the_model(llama):
     assert s == top_k(NeuronScores("linear", in_order), k=10)
 
 
-def test_classmethod_aliases():
-    scores = NeuronScores(
-        "ffn", {"ffn": torch.rand(3, 10, generator=torch.Generator().manual_seed(0))}
-    )
-    assert NeuronSet.top_k(scores, 20) == top_k(scores, 20)
+def test_constructors_are_module_functions_not_patched_onto_the_class():
+    # top_k / random_like live in selection only; importing it must not alter NeuronSet
+    assert not hasattr(NeuronSet, "top_k") and not hasattr(NeuronSet, "random_like")
+
+
+def test_check_k_is_public_and_returns_the_float():
+    assert check_k(10) == 10.0 and check_k("2.5") == 2.5 and check_k(100) == 100.0
+    for bad in (0, -1, 100.5, float("nan"), "abc", None):
+        with pytest.raises(ValueError, match=r"k must be a percentage in \(0, 100\]"):
+            check_k(bad)
 
 
 # -- random_like --------------------------------------------------------------------------------
@@ -375,27 +380,3 @@ def test_count_is_finite_for_real_sizes():
     s = top_k(NeuronScores("ffn", {"ffn": vals}), k=10)
     assert len(s) == 4608 and math.isclose(s.fraction(), 0.1)
     assert s.counts_per_layer()["ffn"][-3:].tolist() == [1536, 1536, 1536]
-
-
-def test_diagonal_dominance_and_summary():
-    from taskneurons.experiments.analysis import deactivation_summary, diagonal_dominance
-
-    original = {"a": 50.0, "b": 75.0}
-    matrix = {"a": {"a": 40.0, "b": 70.0}, "b": {"a": 35.0, "b": 60.0}}
-    assert diagonal_dominance(matrix, original) == {"a": False, "b": True}
-    # for a loss the largest rise counts: negate everything and the answer is the same
-    neg = {i: {j: -v for j, v in row.items()} for i, row in matrix.items()}
-    assert diagonal_dominance(neg, {j: -v for j, v in original.items()}, False) == {
-        "a": False,
-        "b": True,
-    }
-    result = {
-        "original": original,
-        "random": {"a": 45.0, "b": 55.0},
-        "task": {"a": 40.0, "b": 60.0},
-        "matrix": matrix,
-    }
-    assert deactivation_summary(result) == (
-        "own neurons off hurt more than random ones: 1 of 2 (a)\n"
-        "largest drop of a column on its diagonal: 1 of 2 (b)"
-    )

@@ -182,7 +182,7 @@ class _ScoreAccumulator:
 
 
 def _resolve_examples(task: Task, config: AttributionConfig) -> list[Example]:
-
+    """The task's ``config.split`` examples, ``config.n_examples`` of them (label-stratified)."""
     examples = task.split(config.split)
     if not examples:
         raise ValueError(f"task {task.id!r} has no {config.split} examples to score")
@@ -190,6 +190,145 @@ def _resolve_examples(task: Task, config: AttributionConfig) -> list[Example]:
         labels = task.labels if task.kind == "classification" else None
         examples = subset(examples, config.n_examples, seed=config.seed, labels=labels)
     return list(examples)
+
+
+def _task_batches(
+    task: Task,
+    tokenizer,
+    config: AttributionConfig,
+    examples: Sequence[Example] | None,
+    accelerator,
+    meta: dict,
+) -> tuple[Iterable[dict[str, torch.Tensor]], int]:
+    """This process's batches of a task's examples and how many there are.
+
+    Records ``task``, ``task_source``, ``n_examples`` and ``data_hash`` (of all processes'
+    examples) in ``meta``. With several processes, each gets its shard of the examples.
+    """
+    if tokenizer is None:
+        raise ValueError("relevance_scores on a Task needs the tokenizer")
+    exs = list(examples) if examples is not None else _resolve_examples(task, config)
+    if not exs:
+        raise ValueError(f"task {task.id!r}: no examples to score")
+    meta.update(
+        task=task.id, task_source=task.source, n_examples=len(exs), data_hash=examples_hash(exs)
+    )
+    if accelerator is not None and accelerator.num_processes > 1:
+        with accelerator.split_between_processes(exs) as shard:
+            exs = list(shard)
+    pcfg = PromptConfig(**{**asdict(config.prompt), "loss_on": config.loss})
+    batches = iter_batches(
+        tokenizer,
+        task,
+        exs,
+        pcfg,
+        batch_size=config.batch_size,
+        group_by_length=config.group_by_length,
+    )
+    n_batches = (len(exs) + config.batch_size - 1) // config.batch_size
+    return batches, n_batches
+
+
+def _local_batches(
+    batches: Iterable[dict[str, torch.Tensor]], accelerator
+) -> Iterable[dict[str, torch.Tensor]]:
+    """This process's share of ready-made batches (every ``world``-th one, from its rank)."""
+    if accelerator is not None and accelerator.num_processes > 1:
+        rank, world = accelerator.process_index, accelerator.num_processes
+        return [b for i, b in enumerate(batches) if i % world == rank]
+    return batches
+
+
+def _score_batches(
+    model: nn.Module,
+    batches: Iterable[dict[str, torch.Tensor]],
+    n_batches: int | None,
+    space: NeuronSpace,
+    aggregate: Aggregate,
+    progress: bool,
+) -> tuple[dict[str, torch.Tensor], int, int]:
+    """One forward and one backward per batch, parameters frozen, model in eval mode.
+
+    Returns:
+        ``(sums, n_examples, n_tokens)`` of this process: ``sums`` is module -> float64
+        ``[layers, units]`` (summed over examples, reduced over positions per ``aggregate``),
+        ``n_tokens`` counts the unpadded tokens of the batches.
+    """
+    from tqdm.auto import tqdm
+
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    n_local = 0
+    n_tokens = 0
+    bar = tqdm(batches, total=n_batches, desc="relevance", unit="batch", disable=not progress)
+    with frozen_parameters(model), _ScoreAccumulator(space, aggregate) as acc:
+        for batch in bar:
+            batch = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+            # the loss only runs the model on the first loss_width positions
+            acc.set_token_mask(batch["attention_mask"][:, : loss_width(batch["labels"])])
+            with torch.enable_grad():
+                loss = per_example_loss(model, batch).sum()
+                loss.backward()
+            acc.end_batch()
+            n_local += int(batch["input_ids"].shape[0])
+            n_tokens += int(batch["attention_mask"].sum())
+            bar.set_postfix(loss=f"{loss.item() / batch['input_ids'].shape[0]:.3f}")
+    model.train(was_training)
+    return acc.sums, n_local, n_tokens
+
+
+def _sum_across_processes(
+    sums: dict[str, torch.Tensor], space: NeuronSpace, n_local: int, n_tokens: int, accelerator
+) -> tuple[int, int]:
+    """Add ``sums`` (in place) and the example and token counts over all processes.
+
+    One ``accelerator.reduce`` of a flat float64 tensor: every module's sums in ``space``
+    order, then ``n_local`` and ``n_tokens``. Returns the total ``(n_examples, n_tokens)``;
+    without an accelerator (or with one process) the local counts.
+    """
+    if accelerator is None or accelerator.num_processes <= 1:
+        return n_local, n_tokens
+    flat = torch.cat([sums[m].reshape(-1) for m in space.modules])
+    flat = torch.cat([flat, torch.tensor([float(n_local), float(n_tokens)], dtype=flat.dtype)])
+    flat = accelerator.reduce(flat.to(accelerator.device), reduction="sum").cpu()
+    n_total, n_tokens = int(flat[-2].item()), int(flat[-1].item())
+    off = 0
+    for m in space.modules:
+        numel = sums[m].numel()
+        sums[m] = flat[off : off + numel].reshape(sums[m].shape)
+        off += numel
+    return n_total, n_tokens
+
+
+def _neuron_scores(
+    space: NeuronSpace,
+    sums: dict[str, torch.Tensor],
+    n_total: int,
+    n_tokens: int,
+    aggregate: Aggregate,
+    meta: dict,
+    start: float,
+) -> NeuronScores:
+    """Mean over the ``n_total`` examples (``abs`` of it for ``"task"``), as float32 scores.
+
+    Adds ``n_scored``, ``n_tokens``, ``seconds`` and ``tokens_per_s`` (since ``start``, a
+    ``time.perf_counter()`` value) to ``meta``.
+    """
+    if n_total == 0:
+        raise ValueError("no examples were scored (empty data)")
+    scores = {}
+    for m in space.modules:
+        mean = sums[m] / n_total
+        scores[m] = (mean.abs() if aggregate == "task" else mean).to(torch.float32)
+    elapsed = time.perf_counter() - start
+    meta.update(
+        n_scored=n_total,
+        n_tokens=n_tokens,
+        seconds=round(elapsed, 3),
+        tokens_per_s=round(n_tokens / elapsed, 1) if elapsed > 0 else None,
+    )
+    return NeuronScores(space.definition, scores, meta)
 
 
 def relevance_scores(
@@ -232,79 +371,15 @@ def relevance_scores(
         "space": space.describe(),
         "model_fingerprint": model_fingerprint(model),
     }
+    batches: Iterable[dict[str, torch.Tensor]]
+    n_batches: int | None
     if isinstance(data, Task):
-        if tokenizer is None:
-            raise ValueError("relevance_scores on a Task needs the tokenizer")
-        exs = list(examples) if examples is not None else _resolve_examples(data, config)
-        if not exs:
-            raise ValueError(f"task {data.id!r}: no examples to score")
-        meta.update(
-            task=data.id, task_source=data.source, n_examples=len(exs), data_hash=examples_hash(exs)
-        )
-        if accelerator is not None and accelerator.num_processes > 1:
-            with accelerator.split_between_processes(exs) as shard:
-                exs = list(shard)
-        pcfg = PromptConfig(**{**asdict(config.prompt), "loss_on": config.loss})
-        batches: Iterable[dict[str, torch.Tensor]] = iter_batches(
-            tokenizer,
-            data,
-            exs,
-            pcfg,
-            batch_size=config.batch_size,
-            group_by_length=config.group_by_length,
-        )
-        n_batches = (len(exs) + config.batch_size - 1) // config.batch_size
+        batches, n_batches = _task_batches(data, tokenizer, config, examples, accelerator, meta)
     else:
-        batches = data
-        n_batches = None
-        if accelerator is not None and accelerator.num_processes > 1:
-            rank, world = accelerator.process_index, accelerator.num_processes
-            batches = [b for i, b in enumerate(batches) if i % world == rank]
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    n_local = 0
-    n_tokens = 0
+        batches, n_batches = _local_batches(data, accelerator), None
     start = time.perf_counter()
-    from tqdm.auto import tqdm
-
-    bar = tqdm(batches, total=n_batches, desc="relevance", unit="batch", disable=not progress)
-    with frozen_parameters(model), _ScoreAccumulator(space, config.aggregate) as acc:
-        for batch in bar:
-            batch = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
-            # the loss only runs the model on the first loss_width positions
-            acc.set_token_mask(batch["attention_mask"][:, : loss_width(batch["labels"])])
-            with torch.enable_grad():
-                loss = per_example_loss(model, batch).sum()
-                loss.backward()
-            acc.end_batch()
-            n_local += int(batch["input_ids"].shape[0])
-            n_tokens += int(batch["attention_mask"].sum())
-            bar.set_postfix(loss=f"{loss.item() / batch['input_ids'].shape[0]:.3f}")
-    model.train(was_training)
-    sums = acc.sums
-    n_total = n_local
-    if accelerator is not None and accelerator.num_processes > 1:
-        flat = torch.cat([sums[m].reshape(-1) for m in space.modules])
-        flat = torch.cat([flat, torch.tensor([float(n_local), float(n_tokens)], dtype=flat.dtype)])
-        flat = accelerator.reduce(flat.to(accelerator.device), reduction="sum").cpu()
-        n_total, n_tokens = int(flat[-2].item()), int(flat[-1].item())
-        off = 0
-        for m in space.modules:
-            numel = sums[m].numel()
-            sums[m] = flat[off : off + numel].reshape(sums[m].shape)
-            off += numel
-    if n_total == 0:
-        raise ValueError("no examples were scored (empty data)")
-    scores = {}
-    for m in space.modules:
-        mean = sums[m] / n_total
-        scores[m] = (mean.abs() if config.aggregate == "task" else mean).to(torch.float32)
-    elapsed = time.perf_counter() - start
-    meta.update(
-        n_scored=n_total,
-        n_tokens=n_tokens,
-        seconds=round(elapsed, 3),
-        tokens_per_s=round(n_tokens / elapsed, 1) if elapsed > 0 else None,
+    sums, n_local, n_tokens = _score_batches(
+        model, batches, n_batches, space, config.aggregate, progress
     )
-    return NeuronScores(space.definition, scores, meta)
+    n_total, n_tokens = _sum_across_processes(sums, space, n_local, n_tokens, accelerator)
+    return _neuron_scores(space, sums, n_total, n_tokens, config.aggregate, meta, start)

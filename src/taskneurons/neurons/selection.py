@@ -1,16 +1,12 @@
-"""NeuronSet: a selection of neurons of a :class:`~taskneurons.neurons.space.NeuronSpace`.
-
-A set is one boolean mask ``[layers, units]`` per module of the space (``{"ffn": ...}`` for the
-``ffn`` definition, ``{"gate": ..., "up": ..., "down": ...}`` for ``linear``), plus a ``meta``
-record of how it was made (model fingerprint, definition, k, scope, task, data, seed, version).
-
-Ways to make one:
+"""Ways to make a :class:`~taskneurons.neurons.neuron_set.NeuronSet`, and compare two.
 
 * :func:`top_k` — the top ``k`` % of neurons by relevance (the task-specific neurons of
   PAPER.md), ranked over the whole model or within each layer.
 * :func:`random_like` — a random set with the same count per ``(layer, module)`` as another set
-  (the control of the paper's deactivation experiments), optionally avoiding another set.
-* ``a | b``, ``a & b``, ``a - b`` and :func:`iou` — set algebra between sets of one space.
+  (the control of the paper's deactivation experiments), optionally avoiding another set;
+  :func:`matched_random_sets` makes one per task.
+* :func:`iou` — overlap of two sets of one space (``a | b``, ``a & b``, ``a - b`` are on the
+  class).
 
 Example:
     >>> scores = NeuronScores("ffn", {"ffn": torch.rand(2, 8)})  # doctest: +SKIP
@@ -46,12 +42,8 @@ from taskneurons.provenance import fingerprint_of, model_fingerprint
 
 log = logging.getLogger(__name__)
 
-
 Scope = Literal["model", "layer"]
-
-
 RankModules = Literal["together", "separately"]
-
 
 #: Keys copied from a NeuronScores' meta into the NeuronSet's meta (when present).
 _INHERITED_KEYS = (
@@ -68,7 +60,13 @@ _INHERITED_KEYS = (
 )
 
 
-def _check_k(k: float) -> float:
+def check_k(k: float) -> float:
+    """``k`` as a float percentage; ``ValueError`` unless it is a number in ``(0, 100]``.
+
+    Example:
+        >>> check_k(10), check_k("2.5")
+        (10.0, 2.5)
+    """
     try:
         kf = float(k)
     except (TypeError, ValueError):
@@ -87,7 +85,7 @@ def count_for(k: float, n: int) -> int:
         >>> count_for(10, 46080), count_for(1, 30), count_for(50, 5)
         (4608, 1, 3)
     """
-    kf = _check_k(k)
+    kf = check_k(k)
     return max(1, min(n, math.floor(kf / 100.0 * n + 0.5)))
 
 
@@ -96,6 +94,105 @@ def _top_indices(values: torch.Tensor, count: int) -> torch.Tensor:
     # a stable descending sort keeps equal scores in index (= neuron id) order
     order = torch.sort(values, descending=True, stable=True).indices
     return order[:count]
+
+
+def _check_top_k_args(k: float, scope: str, rank_modules: str) -> float:
+    """``k`` as a float (see :func:`check_k`); rejects an unknown ``scope``/``rank_modules``."""
+    kf = check_k(k)
+    if scope not in ("model", "layer"):
+        raise ValueError(f"scope must be 'model' or 'layer', got {scope!r}")
+    if rank_modules not in ("together", "separately"):
+        raise ValueError(f"rank_modules must be 'together' or 'separately', got {rank_modules!r}")
+    return kf
+
+
+def _scores_in_id_order(
+    scores: NeuronScores, model: nn.Module | None
+) -> tuple[dict[str, torch.Tensor], NeuronSpace | None]:
+    """``scores``' module tensors (in the model's id order when given) and the model's space."""
+    raw = dict(scores.scores)
+    space = None
+    if model is not None:
+        space = NeuronSpace(model, scores.definition)  # type: ignore[arg-type]
+        if sorted(raw) == sorted(space.modules):  # put modules in id order (files sort them)
+            raw = {m: raw[m] for m in space.modules}
+    return raw, space
+
+
+def _check_no_nan(raw: Mapping[str, torch.Tensor]) -> None:
+    """Raise ``ValueError`` naming the first nan (module, layer, unit) of the scores."""
+    for m, t in raw.items():
+        if torch.isnan(t).any():
+            bad = torch.isnan(t).nonzero()[0].tolist()
+            raise ValueError(
+                f"scores of module {m!r} contain nan (first at layer {bad[0]}, unit {bad[1]}); "
+                "cannot rank them"
+            )
+
+
+def _rank(
+    raw: Mapping[str, torch.Tensor], kf: float, scope: Scope, rank_modules: RankModules
+) -> dict[str, torch.Tensor]:
+    """The top ``kf`` % of ``raw`` as boolean masks ``[layers, units]``, module -> mask.
+
+    Each group of modules ranked together is one ``[layers, sum(units)]`` float64 block
+    (modules side by side, id order), ranked as a whole or row by row (``scope="layer"``).
+    """
+    shapes = {m: tuple(t.shape) for m, t in raw.items()}
+    vals = {m: t.detach().to("cpu", torch.float64) for m, t in raw.items()}
+    masks = {m: torch.zeros(shapes[m], dtype=torch.bool) for m in shapes}
+    n_layers = next(iter(shapes.values()))[0]
+    # groups of modules ranked in one list
+    groups = [list(shapes)] if rank_modules == "together" else [[m] for m in shapes]
+    for group in groups:
+        widths = [shapes[m][1] for m in group]
+        block = torch.cat([vals[m] for m in group], dim=1)  # [layers, sum(widths)], id order
+        chosen = torch.zeros(block.shape, dtype=torch.bool)
+        if scope == "model":
+            flat = block.reshape(-1)
+            chosen.view(-1)[_top_indices(flat, count_for(kf, flat.numel()))] = True
+        else:
+            c = count_for(kf, block.shape[1])
+            for layer in range(n_layers):
+                chosen[layer, _top_indices(block[layer], c)] = True
+        for m, part in zip(group, chosen.split(widths, dim=1), strict=True):
+            masks[m] = part.contiguous()
+    return masks
+
+
+def _top_k_meta(
+    scores: NeuronScores,
+    kf: float,
+    scope: Scope,
+    rank_modules: RankModules,
+    model: nn.Module | None,
+    meta: dict | None,
+) -> dict:
+    """A top-k set's meta: the choices, the model fingerprint (from ``scores.meta``, else
+    ``model``), the task and data of the scores; ``meta`` overrides all."""
+    info: dict = {
+        "kind": "top_k",
+        "definition": scores.definition,
+        "k": kf,
+        "scope": scope,
+        "rank_modules": rank_modules,
+        "tie_break": "lower neuron id",
+    }
+    fp = fingerprint_of(scores.meta)
+    if fp is None and model is not None:
+        fp = model_fingerprint(model)
+    if fp is not None:
+        info["model_fingerprint"] = fp
+    for key in _INHERITED_KEYS:
+        if key in scores.meta:
+            info[key] = scores.meta[key]
+    config = scores.meta.get("config")
+    if "seed" not in info and isinstance(config, Mapping) and "seed" in config:
+        info["seed"] = config["seed"]  # seed of the scored example subset
+    info["version"] = _package_version()
+    info["scores_meta"] = scores.meta
+    info.update(meta or {})
+    return info
 
 
 def top_k(
@@ -144,71 +241,102 @@ def top_k(
         >>> top_k(s, k=34, scope="layer").counts_per_layer()["ffn"].tolist()
         [1, 1]
     """
-    kf = _check_k(k)
-    if scope not in ("model", "layer"):
-        raise ValueError(f"scope must be 'model' or 'layer', got {scope!r}")
-    if rank_modules not in ("together", "separately"):
-        raise ValueError(f"rank_modules must be 'together' or 'separately', got {rank_modules!r}")
-    raw = dict(scores.scores)
-    space = None
-    if model is not None:
-        space = NeuronSpace(model, scores.definition)  # type: ignore[arg-type]
-        if sorted(raw) == sorted(space.modules):  # put modules in id order (files sort them)
-            raw = {m: raw[m] for m in space.modules}
-    shapes = {m: tuple(t.shape) for m, t in raw.items()}
-    for m, t in raw.items():
-        if torch.isnan(t).any():
-            bad = torch.isnan(t).nonzero()[0].tolist()
-            raise ValueError(
-                f"scores of module {m!r} contain nan (first at layer {bad[0]}, unit {bad[1]}); "
-                "cannot rank them"
-            )
-    vals = {m: t.detach().to("cpu", torch.float64) for m, t in raw.items()}
-    masks = {m: torch.zeros(shapes[m], dtype=torch.bool) for m in shapes}
-    n_layers = next(iter(shapes.values()))[0]
-    # groups of modules ranked in one list
-    groups = [list(shapes)] if rank_modules == "together" else [[m] for m in shapes]
-    for group in groups:
-        widths = [shapes[m][1] for m in group]
-        block = torch.cat([vals[m] for m in group], dim=1)  # [layers, sum(widths)], id order
-        chosen = torch.zeros(block.shape, dtype=torch.bool)
-        if scope == "model":
-            flat = block.reshape(-1)
-            chosen.view(-1)[_top_indices(flat, count_for(kf, flat.numel()))] = True
-        else:
-            c = count_for(kf, block.shape[1])
-            for layer in range(n_layers):
-                chosen[layer, _top_indices(block[layer], c)] = True
-        for m, part in zip(group, chosen.split(widths, dim=1), strict=True):
-            masks[m] = part.contiguous()
-    info: dict = {
-        "kind": "top_k",
-        "definition": scores.definition,
-        "k": kf,
-        "scope": scope,
-        "rank_modules": rank_modules,
-        "tie_break": "lower neuron id",
-    }
-    fp = fingerprint_of(scores.meta)
-    if fp is None and model is not None:
-        fp = model_fingerprint(model)
-    if fp is not None:
-        info["model_fingerprint"] = fp
-    for key in _INHERITED_KEYS:
-        if key in scores.meta:
-            info[key] = scores.meta[key]
-    config = scores.meta.get("config")
-    if "seed" not in info and isinstance(config, Mapping) and "seed" in config:
-        info["seed"] = config["seed"]  # seed of the scored example subset
-    info["version"] = _package_version()
-    info["scores_meta"] = scores.meta
-    info.update(meta or {})
+    kf = _check_top_k_args(k, scope, rank_modules)
+    raw, space = _scores_in_id_order(scores, model)
+    _check_no_nan(raw)
+    masks = _rank(raw, kf, scope, rank_modules)
+    info = _top_k_meta(scores, kf, scope, rank_modules, model, meta)
     out = NeuronSet(scores.definition, masks, info)
     if space is not None:
         out.check_space(space)
     out.meta["count"] = len(out)
     out.meta["size"] = out.size
     return out
+
+
+def _random_like_shapes(
+    other: NeuronSet,
+    space_or_shapes: NeuronSpace | Mapping[str, tuple[int, int]],
+    exclude: NeuronSet | None,
+    on_shortfall: str,
+) -> dict:
+    """``{module: (layers, units)}`` of ``space_or_shapes``, checked against ``other``'s layout
+    (and ``exclude``'s); rejects an unknown ``on_shortfall``."""
+    shapes = _shapes(space_or_shapes)
+    if isinstance(space_or_shapes, NeuronSpace):
+        other.check_space(space_or_shapes)
+    elif not _same(shapes, other.shapes()):
+        raise NeuronSetMismatchError(
+            f"neuron set has {other.describe_shape()}, the given shapes are "
+            f"{_describe(other.definition, shapes)}"
+        )
+    if exclude is not None:
+        other._check_same_layout(exclude, "exclude")
+    if on_shortfall not in ("error", "overlap"):
+        raise ValueError(f"on_shortfall must be 'error' or 'overlap', got {on_shortfall!r}")
+    return shapes
+
+
+def _draw_units(
+    row: torch.Tensor,
+    c: int,
+    taken: torch.Tensor | None,
+    gen: torch.Generator,
+    on_shortfall: str,
+    where: str,
+) -> int:
+    """Set ``c`` random units of ``row`` (a ``[units]`` bool view) to True, avoiding ``taken``.
+
+    Draws without replacement from the units outside ``taken`` (a ``[units]`` bool mask, or
+    ``None``: all units), one ``torch.randperm`` from ``gen``. Where fewer than ``c`` are free,
+    ``on_shortfall="error"`` raises (``where`` names the layer and module in the message);
+    ``"overlap"`` takes every free unit and draws the rest from ``taken``.
+
+    Returns:
+        How many units were drawn from ``taken`` (0 without a shortfall).
+    """
+    units = row.numel()
+    free = torch.arange(units) if taken is None else (~taken).nonzero().reshape(-1)
+    if free.numel() >= c:
+        row[free[torch.randperm(free.numel(), generator=gen)[:c]]] = True
+        return 0
+    if on_shortfall == "error":
+        raise ValueError(
+            f"{where}: need {c} random neurons but only {free.numel()} of {units} are left after "
+            f"excluding {units - free.numel()} (on_shortfall='overlap' draws the rest from the "
+            "excluded neurons)"
+        )
+    held = taken.nonzero().reshape(-1)  # type: ignore[union-attr]
+    extra = c - free.numel()
+    row[free] = True
+    row[held[torch.randperm(held.numel(), generator=gen)[:extra]]] = True
+    return extra
+
+
+def _random_like_meta(
+    other: NeuronSet,
+    seed: int,
+    counts: Mapping[str, torch.Tensor],
+    exclude: NeuronSet | None,
+    overlap: Mapping[str, Mapping[int, int]],
+) -> dict:
+    """A random set's meta: seed, what it matches and avoids, its overlap, the fingerprint."""
+    info: dict = {
+        "kind": "random_like",
+        "definition": other.definition,
+        "seed": int(seed),
+        "matched_to": _summary(other.meta),
+        "count": int(sum(int(c.sum()) for c in counts.values())),
+        "exclude": None if exclude is None else (_summary(exclude.meta) or True),
+        "version": _package_version(),
+    }
+    if overlap:
+        info["overlap"] = {m: {str(k): v for k, v in d.items()} for m, d in overlap.items()}
+        info["n_overlap"] = sum(sum(d.values()) for d in overlap.values())
+    fp = fingerprint_of(other.meta)
+    if fp is not None:
+        info["model_fingerprint"] = fp
+    return info
 
 
 def random_like(
@@ -246,18 +374,7 @@ def random_like(
         >>> torch.equal(ctrl.counts_per_layer()["ffn"], task_set.counts_per_layer()["ffn"])  # doctest: +SKIP
         True
     """
-    shapes = _shapes(space_or_shapes)
-    if isinstance(space_or_shapes, NeuronSpace):
-        other.check_space(space_or_shapes)
-    elif not _same(shapes, other.shapes()):
-        raise NeuronSetMismatchError(
-            f"neuron set has {other.describe_shape()}, the given shapes are "
-            f"{_describe(other.definition, shapes)}"
-        )
-    if exclude is not None:
-        other._check_same_layout(exclude, "exclude")
-    if on_shortfall not in ("error", "overlap"):
-        raise ValueError(f"on_shortfall must be 'error' or 'overlap', got {on_shortfall!r}")
+    shapes = _random_like_shapes(other, space_or_shapes, exclude, on_shortfall)
     gen = torch.Generator().manual_seed(int(seed))
     masks: dict[str, torch.Tensor] = {}
     overlap: dict[str, dict[int, int]] = {}
@@ -268,42 +385,14 @@ def random_like(
             c = int(counts[m][layer])
             if c == 0:
                 continue
-            if exclude is None:
-                free = torch.arange(units)
-            else:
-                free = (~exclude.masks[m][layer]).nonzero().reshape(-1)
-            if free.numel() < c:
-                if on_shortfall == "error":
-                    raise ValueError(
-                        f"layer {layer} of module {m!r}: need {c} random neurons but only "
-                        f"{free.numel()} of {units} are left after excluding "
-                        f"{units - free.numel()} (on_shortfall='overlap' draws the rest from "
-                        "the excluded neurons)"
-                    )
-                taken = exclude.masks[m][layer].nonzero().reshape(-1)  # type: ignore[union-attr]
-                extra = c - free.numel()
-                mask[layer, free] = True
-                mask[layer, taken[torch.randperm(taken.numel(), generator=gen)[:extra]]] = True
+            taken = None if exclude is None else exclude.masks[m][layer]
+            extra = _draw_units(
+                mask[layer], c, taken, gen, on_shortfall, f"layer {layer} of module {m!r}"
+            )
+            if extra:
                 overlap.setdefault(m, {})[layer] = extra
-                continue
-            pick = free[torch.randperm(free.numel(), generator=gen)[:c]]
-            mask[layer, pick] = True
         masks[m] = mask
-    info: dict = {
-        "kind": "random_like",
-        "definition": other.definition,
-        "seed": int(seed),
-        "matched_to": _summary(other.meta),
-        "count": int(sum(int(c.sum()) for c in counts.values())),
-        "exclude": None if exclude is None else (_summary(exclude.meta) or True),
-        "version": _package_version(),
-    }
-    if overlap:
-        info["overlap"] = {m: {str(k): v for k, v in d.items()} for m, d in overlap.items()}
-        info["n_overlap"] = sum(sum(d.values()) for d in overlap.values())
-    fp = fingerprint_of(other.meta)
-    if fp is not None:
-        info["model_fingerprint"] = fp
+    info = _random_like_meta(other, seed, counts, exclude, overlap)
     return NeuronSet(other.definition, masks, info)
 
 
@@ -322,13 +411,6 @@ def iou(a: NeuronSet, b: NeuronSet) -> float:
     inter = sum(int((a.masks[m] & b.masks[m]).sum()) for m in a.masks)
     union = sum(int((a.masks[m] | b.masks[m]).sum()) for m in a.masks)
     return 1.0 if union == 0 else inter / union
-
-
-# the constructors are also reachable from the class: NeuronSet.top_k(scores, k=10)
-NeuronSet.top_k = staticmethod(top_k)  # type: ignore[attr-defined]
-
-
-NeuronSet.random_like = staticmethod(random_like)  # type: ignore[attr-defined]
 
 
 def matched_random_sets(
