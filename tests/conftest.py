@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
+
+from tiny_models import tiny_model
+from tiny_tokenizer import tiny_tokenizer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,3 +24,63 @@ def shared_data() -> Path:
     if not path.is_dir():
         pytest.skip(f"shared task data not found at {path} (set TASKNEURONS_SHARED_DATA)")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    tiny_model("llama").save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def _write_task(folder, task_id, pairs, labels):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "task.json").write_text(
+        json.dumps(
+            {
+                "id": task_id,
+                "name": task_id,
+                "kind": "classification",
+                "labels": labels,
+                "instruction": "Classify the sentiment of the text .",
+                "metric": "accuracy",
+            }
+        )
+    )
+    for split in ("train", "test"):
+        lines = [json.dumps({"input": f"Text : {x}", "output": y}) for x, y in pairs]
+        (folder / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def task_folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tasks")
+    a = _write_task(
+        root / "mood",
+        "mood",
+        [
+            ("the movie was good", "good"),
+            ("the film was bad", "bad"),
+            ("I loved it", "good"),
+            ("I hated it", "bad"),
+            ("very fun story", "good"),
+            ("boring plot", "bad"),
+        ],
+        ["good", "bad"],
+    )
+    b = _write_task(
+        root / "answer",
+        "answer",
+        [
+            ("is the cat on the mat", "yes"),
+            ("is the dog red", "no"),
+            ("is it blue", "yes"),
+            ("was it sad", "no"),
+            ("is she happy", "yes"),
+            ("were they funny", "no"),
+        ],
+        ["yes", "no"],
+    )
+    return a, b

@@ -12,66 +12,6 @@ from tiny_models import tiny_model
 from tiny_tokenizer import tiny_tokenizer
 
 
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    tiny_model("llama").save_pretrained(folder)
-    tiny_tokenizer().save_pretrained(folder)
-    return folder
-
-
-def _write_task(folder, task_id, pairs, labels):
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "task.json").write_text(
-        json.dumps(
-            {
-                "id": task_id,
-                "name": task_id,
-                "kind": "classification",
-                "labels": labels,
-                "instruction": "Classify the sentiment of the text .",
-                "metric": "accuracy",
-            }
-        )
-    )
-    for split in ("train", "test"):
-        lines = [json.dumps({"input": f"Text : {x}", "output": y}) for x, y in pairs]
-        (folder / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
-    return folder
-
-
-@pytest.fixture(scope="module")
-def task_folders(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tasks")
-    a = _write_task(
-        root / "mood",
-        "mood",
-        [
-            ("the movie was good", "good"),
-            ("the film was bad", "bad"),
-            ("I loved it", "good"),
-            ("I hated it", "bad"),
-            ("very fun story", "good"),
-            ("boring plot", "bad"),
-        ],
-        ["good", "bad"],
-    )
-    b = _write_task(
-        root / "answer",
-        "answer",
-        [
-            ("is the cat on the mat", "yes"),
-            ("is the dog red", "no"),
-            ("is it blue", "yes"),
-            ("was it sad", "no"),
-            ("is she happy", "yes"),
-            ("were they funny", "no"),
-        ],
-        ["yes", "no"],
-    )
-    return a, b
-
-
 def test_info_prints_counts(tiny_folder, capsys):
     assert main(["info", str(tiny_folder)]) == 0
     out = capsys.readouterr().out
@@ -244,10 +184,12 @@ def test_info_embedded_model(capsys):
 def test_finetune_table2_and_multitask(tiny_folder, task_folders, tmp_path, capsys):
     cfg = tmp_path / "exp.yaml"
     cfg.write_text(
-        "experiment: all\n"
-        "k: 20\nn_detect: 4\nn_train: 4\nn_test: 4\nseed: 0\n"
-        "train: {lr: 0.01, epochs: 1, batch_size: 2, save_dtype: bfloat16}\n"
-        "multitask_train: {method: full, lr: 0.001, epochs: 1, batch_size: 2}\n"
+        "experiment: all\nseed: 0\n"
+        "detect: {k: 20, attribution: {n_examples: 4}}\n"
+        "deactivate: {n_test: 4}\n"
+        "table2: {n_train: 4, n_test: 4,"
+        " train: {lr: 0.01, epochs: 1, batch_size: 2, save_dtype: bfloat16}}\n"
+        "multitask: {n_train: 4, train: {method: full, lr: 0.001, epochs: 1, batch_size: 2}}\n"
     )
     tasks = ",".join(str(t) for t in task_folders)
     out = tmp_path / "ft"
@@ -290,7 +232,8 @@ def test_finetune_rejects_unknown_setting(tmp_path, capsys):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("learning_rate: 1\n")
     assert main(["finetune", "--config", str(cfg)]) == 2
-    assert "unknown settings ['learning_rate']" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "bad.yaml: unknown key 'learning_rate'" in err and "Traceback" not in err
 
 
 def test_demo_runs_all_three_stages(tiny_folder, tmp_path, capsys):
@@ -312,5 +255,5 @@ def test_demo_runs_all_three_stages(tiny_folder, tmp_path, capsys):
     printed = capsys.readouterr().out
     for row in ("Deactivate-Task", "Train-Task", "demo finished"):
         assert row in printed
-    for f in ("detect/iou.png", "deactivate/table1.json", "finetune/table2.json"):
+    for f in ("detect/iou.png", "deactivate/table1.json", "table2/table2.json", "config.yaml"):
         assert (out / f).is_file(), f

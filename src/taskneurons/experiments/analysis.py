@@ -1,6 +1,13 @@
-"""Pure analyses of experiment results (no model): diagonal dominance and summaries."""
+"""Pure analyses of experiment results (no model): diagonal dominance and summaries.
+
+Example:
+    >>> diagonal_dominance({"a": {"a": 40, "b": 70}, "b": {"a": 45, "b": 60}}, {"a": 50, "b": 75})
+    {'a': True, 'b': True}
+"""
 
 from __future__ import annotations
+
+from taskneurons.report.comparison import Comparison
 
 
 def diagonal_dominance(
@@ -28,20 +35,33 @@ def diagonal_dominance(
     return out
 
 
-def deactivation_summary(result: dict, higher_is_better: bool = True) -> str:
-    """Two lines on a :func:`deactivation_experiment` result (or its ``"nll"`` part).
+def deactivation_summary(table: Comparison, higher_is_better: bool = True) -> str:
+    """Two lines on a deactivation table (rows Original / Deactivate-Random / Deactivate-Task).
 
     How many tasks lose more with their own neurons off than with as many random ones, and
     for how many the largest drop of their matrix column is on the diagonal.
+
+    Example:
+        >>> t = Comparison(["a", "b"], {"Original": {"a": 50, "b": 75},
+        ...     "Deactivate-Random": {"a": 45, "b": 55}, "Deactivate-Task": {"a": 40, "b": 60}},
+        ...     {"a": {"a": 40, "b": 70}, "b": {"a": 35, "b": 60}})
+        >>> print(deactivation_summary(t))
+        own neurons off hurt more than random ones: 1 of 2 (a)
+        largest drop of a column on its diagonal: 1 of 2 (b)
     """
     sign = 1.0 if higher_is_better else -1.0
-    names = list(result["original"])
-    own = [n for n in names if sign * (result["task"][n] - result["random"][n]) < 0]
-    diag = diagonal_dominance(result["matrix"], result["original"], higher_is_better)
+    original, rand, own = (table.row(r) for r in ROW_NAMES)
+    names = table.names
+    hurt = [n for n in names if sign * (own[n] - rand[n]) < 0]
+    diag = diagonal_dominance(table.matrix or {}, original, higher_is_better)
     on_diag = [n for n in names if diag[n]]
     return (
-        f"own neurons off hurt more than random ones: {len(own)} of {len(names)} "
-        f"({', '.join(own) or 'none'})\n"
+        f"own neurons off hurt more than random ones: {len(hurt)} of {len(names)} "
+        f"({', '.join(hurt) or 'none'})\n"
         f"largest drop of a column on its diagonal: {len(on_diag)} of {len(names)} "
         f"({', '.join(on_diag) or 'none'})"
     )
+
+
+#: The rows of a deactivation table, in order.
+ROW_NAMES = ("Original", "Deactivate-Random", "Deactivate-Task")

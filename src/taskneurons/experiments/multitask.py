@@ -1,25 +1,39 @@
-"""PAPER.md Table 1 on a multi-task fine-tuned model: fine-tune, detect, deactivate."""
+"""PAPER.md Table 1 on a multi-task fine-tuned model: fine-tune, detect, deactivate.
+
+The model is fine-tuned in place (``full``), or through a LoRA adapter merged into it, so a run
+holds it changed afterwards: in an experiment file, ``multitask`` is the last stage.
+
+Example:
+    >>> res = multitask_experiment(model, tok, tasks, MultitaskConfig(), "out")  # doctest: +SKIP
+    >>> res.deactivation.table.row("Deactivate-Task")  # doctest: +SKIP
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from torch import nn
 
 from taskneurons._io import write_json_atomic
+from taskneurons.config import Config
 from taskneurons.data.tasks import Task
-from taskneurons.experiments.common import _limited
-from taskneurons.experiments.deactivation import DeactivateConfig, deactivation_experiment
-from taskneurons.experiments.detect import DetectConfig, detect_neurons
+from taskneurons.experiments.common import limited
+from taskneurons.experiments.deactivation import (
+    DeactivateConfig,
+    DeactivationResult,
+    deactivation_experiment,
+)
+from taskneurons.experiments.detect import DetectConfig, DetectionResult, detect_neurons
 from taskneurons.provenance import model_fingerprint, provenance
 from taskneurons.training.config import TrainConfig
 from taskneurons.training.loop import train
 
 
 @dataclass
-class MultitaskConfig:
+class MultitaskConfig(Config):
     """Knobs of the Table 1 experiment on a multi-task fine-tuned model.
 
     Attributes:
@@ -36,8 +50,24 @@ class MultitaskConfig:
     detect: DetectConfig = field(default_factory=DetectConfig)
     deactivate: DeactivateConfig = field(default_factory=DeactivateConfig)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def validate(self) -> None:
+        if self.train.method == "neurons":
+            raise ValueError("the multi-task model is fine-tuned with method 'full' or 'lora'")
+
+
+@dataclass
+class MultitaskResult:
+    """The fine-tuning summary, and detection and deactivation on the fine-tuned model."""
+
+    train: dict
+    detection: DetectionResult
+    deactivation: DeactivationResult
+    out_dir: Path
+
+    def markdown(self) -> str:
+        loss = self.train["final_loss"]
+        head = f"multi-task fine-tuning: {self.train['steps']} steps, final loss {loss:.4f}"
+        return f"{head}\n\n{self.deactivation.markdown()}"
 
 
 def multitask_experiment(
@@ -47,28 +77,26 @@ def multitask_experiment(
     config: MultitaskConfig,
     out_dir: str | os.PathLike,
     progress: bool = True,
-) -> dict:
+) -> MultitaskResult:
     """Fine-tune on all tasks together, detect each task's neurons on that model, deactivate.
 
-    The model is fine-tuned in place (``full``), or through a LoRA adapter merged into it.
     Writes ``multitask/`` (training), ``detect/`` and ``deactivate/`` (Table 1 layout and the
-    Figure 5 b matrix) under ``out_dir``.
+    Figure 5 b matrix) and ``multitask_config.json`` under ``out_dir``.
     """
-    if config.train.method == "neurons":
-        raise ValueError("the multi-task model is fine-tuned with method 'full' or 'lora'")
     out = Path(out_dir)
-    train_tasks = [_limited(t, config.n_train, config.seed) for t in tasks]
+    train_tasks = [limited(t, config.n_train, config.seed) for t in tasks]
     cfg = config.train
     if cfg.method == "lora" and not cfg.merge:
-        cfg = TrainConfig(**{**asdict(cfg), "merge": True, "prompt": cfg.prompt})
+        cfg = dataclasses.replace(cfg, merge=True)
     res = train(model, tokenizer, train_tasks, cfg, out_dir=out / "multitask", progress=progress)
     tuned = res.model
     sets = detect_neurons(tuned, tokenizer, tasks, config.detect, out / "detect", progress)
     table = deactivation_experiment(
-        tuned, tokenizer, tasks, sets, config.deactivate, out / "deactivate", progress
+        tuned, tokenizer, tasks, sets.sets, config.deactivate, out / "deactivate", progress
     )
     write_json_atomic(
         out / "multitask_config.json",
         provenance(config=config.to_dict(), model=model_fingerprint(tuned)),
     )
-    return {"train": {"steps": res.steps, "final_loss": res.final_loss}, **table}
+    summary = {"steps": res.steps, "final_loss": res.final_loss}
+    return MultitaskResult(summary, sets, table, out)

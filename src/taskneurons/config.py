@@ -1,0 +1,209 @@
+"""One base for every config dataclass: dict/JSON/YAML round trips and type checks in one place.
+
+Each stage's knobs live in a dataclass that subclasses :class:`Config` (``PromptConfig``,
+``EvalConfig``, ``AttributionConfig``, ``TrainConfig``, the experiment configs). The base gives
+them, as PEFT's configs do, ``to_dict`` / ``from_dict`` / ``save`` / ``load``; ``from_dict``
+checks every key and value against the field types and names the key at fault (and the file,
+when given), so an experiment file with ``lr: "fast"`` or ``learning_rate: 1`` fails at once
+with one line instead of deep inside a run. A subclass validates its values in ``validate()``,
+called after construction.
+
+Example:
+    >>> from dataclasses import dataclass
+    >>> @dataclass
+    ... class Knobs(Config):
+    ...     lr: float = 1e-3
+    ...     steps: int = 10
+    >>> Knobs.from_dict({"lr": 0.1}).steps
+    10
+    >>> Knobs.from_dict({"lr": "fast"}, where="exp.yaml")
+    Traceback (most recent call last):
+    ...
+    taskneurons.config.ConfigError: exp.yaml: lr: expected a number, got 'fast'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union
+
+from taskneurons._io import write_json_atomic
+
+C = TypeVar("C", bound="Config")
+
+
+class ConfigError(ValueError):
+    """A config value or key is wrong; the message names the key (and the file)."""
+
+
+class Config:
+    """Mixin of the config dataclasses: conversion to and from plain dicts, with type checks."""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Check the values (subclasses raise ``ValueError`` naming the field)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON/YAML-ready dict (nested configs as dicts, tuples as lists)."""
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls: type[C], data: Mapping[str, Any], where: str = "") -> C:
+        """Build from a dict, checking keys and value types; ``where`` prefixes messages.
+
+        Raises:
+            ConfigError: an unknown key, a value of the wrong type, or a value ``validate``
+                rejects; the message names the file (``where``) and the dotted key.
+        """
+        return _build(cls, data, where, prefix="")
+
+    def replace(self: C, **changes: Any) -> C:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write :meth:`to_dict` as JSON atomically."""
+        return write_json_atomic(path, self.to_dict())
+
+    @classmethod
+    def load(cls: type[C], path: str | os.PathLike) -> C:
+        """Read a JSON file written by :meth:`save`."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+        return cls.from_dict(data, where=str(path))
+
+
+def build(cls: type, data: Mapping[str, Any], where: str = "") -> Any:
+    """Any config dataclass ``cls`` from a dict, checked as :meth:`Config.from_dict` does.
+
+    Example:
+        >>> from taskneurons.data.prompts import PromptConfig
+        >>> build(PromptConfig, {"max_length": 256}).max_length
+        256
+    """
+    return _build(cls, data, where, prefix="")
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _build(cls: type, data: Any, where: str, prefix: str) -> Any:
+    here = f"{where}: " if where else ""
+    if isinstance(data, cls):
+        return data
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{here}{prefix or cls.__name__}: expected a mapping of settings")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        keys = ", ".join(repr(prefix + k) for k in unknown)
+        raise ConfigError(f"{here}unknown key {keys}; known: {', '.join(sorted(fields))}")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for k, v in data.items():
+        default = fields[k].default_factory
+        if isinstance(v, Mapping) and default is not dataclasses.MISSING:
+            # a partial nested section is laid over the field's own default
+            v = deep_merge(_plain(default()), v)
+        values[k] = _coerce(hints[k], v, where, f"{prefix}{k}")
+    try:
+        return cls(**values)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{here}{prefix.rstrip('.') or cls.__name__}: {exc}") from None
+
+
+def deep_merge(base: Any, over: Any) -> Any:
+    """``over`` laid over ``base``: mappings merge key by key, anything else replaces.
+
+    Example:
+        >>> deep_merge({"a": 1, "b": {"c": 2, "d": 3}}, {"b": {"c": 9}})
+        {'a': 1, 'b': {'c': 9, 'd': 3}}
+    """
+    if not isinstance(base, Mapping) or not isinstance(over, Mapping):
+        return over
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = deep_merge(base[key], value) if key in base else value
+    return out
+
+
+def _coerce(tp: Any, value: Any, where: str, key: str) -> Any:
+    """``value`` checked against the type hint ``tp`` (nested configs built)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(arg, value, where, key)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise errors[0]
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return _build(tp, value, where, prefix=key + ".")
+    return _check_leaf(tp, origin, args, value, where, key)
+
+
+def _check_leaf(tp: Any, origin: Any, args: tuple, value: Any, where: str, key: str) -> Any:
+    def fail(expected: str) -> ConfigError:
+        here = f"{where}: " if where else ""
+        return ConfigError(f"{here}{key}: expected {expected}, got {value!r}")
+
+    if tp is Any:
+        return value
+    if origin is Literal:
+        if value not in args:
+            raise fail("one of " + ", ".join(repr(a) for a in args))
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise fail("true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise fail("a whole number")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise fail("a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise fail("a string")
+        return value
+    if origin in (list, tuple):
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            raise fail("a list")
+        inner = args[0] if args else Any
+        items = [_coerce(inner, v, where, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict or tp is dict:
+        if not isinstance(value, Mapping):
+            raise fail("a mapping")
+        return dict(value)
+    return value
+
+
+__all__ = ["Config", "ConfigError", "build", "deep_merge"]

@@ -1,0 +1,181 @@
+"""Experiment files, the one runner, and the pure analyses of experiment results."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from taskneurons.cli import main
+from taskneurons.config import ConfigError
+from taskneurons.experiments.analysis import deactivation_summary, diagonal_dominance
+from taskneurons.experiments.config import ExperimentFile, with_defaults
+from taskneurons.experiments.runner import run_file
+from taskneurons.report.comparison import Comparison
+
+
+def test_diagonal_dominance_and_summary():
+    original = {"a": 50.0, "b": 75.0}
+    matrix = {"a": {"a": 40.0, "b": 70.0}, "b": {"a": 35.0, "b": 60.0}}
+    assert diagonal_dominance(matrix, original) == {"a": False, "b": True}
+    # for a loss the largest rise counts: negate everything and the answer is the same
+    neg = {i: {j: -v for j, v in row.items()} for i, row in matrix.items()}
+    assert diagonal_dominance(neg, {j: -v for j, v in original.items()}, False) == {
+        "a": False,
+        "b": True,
+    }
+    rows = {
+        "Original": original,
+        "Deactivate-Random": {"a": 45.0, "b": 55.0},
+        "Deactivate-Task": {"a": 40.0, "b": 60.0},
+    }
+    assert deactivation_summary(Comparison(["a", "b"], rows, matrix)) == (
+        "own neurons off hurt more than random ones: 1 of 2 (a)\n"
+        "largest drop of a column on its diagonal: 1 of 2 (b)"
+    )
+
+
+def test_comparison_change_matrix_and_average():
+    c = Comparison(
+        ["a", "b"],
+        {"Zero-shot": {"a": 50.0, "b": 20.0}, "Train-Task": {"a": 80.0, "b": 40.0}},
+        {"a": {"a": 80.0, "b": 25.0}, "b": {"a": 45.0, "b": 40.0}},
+    )
+    assert c.table_rows()[1] == ["Train-Task", 80.0, 40.0, 60.0]
+    assert c.change() == [[30.0, 5.0], [-5.0, 20.0]]  # against the first row
+
+
+def _write(tmp_path, text: str):
+    path = tmp_path / "exp.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            "experiment: detect\ntasks: [sentiment]\nlearning_rate: 1\n",
+            "unknown key 'learning_rate'",
+        ),
+        ("experiment: detect\ntasks: [sentiment]\ndetect: {kk: 5}\n", "unknown key 'detect.kk'"),
+        (
+            "experiment: detect\ntasks: [sentiment]\ndetect: {k: ten}\n",
+            "detect.k: expected a number",
+        ),
+        (
+            "experiment: table2\ntasks: [sentiment]\ntable2: {train: {lr: fast}}\n",
+            "table2.train.lr: expected a number",
+        ),
+        ("experiment: detect\ntasks: sentiment\n", "tasks: expected a list"),
+        ("experiment: detect\ntasks: [sentiment]\nseed: zero\n", "seed: expected a whole number"),
+        ("experiment: detect\ntasks: [sentiment]\ndetect: {k: 0}\n", "detect: k must be"),
+        ("experiment: dance\ntasks: [sentiment]\n", "unknown stage 'dance'"),
+        ("experiment: [multitask, table2]\ntasks: [sentiment]\n", "must come last"),
+        ("experiment: detect\n", "no tasks"),
+        ("- a list\n", "a mapping of settings"),
+        ("experiment: [detect\n", "invalid YAML"),
+    ],
+)
+def test_bad_experiment_files_name_the_file_and_key(tmp_path, text, message):
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        ExperimentFile.read(path)
+    assert message in str(info.value)
+    assert str(path) in str(info.value)
+
+
+def test_missing_paths_are_named_before_the_model_loads(tmp_path, capsys):
+    path = _write(
+        tmp_path,
+        "experiment: detect\nmodel: /no/such/model\ntasks: [sentiment, /no/such/task]\n"
+        f"out: {tmp_path / 'run'}\n",
+    )
+    assert main(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "exp.yaml: tasks[1]:" in err and "/no/such/task" in err
+    assert "model" not in err  # the task was checked first
+    path = _write(
+        tmp_path,
+        f"experiment: deactivate\ntasks: [sentiment]\nneurons: {tmp_path / 'none'}\n"
+        f"out: {tmp_path / 'run'}\n",
+    )
+    assert main(["run", str(path)]) == 2
+    assert "exp.yaml: neurons: neuron folder not found" in capsys.readouterr().err
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    path = _write(tmp_path, f"experiment: detect\ntasks: [sentiment]\nout: {blocker}\n")
+    assert main(["run", str(path)]) == 2
+    assert "out:" in capsys.readouterr().err
+
+
+def test_set_overrides_and_defaults(tmp_path):
+    path = _write(
+        tmp_path,
+        "experiment: table2\ntasks: [sentiment]\nseed: 3\nprompt: {max_length: 128}\n"
+        "table2: {train: {lr: 0.01}}\n",
+    )
+    cfg = ExperimentFile.read(path, ["table2.train.lr=0.5", "detect.k=2.5", "seed=4"])
+    assert cfg.table2.train.lr == 0.5 and cfg.detect.k == 2.5
+    # the top-level seed and prompt are the defaults of every stage
+    assert cfg.table2.train.seed == 4 and cfg.detect.attribution.seed == 4
+    assert cfg.deactivate.random_seed == 4
+    assert cfg.table2.train.prompt.max_length == 128 and cfg.table2.eval.prompt.max_length == 128
+    # a multitask section's training keeps its own defaults (full fine-tuning)
+    assert cfg.multitask.train.method == "full" and cfg.multitask.train.lr == 2e-5
+    assert cfg.stages() == ["detect", "table2"]  # detection added: no `neurons` folder
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        ExperimentFile.read(path, ["table2.train.lr"])
+    # a resolved config reads back as itself
+    again = ExperimentFile.from_dict(yaml.safe_load(yaml.safe_dump(cfg.to_dict())))
+    assert again == cfg
+
+
+def test_with_defaults_keeps_what_a_section_sets():
+    data = with_defaults({"seed": 7, "deactivate": {"seed": 1}, "detect": {"k": 3}})
+    assert data["deactivate"]["seed"] == 1 and data["deactivate"]["random_seed"] == 7
+    assert data["multitask"]["detect"]["k"] == 3  # the multitask stage detects the same way
+
+
+def test_run_writes_config_readme_and_typed_results(tiny_folder, task_folders, tmp_path):
+    path = _write(
+        tmp_path,
+        "experiment: [detect, deactivate]\n"
+        f"model: {tiny_folder}\ntasks: [{task_folders[0]}, {task_folders[1]}]\n"
+        f"out: {tmp_path / 'run'}\n"
+        "detect: {k: 20, attribution: {n_examples: 4}}\ndeactivate: {n_test: 4}\n",
+    )
+    printed = []
+    run = run_file(path, ["deactivate.mode=parameters"], progress=False, echo=printed.append)
+    out = tmp_path / "run"
+    resolved = yaml.safe_load((out / "config.yaml").read_text())
+    assert resolved["deactivate"]["mode"] == "parameters" and resolved["detect"]["k"] == 20.0
+    index = (out / "README.md").read_text()
+    for name in ("config.yaml", "detect/", "deactivate/table1.md", "deactivate/matrix.png"):
+        assert f"`{name}`" in index, name
+    det, deact = run.results["detect"], run.results["deactivate"]
+    assert sorted(det.sets) == ["answer", "mood"]
+    assert list(deact.table.rows) == ["Original", "Deactivate-Random", "Deactivate-Task"]
+    table = json.loads((out / "deactivate" / "table1.json").read_text())
+    assert table["rows"][2][1:3] == [
+        deact.table.row("Deactivate-Task")[n] for n in ("mood", "answer")
+    ]
+    assert any("Deactivate-Task" in text for text in printed)
+    # rerunning the resolved config gives the same numbers
+    rerun = run_file(out / "config.yaml", [f"out={tmp_path / 'rerun'}"], progress=False, echo=None)
+    assert rerun.results["deactivate"].table.rows == deact.table.rows
+
+
+def test_finetune_command_equals_run_of_the_same_file(tiny_folder, task_folders, tmp_path):
+    text = (
+        "experiment: table2\nseed: 1\n"
+        f"model: {tiny_folder}\ntasks: [{task_folders[0]}, {task_folders[1]}]\n"
+        "detect: {k: 20, attribution: {n_examples: 4}}\n"
+        "table2: {n_train: 4, n_test: 4, matrix: false, train: {lr: 0.01, batch_size: 2}}\n"
+    )
+    path = _write(tmp_path, text)
+    assert main(["finetune", "--config", str(path), "--out", str(tmp_path / "a")]) == 0
+    assert main(["run", str(path), "--out", str(tmp_path / "b")]) == 0
+    a, b = (json.loads((tmp_path / x / "table2" / "table2.json").read_text()) for x in "ab")
+    assert a["rows"] == b["rows"]
