@@ -337,7 +337,7 @@ def test_eval_config_round_trip():
     cfg = EvalConfig(prompt=PromptConfig(max_length=64), batch_size=3, length_normalize=True)
     data = json.loads(json.dumps(cfg.to_dict()))
     assert EvalConfig.from_dict(data) == cfg
-    with pytest.raises(ValueError, match="unknown EvalConfig keys"):
+    with pytest.raises(ValueError, match="unknown key 'batchsize'"):
         EvalConfig.from_dict({"batchsize": 2})
     with pytest.raises(ValueError, match="batch_size"):
         EvalConfig(batch_size=0)

@@ -372,7 +372,7 @@ def test_bad_input(tok):
     ):
         with pytest.raises(ValueError):
             TrainConfig(**bad)
-    with pytest.raises(ValueError, match="unknown TrainConfig keys"):
+    with pytest.raises(ValueError, match="unknown key 'learning_rate'"):
         TrainConfig.from_dict({"lr": 1e-3, "learning_rate": 1e-3})
     # nothing above touched the model
     assert all(p.requires_grad for p in model.parameters())

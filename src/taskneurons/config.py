@@ -115,7 +115,8 @@ def _build(cls: type, data: Any, where: str, prefix: str) -> Any:
     unknown = sorted(set(data) - set(fields))
     if unknown:
         keys = ", ".join(repr(prefix + k) for k in unknown)
-        raise ConfigError(f"{here}unknown key {keys}; known: {', '.join(sorted(fields))}")
+        owner = "" if where or prefix else f"{cls.__name__}: "
+        raise ConfigError(f"{here}{owner}unknown key {keys}; known: {', '.join(sorted(fields))}")
     hints = typing.get_type_hints(cls)
     values = {}
     for k, v in data.items():

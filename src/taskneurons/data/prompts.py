@@ -29,6 +29,7 @@ from typing import Literal
 
 import torch
 
+from taskneurons.config import Config
 from taskneurons.data.tasks import Example, Task
 
 IGNORE_INDEX = -100
@@ -36,7 +37,7 @@ _SENTINEL = "\u2063TASKNEURONS_INPUT\u2063"
 
 
 @dataclass(frozen=True)
-class PromptConfig:
+class PromptConfig(Config):
     """How examples become token sequences.
 
     Attributes:
@@ -53,7 +54,7 @@ class PromptConfig:
     add_eos: bool = False
     answer_prefix: str = "Answer:"
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
         if self.loss_on not in ("answer", "all"):
             raise ValueError(f"loss_on must be 'answer' or 'all', got {self.loss_on!r}")
         if self.max_length < 8:

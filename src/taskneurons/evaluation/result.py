@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
 from taskneurons._io import write_json_atomic
+from taskneurons.config import Config
 from taskneurons.data.prompts import (
     PromptConfig,
 )
@@ -26,7 +27,7 @@ GENERATION_MAX_NEW_TOKENS = 64
 
 
 @dataclass(frozen=True)
-class EvalConfig:
+class EvalConfig(Config):
     """How a task is evaluated.
 
     Attributes:
@@ -66,7 +67,7 @@ class EvalConfig:
     calibrate: bool = False
     calibration_inputs: tuple[str, ...] = ("N/A", "", "[MASK]")
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
         if self.batch_size < 1:
             raise ValueError(f"EvalConfig.batch_size must be >= 1, got {self.batch_size}")
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
@@ -79,24 +80,6 @@ class EvalConfig:
             )
         if self.calibrate and not self.calibration_inputs:
             raise ValueError("EvalConfig.calibrate needs at least one calibration input")
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict (the prompt config nested as a dict)."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> EvalConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown EvalConfig keys {unknown}; known keys: {sorted(known)}")
-        data = dict(data)
-        if isinstance(data.get("prompt"), dict):
-            data["prompt"] = PromptConfig(**data["prompt"])
-        if "calibration_inputs" in data:
-            data["calibration_inputs"] = tuple(data["calibration_inputs"])
-        return cls(**data)
 
 
 @dataclass

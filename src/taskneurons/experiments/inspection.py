@@ -15,7 +15,6 @@ from pathlib import Path
 
 from torch import nn
 
-from taskneurons.config import build
 from taskneurons.data.builtin import builtin_task, builtin_task_names
 from taskneurons.data.tasks import Task, subset
 from taskneurons.evaluation.dispatch import evaluate
@@ -87,7 +86,7 @@ def evaluate_task(
             raise ValueError(f"--limit must be >= 1, got {limit}")
         labels = task.labels if task.kind == "classification" else None
         examples = subset(examples, limit, seed=seed, labels=labels)
-    cfg = build(EvalConfig, config, where="taskneurons eval")
+    cfg = EvalConfig.from_dict(config, where="taskneurons eval")
     res = evaluate(model, tokenizer, task, examples, mode=mode, config=cfg)
     maj = majority_rate(examples) if task.kind == "classification" else float("nan")
     path = Path(out) if out is not None else Path("runs") / "eval" / f"{task.id}-{res.mode}.json"

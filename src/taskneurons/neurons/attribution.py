@@ -48,6 +48,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from taskneurons.config import Config
 from taskneurons.data.prompts import PromptConfig, iter_batches
 from taskneurons.data.tasks import Example, Task, examples_hash, subset
 from taskneurons.losses import loss_width, per_example_loss
@@ -63,7 +64,7 @@ AGGREGATES: tuple[str, ...] = ("example", "task", "token_abs")
 
 
 @dataclass
-class AttributionConfig:
+class AttributionConfig(Config):
     """Every knob of a relevance computation (saved as JSON beside the scores).
 
     Attributes:
@@ -90,7 +91,7 @@ class AttributionConfig:
     prompt: PromptConfig = field(default_factory=PromptConfig)
     group_by_length: bool = True
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
         if self.aggregate not in AGGREGATES:
             raise ValueError(f"aggregate must be one of {AGGREGATES}, got {self.aggregate!r}")
         if self.loss not in ("answer", "all"):
@@ -99,9 +100,6 @@ class AttributionConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if isinstance(self.prompt, dict):
             self.prompt = PromptConfig(**self.prompt)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @contextlib.contextmanager

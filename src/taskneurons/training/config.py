@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from taskneurons.config import Config
 from taskneurons.data.prompts import PromptConfig
 from taskneurons.training.neuron_delta import NeuronDelta
 
@@ -27,7 +27,7 @@ SCHEDULES: dict[str, str] = {
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Config):
     """Every knob of a training run (saved as ``train_config.json`` beside the results).
 
     Attributes:
@@ -96,7 +96,7 @@ class TrainConfig:
     log_every: int = 1
     log_file: str = "train_log.jsonl"
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
         if isinstance(self.prompt, dict):
             self.prompt = PromptConfig(**self.prompt)
         self.adam_betas = tuple(float(b) for b in self.adam_betas)  # type: ignore[assignment]
@@ -146,21 +146,6 @@ class TrainConfig:
         _delta_dtype(self.delta_dtype)
         if self.save_dtype is not None:
             _delta_dtype(self.save_dtype, "save_dtype")
-
-    def to_dict(self) -> dict:
-        """JSON-ready dict (``prompt`` as a nested dict, ``adam_betas`` as a list)."""
-        d = asdict(self)
-        d["adam_betas"] = list(self.adam_betas)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TrainConfig:
-        """Inverse of :meth:`to_dict` (unknown keys raise ``ValueError``)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown TrainConfig keys {unknown}; known: {sorted(names)}")
-        return cls(**d)
 
 
 def _delta_dtype(name: str, what: str = "delta_dtype") -> torch.dtype:
