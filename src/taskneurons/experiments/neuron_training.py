@@ -141,19 +141,10 @@ def neuron_training_experiment(
                     matrix[t.id] = {j.id: (own if j.id == t.id else score(j)) for j in tasks}
             finally:
                 res.delta.detach()
-            runs[f"{t.id}/{kind}"] = _run_summary(res)
+            runs[f"{t.id}/{kind}"] = res.summary()
     result = NeuronTrainingResult(Comparison([t.id for t in tasks], rows, matrix), runs, out)
     _write(result, experiment_meta(config, model, tasks, test, neuron_sets, controls, runs=runs))
     return result
-
-
-def _run_summary(res) -> dict:
-    return {
-        "steps": res.steps,
-        "final_loss": res.final_loss,
-        "n_trainable": res.n_trainable,
-        "wall_s": res.wall_s,
-    }
 
 
 def _write(result: NeuronTrainingResult, meta: dict) -> None:
