@@ -28,6 +28,7 @@ LAYERS = {
     "evaluation": 5,
     "training": 6,
     "testing": 7,
+    "continual": 7,
     "experiments": 8,
     "cli": 9,
 }
