@@ -26,3 +26,4 @@ lint:
 bench:
 	$(PYTHON) benchmarks/eval_speed.py
 	$(PYTHON) benchmarks/attribution.py
+	$(PYTHON) benchmarks/training.py

@@ -10,32 +10,45 @@ method's freed memory cannot hide another's peak) and does the same training ste
 The first ``--warmup`` steps (on the first batches) are not timed; then every batch is one
 timed step. Each method reports its trainable parameter count, the median step time (wall
 clock, and CPU time of the process without the memory sampler's: on a machine shared with other
-jobs the CPU time is the steadier figure, as waiting for a core does not count) and its peak
+jobs the CPU time is the steadier figure, as waiting for a core does not count), its peak
 resident memory above the level reached after loading the model and the batches and
 reading every weight once (the cached weights are memory-mapped lazily, so the first forward
-would otherwise count the whole model as "extra"), sampled every 2 ms from /proc/self/statm.
+would otherwise count the whole model as "extra"), sampled every 2 ms from /proc/self/statm,
+and the loss of its last step (neurons, naive-ffn and naive-all train the same entries by the
+same amounts, so their losses agree up to float rounding).
 The extra memory includes the trainable tensors, gradients, optimizer state and activations.
 Torch runs with ``--threads`` intra-op threads (default 1: on a 2-core machine shared with
 other jobs, 2 OpenMP threads spin-wait on each other and steps get 3-10x slower and erratic).
 
 Methods:
-  neurons  taskneurons.NeuronDelta on a fixed NeuronSet of k % of the ``ffn`` neurons per
-           layer (seeded random units: the selection does not change the cost), base model
-           frozen, AdamW on the deltas only.
-  naive    the naive neuron training: every parameter trainable, gradients of the
-           non-selected entries zeroed by taskneurons.training.masked_gradient_hooks (same
-           NeuronSet), AdamW on all parameters.
-  lora     PEFT LoRA r=8 (alpha 16, dropout 0) on every linear layer but the LM head
-           (``target_modules="all-linear"``, as taskneurons.training.train does).
-  full     full fine-tuning: AdamW on all parameters.
+  neurons    taskneurons.NeuronDelta on a fixed NeuronSet of k % of the ``ffn`` neurons per
+             layer (seeded random units: the selection does not change the cost), base model
+             frozen, AdamW on the deltas only.
+  naive-ffn  the fair naive neuron training: every parameter outside the FFN linears frozen
+             (requires_grad False); the FFN linears' weights that the NeuronSet's neurons own
+             entries of (gate/up/down of every layer) trainable, their gradients multiplied by
+             the selection masks (taskneurons.training.neuron_delta.selection_masks) in a
+             gradient hook; AdamW on those weights only.
+  naive-all  the naive neuron training of taskneurons.testing.oracles.masked_gradient_hooks:
+             every parameter trainable, gradients of the non-selected entries zeroed (all of
+             them outside the FFN), AdamW on all parameters.
+  lora       PEFT LoRA r=8 (alpha 16, dropout 0) on every linear layer but the LM head
+             (``target_modules="all-linear"``, as taskneurons.training.train does).
+  full       full fine-tuning: AdamW on all parameters.
 
-With ``--profile`` the neurons child also runs torch.profiler over its timed steps and prints
-the ops that take the most self CPU time (where the hooks spend their time); the profiler's
+The parent prints a Markdown table and, for every other method X, the line
+"neurons / X: step time ...x (wall), ...x (CPU); peak extra memory ...x" (below 1: neurons
+is faster / smaller).
+
+With ``--profile`` the neurons child also runs torch.profiler (``record_shapes``) over its
+timed steps and prints, on stderr, the ops that take the most self CPU time, by op and by op
+and input shapes (where the hooks and the deltas' own matmuls spend their time); the profiler's
 overhead then also shows in that child's step times and memory, so use separate runs for the
 table and for the profile.
 
 Usage:
-  python benchmarks/training.py [--n-batches 8] [--batch-size 4] [--k 10] [--profile]
+  python benchmarks/training.py [--n-batches 8] [--batch-size 4] [--k 10] [--threads 1]
+                                [--methods neurons,naive-ffn,naive-all,lora,full] [--profile]
 """
 
 from __future__ import annotations
@@ -53,7 +66,7 @@ from _memory import PeakRSS  # benchmarks/ is on sys.path when a script runs
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_TASK = HERE.parent.parent / "shared" / "data" / "sst2"
-METHODS = ("neurons", "naive", "lora", "full")
+METHODS = ("neurons", "naive-ffn", "naive-all", "lora", "full")
 
 
 def _batches(args, tok) -> list[dict]:
@@ -90,15 +103,113 @@ def _neuron_set(model, k: float, seed: int):
     return random_like(NeuronSet("ffn", {"ffn": template}), space, seed=seed), space
 
 
+def _masked_ffn(model, neurons, space) -> list:
+    """The fair naive neuron training: only the FFN weights that own selected entries train.
+
+    Every other parameter is frozen; each trainable weight's gradient is multiplied by its
+    selection mask in a gradient hook, so only the selected neurons' entries change.
+    Returns the trainable parameters (for the optimizer).
+    """
+    from taskneurons.training.neuron_delta import selection_masks
+
+    masks = selection_masks(model, neurons, space)  # name -> bool mask, FFN weights only
+    params = []
+    for name, p in model.named_parameters():
+        mask = masks.get(name)
+        p.requires_grad_(mask is not None)
+        if mask is not None:
+            p.register_hook(lambda g, m=mask: g * m.to(g.dtype))
+            params.append(p)
+    return params
+
+
+def _setup(method: str, model, neurons, space):
+    """Make ``model`` trainable the method's way: ``(model, trainable parameters)``."""
+    from taskneurons.testing.oracles import masked_gradient_hooks
+    from taskneurons.training.neuron_delta import NeuronDelta
+
+    if method == "neurons":
+        for p in model.parameters():  # the base model stays frozen
+            p.requires_grad_(False)
+        return model, NeuronDelta(model, neurons, space=space).attach().parameters()
+    if method == "naive-ffn":
+        return model, _masked_ffn(model, neurons, space)
+    if method == "naive-all":
+        masked_gradient_hooks(model, neurons, space)  # turns requires_grad on everywhere
+        return model, list(model.parameters())
+    if method == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        cfg = LoraConfig(
+            r=8,
+            lora_alpha=16,
+            lora_dropout=0.0,
+            target_modules="all-linear",
+            bias="none",
+            task_type="CAUSAL_LM",
+        )
+        model = get_peft_model(model, cfg)
+        return model, [p for p in model.parameters() if p.requires_grad]
+    if method == "full":
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model, list(model.parameters())
+    raise SystemExit(f"unknown method {method!r}; use one of {METHODS}")
+
+
+def _print_profile(prof) -> None:
+    """The ops with the most self CPU time, by op and by (op, input shapes), on stderr.
+
+    The second table separates, e.g., the deltas' own matmuls (one dimension = the selected
+    neurons per layer) from the frozen base's.
+    """
+    for by_shape in (False, True):
+        table = prof.key_averages(group_by_input_shape=by_shape).table(
+            sort_by="self_cpu_time_total", row_limit=25, max_shapes_column_width=60
+        )
+        print(f"\nprofile of the timed neurons steps (by input shape: {by_shape})", file=sys.stderr)
+        print(table, file=sys.stderr)
+
+
+def _steps(args, model, params, batches, mem) -> dict:
+    """Warm-up steps, then one timed step per batch: wall and CPU seconds, last loss."""
+    import torch
+
+    from taskneurons.losses import per_example_loss
+
+    optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.0)
+    times: list[float] = []  # wall seconds per timed step
+    cpu_times: list[float] = []  # CPU seconds of this process (sampler excluded) per step
+    prof = None
+    schedule = batches[: args.warmup] + batches  # warm-up steps, then each batch once
+    for i, batch in enumerate(schedule):
+        timed = i >= args.warmup
+        if timed and i == args.warmup and args.profile and args.method == "neurons":
+            cpu = torch.profiler.ProfilerActivity.CPU
+            prof = torch.profiler.profile(activities=[cpu], record_shapes=True)
+            prof.__enter__()
+        t0, c0 = time.perf_counter(), time.process_time() - mem.sampler_cpu()
+        optimizer.zero_grad(set_to_none=True)
+        loss = per_example_loss(model, batch).mean()  # [batch] -> scalar
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        dt = time.perf_counter() - t0
+        dc = time.process_time() - mem.sampler_cpu() - c0
+        if timed:
+            times.append(dt)
+            cpu_times.append(dc)
+    if prof is not None:
+        prof.__exit__(None, None, None)
+        _print_profile(prof)
+    return {"times": times, "cpu_times": cpu_times, "final_loss": float(loss.detach())}
+
+
 def run_method(args) -> dict:
     import peft  # noqa: F401  (imported before the baseline in every child: same footing)
     import torch
 
-    from taskneurons.losses import per_example_loss
     from taskneurons.models.loading import load_model
-    from taskneurons.neurons.attribution import frozen_parameters
-    from taskneurons.testing.oracles import masked_gradient_hooks
-    from taskneurons.training.neuron_delta import NeuronDelta
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -111,63 +222,11 @@ def run_method(args) -> dict:
     n_tokens = int(sum(int(b["attention_mask"].sum()) for b in batches))
     n_params = int(sum(p.numel() for p in model.parameters()))
     model.train()
-    times: list[float] = []  # wall seconds per timed step
-    cpu_times: list[float] = []  # CPU seconds of this process (sampler excluded) per step
-    prof = None
     with PeakRSS() as mem:
-        if args.method == "neurons":
-            frozen = frozen_parameters(model)
-            frozen.__enter__()
-            delta = NeuronDelta(model, neurons, space=space).attach()
-            params = delta.parameters()
-        elif args.method == "naive":
-            masked_gradient_hooks(model, neurons, space)  # turns requires_grad on everywhere
-            params = list(model.parameters())
-        elif args.method == "lora":
-            from peft import LoraConfig, get_peft_model
-
-            cfg = LoraConfig(
-                r=8,
-                lora_alpha=16,
-                lora_dropout=0.0,
-                target_modules="all-linear",
-                bias="none",
-                task_type="CAUSAL_LM",
-            )
-            model = get_peft_model(model, cfg)
-            params = [p for p in model.parameters() if p.requires_grad]
-        elif args.method == "full":
-            for p in model.parameters():
-                p.requires_grad_(True)
-            params = list(model.parameters())
-        else:
-            raise SystemExit(f"unknown method {args.method!r}; use one of {METHODS}")
-        optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.0)
+        model, params = _setup(args.method, model, neurons, space)
         n_trainable = int(sum(p.numel() for p in params))
-        schedule = batches[: args.warmup] + batches  # warm-up steps, then each batch once
-        for i, batch in enumerate(schedule):
-            timed = i >= args.warmup
-            if timed and i == args.warmup and args.profile and args.method == "neurons":
-                prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
-                prof.__enter__()
-            t0, c0 = time.perf_counter(), time.process_time() - mem.sampler_cpu()
-            optimizer.zero_grad(set_to_none=True)
-            loss = per_example_loss(model, batch).mean()  # [batch] -> scalar
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            dt = time.perf_counter() - t0
-            dc = time.process_time() - mem.sampler_cpu() - c0
-            if timed:
-                times.append(dt)
-                cpu_times.append(dc)
-        if prof is not None:
-            prof.__exit__(None, None, None)
-    if prof is not None:
-        print(
-            prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25),
-            file=sys.stderr,
-        )
+        steps = _steps(args, model, params, batches, mem)
+    times, cpu_times = steps["times"], steps["cpu_times"]
     return {
         "method": args.method,
         "n_trainable": n_trainable,
@@ -181,8 +240,72 @@ def run_method(args) -> dict:
         "tokens": n_tokens,
         "neurons": len(neurons),
         "threads": torch.get_num_threads(),
-        "final_loss": float(loss.detach()),
+        "final_loss": steps["final_loss"],
     }
+
+
+def _run_children(args, methods) -> dict:
+    """Each method in its own subprocess; its result dict."""
+    import tempfile
+
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for m in methods:
+            js = Path(tmp) / f"{m}.json"
+            cmd = [sys.executable, __file__, "--method", m, "--json", str(js)]
+            for key in (
+                "task",
+                "n_batches",
+                "batch_size",
+                "max_length",
+                "warmup",
+                "k",
+                "seed",
+                "threads",
+            ):
+                cmd += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
+            if args.profile:
+                cmd.append("--profile")
+            print(f"running {m} ...", file=sys.stderr, flush=True)
+            subprocess.run(cmd, check=True)
+            results[m] = json.loads(js.read_text())
+    return results
+
+
+def _report(args, results, total_s) -> None:
+    first = next(iter(results.values()))
+    print(
+        f"\ntraining steps on SmolLM2-135M (float32, {first['n_params'] / 1e6:.1f} M parameters), "
+        f"{args.n_batches} batches x {args.batch_size} examples of {Path(args.task).name} "
+        f"({first['tokens']} tokens, max_length {args.max_length}, seed {args.seed}), "
+        f"{args.warmup} warm-up steps, k = {args.k:g} % ffn neurons ({first['neurons']}), "
+        f"{first['threads']} threads, {total_s:.0f} s in all\n"
+    )
+    print(
+        "| method | trainable params | median step s (wall) | min-max step s (wall) "
+        "| median step s (CPU) | peak extra MiB | last step loss |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for m, r in results.items():
+        print(
+            f"| {m} | {r['n_trainable']:,} | {r['median_step_s']:.3f} | "
+            f"{r['min_step_s']:.3f}-{r['max_step_s']:.3f} | {r['median_step_cpu_s']:.3f} | "
+            f"{r['peak_extra_mib']:.0f} | {r['final_loss']:.4f} |"
+        )
+    if "neurons" not in results:
+        return
+    ours = results["neurons"]
+    print()
+    for m, r in results.items():
+        if m == "neurons":
+            continue
+        wall = ours["median_step_s"] / r["median_step_s"]
+        cpu = ours["median_step_cpu_s"] / r["median_step_cpu_s"]
+        mem = ours["peak_extra_mib"] / max(r["peak_extra_mib"], 1e-9)
+        print(
+            f"neurons / {m}: step time {wall:.2f}x (wall), {cpu:.2f}x (CPU); "
+            f"peak extra memory {mem:.2f}x"
+        )
 
 
 def main() -> int:
@@ -219,62 +342,9 @@ def main() -> int:
         res = run_method(args)
         Path(args.json).write_text(json.dumps(res))
         return 0
-    import tempfile
-
-    results = {}
     t_all = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        for m in methods:
-            js = Path(tmp) / f"{m}.json"
-            cmd = [sys.executable, __file__, "--method", m, "--json", str(js)]
-            for key in (
-                "task",
-                "n_batches",
-                "batch_size",
-                "max_length",
-                "warmup",
-                "k",
-                "seed",
-                "threads",
-            ):
-                cmd += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
-            if args.profile:
-                cmd.append("--profile")
-            print(f"running {m} ...", file=sys.stderr, flush=True)
-            subprocess.run(cmd, check=True)
-            results[m] = json.loads(js.read_text())
-    first = next(iter(results.values()))
-    print(
-        f"\ntraining steps on SmolLM2-135M (float32, {first['n_params'] / 1e6:.1f} M parameters), "
-        f"{args.n_batches} batches x {args.batch_size} examples of {Path(args.task).name} "
-        f"({first['tokens']} tokens, max_length {args.max_length}), {args.warmup} warm-up "
-        f"steps, k = {args.k:g} % ffn neurons ({first['neurons']}), {first['threads']} threads, "
-        f"{time.perf_counter() - t_all:.0f} s in all"
-    )
-    print(
-        "| method | trainable params | median step s (wall) | min-max step s (wall) "
-        "| median step s (CPU) | peak extra MiB |"
-    )
-    print("|---|---:|---:|---:|---:|---:|")
-    for m, r in results.items():
-        print(
-            f"| {m} | {r['n_trainable']:,} | {r['median_step_s']:.3f} | "
-            f"{r['min_step_s']:.3f}-{r['max_step_s']:.3f} | {r['median_step_cpu_s']:.3f} | "
-            f"{r['peak_extra_mib']:.0f} |"
-        )
-    if "neurons" in results:
-        ours = results["neurons"]
-        print()
-        for m, r in results.items():
-            if m == "neurons":
-                continue
-            wall = ours["median_step_s"] / r["median_step_s"]
-            cpu = ours["median_step_cpu_s"] / r["median_step_cpu_s"]
-            mem = ours["peak_extra_mib"] / max(r["peak_extra_mib"], 1e-9)
-            print(
-                f"neurons / {m}: step time {wall:.2f}x (wall), {cpu:.2f}x (CPU); "
-                f"peak extra memory {mem:.2f}x"
-            )
+    results = _run_children(args, methods)
+    _report(args, results, time.perf_counter() - t_all)
     return 0
 
 
