@@ -412,6 +412,14 @@ def test_unknown_spec_lists_builtins(tmp_path):
         load_task(tmp_path / "data.jsonl")
 
 
+def test_json_data_file_is_not_a_spec_file_and_bare_hf_needs_fields(tmp_path):
+    (tmp_path / "rows.json").write_text(json.dumps([{"hf": "x"}]))
+    with pytest.raises(TaskFormatError, match=r"for a data file write one, e\.g\. \{hf: "):
+        load_task(tmp_path / "rows.json")  # a JSON list is data, not a task spec file
+    with pytest.raises(TaskFormatError, match="needs output_field, which a task name"):
+        load_task("hf:some/name", input_field="x")
+
+
 def test_builtin_through_load_task():
     task = load_task("sentiment", seed=3, n_train=10, n_test=5)
     assert task.source == {

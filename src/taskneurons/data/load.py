@@ -21,6 +21,7 @@ from taskneurons.data.formats import (
     load_task_folder,
 )
 from taskneurons.data.hf import load_hf_task
+from taskneurons.data.spec import is_spec_file, load_spec_file
 from taskneurons.data.tasks import Task, TaskFormatError
 
 
@@ -34,12 +35,16 @@ def load_task(
     seed: int = 0,
     **kwargs: Any,
 ) -> Task:
-    """Load a task from a spec: a built-in name, a folder, or ``hf:NAME_OR_PATH``.
+    """Load a task from a spec: a built-in name, a folder, a spec file or ``hf:NAME_OR_PATH``.
 
     Dispatch:
         * a :class:`Task` is returned as is;
-        * ``"hf:NAME_OR_PATH"`` -> :func:`load_hf_task` (``kwargs``: ``input_field``,
-          ``output_field``, ``labels``, splits, ...; ``kind`` defaults to classification);
+        * ``"hf:NAME_OR_PATH"`` -> :func:`load_hf_task` (``kwargs``: ``input_field`` and
+          ``output_field`` (required), ``labels``, splits, ...; ``kind`` defaults to
+          classification);
+        * a task spec file (``.yaml``/``.yml``, or ``.json`` holding an object with ``hf``)
+          -> :func:`taskneurons.data.spec.load_spec_file` (the ``load_hf_task`` arguments in a
+          file, so ``hf:`` tasks work from the command line);
         * a built-in demo task name (see :func:`taskneurons.data.builtin.builtin_task_names`)
           -> the generated task (``seed``; ``kwargs``: ``n_train``, ``n_test``); a folder of the
           same name is reached with ``./NAME``;
@@ -50,7 +55,8 @@ def load_task(
     ``name``, ``id`` and ``instruction`` override the loaded values.
 
     Raises:
-        TaskFormatError: the spec names nothing loadable, or a file is malformed.
+        TaskFormatError: the spec names nothing loadable, a file is malformed, or an ``hf:``
+            spec lacks ``input_field``/``output_field`` (the message shows a spec file).
 
     Example:
         >>> load_task("arithmetic").metric
@@ -60,6 +66,7 @@ def load_task(
         return spec
     text = os.fspath(spec)
     if text.startswith("hf:"):
+        _check_hf_fields(text, kwargs)
         return load_hf_task(
             text[3:],
             id=id,
@@ -76,30 +83,58 @@ def load_task(
     path = Path(text).expanduser()
     if path.is_file() and path.name == "task.json":
         path = path.parent
+    if is_spec_file(path):
+        _no_kwargs(kwargs, path, "a task spec file (its keys go in the file)")
+        return load_spec_file(path, name=name, id=id, instruction=instruction, kind=kind)
     if path.is_dir():
-        if (path / "task.json").exists():
-            _no_kwargs(kwargs, path, "a task folder")
-            if kind is not None:
-                raise TypeError(f"{path}: the kind of a task folder comes from its task.json")
-            return load_task_folder(path, name=name, id=id, instruction=instruction)
-        if (path / "labels.json").exists() or (path / "train.json").exists():
-            _no_kwargs(kwargs, path, "an O-LoRA folder")
-            return load_olora_folder(
-                path, instruction=instruction, kind=kind or "classification", name=name, id=id
-            )
-        raise TaskFormatError(
-            f"{path}: not a task folder (needs {', '.join(TASK_FOLDER_FILES)}) nor an O-LoRA "
-            f"folder (needs {', '.join(OLORA_FOLDER_FILES)})"
-        )
+        return _load_folder(path, kwargs, name=name, id=id, instruction=instruction, kind=kind)
     if path.is_file():
         raise TaskFormatError(
-            f"{path}: a task spec is a folder, a built-in name or hf:...; for a JSON file use "
-            f"'hf:{text}' with input_field= and output_field="
+            f"{path}: a task spec is a folder, a built-in name or a task spec file (.yaml, or "
+            f".json with an 'hf' key); for a data file write one, e.g. {{hf: {text}, "
+            "input_field: ..., output_field: ...}"
         )
     raise TaskFormatError(
         f"unknown task {text!r}: no such folder, not 'hf:...', and not a built-in task "
         f"(built-in: {', '.join(builtin_task_names())})"
     )
+
+
+def _load_folder(
+    path: Path,
+    kwargs: Mapping[str, Any],
+    *,
+    name: str | None,
+    id: str | None,
+    instruction: str | None,
+    kind: str | None,
+) -> Task:
+    """A task folder (``task.json``) or an O-LoRA folder (``labels.json``/``train.json``)."""
+    if (path / "task.json").exists():
+        _no_kwargs(kwargs, path, "a task folder")
+        if kind is not None:
+            raise TypeError(f"{path}: the kind of a task folder comes from its task.json")
+        return load_task_folder(path, name=name, id=id, instruction=instruction)
+    if (path / "labels.json").exists() or (path / "train.json").exists():
+        _no_kwargs(kwargs, path, "an O-LoRA folder")
+        return load_olora_folder(
+            path, instruction=instruction, kind=kind or "classification", name=name, id=id
+        )
+    raise TaskFormatError(
+        f"{path}: not a task folder (needs {', '.join(TASK_FOLDER_FILES)}) nor an O-LoRA "
+        f"folder (needs {', '.join(OLORA_FOLDER_FILES)})"
+    )
+
+
+def _check_hf_fields(text: str, kwargs: Mapping[str, Any]) -> None:
+    """A bare ``hf:NAME`` (no ``input_field``/``output_field``) names a spec file instead."""
+    missing = [k for k in ("input_field", "output_field") if k not in kwargs]
+    if missing:
+        raise TaskFormatError(
+            f"{text}: an hf: task needs {' and '.join(missing)}, which a task name cannot "
+            f"carry; write a task spec file (e.g. mytask.yaml: {{hf: {text[3:]}, input_field: "
+            "sentence, output_field: label}) and pass its path as the task"
+        )
 
 
 def _no_kwargs(kwargs: Mapping[str, Any], path: Path, what: str) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
@@ -64,7 +66,14 @@ def load_neuron_sets(
 ) -> dict[str, NeuronSet]:
     """Load ``folder/<task>/neurons.safetensors`` for every task, checked against ``model``.
 
-    ``folder`` is a ``detect`` output folder, or a run folder holding one as ``detect/``.
+    ``folder`` is a ``detect`` output folder, or a run folder holding one as ``detect/``. The
+    sets must come from one detection: the same detect settings (k, scope, definition, model,
+    attribution knobs) in every set, and those of the folder's ``detect_config.json``.
+
+    Raises:
+        FileNotFoundError: the folder or a task's set is missing.
+        ValueError: a set is damaged or edited, or the sets mix detect settings (the message
+            names the folder and the settings that differ).
     """
     folder = detect_folder(folder)
     sets = {}
@@ -75,4 +84,152 @@ def load_neuron_sets(
                 f"no neuron set for task {t.id!r} at {path}; run `taskneurons detect` first"
             )
         sets[t.id] = NeuronSet.load(path, model=model, strict=strict)
+    check_same_detection(folder, sets)
     return sets
+
+
+# -- one detection per folder -----------------------------------------------------------------------
+#: Detect knobs that change only float rounding or speed, not which neurons are found.
+_IGNORED_SETTINGS = ("attribution.batch_size", "attribution.group_by_length")
+
+#: The name of the record of a detection's settings in its folder.
+DETECT_CONFIG = "detect_config.json"
+
+
+def detect_settings(config: Mapping[str, Any], fingerprint: Mapping[str, Any] | None) -> dict:
+    """The settings that decide a detection's sets, flat (``attribution.seed``, ``model.arch``).
+
+    ``config`` is a ``DetectConfig.to_dict()``; ``fingerprint`` the model's fingerprint.
+    """
+    out: dict[str, Any] = {"k": config.get("k"), "scope": config.get("scope")}
+    attribution = config.get("attribution")
+    out["definition"] = attribution.get("definition") if isinstance(attribution, Mapping) else None
+    out.update(_flat(attribution if isinstance(attribution, Mapping) else {}, "attribution."))
+    out.update(_model_keys(fingerprint))
+    return {k: v for k, v in out.items() if k not in _IGNORED_SETTINGS}
+
+
+def set_settings(meta: Mapping[str, Any]) -> dict:
+    """The detect settings recorded in a neuron set's meta (``None`` where not recorded)."""
+    out: dict[str, Any] = {key: meta.get(key) for key in ("k", "scope", "definition")}
+    if meta.get("rank_modules", "together") != "together":
+        out["rank_modules"] = meta.get("rank_modules")
+    scores = meta.get("scores_meta")
+    attribution = scores.get("config") if isinstance(scores, Mapping) else None
+    out.update(_flat(attribution if isinstance(attribution, Mapping) else {}, "attribution."))
+    fp = meta.get("model_fingerprint")
+    out.update(_model_keys(fp if isinstance(fp, Mapping) else None))
+    return {k: v for k, v in out.items() if k not in _IGNORED_SETTINGS}
+
+
+def read_detect_config(folder: Path) -> dict | None:
+    """``folder/detect_config.json`` as a dict, or ``None`` when there is none."""
+    path = folder / DETECT_CONFIG
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not a readable detect record ({exc})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: not a detect record (expected a JSON object)")
+    return data
+
+
+def settings_of_record(record: Mapping[str, Any]) -> dict:
+    """:func:`detect_settings` of a ``detect_config.json`` record, plus its ``tasks``."""
+    config = record.get("config") if isinstance(record.get("config"), Mapping) else {}
+    model = record.get("model") if isinstance(record.get("model"), Mapping) else None
+    out = detect_settings(config, model)
+    tasks = record.get("tasks")
+    out["tasks"] = sorted(tasks) if isinstance(tasks, list) else tasks
+    return out
+
+
+def differences(a: Mapping[str, Any], b: Mapping[str, Any], keys=None) -> list[str]:
+    """``key: A vs B`` for each key (default: all of both) whose values differ."""
+    keys = keys if keys is not None else sorted(set(a) | set(b))
+    return [f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in keys if a.get(k) != b.get(k)]
+
+
+def check_same_detection(folder: Path, sets: Mapping[str, NeuronSet]) -> None:
+    """Raise ``ValueError`` unless every set of ``folder`` comes from one detection.
+
+    Every set must record the same detect settings; with a ``detect_config.json`` in the
+    folder, each set's recorded settings must be the record's and its task among its tasks.
+    """
+    names = list(sets)
+    settings = {name: set_settings(sets[name].meta) for name in names}
+    first = names[0] if names else None
+    for name in names[1:]:
+        diff = differences(settings[first], settings[name])
+        if diff:
+            raise ValueError(
+                f"{folder}: the neuron sets of {first!r} and {name!r} were detected with other "
+                f"settings ({'; '.join(diff)}); detect all tasks again into one empty folder"
+            )
+    record = read_detect_config(folder)
+    if record is None:
+        return
+    expected = settings_of_record(record)
+    for name in names:
+        shared = [k for k in settings[name] if k in expected and settings[name][k] is not None]
+        diff = differences(settings[name], expected, shared)
+        if isinstance(expected["tasks"], list) and name not in expected["tasks"]:
+            diff.append(f"task {name!r} not among the tasks {expected['tasks']}")
+        if diff:
+            raise ValueError(
+                f"{folder / name / 'neurons.safetensors'} does not come from the detection "
+                f"recorded in {folder / DETECT_CONFIG} ({'; '.join(diff)}); detect all tasks "
+                "again into one empty folder"
+            )
+
+
+def check_detect_out(
+    folder: Path, config: Mapping[str, Any], tasks: list[str], fingerprint: Mapping[str, Any]
+) -> None:
+    """Refuse to detect into ``folder`` when it holds sets of a detection with other settings.
+
+    A folder without neuron sets is always fine; one with sets must have been made with the
+    same settings (:func:`detect_settings`), model and task list.
+
+    Raises:
+        ValueError: ``folder/detect_config.json`` records other settings or tasks (the message
+            names the folder and the keys), or ``folder`` holds neuron sets of other tasks
+            without such a record.
+    """
+    hint = "pass another --out (out: in an experiment file) or delete it"
+    held = sorted(p.parent.name for p in folder.glob("*/neurons.safetensors"))
+    if not held:
+        return  # nothing to mix with
+    record = read_detect_config(folder)
+    if record is None:
+        strays = [name for name in held if name not in tasks]
+        if strays:
+            raise ValueError(
+                f"{folder} already holds neuron sets of other tasks {strays} (no "
+                f"{DETECT_CONFIG} says how they were made); {hint}"
+            )
+        return
+    now = {**detect_settings(config, fingerprint), "tasks": sorted(tasks)}
+    diff = differences(settings_of_record(record), now)
+    if diff:
+        raise ValueError(
+            f"{folder} already holds a detection with other settings ({'; '.join(diff)}; "
+            f"earlier vs now); its sets would be mixed with the new ones: {hint}"
+        )
+
+
+def _flat(d: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        if isinstance(value, Mapping):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def _model_keys(fingerprint: Mapping[str, Any] | None) -> dict[str, Any]:
+    fp = fingerprint or {}
+    return {"model.arch": fp.get("arch"), "model.weights": fp.get("weights")}

@@ -16,6 +16,7 @@ from torch import nn
 from taskneurons._io import write_json_atomic
 from taskneurons.config import Config
 from taskneurons.data.tasks import Task
+from taskneurons.experiments.common import DETECT_CONFIG, check_detect_out
 from taskneurons.neurons.attribution import AttributionConfig, relevance_scores
 from taskneurons.neurons.neuron_set import NeuronSet
 from taskneurons.neurons.selection import check_k, iou, top_k
@@ -100,11 +101,22 @@ def detect_neurons(
 
     Writes ``out_dir/<task>/scores.safetensors``, ``out_dir/<task>/neurons.safetensors`` (+
     ``.json``), ``layer_counts.{md,csv,json}``, ``iou.{md,csv,json}``, ``layer_counts.png``,
-    ``iou.png`` and ``detect_config.json``.
+    ``iou.png`` and ``detect_config.json`` (the settings, task list and model fingerprint).
+
+    Raises:
+        ValueError: ``out_dir`` already holds neuron sets of a detection with other settings,
+            another model or another task list (its ``detect_config.json`` says so), which
+            would be mixed with the new ones; the message names the folder and the keys.
     """
     out = Path(out_dir)
     space = NeuronSpace(model, config.attribution.definition)
     fingerprint = model_fingerprint(model)
+    ids = [t.id for t in tasks]
+    check_detect_out(out, config.to_dict(), ids, fingerprint)
+    # recorded first, so the sets of a run that stops half-way are known too
+    write_json_atomic(
+        out / DETECT_CONFIG, provenance(config=config.to_dict(), tasks=ids, model=fingerprint)
+    )
     sets: dict[str, NeuronSet] = {}
     for task in tasks:
         scores = relevance_scores(
@@ -124,10 +136,6 @@ def detect_neurons(
         sets[task.id].save(out / task.id / "neurons.safetensors")
     result = summarize_detection(sets, out)
     write_detection_summary(result)
-    write_json_atomic(
-        out / "detect_config.json",
-        provenance(config=config.to_dict(), tasks=[t.id for t in tasks], model=fingerprint),
-    )
     return result
 
 

@@ -29,6 +29,8 @@ from taskneurons._io import (
     tensor_sidecar_paths,
     write_tensors_with_sidecar,
 )
+from taskneurons.neurons.neuron_files import save_records
+from taskneurons.neurons.neuron_files import verify as verify_records
 from taskneurons.neurons.space import DEFINITIONS, Neuron, NeuronSpace
 from taskneurons.provenance import ModelMismatchError, check_same_model, fingerprint_of
 
@@ -284,18 +286,22 @@ class NeuronSet:
         ``path`` is a ``.safetensors`` file (sidecar: same name with ``.json``) or a folder
         (files ``neurons.safetensors`` and ``neurons.json`` inside it). Nothing half-written is
         left behind on failure: the meta is serialised before any file is touched, and each file
-        is written to a temporary name and renamed.
+        is written to a temporary name and renamed. The neuron count and a checksum of the
+        masks go into both files, and a checksum of the meta into the sidecar (see
+        :mod:`taskneurons.neurons.neuron_files`); the saved meta's ``count`` is the masks' count.
 
         Returns:
             The path of the ``.safetensors`` file.
         """
         tensor_path, meta_path = _paths(path)
-        sidecar = {"format": FORMAT, "definition": self.definition, "meta": self.meta}
+        checks, records = save_records(self.masks, self.meta)  # fails before any file is touched
+        sidecar = {"format": FORMAT, "definition": self.definition, **records}
         # safetensors sorts tensor names; the module order (= neuron-id order) goes in the header
         header = {
             "format": FORMAT,
             "definition": self.definition,
             "modules": json.dumps(self.modules),
+            **checks,
         }
         tensors = {m: t.contiguous() for m, t in self.masks.items()}
         return write_tensors_with_sidecar(tensor_path, meta_path, tensors, header, sidecar)
@@ -319,7 +325,10 @@ class NeuronSet:
 
         Raises:
             FileNotFoundError: the file or its JSON sidecar is missing.
-            ValueError: the file is not a NeuronSet file.
+            ValueError: the file is not a NeuronSet file, or it is damaged or was edited: its
+                masks do not match the checksum or count saved with them, its meta does not
+                match its checksum, or the sidecar belongs to another set (message names the
+                file). The loaded meta's ``count`` is the number of neurons the masks select.
             NeuronSetMismatchError: the set does not fit ``model``/``space`` (message says how).
         """
 
@@ -329,7 +338,8 @@ class NeuronSet:
         )
         order = header_modules(header, list(masks), tensor_path)
         masks = {m: masks[m] for m in order}
-        out = cls(header["definition"], masks, sidecar.get("meta") or {})
+        meta = verify_records(masks, header, sidecar, (tensor_path, meta_path))
+        out = cls(header["definition"], masks, meta)
         if model is None and space is not None:
             model = space.adapter.model
         if space is not None:
