@@ -18,11 +18,16 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 def shared_data() -> Path:
     """The folder of real task data: ``$TASKNEURONS_SHARED_DATA``, else ``../shared/data``.
 
-    Tests that use it are skipped when the folder is missing (the data is never in the repo).
+    Tests that use it are skipped when the folder is missing (the data is never in the repo),
+    unless ``TASKNEURONS_REQUIRE_SHARED_DATA=1`` (set by CI): then they fail, so a CI run
+    without the data cannot pass by skipping the real-data tests.
     """
     path = Path(os.environ.get("TASKNEURONS_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
     if not path.is_dir():
-        pytest.skip(f"shared task data not found at {path} (set TASKNEURONS_SHARED_DATA)")
+        message = f"shared task data not found at {path} (set TASKNEURONS_SHARED_DATA)"
+        if os.environ.get("TASKNEURONS_REQUIRE_SHARED_DATA") == "1":
+            pytest.fail(f"{message}; TASKNEURONS_REQUIRE_SHARED_DATA=1 requires it")
+        pytest.skip(message)
     return path
 
 

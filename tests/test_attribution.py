@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -229,13 +230,17 @@ def test_first_order_estimate_matches_exact_zeroing():
 
 
 def _planted_model(seed: int = 0):
-    """Tiny Llama where units A carry task A's signal and units B task B's (layer 1).
+    """Tiny Llama where units A carry task A's signal and units B task B's (layer 1), with decoys.
 
     Task A: inputs from tokens 10..13, answer token 40; task B: inputs 20..23, answer 50.
     Embeddings of a task's input tokens share a direction e_T; planted units read e_T (gate and
     up rows) and write the LM-head row of the task's answer (down column). The weights are
     moderate (read 1.0, write 0.2) so the answer is not predicted with probability ~1: a
     saturated softmax has a vanishing gradient and no attribution method can see the units.
+
+    Decoys (units 10..15 for A, 40..45 for B) read e_T three times as strongly, so their
+    activations are far larger than the planted units', but their down column is zero: they
+    never reach the output, and a ranking by activation size alone picks them.
     """
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -254,6 +259,7 @@ def _planted_model(seed: int = 0):
     model = LlamaForCausalLM(cfg).eval()
     g = torch.Generator().manual_seed(seed)
     units = {"A": list(range(0, 6)), "B": list(range(30, 36))}
+    decoys = {"A": list(range(10, 16)), "B": list(range(40, 46))}
     spec = {"A": (range(10, 14), 40), "B": (range(20, 24), 50)}
     with torch.no_grad():
         for name, (tokens, answer) in spec.items():
@@ -269,11 +275,34 @@ def _planted_model(seed: int = 0):
                 mlp.gate_proj.weight[u] = 1.0 * direction
                 mlp.up_proj.weight[u] = 1.0 * direction
                 mlp.down_proj.weight[:, u] = 0.2 * out_dir
-    return model, units, spec
+            for u in decoys[name]:
+                mlp.gate_proj.weight[u] = 3.0 * direction
+                mlp.up_proj.weight[u] = 3.0 * direction
+                mlp.down_proj.weight[:, u] = 0.0
+    return model, units, decoys, spec
+
+
+def _mean_abs_activation(model, batches, layer: int) -> torch.Tensor:
+    """Mean |activation| of each ffn unit of ``layer`` over the unpadded tokens, ``[d_ff]``."""
+    site = NeuronSpace(model, "ffn").site_module(layer, "ffn")
+    total, count = 0.0, 0
+    seen: list[torch.Tensor] = []
+    handle = site.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach()))
+    try:
+        with torch.no_grad():
+            for b in batches:
+                seen.clear()
+                model(input_ids=b["input_ids"], attention_mask=b["attention_mask"])
+                mask = b["attention_mask"][..., None].to(seen[0].dtype)  # [batch, pos, 1]
+                total = total + (seen[0].abs() * mask).sum(dim=(0, 1))
+                count += int(b["attention_mask"].sum())
+    finally:
+        handle.remove()
+    return total / count
 
 
 def test_planted_neurons_are_recovered():
-    model, units, spec = _planted_model()
+    model, units, decoys, spec = _planted_model()
     space = NeuronSpace(model, "ffn")
     g = torch.Generator().manual_seed(1)
     for name, (tokens, answer) in spec.items():
@@ -288,6 +317,13 @@ def test_planted_neurons_are_recovered():
         planted = {1 * 64 + u for u in units[name]}
         precision = len(planted & set(top.tolist())) / len(units[name])
         assert precision >= 0.9, (name, precision, top)
+        # every planted unit outranks every decoy, though the decoys are far more active ...
+        assert scores[1, units[name]].min() > scores[1, decoys[name]].max(), name
+        # ... so much that ranking by mean |activation| alone would pick exactly the decoys
+        act = _mean_abs_activation(model, batches, layer=1)
+        assert act[decoys[name]].min() > 2 * act[units[name]].max(), name
+        by_act = torch.topk(act, k=len(units[name])).indices.tolist()
+        assert set(by_act) == set(decoys[name]), (name, by_act)
 
 
 def test_bad_inputs():
@@ -307,8 +343,18 @@ def test_bad_inputs():
 DIST_SCRIPT = Path(__file__).with_name("dist_scores.py")
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_two_processes_equal_one(tmp_path):
-    """torchrun --nproc_per_node 2 (Accelerate, gloo) gives the scores of one process."""
+    """torchrun --nproc_per_node 2 (Accelerate, gloo) gives the scores of one process.
+
+    Both ways of feeding the scores: ready-made batches (every other batch per process) and a
+    Task (11 examples, sharded 6 + 5 between the processes, tokenized and batched there).
+    """
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TN_OUT": str(tmp_path)}
     cmd = [
         sys.executable,
@@ -317,7 +363,7 @@ def test_two_processes_equal_one(tmp_path):
         "--nproc_per_node",
         "2",
         "--master_port",
-        "29533",
+        str(_free_port()),
         str(DIST_SCRIPT),
     ]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
@@ -328,8 +374,13 @@ def test_two_processes_equal_one(tmp_path):
     )
     assert res1.returncode == 0, res1.stderr[-3000:]
     one = torch.load(tmp_path / "scores_1.pt")
-    for m in one:
-        torch.testing.assert_close(two[m], one[m], rtol=1e-5, atol=1e-9)
+    assert one.keys() == two.keys() == {"batches", "task", "task_meta"}
+    for path in ("batches", "task"):
+        assert one[path].keys() == two[path].keys() == {"ffn"}
+        assert float(one[path]["ffn"].max()) > 0
+        torch.testing.assert_close(two[path]["ffn"], one[path]["ffn"], rtol=1e-6, atol=1e-8)
+    assert one["task_meta"] == two["task_meta"]
+    assert one["task_meta"]["n_scored"] == 11
 
 
 def test_activations_freed_without_garbage_collector():

@@ -1,10 +1,14 @@
-"""Deactivation: activation hooks vs parameter zeroing, reversibility, equivalence, errors."""
+"""Deactivation: activation hooks vs parameter zeroing, reversibility, equivalence, errors.
+
+Also: the deactivation experiment's Deactivate-Task row is ``evaluate`` under ``deactivate``.
+"""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from taskneurons.data.tasks import Example, Task
 from taskneurons.neurons.intervention import Deactivation, deactivate, zero_neurons
 from taskneurons.neurons.neuron_set import NeuronSet, NeuronSetMismatchError
 from taskneurons.neurons.scores import NeuronScores
@@ -12,6 +16,7 @@ from taskneurons.neurons.selection import top_k
 from taskneurons.neurons.space import NeuronSpace
 
 from tiny_models import tiny_model
+from tiny_tokenizer import tiny_tokenizer
 
 # gated + biases (llama, mlp_bias=True), Conv1D (gpt2), biases (opt, gpt_neox), fused gate_up (phi3)
 FAMILIES = ["llama", "gpt2", "opt", "gpt_neox", "phi3"]
@@ -224,6 +229,55 @@ def test_mismatched_set_or_mode_is_refused():
             pass
     assert _hooks(model) == hooks
     _assert_same_state(model, before)
+
+
+def tiny_tasks(n: int = 12) -> list[Task]:
+    """Two classification tasks in the tiny tokenizer's vocabulary, ``n`` train and test examples."""
+    adj = {"positive": ["good", "great", "fun"], "negative": ["bad", "awful", "boring"]}
+    nouns = ["movie", "film", "book", "food", "story", "plot"]
+    mood, answer = [], []
+    for i in range(n):
+        label = ["positive", "negative"][i % 2]
+        word, noun = adj[label][i % 3], nouns[i % 6]
+        mood.append(Example(f"the {noun} was very {word}", label))
+        answer.append(Example(f"I {word} this {noun}", ["yes", "no"][i % 2]))
+    common = dict(kind="classification", instruction="Classify the text", metric="accuracy")
+    return [
+        Task(id="mood", labels=["positive", "negative"], train=mood, test=mood[::-1], **common),
+        Task(id="answer", labels=["yes", "no"], train=answer, test=answer[::-1], **common),
+    ]
+
+
+@pytest.mark.parametrize("mode", ["activation", "parameters"])
+def test_deactivate_task_row_is_evaluate_under_deactivate(tmp_path, mode):
+    """Deactivate-Task of the experiment == ``evaluate`` inside ``deactivate`` by hand.
+
+    Same test subset (``eval_examples`` with the config's ``n_test`` and ``seed``), same
+    evaluation config: the accuracy and the gold-label NLL must be equal, and the NLL must
+    differ from Original's (the deactivation changes something) and from Deactivate-Random's.
+    """
+    from taskneurons.data.prompts import PromptConfig
+    from taskneurons.evaluation.dispatch import evaluate
+    from taskneurons.evaluation.result import EvalConfig
+    from taskneurons.experiments.common import eval_examples
+    from taskneurons.experiments.deactivation import DeactivateConfig, deactivation_experiment
+
+    model, tok, tasks = tiny_model("llama"), tiny_tokenizer(), tiny_tasks()
+    sets = {t.id: _random_set(model, "ffn", k=10, seed=i) for i, t in enumerate(tasks)}
+    eval_cfg = EvalConfig(prompt=PromptConfig(max_length=48), batch_size=4)
+    config = DeactivateConfig(mode=mode, n_test=6, seed=3, eval=eval_cfg)
+    res = deactivation_experiment(model, tok, tasks, sets, config, tmp_path, progress=False)
+    assert res.nll is not None
+    for t in tasks:
+        examples = eval_examples(t, config.n_test, config.seed)
+        assert len(examples) == 6 and examples != t.test[:6]  # a seeded subset
+        with deactivate(model, sets[t.id], mode=mode):
+            by_hand = evaluate(model, tok, t, examples, config=eval_cfg, progress=False)
+        assert res.table.row("Deactivate-Task")[t.id] == by_hand.score
+        assert res.table.matrix[t.id][t.id] == by_hand.score
+        assert res.nll.row("Deactivate-Task")[t.id] == by_hand.gold_nll()
+        assert res.nll.row("Original")[t.id] != by_hand.gold_nll()
+        assert res.nll.row("Deactivate-Random")[t.id] != by_hand.gold_nll()
 
 
 @pytest.mark.slow

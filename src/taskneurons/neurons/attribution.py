@@ -155,7 +155,12 @@ class _ScoreAccumulator:
         # tensor whose grad_fn holds the closure is a reference cycle that only the cyclic
         # garbage collector frees, so activations of past batches would pile up.
         key = (layer, module)
-        self._acts[key] = act.detach()
+        value = act.detach()
+        if self.space.site(module).kind == "output":
+            # the model may add into a linear's output in place (Falcon: mlp_out += attn_out),
+            # which would change a shared view; keep the activation's own values
+            value = value.clone()
+        self._acts[key] = value
         acts, sums, acc = self._acts, self.sums, self
 
         def on_grad(grad: torch.Tensor) -> None:

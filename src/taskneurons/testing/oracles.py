@@ -79,7 +79,8 @@ def reference_relevance_scores(
             def keep(layer: int, module: str, acts=acts):
                 def fn(act: torch.Tensor) -> torch.Tensor:
                     act.retain_grad()
-                    acts[(layer, module)] = act
+                    # the value is copied: a model may add into the output in place (Falcon)
+                    acts[(layer, module)] = (act, act.detach().clone())
                     return act
 
                 return fn
@@ -100,8 +101,8 @@ def reference_relevance_scores(
             model.zero_grad(set_to_none=True)
             loss.backward()
             mask = batch["attention_mask"][..., None].double()  # [batch, pos, 1]
-            for (layer, m), a in acts.items():
-                prod = (a.grad.double() * a.detach().double()).reshape(*mask.shape[:2], -1)
+            for (layer, m), (a, value) in acts.items():
+                prod = (a.grad.double() * value.double()).reshape(*mask.shape[:2], -1)
                 prod = prod * mask  # [batch, pos, units]
                 per_ex = prod.abs().sum(1) if aggregate == "token_abs" else prod.sum(1)
                 sums[m][layer] += (
