@@ -103,11 +103,11 @@ def test_detect_then_deactivate(tiny_folder, task_folders, tmp_path, capsys):
     for row in ("Original", "Deactivate-Random", "Deactivate-Task"):
         assert row in printed
     table = json.loads((out / "deactivate" / "table1.json").read_text())
-    assert [r[0] for r in table["rows"]] == ["Original", "Deactivate-Random", "Deactivate-Task"]
+    assert [r[0] for r in table["rows"]][:3] == ["Original", "Deactivate-Random", "Deactivate-Task"]
     assert (out / "deactivate" / "matrix.png").is_file()
     # the same evaluations' gold-label NLL, with its own tables and summary
     nll = json.loads((out / "deactivate" / "table1_nll.json").read_text())
-    assert [r[0] for r in nll["rows"]] == ["Original", "Deactivate-Random", "Deactivate-Task"]
+    assert [r[0] for r in nll["rows"]][:3] == ["Original", "Deactivate-Random", "Deactivate-Task"]
     assert all(v > 0 for v in nll["rows"][0][1:])  # NLLs in nats
     assert (out / "deactivate" / "matrix_nll.png").is_file()
     assert printed.count("largest drop of a column on its diagonal:") == 2

@@ -156,7 +156,12 @@ def test_run_writes_config_readme_and_typed_results(tiny_folder, task_folders, t
         assert f"`{name}`" in index, name
     det, deact = run.results["detect"], run.results["deactivate"]
     assert sorted(det.sets) == ["answer", "mood"]
-    assert list(deact.table.rows) == ["Original", "Deactivate-Random", "Deactivate-Task"]
+    assert list(deact.table.rows) == [
+        "Original",
+        "Deactivate-Random",
+        "Deactivate-Task",
+        "Deactivate-Others",  # the union of the other tasks' sets, a specificity control
+    ]
     table = json.loads((out / "deactivate" / "table1.json").read_text())
     assert table["rows"][2][1:3] == [
         deact.table.row("Deactivate-Task")[n] for n in ("mood", "answer")
@@ -179,3 +184,45 @@ def test_finetune_command_equals_run_of_the_same_file(tiny_folder, task_folders,
     assert main(["run", str(path), "--out", str(tmp_path / "b")]) == 0
     a, b = (json.loads((tmp_path / x / "table2" / "table2.json").read_text()) for x in "ab")
     assert a["rows"] == b["rows"]
+
+
+def test_specific_selection_general_set_and_specificity_controls(
+    tiny_folder, task_folders, tmp_path
+):
+    from taskneurons.data.load import load_task
+    from taskneurons.experiments.deactivation import DeactivateConfig, deactivation_experiment
+    from taskneurons.experiments.detect import DetectConfig, detect_neurons
+    from taskneurons.models.loading import load_model
+
+    model, tok = load_model(str(tiny_folder))
+    tasks = [load_task(str(f)) for f in task_folders]
+    cfg = DetectConfig.from_dict(
+        {"k": 30, "attribution": {"n_examples": 4}, "selection": {"method": "specific", "m": 2}}
+    )
+    det = detect_neurons(model, tok, tasks, cfg, tmp_path / "detect", progress=False)
+    general = det.general
+    assert general is not None and (tmp_path / "detect" / "general_neurons.safetensors").is_file()
+    for ns in det.sets.values():  # own top-k minus the neurons in both tasks' top-k
+        assert len(ns & general) == 0 and ns.meta["selection"]["method"] == "specific"
+    res = deactivation_experiment(
+        model,
+        tok,
+        tasks,
+        det.sets,
+        DeactivateConfig(n_test=4, n_boot=50, n_permutations=10),
+        tmp_path / "deactivate",
+        progress=False,
+        general=general,
+    )
+    rows = list(res.table.rows)
+    assert rows[:3] == ["Original", "Deactivate-Random", "Deactivate-Task"]
+    assert "Deactivate-Others" in rows and "Deactivate-General" in rows
+    stats = json.loads((tmp_path / "deactivate" / "specificity.json").read_text())
+    assert set(stats) >= {"score", "nll", "names"}
+    spec = res.specificity["nll"]
+    assert len(spec.effects) == 2 and spec.ci is not None and 0 < spec.p_value <= 1
+    # the effect matrix is the rise of the matrix over Original
+    i, j = res.table.names
+    rise = res.nll.matrix[i][j] - res.nll.row("Original")[j]
+    assert spec.effects[0][1] == pytest.approx(rise)
+    assert "specificity" in res.markdown()

@@ -134,6 +134,11 @@ class EvalResult:
             >>> res.score, res.gold_nll()  # doctest: +SKIP
             (50.0, 0.71)
         """
+        values = self.example_gold_nll()
+        return None if values is None else sum(values) / len(values)
+
+    def example_gold_nll(self) -> list[float] | None:
+        """Each example's gold-label NLL (nats), in input order; ``None`` in ``generate`` mode."""
         if self.mode != "score" or not self.predictions:
             return None
         values = []
@@ -142,7 +147,17 @@ class EvalResult:
             if ll is None or p.get("gold") not in ll:
                 return None
             values.append(-float(ll[p["gold"]]))
-        return sum(values) / len(values)
+        return values
+
+    def example_scores(self) -> list[float]:
+        """Each example's share of :attr:`score`: 100 or 0 (correct or not), or ROUGE-L x 100.
+
+        Their mean is :attr:`score`; bootstrap confidence intervals resample them.
+        """
+        return [
+            100.0 * float(p["correct"]) if "correct" in p else float(p["score"])
+            for p in self.predictions
+        ]
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict of every field."""

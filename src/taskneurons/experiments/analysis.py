@@ -7,6 +7,17 @@ Example:
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from taskneurons.analysis.specificity import (
+    bootstrap,
+    dominance,
+    effects,
+    permutation_test,
+    summarize,
+)
 from taskneurons.report.comparison import Comparison
 
 
@@ -63,5 +74,83 @@ def deactivation_summary(table: Comparison, higher_is_better: bool = True) -> st
     )
 
 
-#: The rows of a deactivation table, in order.
+#: The rows of a deactivation table, in order, and the optional control rows after them.
 ROW_NAMES = ("Original", "Deactivate-Random", "Deactivate-Task")
+EXTRA_ROWS = ("Deactivate-Others", "Deactivate-General")
+
+
+@dataclass
+class Specificity:
+    """How task-specific a deactivation matrix is, with its uncertainty.
+
+    Attributes:
+        readout: ``"score"`` (accuracy % / ROUGE-L; effect = drop) or ``"nll"`` (gold-label
+            NLL in nats; effect = rise).
+        effects: ``E[i][j]``, the damage to task j from deactivating task i's neurons.
+        statistic: the mean double-centred diagonal of ``E`` (0 when nothing is specific).
+        ci: its bootstrap percentile interval over test examples (``None`` without examples).
+        p_value: one-sided permutation p-value of ``statistic`` (exact for up to 7 tasks).
+        rows, columns: tasks whose row / column of ``E`` peaks on the diagonal.
+        summary: one line in plain language.
+    """
+
+    readout: str
+    effects: list[list[float]]
+    statistic: float
+    ci: tuple[float, float] | None
+    p_value: float
+    rows: list[str]
+    columns: list[str]
+    summary: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def specificity(
+    table: Comparison,
+    per_example: dict[str, dict[str, list[float]]] | None = None,
+    baseline: dict[str, list[float]] | None = None,
+    readout: str = "score",
+    n_boot: int = 1000,
+    n_permutations: int = 10_000,
+    seed: int = 0,
+) -> Specificity:
+    """Specificity statistics of a deactivation table (rows Original / ... and its matrix).
+
+    Args:
+        table: the deactivation :class:`Comparison` (its ``matrix[i][j]`` and ``Original``).
+        per_example: ``[i][j]`` -> task j's per-example values with task i's neurons off, for
+            bootstrap intervals over the test examples (``None``: no interval).
+        baseline: ``[j]`` -> task j's per-example values with nothing off.
+        readout: ``"score"`` (higher is better; effect = drop) or ``"nll"`` (effect = rise).
+        n_boot, n_permutations, seed: resamples, permutations, and their seed.
+
+    Example:
+        >>> t = Comparison(["a", "b"], {"Original": {"a": 80, "b": 70}},
+        ...                {"a": {"a": 50, "b": 70}, "b": {"a": 80, "b": 40}})
+        >>> specificity(t).rows
+        ['a', 'b']
+    """
+    names = table.names
+    direction = "drop" if readout == "score" else "rise"
+    values = [[table.matrix[i][j] for j in names] for i in names]  # [i, j]
+    E = effects(values, [table.row("Original")[j] for j in names], direction)
+    ci = None
+    if per_example is not None and baseline is not None:
+        cols = [np.array([per_example[i][j] for i in names]) for j in names]  # [i, n_j] each
+        base = [np.array(baseline[j]) for j in names]  # [n_j] each
+        boot = bootstrap(cols, base, direction=direction, n_boot=n_boot, seed=seed)
+        ci = boot
+    perm = permutation_test(E, n_permutations, seed)
+    dom = dominance(E, names)
+    return Specificity(
+        readout=readout,
+        effects=E.tolist(),
+        statistic=float(perm.statistic),
+        ci=None if ci is None else tuple(float(x) for x in ci.statistic_ci),
+        p_value=float(perm.p_value),
+        rows=list(dom.row_tasks),
+        columns=list(dom.column_tasks),
+        summary=summarize(E, names, ci=ci, n_permutations=n_permutations, seed=seed),
+    )

@@ -94,6 +94,8 @@ _IGNORED_SETTINGS = ("attribution.batch_size", "attribution.group_by_length")
 
 #: The name of the record of a detection's settings in its folder.
 DETECT_CONFIG = "detect_config.json"
+#: the general set of a ``specific`` detection, beside the task folders
+GENERAL_FILE = "general_neurons.safetensors"
 
 
 def detect_settings(config: Mapping[str, Any], fingerprint: Mapping[str, Any] | None) -> dict:
@@ -105,6 +107,8 @@ def detect_settings(config: Mapping[str, Any], fingerprint: Mapping[str, Any] | 
     attribution = config.get("attribution")
     out["definition"] = attribution.get("definition") if isinstance(attribution, Mapping) else None
     out.update(_flat(attribution if isinstance(attribution, Mapping) else {}, "attribution."))
+    selection = config.get("selection")
+    out.update(_flat(selection if isinstance(selection, Mapping) else {}, "selection."))
     out.update(_model_keys(fingerprint))
     return {k: v for k, v in out.items() if k not in _IGNORED_SETTINGS}
 
@@ -117,6 +121,8 @@ def set_settings(meta: Mapping[str, Any]) -> dict:
     scores = meta.get("scores_meta")
     attribution = scores.get("config") if isinstance(scores, Mapping) else None
     out.update(_flat(attribution if isinstance(attribution, Mapping) else {}, "attribution."))
+    selection = meta.get("selection")
+    out["selection.method"] = selection.get("method") if isinstance(selection, Mapping) else "topk"
     fp = meta.get("model_fingerprint")
     out.update(_model_keys(fp if isinstance(fp, Mapping) else None))
     return {k: v for k, v in out.items() if k not in _IGNORED_SETTINGS}

@@ -15,16 +15,23 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from torch import nn
 from tqdm.auto import tqdm
 
-from taskneurons._io import write_json_atomic
+from taskneurons._io import write_json_atomic, write_text_atomic
 from taskneurons.config import Config
 from taskneurons.data.tasks import Task
 from taskneurons.evaluation.dispatch import evaluate
 from taskneurons.evaluation.result import EvalConfig
-from taskneurons.experiments.analysis import ROW_NAMES, deactivation_summary
+from taskneurons.experiments.analysis import (
+    EXTRA_ROWS,
+    ROW_NAMES,
+    Specificity,
+    deactivation_summary,
+    specificity,
+)
 from taskneurons.experiments.common import check_sets_cover, eval_examples, experiment_meta
 from taskneurons.neurons.intervention import MODES, deactivate
 from taskneurons.neurons.neuron_set import NeuronSet
@@ -43,6 +50,13 @@ class DeactivateConfig(Config):
         seed: seed of the test subset.
         random_seed: seed of the random neuron sets (matched per layer and module).
         random_excludes_task: draw the random neurons from outside the task's own set.
+        others: also deactivate the union of the *other* tasks' sets and score each task
+            (row ``Deactivate-Others``): if a task's own set is specific, the others' sets
+            hurt it less than its own.
+        general: also deactivate the general set (neurons in most tasks' top-k, from a
+            ``specific`` detection) and score every task (row ``Deactivate-General``).
+        n_boot: bootstrap resamples of the test examples for the specificity intervals.
+        n_permutations: permutations for the specificity p-value (exact up to 7 tasks).
         eval: how tasks are evaluated.
     """
 
@@ -51,6 +65,10 @@ class DeactivateConfig(Config):
     seed: int = 0
     random_seed: int = 0
     random_excludes_task: bool = True
+    others: bool = True
+    general: bool = True
+    n_boot: int = 1000
+    n_permutations: int = 10_000
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def validate(self) -> None:
@@ -71,12 +89,16 @@ class DeactivationResult:
             by label likelihood; else ``None``.
         metric: task id -> metric name.
         out_dir: where the files are.
+        specificity: ``"score"`` (and ``"nll"``) -> the statistics of the matrix: the mean
+            double-centred diagonal with its bootstrap interval and permutation p-value, and
+            the tasks whose row / column peaks on the diagonal.
     """
 
     table: Comparison
     nll: Comparison | None
     metric: dict[str, str]
     out_dir: Path
+    specificity: dict[str, Specificity] = field(default_factory=dict)
 
     def summary(self) -> str:
         """How many tasks lose more to their own neurons than to random ones, and diagonals."""
@@ -95,6 +117,8 @@ class DeactivationResult:
             self.table.change_markdown(corner),
             deactivation_summary(self.table),
         ]
+        if "score" in self.specificity:
+            parts.append("specificity: " + self.specificity["score"].summary)
         if self.nll is not None:
             parts += [
                 "Gold-label NLL (nats per example, lower is better)",
@@ -102,6 +126,8 @@ class DeactivationResult:
                 self.nll.change_markdown(corner),
                 deactivation_summary(self.nll, higher_is_better=False),
             ]
+            if "nll" in self.specificity:
+                parts.append("specificity by gold-label NLL: " + self.specificity["nll"].summary)
         return "\n\n".join(parts)
 
 
@@ -113,15 +139,18 @@ def deactivation_experiment(
     config: DeactivateConfig,
     out_dir: str | os.PathLike,
     progress: bool = True,
+    general: NeuronSet | None = None,
 ) -> DeactivationResult:
-    """PAPER.md Table 1 rows and the task x task deactivation matrix (Figure 5).
+    """PAPER.md Table 1 rows, the task x task deactivation matrix (Figure 5) and controls.
 
     Writes ``table1.{md,csv,json}``, ``matrix.{md,csv,json}`` (change of task j's score when
-    task i's neurons are off, in points), ``matrix.png`` and ``deactivate_config.json``. When
-    every task is scored by label likelihood, the same evaluations also give the gold label's
-    mean NLL (:meth:`EvalResult.gold_nll`), written as ``table1_nll.*`` and ``matrix_nll.*``
-    (change in nats; a rise means the neurons mattered), a readout that still moves when the
-    model is at chance.
+    task i's neurons are off, in points), ``matrix.png``, ``specificity.{json,md}`` and
+    ``deactivate_config.json``. When every task is scored by label likelihood, the same
+    evaluations also give the gold label's mean NLL (:meth:`EvalResult.gold_nll`), written as
+    ``table1_nll.*`` and ``matrix_nll.*`` (change in nats; a rise means the neurons
+    mattered), a readout that still moves when the model is at chance. ``general``: the
+    general set of a ``specific`` detection, deactivated as a control when
+    ``config.general``.
     """
     check_sets_cover(tasks, neuron_sets)
     space = NeuronSpace(model, next(iter(neuron_sets.values())).definition)
@@ -134,50 +163,99 @@ def deactivation_experiment(
         config.random_seed,
         config.random_excludes_task,
     )
-    runs = _run_conditions(
-        model, tokenizer, tasks, neuron_sets, controls, test, config, space, progress
-    )
+    conditions = _conditions(tasks, neuron_sets, controls, general, config)
+    runs = _run_conditions(model, tokenizer, tasks, conditions, test, config, space, progress)
     meta = experiment_meta(config, model, tasks, test, neuron_sets, controls)
-    result = _result(tasks, runs, Path(out_dir))
+    result = _result(tasks, runs, Path(out_dir), config)
     _write(result, meta)
     return result
 
 
-def _run_conditions(model, tokenizer, tasks, neuron_sets, controls, test, config, space, progress):
-    """``{row: {i: (score, nll)}}`` plus ``"matrix": {i: {j: (score, nll)}}``."""
-    bar = tqdm(
-        total=len(tasks) * (len(tasks) + 2), desc="deactivation", unit="eval", disable=not progress
-    )
+class _Eval(NamedTuple):
+    """One evaluation: the metric, the gold NLL, and both per example (in input order)."""
 
-    def score(task: Task) -> tuple[float, float | None]:
+    score: float
+    nll: float | None
+    scores: list[float]
+    nlls: list[float] | None
+
+
+def _conditions(tasks, neuron_sets, controls, general, config) -> list[tuple[str, dict]]:
+    """``(row, {deactivated task i: (set, [measured tasks])})`` for every condition to run."""
+    ids = [t.id for t in tasks]
+    out = [
+        ("Deactivate-Random", {i: (controls[i], [i]) for i in ids}),
+        ("matrix", {i: (neuron_sets[i], ids) for i in ids}),
+    ]
+    if config.others and len(ids) > 1:
+        others = {}
+        for i in ids:
+            rest = [neuron_sets[j] for j in ids if j != i]
+            union = rest[0]
+            for ns in rest[1:]:
+                union = union | ns
+            others[i] = (union, [i])
+        out.append(("Deactivate-Others", others))
+    if config.general and general is not None and len(general) > 0:
+        out.append(("Deactivate-General", {"general": (general, ids)}))
+    return out
+
+
+def _run_conditions(model, tokenizer, tasks, conditions, test, config, space, progress):
+    """``{row: {task: _Eval}}``, with ``"matrix": {i: {j: _Eval}}``."""
+    by_id = {t.id: t for t in tasks}
+    total = len(tasks) + sum(len(m) for _, c in conditions for _, m in c.values())
+    bar = tqdm(total=total, desc="deactivation", unit="eval", disable=not progress)
+
+    def run(task: Task) -> _Eval:
         res = evaluate(model, tokenizer, task, test[task.id], config=config.eval, progress=False)
         bar.update()
-        return res.score, res.gold_nll()
+        return _Eval(res.score, res.gold_nll(), res.example_scores(), res.example_gold_nll())
 
-    runs: dict = {"Original": {t.id: score(t) for t in tasks}, "Deactivate-Random": {}}
-    runs["matrix"] = {}
-    for i in tasks:
-        with deactivate(model, controls[i.id], mode=config.mode, space=space):
-            runs["Deactivate-Random"][i.id] = score(i)
-        with deactivate(model, neuron_sets[i.id], mode=config.mode, space=space):
-            runs["matrix"][i.id] = {j.id: score(j) for j in tasks}
+    runs: dict = {"Original": {t.id: run(t) for t in tasks}}
+    for row, cells in conditions:
+        runs[row] = {}
+        for key, (neurons, measured) in cells.items():
+            with deactivate(model, neurons, mode=config.mode, space=space):
+                values = {j: run(by_id[j]) for j in measured}
+            if row == "matrix":
+                runs[row][key] = values
+            else:
+                runs[row].update(values)
     bar.close()
-    runs["Deactivate-Task"] = {i.id: runs["matrix"][i.id][i.id] for i in tasks}
+    runs["Deactivate-Task"] = {t.id: runs["matrix"][t.id][t.id] for t in tasks}
     return runs
 
 
-def _result(tasks: list[Task], runs: dict, out: Path) -> DeactivationResult:
+def _result(tasks: list[Task], runs: dict, out: Path, config: DeactivateConfig):
     names = [t.id for t in tasks]
+    rows = [r for r in (*ROW_NAMES, *EXTRA_ROWS) if r in runs]
 
-    def part(k: int) -> Comparison:
-        rows = {r: {n: runs[r][n][k] for n in names} for r in ROW_NAMES}
-        matrix = {i: {j: v[k] for j, v in row.items()} for i, row in runs["matrix"].items()}
-        return Comparison(names, rows, matrix)
+    def part(field_name: str) -> Comparison:
+        table = {r: {n: getattr(runs[r][n], field_name) for n in names} for r in rows}
+        matrix = {
+            i: {j: getattr(v, field_name) for j, v in row.items()}
+            for i, row in runs["matrix"].items()
+        }
+        return Comparison(names, table, matrix)
 
-    has_nll = all(v[1] is not None for v in runs["Original"].values())
-    return DeactivationResult(
-        part(0), part(1) if has_nll else None, {t.id: t.metric for t in tasks}, out
+    has_nll = all(v.nll is not None for v in runs["Original"].values())
+    result = DeactivationResult(
+        part("score"), part("nll") if has_nll else None, {t.id: t.metric for t in tasks}, out
     )
+    readouts = [("score", result.table)] + ([("nll", result.nll)] if has_nll else [])
+    for readout, table in readouts:
+        per = "scores" if readout == "score" else "nlls"
+        result.specificity[readout] = specificity(
+            table,
+            {i: {j: getattr(v, per) for j, v in row.items()} for i, row in runs["matrix"].items()},
+            {j: getattr(runs["Original"][j], per) for j in names},
+            readout=readout,
+            n_boot=config.n_boot,
+            n_permutations=config.n_permutations,
+            seed=config.seed,
+        )
+    return result
 
 
 def _write(result: DeactivationResult, meta: dict) -> None:
@@ -210,4 +288,10 @@ def _write(result: DeactivationResult, meta: dict) -> None:
                 cmap="RdBu_r",
             ),
         )
+    stats = {k: v.to_dict() for k, v in result.specificity.items()}
+    write_json_atomic(
+        out / "specificity.json", {"names": result.table.names, **stats, "meta": meta}
+    )
+    lines = [f"- {k}: {v.summary}" for k, v in result.specificity.items()]
+    write_text_atomic(out / "specificity.md", "# Specificity\n\n" + "\n".join(lines) + "\n")
     write_json_atomic(out / "deactivate_config.json", meta)

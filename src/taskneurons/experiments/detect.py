@@ -16,14 +16,73 @@ from torch import nn
 from taskneurons._io import write_json_atomic
 from taskneurons.config import Config
 from taskneurons.data.tasks import Task
-from taskneurons.experiments.common import DETECT_CONFIG, check_detect_out
+from taskneurons.experiments.common import DETECT_CONFIG, GENERAL_FILE, check_detect_out
+from taskneurons.neurons.activation_probability import activation_probability
 from taskneurons.neurons.attribution import AttributionConfig, relevance_scores
+from taskneurons.neurons.multitask_selection import METHODS as SELECTION_METHODS
+from taskneurons.neurons.multitask_selection import select
 from taskneurons.neurons.neuron_set import NeuronSet
 from taskneurons.neurons.selection import check_k, iou, top_k
 from taskneurons.neurons.space import NeuronSpace
 from taskneurons.provenance import model_fingerprint, provenance
 from taskneurons.report.plots import heatmap, layer_distribution
 from taskneurons.report.tables import markdown_table, write_table
+
+
+@dataclass
+class SelectionConfig(Config):
+    """Which neurons a task keeps, from the scores of all tasks (see ``multitask_selection``).
+
+    Attributes:
+        method: ``topk`` (the paper's: each task's top-k %), ``specific`` (own top-k minus
+            the general neurons, those in the top-k of at least ``m`` tasks), ``contrastive``
+            (top-k of a task's normalised score against the other tasks' mean), ``lape``
+            (low-entropy activation probability across tasks, Tang et al. 2024).
+        normalize: ``None``, ``layer`` (divide each layer's scores by its mean) or
+            ``layer_z`` (z-score within each layer) before ranking.
+        m: ``specific``: a neuron is general when in the top-k of at least ``m`` tasks
+            (``None``: all tasks).
+        fill: ``specific``: refill each set to the top-k count from its non-general neurons.
+        mode, task_norm, eps: ``contrastive``: ``difference`` or ``ratio``; each task's
+            scores divided by their mean or z-scored; ``ratio``'s denominator offset.
+        threshold, tokens: ``lape``: an activation counts when above ``threshold``, on
+            ``answer`` or ``all`` tokens.
+        filter_quantile, min_prob, assign, bar_quantile: ``lape``'s filter and assignment.
+    """
+
+    method: str = "topk"
+    normalize: str | None = None
+    m: int | None = None
+    fill: bool = False
+    mode: str = "difference"
+    task_norm: str = "mean"
+    eps: float = 0.1
+    threshold: float = 0.0
+    tokens: str = "answer"
+    filter_quantile: float | None = 0.95
+    min_prob: float = 0.0
+    assign: str = "bar"
+    bar_quantile: float = 0.95
+
+    def validate(self) -> None:
+        if self.method not in SELECTION_METHODS:
+            raise ValueError(f"method must be one of {SELECTION_METHODS}, got {self.method!r}")
+
+    def options(self, scope: str) -> dict:
+        """The keyword arguments of ``select_<method>``."""
+        common = {"scope": scope, "normalize": self.normalize}
+        per_method = {
+            "topk": {},
+            "specific": {"m": self.m, "fill": self.fill},
+            "contrastive": {"mode": self.mode, "task_norm": self.task_norm, "eps": self.eps},
+            "lape": {
+                "filter_quantile": self.filter_quantile,
+                "min_prob": self.min_prob,
+                "assign": self.assign,
+                "bar_quantile": self.bar_quantile,
+            },
+        }
+        return {**common, **per_method[self.method]}
 
 
 @dataclass
@@ -34,11 +93,13 @@ class DetectConfig(Config):
         k: percentage of neurons kept per task, in (0, 100].
         scope: ``model`` (rank all neurons together) or ``layer`` (k % of each layer).
         attribution: how relevance is computed (definition, loss, aggregate, examples, seed).
+        selection: which neurons each task keeps, from every task's scores (computed once).
     """
 
     k: float = 10.0
     scope: str = "model"
     attribution: AttributionConfig = field(default_factory=AttributionConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
 
     def validate(self) -> None:
         check_k(self.k)
@@ -55,12 +116,14 @@ class DetectionResult:
         per_layer: task id -> selected neurons per layer (``[layers]`` counts).
         iou: pairwise IoU of the sets, ``[tasks][tasks]``, in task order.
         out_dir: where the files are.
+        general: the general set of a ``specific`` selection (else ``None``).
     """
 
     sets: dict[str, NeuronSet]
     per_layer: dict[str, list[int]]
     iou: list[list[float]]
     out_dir: Path
+    general: NeuronSet | None = None
 
     @property
     def names(self) -> list[str]:
@@ -81,6 +144,8 @@ class DetectionResult:
         counts = "\n".join(
             f"{n}: {len(s):,} neurons ({s.fraction() * 100:.1f} %)" for n, s in self.sets.items()
         )
+        if self.general is not None:
+            counts += f"\ngeneral (in the top-k of most tasks): {len(self.general):,} neurons"
         layers = markdown_table(["layer", *self.names], self.layer_rows())
         iou_table = markdown_table(["task", *self.names], self.iou_rows(), digits=3)
         return (
@@ -117,36 +182,69 @@ def detect_neurons(
     write_json_atomic(
         out / DETECT_CONFIG, provenance(config=config.to_dict(), tasks=ids, model=fingerprint)
     )
-    sets: dict[str, NeuronSet] = {}
+    scores = {}
     for task in tasks:
-        scores = relevance_scores(
+        scores[task.id] = relevance_scores(
             model, task, space, tokenizer=tokenizer, config=config.attribution, progress=progress
         )
-        scores.meta["model_fingerprint"] = fingerprint
-        scores.save(out / task.id / "scores.safetensors")
-        meta = {
-            "task": task.id,
-            "task_source": task.source,
-            "model_fingerprint": fingerprint,
-            "data_hash": scores.meta.get("data_hash"),
-            "n_examples": scores.meta.get("n_examples"),
-            "seed": config.attribution.seed,
-        }
-        sets[task.id] = top_k(scores, config.k, scope=config.scope, meta=meta)
-        sets[task.id].save(out / task.id / "neurons.safetensors")
-    result = summarize_detection(sets, out)
+        scores[task.id].meta["model_fingerprint"] = fingerprint
+        scores[task.id].save(out / task.id / "scores.safetensors")
+    sets, general = select_sets(model, tokenizer, tasks, scores, config, space, out)
+    for name, ns in sets.items():
+        ns.save(out / name / "neurons.safetensors")
+    if general is not None:
+        general.save(out / GENERAL_FILE)
+    result = summarize_detection(sets, out, general)
     write_detection_summary(result)
     return result
 
 
-def summarize_detection(sets: dict[str, NeuronSet], out_dir: str | os.PathLike) -> DetectionResult:
+def select_sets(model, tokenizer, tasks, scores, config, space, out):
+    """Each task's NeuronSet (and the general set) from every task's scores, computed once.
+
+    ``topk`` keeps each task's top-k % exactly as :func:`~taskneurons.neurons.selection.top_k`
+    does; the other methods go through
+    :func:`~taskneurons.neurons.multitask_selection.select` (``lape`` first measures each
+    task's activation probabilities, saved as ``<task>/activation_probability.safetensors``).
+    """
+    sel = config.selection
+    if sel.method == "topk" and sel.normalize is None:
+        sets = {}
+        for task in tasks:
+            s = scores[task.id]
+            meta = {
+                "task": task.id,
+                "task_source": task.source,
+                "model_fingerprint": s.meta["model_fingerprint"],
+                "data_hash": s.meta.get("data_hash"),
+                "n_examples": s.meta.get("n_examples"),
+                "seed": config.attribution.seed,
+            }
+            sets[task.id] = top_k(s, config.k, scope=config.scope, meta=meta)
+        return sets, None
+    inputs = scores
+    if sel.method == "lape":
+        inputs = {}
+        for task in tasks:
+            inputs[task.id] = activation_probability(
+                model, task, space, tokenizer=tokenizer, threshold=sel.threshold,
+                tokens=sel.tokens, config=config.attribution,
+            )  # fmt: skip
+            inputs[task.id].save(out / task.id / "activation_probability.safetensors")
+    chosen = select(sel.method, inputs, config.k, **sel.options(config.scope))
+    return dict(chosen.sets), chosen.general
+
+
+def summarize_detection(
+    sets: dict[str, NeuronSet], out_dir: str | os.PathLike, general: NeuronSet | None = None
+) -> DetectionResult:
     """Per-layer counts and pairwise IoU of the task sets."""
     names = list(sets)
     per_layer = {
         name: sum(c for c in ns.counts_per_layer().values()).tolist() for name, ns in sets.items()
     }
     matrix = [[iou(sets[a], sets[b]) for b in names] for a in names]
-    return DetectionResult(sets, per_layer, matrix, Path(out_dir))
+    return DetectionResult(sets, per_layer, matrix, Path(out_dir), general)
 
 
 def write_detection_summary(result: DetectionResult) -> None:
