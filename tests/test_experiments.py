@@ -226,3 +226,42 @@ def test_specific_selection_general_set_and_specificity_controls(
     rise = res.nll.matrix[i][j] - res.nll.row("Original")[j]
     assert spec.effects[0][1] == pytest.approx(rise)
     assert "specificity" in res.markdown()
+
+
+def test_selection_sweep_scores_once_and_writes_every_cell(
+    tiny_folder, task_folders, tmp_path, monkeypatch
+):
+    from taskneurons.data.load import load_task
+    from taskneurons.experiments import sweep as sweep_module
+    from taskneurons.experiments.deactivation import DeactivateConfig
+    from taskneurons.experiments.detect import DetectConfig
+    from taskneurons.experiments.sweep import SweepConfig, selection_sweep
+    from taskneurons.models.loading import load_model
+
+    model, tok = load_model(str(tiny_folder))
+    tasks = [load_task(str(f)) for f in task_folders]
+    calls = []
+    real = sweep_module.relevance_scores
+    monkeypatch.setattr(
+        sweep_module, "relevance_scores", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    res = selection_sweep(
+        model,
+        tok,
+        tasks,
+        DetectConfig.from_dict({"attribution": {"n_examples": 4}, "selection": {"m": 2}}),
+        DeactivateConfig(n_test=4, n_boot=20, n_permutations=10),
+        SweepConfig(k=[10.0, 30.0], selections=["topk", "specific", "lape"]),
+        tmp_path / "sweep",
+        progress=False,
+    )
+    assert len(calls) == 2  # each task scored once for all six cells
+    assert [r[:2] for r in res.rows] == [
+        ["topk", 10.0], ["topk", 30.0], ["specific", 10.0],
+        ["specific", 30.0], ["lape", 10.0], ["lape", 30.0],
+    ]  # fmt: skip
+    top10, top30 = res.cells[("topk", 10.0)], res.cells[("topk", 30.0)]
+    assert sum(map(len, top30.sets.values())) > sum(map(len, top10.sets.values()))
+    for name in ("sweep.md", "sweep.json", "specificity_vs_k.png", "specificity_vs_k_nll.png"):
+        assert (tmp_path / "sweep" / name).is_file(), name
+    assert (tmp_path / "sweep" / "specific-k30" / "specificity.json").is_file()

@@ -92,6 +92,7 @@ class DeactivationResult:
         specificity: ``"score"`` (and ``"nll"``) -> the statistics of the matrix: the mean
             double-centred diagonal with its bootstrap interval and permutation p-value, and
             the tasks whose row / column peaks on the diagonal.
+        sets: the deactivated task sets.
     """
 
     table: Comparison
@@ -99,6 +100,7 @@ class DeactivationResult:
     metric: dict[str, str]
     out_dir: Path
     specificity: dict[str, Specificity] = field(default_factory=dict)
+    sets: dict[str, NeuronSet] = field(default_factory=dict)
 
     def summary(self) -> str:
         """How many tasks lose more to their own neurons than to random ones, and diagonals."""
@@ -167,6 +169,7 @@ def deactivation_experiment(
     runs = _run_conditions(model, tokenizer, tasks, conditions, test, config, space, progress)
     meta = experiment_meta(config, model, tasks, test, neuron_sets, controls)
     result = _result(tasks, runs, Path(out_dir), config)
+    result.sets = {t.id: neuron_sets[t.id] for t in tasks}
     _write(result, meta)
     return result
 

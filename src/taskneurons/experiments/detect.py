@@ -199,13 +199,14 @@ def detect_neurons(
     return result
 
 
-def select_sets(model, tokenizer, tasks, scores, config, space, out):
+def select_sets(model, tokenizer, tasks, scores, config, space, out, probabilities=None):
     """Each task's NeuronSet (and the general set) from every task's scores, computed once.
 
     ``topk`` keeps each task's top-k % exactly as :func:`~taskneurons.neurons.selection.top_k`
     does; the other methods go through
-    :func:`~taskneurons.neurons.multitask_selection.select` (``lape`` first measures each
-    task's activation probabilities, saved as ``<task>/activation_probability.safetensors``).
+    :func:`~taskneurons.neurons.multitask_selection.select`; ``lape`` ranks the tasks'
+    activation probabilities (``probabilities``, else measured now by
+    :func:`lape_probabilities`).
     """
     sel = config.selection
     if sel.method == "topk" and sel.normalize is None:
@@ -224,15 +225,22 @@ def select_sets(model, tokenizer, tasks, scores, config, space, out):
         return sets, None
     inputs = scores
     if sel.method == "lape":
-        inputs = {}
-        for task in tasks:
-            inputs[task.id] = activation_probability(
-                model, task, space, tokenizer=tokenizer, threshold=sel.threshold,
-                tokens=sel.tokens, config=config.attribution,
-            )  # fmt: skip
-            inputs[task.id].save(out / task.id / "activation_probability.safetensors")
+        inputs = probabilities or lape_probabilities(model, tokenizer, tasks, config, space, out)
     chosen = select(sel.method, inputs, config.k, **sel.options(config.scope))
     return dict(chosen.sets), chosen.general
+
+
+def lape_probabilities(model, tokenizer, tasks, config, space, out) -> dict:
+    """Each task's activation probabilities ``[layers, units]`` (saved beside its scores)."""
+    sel = config.selection
+    probs = {}
+    for task in tasks:
+        probs[task.id] = activation_probability(
+            model, task, space, tokenizer=tokenizer, threshold=sel.threshold,
+            tokens=sel.tokens, config=config.attribution,
+        )  # fmt: skip
+        probs[task.id].save(Path(out) / task.id / "activation_probability.safetensors")
+    return probs
 
 
 def summarize_detection(

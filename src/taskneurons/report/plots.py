@@ -1,4 +1,4 @@
-"""PNG plots (matplotlib, headless): heatmaps and per-layer distributions."""
+"""PNG plots (matplotlib, headless): heatmaps, per-layer distributions and line plots."""
 
 from __future__ import annotations
 
@@ -67,6 +67,51 @@ def layer_distribution(
     for name, values in counts.items():
         ax.plot(range(len(values)), list(values), marker="o", markersize=3, label=name)
     ax.set_xlabel("layer")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def line_plot(
+    x: Sequence[float],
+    series: Mapping[str, Sequence[float]],
+    path: str | os.PathLike,
+    title: str = "",
+    xlabel: str = "",
+    ylabel: str = "",
+    intervals: Mapping[str, Sequence[tuple[float, float]]] | None = None,
+    log_x: bool = False,
+    zero_line: bool = True,
+) -> Path:
+    """Save one line per series over ``x`` (e.g. a statistic vs k per selection).
+
+    Args:
+        x: the x values, shared by every series.
+        series: name -> y values (one per x; ``nan`` leaves a gap).
+        intervals: name -> ``(low, high)`` per x, drawn as a shaded band.
+        log_x: logarithmic x axis (k from 0.1 to 10 %).
+        zero_line: draw y = 0.
+    """
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, values in series.items():
+        (line,) = ax.plot(list(x), list(values), marker="o", markersize=4, label=name)
+        band = (intervals or {}).get(name)
+        if band is not None:
+            lo = [b[0] for b in band]
+            hi = [b[1] for b in band]
+            ax.fill_between(list(x), lo, hi, color=line.get_color(), alpha=0.15)
+    if zero_line:
+        ax.axhline(0.0, color="grey", linewidth=0.8)
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=8)
