@@ -1,0 +1,43 @@
+"""Continual learning: NCFT and W-NCFT against SeqFT, SeqLoRA, O-LoRA, EPI and per-task FT.
+
+One interface (:class:`~taskneurons.continual.base.ContinualMethod`: ``before_task``,
+``train_task``, ``after_task``, ``answering``, ``routes``, ``state_dict``,
+``load_state_dict``, ``stored_bytes_per_task``), one module per method:
+
+* :mod:`.seqft` — SeqFT, the full model trained in sequence;
+* :mod:`.seqlora` — SeqLoRA, one LoRA trained in sequence (PEFT);
+* :mod:`.olora` — O-LoRA, a new LoRA per task with the orthogonality + L2 loss;
+* :mod:`.epi` — EPI-style private LoRAs, the task found from the input's feature;
+* :mod:`.pertask` — per-task FT, one model per task (upper bound);
+* :mod:`.ncft` — NCFT, only the current task's neurons trained, then merged;
+* :mod:`.wncft` — W-NCFT, per-task versions of the neurons weighted by task similarity.
+
+Shared pieces: :mod:`.fit` (a step loop with a regulariser), :mod:`.lora` (PEFT adapters),
+:mod:`.features` (input features, task vectors), :mod:`.slices` (versions of parameter
+slices), :mod:`.checkpoint` (stage checkpoints), :mod:`.reference` (cached single-task and
+zero-shot scores). The experiment is :mod:`taskneurons.experiments.continual`; the metrics of
+the accuracy matrix are :mod:`taskneurons.analysis.continual`.
+
+Example:
+    >>> from taskneurons.continual import MethodConfig, make_method, run_stage, score_task
+    >>> method = make_method(MethodConfig(name="ncft"), model, tok, TrainConfig())  # doctest: +SKIP
+"""
+
+from taskneurons.continual.base import (
+    METHOD_NAMES,
+    ContinualMethod,
+    MethodConfig,
+    run_stage,
+    score_task,
+)
+from taskneurons.continual.registry import METHODS, make_method
+
+__all__ = [
+    "METHODS",
+    "METHOD_NAMES",
+    "ContinualMethod",
+    "MethodConfig",
+    "make_method",
+    "run_stage",
+    "score_task",
+]

@@ -1,0 +1,239 @@
+"""The one interface of the continual-learning methods, and the knobs they share.
+
+A :class:`ContinualMethod` owns a model and learns tasks one stage at a time. The experiment
+calls, for stage ``j`` (0-based) and its task::
+
+    method.before_task(task, j)   # e.g. add a new LoRA adapter
+    method.train_task(task, j)    # returns a JSON-ready summary (steps, final loss, ...)
+    method.after_task(task, j)    # e.g. prototypes / task vectors; records the task as trained
+
+and then scores every task under :meth:`ContinualMethod.answering`, a context manager that
+yields the model as it answers a test input:
+
+* ``answering(task)``: the task of the input is given (W-NCFT ``mode="given"``, per-task FT);
+* ``answering(None, route)``: the task is not given; ``route`` comes from
+  :meth:`ContinualMethod.routes` on the inputs' texts (EPI: the nearest prototype's task;
+  W-NCFT ``mode="inferred"``: the input's own similarity logits). Inputs with equal routes
+  share one context. Methods with one model for all tasks ignore both arguments.
+
+:func:`score_task` is the one place that evaluates a method on a task this way.
+``state_dict()`` / ``load_state_dict()`` hold what a stage checkpoint needs (tensors and
+JSON-ready values); ``stored_bytes_per_task()`` is the extra memory a method keeps per task
+at inference.
+
+Example:
+    >>> method = make_method(MethodConfig(name="ncft"), model, tok, TrainConfig())  # doctest: +SKIP
+    >>> summary = run_stage(method, task, 0)  # doctest: +SKIP
+    >>> score_task(method, tok, task, task.test, EvalConfig())  # accuracy %  # doctest: +SKIP
+    81.0
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Hashable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from torch import nn
+
+from taskneurons.config import Config
+from taskneurons.data.tasks import Example, Task
+from taskneurons.evaluation.dispatch import evaluate
+from taskneurons.evaluation.result import EvalConfig
+from taskneurons.neurons.attribution import AttributionConfig
+from taskneurons.training.config import TrainConfig
+
+#: the method names, in the order of the paper's tables
+METHOD_NAMES: tuple[str, ...] = ("seqft", "seqlora", "olora", "epi", "pertask", "ncft", "wncft")
+
+
+@dataclass
+class MethodConfig(Config):
+    """A continual-learning method: its name and its options (unused options are ignored).
+
+    Attributes:
+        name: one of :data:`METHOD_NAMES`.
+        k: NCFT/W-NCFT: percentage of neurons per task (top ``k`` % by relevance).
+        scope: NCFT/W-NCFT: rank over the whole model (``"model"``) or per layer.
+        selection: NCFT/W-NCFT: how neurons are chosen; ``"topk"`` (the only one so far).
+        attribution: NCFT/W-NCFT: the relevance knobs (definition, examples, aggregation).
+        mode: W-NCFT: ``"given"`` (the test task's vector) or ``"inferred"`` (each test input's
+            own feature; no task id).
+        temperature: W-NCFT: softmax temperature of the cosine similarities (1.0 = the paper's
+            plain softmax of cosines).
+        n_vector_samples: W-NCFT task vectors / EPI prototypes: train inputs per task (seeded).
+        lambda_orth, lambda_l2: O-LoRA: weights of the orthogonality and L2 terms (the O-LoRA
+            repository's scripts use 0.5 and 0).
+        loss_form: O-LoRA: ``"repo"`` (the repository's code: ``|A_old A_new^T|`` summed, and
+            the sum of the new LoRA tensors' Frobenius norms) or ``"paper"`` (squared entries
+            and squared norms).
+        feature_batch_size, feature_max_length: inputs per forward and tokens per input when
+            computing features (W-NCFT, EPI).
+        seed: seed of the feature subsets.
+
+    Example:
+        >>> MethodConfig(name="wncft", mode="inferred", temperature=0.05).mode
+        'inferred'
+    """
+
+    name: str = "ncft"
+    k: float = 10.0
+    scope: Literal["model", "layer"] = "model"
+    selection: Literal["topk"] = "topk"
+    attribution: AttributionConfig = field(default_factory=AttributionConfig)
+    mode: Literal["given", "inferred"] = "given"
+    temperature: float = 1.0
+    n_vector_samples: int = 1000
+    lambda_orth: float = 0.5
+    lambda_l2: float = 0.0
+    loss_form: Literal["repo", "paper"] = "repo"
+    feature_batch_size: int = 8
+    feature_max_length: int = 256
+    seed: int = 0
+
+    def validate(self) -> None:
+        if isinstance(self.attribution, dict):
+            self.attribution = AttributionConfig(**self.attribution)
+        checks = [
+            (self.name in METHOD_NAMES, f"method must be one of {METHOD_NAMES}, got {self.name!r}"),
+            (0 < self.k <= 100, f"k must be in (0, 100], got {self.k}"),
+            (self.mode in ("given", "inferred"), f"mode must be given/inferred, got {self.mode!r}"),
+            (self.temperature > 0, f"temperature must be > 0, got {self.temperature}"),
+            (self.n_vector_samples >= 1, "n_vector_samples must be >= 1"),
+            (self.lambda_orth >= 0 and self.lambda_l2 >= 0, "O-LoRA lambdas must be >= 0"),
+            (self.loss_form in ("repo", "paper"), f"loss_form: repo/paper, not {self.loss_form!r}"),
+            (self.feature_batch_size >= 1, "feature_batch_size must be >= 1"),
+            (self.feature_max_length >= 2, "feature_max_length must be >= 2"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ValueError(msg)
+
+
+class ContinualMethod:
+    """Base of the continual-learning methods (see the module docstring for the protocol).
+
+    Args:
+        model: the Hugging Face causal LM to train (changed in place; LoRA methods wrap it).
+        tokenizer: its tokenizer.
+        config: the method's options.
+        train: the knobs of each stage's training (the seed of stage ``j`` is ``seed + j``;
+            the method picks ``train.method`` itself).
+        progress: show progress bars.
+
+    Attributes:
+        trained: ids of the trained tasks, in stage order.
+    """
+
+    #: the :data:`METHOD_NAMES` entry
+    name: ClassVar[str] = ""
+    #: answers need a route from the input when no task id is given (EPI, inferred W-NCFT)
+    routes_inputs: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer,
+        config: MethodConfig,
+        train: TrainConfig,
+        progress: bool = False,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.config = config
+        self.train_config = train
+        self.progress = progress
+        self.trained: list[str] = []
+
+    @property
+    def uses_task_id(self) -> bool:
+        """Whether a test input's task id is given to :meth:`answering`."""
+        return False
+
+    def stage_config(self, stage: int, **changes: Any) -> TrainConfig:
+        """The stage's :class:`TrainConfig`: ``seed + stage`` and ``changes``."""
+        return self.train_config.replace(seed=self.train_config.seed + stage, **changes)
+
+    def before_task(self, task: Task, stage: int) -> None:
+        """Prepare stage ``stage`` (nothing by default)."""
+
+    def train_task(self, task: Task, stage: int) -> dict:
+        """Train on ``task``'s train examples; return a JSON-ready summary."""
+        raise NotImplementedError
+
+    def after_task(self, task: Task, stage: int) -> None:
+        """Finish the stage: record ``task`` as trained."""
+        self.trained.append(task.id)
+
+    def routes(self, texts: Sequence[str]) -> list[Hashable]:
+        """One route per input text (inputs with equal routes share an answering context)."""
+        return [None] * len(texts)
+
+    @contextlib.contextmanager
+    def answering(self, task: Task | None = None, route: Hashable = None) -> Iterator[nn.Module]:
+        """Yield the model that answers a test input (of ``task`` when given; else by ``route``)."""
+        yield self.model
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a stage checkpoint needs: tensors and JSON-ready values by key."""
+        return {"trained": list(self.trained)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s state on a fresh copy of the base model."""
+        self.trained = list(state["trained"])
+
+    def stored_bytes_per_task(self) -> int:
+        """Bytes kept per trained task for inference, beyond the one shared model (mean)."""
+        return 0
+
+
+def run_stage(method: ContinualMethod, task: Task, stage: int) -> dict:
+    """``before_task``, ``train_task``, ``after_task`` of one stage; the training summary."""
+    method.before_task(task, stage)
+    summary = method.train_task(task, stage)
+    method.after_task(task, stage)
+    return summary
+
+
+def score_task(
+    method: ContinualMethod,
+    tokenizer,
+    task: Task,
+    examples: Sequence[Example],
+    config: EvalConfig,
+    progress: bool = False,
+) -> float:
+    """The method's score on ``examples`` of ``task`` (accuracy % or ROUGE-L x 100).
+
+    Task-id methods answer under ``answering(task)``; routing methods group the inputs by
+    :meth:`ContinualMethod.routes` and answer each group under ``answering(None, route)``
+    (the score is the example-weighted mean of the groups' scores); the others answer under
+    ``answering(None)``.
+
+    Example:
+        >>> score_task(method, tok, sst2, sst2.test[:50], EvalConfig())  # doctest: +SKIP
+        74.0
+    """
+    examples = list(examples)
+    if method.uses_task_id or not method.routes_inputs:
+        given = task if method.uses_task_id else None
+        with method.answering(given) as model:
+            return evaluate(
+                model, tokenizer, task, examples, config=config, progress=progress
+            ).score
+    groups: dict[Hashable, list[int]] = {}
+    for i, route in enumerate(method.routes([ex.input for ex in examples])):
+        groups.setdefault(route, []).append(i)
+    total = 0.0
+    for route, idx in groups.items():
+        with method.answering(None, route) as model:
+            part = [examples[i] for i in idx]
+            res = evaluate(model, tokenizer, task, part, config=config, progress=progress)
+        total += res.score * res.n
+    return total / len(examples)
+
+
+def tensor_bytes(tensors) -> int:
+    """Bytes of an iterable of tensors (``numel * element_size``)."""
+    return int(sum(t.numel() * t.element_size() for t in tensors))

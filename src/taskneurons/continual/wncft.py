@@ -1,0 +1,145 @@
+"""W-NCFT: NCFT that keeps each task's version of its neurons and weighs them per input/task.
+
+Training is NCFT's: stage ``t`` runs on the NCFT model of the earlier stages (their versions
+written in order), detects task ``t``'s neurons there, trains and merges them, and records the
+values as task ``t``'s version ``V_t``; then the base weights are put back (between stages and
+at rest the model holds the base weights). Task ``t``'s vector is the mean last-layer feature
+of up to ``n_vector_samples`` of its train inputs on the base model
+(:func:`~taskneurons.continual.features.task_vector`).
+
+Inference (``answering``): ``s_t = cos(q, vector_t) / temperature`` for every trained task,
+where ``q`` is the test task's vector (``mode="given"``; for a task not trained yet, the
+vector of its train inputs, read but not trained on) or the test input's own feature
+(``mode="inferred"``: :meth:`WNCFT.routes`, no task id). Each neuron's slices take
+``sum_t w_t V_t`` with ``w = softmax(s)`` renormalised over the tasks whose neurons include it
+(:func:`~taskneurons.continual.slices.combine`): a neuron of one task takes that task's
+version whatever the weights; a neuron of several tasks their weighted mean; a neuron of no
+task keeps its base weights. With one trained task this is exactly the NCFT model.
+
+Example:
+    >>> method = WNCFT(model, tok, MethodConfig(name="wncft", mode="inferred"), TrainConfig())  # doctest: +SKIP
+    >>> run_stage(method, sst2, 0); run_stage(method, agnews, 1)  # doctest: +SKIP
+    >>> route = method.routes(["a great film"])[0]  # the input's logits, one per trained task  # doctest: +SKIP
+    >>> with method.answering(None, route) as m:  # doctest: +SKIP
+    ...     evaluate(m, tok, sst2, [sst2.test[0]])
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Hashable, Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from taskneurons.continual.base import tensor_bytes
+from taskneurons.continual.features import mean_features, similarity_logits, task_vector
+from taskneurons.continual.ncft import NCFT
+from taskneurons.continual.slices import (
+    combine,
+    layout_of,
+    read_slices,
+    union_layout,
+    version_bytes,
+    write_slices,
+)
+from taskneurons.data.tasks import Task
+
+
+class WNCFT(NCFT):
+    """NCFT with per-task versions of the neurons, weighted by task similarity at inference.
+
+    Attributes:
+        vectors: task id -> task vector ``[d]`` (trained tasks, and test tasks asked for).
+    """
+
+    name = "wncft"
+    keeps_merged = False
+
+    def __init__(self, model, tokenizer, config, train, progress=False) -> None:
+        super().__init__(model, tokenizer, config, train, progress)
+        self.vectors: dict[str, torch.Tensor] = {}
+
+    @property
+    def uses_task_id(self) -> bool:
+        return self.config.mode == "given"
+
+    @property
+    def routes_inputs(self) -> bool:  # type: ignore[override]
+        return self.config.mode == "inferred"
+
+    @contextlib.contextmanager
+    def _written(self, versions) -> Iterator[None]:
+        """Write ``versions`` in order; put the values found before back on exit."""
+        saved = read_slices(self.model, union_layout([layout_of(v) for v in versions]))
+        for version in versions:
+            write_slices(self.model, version)
+        try:
+            yield
+        finally:
+            write_slices(self.model, saved)
+
+    def train_task(self, task: Task, stage: int) -> dict:
+        with self._written(self.versions):  # the NCFT model of the earlier stages
+            summary, delta = self._train_neurons(task, stage)
+            delta.unmerge()
+            delta.detach()
+        return summary
+
+    def after_task(self, task: Task, stage: int) -> None:
+        self.vector(task)
+        super().after_task(task, stage)
+
+    def vector(self, task: Task) -> torch.Tensor:
+        """Task ``task``'s vector ``[d]`` (computed once, on the base model)."""
+        if task.id not in self.vectors:
+            cfg = self.config
+            self.vectors[task.id] = task_vector(
+                self.model, self.tokenizer, task, cfg.n_vector_samples, cfg.seed,
+                cfg.feature_batch_size, cfg.feature_max_length,
+            )  # fmt: skip
+        return self.vectors[task.id]
+
+    def logits(self, query: torch.Tensor) -> torch.Tensor:
+        """``cos(query, vector_t) / temperature`` per trained task, ``[tasks]`` float64."""
+        vectors = torch.stack([self.vectors[t] for t in self.trained])  # [tasks, d]
+        return similarity_logits(query, vectors, self.config.temperature)
+
+    def routes(self, texts: Sequence[str]) -> list[Hashable]:
+        """Each input's logits against the trained tasks' vectors, as a tuple of floats."""
+        cfg = self.config
+        feats = mean_features(
+            self.model, self.tokenizer, list(texts), cfg.feature_batch_size, cfg.feature_max_length
+        )  # [n, d]
+        return [tuple(self.logits(f).tolist()) for f in feats]
+
+    @contextlib.contextmanager
+    def answering(self, task: Task | None = None, route: Hashable = None) -> Iterator[nn.Module]:
+        if not self.versions:
+            yield self.model
+            return
+        if task is not None:
+            logits = self.logits(self.vector(task))
+        elif route is not None:
+            logits = torch.tensor(route, dtype=torch.float64)
+        else:
+            raise ValueError("W-NCFT answers by the task (mode 'given') or a route ('inferred')")
+        with self._written([combine(self.versions, logits)]):
+            yield self.model
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        for i, tid in enumerate(self.trained):
+            state[f"vector{i}"] = self.vectors[tid].clone()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.vectors = {tid: state[f"vector{i}"] for i, tid in enumerate(self.trained)}
+
+    def stored_bytes_per_task(self) -> int:
+        if not self.versions:
+            return 0
+        versions = sum(version_bytes(v) for v in self.versions) // len(self.versions)
+        return versions + tensor_bytes(list(self.vectors.values())[:1])

@@ -1,0 +1,384 @@
+"""PAPER.md §4 / Table 5: continual learning with NCFT, W-NCFT and the baselines.
+
+The tasks are learned one stage at a time in ``config.order`` by one method
+(:mod:`taskneurons.continual`: SeqFT, SeqLoRA, O-LoRA, EPI, per-task FT, NCFT, W-NCFT). After
+every stage every task is scored (the seen ones, and the unseen ones too unless
+``eval_unseen=False``, which FWT needs): ``a[i, j]`` is the score on task ``i`` after stage
+``j``. The single-task scores ``A(i)`` and the zero-shot scores ``b(i)`` come from a JSON
+cache shared by the methods (:mod:`taskneurons.continual.reference`). After each stage a
+checkpoint (method state + matrix so far) is written; ``resume=True`` continues an
+interrupted run from its last finished stage.
+
+Files in ``out_dir``: ``matrix.{md,csv,json}`` (``a[i, j]``), ``heatmap.png``,
+``metrics.{md,csv,json}`` (CL, BWT, FWT, FG_j), ``tasks.{md,csv,json}`` (per task: b(i),
+A(i), a(i,i), final score), ``continual_config.json`` (resolved config + provenance),
+``result.json``, ``checkpoint/`` and, unless ``reference_cache`` names another file,
+``reference_cache.json``.
+
+Example:
+    >>> cfg = ContinualConfig(order=["dbpedia", "amazon", "yahoo", "agnews"],
+    ...                       method=MethodConfig(name="wncft", mode="inferred"))  # doctest: +SKIP
+    >>> res = continual_experiment(model, tok, tasks, cfg, "out/order1-wncft")  # doctest: +SKIP
+    >>> res.metrics["cl"], res.matrix.shape  # doctest: +SKIP
+    (71.3, (4, 4))
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from taskneurons._io import write_json_atomic
+from taskneurons.analysis.continual import bwt, cl, forgetting, fwt
+from taskneurons.config import Config
+from taskneurons.continual.base import MethodConfig, run_stage, score_task
+from taskneurons.continual.checkpoint import has_checkpoint, read_checkpoint, write_checkpoint
+from taskneurons.continual.reference import reference_scores
+from taskneurons.continual.registry import make_method
+from taskneurons.data.tasks import Task, examples_hash
+from taskneurons.evaluation.result import EvalConfig
+from taskneurons.experiments.common import eval_examples, limited
+from taskneurons.provenance import model_fingerprint, provenance
+from taskneurons.report.plots import heatmap
+from taskneurons.report.tables import markdown_table, write_table
+from taskneurons.training.config import TrainConfig
+
+#: ``on_stage(stage, matrix)``: called after each stage's checkpoint (``matrix`` a copy)
+StageCallback = Callable[[int, np.ndarray], None]
+
+
+@dataclass
+class ContinualConfig(Config):
+    """Knobs of the continual-learning experiment.
+
+    Attributes:
+        order: task ids in training order (``None``: the order the tasks are given in).
+        method: the method and its options (:class:`~taskneurons.continual.base.MethodConfig`).
+        train: each stage's training (lr, steps, LoRA knobs; the method sets ``method``).
+        single_train: the single-task training behind A(i) (``full`` or ``lora``).
+        eval: how tasks are scored.
+        n_train: train examples per task (label-stratified with ``seed``; ``None``: all).
+        n_test: test examples per task.
+        seed: seed of the data subsets.
+        eval_unseen: also score the tasks not trained yet (needed for FWT).
+        reference_cache: the JSON cache of A(i) and b(i) (``None``:
+            ``<out_dir>/reference_cache.json``); point the runs of several methods at one file
+            to compute them once.
+    """
+
+    order: list[str] | None = None
+    method: MethodConfig = field(default_factory=MethodConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    single_train: TrainConfig = field(default_factory=lambda: TrainConfig(method="full", lr=2e-5))
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    n_train: int | None = 512
+    n_test: int | None = 200
+    seed: int = 0
+    eval_unseen: bool = True
+    reference_cache: str | None = None
+
+    def validate(self) -> None:
+        if self.single_train.method not in ("full", "lora"):
+            raise ValueError(
+                f"single_train.method must be 'full' or 'lora', got {self.single_train.method!r}"
+            )
+        for name in ("n_train", "n_test"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1 or None, got {value}")
+        if self.order is not None and len(set(self.order)) != len(self.order):
+            raise ValueError(f"order repeats a task: {self.order}")
+
+
+@dataclass
+class ContinualResult:
+    """The accuracy matrix of one method on one task order, and its metrics.
+
+    Attributes:
+        method: the method's name (``mode`` adds W-NCFT's ``given``/``inferred``).
+        mode: W-NCFT's mode, else ``None``.
+        order: task ids in training order.
+        matrix: ``[tasks, stages]`` scores, ``a[i, j]`` on task ``i`` after stage ``j`` (``nan``
+            where not measured).
+        single: A(i) by task id; zero_shot: b(i) by task id.
+        metrics: ``cl``, ``bwt``, ``fwt`` (points; ``nan`` when not computable) and
+            ``forgetting`` (FG_j per stage, %; ``nan`` at the first stage).
+        stages: each stage's training summary.
+        stored_bytes_per_task: the method's extra bytes per task at inference.
+        resumed_from: the stage a resumed run continued with (``None``: not resumed).
+        out_dir: where the files are.
+    """
+
+    method: str
+    mode: str | None
+    order: list[str]
+    matrix: np.ndarray
+    single: dict[str, float]
+    zero_shot: dict[str, float]
+    metrics: dict[str, Any]
+    stages: list[dict]
+    stored_bytes_per_task: int
+    resumed_from: int | None
+    out_dir: Path
+
+    @property
+    def label(self) -> str:
+        """``method`` or ``method (mode)``."""
+        return f"{self.method} ({self.mode})" if self.mode else self.method
+
+    def matrix_rows(self) -> tuple[list[str], list[list[Any]]]:
+        """Header and rows of the matrix table (``None`` where not measured)."""
+        header = ["task \\ after", *[f"{j + 1}:{t}" for j, t in enumerate(self.order)]]
+        rows = [[t, *_plain(list(self.matrix[i]))] for i, t in enumerate(self.order)]
+        return header, rows
+
+    def metric_rows(self) -> list[list[Any]]:
+        """``[name, value]`` rows: CL, BWT, FWT, then FG_j of every stage."""
+        m = self.metrics
+        rows = [["CL", m["cl"]], ["BWT", m["bwt"]], ["FWT", m["fwt"]]]
+        rows += [[f"FG_{j + 1} (%)", v] for j, v in enumerate(m["forgetting"])]
+        return [[k, _plain(v)] for k, v in rows]
+
+    def task_rows(self) -> tuple[list[str], list[list[Any]]]:
+        """Per task: zero-shot b(i), single-task A(i), right after its stage, final."""
+        header = ["task", "zero-shot b(i)", "single-task A(i)", "a(i,i)", "final a(i,N)"]
+        rows = [
+            [t, self.zero_shot[t], self.single[t], *_plain([self.matrix[i, i], self.matrix[i, -1]])]
+            for i, t in enumerate(self.order)
+        ]
+        return header, rows
+
+    def markdown(self) -> str:
+        """The matrix, the metrics and the per-task table as Markdown."""
+        header, rows = self.matrix_rows()
+        t_header, t_rows = self.task_rows()
+        parts = [
+            f"continual learning: {self.label}, order {' -> '.join(self.order)}",
+            markdown_table(header, _dashes(rows)),
+            markdown_table(["metric", "value"], _dashes(self.metric_rows())),
+            markdown_table(t_header, _dashes(t_rows)),
+            f"stored per task: {self.stored_bytes_per_task} bytes",
+        ]
+        return "\n\n".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (``nan`` as ``None``)."""
+        return {
+            "method": self.method,
+            "mode": self.mode,
+            "order": self.order,
+            "matrix": [_plain(list(r)) for r in self.matrix],
+            "single": self.single,
+            "zero_shot": self.zero_shot,
+            "metrics": {k: _plain(v) for k, v in self.metrics.items()},
+            "stages": self.stages,
+            "stored_bytes_per_task": self.stored_bytes_per_task,
+            "resumed_from": self.resumed_from,
+        }
+
+
+def _plain(value: Any) -> Any:
+    """Floats with ``nan`` as ``None`` (lists element-wise)."""
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return None if math.isnan(float(value)) else float(value)
+    return value
+
+
+def _dashes(rows: list[list[Any]]) -> list[list[Any]]:
+    """``None`` (not measured / not defined) shown as ``-``."""
+    return [["-" if v is None else v for v in row] for row in rows]
+
+
+def order_tasks(tasks: Sequence[Task], order: Sequence[str] | None) -> list[Task]:
+    """``tasks`` in ``order`` (``None``: as given); every id of ``order`` must be a task.
+
+    Example:
+        >>> [t.id for t in order_tasks([a, b], ["b", "a"])]  # doctest: +SKIP
+        ['b', 'a']
+    """
+    by_id = {t.id: t for t in tasks}
+    if order is None:
+        return list(tasks)
+    missing = [t for t in order if t not in by_id]
+    if missing:
+        raise ValueError(f"order names tasks {missing} that are not loaded; have {sorted(by_id)}")
+    return [by_id[t] for t in order]
+
+
+def continual_metrics(matrix: np.ndarray, single: Sequence[float], zero: Sequence[float]) -> dict:
+    """CL, BWT, FWT (``nan`` without the unseen entries) and FG_j (``nan`` if some A(i) <= 0)."""
+    n = matrix.shape[0]
+    try:
+        fg = forgetting(matrix, single).tolist()
+    except ValueError:
+        fg = [float("nan")] * n
+    try:
+        forward = fwt(matrix, zero)
+    except ValueError:
+        forward = float("nan")
+    return {"cl": cl(matrix), "bwt": bwt(matrix), "fwt": forward, "forgetting": fg}
+
+
+def _run_record(config: ContinualConfig, model: nn.Module, tasks: list[Task], test: dict) -> dict:
+    """What must match for a checkpoint to be resumed: config, base model, order, data."""
+    fp = model_fingerprint(model)
+    return {
+        "config": config.to_dict(),
+        "model": {k: fp.get(k) for k in ("model_type", "arch", "weights", "n_params")},
+        "order": [t.id for t in tasks],
+        "train_hash": {t.id: examples_hash(t.train) for t in tasks},
+        "test_hash": {t.id: examples_hash(test[t.id]) for t in tasks},
+    }
+
+
+def _check_resumable(folder: Path, saved: dict, now: dict) -> None:
+    diff = [k for k in now if saved.get(k) != now[k]]
+    if diff:
+        raise ValueError(
+            f"{folder} holds a checkpoint of another run (different {', '.join(diff)}); "
+            "resume with the same config, model and tasks, or use another folder"
+        )
+
+
+@dataclass
+class _Run:
+    """The state a run carries from stage to stage (and into its checkpoint)."""
+
+    matrix: np.ndarray
+    single: dict[str, float]
+    zero_shot: dict[str, float]
+    stages: list[dict]
+    start: int
+    resumed_from: int | None
+
+
+def _start(method, model, tokenizer, tasks, test, config, out, resume, progress) -> tuple:
+    """``(_Run, record)``: from the checkpoint (resume), else fresh with reference scores."""
+    folder = out / "checkpoint"
+    record = _run_record(config, model, tasks, test)
+    ckpt = read_checkpoint(folder) if resume else None
+    if ckpt is None and has_checkpoint(folder):
+        raise ValueError(
+            f"{out} holds a checkpoint of an earlier run; pass resume=True or another folder"
+        )
+    n = len(tasks)
+    if ckpt is not None:
+        _check_resumable(folder, ckpt.record["run"], record)
+        method.load_state_dict(ckpt.state)
+        matrix = np.array(
+            [[np.nan if v is None else v for v in row] for row in ckpt.record["matrix"]]
+        )
+        r = ckpt.record
+        run = _Run(matrix, r["single"], r["zero_shot"], r["stages"], ckpt.stage + 1, ckpt.stage + 1)
+        return run, record
+    cache = Path(config.reference_cache) if config.reference_cache else out / "reference_cache.json"
+    refs = reference_scores(
+        model, tokenizer, tasks, test, config.single_train, config.eval, cache, progress
+    )
+    return _Run(np.full((n, n), np.nan), refs.single, refs.zero_shot, [], 0, None), record
+
+
+def continual_experiment(
+    model: nn.Module,
+    tokenizer,
+    tasks: Sequence[Task],
+    config: ContinualConfig,
+    out_dir: str | os.PathLike,
+    resume: bool = False,
+    progress: bool = True,
+    on_stage: StageCallback | None = None,
+) -> ContinualResult:
+    """Learn the tasks in order with ``config.method``; score every task after every stage.
+
+    Args:
+        model: the base model (trained in place; LoRA methods wrap it).
+        tokenizer: its tokenizer.
+        tasks: the tasks (ordered by ``config.order``).
+        config: the knobs.
+        out_dir: the results folder.
+        resume: continue from ``out_dir/checkpoint`` (``model`` must be a fresh copy of the
+            same base model; config and data must match).
+        progress: show progress bars.
+        on_stage: called after each stage's checkpoint as ``on_stage(stage, matrix)``.
+
+    Raises:
+        ValueError: an unknown task in ``order``; a checkpoint of another run (or of an earlier
+            run when ``resume`` is off).
+    """
+    out = Path(out_dir)
+    ordered = [limited(t, config.n_train, config.seed) for t in order_tasks(tasks, config.order)]
+    test = {t.id: eval_examples(t, config.n_test, config.seed) for t in ordered}
+    method = make_method(config.method, model, tokenizer, config.train, progress)
+    run, record = _start(method, model, tokenizer, ordered, test, config, out, resume, progress)
+    for j in range(run.start, len(ordered)):
+        run.stages.append(run_stage(method, ordered[j], j))
+        for i, task in enumerate(ordered):
+            if i <= j or config.eval_unseen:
+                run.matrix[i, j] = score_task(method, tokenizer, task, test[task.id], config.eval)
+        saved = {
+            "run": record,
+            "matrix": _plain([list(r) for r in run.matrix]),
+            "single": run.single,
+            "zero_shot": run.zero_shot,
+            "stages": run.stages,
+        }
+        write_checkpoint(out / "checkpoint", j, method.state_dict(), saved)
+        if on_stage is not None:
+            on_stage(j, run.matrix.copy())
+    order = [t.id for t in ordered]
+    result = ContinualResult(
+        method=config.method.name,
+        mode=config.method.mode if config.method.name == "wncft" else None,
+        order=order,
+        matrix=run.matrix,
+        single=run.single,
+        zero_shot=run.zero_shot,
+        metrics=continual_metrics(
+            run.matrix, [run.single[t] for t in order], [run.zero_shot[t] for t in order]
+        ),
+        stages=run.stages,
+        stored_bytes_per_task=method.stored_bytes_per_task(),
+        resumed_from=run.resumed_from,
+        out_dir=out,
+    )
+    _write(result, record)
+    return result
+
+
+def _write(result: ContinualResult, record: dict) -> None:
+    """The result files (see the module docstring)."""
+    out = result.out_dir
+    meta = {"method": result.label, "order": result.order}
+    header, rows = result.matrix_rows()
+    write_table(out / "matrix", header, rows, meta, title=f"a(i, j): {result.label}")
+    write_table(out / "metrics", ["metric", "value"], result.metric_rows(), meta, digits=2)
+    t_header, t_rows = result.task_rows()
+    write_table(out / "tasks", t_header, t_rows, meta)
+    heatmap(
+        result.matrix,
+        result.order,
+        [f"{j + 1}:{t}" for j, t in enumerate(result.order)],
+        out / "heatmap.png",
+        title=f"score on task i after stage j ({result.label})",
+        xlabel="after stage j",
+        ylabel="task i",
+    )
+    write_json_atomic(
+        out / "continual_config.json",
+        provenance(
+            **record,
+            method=result.label,
+            stored_bytes_per_task=result.stored_bytes_per_task,
+            stages=result.stages,
+        ),
+    )
+    write_json_atomic(out / "result.json", result.to_dict())
