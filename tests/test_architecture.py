@@ -30,7 +30,8 @@ LAYERS = {
     "testing": 7,
     "continual": 7,
     "experiments": 8,
-    "cli": 9,
+    "cli_parser": 9,
+    "cli": 10,
 }
 MAX_FUNCTION_LINES = 80
 MAX_MODULE_LINES = 450

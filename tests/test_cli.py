@@ -118,8 +118,8 @@ def test_detect_then_deactivate(tiny_folder, task_folders, tmp_path, capsys):
     [
         (["info", "/nonexistent/model/folder.gguf"], "GGUF file not found"),
         (["eval", "--model", "TINY", "--task", "/nonexistent/task"], "nonexistent"),
-        (["detect", "--model", "TINY", "--tasks", "TASK", "--k", "0"], "k"),
-        (["detect", "--model", "TINY", "--tasks", "TASK", "--k", "150"], "k"),
+        (["detect", "--model", "TINY", "--tasks", "TASK", "--k", "0"], "argument --k:"),
+        (["detect", "--model", "TINY", "--tasks", "TASK", "--k", "150"], "argument --k:"),
     ],
 )
 def test_bad_inputs_exit_2_with_message(argv, message, tiny_folder, task_folders, capsys):
@@ -131,6 +131,16 @@ def test_bad_inputs_exit_2_with_message(argv, message, tiny_folder, task_folders
     err = capsys.readouterr().err
     assert "error:" in err and message in err
     assert "Traceback" not in err
+
+
+def test_help_answers_without_loading_anything(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    assert "usage: taskneurons" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["detect", "--help"])
+    assert "--max-length" in capsys.readouterr().out
 
 
 def test_neuron_set_of_another_model_is_refused(tiny_folder, task_folders, tmp_path, capsys):
@@ -168,7 +178,8 @@ def test_neuron_set_of_another_model_is_refused(tiny_folder, task_folders, tmp_p
         ]
     )
     assert code == 2
-    assert "error:" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "error:" in err and "Traceback" not in err
 
 
 @pytest.mark.slow

@@ -49,6 +49,48 @@ def test_unreachable_hub_id_is_one_clear_error(monkeypatch):
     assert info.value.__cause__ is None  # no chained traceback for the CLI to print
 
 
+def test_folder_without_weights_or_tokenizer(tmp_path):
+    model_dir, tok_dir = tmp_path / "weights-only", tmp_path / "config-only"
+    tiny_model("llama").save_pretrained(model_dir)
+    with pytest.raises(ModelLoadError, match="has no tokenizer files"):
+        load_model(model_dir)
+    tok_dir.mkdir()
+    (tok_dir / "config.json").write_text((model_dir / "config.json").read_text())
+    tiny_tokenizer().save_pretrained(tok_dir)
+    with pytest.raises(ModelLoadError, match="has a config.json but no model weights"):
+        load_model(tok_dir)
+
+
+def test_missing_paths_are_not_hub_ids(tmp_path, monkeypatch):
+    (tmp_path / "models" / "tiny-model").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelLoadError, match=r"did you mean models/tiny-model\?$"):
+        load_model("models/tiny-modle")  # "models" is a local folder: a path, not ORG/NAME
+    with pytest.raises(ModelLoadError, match=r"^model path ~/no/such does not exist"):
+        load_model("~/no/such")
+    with pytest.raises(ModelLoadError, match="nor a valid hub id"):
+        load_model("my model")  # checked by huggingface_hub before any request
+    assert not loading._looks_like_path("someorg/some-model")
+    assert not loading._looks_like_path("gpt2")
+
+
+def test_devices_are_checked_before_loading():
+    assert loading.check_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="unknown device 'gpu'"):
+        loading.check_device("gpu")
+    with pytest.raises(ValueError, match="unknown device 'cuda:x'"):
+        loading.check_device("cuda:x")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="'cuda:0'.*use cpu"):
+            load_model("/no/such/model", device="cuda:0")  # before the path is looked at
+
+
+def test_context_length():
+    assert loading.context_length(tiny_model("llama")) == (64, "max_position_embeddings")
+    assert loading.context_length(tiny_model("gpt2"))[0] == 64
+    assert loading.context_length(torch.nn.Linear(2, 2)) is None
+
+
 def test_bad_dtype():
     with pytest.raises(ValueError, match="unknown dtype"):
         loading.resolve_dtype("float8")

@@ -1,6 +1,7 @@
 """taskneurons: find, test and use the task-specific neurons of a causal language model.
 
-The data flow (see docs/architecture.md)::
+Public names are imported lazily (on first use), so importing a submodule such as
+``taskneurons.cli`` does not load torch. The data flow (see docs/architecture.md)::
 
     load_model -> FFN adapter -> NeuronSpace -> relevance_scores -> NeuronSet
                -> deactivate / NeuronDelta training -> evaluate -> analysis -> report
@@ -15,25 +16,41 @@ Example:
 
 from __future__ import annotations
 
+import importlib
+
 __version__ = "0.1.0"
 
-from taskneurons.data.load import load_task
-from taskneurons.data.prompts import PromptConfig
-from taskneurons.data.tasks import Example, Task, TaskFormatError
-from taskneurons.evaluation.dispatch import evaluate
-from taskneurons.evaluation.result import EvalConfig, EvalResult
-from taskneurons.models.adapters import FFNAdapter, UnsupportedModelError, get_adapter
-from taskneurons.models.loading import ModelLoadError, load_model
-from taskneurons.neurons.attribution import AttributionConfig, relevance_scores
-from taskneurons.neurons.intervention import deactivate
-from taskneurons.neurons.neuron_set import NeuronSet, NeuronSetMismatchError
-from taskneurons.neurons.scores import NeuronScores
-from taskneurons.neurons.selection import iou, random_like, top_k
-from taskneurons.neurons.space import NeuronSpace
-from taskneurons.provenance import model_fingerprint
-from taskneurons.training.config import TrainConfig
-from taskneurons.training.loop import train
-from taskneurons.training.neuron_delta import NeuronDelta
+#: public name -> the module that defines it (imported on first use, PEP 562)
+_EXPORTS = {
+    "load_task": "taskneurons.data.load",
+    "PromptConfig": "taskneurons.data.prompts",
+    "Example": "taskneurons.data.tasks",
+    "Task": "taskneurons.data.tasks",
+    "TaskFormatError": "taskneurons.data.tasks",
+    "evaluate": "taskneurons.evaluation.dispatch",
+    "EvalConfig": "taskneurons.evaluation.result",
+    "EvalResult": "taskneurons.evaluation.result",
+    "FFNAdapter": "taskneurons.models.adapters",
+    "UnsupportedModelError": "taskneurons.models.adapters",
+    "get_adapter": "taskneurons.models.adapters",
+    "ModelLoadError": "taskneurons.models.loading",
+    "load_model": "taskneurons.models.loading",
+    "AttributionConfig": "taskneurons.neurons.attribution",
+    "relevance_scores": "taskneurons.neurons.attribution",
+    "deactivate": "taskneurons.neurons.intervention",
+    "NeuronSet": "taskneurons.neurons.neuron_set",
+    "NeuronSetMismatchError": "taskneurons.neurons.neuron_set",
+    "NeuronScores": "taskneurons.neurons.scores",
+    "iou": "taskneurons.neurons.selection",
+    "random_like": "taskneurons.neurons.selection",
+    "top_k": "taskneurons.neurons.selection",
+    "NeuronSpace": "taskneurons.neurons.space",
+    "model_fingerprint": "taskneurons.provenance",
+    "TrainConfig": "taskneurons.training.config",
+    "train": "taskneurons.training.loop",
+    "NeuronDelta": "taskneurons.training.neuron_delta",
+}
+
 
 __all__ = [
     "__version__",
@@ -65,3 +82,17 @@ __all__ = [
     "top_k",
     "train",
 ]
+
+
+def __getattr__(name: str):
+    """Import a public name's module on first use, so ``import taskneurons.cli`` stays light."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'taskneurons' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

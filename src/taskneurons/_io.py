@@ -16,6 +16,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only on success.
 
     Nothing half-written is ever left at ``path``: on an exception the temporary file is removed.
+    The file gets the mode a plain ``open(path, "w")`` would give it (``0o666`` less the umask).
 
     Example:
         >>> with atomic_path("out.json") as tmp:  # doctest: +SKIP
@@ -24,14 +25,52 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
     tmp_path = Path(tmp)
+    try:  # mkstemp makes the file 0600; results get the permissions any tool's output gets
+        os.fchmod(fd, 0o666 & ~current_umask())
+    finally:
+        os.close(fd)
     try:
         yield tmp_path
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where ``/proc`` allows (Linux)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore (no atomic read exists)
+    os.umask(mask)
+    return mask
+
+
+def folder_problem(path: str | os.PathLike) -> str | None:
+    """Why files cannot be written under the folder ``path`` (made if missing); ``None``: fine.
+
+    Looks at ``path`` or, when it does not exist yet, its nearest existing parent: that must be
+    a folder the process can write to.
+
+    Example:
+        >>> folder_problem("/etc/hostname/sub")  # doctest: +SKIP
+        '/etc/hostname is a file, not a folder'
+    """
+    p = Path(path)
+    for existing in (p, *p.parents):
+        if not existing.exists():
+            continue
+        if not existing.is_dir():
+            return f"{existing} is a file, not a folder"
+        if not os.access(existing, os.W_OK | os.X_OK):
+            return f"{existing} is not writable"
+        return None
+    return None
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:

@@ -1,185 +1,35 @@
-"""The ``taskneurons`` command: a parser, and commands of a few lines that call the library.
+"""The ``taskneurons`` command: commands of a few lines that call the library.
 
 ``run`` runs any experiment file; ``detect``, ``deactivate``, ``finetune`` and ``demo`` turn
 their flags into an experiment config and hand it to the same runner
-(:mod:`taskneurons.experiments.runner`). Run ``taskneurons --help`` or
-``taskneurons SUBCOMMAND --help``. Heavy libraries are imported only when a command runs.
+(:mod:`taskneurons.experiments.runner`). The parser and its flag checks are in
+:mod:`taskneurons.cli_parser`. Run ``taskneurons --help`` or ``taskneurons SUBCOMMAND --help``.
+Heavy libraries (torch, transformers) are imported only when a command runs, so ``--help`` and
+refused flags answer at once; every refused input is one line ``taskneurons CMD: error: ...``
+and exit status 2 (see docs/bad-inputs.md).
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
+import re
 import sys
 import time
 from pathlib import Path
 
-DEFAULT_OUT = Path("runs")
+from taskneurons.cli_parser import DEFAULT_OUT, UsageError, build_parser
 
-
-def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--model",
-        "-m",
-        default="smollm2-135m",
-        help="smollm2-135m (embedded), a .gguf file, a model folder or a hub id",
-    )
-    p.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16")
-    p.add_argument("--device", default="cpu")
-
-
-def _prompt_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--chat-template", action="store_true", help="wrap prompts in the tokenizer's chat template"
-    )
-    p.add_argument("--max-length", type=int, default=512, help="max tokens per sequence")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--seed", type=int, default=0, help="seed of every random choice")
-
-
-def _calibrate_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--calibrate",
-        action="store_true",
-        help="contextual calibration of label scores (subtract each label's prior on "
-        "content-free inputs; Zhao et al. 2021)",
-    )
-
-
-def _tasks_arg(value: str) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()]
-
-
-def _add_info_tasks_eval(sub) -> None:
-    p = sub.add_parser("info", help="architecture, FFN size and neuron counts of a model")
-    p.add_argument("model", nargs="?", default="smollm2-135m")
-    p.add_argument("--dtype", default="float32")
-    sub.add_parser("tasks", help="list the built-in demo tasks")
-    p = sub.add_parser("eval", help="evaluate a model on a task")
-    _model_args(p)
-    p.add_argument("--task", "-t", required=True, help="task folder, built-in name or hf:NAME")
-    p.add_argument("--limit", type=int, default=None, help="test examples (label-stratified)")
-    p.add_argument(
-        "--mode",
-        choices=["score", "generate"],
-        default=None,
-        help="score: label log-likelihood; generate: greedy + exact match / ROUGE-L",
-    )
-    p.add_argument("--length-normalize", action="store_true")
-    _calibrate_arg(p)
-    p.add_argument("--out", type=Path, default=None, help="JSON file for per-example results")
-    _prompt_args(p)
-
-
-def _add_run(sub) -> None:
-    p = sub.add_parser("run", help="run an experiment file (see experiments/)")
-    p.add_argument("config", type=Path, help="YAML or JSON experiment file")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a setting, e.g. --set detect.k=5 --set table2.train.lr=1e-3",
-    )
-    p.add_argument("--out", default=None, help="run folder (default: the file's `out`)")
-
-
-def _add_detect_deactivate(sub) -> None:
-    p = sub.add_parser("detect", help="score neurons and keep each task's top-k%%")
-    _model_args(p)
-    p.add_argument("--tasks", "-t", type=_tasks_arg, required=True, help="comma-separated")
-    p.add_argument("--k", type=float, default=10.0, help="percent of neurons per task")
-    p.add_argument("--scope", choices=["model", "layer"], default="model")
-    p.add_argument("--definition", choices=["ffn", "linear"], default="ffn")
-    p.add_argument("--loss", choices=["answer", "all"], default="answer")
-    p.add_argument("--aggregate", choices=["example", "task", "token_abs"], default="example")
-    p.add_argument("--n-examples", type=int, default=128, help="train examples scored per task")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT / "detect")
-    _prompt_args(p)
-
-    p = sub.add_parser("deactivate", help="Table 1 rows and the task x task deactivation matrix")
-    _model_args(p)
-    p.add_argument("--neurons", type=Path, required=True, help="output folder of `detect`")
-    p.add_argument("--tasks", "-t", type=_tasks_arg, required=True, help="comma-separated")
-    p.add_argument("--mode", choices=["activation", "parameters"], default="activation")
-    p.add_argument("--n-test", type=int, default=200, help="test examples per task")
-    p.add_argument("--out", type=Path, default=None, help="default: NEURONS/deactivate")
-    p.add_argument(
-        "--no-strict",
-        action="store_true",
-        help="accept neuron sets detected on other weights of the same architecture",
-    )
-    _calibrate_arg(p)
-    _prompt_args(p)
-
-
-def _add_finetune(sub) -> None:
-    p = sub.add_parser(
-        "finetune",
-        help="neuron-training experiments from a file with flag overrides: Table 2 (+ Figure "
-        "5 a), Table 1 on a multi-task fine-tuned model (+ Figure 5 b)",
-    )
-    p.add_argument("--config", type=Path, default=None, help="YAML or JSON experiment file")
-    p.add_argument("--model", "-m", default=None)
-    p.add_argument("--dtype", default=None)
-    p.add_argument("--device", default=None)
-    p.add_argument("--tasks", "-t", type=_tasks_arg, default=None, help="comma-separated")
-    p.add_argument("--experiment", choices=["table2", "multitask", "all"], default=None)
-    p.add_argument("--neurons", default=None, help="output folder of `detect` (default: detect)")
-    p.add_argument("--k", type=float, default=None)
-    p.add_argument("--n-detect", type=int, default=None, help="examples scored per task")
-    p.add_argument("--n-train", type=int, default=None, help="train examples per task")
-    p.add_argument("--n-test", type=int, default=None, help="test examples per task")
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--out", default=None)
-
-
-def _add_demo(sub) -> None:
-    p = sub.add_parser("demo", help="the whole flow on the embedded model and built-in tasks")
-    p.add_argument("--model", "-m", default=None, help="default: the embedded smollm2-135m")
-    p.add_argument("--out", default=None, help="default: runs/demo")
-    p.add_argument("--n-test", type=int, default=None, help="test examples per task (40)")
-    p.add_argument("--n-detect", type=int, default=None, help="examples scored per task (32)")
-    p.add_argument("--k", type=float, default=None, help="percent of neurons per task (10)")
-    p.add_argument("--n-train", type=int, default=None, help="train examples per task (32)")
-    p.add_argument("--seed", type=int, default=None)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The ``taskneurons`` argument parser."""
-    parser = argparse.ArgumentParser(
-        prog="taskneurons",
-        description="Find the neurons a language model uses for a task, prove they matter, "
-        "and use them (Leng & Xiong 2024).",
-    )
-    parser.add_argument("--version", action="version", version=f"taskneurons {_version()}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
-    sub = parser.add_subparsers(dest="command", required=True)
-    _add_info_tasks_eval(sub)
-    _add_run(sub)
-    _add_detect_deactivate(sub)
-    _add_finetune(sub)
-    _add_demo(sub)
-    return parser
-
-
-def _version() -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version("taskneurons")
-    except metadata.PackageNotFoundError:  # pragma: no cover - a source tree
-        return "unknown"
+__all__ = ["DEFAULT_OUT", "UsageError", "build_parser", "cli_message", "main"]
 
 
 # -- flags -> experiment settings ----------------------------------------------------------------
 def _prompt(args) -> dict:
-    return {"chat_template": args.chat_template, "max_length": args.max_length}
+    """The prompt settings of the flags; ``max_length`` only when ``--max-length`` is given."""
+    prompt = {"chat_template": args.chat_template}
+    if args.max_length is not None:
+        prompt["max_length"] = args.max_length
+    return prompt
 
 
 def _common(args, experiment: str | list[str]) -> dict:
@@ -279,18 +129,66 @@ def cmd_tasks(args) -> int:
 
 def cmd_eval(args) -> int:
     from taskneurons.data.load import load_task
+    from taskneurons.data.prompts import truncation_report
+    from taskneurons.evaluation.dispatch import check_task_metric
     from taskneurons.experiments.inspection import evaluate_task
 
     task = load_task(args.task, seed=args.seed)
+    check_task_metric(task)
+    _check_eval_out(args.out)
+    _check_device(args.device)
     model, tok = _load(args)
     config = {
-        "prompt": _prompt(args),
+        "prompt": {**_prompt(args), "max_length": _fit_max_length(args.max_length, model)},
         "batch_size": args.batch_size,
         "length_normalize": args.length_normalize,
         "calibrate": args.calibrate,
     }
     print(evaluate_task(model, tok, task, args.limit, args.seed, args.mode, config, args.out))
+    truncation_report()
     return 0
+
+
+def _check_device(device: str) -> None:
+    from taskneurons.models.loading import check_device
+
+    try:
+        check_device(device)
+    except ValueError as exc:
+        raise ValueError(f"--device: {exc}") from None
+
+
+def _check_eval_out(out: Path | None) -> None:
+    """``--out`` must name a JSON file in a folder that can be written, before the model loads."""
+    from taskneurons._io import folder_problem
+
+    if out is not None and out.is_dir():
+        raise ValueError(
+            f"--out {out} is a folder; eval writes one JSON file there, e.g. --out "
+            f"{out / 'eval.json'}"
+        )
+    problem = folder_problem(out.parent if out is not None else DEFAULT_OUT / "eval")
+    if problem:
+        raise ValueError(f"--out: {problem}")
+
+
+def _fit_max_length(max_length: int | None, model) -> int:
+    """``--max-length``, checked against the model; when not given, 512 or the context length."""
+    from taskneurons.data.prompts import PromptConfig
+    from taskneurons.models.loading import context_length
+
+    limit = context_length(model)
+    default = PromptConfig().max_length
+    if limit is None:
+        return max_length or default
+    if max_length is None:
+        return min(default, limit[0])
+    if max_length > limit[0]:
+        raise ValueError(
+            f"--max-length {max_length} is more than the model's context length {limit[0]} "
+            f"(config.{limit[1]}); use at most {limit[0]}"
+        )
+    return max_length
 
 
 def cmd_run(args) -> int:
@@ -330,13 +228,18 @@ def cmd_demo(args) -> int:
 
 
 def _run_settings(data: dict, source: str, overrides: list | None = None) -> int:
-    from taskneurons.experiments.config import ExperimentFile, put_key, with_defaults
-    from taskneurons.experiments.runner import run_experiment
+    """Run the settings ``data`` (flags, a file) with ``(key, value)`` flag overrides.
 
+    A ``max_length`` the user did not set (demo's, or none) is fitted to the model.
+    """
+    from taskneurons.experiments.config import ExperimentFile, put_key, with_defaults
+    from taskneurons.experiments.runner import mentions_key, run_experiment
+
+    fit = source == "taskneurons demo" or not mentions_key(data, "max_length")
     for key, value in overrides or []:
         put_key(data, key, value)
     config = ExperimentFile.from_dict(with_defaults(data), where=source)
-    run = run_experiment(config, source=source)
+    run = run_experiment(config, source=source, fit_max_length=fit)
     print(f"finished in {run.seconds:.0f} s; results in {run.out_dir}")
     return 0
 
@@ -373,9 +276,82 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         TaskFormatError,
         UnsupportedModelError,
         ModelMismatchError,
-        FileNotFoundError,
         ValueError,
+        OSError,  # FileNotFoundError, PermissionError, IsADirectoryError, a full disk, ...
     )
+
+
+#: experiment-file key -> the flag that sets it, for messages of the commands built from flags
+_KEY_FLAGS = {
+    "model": "--model",
+    "dtype": "--dtype",
+    "device": "--device",
+    "tasks": "--tasks",
+    "seed": "--seed",
+    "out": "--out",
+    "neurons": "--neurons",
+    "detect.k": "--k",
+    "detect.attribution.n_examples": "--n-examples",
+    "detect.attribution.batch_size": "--batch-size",
+    "deactivate.n_test": "--n-test",
+    "deactivate.eval.batch_size": "--batch-size",
+}
+
+#: phrases of library messages -> what a command-line user types instead, per command
+_PHRASES = {
+    "pass strict=False": {
+        "deactivate": "pass --no-strict",
+        "": "set strict: false in the experiment file",
+    },
+}
+
+
+def _flag_of(key: str, command: str) -> str | None:
+    if key.endswith("max_length") and "prompt" in key:
+        return "--max-length"
+    table = {"finetune": FINETUNE_FLAGS, "demo": DEMO_FLAGS}.get(command)
+    if table is not None:
+        flags = {k: "--" + flag.replace("_", "-") for flag, keys in table.items() for k in keys}
+        return flags.get(key)
+    return _KEY_FLAGS.get(key)
+
+
+def cli_message(text: str, command: str) -> str:
+    """A library message in command-line terms: flags instead of experiment-file keys.
+
+    Only a message about the command's own flags (one that starts with ``taskneurons
+    COMMAND:``, the source of the settings the flags made) is re-worded; one about a file
+    keeps the file's keys.
+
+    Example:
+        >>> cli_message("taskneurons detect: detect: k must be in (0, 100], got 0", "detect")
+        '--k must be in (0, 100], got 0'
+    """
+    for phrase, words in _PHRASES.items():
+        text = text.replace(phrase, words.get(command, words[""]))
+    prefix = f"taskneurons {command}: "
+    if not text.startswith(prefix):
+        return text
+    text = text[len(prefix) :].removeprefix("ExperimentFile: ")
+    match = re.match(r"([\w.]+): (?:(\w+) )?", text)
+    if match is None:
+        return text
+    key, field = match.groups()
+    if field and _flag_of(f"{key}.{field}", command):  # "detect: k must be ..."
+        return f"{_flag_of(f'{key}.{field}', command)} {text[len(key) + 2 + len(field) + 1 :]}"
+    flag = _flag_of(key, command)
+    return f"{flag}: {text[len(key) + 2 :]}" if flag else text
+
+
+def _describe(exc: BaseException, command: str) -> str:
+    """One line for ``exc``: an ``OSError`` as "what: file", anything else by its message."""
+    if isinstance(exc, OSError) and exc.strerror:
+        files = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+        text = f"{exc.strerror}: {files}" if files else str(exc)
+    else:
+        text = str(exc)
+    lines = text.strip().splitlines() or [type(exc).__name__]
+    return cli_message(" ".join(line.strip() for line in lines), command)
 
 
 def _quiet_libraries() -> None:
@@ -387,8 +363,17 @@ def _quiet_libraries() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``taskneurons`` console script; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    """Entry point of the ``taskneurons`` console script; returns the exit status.
+
+    A refused input (a bad flag, a missing or unreadable file, a model that does not load, ...)
+    prints one line ``taskneurons COMMAND: error: ...`` and returns 2; ``-v`` shows the
+    traceback instead. Programming errors are never caught.
+    """
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
@@ -400,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     except _user_errors() as exc:
         if args.verbose:
             raise
-        print(f"taskneurons {args.command}: error: {exc}", file=sys.stderr)
+        print(f"taskneurons {args.command}: error: {_describe(exc, args.command)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

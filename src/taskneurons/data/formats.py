@@ -168,6 +168,10 @@ def load_task_folder(
 
 def _require_files(folder: Path, files: Sequence[str], what: str) -> None:
     for f in files:
+        if (folder / f).is_dir():
+            raise TaskFormatError(
+                f"{folder / f}: is a folder, not a file ({what} needs the files {', '.join(files)})"
+            )
         if not (folder / f).is_file():
             raise TaskFormatError(f"{folder / f}: missing ({what} needs {', '.join(files)})")
 

@@ -12,7 +12,8 @@ template (when it has one) and the answer is the assistant's reply.
 
 Segments are tokenized separately and concatenated, so the answer's first token is known
 exactly; when a prompt is too long the *input* is truncated, never the instruction, options or
-answer.
+answer. Every cut is counted per task; :func:`truncation_report` logs the counts (the runner and
+``taskneurons eval`` call it after each stage).
 
 Example:
     >>> cfg = PromptConfig(max_length=256)
@@ -23,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -34,6 +36,11 @@ from taskneurons.data.tasks import Example, Task
 
 IGNORE_INDEX = -100
 _SENTINEL = "\u2063TASKNEURONS_INPUT\u2063"
+
+log = logging.getLogger(__name__)
+
+# (task id, max_length) -> hashes of the inputs cut since the last truncation_report()
+_TRUNCATED: dict[tuple[str, int], set[int]] = {}
 
 
 @dataclass(frozen=True)
@@ -167,7 +174,33 @@ def encode_prompt(
             f"task {task.id!r}: instruction, options and answer need {len(head) + len(tail) + reserve} "
             f"tokens, more than max_length={config.max_length}; raise max_length"
         )
+    if len(body) > budget:
+        _TRUNCATED.setdefault((task.id, config.max_length), set()).add(hash(input_text))
     return head + body[:budget] + tail
+
+
+def truncation_report(warn: bool = True) -> dict[str, int]:
+    """How many distinct inputs of each task were cut to fit ``max_length`` since the last call.
+
+    Logs one warning per task (when ``warn``) and starts counting afresh.
+
+    Example:
+        >>> truncation_report()  # after an evaluation that cut 3 inputs  # doctest: +SKIP
+        {'sst2': 3}
+    """
+    counts: dict[str, int] = {}
+    for (task_id, max_length), inputs in sorted(_TRUNCATED.items()):
+        counts[task_id] = counts.get(task_id, 0) + len(inputs)
+        if warn:
+            log.warning(
+                "task %r: %d input(s) were cut to fit max_length=%d tokens; raise max_length "
+                "(--max-length, prompt.max_length in an experiment file) to keep them whole",
+                task_id,
+                len(inputs),
+                max_length,
+            )
+    _TRUNCATED.clear()
+    return counts
 
 
 def encode_example(

@@ -103,6 +103,9 @@ class Task:
     name: str = ""
     source: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        check_task_id(self.id, self.source)
+
     def split(self, name: str) -> list[Example]:
         """The ``train`` or ``test`` examples."""
         if name not in ("train", "test"):
@@ -130,6 +133,42 @@ class Task:
             test=list(test),
             source=source,
         )
+
+
+def check_task_id(task_id: Any, source: dict | None = None) -> str:
+    """``task_id`` if it is a plain, safe file name (run folders and files are named after it).
+
+    Refused: an empty id, ``.``/``..``, a path separator (``../x``, ``/tmp/x``, ``a/b``), a
+    leading dot (a hidden file), control characters, or more than 100 characters.
+
+    Raises:
+        TaskFormatError: naming the id and where the task came from (``source``).
+    """
+    bad = None
+    if not isinstance(task_id, str) or not task_id.strip():
+        bad = "it is empty" if isinstance(task_id, str) else "it is not a string"
+    elif "/" in task_id or "\\" in task_id:
+        bad = "it holds a path separator"
+    elif task_id.startswith("."):
+        bad = "it starts with a dot"
+    elif any(ord(c) < 32 or ord(c) == 127 for c in task_id) or task_id != task_id.strip():
+        bad = "it holds control characters or surrounding spaces"
+    elif len(task_id) > 100:
+        bad = "it is longer than 100 characters"
+    if bad is None:
+        return task_id
+    where = _source_text(source or {})
+    raise TaskFormatError(
+        f"task id {task_id!r}{where} is not a plain file name ({bad}); results are written to "
+        "files named after the id: use letters, digits, '-', '_' and '.'"
+    )
+
+
+def _source_text(source: dict) -> str:
+    for key in ("path", "name", "data_files"):
+        if source.get(key):
+            return f" (from {source[key]})"
+    return ""
 
 
 def examples_hash(examples: list[Example]) -> str:

@@ -12,7 +12,9 @@ Three ways to score a model on a task:
   cut at the first newline/EOS, compared with the gold label after normalisation (lowercase, no
   punctuation, single spaces).
 * ``mode="generate"`` on a generation task: greedy generation, ROUGE-L F1 (``rouge-score``)
-  against every reference of an example (the best one counts), averaged and multiplied by 100.
+  against every reference of an example (the best one counts), averaged and multiplied by 100;
+  a generation task that declares ``"metric": "accuracy"`` is scored by exact match with its
+  ``output`` instead (see :data:`SUPPORTED_METRICS`).
 
 :func:`evaluate` checks its arguments, resolves the mode once and runs one path: the score path
 (prompts + calibration prompts -> label log-likelihoods in :mod:`.label_scoring` ->
@@ -53,6 +55,23 @@ from taskneurons.evaluation.label_scoring import (
 )
 from taskneurons.evaluation.result import EvalConfig, EvalResult, Mode
 from taskneurons.provenance import model_fingerprint
+
+#: The metrics a task of each kind can declare (the first is the default).
+SUPPORTED_METRICS: dict[str, tuple[str, ...]] = {
+    "classification": ("accuracy",),
+    "generation": ("rougeL", "accuracy"),
+}
+
+
+def check_task_metric(task: Task) -> str:
+    """``task.metric`` if evaluation can score a task of its kind by it, else ``ValueError``."""
+    allowed = SUPPORTED_METRICS.get(task.kind, ())
+    if task.metric not in allowed:
+        raise ValueError(
+            f"task {task.id!r} declares metric {task.metric!r}, which a {task.kind} task "
+            f"cannot be scored by; use one of {list(allowed)}"
+        )
+    return task.metric
 
 
 def _examples_to_evaluate(task: Task, examples: Sequence[Example] | None) -> list[Example]:
@@ -118,7 +137,7 @@ def evaluate(
 
     Raises:
         ValueError: no examples; a classification task without labels; ``mode="score"`` on a
-            generation task.
+            generation task; a metric the task's kind cannot be scored by.
 
     Example:
         >>> r = evaluate(model, tok, task, task.test[:20], mode="score", progress=False)  # doctest: +SKIP
@@ -126,6 +145,7 @@ def evaluate(
         ('accuracy', 20, True)
     """
     config = config or EvalConfig()
+    check_task_metric(task)
     examples = _examples_to_evaluate(task, examples)
     mode = _resolve_mode(task, mode)
     path = _score_path if mode == "score" else _generate_path
@@ -190,7 +210,7 @@ def _generate_path(
         desc=f"eval {task.id} (generate)",
         progress=progress,
     )
-    if task.kind == "classification":
+    if task.metric == "accuracy":
         predictions, total = exact_match_predictions(examples, answers)
     else:
         predictions, total = rouge_predictions(examples, answers, config.rouge_stemmer)
@@ -212,8 +232,7 @@ def _result(
 
     ``start`` is the ``time.perf_counter()`` the timed part began at.
     """
-    classification = task.kind == "classification"
-    if classification:
+    if task.metric == "accuracy":
         total *= 100.0
     seconds = time.perf_counter() - start
     score = total / len(examples)
@@ -222,7 +241,7 @@ def _result(
     return EvalResult(
         task_id=task.id,
         mode=mode,
-        metric="accuracy" if classification else "rougeL",
+        metric=task.metric,
         score=score,
         n=len(examples),
         predictions=predictions,

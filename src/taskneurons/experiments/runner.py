@@ -4,8 +4,9 @@
 (``detect``, ``deactivate``, ``finetune``, ``demo``) come here. A run:
 
 1. reads and checks the whole file (:class:`~taskneurons.experiments.config.ExperimentFile`),
-   loads every task and checks the output folder *before* the model loads, so a typo costs
-   no wait;
+   loads every task and checks the device, dtype, sizes and output folder *before* the model
+   loads, so a typo costs no wait; once the model is loaded, checks every ``max_length``
+   against its context length (the default 512 is lowered to it);
 2. writes ``config.yaml`` (the resolved file: every knob, defaults filled) into the run folder;
 3. runs the stages in order; a run of one stage writes into the run folder itself, a run of
    several writes each stage into ``<out>/<stage>/``;
@@ -19,27 +20,39 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from taskneurons._io import write_text_atomic
+from taskneurons._io import folder_problem, write_text_atomic
 from taskneurons.config import ConfigError
 from taskneurons.data.load import load_task
+from taskneurons.data.prompts import PromptConfig, truncation_report
 from taskneurons.data.tasks import Task, TaskFormatError
+from taskneurons.evaluation.dispatch import check_task_metric
 from taskneurons.experiments.common import detect_folder, load_neuron_sets
-from taskneurons.experiments.config import ExperimentFile, to_yaml
+from taskneurons.experiments.config import (
+    ExperimentFile,
+    read_mapping,
+    set_key,
+    to_yaml,
+    with_defaults,
+)
 from taskneurons.experiments.deactivation import deactivation_experiment
 from taskneurons.experiments.detect import detect_neurons
 from taskneurons.experiments.multitask import multitask_experiment
 from taskneurons.experiments.neuron_training import neuron_training_experiment
-from taskneurons.models.loading import load_model
+from taskneurons.models.loading import check_device, context_length, load_model, resolve_dtype
 from taskneurons.neurons.neuron_set import NeuronSet
+
+log = logging.getLogger(__name__)
 
 #: The experiment file of ``taskneurons demo`` (shipped with the package).
 DEMO_FILE = Path(__file__).with_name("demo.yaml")
@@ -143,9 +156,23 @@ def run_file(
     progress: bool = True,
     echo: Callable[[str], None] | None = print,
 ) -> RunResult:
-    """Run an experiment file with ``key=value`` overrides (see :func:`run_experiment`)."""
-    config = ExperimentFile.read(path, overrides)
-    return run_experiment(config, source=str(path), progress=progress, echo=echo)
+    """Run an experiment file with ``key=value`` overrides (see :func:`run_experiment`).
+
+    A file (or override) that sets no ``max_length`` has it fitted to the model's context length.
+    """
+    data = read_mapping(path)
+    for item in overrides or []:
+        set_key(data, item)
+    config = ExperimentFile.from_dict(with_defaults(data), where=str(path))
+    fit = not mentions_key(data, "max_length")
+    return run_experiment(config, str(path), progress, echo, fit_max_length=fit)
+
+
+def mentions_key(data: Any, name: str) -> bool:
+    """Whether the settings ``data`` (nested mappings) set ``name`` anywhere."""
+    if not isinstance(data, dict):
+        return False
+    return name in data or any(mentions_key(v, name) for v in data.values())
 
 
 def run_experiment(
@@ -153,18 +180,27 @@ def run_experiment(
     source: str = "experiment",
     progress: bool = True,
     echo: Callable[[str], None] | None = print,
+    *,
+    fit_max_length: bool = False,
 ) -> RunResult:
     """Run every stage of ``config``; ``echo`` gets each stage's header and result text.
 
+    ``fit_max_length``: lower every ``max_length`` beyond the model's context length to it
+    (for settings the user did not choose); otherwise such a value is refused, except the
+    default 512.
+
     Raises:
-        ConfigError: a task, the ``neurons`` folder or the output folder is not usable (the
-            message names ``source`` and the key), before the model is loaded.
+        ConfigError: a task, the ``neurons`` folder, the device, the dtype, a size or the output
+            folder is not usable (the message names ``source`` and the key), before the model
+            is loaded; a ``max_length`` beyond the model's context length, before any work.
     """
     start = time.perf_counter()
     say = echo or (lambda text: None)
     tasks = load_tasks(config, source)
+    check_settings(config, source)
     out = prepare_out(config, source)
     model, tokenizer = load_model(config.model, dtype=config.dtype, device=config.device)
+    config = fit_context(config, model, source, fit_max_length)
     write_text_atomic(out / "config.yaml", to_yaml(config))
     ctx = RunContext(config, model, tokenizer, tasks, progress)
     run = RunResult(config, out)
@@ -173,6 +209,7 @@ def run_experiment(
         folder = out if len(stages) == 1 else out / stage
         say(f"\n== {n}/{len(stages)} {stage}: {STAGE_TITLES[stage]}")
         run.results[stage] = STAGE_RUNNERS[stage](ctx, folder)
+        truncation_report()  # a warning per task whose inputs were cut to max_length
         say(run.results[stage].markdown() + "\n")
     run.seconds = time.perf_counter() - start
     write_text_atomic(out / "README.md", run_index(run, source))
@@ -181,16 +218,24 @@ def run_experiment(
 
 def load_tasks(config: ExperimentFile, source: str) -> list[Task]:
     """Every task of the file, loaded; errors name the file and the ``tasks[i]`` key."""
-    tasks = []
+    tasks: list[Task] = []
+    first: dict[str, int] = {}  # task id -> index of the spec that gave it
     for i, spec in enumerate(config.tasks):
         try:
-            tasks.append(load_task(spec, seed=config.seed))
-        except (TaskFormatError, FileNotFoundError, TypeError) as exc:
+            task = load_task(spec, seed=config.seed)
+            check_task_metric(task)
+        except (TaskFormatError, FileNotFoundError, TypeError, ValueError) as exc:
             raise ConfigError(f"{source}: tasks[{i}]: {exc}") from None
+        if task.id in first:
+            j = first[task.id]
+            raise ConfigError(
+                f"{source}: tasks: {config.tasks[j]} (tasks[{j}]) and {spec} (tasks[{i}]) have "
+                f"the same task id {task.id!r}; results are stored by task id, so one would "
+                "overwrite the other: give one of them another id"
+            )
+        first[task.id] = i
+        tasks.append(task)
     ids = [t.id for t in tasks]
-    repeated = sorted({i for i in ids if ids.count(i) > 1})
-    if repeated:
-        raise ConfigError(f"{source}: tasks: the task id(s) {repeated} appear twice")
     wanted = config.table2.tasks
     if wanted is not None and "table2" in config.stages():
         unknown = [t for t in wanted if t not in ids]
@@ -207,15 +252,90 @@ def load_tasks(config: ExperimentFile, source: str) -> list[Task]:
 def prepare_out(config: ExperimentFile, source: str) -> Path:
     """The run folder, created; ``ConfigError`` if it is a file or cannot be written."""
     out = Path(config.out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"{source}: out: {out} is a file, not a folder")
+    problem = folder_problem(out)
+    if problem:
+        raise ConfigError(f"{source}: out: {problem}")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"{source}: out: cannot create {out} ({exc.strerror})") from None
-    if not os.access(out, os.W_OK):
-        raise ConfigError(f"{source}: out: {out} is not writable")
     return out
+
+
+#: Config fields that count examples: ``None`` (all) or at least 1.
+SIZE_KEYS = ("n_examples", "n_train", "n_test")
+
+
+def config_items(obj: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """``(dotted key, value)`` of every field of a config dataclass, nested fields included."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        yield prefix + f.name, value
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            yield from config_items(value, f"{prefix}{f.name}.")
+
+
+def check_settings(config: ExperimentFile, source: str) -> None:
+    """What can be checked before the model loads: device, dtype, and the run stages' sizes."""
+    try:
+        check_device(config.device)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: device: {exc}") from None
+    try:
+        resolve_dtype(config.dtype)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: dtype: {exc}") from None
+    for stage in config.stages():
+        for key, value in config_items(getattr(config, stage), f"{stage}."):
+            if key.rsplit(".", 1)[-1] in SIZE_KEYS and isinstance(value, int) and value < 1:
+                raise ConfigError(
+                    f"{source}: {key}: must be at least 1 (or null for all examples), got {value}"
+                )
+
+
+def _map_prompts(obj: Any, change: Callable[[PromptConfig], PromptConfig]) -> Any:
+    """``obj`` with ``change`` applied to every :class:`PromptConfig` inside it."""
+    changes = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if isinstance(value, PromptConfig):
+            new = change(value)
+        elif f.init and dataclasses.is_dataclass(value) and not isinstance(value, type):
+            new = _map_prompts(value, change)
+        else:
+            continue
+        if new is not value:
+            changes[f.name] = new
+    return dataclasses.replace(obj, **changes) if changes else obj
+
+
+def fit_context(
+    config: ExperimentFile, model: nn.Module, source: str, fit: bool = False
+) -> ExperimentFile:
+    """``config`` with every ``max_length`` within the model's context length.
+
+    With ``fit``, and for the default ``max_length`` (512), a longer value is lowered to the
+    context length; another value beyond it, in the top-level prompt or a stage that runs, is
+    refused (``ConfigError`` naming the key).
+    """
+    limit = context_length(model)
+    if limit is None:
+        return config
+    n, attr = limit
+    default = PromptConfig().max_length
+    runs = ("prompt", *config.stages())
+    for key, value in config_items(config):
+        if not isinstance(value, PromptConfig) or key.split(".", 1)[0] not in runs:
+            continue
+        if value.max_length > n and value.max_length != default and not fit:
+            raise ConfigError(
+                f"{source}: {key}.max_length: {value.max_length} is more than the model's "
+                f"context length {n} (config.{attr}); use at most {n}"
+            )
+    fitted = _map_prompts(config, lambda p: p.replace(max_length=n) if p.max_length > n else p)
+    if fitted != config:
+        log.info("max_length lowered to the model's context length %d", n)
+    return fitted
 
 
 def run_index(run: RunResult, source: str) -> str:

@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import logging
@@ -24,6 +25,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
+from taskneurons._io import current_umask
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +160,7 @@ def _load_gguf(path: Path, dtype: torch.dtype, cache_dir: str | os.PathLike | No
     cached.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{cached.name}.", dir=cached.parent))
     try:
+        tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes it 0700
         _save_plain_checkpoint(model, tmp)
         tok.save_pretrained(tmp)
         if cached.exists():  # another process won the race
@@ -169,6 +173,201 @@ def _load_gguf(path: Path, dtype: torch.dtype, cache_dir: str | os.PathLike | No
     if dtype != torch.float32:
         model = model.to(dtype)
     return model, tok, cached
+
+
+#: Patterns of the files that hold a checkpoint's weights (one must be in a model folder).
+WEIGHT_FILES = (
+    "*.safetensors",
+    "*.safetensors.index.json",
+    "pytorch_model*.bin",
+    "*.bin.index.json",
+)
+
+#: Files a tokenizer can be loaded from (one of them must be in a model folder).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")
+
+#: Config attributes that bound the positions a model can take, first found wins.
+CONTEXT_ATTRS = ("max_position_embeddings", "n_positions", "max_sequence_length", "n_ctx")
+
+# what reading a damaged checkpoint raises (torch, safetensors, Transformers)
+_READ_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, RuntimeError, EOFError)
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a ``torch.device`` if this machine has it.
+
+    Raises:
+        ValueError: an unknown device name (``gpu``), or a device this torch or machine lacks
+            (``cuda`` on a CPU-only build or without a GPU, ``cuda:3`` with one GPU, ``mps``).
+    """
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"unknown device {str(device)!r}; use cpu, cuda, cuda:N (a GPU) or mps (Apple)"
+        ) from None
+    name = repr(str(device))
+    if dev.type == "cuda":
+        if torch.version.cuda is None and torch.version.hip is None:
+            raise ValueError(
+                f"{name} needs CUDA, but this torch ({torch.__version__}) is built without it; "
+                "use cpu, or install a CUDA build of torch"
+            )
+        if not torch.cuda.is_available():
+            raise ValueError(f"{name}: no CUDA GPU is visible on this machine; use cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            n = torch.cuda.device_count()
+            raise ValueError(f"{name}: this machine has {n} CUDA GPU(s), cuda:0 to cuda:{n - 1}")
+    elif dev.type != "cpu":
+        backend = getattr(torch.backends, dev.type, None) or getattr(torch, dev.type, None)
+        available = getattr(backend, "is_available", None)
+        if available is None or not available():
+            raise ValueError(f"{name} is not available on this machine; use cpu")
+    return dev
+
+
+def context_length(model: nn.Module) -> tuple[int, str] | None:
+    """``(positions, config attribute)``: the longest sequence ``model`` takes; ``None``: unknown."""
+    config = getattr(model, "config", None)
+    if config is not None and hasattr(config, "get_text_config"):
+        config = config.get_text_config()
+    for attr in CONTEXT_ATTRS:
+        value = getattr(config, attr, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value, attr
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def _close_names(name: str, candidates, cutoff: float = 0.6) -> list[str]:
+    return difflib.get_close_matches(name, list(candidates), n=1, cutoff=cutoff)
+
+
+def _looks_like_path(spec: str) -> bool:
+    """A spec that can only mean a local path (a hub id is ``NAME`` or ``ORG/NAME``)."""
+    p = Path(spec).expanduser()
+    if p.is_absolute() or spec.startswith((".", "~")) or spec.count("/") > 1 or "\\" in spec:
+        return True
+    return "/" in spec and Path(spec.split("/", 1)[0]).is_dir()
+
+
+def _missing_path_error(spec: str) -> ModelLoadError:
+    """The path does not exist: name the first missing part and a close name beside it."""
+    missing = Path(spec).expanduser()
+    while not missing.parent.is_dir() and missing.parent != missing.parent.parent:
+        missing = missing.parent
+    message = f"model path {spec} does not exist"
+    if missing != Path(spec).expanduser():
+        message += f" (no folder {missing})"
+    if missing.parent.is_dir():
+        close = _close_names(missing.name, (c.name for c in missing.parent.iterdir()))
+        message += f"; did you mean {missing.parent / close[0]}?" if close else ""
+    return ModelLoadError(message)
+
+
+def _check_model_folder(folder: Path) -> None:
+    """Raise ``ModelLoadError`` naming what a model folder lacks (config, weights, tokenizer)."""
+    if not (folder / "config.json").is_file():
+        raise ModelLoadError(
+            f"{folder} is not a Hugging Face model folder (no config.json); give a folder "
+            f"saved with save_pretrained, a .gguf file, a hub id, or one of "
+            f"{sorted(EMBEDDED_MODELS)}"
+        )
+    if not any(f.is_file() for pattern in WEIGHT_FILES for f in folder.glob(pattern)):
+        raise ModelLoadError(
+            f"{folder} has a config.json but no model weights (no model.safetensors, "
+            "pytorch_model.bin or sharded index); save the model there with save_pretrained "
+            "or download it again"
+        )
+    if not any((folder / f).is_file() for f in TOKENIZER_FILES):
+        raise ModelLoadError(
+            f"{folder} has no tokenizer files (none of {', '.join(TOKENIZER_FILES)}); save the "
+            "tokenizer there with tokenizer.save_pretrained(folder)"
+        )
+
+
+def _load_folder(folder: Path, dtype: torch.dtype, trust_remote_code: bool):
+    from safetensors import SafetensorError
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _check_model_folder(folder)
+    try:
+        tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    except _READ_ERRORS as exc:
+        raise ModelLoadError(
+            f"could not load the tokenizer in {folder}: {_first_line(exc)}"
+        ) from exc
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            folder, dtype=dtype, trust_remote_code=trust_remote_code
+        )
+    except (*_READ_ERRORS, SafetensorError) as exc:
+        raise ModelLoadError(
+            f"could not read the model in {folder} ({type(exc).__name__}: {_first_line(exc)}); "
+            "if a weights file is damaged or incomplete (an interrupted download or copy), "
+            "save or download it again"
+        ) from exc
+    return model, tok
+
+
+def _hub_reachable(spec: str, hint: str) -> bool:
+    """Ask the hub about ``spec`` once, without retries: ``False`` if it cannot be reached.
+
+    Raises:
+        ModelLoadError: ``spec`` is no valid hub id, or the hub answers that there is no such
+            model.
+    """
+    from huggingface_hub import model_info
+    from huggingface_hub.errors import HfHubHTTPError, HFValidationError, RepositoryNotFoundError
+
+    try:
+        model_info(spec, timeout=10)
+    except HFValidationError as exc:
+        raise ModelLoadError(
+            f"unknown model {spec!r}: not a local path, the name of an embedded model, nor a "
+            f"valid hub id ({_first_line(exc)}){hint}"
+        ) from None
+    except RepositoryNotFoundError as exc:
+        raise ModelLoadError(
+            f"could not load {spec!r}: it is not a local path and the Hugging Face hub has no "
+            f"such model, or it is private or gated ({_first_line(exc)}){hint}"
+        ) from None
+    except HfHubHTTPError:
+        return True  # the hub answered; let the download report what it says
+    except Exception:  # offline mode, DNS, refused, timeout: every client raises its own class
+        return False
+    return True
+
+
+def _load_hub(spec: str, dtype: torch.dtype, trust_remote_code: bool):
+    """A hub model: downloaded, or from the local cache only when the hub is unreachable."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    close = _close_names(spec.lower(), EMBEDDED_MODELS)
+    hint = f" (did you mean the embedded model {close[0]!r}?)" if close else ""
+    if spec.lower() in EMBEDDED_MODELS:
+        raise ModelLoadError(f"unknown model {spec!r}: not a local path{hint}")
+    online = _hub_reachable(spec, hint)
+    kwargs = {"trust_remote_code": trust_remote_code, "local_files_only": not online}
+    try:
+        tok = AutoTokenizer.from_pretrained(spec, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype, **kwargs)
+    except Exception as exc:  # hub errors come in many classes; all mean the same here
+        why = (
+            f"({_first_line(exc)})"
+            if online
+            else "(the hub cannot be reached: no network, or HF_HUB_OFFLINE=1; and there is "
+            "no cached copy)"
+        )
+        raise ModelLoadError(
+            f"could not load {spec!r} from the Hugging Face hub {why}{hint}. Local options: a "
+            f"model folder, a .gguf file, or {sorted(EMBEDDED_MODELS)}."
+        ) from None
+    return model, tok
 
 
 def load_model(
@@ -184,7 +383,7 @@ def load_model(
         spec: ``"smollm2-135m"`` (the embedded model), a path to a ``.gguf`` file, a local
             folder with a Hugging Face checkpoint, or a hub id (``org/name``).
         dtype: parameter dtype (``float32``, ``bfloat16``, ``float16``).
-        device: where to put the model.
+        device: where to put the model (checked before anything loads).
         cache_dir: cache for dequantized GGUF weights (default ``$TASKNEURONS_CACHE`` or
             ``~/.cache/taskneurons``).
         trust_remote_code: passed to Transformers for hub ids and folders.
@@ -193,19 +392,23 @@ def load_model(
         ``(model, tokenizer)``; ``model.taskneurons_source`` records the resolved spec.
 
     Raises:
-        ModelLoadError: missing embedded package, unreachable hub id, unreadable file.
+        ModelLoadError: missing embedded package, a path that does not exist, a folder without
+            config, weights or tokenizer files, a damaged weights file, an unknown or
+            unreachable hub id (the hub is asked once; no retries when it cannot be reached).
+        ValueError: an unknown dtype or a device this machine lacks.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     torch_dtype = resolve_dtype(dtype)
+    dev = check_device(device)
     spec_str = str(spec)
     source: dict = {"spec": spec_str}
+    if not spec_str.strip():
+        raise ModelLoadError("no model given (an empty name)")
     if spec_str in EMBEDDED_MODELS:
         path = embedded_gguf_path(spec_str)
         model, tok, cached = _load_gguf(path, torch_dtype, cache_dir)
         source.update(kind="embedded", gguf=str(path), cache=str(cached))
     elif spec_str.endswith(".gguf"):
-        path = Path(spec_str)
+        path = Path(spec_str).expanduser()
         if not path.is_file():
             raise ModelLoadError(f"GGUF file not found: {path}")
         try:
@@ -213,37 +416,18 @@ def load_model(
         except (ValueError, OSError, KeyError) as exc:
             raise ModelLoadError(f"could not read GGUF file {path}: {exc}") from exc
         source.update(kind="gguf", gguf=str(path.resolve()), cache=str(cached))
-    elif Path(spec_str).exists():
-        folder = Path(spec_str)
-        if not (folder / "config.json").is_file():
-            raise ModelLoadError(
-                f"{folder} is not a Hugging Face model folder (no config.json); give a folder "
-                f"saved with save_pretrained, a .gguf file, a hub id, or one of "
-                f"{sorted(EMBEDDED_MODELS)}"
-            )
-        tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(
-            folder, dtype=torch_dtype, trust_remote_code=trust_remote_code
-        )
+    elif Path(spec_str).expanduser().exists():
+        folder = Path(spec_str).expanduser()
+        model, tok = _load_folder(folder, torch_dtype, trust_remote_code)
         source.update(kind="folder", path=str(folder.resolve()))
+    elif _looks_like_path(spec_str):
+        raise _missing_path_error(spec_str)
     else:
-        try:
-            tok = AutoTokenizer.from_pretrained(spec_str, trust_remote_code=trust_remote_code)
-            model = AutoModelForCausalLM.from_pretrained(
-                spec_str, dtype=torch_dtype, trust_remote_code=trust_remote_code
-            )
-        except Exception as exc:  # hub errors come in many classes; all mean the same here
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelLoadError(
-                f"could not load {spec_str!r} from the Hugging Face hub ({first[:200]}). "
-                f"Is it a valid hub id and is the hub reachable (no network, or HF_HUB_OFFLINE=1 "
-                f"without a cached copy)? Local options: a model folder, a .gguf file, or "
-                f"{sorted(EMBEDDED_MODELS)}."
-            ) from None
+        model, tok = _load_hub(spec_str, torch_dtype, trust_remote_code)
         source.update(kind="hub", id=spec_str)
     if tok.pad_token_id is None and tok.eos_token_id is not None:
         tok.pad_token = tok.eos_token
-    model.to(device)
+    model.to(dev)
     model.eval()
     model.taskneurons_source = source
     return model, tok
