@@ -72,7 +72,11 @@ def _write(tmp_path, text: str):
         ("experiment: detect\ntasks: [sentiment]\nseed: zero\n", "seed: expected a whole number"),
         ("experiment: detect\ntasks: [sentiment]\ndetect: {k: 0}\n", "detect: k must be"),
         ("experiment: dance\ntasks: [sentiment]\n", "unknown stage 'dance'"),
-        ("experiment: [multitask, table2]\ntasks: [sentiment]\n", "must come last"),
+        (
+            "experiment: [multitask, table2]\ntasks: [sentiment]\n",
+            "only one of them may run, and last",
+        ),
+        ("experiment: [continual, multitask]\ntasks: [sentiment]\n", "change the model"),
         ("experiment: detect\n", "no tasks"),
         ("- a list\n", "a mapping of settings"),
         ("experiment: [detect\n", "invalid YAML"),
@@ -152,7 +156,12 @@ def test_run_writes_config_readme_and_typed_results(tiny_folder, task_folders, t
     resolved = yaml.safe_load((out / "config.yaml").read_text())
     assert resolved["deactivate"]["mode"] == "parameters" and resolved["detect"]["k"] == 20.0
     index = (out / "README.md").read_text()
-    for name in ("config.yaml", "detect/", "deactivate/table1.md", "deactivate/matrix.png"):
+    for name in (
+        "config.yaml",
+        "detect/",
+        "deactivate/table1.{csv,json,md}",
+        "deactivate/matrix.{csv,json,md,png}",
+    ):
         assert f"`{name}`" in index, name
     det, deact = run.results["detect"], run.results["deactivate"]
     assert sorted(det.sets) == ["answer", "mood"]
@@ -265,3 +274,29 @@ def test_selection_sweep_scores_once_and_writes_every_cell(
     for name in ("sweep.md", "sweep.json", "specificity_vs_k.png", "specificity_vs_k_nll.png"):
         assert (tmp_path / "sweep" / name).is_file(), name
     assert (tmp_path / "sweep" / "specific-k30" / "specificity.json").is_file()
+
+
+def test_runner_runs_the_sweep_and_continual_stages(tiny_folder, task_folders, tmp_path):
+    tasks = f"[{task_folders[0]}, {task_folders[1]}]"
+    sweep = _write(
+        tmp_path,
+        f"experiment: sweep\nmodel: {tiny_folder}\ntasks: {tasks}\nout: {tmp_path / 's'}\n"
+        "detect: {attribution: {n_examples: 4}}\n"
+        "deactivate: {n_test: 4, n_boot: 20, n_permutations: 10}\n"
+        "sweep: {k: [20], selections: [topk, specific]}\n",
+    )
+    run = run_file(sweep, progress=False, echo=None)
+    assert [r[:2] for r in run.results["sweep"].rows] == [["topk", 20.0], ["specific", 20.0]]
+    assert "`sweep.{csv,json,md}`" in (tmp_path / "s" / "README.md").read_text()
+    cl = tmp_path / "cl.yaml"
+    cl.write_text(
+        f"experiment: continual\nmodel: {tiny_folder}\ntasks: {tasks}\nout: {tmp_path / 'c'}\n"
+        "continual:\n  methods: [seqft, ncft]\n  n_train: 4\n  n_test: 4\n"
+        "  train: {lr: 0.01, batch_size: 2}\n  single_train: {lr: 0.01, batch_size: 2}\n"
+        "  method: {k: 20, attribution: {n_examples: 4}}\n"
+    )
+    run = run_file(cl, progress=False, echo=None)
+    suite = run.results["continual"]
+    assert [r[0] for r in suite.rows()] == ["seqft", "ncft"]
+    for name in ("table5.md", "forgetting.png", "seqft/matrix.json", "ncft/metrics.json"):
+        assert (tmp_path / "c" / name).is_file(), name

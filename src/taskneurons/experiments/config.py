@@ -13,7 +13,8 @@ seed, prompt, output folder) at the top, and each stage's knobs in a section nam
     table2: {n_train: 256, n_test: 200, train: {lr: 0.0005}}
 
 Stages: ``detect``, ``deactivate`` (Table 1 rows + matrix), ``table2`` (neuron training),
-``multitask`` (Table 1 on a multi-task fine-tuned model); ``all`` means ``[table2,
+``sweep`` (deactivation over k x selection), ``continual`` (methods learning the tasks in
+order), ``multitask`` (Table 1 on a multi-task fine-tuned model); ``all`` means ``[table2,
 multitask]``. A stage that needs neuron sets reads them from ``neurons:`` (a detect folder) or
 gets a ``detect`` stage run before it. The top-level ``seed`` and ``prompt`` are defaults: a
 section that sets its own keeps it. Unknown keys, wrong types and missing paths are
@@ -38,14 +39,18 @@ import yaml
 
 from taskneurons.config import Config, ConfigError, deep_merge
 from taskneurons.data.prompts import PromptConfig
+from taskneurons.experiments.continual_suite import ContinualSuiteConfig
 from taskneurons.experiments.deactivation import DeactivateConfig
 from taskneurons.experiments.detect import DetectConfig
 from taskneurons.experiments.multitask import MultitaskConfig
 from taskneurons.experiments.neuron_training import NeuronTrainingConfig
+from taskneurons.experiments.sweep import SweepConfig
 
 #: Stage names in the order a run does them, and the ones that need neuron sets.
-STAGES: tuple[str, ...] = ("detect", "deactivate", "table2", "multitask")
+STAGES: tuple[str, ...] = ("detect", "deactivate", "table2", "sweep", "continual", "multitask")
 NEEDS_SETS: tuple[str, ...] = ("deactivate", "table2")
+#: Stages that change the model's weights, so nothing may run after them.
+CHANGES_MODEL: tuple[str, ...] = ("continual", "multitask")
 ALIASES: dict[str, list[str]] = {"all": ["table2", "multitask"]}
 
 
@@ -63,7 +68,8 @@ class ExperimentFile(Config):
         out: the run folder.
         neurons: a detect output folder to take the neuron sets from (instead of detecting).
         strict: neuron sets from ``neurons`` must come from these very weights.
-        detect, deactivate, table2, multitask: each stage's knobs.
+        resume: ``continual``: continue an interrupted run from its last finished stage.
+        detect, deactivate, table2, sweep, continual, multitask: each stage's knobs.
     """
 
     experiment: str | list[str] = "detect"
@@ -78,13 +84,20 @@ class ExperimentFile(Config):
     strict: bool = True
     detect: DetectConfig = field(default_factory=DetectConfig)
     deactivate: DeactivateConfig = field(default_factory=DeactivateConfig)
+    resume: bool = False
     table2: NeuronTrainingConfig = field(default_factory=NeuronTrainingConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    continual: ContinualSuiteConfig = field(default_factory=ContinualSuiteConfig)
     multitask: MultitaskConfig = field(default_factory=MultitaskConfig)
 
     def validate(self) -> None:
         stages = self.stages()
-        if "multitask" in stages and stages[-1] != "multitask":
-            raise ValueError("experiment: 'multitask' changes the model, so it must come last")
+        changing = [s for s in stages if s in CHANGES_MODEL]
+        if len(changing) > 1 or (changing and stages[-1] != changing[0]):
+            raise ValueError(
+                f"experiment: {', '.join(repr(s) for s in changing)} change the model, so only "
+                "one of them may run, and last"
+            )
         if not self.tasks:
             raise ValueError("tasks: no tasks; list at least one task")
 
@@ -177,6 +190,13 @@ def with_defaults(data: Mapping[str, Any]) -> dict[str, Any]:
         "deactivate": {"seed": seed, "random_seed": seed, "eval": evals},
         "table2": {"seed": seed, "random_seed": seed, "train": train, "eval": evals},
         "multitask": {"seed": seed, "train": train},
+        "continual": {
+            "seed": seed,
+            "train": train,
+            "single_train": train,
+            "eval": evals,
+            "method": {"seed": seed, "attribution": {"seed": seed, "prompt": prompt}},
+        },
     }
     merged = deep_merge(defaults, data)
     merged["multitask"] = deep_merge(

@@ -25,7 +25,6 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,7 @@ from taskneurons.data.load import load_task
 from taskneurons.data.prompts import PromptConfig, truncation_report
 from taskneurons.data.tasks import Task, TaskFormatError
 from taskneurons.evaluation.dispatch import check_task_metric
-from taskneurons.experiments.common import detect_folder, load_neuron_sets
+from taskneurons.experiments.common import detect_folder
 from taskneurons.experiments.config import (
     ExperimentFile,
     read_mapping,
@@ -45,109 +44,14 @@ from taskneurons.experiments.config import (
     to_yaml,
     with_defaults,
 )
-from taskneurons.experiments.deactivation import deactivation_experiment
-from taskneurons.experiments.detect import detect_neurons
-from taskneurons.experiments.multitask import multitask_experiment
-from taskneurons.experiments.neuron_training import neuron_training_experiment
+from taskneurons.experiments.run_index import run_index
+from taskneurons.experiments.stages import STAGE_RUNNERS, STAGE_TITLES, RunContext, RunResult
 from taskneurons.models.loading import check_device, context_length, load_model, resolve_dtype
-from taskneurons.neurons.neuron_set import NeuronSet
 
 log = logging.getLogger(__name__)
 
 #: The experiment file of ``taskneurons demo`` (shipped with the package).
 DEMO_FILE = Path(__file__).with_name("demo.yaml")
-
-#: What each stage does, for the printed headers and the README index.
-STAGE_TITLES = {
-    "detect": "detect each task's neurons (relevance scores, top-k %)",
-    "deactivate": "deactivate each task's neurons vs as many random ones (Table 1, Figure 5 b)",
-    "table2": "train only each task's neurons vs as many random ones (Table 2, Figure 5 a)",
-    "multitask": "fine-tune on all tasks, then detect and deactivate (Table 1 on that model)",
-}
-
-#: Files a run writes, for the README index (by name or stem).
-FILE_NOTES = {
-    "config.yaml": "the resolved experiment file: every knob, defaults filled",
-    "detect_config.json": "detection knobs and provenance",
-    "layer_counts": "task neurons per layer",
-    "iou": "pairwise IoU of the task neuron sets",
-    "table1": "Original / Deactivate-Random / Deactivate-Task (accuracy % / ROUGE-L)",
-    "table1_nll": "the same evaluations by gold-label NLL (nats per example)",
-    "matrix": "change of task j's score with task i's neurons off (points)",
-    "matrix_nll": "change of task j's gold-label NLL with task i's neurons off (nats)",
-    "deactivate_config.json": "deactivation knobs, data hashes, neuron-set records",
-    "table2": "Zero-shot / Train-Random / Train-Task (accuracy % / ROUGE-L)",
-    "train_matrix": "change of task j's score after training task i's neurons (points)",
-    "finetune_config.json": "neuron-training knobs, data hashes, per-run summaries",
-    "multitask_config.json": "multi-task fine-tuning knobs and the tuned model's fingerprint",
-}
-
-
-@dataclass
-class RunContext:
-    """What the stages of one run share: model, tokenizer, tasks, config, neuron sets."""
-
-    config: ExperimentFile
-    model: nn.Module
-    tokenizer: Any
-    tasks: list[Task]
-    progress: bool = True
-    sets: dict[str, NeuronSet] | None = None
-
-    def neuron_sets(self) -> dict[str, NeuronSet]:
-        """The sets of this run's ``detect`` stage, or those in the ``neurons`` folder."""
-        if self.sets is None:
-            assert self.config.neurons is not None  # stages() adds detect otherwise
-            self.sets = load_neuron_sets(
-                self.config.neurons, self.tasks, self.model, strict=self.config.strict
-            )
-        return self.sets
-
-
-@dataclass
-class RunResult:
-    """A finished run: the config, the folder, and each stage's typed result."""
-
-    config: ExperimentFile
-    out_dir: Path
-    results: dict[str, Any] = field(default_factory=dict)
-    seconds: float = 0.0
-
-
-def _detect(ctx: RunContext, folder: Path):
-    result = detect_neurons(
-        ctx.model, ctx.tokenizer, ctx.tasks, ctx.config.detect, folder, ctx.progress
-    )
-    ctx.sets = result.sets
-    return result
-
-
-def _deactivate(ctx: RunContext, folder: Path):
-    cfg = ctx.config.deactivate
-    return deactivation_experiment(
-        ctx.model, ctx.tokenizer, ctx.tasks, ctx.neuron_sets(), cfg, folder, ctx.progress
-    )
-
-
-def _table2(ctx: RunContext, folder: Path):
-    cfg = ctx.config.table2
-    tasks = [t for t in ctx.tasks if cfg.tasks is None or t.id in cfg.tasks]
-    return neuron_training_experiment(
-        ctx.model, ctx.tokenizer, tasks, ctx.neuron_sets(), cfg, folder, ctx.progress
-    )
-
-
-def _multitask(ctx: RunContext, folder: Path):
-    cfg = ctx.config.multitask
-    return multitask_experiment(ctx.model, ctx.tokenizer, ctx.tasks, cfg, folder, ctx.progress)
-
-
-STAGE_RUNNERS: dict[str, Callable[[RunContext, Path], Any]] = {
-    "detect": _detect,
-    "deactivate": _deactivate,
-    "table2": _table2,
-    "multitask": _multitask,
-}
 
 
 def run_file(
@@ -336,42 +240,3 @@ def fit_context(
     if fitted != config:
         log.info("max_length lowered to the model's context length %d", n)
     return fitted
-
-
-def run_index(run: RunResult, source: str) -> str:
-    """The run folder's ``README.md``: what ran, from which file, and what each file holds."""
-    cfg = run.config
-    lines = [
-        f"# Run of {source}",
-        "",
-        f"Model `{cfg.model}` ({cfg.dtype}, {cfg.device}); tasks: "
-        + ", ".join(f"`{t}`" for t in cfg.tasks)
-        + f"; seed {cfg.seed}; {run.seconds:.0f} s.",
-        "Rerun: `taskneurons run config.yaml` (every knob is in it).",
-        "",
-        "| file | what it holds |",
-        "|---|---|",
-        "| `config.yaml` | " + FILE_NOTES["config.yaml"] + " |",
-    ]
-    stages = list(run.results)
-    for stage in stages:
-        folder = run.out_dir if len(stages) == 1 else run.out_dir / stage
-        prefix = "" if len(stages) == 1 else f"{stage}/"
-        if prefix:
-            lines.append(f"| `{prefix}` | {STAGE_TITLES[stage]} |")
-        lines += _file_rows(folder, prefix)
-    return "\n".join(lines) + "\n"
-
-
-def _file_rows(folder: Path, prefix: str) -> list[str]:
-    rows = []
-    for path in sorted(folder.iterdir()):
-        if path.name in ("config.yaml", "README.md") or path.name.startswith("."):
-            continue
-        if path.is_dir():
-            n = sum(1 for p in path.rglob("*") if p.is_file())
-            rows.append(f"| `{prefix}{path.name}/` | {n} files |")
-            continue
-        note = FILE_NOTES.get(path.name) or FILE_NOTES.get(path.stem, "")
-        rows.append(f"| `{prefix}{path.name}` | {note} |")
-    return rows

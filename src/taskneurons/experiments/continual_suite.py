@@ -1,0 +1,155 @@
+"""PAPER.md Table 5 and Figure 4: several continual-learning methods on one task order.
+
+Each method of ``methods`` runs :func:`~taskneurons.experiments.continual.continual_experiment`
+on the same order, data and training knobs, in ``<out>/<method>/`` (W-NCFT with ``mode:
+inferred`` is ``wncft-inferred``), sharing one cache of single-task scores A(i) and zero-shot
+scores. The summary is the Table 5 layout (a row per method: each task's final score, CL, BWT,
+FWT) and the forgetting curves FG_j of every method in one figure (Figure 4).
+
+Example:
+    >>> res = continual_suite(model, tok, tasks, ContinualSuiteConfig(methods=["seqft", "ncft"]),
+    ...                       "runs/cl")  # doctest: +SKIP
+    >>> print(res.markdown())  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from torch import nn
+
+from taskneurons._io import write_json_atomic
+from taskneurons.continual.registry import METHODS as CONTINUAL_METHODS
+from taskneurons.data.tasks import Task
+from taskneurons.experiments.continual import (
+    ContinualConfig,
+    ContinualResult,
+    continual_experiment,
+)
+from taskneurons.provenance import provenance
+from taskneurons.report.plots import line_plot
+from taskneurons.report.tables import markdown_table, write_table
+
+
+@dataclass
+class ContinualSuiteConfig(ContinualConfig):
+    """A :class:`ContinualConfig` run once per method.
+
+    Attributes:
+        methods: method names (``seqft``, ``seqlora``, ``olora``, ``epi``, ``pertask``,
+            ``ncft``, ``wncft``; ``wncft-inferred`` is W-NCFT without task ids); ``None``:
+            the one in ``method.name``.
+    """
+
+    methods: list[str] | None = None
+
+    def validate(self) -> None:
+        super().validate()
+        known = [*CONTINUAL_METHODS, "wncft-inferred"]
+        unknown = [m for m in self.methods or [] if m not in known]
+        if unknown:
+            raise ValueError(f"methods: unknown {unknown}; known: {known}")
+
+    def runs(self) -> list[tuple[str, ContinualConfig]]:
+        """``(label, config)`` of every method to run."""
+        base = {f.name: getattr(self, f.name) for f in dataclasses.fields(ContinualConfig)}
+        out = []
+        for label in self.methods or [self.method.name]:
+            name, _, mode = label.partition("-")
+            method = dataclasses.replace(
+                self.method, name=name, mode="inferred" if mode else self.method.mode
+            )
+            out.append((label, ContinualConfig(**{**base, "method": method})))
+        return out
+
+
+@dataclass
+class ContinualSuiteResult:
+    """Each method's :class:`ContinualResult`, and the Table 5 rows."""
+
+    results: dict[str, ContinualResult] = field(default_factory=dict)
+    out_dir: Path = Path(".")
+
+    def header(self) -> list[str]:
+        order = next(iter(self.results.values())).order
+        return ["method", *order, "CL", "BWT", "FWT", "stored MB/task"]
+
+    def rows(self) -> list[list]:
+        out = []
+        for label, res in self.results.items():
+            final = [float(res.matrix[i, -1]) for i in range(len(res.order))]
+            m = res.metrics
+            mb = res.stored_bytes_per_task / 2**20
+            out.append([label, *final, m["cl"], m["bwt"], m["fwt"], mb])
+        return out
+
+    def markdown(self) -> str:
+        return markdown_table(self.header(), self.rows())
+
+
+def continual_suite(
+    model: nn.Module,
+    tokenizer,
+    tasks: list[Task],
+    config: ContinualSuiteConfig,
+    out_dir: str | os.PathLike,
+    resume: bool = False,
+    progress: bool = True,
+) -> ContinualSuiteResult:
+    """Run every method of ``config`` on the same order; write Table 5 and Figure 4.
+
+    Each method starts from the same weights: the model's state is saved before the first
+    method and put back before each next one.
+    """
+    out = Path(out_dir)
+    initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    result = ContinualSuiteResult(out_dir=out)
+    for n, (label, cfg) in enumerate(config.runs()):
+        if n:
+            model.load_state_dict(initial)
+        if cfg.reference_cache is None:
+            cfg = dataclasses.replace(cfg, reference_cache=str(out / "reference_cache.json"))
+        result.results[label] = continual_experiment(
+            model, tokenizer, tasks, cfg, out / label, resume=resume, progress=progress
+        )
+    _write(result, config)
+    return result
+
+
+def _write(result: ContinualSuiteResult, config: ContinualSuiteConfig) -> None:
+    out = result.out_dir
+    meta = provenance(config=config.to_dict())
+    write_table(
+        out / "table5",
+        result.header(),
+        result.rows(),
+        meta=meta,
+        title="Continual learning: final score per task, CL, BWT, FWT (Table 5 layout)",
+    )
+    stages = list(range(1, len(next(iter(result.results.values())).order) + 1))
+    series = {
+        label: [float(v) for v in res.metrics["forgetting"]]
+        for label, res in result.results.items()
+    }
+    line_plot(
+        stages,
+        series,
+        out / "forgetting.png",
+        title="FG_j: share of earlier tasks' single-task score kept (Figure 4)",
+        xlabel="stage j",
+        ylabel="FG_j (%)",
+        zero_line=False,
+    )
+    write_json_atomic(
+        out / "suite.json",
+        {
+            "rows": result.rows(),
+            "header": result.header(),
+            "forgetting": {k: [None if math.isnan(x) else x for x in v] for k, v in series.items()},
+            "meta": meta,
+        },
+    )

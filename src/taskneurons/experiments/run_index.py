@@ -1,0 +1,79 @@
+"""The ``README.md`` a run writes into its folder: what ran, and what each file holds."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+from taskneurons.experiments.stages import STAGE_TITLES, RunResult
+
+#: Files a run writes, for the README index (by name or stem).
+FILE_NOTES = {
+    "config.yaml": "the resolved experiment file: every knob, defaults filled",
+    "detect_config.json": "detection knobs and provenance",
+    "layer_counts": "task neurons per layer",
+    "iou": "pairwise IoU of the task neuron sets",
+    "table1": "Original / Deactivate-Random / Deactivate-Task (accuracy % / ROUGE-L)",
+    "table1_nll": "the same evaluations by gold-label NLL (nats per example)",
+    "matrix": "change of task j's score with task i's neurons off (points)",
+    "matrix_nll": "change of task j's gold-label NLL with task i's neurons off (nats)",
+    "deactivate_config.json": "deactivation knobs, data hashes, neuron-set records",
+    "table2": "Zero-shot / Train-Random / Train-Task (accuracy % / ROUGE-L)",
+    "train_matrix": "change of task j's score after training task i's neurons (points)",
+    "finetune_config.json": "neuron-training knobs, data hashes, per-run summaries",
+    "multitask_config.json": "multi-task fine-tuning knobs and the tuned model's fingerprint",
+    "specificity": "specificity statistics of the matrices (diagonal, CI, p-value)",
+    "general_neurons": "the general set: neurons in the top-k of most tasks",
+    "sweep": "one row per (selection, k): set size, overlap, specificity by accuracy and NLL",
+    "specificity_vs_k": "specificity statistic vs k, one line per selection (accuracy)",
+    "specificity_vs_k_nll": "specificity statistic vs k, one line per selection (gold NLL)",
+    "table5": "final score per task, CL, BWT, FWT per method (Table 5 layout)",
+    "forgetting": "FG_j per stage for every method (Figure 4)",
+    "suite": "Table 5 rows and FG_j curves as JSON",
+    "reference_cache.json": "single-task and zero-shot scores shared by the methods",
+}
+
+
+def run_index(run: RunResult, source: str) -> str:
+    """The run folder's ``README.md``: what ran, from which file, and what each file holds."""
+    cfg = run.config
+    lines = [
+        f"# Run of {source}",
+        "",
+        f"Model `{cfg.model}` ({cfg.dtype}, {cfg.device}); tasks: "
+        + ", ".join(f"`{t}`" for t in cfg.tasks)
+        + f"; seed {cfg.seed}; {run.seconds:.0f} s.",
+        "Rerun: `taskneurons run config.yaml` (every knob is in it).",
+        "",
+        "| file | what it holds |",
+        "|---|---|",
+        "| `config.yaml` | " + FILE_NOTES["config.yaml"] + " |",
+    ]
+    stages = list(run.results)
+    for stage in stages:
+        folder = run.out_dir if len(stages) == 1 else run.out_dir / stage
+        prefix = "" if len(stages) == 1 else f"{stage}/"
+        if prefix:
+            lines.append(f"| `{prefix}` | {STAGE_TITLES[stage]} |")
+        lines += _file_rows(folder, prefix)
+    return "\n".join(lines) + "\n"
+
+
+def _file_rows(folder: Path, prefix: str) -> list[str]:
+    """One row per folder, and per file stem (``table1.{csv,json,md,png}`` in one row)."""
+    rows = []
+    stems: dict[str, list[str]] = defaultdict(list)
+    for path in sorted(folder.iterdir()):
+        if path.name in ("config.yaml", "README.md") or path.name.startswith("."):
+            continue
+        if path.is_dir():
+            n = sum(1 for p in path.rglob("*") if p.is_file())
+            rows.append(f"| `{prefix}{path.name}/` | {n} files |")
+        elif path.name in FILE_NOTES:
+            rows.append(f"| `{prefix}{path.name}` | {FILE_NOTES[path.name]} |")
+        else:
+            stems[path.stem].append(path.suffix.lstrip("."))
+    for stem, suffixes in stems.items():
+        names = suffixes[0] if len(suffixes) == 1 else "{" + ",".join(suffixes) + "}"
+        rows.append(f"| `{prefix}{stem}.{names}` | {FILE_NOTES.get(stem, '')} |")
+    return rows
