@@ -74,9 +74,9 @@ def _write(tmp_path, text: str):
         ("experiment: dance\ntasks: [sentiment]\n", "unknown stage 'dance'"),
         (
             "experiment: [multitask, table2]\ntasks: [sentiment]\n",
-            "only one of them may run, and last",
+            "changes the model, so it must come last",
         ),
-        ("experiment: [continual, multitask]\ntasks: [sentiment]\n", "change the model"),
+        ("experiment: [continual, multitask]\ntasks: [sentiment]\n", "both change the model"),
         ("experiment: detect\n", "no tasks"),
         ("- a list\n", "a mapping of settings"),
         ("experiment: [detect\n", "invalid YAML"),

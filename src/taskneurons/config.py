@@ -130,7 +130,8 @@ def _build(cls: type, data: Any, where: str, prefix: str) -> Any:
     except ConfigError:
         raise
     except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{here}{prefix.rstrip('.') or cls.__name__}: {exc}") from None
+        owner = prefix.rstrip(".") or ("" if where else cls.__name__)
+        raise ConfigError(f"{here}{owner + ': ' if owner else ''}{exc}") from None
 
 
 def deep_merge(base: Any, over: Any) -> Any:

@@ -93,11 +93,13 @@ class ExperimentFile(Config):
     def validate(self) -> None:
         stages = self.stages()
         changing = [s for s in stages if s in CHANGES_MODEL]
-        if len(changing) > 1 or (changing and stages[-1] != changing[0]):
+        if len(changing) > 1:
             raise ValueError(
-                f"experiment: {', '.join(repr(s) for s in changing)} change the model, so only "
-                "one of them may run, and last"
+                f"experiment: {' and '.join(repr(s) for s in changing)} both change the "
+                "model; run only one of them (in its own run)"
             )
+        if changing and stages[-1] != changing[0]:
+            raise ValueError(f"experiment: {changing[0]!r} changes the model, so it must come last")
         if not self.tasks:
             raise ValueError("tasks: no tasks; list at least one task")
 
