@@ -191,3 +191,24 @@ def test_detect_refuses_a_folder_of_another_detection(tiny_folder, task_folders,
         f"{out / 'detect_config.json'} (k: 20.0 vs 10.0"
     )
     assert load_neuron_sets(tmp_path / "det20", both, model)["answer"].meta["k"] == 20.0
+
+
+def test_damaged_or_edited_neuron_files_are_refused_by_deactivate(
+    tiny_folder, task_folders, tmp_path, capsys
+):
+    tasks = ",".join(str(t) for t in task_folders)
+    out = tmp_path / "det"
+    assert _detect(tiny_folder, tasks, out) == 0
+    deactivate = ["deactivate", "--model", str(tiny_folder), "--neurons", str(out)]
+    deactivate += ["--tasks", tasks, "--n-test", "2", "--out", str(tmp_path / "x")]
+    path = out / "mood" / "neurons.safetensors"
+    original = path.read_bytes()
+    _set_mask_byte(path, 2)  # a byte that is no boolean
+    assert main(deactivate) == 2
+    err = capsys.readouterr().err
+    assert "holds byte values other than 0 and 1" in err and "Traceback" not in err
+    path.write_bytes(original)
+    _edit_sidecar(path.with_suffix(".json"), lambda d: d["meta"].update(count=99))
+    assert main(deactivate) == 2
+    err = capsys.readouterr().err
+    assert "the meta was edited after saving" in err and "Traceback" not in err
