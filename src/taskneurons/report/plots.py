@@ -18,6 +18,14 @@ def _plt():
     return plt
 
 
+def _save(plt, fig, path: str | os.PathLike) -> Path:
+    """Write ``fig`` as a PNG atomically and close it."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
 def heatmap(
     matrix: Sequence[Sequence[float]],
     row_labels: Sequence[str],
@@ -49,10 +57,7 @@ def heatmap(
     ax.set_ylabel(ylabel)
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, path)
 
 
 def layer_distribution(
@@ -72,10 +77,7 @@ def layer_distribution(
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, path)
 
 
 def line_plot(
@@ -117,7 +119,4 @@ def line_plot(
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, path)
