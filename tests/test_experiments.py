@@ -300,3 +300,17 @@ def test_runner_runs_the_sweep_and_continual_stages(tiny_folder, task_folders, t
     assert [r[0] for r in suite.rows()] == ["seqft", "ncft"]
     for name in ("table5.md", "forgetting.png", "seqft/matrix.json", "ncft/metrics.json"):
         assert (tmp_path / "c" / name).is_file(), name
+
+
+def test_continual_command_runs_one_method(tiny_folder, task_folders, tmp_path, capsys):
+    out = tmp_path / "cl"
+    argv = ["continual", "--model", str(tiny_folder), "--tasks", ",".join(map(str, task_folders))]
+    argv += ["--method", "wncft", "--k", "20", "--n-train", "4", "--n-test", "4"]
+    argv += ["--batch-size", "2", "--lr", "0.01", "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "| wncft |" in printed and "CL" in printed
+    resolved = yaml.safe_load((out / "config.yaml").read_text())
+    assert resolved["continual"]["methods"] == ["wncft"]
+    assert resolved["continual"]["method"]["k"] == 20.0
+    assert (out / "wncft" / "matrix.json").is_file() and (out / "table5.md").is_file()

@@ -88,6 +88,22 @@ FINETUNE_FLAGS = {
     "batch_size": ["table2.train.batch_size"],
 }
 
+#: ``taskneurons continual`` flag -> the experiment-file keys it sets
+CONTINUAL_FLAGS = {
+    "model": ["model"],
+    "dtype": ["dtype"],
+    "device": ["device"],
+    "tasks": ["tasks"],
+    "seed": ["seed"],
+    "out": ["out"],
+    "k": ["continual.method.k"],
+    "n_train": ["continual.n_train"],
+    "n_test": ["continual.n_test"],
+    "lr": ["continual.train.lr"],
+    "epochs": ["continual.train.epochs"],
+    "batch_size": ["continual.train.batch_size"],
+}
+
 #: ``taskneurons demo`` flag -> the experiment-file keys it sets
 DEMO_FLAGS = {
     "model": ["model"],
@@ -217,6 +233,20 @@ def cmd_finetune(args) -> int:
     return _run_settings(data, source, _flag_overrides(args, FINETUNE_FLAGS))
 
 
+def cmd_continual(args) -> int:
+    from taskneurons.experiments.config import read_mapping
+
+    data = read_mapping(args.config) if args.config else {"out": str(DEFAULT_OUT / "continual")}
+    data["experiment"] = "continual"
+    overrides = _flag_overrides(args, CONTINUAL_FLAGS)
+    if args.method:
+        overrides.append(("continual.methods", [args.method]))
+    if args.resume:
+        overrides.append(("resume", True))
+    source = str(args.config or "taskneurons continual")
+    return _run_settings(data, source, overrides)
+
+
 def cmd_demo(args) -> int:
     from taskneurons.experiments.config import read_mapping
     from taskneurons.experiments.runner import DEMO_FILE
@@ -261,6 +291,7 @@ COMMANDS = {
     "detect": cmd_detect,
     "deactivate": cmd_deactivate,
     "finetune": cmd_finetune,
+    "continual": cmd_continual,
     "demo": cmd_demo,
 }
 
@@ -309,7 +340,9 @@ _PHRASES = {
 def _flag_of(key: str, command: str) -> str | None:
     if key.endswith("max_length") and "prompt" in key:
         return "--max-length"
-    table = {"finetune": FINETUNE_FLAGS, "demo": DEMO_FLAGS}.get(command)
+    table = {"finetune": FINETUNE_FLAGS, "demo": DEMO_FLAGS, "continual": CONTINUAL_FLAGS}.get(
+        command
+    )
     if table is not None:
         flags = {k: "--" + flag.replace("_", "-") for flag, keys in table.items() for k in keys}
         return flags.get(key)

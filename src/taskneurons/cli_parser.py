@@ -200,6 +200,35 @@ def _add_finetune(sub) -> None:
     p.add_argument("--out", default=None)
 
 
+def _add_continual(sub) -> None:
+    p = sub.add_parser(
+        "continual",
+        help="learn tasks in order with one continual-learning method (Table 5 row, Figure 4)",
+    )
+    p.add_argument("--config", type=Path, default=None, help="YAML or JSON experiment file")
+    p.add_argument("--model", "-m", type=_text, default=None)
+    p.add_argument("--dtype", default=None)
+    p.add_argument("--device", default=None)
+    p.add_argument(
+        "--tasks", "-t", type=_tasks_arg, default=None, help="the order, comma-separated"
+    )
+    p.add_argument(
+        "--method",
+        choices=["seqft", "seqlora", "olora", "epi", "pertask", "ncft", "wncft", "wncft-inferred"],
+        default=None,
+        help="the method (default: ncft, or the file's continual.methods)",
+    )
+    p.add_argument("--k", type=_percent, default=None, help="NCFT/W-NCFT: percent of neurons")
+    p.add_argument("--n-train", type=_count, default=None, help="train examples per task")
+    p.add_argument("--n-test", type=_count, default=None, help="test examples per task")
+    p.add_argument("--lr", type=_positive, default=None)
+    p.add_argument("--epochs", type=_count, default=None)
+    p.add_argument("--batch-size", type=_count, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    p.add_argument("--out", default=None)
+
+
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="the whole flow on the embedded model and built-in tasks")
     p.add_argument(
@@ -227,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_detect_deactivate(sub)
     _add_finetune(sub)
+    _add_continual(sub)
     _add_demo(sub)
     return parser
 
