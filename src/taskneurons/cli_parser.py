@@ -40,21 +40,22 @@ def _max_length(value: str) -> int:
     return n
 
 
-def _percent(value: str) -> float:
+def _number(value: str) -> float:
     try:
-        k = float(value)
+        return float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+
+
+def _percent(value: str) -> float:
+    k = _number(value)
     if not 0 < k <= 100:
         raise argparse.ArgumentTypeError(f"must be a percentage in (0, 100], got {value}")
     return k
 
 
 def _positive(value: str) -> float:
-    try:
-        x = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+    x = _number(value)
     if not x > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
     return x
