@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import random
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from taskneurons.data.load import load_task
 from taskneurons.data.prompts import PromptConfig, encode_example
 from taskneurons.data.tasks import Example, Task, examples_hash, subset
 from taskneurons.evaluation.dispatch import evaluate
-from taskneurons.evaluation.generation import cut_generation, generate_batch
+from taskneurons.evaluation.generation import answer_decided, cut_generation, generate_batch
 from taskneurons.evaluation.metrics import exact_match, majority_rate, normalize_text, rouge_l
 from taskneurons.evaluation.result import EvalConfig, EvalResult
 from taskneurons.models.loading import load_model
@@ -272,7 +273,9 @@ def test_generate_mode_classification(family, tok, task):
 
 def test_generate_mode_matches_manual_greedy_loop(tok, task):
     model = tiny_model("qwen2", seed=5)
-    cfg = EvalConfig(batch_size=3, max_new_tokens=4, stop_at_newline=False)
+    cfg = EvalConfig(
+        batch_size=3, max_new_tokens=4, stop_at_newline=False, stop_when_decided=False
+    )
     result = evaluate(model, tok, task, mode="generate", config=cfg, progress=False)
     for ex, pred in zip(task.test, result.predictions, strict=True):
         ids = list(encode_example(tok, task, ex.input, None, cfg.prompt).input_ids)
@@ -284,6 +287,65 @@ def test_generate_mode_matches_manual_greedy_loop(tok, task):
                     break
                 new.append(nxt)
         assert pred["prediction"] == tok.decode(new, skip_special_tokens=True).strip()
+
+
+@pytest.mark.parametrize("stop_at_newline", [True, False])
+def test_stop_when_decided_keeps_every_score(tok, task, stop_at_newline):
+    model = tiny_model("llama", seed=7)
+    runs = {
+        early: evaluate(
+            model,
+            tok,
+            task,
+            mode="generate",
+            config=EvalConfig(
+                batch_size=2,
+                max_new_tokens=8,
+                stop_at_newline=stop_at_newline,
+                stop_when_decided=early,
+            ),
+            progress=False,
+        )
+        for early in (False, True)
+    }
+    full, early = runs[False].predictions, runs[True].predictions
+    assert [p["correct"] for p in early] == [p["correct"] for p in full]
+    assert runs[True].score == runs[False].score
+    assert all(f["prediction"].startswith(e["prediction"]) for e, f in zip(early, full))
+    # the random model's answers are wrong after a token or two: it did stop early
+    assert sum(map(len, (p["prediction"] for p in early))) < sum(
+        map(len, (p["prediction"] for p in full))
+    )
+
+
+def test_answer_decided_never_decides_a_text_that_could_still_change():
+    # once decided, no continuation changes the exact match of the final answer
+    rng = random.Random(0)
+    alphabet = "aAbB .,!\nΣσς\ufffd"
+    decided = 0
+    for _ in range(3000):
+        gold = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 4)))
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 6)))
+        for newline in (True, False):
+            if not answer_decided(text, [gold], newline):
+                continue
+            decided += 1
+            now = exact_match(cut_generation(text, newline), gold)
+            for _ in range(5):
+                more = text + "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 4)))
+                assert exact_match(cut_generation(more, newline), gold) == now, (text, more, gold)
+    assert decided > 1000
+
+
+def test_answer_decided_cases():
+    assert not answer_decided("Par", ["Paris"], True)
+    assert not answer_decided("Paris", ["Paris"], True)  # "Paris France" is still possible
+    assert answer_decided("Lyon", ["Paris"], True)
+    assert answer_decided("Paris\n", ["Lyon"], False)
+    assert not answer_decided("caf\ufffd", ["Lyon"], True)  # an incomplete character
+    assert not answer_decided("ΟΔΟΣ", ["οδοσα"], False)  # final sigma may still change
+    assert not answer_decided("anything", None, False)
+    assert answer_decided(" x\ny", None, True)
 
 
 def test_generation_task_rouge(tok, gen_task):

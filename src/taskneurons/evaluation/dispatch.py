@@ -200,6 +200,7 @@ def _generate_path(
     start = time.perf_counter()
     texts = [ex.input for ex in examples]
     prompts = _encode_prompts(tokenizer, task, texts, config.prompt, max_new)
+    exact = task.metric == "accuracy"
     answers = generate_texts(
         model,
         tokenizer,
@@ -209,8 +210,9 @@ def _generate_path(
         config,
         desc=f"eval {task.id} (generate)",
         progress=progress,
+        golds=[[ex.output] for ex in examples] if exact and config.stop_when_decided else None,
     )
-    if task.metric == "accuracy":
+    if exact:
         predictions, total = exact_match_predictions(examples, answers)
     else:
         predictions, total = rouge_predictions(examples, answers, config.rouge_stemmer)

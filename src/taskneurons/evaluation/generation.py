@@ -17,7 +17,7 @@ from taskneurons.data.prompts import (
     collate,
 )
 from taskneurons.data.tasks import Example, Task
-from taskneurons.evaluation.metrics import exact_match, rouge_l
+from taskneurons.evaluation.metrics import exact_match, normalize_text, rouge_l
 from taskneurons.evaluation.model_io import device_of, run_batches
 from taskneurons.evaluation.result import (
     GENERATION_MAX_NEW_TOKENS,
@@ -26,22 +26,60 @@ from taskneurons.evaluation.result import (
 )
 
 
-class _NewlineStop:
-    """Stop a row once its generated text has a newline after some non-blank text.
+def answer_decided(text: str, golds: Sequence[str] | None, stop_at_newline: bool) -> bool:
+    """``True`` when no continuation of the generated ``text`` can change its answer's score.
+
+    With ``stop_at_newline`` the answer ends at the first newline after leading blanks. With
+    ``golds`` (exact-match tasks) the answer is also decided once it can no longer equal any
+    gold answer: :func:`~taskneurons.evaluation.metrics.normalize_text` of a text is a prefix of
+    that of any longer text, so when the normalised text so far (less its last character, which
+    lower-casing may still change) is a prefix of no normalised gold, every continuation is
+    wrong. A text ending in an incomplete character (U+FFFD) is never decided on that ground.
+
+    Example:
+        >>> answer_decided("Pari", ["Paris"], True), answer_decided("Lyon is", ["Paris"], True)
+        (False, True)
+        >>> answer_decided(" Paris\\n", None, True), answer_decided("Paris", None, True)
+        (True, False)
+    """
+    if stop_at_newline and "\n" in text.lstrip():
+        return True
+    if golds is None or text.endswith("\ufffd"):
+        return False
+    so_far = normalize_text(text)[:-1]
+    return not any(normalize_text(gold).startswith(so_far) for gold in golds)
+
+
+class _AnswerStop:
+    """Stop a row once :func:`answer_decided` holds for its generated text; remembers when.
 
     (Transformers' ``stop_strings`` needs a tokenizer that can encode ``"abcdef"`` into known
     tokens; this works with any tokenizer.) Follows the ``StoppingCriteria`` protocol:
-    ``(input_ids [batch, pos], scores) -> BoolTensor [batch]``.
+    ``(input_ids [batch, pos], scores) -> BoolTensor [batch]``. ``done_at[row]`` is the number
+    of new tokens the row had when it stopped (``None`` while it runs).
     """
 
-    def __init__(self, tokenizer, prompt_width: int) -> None:
+    def __init__(
+        self,
+        tokenizer,
+        prompt_width: int,
+        stop_at_newline: bool,
+        golds: Sequence[Sequence[str]] | None,
+    ) -> None:
         self.tokenizer = tokenizer
         self.prompt_width = prompt_width
+        self.stop_at_newline = stop_at_newline
+        self.golds = golds
+        self.done_at: dict[int, int] = {}
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
         new = input_ids[:, self.prompt_width :].tolist()  # [batch, new]
         texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
-        done = ["\n" in text.lstrip() for text in texts]
+        for row, text in enumerate(texts):
+            golds = None if self.golds is None else self.golds[row]
+            if row not in self.done_at and answer_decided(text, golds, self.stop_at_newline):
+                self.done_at[row] = len(new[row])
+        done = [row in self.done_at for row in range(len(texts))]
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
@@ -64,8 +102,14 @@ def generate_batch(
     pad_id: int,
     max_new_tokens: int,
     stop_at_newline: bool,
+    golds: Sequence[Sequence[str]] | None = None,
 ) -> list[str]:
-    """Greedy continuations of left-padded prompts, cut at EOS and (optionally) a newline."""
+    """Greedy continuations of left-padded prompts, cut at EOS and (optionally) a newline.
+
+    ``golds`` (one list of gold answers per prompt, exact-match tasks) lets a row stop as soon
+    as its answer is decided (:func:`answer_decided`): the scores are those of the full greedy
+    text, and the returned text of such a row is the prefix generated up to that point.
+    """
     device = device_of(model)
     enc = [EncodedExample(tuple(p), len(p)) for p in prompts]
     batch = collate(enc, pad_id, padding_side="left")
@@ -83,18 +127,20 @@ def generate_batch(
     }
     if eos is not None:
         gen_kwargs["eos_token_id"] = eos
-    if stop_at_newline:
+    stop = None
+    if stop_at_newline or golds is not None:
         from transformers import StoppingCriteriaList
 
-        gen_kwargs["stopping_criteria"] = StoppingCriteriaList(
-            [_NewlineStop(tokenizer, ids.shape[1])]
-        )
+        stop = _AnswerStop(tokenizer, ids.shape[1], stop_at_newline, golds)
+        gen_kwargs["stopping_criteria"] = StoppingCriteriaList([stop])
     out = model.generate(input_ids=ids, attention_mask=mask, **gen_kwargs)
     new = out[:, ids.shape[1] :]  # [batch, new]
     stops = {eos} if eos is not None else set()
     texts = []
-    for row in new.tolist():
-        cut = next((i for i, t in enumerate(row) if t in stops), len(row))
+    for i, row in enumerate(new.tolist()):
+        if stop is not None and i in stop.done_at:
+            row = row[: stop.done_at[i]]  # what follows is padding
+        cut = next((j for j, t in enumerate(row) if t in stops), len(row))
         text = tokenizer.decode(row[:cut], skip_special_tokens=True)
         texts.append(cut_generation(text, stop_at_newline))
     return texts
@@ -121,22 +167,34 @@ def generate_texts(
     *,
     desc: str,
     progress: bool,
+    golds: Sequence[Sequence[str]] | None = None,
 ) -> list[str]:
-    """Greedy answer of every prompt (see :func:`generate_batch`), in the order of ``prompts``."""
+    """Greedy answer of every prompt (see :func:`generate_batch`), in the order of ``prompts``.
 
-    def step(chunk: list[Sequence[int]]) -> list[str]:
+    ``golds``: the gold answers of each prompt, for the early stop of exact-match tasks.
+    """
+    rows = list(range(len(prompts)))
+
+    def step(chunk: list[int]) -> list[str]:
         return generate_batch(
-            model, tokenizer, chunk, pad_id, max_new_tokens, config.stop_at_newline
+            model,
+            tokenizer,
+            [prompts[i] for i in chunk],
+            pad_id,
+            max_new_tokens,
+            config.stop_at_newline,
+            None if golds is None else [golds[i] for i in chunk],
         )
 
     return run_batches(
         model,
-        prompts,
+        rows,
         step,
         batch_size=config.batch_size,
         sort_by_length=config.sort_by_length,
         desc=desc,
         progress=progress,
+        length=lambda i: len(prompts[i]),
     )
 
 

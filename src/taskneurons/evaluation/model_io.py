@@ -74,11 +74,12 @@ def run_batches(
     sort_by_length: bool,
     desc: str,
     progress: bool,
+    length: Callable[[Any], int] = len,
 ) -> list[T]:
     """``step`` over batches of ``prompts``; one output per prompt, in the order of ``prompts``.
 
     The batches are ``batch_size`` prompts, longest first when ``sort_by_length`` (a stable
-    sort, so equal lengths keep their order). ``step(chunk)`` returns one value per prompt of
+    sort by ``length(prompt)``, so equal lengths keep their order). ``step(chunk)`` returns one value per prompt of
     the chunk. The model runs in eval mode under ``torch.inference_mode()`` and gets its previous
     mode back afterwards, also on errors. ``progress`` shows a tqdm bar titled ``desc``.
     """
@@ -86,7 +87,7 @@ def run_batches(
 
     order = list(range(len(prompts)))
     if sort_by_length:
-        order.sort(key=lambda i: -len(prompts[i]))
+        order.sort(key=lambda i: -length(prompts[i]))
     results: list[Any] = [None] * len(prompts)
     was_training = model.training
     model.eval()

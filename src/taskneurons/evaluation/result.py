@@ -43,6 +43,9 @@ class EvalConfig(Config):
             (one prompt+label row per label). ``cache`` falls back to ``concat`` when the model
             returns no repeatable cache.
         stop_at_newline: cut generated text at the first newline (and stop generating there).
+        stop_when_decided: exact-match tasks stop generating an answer once it can no longer
+            equal its gold answer (scores are unchanged; the stored prediction of such an
+            answer is the text generated up to then). ROUGE-L tasks always run to the end.
         rouge_stemmer: use the Porter stemmer in ROUGE-L (``rouge-score``'s ``use_stemmer``).
         sort_by_length: batch examples of similar length together (results keep input order).
         calibrate: ``score`` mode subtracts each label's log prior measured on content-free
@@ -62,6 +65,7 @@ class EvalConfig(Config):
     max_new_tokens: int | None = None
     scoring: Literal["cache", "concat"] = "cache"
     stop_at_newline: bool = True
+    stop_when_decided: bool = True
     rouge_stemmer: bool = False
     sort_by_length: bool = True
     calibrate: bool = False
