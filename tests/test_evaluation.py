@@ -273,9 +273,7 @@ def test_generate_mode_classification(family, tok, task):
 
 def test_generate_mode_matches_manual_greedy_loop(tok, task):
     model = tiny_model("qwen2", seed=5)
-    cfg = EvalConfig(
-        batch_size=3, max_new_tokens=4, stop_at_newline=False, stop_when_decided=False
-    )
+    cfg = EvalConfig(batch_size=3, max_new_tokens=4, stop_at_newline=False, stop_when_decided=False)
     result = evaluate(model, tok, task, mode="generate", config=cfg, progress=False)
     for ex, pred in zip(task.test, result.predictions, strict=True):
         ids = list(encode_example(tok, task, ex.input, None, cfg.prompt).input_ids)
@@ -311,7 +309,9 @@ def test_stop_when_decided_keeps_every_score(tok, task, stop_at_newline):
     full, early = runs[False].predictions, runs[True].predictions
     assert [p["correct"] for p in early] == [p["correct"] for p in full]
     assert runs[True].score == runs[False].score
-    assert all(f["prediction"].startswith(e["prediction"]) for e, f in zip(early, full))
+    assert all(
+        f["prediction"].startswith(e["prediction"]) for e, f in zip(early, full, strict=True)
+    )
     # the random model's answers are wrong after a token or two: it did stop early
     assert sum(map(len, (p["prediction"] for p in early))) < sum(
         map(len, (p["prediction"] for p in full))
