@@ -314,3 +314,15 @@ def test_continual_command_runs_one_method(tiny_folder, task_folders, tmp_path, 
     assert resolved["continual"]["methods"] == ["wncft"]
     assert resolved["continual"]["method"]["k"] == 20.0
     assert (out / "wncft" / "matrix.json").is_file() and (out / "table5.md").is_file()
+    # Table 5 over orders reads the finished run back: its CL, BWT and FG_N, and a missing run
+    suite = json.loads((out / "suite.json").read_text())
+    table = tmp_path / "t5"
+    assert main(["analyze", "table5", str(out), "--out", str(table)]) == 0
+    saved = json.loads((table / "table5_orders.json").read_text())
+    header, row = suite["header"], suite["rows"][0]
+    assert saved["rows"][0][:2] == ["wncft", row[header.index("CL")]]
+    assert saved["rows"][0][-2] == row[header.index("BWT")]
+    assert saved["meta"]["runs"][0]["order"] == header[1 : header.index("CL")]
+    capsys.readouterr()
+    assert main(["analyze", "table5", str(tmp_path / "nothing")]) == 2
+    assert "no suite.json" in capsys.readouterr().err

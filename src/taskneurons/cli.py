@@ -247,6 +247,16 @@ def cmd_continual(args) -> int:
     return _run_settings(data, source, overrides)
 
 
+def cmd_analyze(args) -> int:
+    from taskneurons.experiments.continual_orders import continual_orders_table
+
+    result = continual_orders_table(args.runs, args.out)
+    print(result.markdown())
+    if args.out is not None:
+        print(f"written to {args.out / 'table5_orders.md'} (.csv, .json)")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from taskneurons.experiments.config import read_mapping
     from taskneurons.experiments.runner import DEMO_FILE
@@ -292,6 +302,7 @@ COMMANDS = {
     "deactivate": cmd_deactivate,
     "finetune": cmd_finetune,
     "continual": cmd_continual,
+    "analyze": cmd_analyze,
     "demo": cmd_demo,
 }
 

@@ -230,6 +230,17 @@ def _add_continual(sub) -> None:
     p.add_argument("--out", default=None)
 
 
+def _add_analyze(sub) -> None:
+    p = sub.add_parser("analyze", help="tables and figures from finished runs")
+    kinds = p.add_subparsers(dest="analysis", required=True)
+    t5 = kinds.add_parser(
+        "table5",
+        help="Table 5 over task orders: CL of every method on each finished continual run",
+    )
+    t5.add_argument("runs", nargs="+", type=Path, help="folders of `experiment: continual` runs")
+    t5.add_argument("--out", type=Path, default=None, help="also write table5_orders.{md,csv,json}")
+
+
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="the whole flow on the embedded model and built-in tasks")
     p.add_argument(
@@ -258,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_detect_deactivate(sub)
     _add_finetune(sub)
     _add_continual(sub)
+    _add_analyze(sub)
     _add_demo(sub)
     return parser
 

@@ -1,0 +1,158 @@
+"""PAPER.md Table 5 over task orders: each method's CL on every order, and their mean.
+
+A finished ``experiment: continual`` run writes ``suite.json`` (the rows of its Table 5 for one
+order). :func:`continual_orders_table` reads several such runs and lays them side by side: a row
+per method, a CL column per run (in the order given), the mean CL over the runs, and the mean
+BWT and final FG_N (the share of the earlier tasks' single-task scores kept after the last task,
+%). A method missing from a run has no entry there and no mean. The result is written as
+``table5_orders.{md,csv,json}``, whose meta names every run folder, its task order and its
+``suite.json`` hash.
+
+Example:
+    >>> res = continual_orders_table(["runs/continual-order1", "runs/continual-order4"],
+    ...                              "runs/table5")  # doctest: +SKIP
+    >>> print(res.markdown())  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from taskneurons.provenance import provenance
+from taskneurons.report.tables import markdown_table, write_table
+
+#: The file an ``experiment: continual`` run writes its Table 5 rows to.
+SUITE_FILE = "suite.json"
+
+
+class ContinualRunError(ValueError):
+    """A folder that holds no finished continual run (the message says which and why)."""
+
+
+@dataclass
+class ContinualOrdersResult:
+    """Table 5 across runs: ``cl[method][r]`` is the CL (score points) of ``method`` on run ``r``.
+
+    ``bwt`` and ``final_forgetting`` (FG_N, %) are indexed the same way; ``nan`` where a method
+    did not run, or where the value is undefined (FG_N when some A(i) <= 0).
+    """
+
+    runs: list[str]
+    orders: list[list[str]]
+    cl: dict[str, list[float]] = field(default_factory=dict)
+    bwt: dict[str, list[float]] = field(default_factory=dict)
+    final_forgetting: dict[str, list[float]] = field(default_factory=dict)
+
+    def header(self) -> list[str]:
+        return ["method", *(f"CL {r}" for r in self.runs), "mean CL", "mean BWT", "mean FG_N"]
+
+    def rows(self) -> list[list[Any]]:
+        out = []
+        for method, cls in self.cl.items():
+            means = [_mean(v[method]) for v in (self.cl, self.bwt, self.final_forgetting)]
+            out.append([method, *cls, *means])
+        return out
+
+    def markdown(self) -> str:
+        legend = "\n".join(
+            f"- {run}: {' -> '.join(order)}"
+            for run, order in zip(self.runs, self.orders, strict=True)
+        )
+        return markdown_table(self.header(), self.rows()) + "\n\n" + legend
+
+
+def _mean(values: Sequence[float]) -> float:
+    """Mean of ``values``; ``nan`` if any is ``nan`` (a method must run on every order)."""
+    if not values or any(math.isnan(v) for v in values):
+        return math.nan
+    return sum(values) / len(values)
+
+
+def _number(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+def read_suite(folder: str | os.PathLike) -> dict[str, Any]:
+    """The ``suite.json`` of a finished continual run in ``folder``.
+
+    Raises:
+        ContinualRunError: no ``suite.json`` there (not a continual run, or not finished), or
+            one without the ``header``/``rows``/``forgetting`` it should hold.
+    """
+    path = Path(folder) / SUITE_FILE
+    if not path.is_file():
+        raise ContinualRunError(
+            f"{folder}: no {SUITE_FILE}; give the folder of a finished `experiment: continual` run"
+        )
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        header, _, _ = data["header"], data["rows"], data["forgetting"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ContinualRunError(f"{path}: not a continual suite file ({exc})") from exc
+    if "CL" not in header or "BWT" not in header:
+        raise ContinualRunError(f"{path}: its header {header} has no CL/BWT columns")
+    data["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return data
+
+
+def _collect(suites: list[dict[str, Any]]) -> ContinualOrdersResult:
+    methods: list[str] = []
+    for suite in suites:
+        methods += [row[0] for row in suite["rows"] if row[0] not in methods]
+    result = ContinualOrdersResult(runs=[], orders=[])
+    for name in methods:
+        for table in (result.cl, result.bwt, result.final_forgetting):
+            table[name] = []
+    for suite in suites:
+        header = suite["header"]
+        result.orders.append(header[1 : header.index("CL")])
+        rows = {row[0]: row for row in suite["rows"]}
+        for name in methods:
+            row = rows.get(name)
+            fg = suite["forgetting"].get(name) or [None]
+            result.cl[name].append(_number(row[header.index("CL")]) if row else math.nan)
+            result.bwt[name].append(_number(row[header.index("BWT")]) if row else math.nan)
+            result.final_forgetting[name].append(_number(fg[-1]) if row else math.nan)
+    return result
+
+
+def continual_orders_table(
+    folders: Sequence[str | os.PathLike], out_dir: str | os.PathLike | None = None
+) -> ContinualOrdersResult:
+    """Table 5 across the finished continual runs in ``folders`` (columns in that order).
+
+    Writes ``<out_dir>/table5_orders.{md,csv,json}`` when ``out_dir`` is given.
+
+    Raises:
+        ContinualRunError: a folder without a finished run, or the same folder twice.
+    """
+    names = [Path(f).name for f in folders]
+    if not folders:
+        raise ContinualRunError("no run folders given")
+    if len(set(names)) != len(names):
+        raise ContinualRunError(f"run folders must have distinct names, got {names}")
+    suites = [read_suite(f) for f in folders]
+    result = _collect(suites)
+    result.runs = names
+    if out_dir is not None:
+        meta = provenance(
+            runs=[
+                {"folder": str(f), "order": o, "suite_sha256": s["sha256"]}
+                for f, o, s in zip(folders, result.orders, suites, strict=True)
+            ]
+        )
+        write_table(
+            Path(out_dir) / "table5_orders",
+            result.header(),
+            result.rows(),
+            meta=meta,
+            title="Continual learning over task orders: CL per order and means (Table 5 layout)",
+        )
+    return result

@@ -1,0 +1,60 @@
+"""Table 5 over task orders, from hand-written suite files."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from taskneurons.experiments.continual_orders import (
+    ContinualRunError,
+    continual_orders_table,
+)
+
+
+def _suite(folder, order, rows, forgetting):
+    folder.mkdir()
+    header = ["method", *order, "CL", "BWT", "FWT", "stored MB/task"]
+    data = {"header": header, "rows": rows, "forgetting": forgetting, "meta": {}}
+    (folder / "suite.json").write_text(json.dumps(data))
+    return folder
+
+
+def test_cl_per_order_and_means(tmp_path):
+    one = _suite(
+        tmp_path / "o1",
+        ["a", "b"],
+        [["seqft", 10, 20, 15.0, -5.0, None, 1.0], ["ncft", 30, 40, 35.0, -1.0, None, 0.5]],
+        {"seqft": [None, 50.0], "ncft": [None, 90.0]},
+    )
+    two = _suite(
+        tmp_path / "o2",
+        ["b", "a", "c"],
+        [["ncft", 1, 2, 3, 25.0, -3.0, 2.0, 0.5]],
+        {"ncft": [None, 80.0, 70.0]},
+    )
+    res = continual_orders_table([one, two], tmp_path / "out")
+    assert res.header() == ["method", "CL o1", "CL o2", "mean CL", "mean BWT", "mean FG_N"]
+    seqft, ncft = res.rows()
+    assert ncft == ["ncft", 35.0, 25.0, 30.0, -2.0, 80.0]
+    assert seqft[:2] == ["seqft", 15.0] and all(math.isnan(v) for v in seqft[2:])
+    assert res.orders == [["a", "b"], ["b", "a", "c"]]
+    assert "- o2: b -> a -> c" in res.markdown()
+    saved = json.loads((tmp_path / "out" / "table5_orders.json").read_text())
+    assert saved["rows"][1] == ncft
+    assert [r["folder"] for r in saved["meta"]["runs"]] == [str(one), str(two)]
+    assert len(saved["meta"]["runs"][0]["suite_sha256"]) == 64
+
+
+def test_bad_folders_are_refused(tmp_path):
+    with pytest.raises(ContinualRunError, match="no suite.json"):
+        continual_orders_table([tmp_path])
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "suite.json").write_text("{")
+    with pytest.raises(ContinualRunError, match="not a continual suite file"):
+        continual_orders_table([tmp_path / "bad"])
+    with pytest.raises(ContinualRunError, match="distinct names"):
+        continual_orders_table([tmp_path / "bad", tmp_path / "x" / "bad"])
+    with pytest.raises(ContinualRunError, match="no run folders"):
+        continual_orders_table([])
