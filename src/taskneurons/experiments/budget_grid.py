@@ -1,0 +1,277 @@
+"""PAPER.md Table 2 over training budgets: where training a task's own neurons beats random ones.
+
+The grid (optimizer x k x seeds of the random sets, with learning curves over ``steps``) is fixed
+in the config before anything runs. Each task is scored once (relevance); every k derives its
+set from those scores (``detect.selection``). For each (task, optimizer, k) the task's own set
+and ``len(seeds)`` matched random sets (as many neurons per layer and module, drawn outside the
+set with each seed) are trained for ``max(steps)`` optimizer steps from the same base weights;
+the task is scored after each step in ``steps`` (its learning curve), and the base weights are
+restored exactly after each run (the :class:`NeuronDelta` is detached).
+
+Per (task, optimizer, k, step) the summary holds Train-Task, Train-Random (mean over seeds) and
+their paired difference over test examples (random runs averaged per example) with a bootstrap
+CI and a sign-flip p-value (:func:`~taskneurons.analysis.paired.mean_difference`).
+
+Example:
+    >>> res = budget_grid(model, tok, tasks, DetectConfig(), BudgetGridConfig(k=[1.0]),
+    ...                   "runs/budget")  # doctest: +SKIP
+    >>> print(res.markdown())  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from torch import nn
+
+from taskneurons._io import write_json_atomic
+from taskneurons.analysis.paired import MeanDifference, mean_difference
+from taskneurons.config import Config
+from taskneurons.data.tasks import Task
+from taskneurons.evaluation.dispatch import evaluate
+from taskneurons.evaluation.result import EvalConfig
+from taskneurons.experiments.common import eval_examples, limited
+from taskneurons.experiments.detect import DetectConfig, select_sets
+from taskneurons.neurons.attribution import relevance_scores
+from taskneurons.neurons.neuron_set import NeuronSet
+from taskneurons.neurons.selection import check_k, matched_random_sets
+from taskneurons.neurons.space import NeuronSpace
+from taskneurons.provenance import model_fingerprint, provenance
+from taskneurons.report.plots import line_plot
+from taskneurons.report.tables import markdown_table, write_table
+from taskneurons.training.config import OPTIMIZERS, TrainConfig
+from taskneurons.training.loop import train
+
+HEADER = [
+    "task", "optimizer", "k", "step", "Train-Task", "Train-Random",
+    "task - random", "CI low", "CI high", "p",
+]  # fmt: skip
+
+
+@dataclass
+class BudgetGridConfig(Config):
+    """The grid of the budget experiment (fixed in the experiment file before anything runs).
+
+    Attributes:
+        tasks: ids of the run's tasks to train (``None``: all of them).
+        optimizers: optimizer names (``sgd``, ``adamw``), each with its learning rate in
+            ``lrs`` (same order: SGD steps scale with the gradient, AdamW's do not).
+        lrs: one learning rate per optimizer.
+        steps: optimizer steps after which the task is scored (its learning curve); every run
+            trains ``max(steps)`` steps (epochs repeat as needed).
+        k: percentages of neurons per task.
+        seeds: seeds of the matched random sets (one training run each).
+        n_train: train examples per task (label-stratified with ``seed``; ``None``: all).
+        n_test: test examples per task.
+        seed: seed of the data subsets.
+        train: the other training knobs (method ``neurons``; ``optimizer``, ``lr`` and
+            ``max_steps`` are set by the grid).
+        eval: how tasks are evaluated.
+        n_boot: bootstrap resamples (and sign-flip draws) of each difference.
+    """
+
+    tasks: list[str] | None = None
+    optimizers: list[str] = field(default_factory=lambda: ["sgd", "adamw"])
+    lrs: list[float] = field(default_factory=lambda: [0.1, 1e-4])
+    steps: list[int] = field(default_factory=lambda: [4, 8, 16, 32])
+    k: list[float] = field(default_factory=lambda: [0.1, 1.0, 10.0])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    n_train: int | None = 256
+    n_test: int | None = 100
+    seed: int = 0
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    n_boot: int = 2000
+
+    def validate(self) -> None:
+        if len(self.optimizers) != len(self.lrs) or not self.optimizers:
+            raise ValueError("optimizers and lrs need one learning rate per optimizer")
+        bad = [o for o in self.optimizers if o not in OPTIMIZERS]
+        if bad:
+            raise ValueError(f"optimizers: unknown {bad}; known: {list(OPTIMIZERS)}")
+        if any(lr <= 0 for lr in self.lrs):
+            raise ValueError("lrs must be > 0")
+        if (
+            not self.steps
+            or any(s < 1 for s in self.steps)
+            or sorted(set(self.steps)) != self.steps
+        ):
+            raise ValueError(f"steps must be increasing positive counts, got {self.steps}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be distinct and non-empty, got {self.seeds}")
+        for k in self.k:
+            check_k(k)
+        if self.train.method != "neurons" or self.train.merge:
+            raise ValueError("the budget grid trains neurons: train.method='neurons', merge off")
+
+
+@dataclass
+class BudgetGridResult:
+    """Learning curves and their summary.
+
+    Attributes:
+        curves: ``(task, optimizer, k)`` -> ``{"task": [score per step], "random": [[score
+            per step] per seed]}`` (accuracy % / ROUGE-L x 100).
+        zero_shot: task id -> score before training.
+        differences: ``(task, optimizer, k, step)`` -> Train-Task minus Train-Random.
+        steps: the scored steps.
+        out_dir: where the files are.
+    """
+
+    curves: dict[tuple[str, str, float], dict[str, list]]
+    zero_shot: dict[str, float]
+    differences: dict[tuple[str, str, float, int], MeanDifference]
+    steps: list[int]
+    out_dir: Path
+
+    def rows(self) -> list[list]:
+        out = []
+        for (task, opt, k), curve in self.curves.items():
+            for n, step in enumerate(self.steps):
+                rand = [run[n] for run in curve["random"]]
+                d = self.differences[(task, opt, k, step)]
+                row = [task, opt, k, step, curve["task"][n], sum(rand) / len(rand)]
+                out.append(row + [d.mean, d.low, d.high, d.p_value])
+        return out
+
+    def markdown(self) -> str:
+        return markdown_table(HEADER, self.rows(), digits=2)
+
+
+def _curve(model, tokenizer, task, test, neurons, cfg, config, folder, progress):
+    """Train ``neurons`` on ``task``; per scored step its per-example scores ``[steps][n]``."""
+    scored: list[list[float]] = []
+
+    def on_step(step: int, record: dict) -> None:
+        if step in config.steps:
+            res = evaluate(model, tokenizer, task, test, config=config.eval, progress=False)
+            scored.append(res.example_scores())
+
+    res = train(
+        model, tokenizer, [task], cfg, neurons=neurons, out_dir=folder,
+        progress=progress, on_step=on_step,
+    )  # fmt: skip
+    res.delta.detach()
+    if len(scored) != len(config.steps):
+        raise RuntimeError(
+            f"{task.id}: training stopped after {res.steps} of {cfg.max_steps} steps"
+        )
+    return scored
+
+
+def _cell(model, tokenizer, task, test, own: NeuronSet, space, opt, lr, k, config, out, progress):
+    """One (task, optimizer, k): the own set's curve and each seed's random curve."""
+    cfg = dataclasses.replace(config.train, optimizer=opt, lr=lr, max_steps=max(config.steps))
+    folder = out / "runs" / task.id / f"{opt}-k{k:g}"
+    runs = {
+        "task": _curve(model, tokenizer, task, test, own, cfg, config, folder / "task", progress)
+    }
+    for seed in config.seeds:
+        control = matched_random_sets({task.id: own}, space, seed)[task.id]
+        runs[f"random{seed}"] = _curve(
+            model, tokenizer, task, test, control, cfg, config, folder / f"random{seed}", progress
+        )
+    return runs
+
+
+def budget_grid(
+    model: nn.Module,
+    tokenizer,
+    tasks: list[Task],
+    detect: DetectConfig,
+    config: BudgetGridConfig,
+    out_dir: str | os.PathLike,
+    progress: bool = True,
+) -> BudgetGridResult:
+    """Train own vs random neurons over the whole grid; write tables, curves and plots.
+
+    Writes ``scores/<task>/scores.safetensors``, ``runs/<task>/<optimizer>-k<k>/<task|randomS>/``
+    (training logs), ``budget.{md,csv,json}``, ``curves.json``, ``learning_curves_<opt>.png``
+    (score vs step, task and random per (task, k)), ``task_minus_random.png`` (the difference
+    vs step per (optimizer, k), mean over tasks) and ``budget_config.json``.
+    """
+    out = Path(out_dir)
+    chosen = [t for t in tasks if config.tasks is None or t.id in config.tasks]
+    space = NeuronSpace(model, detect.attribution.definition)
+    fingerprint = model_fingerprint(model)
+    scores = {}
+    for task in tasks:
+        scores[task.id] = relevance_scores(
+            model, task, space, tokenizer=tokenizer, config=detect.attribution, progress=progress
+        )
+        scores[task.id].meta["model_fingerprint"] = fingerprint
+        scores[task.id].save(out / "scores" / task.id / "scores.safetensors")
+    sets = {
+        k: select_sets(
+            model, tokenizer, tasks, scores, dataclasses.replace(detect, k=k), space, out
+        )[0]
+        for k in config.k
+    }
+    result = BudgetGridResult({}, {}, {}, list(config.steps), out)
+    for task in chosen:
+        test = eval_examples(task, config.n_test, config.seed)
+        base = evaluate(model, tokenizer, task, test, config=config.eval, progress=False)
+        result.zero_shot[task.id] = base.score
+        train_task = limited(task, config.n_train, config.seed)
+        for opt, lr in zip(config.optimizers, config.lrs, strict=True):
+            for k in config.k:
+                runs = _cell(model, tokenizer, train_task, test, sets[k][task.id], space,
+                             opt, lr, k, config, out, progress)  # fmt: skip
+                _record(result, task.id, opt, k, runs, config)
+    _write(result, config, detect, fingerprint)
+    return result
+
+
+def _record(result: BudgetGridResult, task: str, opt: str, k: float, runs, config) -> None:
+    """Store one cell's curves and its per-step paired differences."""
+    randoms = [v for name, v in runs.items() if name != "task"]  # [seeds][steps][n]
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    result.curves[(task, opt, k)] = {
+        "task": [mean(s) for s in runs["task"]],
+        "random": [[mean(s) for s in r] for r in randoms],
+    }
+    for n, step in enumerate(config.steps):
+        result.differences[(task, opt, k, step)] = mean_difference(
+            runs["task"][n], [r[n] for r in randoms], n_boot=config.n_boot, n_perm=config.n_boot
+        )
+
+
+def _write(result: BudgetGridResult, config: BudgetGridConfig, detect, fingerprint) -> None:
+    out = result.out_dir
+    meta = provenance(
+        budget=config.to_dict(), detect=detect.to_dict(), model=fingerprint,
+        zero_shot=result.zero_shot,
+    )  # fmt: skip
+    write_table(out / "budget", HEADER, result.rows(), meta=meta, digits=2,
+                title="Train-Task vs Train-Random over training budgets")  # fmt: skip
+    curves = [
+        {"task": t, "optimizer": o, "k": k, "steps": result.steps, **c}
+        for (t, o, k), c in result.curves.items()
+    ]
+    write_json_atomic(out / "curves.json", {"curves": curves, "meta": meta})
+    x = [0, *result.steps]
+    for opt in config.optimizers:
+        series = {}
+        for (t, o, k), c in result.curves.items():
+            if o == opt:
+                z = result.zero_shot[t]
+                series[f"{t} k={k:g} task"] = [z, *c["task"]]
+                rand = [sum(v) / len(v) for v in zip(*c["random"], strict=True)]
+                series[f"{t} k={k:g} random"] = [z, *rand]
+        line_plot(x, series, out / f"learning_curves_{opt}.png",
+                  title=f"Score vs step ({opt}): own neurons vs random (mean of seeds)",
+                  xlabel="optimizer step", ylabel="score", zero_line=False)  # fmt: skip
+    diff = {}
+    for opt in config.optimizers:
+        for k in config.k:
+            cells = [[result.differences[(t, opt, k, s)] for s in result.steps]
+                     for (t, o, kk) in result.curves if o == opt and kk == k]  # fmt: skip
+            diff[f"{opt} k={k:g}"] = [sum(c[n].mean for c in cells) / len(cells)
+                                      for n in range(len(result.steps))]  # fmt: skip
+    line_plot(result.steps, diff, out / "task_minus_random.png",
+              title="Train-Task - Train-Random (mean over tasks)",
+              xlabel="optimizer step", ylabel="score points")  # fmt: skip
+    write_json_atomic(out / "budget_config.json", meta)
