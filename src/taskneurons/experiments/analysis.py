@@ -115,6 +115,8 @@ def specificity(
     n_boot: int = 1000,
     n_permutations: int = 10_000,
     seed: int = 0,
+    baseline_row: str = "Original",
+    direction: str | None = None,
 ) -> Specificity:
     """Specificity statistics of a deactivation table (rows Original / ... and its matrix).
 
@@ -125,6 +127,9 @@ def specificity(
         baseline: ``[j]`` -> task j's per-example values with nothing off.
         readout: ``"score"`` (higher is better; effect = drop) or ``"nll"`` (effect = rise).
         n_boot, n_permutations, seed: resamples, permutations, and their seed.
+        baseline_row: the row of ``table`` the effects are taken against.
+        direction: ``"drop"`` or ``"rise"`` (see :func:`effects`); ``None``: from ``readout``
+            (a training experiment, whose effect is a gain in score, passes ``"rise"``).
 
     Example:
         >>> t = Comparison(["a", "b"], {"Original": {"a": 80, "b": 70}},
@@ -133,9 +138,10 @@ def specificity(
         ['a', 'b']
     """
     names = table.names
-    direction = "drop" if readout == "score" else "rise"
+    if direction is None:
+        direction = "drop" if readout == "score" else "rise"
     values = [[table.matrix[i][j] for j in names] for i in names]  # [i, j]
-    E = effects(values, [table.row("Original")[j] for j in names], direction)
+    E = effects(values, [table.row(baseline_row)[j] for j in names], direction)
     ci = None
     if per_example is not None and baseline is not None:
         cols = [np.array([per_example[i][j] for i in names]) for j in names]  # [i, n_j] each
