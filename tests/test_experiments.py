@@ -271,6 +271,10 @@ def test_selection_sweep_scores_once_and_writes_every_cell(
     ]  # fmt: skip
     top10, top30 = res.cells[("topk", 10.0)], res.cells[("topk", 30.0)]
     assert sum(map(len, top30.sets.values())) > sum(map(len, top10.sets.values()))
+    # the unmodified model is evaluated once, for the first cell, and reused by the others
+    first, last = res.cells[("topk", 10.0)].original, res.cells[("lape", 30.0)].original
+    assert all(first[t] is last[t] for t in first)
+    assert top10.table.row("Original") == res.cells[("lape", 30.0)].table.row("Original")
     for name in ("sweep.md", "sweep.json", "specificity_vs_k.png", "specificity_vs_k_nll.png"):
         assert (tmp_path / "sweep" / name).is_file(), name
     assert (tmp_path / "sweep" / "specific-k30" / "specificity.json").is_file()

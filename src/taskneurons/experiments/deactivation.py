@@ -13,9 +13,10 @@ Example:
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from torch import nn
 from tqdm.auto import tqdm
@@ -93,6 +94,8 @@ class DeactivationResult:
             double-centred diagonal with its bootstrap interval and permutation p-value, and
             the tasks whose row / column peaks on the diagonal.
         sets: the deactivated task sets.
+        original: task id -> the evaluation with nothing off (pass it to a later call with
+            the same model, tasks and config to skip those evaluations, as a sweep does).
     """
 
     table: Comparison
@@ -101,6 +104,7 @@ class DeactivationResult:
     out_dir: Path
     specificity: dict[str, Specificity] = field(default_factory=dict)
     sets: dict[str, NeuronSet] = field(default_factory=dict)
+    original: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def summary(self) -> str:
         """How many tasks lose more to their own neurons than to random ones, and diagonals."""
@@ -142,6 +146,7 @@ def deactivation_experiment(
     out_dir: str | os.PathLike,
     progress: bool = True,
     general: NeuronSet | None = None,
+    original: Mapping[str, Any] | None = None,
 ) -> DeactivationResult:
     """PAPER.md Table 1 rows, the task x task deactivation matrix (Figure 5) and controls.
 
@@ -152,7 +157,8 @@ def deactivation_experiment(
     ``table1_nll.*`` and ``matrix_nll.*`` (change in nats; a rise means the neurons
     mattered), a readout that still moves when the model is at chance. ``general``: the
     general set of a ``specific`` detection, deactivated as a control when
-    ``config.general``.
+    ``config.general``. ``original``: :attr:`DeactivationResult.original` of an earlier call
+    with the same model weights, tasks and config (the Original row is then not re-evaluated).
     """
     check_sets_cover(tasks, neuron_sets)
     space = NeuronSpace(model, next(iter(neuron_sets.values())).definition)
@@ -166,10 +172,13 @@ def deactivation_experiment(
         config.random_excludes_task,
     )
     conditions = _conditions(tasks, neuron_sets, controls, general, config)
-    runs = _run_conditions(model, tokenizer, tasks, conditions, test, config, space, progress)
+    runs = _run_conditions(
+        model, tokenizer, tasks, conditions, test, config, space, progress, original
+    )
     meta = experiment_meta(config, model, tasks, test, neuron_sets, controls)
     result = _result(tasks, runs, Path(out_dir), config)
     result.sets = {t.id: neuron_sets[t.id] for t in tasks}
+    result.original = dict(runs["Original"])
     _write(result, meta)
     return result
 
@@ -204,10 +213,13 @@ def _conditions(tasks, neuron_sets, controls, general, config) -> list[tuple[str
     return out
 
 
-def _run_conditions(model, tokenizer, tasks, conditions, test, config, space, progress):
+def _run_conditions(model, tokenizer, tasks, conditions, test, config, space, progress, original):
     """``{row: {task: _Eval}}``, with ``"matrix": {i: {j: _Eval}}``."""
     by_id = {t.id: t for t in tasks}
-    total = len(tasks) + sum(len(m) for _, c in conditions for _, m in c.values())
+    if original is not None and set(original) != set(by_id):
+        raise ValueError(f"original evaluations of {sorted(original)}, tasks {sorted(by_id)}")
+    total = (original is None) * len(tasks)
+    total += sum(len(m) for _, c in conditions for _, m in c.values())
     bar = tqdm(total=total, desc="deactivation", unit="eval", disable=not progress)
 
     def run(task: Task) -> _Eval:
@@ -215,7 +227,7 @@ def _run_conditions(model, tokenizer, tasks, conditions, test, config, space, pr
         bar.update()
         return _Eval(res.score, res.gold_nll(), res.example_scores(), res.example_gold_nll())
 
-    runs: dict = {"Original": {t.id: run(t) for t in tasks}}
+    runs: dict = {"Original": dict(original or {}) or {t.id: run(t) for t in tasks}}
     for row, cells in conditions:
         runs[row] = {}
         for key, (neurons, measured) in cells.items():

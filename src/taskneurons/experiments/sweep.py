@@ -115,6 +115,7 @@ def selection_sweep(
     if "lape" in config.selections:
         probs = lape_probabilities(model, tokenizer, tasks, detect, space, out / "scores")
     cells = {}
+    original = None  # the unmodified model's evaluations: the same in every cell
     for method in config.selections:
         for k in config.k:
             cfg = dataclasses.replace(
@@ -123,8 +124,9 @@ def selection_sweep(
             sets, general = select_sets(model, tokenizer, tasks, scores, cfg, space, out, probs)
             folder = out / f"{method}-k{k:g}"
             cells[(method, k)] = deactivation_experiment(
-                model, tokenizer, tasks, sets, deactivate, folder, progress, general=general
+                model, tokenizer, tasks, sets, deactivate, folder, progress, general, original
             )
+            original = cells[(method, k)].original
     result = SweepResult(cells, [_row(m, k, cells[(m, k)]) for m, k in cells], out)
     _write(result, config, detect, deactivate, fingerprint, tasks)
     return result
