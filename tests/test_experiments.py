@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -330,3 +331,35 @@ def test_continual_command_runs_one_method(tiny_folder, task_folders, tmp_path, 
     capsys.readouterr()
     assert main(["analyze", "table5", str(tmp_path / "nothing")]) == 2
     assert "no suite.json" in capsys.readouterr().err
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize(
+    "path", sorted((REPO / "experiments").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_every_experiment_file_of_the_repo_is_valid(path, monkeypatch):
+    from taskneurons.experiments.config import read_mapping
+
+    monkeypatch.chdir(REPO)  # the files name ../shared/data relative to the repository root
+    config = ExperimentFile.from_dict(with_defaults(read_mapping(path)), where=str(path))
+    assert config.stages()
+
+
+def test_runner_runs_the_budget_and_crosstrain_stages(tiny_folder, task_folders, tmp_path):
+    tasks = f"[{task_folders[0]}, {task_folders[1]}]"
+    path = _write(
+        tmp_path,
+        f"experiment: [detect, crosstrain, budget]\nmodel: {tiny_folder}\ntasks: {tasks}\n"
+        f"out: {tmp_path / 'r'}\n"
+        "detect: {k: 20, attribution: {n_examples: 4}}\n"
+        "crosstrain: {n_train: 4, n_test: 4, n_boot: 10, train: {batch_size: 2}}\n"
+        "budget: {optimizers: [sgd], lrs: [0.1], steps: [1, 2], k: [20], seeds: [0],\n"
+        "         n_train: 4, n_test: 4, n_boot: 10, train: {batch_size: 2}}\n",
+    )
+    run = run_file(path, progress=False, echo=None)
+    assert len(run.results["budget"].rows()) == 2 * 2  # two tasks x two scored steps
+    assert run.results["crosstrain"].specificity.readout == "score"
+    readme = (tmp_path / "r" / "README.md").read_text()
+    assert "`budget/budget.{csv,json,md}`" in readme and "`crosstrain/cross_gain." in readme

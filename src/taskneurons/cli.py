@@ -249,6 +249,11 @@ def cmd_continual(args) -> int:
 
 def cmd_analyze(args) -> int:
     from taskneurons.experiments.continual_orders import continual_orders_table
+    from taskneurons.experiments.finished_runs import analyze_run
+
+    if args.analysis != "table5":  # overlap, similarity, correlate
+        print(analyze_run(args.analysis, vars(args)).markdown())
+        return 0
 
     result = continual_orders_table(args.runs, args.out)
     print(result.markdown())

@@ -67,6 +67,30 @@ def _text(value: str) -> str:
     return value
 
 
+def _percents(value: str) -> list[float]:
+    """Comma-separated percentages in (0, 100]: ``10,30,50``."""
+    out = [_percent(v) for v in value.split(",") if v.strip()]
+    if not out:
+        raise argparse.ArgumentTypeError(f"no percentage in {value!r}; e.g. 10,30,50,70,100")
+    return out
+
+
+def _layers(value: str) -> list[int]:
+    """Layer indices: ``10,12`` or ranges ``10-20`` (inclusive), >= 0, each once."""
+    out: list[int] = []
+    try:
+        for part in (p.strip() for p in value.split(",") if p.strip()):
+            lo, _, hi = part.partition("-")
+            out += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected layers like 10,12 or 10-20, got {value!r}"
+        ) from None
+    if not out or min(out) < 0 or len(set(out)) != len(out):
+        raise argparse.ArgumentTypeError(f"give distinct layers >= 0, got {value!r}")
+    return out
+
+
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
@@ -239,6 +263,24 @@ def _add_analyze(sub) -> None:
     )
     t5.add_argument("runs", nargs="+", type=Path, help="folders of `experiment: continual` runs")
     t5.add_argument("--out", type=Path, default=None, help="also write table5_orders.{md,csv,json}")
+    helps = {
+        "overlap": "Table 8 again from a finished generalization run's scores (other selection)",
+        "similarity": "Figure 3 again from a finished similarity run (mean over other layers)",
+        "correlate": "Table 4 again from a finished similarity run (layers, raw or gain)",
+    }
+    for name, text in helps.items():
+        q = kinds.add_parser(name, help=text)
+        q.add_argument("run", type=Path, help="the run folder")
+        q.add_argument("--out", type=Path, default=None, help="default: RUN/analyze-" + name)
+        if name == "overlap":
+            q.add_argument("--selection", choices=("topk", "specific", "contrastive", "lape"))
+            q.add_argument("--proportions", type=_percents, default=None, help="e.g. 10,30,50")
+            continue
+        q.add_argument("--layers", type=_layers, default=None, help="e.g. 10-20 (default: all)")
+        if name == "correlate":
+            q.add_argument("--score", choices=("raw", "gain"), default=None)
+            q.add_argument("--n-boot", type=_count, default=None, help="bootstrap resamples")
+            q.add_argument("--seed", type=int, default=None, help="bootstrap seed")
 
 
 def _add_demo(sub) -> None:

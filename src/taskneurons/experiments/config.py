@@ -13,9 +13,14 @@ seed, prompt, output folder) at the top, and each stage's knobs in a section nam
     table2: {n_train: 256, n_test: 200, train: {lr: 0.0005}}
 
 Stages: ``detect``, ``deactivate`` (Table 1 rows + matrix), ``table2`` (neuron training),
-``sweep`` (deactivation over k x selection), ``continual`` (methods learning the tasks in
-order), ``multitask`` (Table 1 on a multi-task fine-tuned model); ``all`` means ``[table2,
-multitask]``. A stage that needs neuron sets reads them from ``neurons:`` (a detect folder) or
+``sweep`` (deactivation over k x selection), ``budget`` (Table 2 over optimizer x steps x k x
+seeds, learning curves), ``crosstrain`` (task i's neurons trained on task j's data),
+``overlap`` (Table 8), ``generalization``
+(Figure 2 + Table 8), ``controlled_overlap`` (Tables 9-11), ``similarity`` (Figure 3 + Table 4),
+``continual`` (methods learning the tasks in order), ``multitask`` (Table 1 on a multi-task
+fine-tuned model); ``all`` means ``[table2, multitask]``. The generalization stages take
+their task groups from their section or from the top-level ``groups`` (default PAPER.md
+Table 3) and their selection from ``detect``. A stage that needs neuron sets reads them from ``neurons:`` (a detect folder) or
 gets a ``detect`` stage run before it. The top-level ``seed`` and ``prompt`` are defaults: a
 section that sets its own keeps it. Unknown keys, wrong types and missing paths are
 :class:`~taskneurons.config.ConfigError` naming the file and the key.
@@ -39,16 +44,28 @@ import yaml
 
 from taskneurons.config import Config, ConfigError, deep_merge
 from taskneurons.data.prompts import PromptConfig
+from taskneurons.experiments.budget_grid import BudgetGridConfig
 from taskneurons.experiments.continual_suite import ContinualSuiteConfig
+from taskneurons.experiments.controlled_overlap import ControlledOverlapConfig
+from taskneurons.experiments.cross_training import CrossTrainingConfig
 from taskneurons.experiments.deactivation import DeactivateConfig
 from taskneurons.experiments.detect import DetectConfig
+from taskneurons.experiments.generalization import GeneralizationConfig
 from taskneurons.experiments.multitask import MultitaskConfig
 from taskneurons.experiments.neuron_training import NeuronTrainingConfig
+from taskneurons.experiments.overlap import OverlapConfig
+from taskneurons.experiments.similarity import SimilarityConfig
 from taskneurons.experiments.sweep import SweepConfig
+from taskneurons.experiments.task_groups import TaskGroup
 
 #: Stage names in the order a run does them, and the ones that need neuron sets.
-STAGES: tuple[str, ...] = ("detect", "deactivate", "table2", "sweep", "continual", "multitask")
-NEEDS_SETS: tuple[str, ...] = ("deactivate", "table2")
+STAGES: tuple[str, ...] = (
+    "detect", "deactivate", "table2", "sweep", "budget", "crosstrain", "overlap", "generalization",
+    "controlled_overlap", "similarity", "continual", "multitask",
+)  # fmt: skip
+#: The generalization stages (PAPER.md §3): their sections take the top-level ``groups``.
+GROUP_STAGES: tuple[str, ...] = ("overlap", "generalization", "controlled_overlap", "similarity")
+NEEDS_SETS: tuple[str, ...] = ("deactivate", "table2", "crosstrain")
 #: Stages that change the model's weights, so nothing may run after them.
 CHANGES_MODEL: tuple[str, ...] = ("continual", "multitask")
 ALIASES: dict[str, list[str]] = {"all": ["table2", "multitask"]}
@@ -69,7 +86,10 @@ class ExperimentFile(Config):
         neurons: a detect output folder to take the neuron sets from (instead of detecting).
         strict: neuron sets from ``neurons`` must come from these very weights.
         resume: ``continual``: continue an interrupted run from its last finished stage.
-        detect, deactivate, table2, sweep, continual, multitask: each stage's knobs.
+        groups: the task groups of every generalization stage that sets none (``None``: each
+            section's own, by default PAPER.md Table 3).
+        detect, deactivate, table2, sweep, budget, crosstrain, continual, multitask, overlap,
+            generalization, controlled_overlap, similarity: each stage's knobs.
     """
 
     experiment: str | list[str] = "detect"
@@ -87,8 +107,15 @@ class ExperimentFile(Config):
     resume: bool = False
     table2: NeuronTrainingConfig = field(default_factory=NeuronTrainingConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    budget: BudgetGridConfig = field(default_factory=BudgetGridConfig)
+    crosstrain: CrossTrainingConfig = field(default_factory=CrossTrainingConfig)
     continual: ContinualSuiteConfig = field(default_factory=ContinualSuiteConfig)
     multitask: MultitaskConfig = field(default_factory=MultitaskConfig)
+    groups: list[TaskGroup] | None = None
+    overlap: OverlapConfig = field(default_factory=OverlapConfig)
+    generalization: GeneralizationConfig = field(default_factory=GeneralizationConfig)
+    controlled_overlap: ControlledOverlapConfig = field(default_factory=ControlledOverlapConfig)
+    similarity: SimilarityConfig = field(default_factory=SimilarityConfig)
 
     def validate(self) -> None:
         stages = self.stages()
@@ -179,8 +206,9 @@ def put_key(data: dict[str, Any], key: str, value: Any) -> None:
 def with_defaults(data: Mapping[str, Any]) -> dict[str, Any]:
     """``data`` with the top-level ``seed``/``prompt``/``detect``/``deactivate`` as defaults.
 
-    Every stage's seeds default to ``seed``, every stage's prompt to ``prompt``, and the
-    multi-task stage's detection and deactivation to the ``detect``/``deactivate`` sections.
+    Every stage's seeds default to ``seed``, every stage's prompt to ``prompt``, the
+    multi-task stage's detection and deactivation to the ``detect``/``deactivate`` sections,
+    and the generalization stages' groups to the top-level ``groups``.
     """
     seed, prompt = data.get("seed", 0), data.get("prompt", {})
     if isinstance(seed, bool) or not isinstance(seed, int) or not isinstance(prompt, Mapping):
@@ -191,6 +219,8 @@ def with_defaults(data: Mapping[str, Any]) -> dict[str, Any]:
         "detect": {"attribution": {"seed": seed, "prompt": prompt}},
         "deactivate": {"seed": seed, "random_seed": seed, "eval": evals},
         "table2": {"seed": seed, "random_seed": seed, "train": train, "eval": evals},
+        "budget": {"seed": seed, "train": train, "eval": evals},
+        "crosstrain": {"seed": seed, "train": train, "eval": evals},
         "multitask": {"seed": seed, "train": train},
         "continual": {
             "seed": seed,
@@ -200,6 +230,12 @@ def with_defaults(data: Mapping[str, Any]) -> dict[str, Any]:
             "method": {"seed": seed, "attribution": {"seed": seed, "prompt": prompt}},
         },
     }
+    for stage in GROUP_STAGES:
+        defaults[stage] = (
+            {"seed": seed, "train": train, "eval": evals} if stage != "overlap" else {}
+        )
+        if isinstance(data.get("groups"), list):
+            defaults[stage]["groups"] = data["groups"]
     merged = deep_merge(defaults, data)
     merged["multitask"] = deep_merge(
         {"detect": merged["detect"], "deactivate": merged["deactivate"]}, merged["multitask"]

@@ -31,6 +31,22 @@ FILE_NOTES = {
     "forgetting": "FG_j per stage for every method (Figure 4)",
     "suite": "Table 5 rows and FG_j curves as JSON",
     "reference_cache.json": "single-task and zero-shot scores shared by the methods",
+    "budget": "Train-Task vs Train-Random per (task, optimizer, k, step), paired CI and p",
+    "curves.json": "learning curves: the score after every scored step, own and random sets",
+    "learning_curves_sgd": "score vs step with SGD, own set and mean of the random sets",
+    "learning_curves_adamw": "score vs step with AdamW, own set and mean of the random sets",
+    "task_minus_random": "Train-Task - Train-Random vs step per (optimizer, k)",
+    "budget_config.json": "budget-grid knobs, zero-shot scores and provenance",
+    "cross_training": "task j's score after training task i's neurons on task j's data",
+    "cross_gain": "gain over zero-shot of task j from training task i's neurons on its data",
+    "cross_training_config.json": "cross-training knobs, neuron-set records, run summaries",
+    "overlap": "overlap rate of training and test tasks' neurons per proportion (Table 8)",
+    "overlap_vs_proportion": "overlap rate vs proportion (Table 8 as a plot)",
+    "overlap_config.json": "overlap knobs and provenance",
+    "generalization_config.json": "proportion-sweep knobs, score sources, time split",
+    "controlled_overlap_config.json": "controlled-overlap knobs, seeds and provenance",
+    "similarity_config.json": "similarity knobs, score sources and provenance",
+    "correlation": "Pearson/Spearman of similarity vs OOD score, p-values, bootstrap CIs",
 }
 
 

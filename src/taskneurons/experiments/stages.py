@@ -14,14 +14,21 @@ from typing import Any
 from torch import nn
 
 from taskneurons.data.tasks import Task
+from taskneurons.experiments.budget_grid import budget_grid
 from taskneurons.experiments.common import GENERAL_FILE, detect_folder, load_neuron_sets
 from taskneurons.experiments.config import ExperimentFile
 from taskneurons.experiments.continual_suite import continual_suite
+from taskneurons.experiments.controlled_overlap import controlled_overlap_experiment
+from taskneurons.experiments.cross_training import cross_training
 from taskneurons.experiments.deactivation import deactivation_experiment
 from taskneurons.experiments.detect import detect_neurons
+from taskneurons.experiments.generalization import generalization_experiment
 from taskneurons.experiments.multitask import multitask_experiment
 from taskneurons.experiments.neuron_training import neuron_training_experiment
+from taskneurons.experiments.overlap import overlap_experiment
+from taskneurons.experiments.similarity import similarity_experiment
 from taskneurons.experiments.sweep import selection_sweep
+from taskneurons.experiments.task_groups import ScoredTasks
 from taskneurons.neurons.neuron_set import NeuronSet
 
 #: What each stage does, for the printed headers and the README index.
@@ -30,6 +37,14 @@ STAGE_TITLES = {
     "deactivate": "deactivate each task's neurons vs as many random ones (Table 1, Figure 5 b)",
     "table2": "train only each task's neurons vs as many random ones (Table 2, Figure 5 a)",
     "sweep": "deactivation over k x selection from scores computed once (where specificity lives)",
+    "budget": "train own vs random neurons over optimizer x steps x k x seeds (Table 2 budgets)",
+    "crosstrain": "train each task's neurons on each task's data: the gain matrix's specificity",
+    "overlap": "overlap of training and test tasks' neurons at each proportion (Table 8)",
+    "generalization": "train the groups' neurons at each proportion; ID and OOD scores (Fig. 2)",
+    "controlled_overlap": "fixed number of trained neurons, chosen overlap with the test tasks' "
+    "(Tables 9-11)",
+    "similarity": "per-layer parameter similarity of task neurons; correlation with OOD scores "
+    "(Fig. 3, Table 4)",
     "continual": "learn the tasks in order with each method; accuracy matrix, CL, FG, BWT, FWT",
     "multitask": "fine-tune on all tasks, then detect and deactivate (Table 1 on that model)",
 }
@@ -37,7 +52,12 @@ STAGE_TITLES = {
 
 @dataclass
 class RunContext:
-    """What the stages of one run share: model, tokenizer, tasks, config, neuron sets."""
+    """What the stages of one run share: model, tokenizer, tasks, config, neuron sets, scores.
+
+    ``scored`` holds the relevance scores the generalization stages computed or loaded, so a
+    later stage of the run scores no task again; ``detect_dir`` is where this run's ``detect``
+    stage wrote its scores.
+    """
 
     config: ExperimentFile
     model: nn.Module
@@ -46,6 +66,8 @@ class RunContext:
     progress: bool = True
     sets: dict[str, NeuronSet] | None = None
     general: NeuronSet | None = None
+    scored: ScoredTasks | None = None
+    detect_dir: Path | None = None
 
     def neuron_sets(self) -> dict[str, NeuronSet]:
         """The sets of this run's ``detect`` stage, or those in the ``neurons`` folder.
@@ -67,7 +89,7 @@ def _detect(ctx: RunContext, folder: Path):
     result = detect_neurons(
         ctx.model, ctx.tokenizer, ctx.tasks, ctx.config.detect, folder, ctx.progress
     )
-    ctx.sets, ctx.general = result.sets, result.general
+    ctx.sets, ctx.general, ctx.detect_dir = result.sets, result.general, folder
     return result
 
 
@@ -107,11 +129,47 @@ def _continual(ctx: RunContext, folder: Path):
     )
 
 
+def _scoring_stage(experiment: Callable[..., Any], section: str):
+    """A generalization stage: scores from earlier stages, ``neurons:`` or this run's detect."""
+
+    def run(ctx: RunContext, folder: Path):
+        cfg = ctx.config
+        source = cfg.neurons if cfg.neurons is not None else ctx.detect_dir
+        result = experiment(
+            ctx.model, ctx.tokenizer, ctx.tasks, cfg.detect, getattr(cfg, section), folder,
+            ctx.progress, ctx.scored, source,
+        )  # fmt: skip
+        ctx.scored = result.scored.merged(ctx.scored)
+        return result
+
+    return run
+
+
+def _budget(ctx: RunContext, folder: Path):
+    cfg = ctx.config
+    return budget_grid(
+        ctx.model, ctx.tokenizer, ctx.tasks, cfg.detect, cfg.budget, folder, ctx.progress
+    )
+
+
+def _crosstrain(ctx: RunContext, folder: Path):
+    return cross_training(
+        ctx.model, ctx.tokenizer, ctx.tasks, ctx.neuron_sets(), ctx.config.crosstrain, folder,
+        ctx.progress,
+    )  # fmt: skip
+
+
 STAGE_RUNNERS: dict[str, Callable[[RunContext, Path], Any]] = {
     "detect": _detect,
     "deactivate": _deactivate,
     "table2": _table2,
     "sweep": _sweep,
+    "budget": _budget,
+    "crosstrain": _crosstrain,
+    "overlap": _scoring_stage(overlap_experiment, "overlap"),
+    "generalization": _scoring_stage(generalization_experiment, "generalization"),
+    "controlled_overlap": _scoring_stage(controlled_overlap_experiment, "controlled_overlap"),
+    "similarity": _scoring_stage(similarity_experiment, "similarity"),
     "continual": _continual,
     "multitask": _multitask,
 }

@@ -80,6 +80,27 @@ def layer_distribution(
     return _save(plt, fig, path)
 
 
+def scatter_panels(
+    panels: Sequence[tuple[str, Mapping[str, tuple[Sequence[float], Sequence[float]]]]],
+    path: str | os.PathLike,
+    xlabel: str = "",
+    ylabel: str = "",
+) -> Path:
+    """Save scatter plots side by side: one panel per ``(title, {label: (x, y)})``."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    for ax, (title, points) in zip(axes[0], panels, strict=True):
+        for label, (x, y) in points.items():
+            ax.scatter(list(x), list(y), label=label, s=18)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(plt, fig, path)
+
+
 def line_plot(
     x: Sequence[float],
     series: Mapping[str, Sequence[float]],

@@ -1,0 +1,314 @@
+"""PAPER.md Tables 9–11: at a fixed number of trained neurons, vary their overlap with the test tasks.
+
+Per group and proportion ``p`` the number of trained neurons is fixed at ``N = |Nx|``, ``Nx``
+the union of the training tasks' top-``p`` % sets (from scores computed once per task). The
+*target* is the union of the out-of-domain test tasks' top-``q`` % sets (``q =
+target_proportion``, default 100; ``None``: ``q = p``). For every requested overlap ``o`` and
+seed ``s``, :func:`~taskneurons.analysis.generalization.controlled_overlap` draws exactly
+``round(o N)`` neurons from the target and the other ``N - round(o N)`` from all the other
+neurons (a ``torch.Generator`` seeded with ``s``, so the draws of one seed are nested across
+overlaps); that set is trained jointly on the training tasks (train subsets pooled) and scored
+on the test tasks (and the training tasks with ``in_domain``). Every set is drawn before any
+training, so an impossible cell (more target neurons asked than exist) fails at once. Each
+cell is reported as the mean and sample standard deviation over the seeds; the *natural*
+overlap (the share of ``Nx`` itself that lies in the target) is given for reference.
+
+Files: ``controlled_overlap.{md,csv,json}`` (a row per group, proportion and overlap),
+``controlled_scores.{md,csv,json}`` (every evaluation), ``controlled_overlap_<group>.png`` (OOD
+mean vs overlap, one line per proportion, ± one standard deviation) and
+``controlled_overlap_config.json`` (settings, sets, scores files, training summaries).
+
+Example:
+    >>> cfg = ControlledOverlapConfig(proportions=[30], overlaps=[0, 100], seeds=[0, 1])
+    >>> res = controlled_overlap_experiment(model, tok, tasks, DetectConfig(), cfg, "out")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from taskneurons._io import write_json_atomic
+from taskneurons.analysis.generalization import controlled_overlap
+from taskneurons.config import Config
+from taskneurons.data.tasks import Task
+from taskneurons.evaluation.dispatch import evaluate
+from taskneurons.evaluation.result import EvalConfig
+from taskneurons.experiments.common import eval_examples, limited
+from taskneurons.experiments.detect import DetectConfig
+from taskneurons.experiments.generalization import Timings, check_neuron_training
+from taskneurons.experiments.task_groups import (
+    GroupSets,
+    ScoredTasks,
+    TaskGroup,
+    check_percents,
+    default_groups,
+    joined,
+    prepare_sets,
+    split_like,
+    stage_record,
+)
+from taskneurons.neurons.neuron_set import NeuronSet
+from taskneurons.report.plots import line_plot
+from taskneurons.report.tables import markdown_table, write_table
+from taskneurons.training.config import TrainConfig
+from taskneurons.training.loop import train
+
+
+@dataclass
+class ControlledOverlapConfig(Config):
+    """Knobs of the controlled-overlap ablation (PAPER.md Tables 9–11).
+
+    Attributes:
+        groups: the task groups (default PAPER.md Table 3).
+        proportions: fix ``N`` = size of the union of the training tasks' top-``p`` % sets.
+        overlaps: % of the ``N`` trained neurons drawn from the target, in ``[0, 100]``.
+        seeds: one random draw (and training run) per seed and cell.
+        target_proportion: the target is the union of the test tasks' top-``q`` % sets
+            (``None``: the cell's proportion).
+        in_domain: also score the training tasks.
+        n_train, n_test, seed: data subsets (label-stratified, seeded; ``None``: all).
+        save_runs: keep each training run's files under ``runs/``.
+        train: the training knobs (method ``neurons``); eval: how tasks are scored.
+    """
+
+    groups: list[TaskGroup] = field(default_factory=default_groups)
+    proportions: list[float] = field(default_factory=lambda: [30.0, 50.0])
+    overlaps: list[float] = field(default_factory=lambda: [0.0, 25.0, 50.0, 75.0, 100.0])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    target_proportion: float | None = 100.0
+    in_domain: bool = False
+    n_train: int | None = 512
+    n_test: int | None = 200
+    seed: int = 0
+    save_runs: bool = False
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def validate(self) -> None:
+        check_percents(self.proportions, "proportions")
+        check_percents(self.overlaps, "overlaps", low_open=False)
+        if self.target_proportion is not None:
+            check_percents([self.target_proportion], "target_proportion")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds: give distinct seeds, got {self.seeds}")
+        if not self.groups:
+            raise ValueError("groups: give at least one group")
+        check_neuron_training(self.train)
+
+
+@dataclass
+class _Cell:
+    """One drawn set: group, proportion, requested overlap (%), seed."""
+
+    group: TaskGroup
+    proportion: float
+    overlap: float
+    seed: int
+    neurons: NeuronSet
+    natural: float  # % of the union Nx that lies in the target
+    achieved: float  # % of the drawn set that lies in the target
+
+
+def draw_cells(sets: GroupSets, config: ControlledOverlapConfig) -> list[_Cell]:
+    """Every (group, proportion, overlap, seed) set, drawn before any training.
+
+    Raises:
+        ValueError: a cell asks for more target (or non-target) neurons than exist (the
+            message names the group, proportion and overlap).
+    """
+    cells = []
+    for g in config.groups:
+        for p in config.proportions:
+            nx = sets.union(g.train, p)
+            target_set = sets.union(g.test, config.target_proportion or p)
+            target, n = joined(target_set), len(nx)
+            natural = 100.0 * int((joined(nx) & target).sum()) / max(n, 1)
+            for o in config.overlaps:
+                for s in config.seeds:
+                    gen = torch.Generator().manual_seed(int(s))
+                    try:
+                        mask = controlled_overlap(target, n, o / 100.0, gen)
+                    except ValueError as exc:
+                        raise ValueError(
+                            f"controlled_overlap: group {g.name!r}, proportion {p:g} %, "
+                            f"overlap {o:g} %: {exc}; lower the overlap or raise "
+                            "target_proportion"
+                        ) from None
+                    achieved = 100.0 * int((mask & target).sum()) / max(n, 1)
+                    meta = {**nx.meta, "kind": "controlled_overlap", "overlap": o, "seed": s}
+                    ns = split_like(mask, nx, meta)
+                    cells.append(_Cell(g, float(p), float(o), int(s), ns, natural, achieved))
+    return cells
+
+
+@dataclass
+class ControlledOverlapResult:
+    """The ablation's rows (mean and std over seeds), every evaluation, and the time split.
+
+    Attributes:
+        header, rows: a row per (group, proportion, overlap): neurons, natural and achieved
+            overlap (%), each test task's mean score, the OOD mean over seeds and its sample
+            standard deviation (``nan`` with one seed), and the ID mean/std with ``in_domain``.
+        records: one dict per evaluation (group, proportion, overlap, seed, task, domain,
+            score, ...).
+        timings: the time split; runs: training summaries; out_dir: where the files are.
+    """
+
+    header: list[str]
+    rows: list[list]
+    records: list[dict]
+    timings: Timings
+    runs: dict[str, dict]
+    out_dir: Path
+    scored: ScoredTasks | None = None
+
+    def markdown(self) -> str:
+        return markdown_table(self.header, self.rows) + "\n\n" + self.timings.line()
+
+
+def controlled_overlap_experiment(
+    model: nn.Module,
+    tokenizer,
+    tasks: list[Task],
+    detect: DetectConfig,
+    config: ControlledOverlapConfig,
+    out_dir: str | os.PathLike,
+    progress: bool = True,
+    scored: ScoredTasks | None = None,
+    source: str | os.PathLike | None = None,
+) -> ControlledOverlapResult:
+    """Train each drawn set on its group's training tasks and score the test tasks.
+
+    Raises:
+        ValueError: a group names a task the run does not have; a cell cannot be drawn.
+    """
+    start, out = time.perf_counter(), Path(out_dir)
+    chosen, scored, sets = prepare_sets(
+        model, tokenizer, tasks, config.groups, detect, out, "controlled_overlap.groups",
+        progress, scored, source,
+    )  # fmt: skip
+    timings = Timings(scoring=scored.seconds)
+    cells = draw_cells(sets, config)
+    timings.selection = time.perf_counter() - start - timings.scoring
+    by_id = {t.id: t for t in chosen}
+    test = {t.id: eval_examples(t, config.n_test, config.seed) for t in chosen}
+    train_sets = {t.id: limited(t, config.n_train, config.seed) for t in chosen}
+    records, runs = [], {}
+    for c in cells:
+        key = f"{c.group.name}/p{c.proportion:g}/o{c.overlap:g}/s{c.seed}"
+        t0 = time.perf_counter()
+        res = train(
+            model, tokenizer, [train_sets[t] for t in c.group.train], config.train,
+            neurons=c.neurons, out_dir=out / "runs" / key if config.save_runs else None,
+            progress=progress,
+        )  # fmt: skip
+        timings.training += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        try:
+            tests = [*c.group.test, *(c.group.train if config.in_domain else [])]
+            for t in tests:
+                score = evaluate(
+                    model, tokenizer, by_id[t], test[t], config=config.eval, progress=False
+                ).score
+                records.append(_record(c, t, "out" if t in c.group.test else "in", score))
+        finally:
+            res.delta.detach()
+        timings.evaluation += time.perf_counter() - t0
+        runs[key] = {**res.summary(), "neurons": len(c.neurons), "achieved": c.achieved}
+    header, rows = summary_rows(config, cells, records)
+    timings.total = time.perf_counter() - start
+    result = ControlledOverlapResult(header, rows, records, timings, runs, out, scored)
+    meta = stage_record(
+        "controlled_overlap", config, detect, sets, scored, out, model,
+        timings=timings.to_dict(), runs=runs,
+        definition="overlap = share of the trained neurons drawn from the test tasks' union",
+    )  # fmt: skip
+    _write(result, config, meta)
+    return result
+
+
+def _record(c: _Cell, task: str, domain: str, score: float) -> dict:
+    return {
+        "group": c.group.name, "proportion": c.proportion, "overlap": c.overlap,
+        "seed": c.seed, "neurons": len(c.neurons), "achieved": c.achieved, "task": task,
+        "domain": domain, "score": float(score),
+    }  # fmt: skip
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (``nan`` for fewer than two values)."""
+    if not values:
+        return math.nan, math.nan
+    std = statistics.stdev(values) if len(values) > 1 else math.nan
+    return statistics.fmean(values), std
+
+
+def summary_rows(
+    config: ControlledOverlapConfig, cells: Sequence[_Cell], records: Sequence[dict]
+) -> tuple[list[str], list[list]]:
+    """A row per (group, proportion, overlap): sizes, overlaps, scores (mean and std over seeds)."""
+    tests = list(dict.fromkeys(t for g in config.groups for t in g.test))
+    header = ["group", "proportion %", "overlap %", "neurons", "natural overlap %"]
+    header += ["achieved overlap %", *tests, "OOD mean", "OOD std"]
+    if config.in_domain:
+        header += ["ID mean", "ID std"]
+    rows = []
+    for c in [c for c in cells if c.seed == config.seeds[0]]:
+        mine = [
+            r for r in records
+            if (r["group"], r["proportion"], r["overlap"]) == (c.group.name, c.proportion, c.overlap)
+        ]  # fmt: skip
+        per_task = [
+            _mean_std([r["score"] for r in mine if r["task"] == t])[0] if t in c.group.test else ""
+            for t in tests
+        ]
+        row = [c.group.name, c.proportion, c.overlap, len(c.neurons), c.natural]
+        row += [statistics.fmean(r["achieved"] for r in mine) if mine else math.nan, *per_task]
+        for domain in ("out", "in") if config.in_domain else ("out",):
+            by_seed = [
+                statistics.fmean(
+                    r["score"] for r in mine if r["seed"] == s and r["domain"] == domain
+                )
+                for s in config.seeds
+            ]
+            row += list(_mean_std(by_seed))
+        rows.append(row)
+    return header, rows
+
+
+def _write(result: ControlledOverlapResult, config: ControlledOverlapConfig, meta: dict) -> None:
+    out = result.out_dir
+    title = "Controlled overlap: scores at a fixed number of trained neurons (Tables 9-11)"
+    write_table(out / "controlled_overlap", result.header, result.rows, meta=meta, title=title)
+    keys = list(result.records[0]) if result.records else []
+    rows = [[r[k] for k in keys] for r in result.records]
+    write_table(out / "controlled_scores", keys, rows, meta=meta, title="Every evaluation")
+    col = {name: i for i, name in enumerate(result.header)}
+    for g in config.groups:
+        series, bands = {}, {}
+        for p in config.proportions:
+            mine = [r for r in result.rows if r[0] == g.name and r[1] == p]
+            mean = [r[col["OOD mean"]] for r in mine]
+            std = [r[col["OOD std"]] for r in mine]
+            series[f"{p:g} % of the training sets"] = mean
+            bands[f"{p:g} % of the training sets"] = [
+                (m - s, m + s) if not math.isnan(s) else (m, m)
+                for m, s in zip(mean, std, strict=True)
+            ]
+        line_plot(
+            config.overlaps, series, out / f"controlled_overlap_{g.name}.png",
+            title=f"Group {g.name}: OOD score vs overlap with the test tasks' neurons",
+            xlabel="trained neurons drawn from the test tasks' neurons (%)",
+            ylabel="OOD accuracy % / ROUGE-L (mean ± std over seeds)",
+            intervals=bands, zero_line=False,
+        )  # fmt: skip
+    write_json_atomic(out / "controlled_overlap_config.json", meta)

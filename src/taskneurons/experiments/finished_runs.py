@@ -1,0 +1,230 @@
+"""``taskneurons analyze overlap|similarity|correlate``: the generalization analyses of finished runs.
+
+No model is loaded and nothing is scored or trained again:
+
+* ``overlap RUN`` — Table 8 again from the scores a generalization stage of ``RUN`` used (any of
+  ``overlap``, ``generalization``, ``controlled_overlap``, ``similarity``; their
+  ``<stage>_config.json`` names the scores files, the groups and the detect settings), with
+  another selection (``topk``, ``specific``, ``contrastive``; ``lape`` when the activation
+  probabilities were saved) or other proportions.
+* ``similarity RUN`` — Figure 3 again from ``similarity_records.json``, with the mean taken over
+  other layers.
+* ``correlate RUN`` — Table 4 again from the same records: other layers, ``raw`` scores or
+  ``gain`` over zero-shot, other bootstrap settings.
+
+Each writes its tables and plots, with a record of how they were made (``analysis_config.json``
+and the ``meta`` of every JSON table), into ``--out`` (default ``RUN/analyze-<analysis>/``) and
+returns an object with ``markdown()``.
+
+Example:
+    >>> res = analyze_run("overlap", {"run": "runs/generalization", "selection": "specific"})  # doctest: +SKIP
+    >>> print(res.markdown())  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from taskneurons._io import write_json_atomic
+from taskneurons.experiments.detect import DetectConfig
+from taskneurons.experiments.overlap import PAPER_PROPORTIONS, overlap_rows, write_overlap
+from taskneurons.experiments.similarity_report import (
+    RECORDS_FILE,
+    correlation_rows,
+    layers_label,
+    write_correlation,
+    write_similarity,
+)
+from taskneurons.experiments.task_groups import (
+    PROBS_FILE,
+    RECORD_SUFFIX,
+    GroupSets,
+    TaskGroup,
+    check_percents,
+)
+from taskneurons.neurons.scores import NeuronScores
+from taskneurons.provenance import provenance
+from taskneurons.report.tables import markdown_table
+
+#: The stages whose records name scores files and groups, in the order they are looked for.
+SCORED_STAGES: tuple[str, ...] = ("overlap", "generalization", "controlled_overlap", "similarity")
+
+
+class FinishedRunError(ValueError):
+    """A folder that holds no finished run of the needed stage (the message says which)."""
+
+
+#: The record an analysis writes beside its tables.
+ANALYSIS_RECORD = "analysis_config.json"
+
+
+def _find(run: Path, name: str) -> Path | None:
+    """``run/name`` or ``run/<stage>/name`` (the first one, sorted; no ``analyze-*`` folder)."""
+    if (run / name).is_file():
+        return run / name
+    found = sorted(p for p in run.glob(f"*/{name}") if not p.parent.name.startswith("analyze-"))
+    return found[0] if found else None
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise FinishedRunError(f"{path}: not a readable record ({exc})") from None
+    if not isinstance(data, dict):
+        raise FinishedRunError(f"{path}: not a record (expected a JSON object)")
+    return data
+
+
+def scored_record(run: str | os.PathLike) -> tuple[Path, dict]:
+    """The record of a generalization stage of ``run`` that names its scores files."""
+    run = Path(run)
+    if not run.is_dir():
+        raise FinishedRunError(f"no run folder at {run}")
+    for stage in SCORED_STAGES:
+        path = _find(run, stage + RECORD_SUFFIX)
+        if path is not None:
+            record = _read_json(path)
+            if isinstance(record.get("scores"), dict) and isinstance(record.get("groups"), list):
+                return path, record
+    names = ", ".join(s + RECORD_SUFFIX for s in SCORED_STAGES)
+    raise FinishedRunError(f"{run}: no finished generalization stage (none of {names})")
+
+
+def _load_inputs(path: Path, record: dict, method: str) -> tuple[dict, dict | None]:
+    """The scores (and ``lape``'s activation probabilities) the record names."""
+    scores, probs = {}, {}
+    for task, entry in record["scores"].items():
+        file = path.parent / entry["path"]
+        if not file.is_file():
+            raise FinishedRunError(f"{path}: the scores of {task!r} are missing ({file})")
+        scores[task] = NeuronScores.load(file)
+        if method == "lape":
+            prob = file.parent / PROBS_FILE
+            if not prob.is_file():
+                raise FinishedRunError(
+                    f"selection 'lape' needs activation probabilities; {prob} is missing "
+                    "(run the stage with detect.selection.method: lape)"
+                )
+            probs[task] = NeuronScores.load(prob)
+    return scores, (probs if method == "lape" else None)
+
+
+@dataclass
+class Analysis:
+    """What an ``analyze`` subcommand made: its text and where its files are."""
+
+    text: str
+    out_dir: Path
+
+    def markdown(self) -> str:
+        return f"{self.text}\n\nwritten to {self.out_dir}"
+
+
+def analyze_overlap(
+    run: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    selection: str | None = None,
+    proportions: Sequence[float] | None = None,
+) -> Analysis:
+    """Table 8 from the scores of a finished run (see the module docstring)."""
+    path, record = scored_record(run)
+    detect = DetectConfig.from_dict(record["detect"], where=str(path))
+    if selection is not None:
+        detect = detect.replace(selection=detect.selection.replace(method=selection))
+    groups = [TaskGroup.from_dict(g, where=str(path)) for g in record["groups"]]
+    stage_cfg = record.get("config") or {}
+    proportions = list(proportions or stage_cfg.get("proportions") or PAPER_PROPORTIONS)
+    check_percents(proportions, "proportions")
+    scores, probs = _load_inputs(path, record, detect.selection.method)
+    sets = GroupSets.select(scores, detect, probs)
+    result = overlap_rows(sets, groups, proportions)
+    result.out_dir = Path(out) if out is not None else Path(run) / "analyze-overlap"
+    meta = provenance(
+        analysis="overlap", run=str(run), record=str(path), detect=detect.to_dict(),
+        groups=record["groups"], proportions=proportions, selection=sets.selection,
+        n_general=len(sets.general), scores=record["scores"], model=record.get("model"),
+    )  # fmt: skip
+    write_overlap(result, meta, f"Overlap rates (Table 8), selection {detect.selection.method}")
+    write_json_atomic(result.out_dir / ANALYSIS_RECORD, meta)
+    return Analysis(result.markdown(), result.out_dir)
+
+
+def similarity_records(run: str | os.PathLike) -> tuple[Path, list[dict], dict]:
+    """The records and meta of a finished similarity stage of ``run``."""
+    run = Path(run)
+    path = _find(run, RECORDS_FILE) if run.is_dir() else None
+    if path is None:
+        raise FinishedRunError(f"{run}: no {RECORDS_FILE} (run an `experiment: similarity` first)")
+    data = _read_json(path)
+    records = data.get("records")
+    if not isinstance(records, list) or not records:
+        raise FinishedRunError(f"{path}: holds no similarity records")
+    return path, records, data.get("meta") or {}
+
+
+def analyze_similarity(
+    run: str | os.PathLike, out: str | os.PathLike | None = None, layers: list[int] | None = None
+) -> Analysis:
+    """Figure 3 from a finished similarity stage, averaged over ``layers`` (``None``: all)."""
+    path, records, meta = similarity_records(run)
+    out_dir = Path(out) if out is not None else Path(run) / "analyze-similarity"
+    info = provenance(analysis="similarity", run=str(run), records=str(path), layers=layers)
+    info["run_meta"] = meta
+    tables = write_similarity(records, out_dir, info, layers)
+    write_json_atomic(out_dir / ANALYSIS_RECORD, info)
+    text = "\n\n".join(
+        f"group {g}: similarity (mean over layers {layers_label(layers)})\n\n"
+        + markdown_table(h[:3], [r[:3] for r in rows], digits=3)
+        for g, (h, rows) in tables.items()
+    )
+    return Analysis(text, out_dir)
+
+
+def analyze_correlate(
+    run: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    layers: list[int] | None = None,
+    score: str = "raw",
+    n_boot: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> Analysis:
+    """Table 4 from a finished similarity stage (see the module docstring)."""
+    path, records, meta = similarity_records(run)
+    out_dir = Path(out) if out is not None else Path(run) / "analyze-correlate"
+    rows = correlation_rows(records, layers, score, n_boot, seed, confidence)
+    info = provenance(
+        analysis="correlate", run=str(run), records=str(path), layers=layers, score=score,
+        n_boot=n_boot, seed=seed, confidence=confidence,
+    )  # fmt: skip
+    info["run_meta"] = meta
+    write_correlation(rows, records, out_dir, info, layers, score)
+    write_json_atomic(out_dir / ANALYSIS_RECORD, info)
+    header = ["group", "variant", "n", "pearson r", "p", "CI", "spearman rho", "p", "CI"]
+    short = [[r[0], r[1], r[4], r[5], r[6], r[7], r[8], r[9], r[10]] for r in rows]
+    return Analysis(markdown_table(header, short, digits=3), out_dir)
+
+
+#: analysis name -> (function, the option names it takes besides ``run``)
+ANALYSES: dict[str, tuple[Any, tuple[str, ...]]] = {
+    "overlap": (analyze_overlap, ("out", "selection", "proportions")),
+    "similarity": (analyze_similarity, ("out", "layers")),
+    "correlate": (analyze_correlate, ("out", "layers", "score", "n_boot", "seed", "confidence")),
+}
+
+
+def analyze_run(analysis: str, options: Mapping[str, Any]) -> Analysis:
+    """Run ``analysis`` on ``options["run"]`` with the options it takes (``None``: default).
+
+    Example:
+        >>> analyze_run("correlate", {"run": "runs/sim", "layers": [10, 11]})  # doctest: +SKIP
+    """
+    fn, names = ANALYSES[analysis]
+    kwargs = {k: options[k] for k in names if options.get(k) is not None}
+    return fn(options["run"], **kwargs)

@@ -1,0 +1,390 @@
+"""PAPER.md Figure 2 (and Table 8): train the groups' neurons at each proportion, test ID and OOD.
+
+Every task of the groups is scored once; each proportion ``p`` derives from those scores the
+top ``p`` % of each training task's set (the selection is ``detect.selection``, ``topk`` by
+default). Per group and proportion:
+
+* ``joint`` — one model: the union of the training tasks' top-``p`` % sets is trained on the
+  training tasks together (their train subsets pooled), then scored on every training task
+  (in-domain, ID) and every out-of-domain test task (OOD).
+* ``single`` — one model per training task ``i``, trained on task ``i`` alone through the
+  union (``single_neurons: union``, the default) or through task ``i``'s own top-``p`` % set
+  (``own``). Task ``i``'s ID score is its own model's; an OOD task's score is the mean over
+  the models of the group.
+
+Every run starts from the base weights (the trained :class:`NeuronDelta` is detached after
+scoring). The overlap rates of Table 8 come from the same sets (:mod:`.overlap`).
+
+Files: ``evaluations.{md,csv,json}`` (every evaluation), ``figure2_<group>.{md,csv,json}`` (a row
+per mode and proportion: ID tasks, ID mean, OOD tasks, OOD mean, average),
+``figure2_<group>_<mode>.png`` (ID mean, OOD mean and their average vs the proportion),
+``figure2_<group>_<mode>_tasks.png`` (one line per test task), the overlap files of
+:func:`~taskneurons.experiments.overlap.write_overlap`, ``generalization_config.json``
+(settings, groups, selection, scores files, training summaries, time split, provenance) and,
+with ``save_runs``, each training run's files under ``runs/``.
+
+Example:
+    >>> res = generalization_experiment(model, tok, tasks, DetectConfig(),
+    ...                                 GeneralizationConfig(proportions=[10, 100]), "out")  # doctest: +SKIP
+    >>> res.timings  # seconds: scoring, selection, training, evaluation, total  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from torch import nn
+
+from taskneurons._io import write_json_atomic
+from taskneurons.config import Config
+from taskneurons.data.tasks import Task
+from taskneurons.evaluation.dispatch import evaluate
+from taskneurons.evaluation.result import EvalConfig
+from taskneurons.experiments.common import eval_examples, limited
+from taskneurons.experiments.detect import DetectConfig
+from taskneurons.experiments.overlap import (
+    PAPER_PROPORTIONS,
+    OverlapResult,
+    overlap_rows,
+    write_overlap,
+)
+from taskneurons.experiments.task_groups import (
+    GroupSets,
+    ScoredTasks,
+    TaskGroup,
+    check_percents,
+    default_groups,
+    prepare_sets,
+    stage_record,
+)
+from taskneurons.neurons.neuron_set import NeuronSet
+from taskneurons.report.plots import line_plot
+from taskneurons.report.tables import markdown_table, write_table
+from taskneurons.training.config import TrainConfig
+from taskneurons.training.loop import train
+
+MODES: tuple[str, ...] = ("joint", "single")
+SINGLE_NEURONS: tuple[str, ...] = ("union", "own")
+
+
+@dataclass
+class GeneralizationConfig(Config):
+    """Knobs of the proportion sweep (PAPER.md Figure 2).
+
+    Attributes:
+        groups: the task groups (default PAPER.md Table 3).
+        proportions: percentages of each training task's set to train, in ``(0, 100]``.
+        modes: ``joint`` (one model per group) and/or ``single`` (one model per task).
+        single_neurons: ``single`` mode trains the ``union`` of the group's sets or the
+            task's ``own`` set.
+        zero_shot: also score every task on the base model (the ``zero-shot`` rows).
+        n_train: train examples per task (label-stratified with ``seed``; ``None``: all).
+        n_test: test examples per task.
+        seed: seed of the data subsets.
+        save_runs: keep each training run's files (config, log, trained delta) under ``runs/``.
+        train: the training knobs (method ``neurons``; ``merge`` must stay ``False``).
+        eval: how tasks are evaluated.
+    """
+
+    groups: list[TaskGroup] = field(default_factory=default_groups)
+    proportions: list[float] = field(default_factory=lambda: list(PAPER_PROPORTIONS))
+    modes: list[str] = field(default_factory=lambda: list(MODES))
+    single_neurons: str = "union"
+    zero_shot: bool = True
+    n_train: int | None = 512
+    n_test: int | None = 200
+    seed: int = 0
+    save_runs: bool = False
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def validate(self) -> None:
+        check_percents(self.proportions, "proportions")
+        if not self.groups:
+            raise ValueError("groups: give at least one group")
+        if not self.modes or any(m not in MODES for m in self.modes):
+            raise ValueError(f"modes must be a non-empty list of {MODES}, got {self.modes}")
+        if self.single_neurons not in SINGLE_NEURONS:
+            raise ValueError(
+                f"single_neurons must be one of {SINGLE_NEURONS}, got {self.single_neurons!r}"
+            )
+        check_neuron_training(self.train)
+
+
+def check_neuron_training(cfg: TrainConfig) -> None:
+    """``ValueError`` unless ``cfg`` trains neurons and keeps the base model."""
+    if cfg.method != "neurons":
+        raise ValueError(f"train.method must be 'neurons' here, got {cfg.method!r}")
+    if cfg.merge:
+        raise ValueError("train.merge must stay false: every run starts from the base model")
+
+
+@dataclass
+class Timings:
+    """Seconds spent per kind of work (a stage's time split).
+
+    Attributes:
+        scoring: relevance scores (0 when taken from an earlier stage or a detect folder).
+        selection: deriving the sets (proportions, unions, random draws) from the scores.
+        training, evaluation: fine-tuning runs and test-set scoring.
+        reading: the similarity pass (reading weights, no forward pass).
+        total: the whole stage.
+    """
+
+    scoring: float = 0.0
+    selection: float = 0.0
+    training: float = 0.0
+    evaluation: float = 0.0
+    reading: float = 0.0
+    total: float = 0.0
+
+    def to_dict(self) -> dict[str, float]:
+        return {f"{k}_s": round(v, 3) for k, v in vars(self).items()}
+
+    def line(self) -> str:
+        """``time: scoring 1.0 s, ... (total 9.0 s)`` (the similarity pass only when it ran)."""
+        parts = [
+            f"{k} {v:.1f} s"
+            for k, v in vars(self).items()
+            if k != "total" and (v or k != "reading")
+        ]
+        return f"time: {', '.join(parts)} (total {self.total:.1f} s)"
+
+
+@dataclass
+class GeneralizationResult:
+    """The sweep's evaluations, its per-group tables, the overlap rates and the time split.
+
+    Attributes:
+        records: one dict per evaluation: ``group``, ``mode`` (``joint``, ``single`` or
+            ``zero-shot``), ``proportion`` (% of each set; 0 for zero-shot), ``model`` (what
+            was trained: ``joint`` or the task id), ``neurons`` (trained), ``task``,
+            ``domain`` (``in`` or ``out``), ``score`` (accuracy % / ROUGE-L).
+        tables: group -> ``(header, rows)`` of ``figure2_<group>``.
+        overlap: Table 8 from the same sets.
+        timings: the time split.
+        runs: ``"<group>/<mode>/p<p>/<model>"`` -> training summary.
+        out_dir: where the files are.
+        scored: the scores used (for later stages of the run).
+    """
+
+    records: list[dict]
+    tables: dict[str, tuple[list[str], list[list]]]
+    overlap: OverlapResult
+    timings: Timings
+    runs: dict[str, dict]
+    out_dir: Path
+    scored: ScoredTasks | None = None
+
+    def markdown(self) -> str:
+        parts = [f"group {g}\n\n{markdown_table(h, r)}" for g, (h, r) in self.tables.items()]
+        parts += ["overlap rates (%)\n\n" + self.overlap.markdown(), self.timings.line()]
+        return "\n\n".join(parts)
+
+
+@dataclass
+class _Run:
+    """One model to train and score."""
+
+    key: str
+    model: str
+    train: list[str]
+    neurons: NeuronSet
+    tests: list[str]
+
+
+def _plan(g: TaskGroup, mode: str, p: float, sets: GroupSets, single_neurons: str) -> list[_Run]:
+    """The models to train for group ``g``, ``mode`` and proportion ``p``."""
+    union = sets.union(g.train, p)
+    if mode == "joint":
+        return [_Run(f"{g.name}/joint/p{p:g}/joint", "joint", g.train, union, [*g.train, *g.test])]
+    out = []
+    for t in g.train:
+        ns = union if single_neurons == "union" else sets.at(p, t)
+        out.append(_Run(f"{g.name}/single/p{p:g}/{t}", t, [t], ns, [t, *g.test]))
+    return out
+
+
+def generalization_experiment(
+    model: nn.Module,
+    tokenizer,
+    tasks: list[Task],
+    detect: DetectConfig,
+    config: GeneralizationConfig,
+    out_dir: str | os.PathLike,
+    progress: bool = True,
+    scored: ScoredTasks | None = None,
+    source: str | os.PathLike | None = None,
+) -> GeneralizationResult:
+    """The proportion sweep of PAPER.md Figure 2 and the overlap rates of Table 8.
+
+    Raises:
+        ValueError: a group names a task the run does not have; a planned set is empty
+            (raised before any training).
+    """
+    start, out = time.perf_counter(), Path(out_dir)
+    chosen, scored, sets = prepare_sets(
+        model, tokenizer, tasks, config.groups, detect, out, "generalization.groups",
+        progress, scored, source,
+    )  # fmt: skip
+    timings = Timings(scoring=scored.seconds)
+    plans = {
+        (g.name, mode, p): _plan(g, mode, p, sets, config.single_neurons)
+        for g in config.groups for mode in config.modes for p in config.proportions
+    }  # fmt: skip
+    for (group, mode, p), runs in plans.items():
+        for r in runs:
+            if len(r.neurons) == 0:
+                raise ValueError(
+                    f"group {group!r}, {mode}, {p:g} %: no neurons to train for {r.model!r}; "
+                    "raise detect.k or the proportion"
+                )
+    timings.selection = time.perf_counter() - start - timings.scoring
+    sweep = _Sweep(model, tokenizer, chosen, config, out, progress, timings)
+    sweep.zero_shot()
+    in_domain = {g.name: set(g.train) for g in config.groups}
+    for (group, mode, p), runs in plans.items():
+        for r in runs:
+            sweep.run(group, mode, p, r, in_domain[group])
+    tables = {
+        g.name: figure_rows(g, sweep.records, config.modes, config.proportions)
+        for g in config.groups
+    }
+    overlap = overlap_rows(sets, config.groups, config.proportions)
+    overlap.out_dir = out
+    timings.total = time.perf_counter() - start
+    result = GeneralizationResult(sweep.records, tables, overlap, timings, sweep.runs, out, scored)
+    meta = stage_record(
+        "generalization", config, detect, sets, scored, out, model,
+        timings=timings.to_dict(), runs=sweep.runs,
+    )  # fmt: skip
+    _write(result, config, meta)
+    return result
+
+
+class _Sweep:
+    """Trains and scores the planned runs; keeps the records, summaries and time split."""
+
+    def __init__(self, model, tokenizer, tasks, config, out, progress, timings):
+        self.model, self.tokenizer, self.config = model, tokenizer, config
+        self.tasks = {t.id: t for t in tasks}
+        self.test = {t.id: eval_examples(t, config.n_test, config.seed) for t in tasks}
+        self.train = {t.id: limited(t, config.n_train, config.seed) for t in tasks}
+        self.out, self.progress, self.timings = out, progress, timings
+        self.records: list[dict] = []
+        self.runs: dict[str, dict] = {}
+
+    def score(self, task_id: str) -> float:
+        t0 = time.perf_counter()
+        task = self.tasks[task_id]
+        res = evaluate(
+            self.model, self.tokenizer, task, self.test[task_id], config=self.config.eval,
+            progress=False,
+        )  # fmt: skip
+        self.timings.evaluation += time.perf_counter() - t0
+        return res.score
+
+    def zero_shot(self) -> None:
+        if not self.config.zero_shot:
+            return
+        base = {t: self.score(t) for t in self.tasks}
+        for g in self.config.groups:
+            for t in [*g.train, *g.test]:
+                domain = "in" if t in g.train else "out"
+                self.records.append(
+                    _record(g.name, "zero-shot", 0.0, "base", 0, t, domain, base[t])
+                )
+
+    def run(self, group: str, mode: str, p: float, r: _Run, in_domain: set[str]) -> None:
+        t0 = time.perf_counter()
+        res = train(
+            self.model, self.tokenizer, [self.train[t] for t in r.train], self.config.train,
+            neurons=r.neurons, out_dir=self.out / "runs" / r.key if self.config.save_runs else None,
+            progress=self.progress,
+        )  # fmt: skip
+        self.timings.training += time.perf_counter() - t0
+        try:
+            for t in r.tests:
+                domain = "in" if t in in_domain else "out"
+                rec = _record(group, mode, p, r.model, len(r.neurons), t, domain, self.score(t))
+                self.records.append(rec)
+        finally:
+            res.delta.detach()
+        self.runs[r.key] = {**res.summary(), "neurons": len(r.neurons), "tasks": r.train}
+
+
+def _record(group, mode, p, model, neurons, task, domain, score) -> dict:
+    return {
+        "group": group, "mode": mode, "proportion": float(p), "model": model,
+        "neurons": int(neurons), "task": task, "domain": domain, "score": float(score),
+    }  # fmt: skip
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else math.nan
+
+
+def figure_rows(
+    g: TaskGroup, records: Sequence[dict], modes: Sequence[str], proportions: Sequence[float]
+) -> tuple[list[str], list[list]]:
+    """Figure 2's table of a group: a row per mode and proportion (and zero-shot).
+
+    A task's ID score in ``single`` mode is its own model's; an OOD task's score is the mean
+    over the group's models. Columns: mode, proportion, neurons (mean trained), each ID task,
+    ID mean, each OOD task, OOD mean, average of the two means.
+    """
+    header = ["mode", "proportion %", "neurons", *g.train, "ID mean", *g.test, "OOD mean"]
+    header.append("average")
+    mine = [r for r in records if r["group"] == g.name]
+    keys = [("zero-shot", 0.0)] if any(r["mode"] == "zero-shot" for r in mine) else []
+    keys += [(m, float(p)) for m in modes for p in proportions]
+    rows = []
+    for mode, p in keys:
+        cell = [r for r in mine if r["mode"] == mode and r["proportion"] == p]
+        ids = [
+            _mean(
+                [r["score"] for r in cell if r["task"] == t and r["model"] in (t, "joint", "base")]
+            )
+            for t in g.train
+        ]
+        oods = [_mean([r["score"] for r in cell if r["task"] == t]) for t in g.test]
+        neurons = _mean(list({r["model"]: r["neurons"] for r in cell}.values()))
+        id_mean, ood_mean = _mean(ids), _mean(oods)
+        rows.append([mode, p, neurons, *ids, id_mean, *oods, ood_mean, (id_mean + ood_mean) / 2])
+    return header, rows
+
+
+def _write(result: GeneralizationResult, config: GeneralizationConfig, meta: dict) -> None:
+    out = result.out_dir
+    keys = ["group", "mode", "proportion", "model", "neurons", "task", "domain", "score"]
+    rows = [[r[k] for k in keys] for r in result.records]
+    write_table(out / "evaluations", keys, rows, meta=meta, title="Every evaluation of the sweep")
+    for g in config.groups:
+        header, rows = result.tables[g.name]
+        title = f"Group {g.name}: scores after training each proportion (Figure 2)"
+        write_table(out / f"figure2_{g.name}", header, rows, meta=meta, title=title)
+        for mode in config.modes:
+            mine = [r for r in rows if r[0] == mode]
+            xs = [r[1] for r in mine]
+            col = {name: i for i, name in enumerate(header)}
+            lines = {
+                name: [r[col[name]] for r in mine] for name in ("ID mean", "OOD mean", "average")
+            }
+            per_task = {
+                f"{t} ({'ID' if t in g.train else 'OOD'})": [r[col[t]] for r in mine]
+                for t in [*g.train, *g.test]
+            }
+            for suffix, series in (("", lines), ("_tasks", per_task)):
+                line_plot(
+                    xs, series, out / f"figure2_{g.name}_{mode}{suffix}.png",
+                    title=f"Group {g.name}, {mode} training: score vs proportion of neurons",
+                    xlabel="proportion of each training task's neurons (%)",
+                    ylabel="accuracy % / ROUGE-L", zero_line=False,
+                )  # fmt: skip
+    write_overlap(result.overlap, meta, "Overlap rates at each proportion (Table 8)")
+    write_json_atomic(out / "generalization_config.json", meta)

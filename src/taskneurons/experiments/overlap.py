@@ -1,0 +1,187 @@
+"""PAPER.md Table 8: overlap of training-task and test-task neurons at each proportion.
+
+For every ordered pair of groups (training tasks of group ``g``, out-of-domain test tasks of
+group ``h``) and every proportion ``p``: ``Nx`` = the union of the training tasks' top-``p`` %
+sets, ``Ny`` = the union of the test tasks' top-``p`` % sets, and the overlap rate
+``|Nx ∩ Ny| / |Nx ∪ Ny|`` (in %), once with every neuron and once with the general neurons
+(in the top-k of at least ``m`` tasks) removed from both. The pairwise rates of all the
+tasks' top-``p`` % sets come along as matrices. Only scores are needed: no training.
+
+Files: ``overlap.{md,csv,json}`` (one row per pair and proportion), ``overlap_vs_proportion.png``
+(one line per pair, with and without the general neurons), ``pairwise/iou_p<p>[_without_general]
+.{md,csv,json,png}`` and ``overlap_config.json`` (settings, groups, scores files, provenance).
+
+Example:
+    >>> res = overlap_experiment(model, tok, tasks, DetectConfig(), OverlapConfig(), "out")  # doctest: +SKIP
+    >>> res.rate("a", "a", 50.0)  # overlap rate in %  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from taskneurons._io import write_json_atomic
+from taskneurons.analysis.generalization import overlap_matrix, overlap_rate
+from taskneurons.config import Config
+from taskneurons.data.tasks import Task
+from taskneurons.experiments.detect import DetectConfig
+from taskneurons.experiments.task_groups import (
+    GroupSets,
+    ScoredTasks,
+    TaskGroup,
+    check_percents,
+    default_groups,
+    joined,
+    prepare_sets,
+    stage_record,
+)
+from taskneurons.report.plots import heatmap, line_plot
+from taskneurons.report.tables import markdown_table, write_table
+
+#: The proportions of PAPER.md Figure 2 and Table 8, in % of each task's set.
+PAPER_PROPORTIONS = [10.0, 30.0, 50.0, 70.0, 100.0]
+
+
+@dataclass
+class OverlapConfig(Config):
+    """Knobs of the overlap analysis (PAPER.md Table 8).
+
+    Attributes:
+        groups: the task groups (default PAPER.md Table 3).
+        proportions: percentages of each task's set, in ``(0, 100]``.
+    """
+
+    groups: list[TaskGroup] = field(default_factory=default_groups)
+    proportions: list[float] = field(default_factory=lambda: list(PAPER_PROPORTIONS))
+
+    def validate(self) -> None:
+        check_percents(self.proportions, "proportions")
+        if not self.groups:
+            raise ValueError("groups: give at least one group")
+
+
+HEADER = [
+    "train group", "test group", "proportion %", "train neurons", "test neurons",
+    "shared", "overlap %", "overlap % without general",
+]  # fmt: skip
+
+
+@dataclass
+class OverlapResult:
+    """Table 8 rows and the pairwise overlap matrices.
+
+    Attributes:
+        rows: one per (train group, test group, proportion), laid out as :data:`HEADER`
+            (rates in %).
+        matrices: ``(proportion, without_general)`` -> ``(task ids, R [T, T])``, ``R`` the
+            pairwise overlap rates of the tasks' top-``p`` % sets in ``[0, 1]``.
+        general: size of the general set.
+        out_dir: where the files are.
+        scored: the scores used (for later stages of the run).
+    """
+
+    rows: list[list]
+    matrices: dict[tuple[float, bool], tuple[list[str], np.ndarray]]
+    general: int
+    out_dir: Path
+    scored: ScoredTasks | None = None
+
+    def rate(self, train: str, test: str, proportion: float, without_general: bool = False):
+        """The overlap rate (%) of group ``train``'s training and ``test``'s test tasks."""
+        for r in self.rows:
+            if r[0] == train and r[1] == test and r[2] == proportion:
+                return r[7] if without_general else r[6]
+        raise KeyError(f"no row for {train} -> {test} at {proportion} %")
+
+    def markdown(self) -> str:
+        note = f"general neurons (removed in the last column): {self.general:,}"
+        return markdown_table(HEADER, self.rows, digits=1) + "\n\n" + note
+
+
+def overlap_rows(
+    sets: GroupSets, groups: Sequence[TaskGroup], proportions: Sequence[float]
+) -> OverlapResult:
+    """Table 8 from the sets of a stage (pure: no model, no files).
+
+    Example:
+        >>> res = overlap_rows(sets, [TaskGroup("a", ["x"], ["y"])], [50.0])  # doctest: +SKIP
+    """
+    rows = []
+    for g in groups:
+        for h in groups:
+            for p in proportions:
+                nx, ny = sets.union(g.train, p), sets.union(h.test, p)
+                mx, my = joined(nx), joined(ny)
+                bare = [joined(sets.union(ts, p, drop_general=True)) for ts in (g.train, h.test)]
+                rows.append([
+                    g.name, h.name, float(p), int(mx.sum()), int(my.sum()), int((mx & my).sum()),
+                    100.0 * overlap_rate(mx, my), 100.0 * overlap_rate(*bare),
+                ])  # fmt: skip
+    ids = list(dict.fromkeys(t for g in groups for t in [*g.train, *g.test]))
+    matrices = {}
+    for p in proportions:
+        for bare in (False, True):
+            masks = {t: joined(sets.at(p, t, drop_general=bare)) for t in ids}
+            matrices[(float(p), bare)] = overlap_matrix(masks)
+    return OverlapResult(rows, matrices, len(sets.general), Path("."))
+
+
+def write_overlap(result: OverlapResult, meta: dict, title: str = "Overlap rates") -> None:
+    """``overlap.{md,csv,json}``, ``overlap_vs_proportion.png`` and ``pairwise/`` files."""
+    out = result.out_dir
+    write_table(out / "overlap", HEADER, result.rows, meta=meta, digits=1, title=title)
+    pairs = list(dict.fromkeys((r[0], r[1]) for r in result.rows))
+    xs = sorted({r[2] for r in result.rows})
+    series = {}
+    for g, h in pairs:
+        for bare, suffix in ((False, ""), (True, " without general")):
+            series[f"{g} -> {h}{suffix}"] = [result.rate(g, h, p, bare) for p in xs]
+    line_plot(
+        xs, series, out / "overlap_vs_proportion.png",
+        title="Overlap of training and test tasks' neurons (train group -> test group)",
+        xlabel="proportion of each task's neurons (%)", ylabel="overlap rate (%)",
+    )  # fmt: skip
+    for (p, bare), (names, R) in result.matrices.items():
+        stem = f"iou_p{p:g}" + ("_without_general" if bare else "")
+        label = f"top {p:g} % of each task's set" + (", general neurons removed" if bare else "")
+        rows = [[a, *(round(float(v), 4) for v in R[i])] for i, a in enumerate(names)]
+        write_table(
+            out / "pairwise" / stem, ["task", *names], rows, meta=meta, digits=3,
+            title=f"Pairwise overlap rates, {label}",
+        )  # fmt: skip
+        heatmap(R, names, names, out / "pairwise" / f"{stem}.png", title=label, fmt="{:.2f}")
+
+
+def overlap_experiment(
+    model: nn.Module,
+    tokenizer,
+    tasks: list[Task],
+    detect: DetectConfig,
+    config: OverlapConfig,
+    out_dir: str | os.PathLike,
+    progress: bool = True,
+    scored: ScoredTasks | None = None,
+    source: str | os.PathLike | None = None,
+) -> OverlapResult:
+    """Score the groups' tasks once (or reuse ``scored``/``source``), write Table 8.
+
+    Raises:
+        ValueError: a group names a task the run does not have.
+    """
+    out = Path(out_dir)
+    _, scored, sets = prepare_sets(
+        model, tokenizer, tasks, config.groups, detect, out, "overlap.groups", progress,
+        scored, source,
+    )  # fmt: skip
+    result = overlap_rows(sets, config.groups, config.proportions)
+    result.out_dir, result.scored = out, scored
+    meta = stage_record("overlap", config, detect, sets, scored, out, model)
+    write_overlap(result, meta, "Overlap rates of training and test tasks' neurons (Table 8)")
+    write_json_atomic(out / "overlap_config.json", meta)
+    return result

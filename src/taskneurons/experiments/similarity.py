@@ -1,0 +1,328 @@
+"""PAPER.md Figure 3 and Table 4: parameter similarity of task neurons, and its link to OOD scores.
+
+For every group and every training task ``i`` one model ``M_i`` is fine-tuned on task ``i``
+alone (``train.method: full`` as in the paper, or ``neurons``: only task ``i``'s top-``p`` %
+set). In ``M_i``, layer by layer, the cosine similarity of the mean parameter vector of task
+``i``'s neurons and that of each out-of-domain test task ``j``'s neurons is computed
+(:func:`~taskneurons.analysis.generalization.layer_similarity`; a neuron's vector is its gate
+and up rows and its down column), with every neuron of the sets and with the general neurons
+removed. The weights are read directly (:func:`layer_vectors`): the similarity pass runs no
+forward pass. ``M_i`` is then scored on every test task, and the base weights are restored
+(a CPU copy for ``full``; the detached delta for ``neurons``) before the next model.
+
+The sets are those of the base model (scores computed once per task), at ``proportion`` % of
+each task's set under ``detect.selection``. Figure 3 averages the per-layer curves over the
+models of a group; Table 4 correlates each pair's mean similarity over ``layers`` with its
+score (``raw``) or gain over zero-shot (``gain``) — see :mod:`.similarity_report`.
+
+Files: ``similarity_records.json`` (every pair's per-layer similarities and scores: what
+``taskneurons analyze similarity|correlate`` read back), ``figure3_<group>[_without_general]
+.{md,csv,json,png}``, ``similarity_pairs.{md,csv,json}``, ``correlation.{md,csv,json,png}`` and
+``similarity_config.json``.
+
+Example:
+    >>> res = similarity_experiment(model, tok, tasks, DetectConfig(), SimilarityConfig(), "out")  # doctest: +SKIP
+    >>> print(res.markdown())  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from taskneurons._io import write_json_atomic
+from taskneurons.analysis.generalization import layer_similarity, neuron_vectors
+from taskneurons.config import Config
+from taskneurons.data.tasks import Task
+from taskneurons.evaluation.dispatch import evaluate
+from taskneurons.evaluation.result import EvalConfig
+from taskneurons.experiments.common import eval_examples, limited
+from taskneurons.experiments.detect import DetectConfig
+from taskneurons.experiments.generalization import Timings
+from taskneurons.experiments.similarity_report import (
+    RECORDS_FILE,
+    SCORES,
+    VARIANTS,
+    check_layers,
+    correlation_rows,
+    write_correlation,
+    write_similarity,
+)
+from taskneurons.experiments.task_groups import (
+    GroupSets,
+    ScoredTasks,
+    TaskGroup,
+    check_percents,
+    default_groups,
+    joined,
+    prepare_sets,
+    stage_record,
+)
+from taskneurons.neurons.space import NeuronSpace
+from taskneurons.provenance import model_fingerprint
+from taskneurons.report.tables import markdown_table
+from taskneurons.training.config import TrainConfig
+from taskneurons.training.loop import train
+
+
+def _full_training() -> TrainConfig:
+    return TrainConfig(method="full")
+
+
+@dataclass
+class SimilarityConfig(Config):
+    """Knobs of the parameter-similarity analysis (PAPER.md Figure 3, Table 4).
+
+    Attributes:
+        groups: the task groups (default PAPER.md Table 3).
+        proportion: % of each task's set compared (and trained, with ``neurons``).
+        n_train, n_test, seed: data subsets (label-stratified, seeded; ``None``: all).
+        zero_shot: also score the test tasks on the base model (needed by ``score: gain``).
+        layers: layers averaged for the pair similarity of Table 4 (``None``: all).
+        score: correlate with the OOD score (``raw``) or its gain over zero-shot (``gain``).
+        n_boot, confidence: bootstrap resamples and coverage of the correlation intervals.
+        train: the training knobs (``full``, the default, or ``neurons``).
+        eval: how tasks are evaluated.
+    """
+
+    groups: list[TaskGroup] = field(default_factory=default_groups)
+    proportion: float = 100.0
+    n_train: int | None = 512
+    n_test: int | None = 200
+    seed: int = 0
+    zero_shot: bool = True
+    layers: list[int] | None = None
+    score: str = "raw"
+    n_boot: int = 1000
+    confidence: float = 0.95
+    train: TrainConfig = field(default_factory=_full_training)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def validate(self) -> None:
+        check_percents([self.proportion], "proportion")
+        check_layers(self.layers)
+        if not self.groups:
+            raise ValueError("groups: give at least one group")
+        if self.train.method not in ("full", "neurons") or self.train.merge:
+            raise ValueError(
+                f"train.method must be 'full' or 'neurons' (with merge false), got "
+                f"{self.train.method!r}"
+            )
+        if self.score not in SCORES:
+            raise ValueError(f"score must be one of {SCORES}, got {self.score!r}")
+        if self.score == "gain" and not self.zero_shot:
+            raise ValueError("score 'gain' needs zero_shot: true")
+        if self.n_boot < 1 or not 0 < self.confidence < 1:
+            raise ValueError("n_boot must be >= 1 and confidence in (0, 1)")
+
+
+@dataclass
+class SimilarityResult:
+    """Every pair's per-layer similarities and scores, Figure 3's tables and Table 4's rows.
+
+    Attributes:
+        records: one dict per (model ``M_i``, test task ``j``) (see :mod:`.similarity_report`).
+        tables: group -> ``(header, rows)`` of Figure 3 (every neuron of the sets).
+        correlation: Table 4 rows (:data:`~.similarity_report.CORRELATION_HEADER`).
+        timings: the time split (``reading``: the similarity pass, weights read directly).
+        out_dir: where the files are.
+    """
+
+    records: list[dict]
+    tables: dict[str, tuple[list[str], list[list]]]
+    correlation: list[list]
+    timings: Timings
+    out_dir: Path
+    scored: ScoredTasks | None = None
+
+    def markdown(self) -> str:
+        from_report = [
+            f"group {g}: similarity per layer (mean over the models)\n\n"
+            + markdown_table(h[:3], [r[:3] for r in rows], digits=3)
+            for g, (h, rows) in self.tables.items()
+        ]
+        header = ["group", "variant", "layers", "score", "n", "pearson r", "p", "spearman rho", "p"]
+        rows = [[r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[8], r[9]] for r in self.correlation]
+        table4 = "correlation with the OOD score\n\n" + markdown_table(header, rows, digits=3)
+        return "\n\n".join([*from_report, table4, self.timings.line()])
+
+
+def layer_vectors(space: NeuronSpace, layer: int) -> torch.Tensor:
+    """Layer ``layer``'s per-neuron parameter vectors ``[d_ff, p]``, read from the weights.
+
+    Row ``j``: neuron ``j``'s W1 rows (gate/up, with bias entries) and W2 column, as
+    :func:`~taskneurons.analysis.generalization.neuron_vectors` lays them out; on the
+    parameters' device and dtype, detached. Runs no forward pass.
+    """
+    d_ff = space.units["ffn"]
+    rows, columns = [], []
+    for s in space.parameter_slices(layer, "ffn"):
+        t = s.param.detach().narrow(s.dim, s.offset, d_ff)
+        if t.ndim == 1:
+            rows.append(t[:, None])
+        elif s.dim == 0:
+            rows.append(t)
+        else:
+            columns.append(t)
+    return neuron_vectors(rows, columns)
+
+
+def model_similarity(
+    model: nn.Module, sets: GroupSets, train_task: str, tests: Sequence[str], proportion: float
+) -> dict[str, dict[str, list[float]]]:
+    """``{test task: {variant: per-layer cosine}}`` in ``model`` (the weights as they are now).
+
+    Each layer's vectors are read once (:func:`layer_vectors`) and compared for every test
+    task and both variants, then freed, so memory stays at one layer's FFN.
+    """
+    space = NeuronSpace(model, "ffn")
+    masks = {}
+    for variant in VARIANTS:
+        bare = variant == "without_general"
+        masks[variant] = {t: joined(sets.at(proportion, t, bare)) for t in [train_task, *tests]}
+    out = {j: {v: [] for v in VARIANTS} for j in tests}
+    for layer in range(space.n_layers):
+        params = [layer_vectors(space, layer)]
+        for v in VARIANTS:
+            mine = masks[v][train_task][layer : layer + 1]
+            for j in tests:
+                sim = layer_similarity(params, mine, masks[v][j][layer : layer + 1])
+                out[j][v].append(float(sim[0]))
+    return out
+
+
+@contextlib.contextmanager
+def restored_weights(model: nn.Module) -> Iterator[None]:
+    """Keep a CPU copy of every parameter and write it back on exit (after full fine-tuning).
+
+    Raises:
+        RuntimeError: the model's fingerprint differs after the restore (should not happen).
+    """
+    before = model_fingerprint(model)
+    saved = {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters()}
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                p.copy_(saved[n].to(p.device))
+        del saved
+    if model_fingerprint(model)["weights"] != before["weights"]:
+        raise RuntimeError("the base weights were not restored after fine-tuning")
+
+
+def similarity_experiment(
+    model: nn.Module,
+    tokenizer,
+    tasks: list[Task],
+    detect: DetectConfig,
+    config: SimilarityConfig,
+    out_dir: str | os.PathLike,
+    progress: bool = True,
+    scored: ScoredTasks | None = None,
+    source: str | os.PathLike | None = None,
+) -> SimilarityResult:
+    """Train ``M_i`` per training task, compare neuron parameters per layer, score, correlate.
+
+    Raises:
+        ValueError: neurons other than ``ffn``; a group names a task the run does not have;
+            ``layers`` beyond the model's layers.
+    """
+    if detect.attribution.definition != "ffn":
+        raise ValueError("similarity compares ffn neurons: set detect.attribution.definition: ffn")
+    start, out = time.perf_counter(), Path(out_dir)
+    check_layers(config.layers, NeuronSpace(model, "ffn").n_layers)
+    chosen, scored, sets = prepare_sets(
+        model, tokenizer, tasks, config.groups, detect, out, "similarity.groups", progress,
+        scored, source,
+    )  # fmt: skip
+    timings = Timings(scoring=scored.seconds)
+    runner = _Models(model, tokenizer, chosen, config, sets, timings, progress)
+    base = runner.zero_shot() if config.zero_shot else {}
+    records = []
+    for g in config.groups:
+        for i in g.train:
+            for j, (sims, score) in runner.train_and_compare(i, g.test).items():
+                records.append({
+                    "group": g.name, "train_task": i, "test_task": j, "similarity": sims,
+                    "score": score, "zero_shot": base.get(j),
+                })  # fmt: skip
+    timings.total = time.perf_counter() - start
+    meta = stage_record(
+        "similarity", config, detect, sets, scored, out, model, timings=timings.to_dict(),
+        runs=runner.runs, definition="cosine of the sets' mean [gate row, up row, down column]",
+    )  # fmt: skip
+    write_json_atomic(out / RECORDS_FILE, {"records": records, "meta": meta})
+    tables = write_similarity(records, out, meta, config.layers)
+    rows = correlation_rows(
+        records, config.layers, config.score, config.n_boot, config.seed, config.confidence
+    )
+    write_correlation(rows, records, out, meta, config.layers, config.score)
+    write_json_atomic(out / "similarity_config.json", meta)
+    return SimilarityResult(records, tables, rows, timings, out, scored)
+
+
+class _Models:
+    """Trains one model per training task from the base weights, reads it, scores it."""
+
+    def __init__(self, model, tokenizer, tasks, config, sets, timings, progress):
+        self.model, self.tokenizer, self.config, self.sets = model, tokenizer, config, sets
+        self.tasks = {t.id: t for t in tasks}
+        self.test = {t.id: eval_examples(t, config.n_test, config.seed) for t in tasks}
+        self.train = {t.id: limited(t, config.n_train, config.seed) for t in tasks}
+        self.timings, self.progress = timings, progress
+        self.runs: dict[str, dict] = {}
+
+    def score(self, task_id: str) -> float:
+        t0 = time.perf_counter()
+        res = evaluate(
+            self.model, self.tokenizer, self.tasks[task_id], self.test[task_id],
+            config=self.config.eval, progress=False,
+        )  # fmt: skip
+        self.timings.evaluation += time.perf_counter() - t0
+        return float(res.score)
+
+    def zero_shot(self) -> dict[str, float]:
+        tests = dict.fromkeys(j for g in self.config.groups for j in g.test)
+        return {j: self.score(j) for j in tests}
+
+    def _compare(self, i: str, tests: Sequence[str]) -> dict:
+        t0 = time.perf_counter()
+        sims = model_similarity(self.model, self.sets, i, tests, self.config.proportion)
+        self.timings.reading += time.perf_counter() - t0
+        return sims
+
+    def train_and_compare(self, i: str, tests: Sequence[str]) -> dict[str, tuple[dict, float]]:
+        """``{test task: (similarities, score of M_i)}``; the base weights are back after."""
+        cfg = self.config
+        neurons = self.sets.at(cfg.proportion, i) if cfg.train.method == "neurons" else None
+        keep = restored_weights(self.model) if neurons is None else contextlib.nullcontext()
+        with keep:
+            t0 = time.perf_counter()
+            res = train(
+                self.model, self.tokenizer, [self.train[i]], cfg.train, neurons=neurons,
+                progress=self.progress,
+            )  # fmt: skip
+            self.timings.training += time.perf_counter() - t0
+            try:
+                if res.delta is not None:
+                    res.delta.merge()
+                    try:
+                        sims = self._compare(i, tests)
+                    finally:
+                        res.delta.unmerge()
+                else:
+                    sims = self._compare(i, tests)
+                scores = {j: self.score(j) for j in tests}
+            finally:
+                if res.delta is not None:
+                    res.delta.detach()
+        self.runs[i] = res.summary()
+        return {j: (sims[j], scores[j]) for j in tests}

@@ -1,0 +1,418 @@
+"""What the generalization experiments share (PAPER.md §3): task groups, scores, neuron sets.
+
+* :class:`TaskGroup` — training tasks (in-domain tests) and out-of-domain test tasks;
+  :func:`default_groups` is PAPER.md Table 3.
+* :func:`score_tasks` — each task's relevance scores, computed **once per model**: taken from
+  an earlier stage of the run, from a detect folder (``neurons:``), or computed and saved as
+  ``scores/<task>/scores.safetensors``. Every proportion, overlap and random draw is derived
+  from these scores; nothing is scored twice.
+* :class:`GroupSets` — each task's set at the detect ``k`` under the chosen selection
+  (``detect.selection``: ``topk`` by default), the *general* set (neurons in the top-k of at
+  least ``m`` tasks, ``m = detect.selection.m``, default all tasks), and the top ``p`` % of
+  each task's set by its own relevance (:meth:`GroupSets.at`), with or without the general
+  neurons.
+
+A set's neurons are handled as one bool mask ``[layers, units]`` (the modules of a ``linear``
+space side by side, :func:`joined`), which is what :mod:`taskneurons.analysis.generalization`
+works on.
+
+Example:
+    >>> scored = score_tasks(model, tok, tasks, DetectConfig(), "runs/x")  # doctest: +SKIP
+    >>> sets = GroupSets.select(scored.scores, DetectConfig(k=10))  # doctest: +SKIP
+    >>> len(sets.union(["amazonfood", "qqp"], 50))  # top 50 % of each set, joined  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from taskneurons.analysis.generalization import proportion_of_set
+from taskneurons.config import Config
+from taskneurons.data.tasks import Task
+from taskneurons.experiments.detect import DetectConfig, lape_probabilities
+from taskneurons.neurons.attribution import relevance_scores
+from taskneurons.neurons.multitask_selection import select, select_specific
+from taskneurons.neurons.neuron_set import NeuronSet
+from taskneurons.neurons.scores import NeuronScores
+from taskneurons.neurons.space import NeuronSpace
+from taskneurons.provenance import (
+    check_same_model,
+    fingerprint_of,
+    model_fingerprint,
+    provenance,
+)
+
+#: The file of a task's relevance scores, in ``<folder>/<task>/``.
+SCORES_FILE = "scores.safetensors"
+#: The file of a task's activation probabilities (``lape``), beside its scores.
+PROBS_FILE = "activation_probability.safetensors"
+
+
+@dataclass
+class TaskGroup(Config):
+    """A group of PAPER.md Table 3: trained together, tested in-domain and out-of-domain.
+
+    Attributes:
+        name: the group's name in tables and file names (``a``, ``cls``, ...).
+        train: ids of the training tasks (also the in-domain test tasks).
+        test: ids of the out-of-domain test tasks (none of them a training task).
+
+    Example:
+        >>> TaskGroup("a", ["amazonfood", "qqp"], ["sst2"]).test
+        ['sst2']
+    """
+
+    name: str = ""
+    train: list[str] = field(default_factory=list)
+    test: list[str] = field(default_factory=list)
+
+    def validate(self) -> None:
+        if not self.name or not self.name.replace("_", "").replace("-", "").isalnum():
+            raise ValueError(f"a group needs a name of letters, digits, - and _, got {self.name!r}")
+        if not self.train or not self.test:
+            raise ValueError(f"group {self.name!r}: needs training tasks and test tasks")
+        for key, ids in (("train", self.train), ("test", self.test)):
+            if len(set(ids)) != len(ids):
+                raise ValueError(f"group {self.name!r}: {key} lists a task twice: {ids}")
+        both = sorted(set(self.train) & set(self.test))
+        if both:
+            raise ValueError(
+                f"group {self.name!r}: {both} are both training and out-of-domain test tasks"
+            )
+
+
+def default_groups() -> list[TaskGroup]:
+    """PAPER.md Table 3: (a) classification, (b) generation.
+
+    The paper's "Amazon" is its AmazonFood task (the paper's six classification tasks are
+    AmazonFood, SST-2, QQP, PAWS, MNLI, GPTNLI), so group ``a`` trains ``amazonfood``.
+    """
+    return [
+        TaskGroup("a", ["amazonfood", "qqp", "mnli"], ["sst2", "paws", "gptnli"]),
+        TaskGroup("b", ["sciq", "e2e", "cnn_dailymail"], ["tweetqa", "commongen", "xsum"]),
+    ]
+
+
+def check_percents(values: Sequence[float], key: str, low_open: bool = True) -> None:
+    """``ValueError`` unless ``values`` is a non-empty list of distinct percentages.
+
+    ``low_open``: each in ``(0, 100]``; otherwise in ``[0, 100]``.
+    """
+    if not values:
+        raise ValueError(f"{key}: give at least one value")
+    for v in values:
+        if not (0 < v <= 100 if low_open else 0 <= v <= 100):
+            span = "(0, 100]" if low_open else "[0, 100]"
+            raise ValueError(f"{key}: {v!r} is not a percentage in {span}")
+    if len(set(values)) != len(values):
+        raise ValueError(f"{key}: a value is listed twice: {list(values)}")
+
+
+def group_tasks(groups: Sequence[TaskGroup], tasks: Sequence[Task], key: str) -> list[Task]:
+    """The run's tasks named by ``groups``, in run order.
+
+    Raises:
+        ValueError: a group names a task the run does not have (the message names ``key``,
+            the group and the run's task ids).
+    """
+    ids = [t.id for t in tasks]
+    for g in groups:
+        missing = [t for t in [*g.train, *g.test] if t not in ids]
+        if missing:
+            raise ValueError(
+                f"{key}: group {g.name!r} names tasks {missing} that are not among the run's "
+                f"tasks {ids}; add them to tasks: or change the group"
+            )
+    names = {g.name for g in groups}
+    if len(names) != len(groups):
+        raise ValueError(f"{key}: two groups have one name: {[g.name for g in groups]}")
+    wanted = {t for g in groups for t in [*g.train, *g.test]}
+    return [t for t in tasks if t.id in wanted]
+
+
+# -- scores, once per task ------------------------------------------------------------------------
+@dataclass
+class ScoredTasks:
+    """Relevance scores of tasks on one model, and where each came from.
+
+    Attributes:
+        scores: task id -> :class:`NeuronScores` (``[layers, units]`` per module, loss units).
+        paths: task id -> the scores file.
+        origin: task id -> ``computed``, ``loaded`` (a detect folder) or ``cached`` (an earlier
+            stage of the run).
+        seconds: time spent computing scores in this call (loading not counted).
+    """
+
+    scores: dict[str, NeuronScores] = field(default_factory=dict)
+    paths: dict[str, Path] = field(default_factory=dict)
+    origin: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def merged(self, earlier: ScoredTasks | None) -> ScoredTasks:
+        """``earlier``'s tasks and these together (these win), for the next stage of a run."""
+        if earlier is None:
+            return self
+        out = ScoredTasks(dict(earlier.scores), dict(earlier.paths), dict(earlier.origin))
+        out.scores.update(self.scores)
+        out.paths.update(self.paths)
+        out.origin.update(self.origin)
+        return out
+
+    def record(self, relative_to: Path) -> dict:
+        """JSON-ready ``{task: {"path": relative path, "origin": ...}}``."""
+        return {
+            t: {"path": os.path.relpath(self.paths[t], relative_to), "origin": self.origin[t]}
+            for t in self.scores
+        }
+
+
+def find_scores(folder: Path, task_id: str) -> Path | None:
+    """A task's scores file in a detect folder or a run folder, or ``None``.
+
+    Looked for as ``folder/<task>/``, ``folder/scores/<task>/``, ``folder/detect/<task>/``
+    and then ``folder/<stage>/scores/<task>/`` (the first stage in sorted order).
+    """
+    for base in (folder, folder / "scores", folder / "detect"):
+        path = base / task_id / SCORES_FILE
+        if path.is_file():
+            return path
+    found = sorted(folder.glob(f"*/scores/{task_id}/{SCORES_FILE}"))
+    return found[0] if found else None
+
+
+def score_tasks(
+    model: nn.Module,
+    tokenizer,
+    tasks: Sequence[Task],
+    detect: DetectConfig,
+    out_dir: str | os.PathLike,
+    progress: bool = True,
+    cached: ScoredTasks | None = None,
+    source: str | os.PathLike | None = None,
+) -> ScoredTasks:
+    """Each task's relevance scores: from ``cached``, from ``source``, else computed once.
+
+    Computed scores (``detect.attribution``) are saved as
+    ``out_dir/scores/<task>/scores.safetensors`` with the model fingerprint in their meta.
+    Scores loaded from ``source`` (a detect folder or a run folder) must be of this model
+    (weights fingerprint) and of ``detect.attribution.definition``.
+
+    Raises:
+        ModelMismatchError: loaded scores were computed on other weights.
+        ValueError: loaded scores use another neuron definition.
+    """
+    out = ScoredTasks()
+    fingerprint = model_fingerprint(model)
+    space = NeuronSpace(model, detect.attribution.definition)
+    for task in tasks:
+        path = find_scores(Path(source), task.id) if source is not None else None
+        if cached is not None and task.id in cached.scores:
+            s, origin, path = cached.scores[task.id], "cached", cached.paths[task.id]
+        elif path is not None:
+            s, origin = NeuronScores.load(path), "loaded"
+            check_same_model(fingerprint_of(s.meta), fingerprint, str(path))
+            if s.definition != space.definition:
+                raise ValueError(
+                    f"{path}: scores of {s.definition!r} neurons, but detect.attribution."
+                    f"definition is {space.definition!r}"
+                )
+        else:
+            t0 = time.perf_counter()
+            s = relevance_scores(
+                model, task, space, tokenizer=tokenizer, config=detect.attribution,
+                progress=progress,
+            )  # fmt: skip
+            s.meta["model_fingerprint"] = fingerprint
+            out.seconds += time.perf_counter() - t0
+            path, origin = Path(out_dir) / "scores" / task.id / SCORES_FILE, "computed"
+            s.save(path)
+        out.scores[task.id], out.paths[task.id], out.origin[task.id] = s, Path(path), origin
+    return out
+
+
+# -- joined masks ---------------------------------------------------------------------------------
+def joined(ns: NeuronSet) -> torch.Tensor:
+    """The set's module masks side by side: bool ``[layers, sum of units]``."""
+    return torch.cat([ns.masks[m] for m in ns.modules], dim=1)
+
+
+def joined_scores(s: NeuronScores, modules: Sequence[str]) -> torch.Tensor:
+    """The scores of ``modules`` side by side: float ``[layers, sum of units]``."""
+    return torch.cat([s.scores[m].float() for m in modules], dim=1)
+
+
+def split_like(mask: torch.Tensor, like: NeuronSet, meta: Mapping | None = None) -> NeuronSet:
+    """A joined mask ``[layers, sum of units]`` back as a set of ``like``'s layout."""
+    widths = [like.masks[m].shape[1] for m in like.modules]
+    parts = torch.split(mask, widths, dim=1)
+    masks = {m: p.clone() for m, p in zip(like.modules, parts, strict=True)}
+    return NeuronSet(like.definition, masks, dict(meta or {}))
+
+
+def _set_meta(like: NeuronSet, **extra) -> dict:
+    """Meta of a derived set: the model fingerprint and definition of ``like``, plus ``extra``."""
+    meta = {"definition": like.definition, **extra}
+    fp = fingerprint_of(like.meta)
+    if fp is not None:
+        meta["model_fingerprint"] = fp
+    return meta
+
+
+# -- the sets of a stage ----------------------------------------------------------------------------
+@dataclass
+class GroupSets:
+    """Each task's neurons at the detect ``k``, the general set, and their top-``p`` % parts.
+
+    Attributes:
+        scores: task id -> relevance scores (ranks the neurons inside each set).
+        sets: task id -> the task's set at ``k`` under the selection.
+        general: neurons in the top-k of at least ``m`` of the tasks (empty for one task).
+        selection: the selection's name and options (for the records).
+    """
+
+    scores: dict[str, NeuronScores]
+    sets: dict[str, NeuronSet]
+    general: NeuronSet
+    selection: dict
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def select(
+        cls,
+        scores: Mapping[str, NeuronScores],
+        detect: DetectConfig,
+        probabilities: Mapping[str, NeuronScores] | None = None,
+    ) -> GroupSets:
+        """The sets of ``detect.selection`` at ``detect.k`` from scores computed once.
+
+        ``lape`` ranks ``probabilities`` (activation probabilities, one per task).
+        """
+        sel = detect.selection
+        inputs = scores
+        if sel.method == "lape":
+            if probabilities is None:
+                raise ValueError("selection 'lape' needs the tasks' activation probabilities")
+            inputs = probabilities
+        chosen = select(sel.method, dict(inputs), detect.k, **sel.options(detect.scope))
+        general = chosen.general
+        first = next(iter(chosen.sets.values()))
+        if general is None and len(scores) >= 2:
+            general = select_specific(
+                dict(scores), detect.k, m=sel.m, scope=detect.scope, normalize=sel.normalize
+            ).general
+        if general is None:
+            general = split_like(torch.zeros_like(joined(first)), first, _set_meta(first))
+        info = {"method": sel.method, **sel.options(detect.scope), "k": detect.k}
+        info["m"] = sel.m if sel.m is not None else len(scores)
+        return cls(dict(scores), dict(chosen.sets), general, info)
+
+    def at(self, percent: float, task: str, drop_general: bool = False) -> NeuronSet:
+        """Task ``task``'s top ``percent`` % of its set by its own relevance (minus general).
+
+        ``percent`` in ``(0, 100]``; ranking as
+        :func:`~taskneurons.analysis.generalization.proportion_of_set` (whole model, ties to
+        the lower neuron id). The general neurons are removed after the ranking.
+        """
+        key = (float(percent), task, drop_general)
+        if key not in self._cache:
+            base = self.sets[task]
+            mask = proportion_of_set(
+                joined_scores(self.scores[task], base.modules), joined(base), percent / 100.0
+            )
+            if drop_general:
+                mask = mask & ~joined(self.general)
+            meta = _set_meta(base, kind="proportion", task=task, proportion=float(percent))
+            meta.update(selection=self.selection, without_general=drop_general)
+            self._cache[key] = split_like(mask, base, meta)
+        return self._cache[key]
+
+    def union(self, tasks: Sequence[str], percent: float, drop_general: bool = False) -> NeuronSet:
+        """The union of the tasks' top ``percent`` % sets (see :meth:`at`)."""
+        masks = [joined(self.at(percent, t, drop_general)) for t in tasks]
+        mask = torch.stack(masks).any(dim=0)
+        like = self.sets[tasks[0]]
+        meta = _set_meta(like, kind="union", tasks=list(tasks), proportion=float(percent))
+        meta.update(selection=self.selection, without_general=drop_general)
+        return split_like(mask, like, meta)
+
+
+def prepare_sets(
+    model: nn.Module,
+    tokenizer,
+    tasks: Sequence[Task],
+    groups: Sequence[TaskGroup],
+    detect: DetectConfig,
+    out_dir: str | os.PathLike,
+    key: str,
+    progress: bool = True,
+    scored: ScoredTasks | None = None,
+    source: str | os.PathLike | None = None,
+) -> tuple[list[Task], ScoredTasks, GroupSets]:
+    """The groups' tasks, their scores (once per task) and their sets: a stage's first step.
+
+    Activation probabilities (``lape`` only) are read from beside the scores, else measured.
+
+    Raises:
+        ValueError: a group names a task the run does not have (the message names ``key``).
+    """
+    chosen = group_tasks(groups, tasks, key)
+    scored = score_tasks(model, tokenizer, chosen, detect, out_dir, progress, scored, source)
+    probs = None
+    if detect.selection.method == "lape":
+        probs = _probabilities(model, tokenizer, chosen, detect, scored, Path(out_dir))
+    return chosen, scored, GroupSets.select(scored.scores, detect, probs)
+
+
+def _probabilities(model, tokenizer, tasks, detect, scored: ScoredTasks, out_dir: Path) -> dict:
+    """``lape``'s activation probabilities: those saved beside every task's scores, else measured
+    now (one forward pass per batch) and saved as ``out_dir/scores/<task>/...``."""
+    saved = {t.id: scored.paths[t.id].parent / PROBS_FILE for t in tasks}
+    if all(p.is_file() for p in saved.values()):
+        probs = {t: NeuronScores.load(p) for t, p in saved.items()}
+        fingerprint = model_fingerprint(model)
+        for t, p in probs.items():
+            check_same_model(fingerprint_of(p.meta), fingerprint, str(saved[t]))
+        return probs
+    space = NeuronSpace(model, detect.attribution.definition)
+    return lape_probabilities(model, tokenizer, tasks, detect, space, out_dir / "scores")
+
+
+#: The name of a stage's record in its folder: ``<stage>_config.json``.
+RECORD_SUFFIX = "_config.json"
+
+
+def stage_record(
+    stage: str,
+    config: Config,
+    detect: DetectConfig,
+    sets: GroupSets,
+    scored: ScoredTasks,
+    out_dir: Path,
+    model: nn.Module,
+    **extra,
+) -> dict:
+    """How a generalization stage's results were made (its ``<stage>_config.json``).
+
+    Holds the stage and detect settings, the groups, the selection and general-set size, the
+    scores files (relative to ``out_dir``, with their origin), the model fingerprint, the
+    command, time and library versions, and ``extra``.
+    """
+    cfg = config.to_dict()
+    return provenance(
+        stage=stage,
+        config=cfg,
+        groups=cfg.get("groups"),
+        detect=detect.to_dict(),
+        selection=sets.selection,
+        n_general=len(sets.general),
+        scores=scored.record(out_dir),
+        model=model_fingerprint(model),
+        **extra,
+    )

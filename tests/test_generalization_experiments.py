@@ -1,0 +1,353 @@
+"""The generalization experiments (PAPER.md §3) on a tiny model: sweep, overlap, ablation, similarity."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from taskneurons.cli import main
+from taskneurons.config import ConfigError
+from taskneurons.experiments import task_groups
+from taskneurons.experiments.config import ExperimentFile, with_defaults
+from taskneurons.experiments.controlled_overlap import ControlledOverlapConfig, draw_cells
+from taskneurons.experiments.detect import DetectConfig
+from taskneurons.experiments.finished_runs import analyze_run
+from taskneurons.experiments.generalization import figure_rows
+from taskneurons.experiments.overlap import OverlapConfig, overlap_experiment
+from taskneurons.experiments.runner import run_file
+from taskneurons.experiments.similarity import (
+    SimilarityConfig,
+    layer_vectors,
+    model_similarity,
+    similarity_experiment,
+)
+from taskneurons.experiments.similarity_report import correlation_rows, pair_values
+from taskneurons.experiments.task_groups import GroupSets, TaskGroup, default_groups, joined
+from taskneurons.neurons.scores import NeuronScores
+from taskneurons.neurons.space import NeuronSpace
+from taskneurons.provenance import model_fingerprint
+
+TASKS = {
+    "mood": (["good", "bad"], ["the movie was good", "the film was bad", "I loved it", "boring"]),
+    "answer": (["yes", "no"], ["is the cat on the mat", "is the dog red", "is it blue", "was it"]),
+    "polar": (["positive", "negative"], ["fun story", "awful plot", "great music", "sad film"]),
+    "pets": (["cat", "dog"], ["it sat on the mat", "it was red", "she loved it", "they sat"]),
+}
+
+
+@pytest.fixture(scope="module")
+def four_tasks(tmp_path_factory):
+    """Four tiny classification task folders (two train and two test tasks of one group)."""
+    root = tmp_path_factory.mktemp("gen-tasks")
+    for name, (labels, texts) in TASKS.items():
+        folder = root / name
+        folder.mkdir()
+        info = {"id": name, "name": name, "kind": "classification", "labels": labels}
+        info.update(instruction="Classify the text .", metric="accuracy")
+        (folder / "task.json").write_text(json.dumps(info))
+        lines = [
+            json.dumps({"input": f"Text : {x}", "output": labels[i % 2]})
+            for i, x in enumerate(texts)
+        ]
+        for split in ("train", "test"):
+            (folder / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+    return [root / name for name in TASKS]
+
+
+def _scores(seed: int, shape=(2, 10)) -> NeuronScores:
+    g = torch.Generator().manual_seed(seed)
+    return NeuronScores("ffn", {"ffn": torch.rand(shape, generator=g)}, {"task": str(seed)})
+
+
+def test_groups_are_table3_by_default_and_checked():
+    a, b = default_groups()
+    assert (a.train, a.test) == (["amazonfood", "qqp", "mnli"], ["sst2", "paws", "gptnli"])
+    assert b.train == ["sciq", "e2e", "cnn_dailymail"]
+    with pytest.raises(ValueError, match="both training and out-of-domain"):
+        TaskGroup("x", ["a", "b"], ["b"])
+    with pytest.raises(ConfigError, match="overlaps: 120"):
+        ExperimentFile.from_dict(
+            {
+                "experiment": "controlled_overlap",
+                "tasks": ["t"],
+                "controlled_overlap": {"overlaps": [120]},
+            }
+        )
+    # the top-level groups reach every generalization stage that sets none
+    data = {
+        "experiment": "overlap",
+        "tasks": ["t"],
+        "groups": [{"name": "g", "train": ["a"], "test": ["b"]}],
+    }
+    data["similarity"] = {"groups": [{"name": "h", "train": ["c"], "test": ["d"]}]}
+    cfg = ExperimentFile.from_dict(with_defaults(data))
+    assert (
+        [g.name for g in cfg.overlap.groups] == ["g"] == [g.name for g in cfg.generalization.groups]
+    )
+    assert [g.name for g in cfg.similarity.groups] == ["h"]
+    assert cfg.similarity.train.method == "full" and cfg.generalization.train.method == "neurons"
+
+
+def test_group_sets_proportions_unions_and_general():
+    scores = {t: _scores(i) for i, t in enumerate("abcd")}
+    sets = GroupSets.select(scores, DetectConfig(k=40))  # 8 of 20 neurons per task
+    assert [len(sets.sets[t]) for t in "abcd"] == [8] * 4
+    half = sets.at(50, "a")
+    assert len(half) == 4 and not (joined(half) & ~joined(sets.sets["a"])).any()
+    # the top half by the task's own relevance
+    inside = scores["a"].scores["ffn"][joined(sets.sets["a"])]
+    assert scores["a"].scores["ffn"][joined(half)].min() >= inside.median()
+    union = sets.union(["a", "b"], 100)
+    assert torch.equal(joined(union), joined(sets.sets["a"]) | joined(sets.sets["b"]))
+    # general = in the top-k of every task; removed on request
+    general = (
+        joined(sets.sets["a"])
+        & joined(sets.sets["b"])
+        & joined(sets.sets["c"])
+        & joined(sets.sets["d"])
+    )
+    assert torch.equal(joined(sets.general), general)
+    assert not (joined(sets.at(100, "a", drop_general=True)) & general).any()
+    spec = GroupSets.select(
+        scores, DetectConfig.from_dict({"k": 40, "selection": {"method": "specific"}})
+    )
+    assert torch.equal(joined(spec.general), general)
+
+
+def test_controlled_cells_are_exact_and_refuse_the_impossible():
+    scores = {t: _scores(i) for i, t in enumerate("abcd")}
+    sets = GroupSets.select(scores, DetectConfig(k=20))
+    cfg = ControlledOverlapConfig(
+        groups=[TaskGroup("g", ["a", "b"], ["c", "d"])],
+        proportions=[50],
+        overlaps=[0, 50, 100],
+        seeds=[0, 1],
+    )
+    cells = draw_cells(sets, cfg)
+    n = len(sets.union(["a", "b"], 50))
+    assert len(cells) == 6 and {len(c.neurons) for c in cells} == {n}
+    assert [c.achieved for c in cells if c.seed == 0] == [
+        0.0,
+        100.0 * math.floor(n / 2 + 0.5) / n,
+        100.0,
+    ]
+    big = ControlledOverlapConfig(
+        groups=cfg.groups, proportions=[100], overlaps=[100], target_proportion=10
+    )
+    with pytest.raises(ValueError, match="group 'g', proportion 100 %, overlap 100 %"):
+        draw_cells(sets, big)
+
+
+def test_figure_rows_average_single_models_per_task():
+    g = TaskGroup("g", ["a", "b"], ["c"])
+    recs = [
+        {
+            "group": "g",
+            "mode": "single",
+            "proportion": 50.0,
+            "model": m,
+            "neurons": 4,
+            "task": t,
+            "score": s,
+        }
+        for m, t, s in [("a", "a", 80.0), ("a", "c", 40.0), ("b", "b", 60.0), ("b", "c", 50.0)]
+    ]
+    header, rows = figure_rows(g, recs, ["single"], [50.0])
+    row = dict(zip(header, rows[0], strict=True))
+    assert (row["a"], row["b"], row["ID mean"], row["c"], row["OOD mean"]) == (
+        80.0,
+        60.0,
+        70.0,
+        45.0,
+        45.0,
+    )
+    assert row["average"] == 57.5
+
+
+def test_correlation_rows_from_records():
+    recs = [
+        {"group": "g", "train_task": i, "test_task": j, "similarity": {"all": [s, s + 0.1], "without_general": [s, math.nan]},
+         "score": 50 + 100 * s, "zero_shot": 50.0}
+        for i, j, s in [("a", "c", 0.1), ("a", "d", 0.3), ("b", "c", 0.2), ("b", "d", 0.5)]
+    ]  # fmt: skip
+    x, y = pair_values(recs, "all", [0], "gain")
+    assert x == [0.1, 0.3, 0.2, 0.5] and y == pytest.approx([10.0, 30.0, 20.0, 50.0])
+    rows = correlation_rows(recs, None, "raw", n_boot=50)
+    assert [r[:2] for r in rows] == [["g", "all"], ["g", "without_general"]]
+    assert rows[0][5] == pytest.approx(1.0) and rows[0][8] == pytest.approx(1.0)
+    few = correlation_rows(recs[:2], None, "raw", n_boot=50)
+    assert math.isnan(few[0][5]) and "at least 3 pairs" in few[0][-1]
+
+
+def test_similarity_reads_weights_without_a_forward_pass(tiny_folder):
+    from taskneurons.models.loading import load_model
+
+    model, _ = load_model(str(tiny_folder))
+    space = NeuronSpace(model, "ffn")
+    mlp = model.model.layers[1].mlp
+    rows = [
+        mlp.gate_proj.weight,
+        mlp.gate_proj.bias[:, None],
+        mlp.up_proj.weight,
+        mlp.up_proj.bias[:, None],
+    ]
+    want = torch.cat([*rows, mlp.down_proj.weight.T], dim=1).detach()  # neuron j: row j
+    assert torch.equal(layer_vectors(space, 1), want)
+    scores = {t: _scores(i, (2, 80)) for i, t in enumerate("abc")}
+    sets = GroupSets.select(scores, DetectConfig(k=20))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the similarity pass ran a forward pass")
+
+    handle = model.register_forward_pre_hook(refuse)
+    try:
+        sims = model_similarity(model, sets, "a", ["b", "c"], 100)
+    finally:
+        handle.remove()
+    u = want[joined(sets.sets["a"])[1]].double().mean(0)
+    v = want[joined(sets.sets["b"])[1]].double().mean(0)
+    assert sims["b"]["all"][1] == pytest.approx(float(u @ v / (u.norm() * v.norm())))
+
+
+def test_similarity_with_neuron_training_restores_the_base(tiny_folder, four_tasks, tmp_path):
+    from taskneurons.data.load import load_task
+    from taskneurons.models.loading import load_model
+
+    model, tok = load_model(str(tiny_folder))
+    before = model_fingerprint(model)
+    tasks = [load_task(str(p)) for p in four_tasks]
+    cfg = SimilarityConfig.from_dict({
+        "groups": [{"name": "g", "train": ["mood", "answer"], "test": ["polar", "pets"]}],
+        "n_train": 4, "n_test": 4, "n_boot": 20, "zero_shot": False,
+        "train": {"method": "neurons", "lr": 0.01, "batch_size": 2},
+    })  # fmt: skip
+    detect = DetectConfig.from_dict({"k": 20, "attribution": {"n_examples": 4}})
+    res = similarity_experiment(model, tok, tasks, detect, cfg, tmp_path, progress=False)
+    assert model_fingerprint(model) == before
+    assert len(res.records) == 4 and len(res.records[0]["similarity"]["all"]) == 2
+    assert (tmp_path / "similarity_records.json").is_file() and (
+        tmp_path / "correlation.png"
+    ).is_file()
+
+
+def test_overlap_stage_reuses_the_scores_of_an_earlier_run(
+    tiny_folder, four_tasks, tmp_path, monkeypatch
+):
+    from taskneurons.data.load import load_task
+    from taskneurons.models.loading import load_model
+
+    model, tok = load_model(str(tiny_folder))
+    tasks = [load_task(str(p)) for p in four_tasks]
+    detect = DetectConfig.from_dict(
+        {"k": 20, "attribution": {"n_examples": 4}, "selection": {"method": "lape"}}
+    )
+    groups = [{"name": "g", "train": ["mood", "answer"], "test": ["polar", "pets"]}]
+    cfg = OverlapConfig.from_dict({"groups": groups, "proportions": [50, 100]})
+    first = overlap_experiment(model, tok, tasks, detect, cfg, tmp_path / "a", progress=False)
+    assert (tmp_path / "a" / "scores" / "mood" / task_groups.PROBS_FILE).is_file()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("scored again")
+
+    monkeypatch.setattr(task_groups, "relevance_scores", refuse)
+    monkeypatch.setattr(task_groups, "lape_probabilities", refuse)
+    again = overlap_experiment(
+        model, tok, tasks, detect, cfg, tmp_path / "b", progress=False, source=tmp_path / "a"
+    )
+    assert again.rows == first.rows and set(again.scored.origin.values()) == {"loaded"}
+    # the finished run, again with lape (from the saved activation probabilities) and topk
+    lape = analyze_run("overlap", {"run": tmp_path / "a", "out": tmp_path / "c"})
+    assert "| g | g | 50.0 |" in lape.markdown()
+    topk = analyze_run("overlap", {"run": tmp_path / "b", "selection": "topk"})
+    assert topk.out_dir == tmp_path / "b" / "analyze-overlap"
+
+
+def test_runner_runs_the_generalization_stages_end_to_end(
+    tiny_folder, four_tasks, tmp_path, monkeypatch, capsys
+):
+    calls = []
+    real = task_groups.relevance_scores
+    monkeypatch.setattr(
+        task_groups,
+        "relevance_scores",
+        lambda m, t, *a, **k: calls.append(t.id) or real(m, t, *a, **k),
+    )
+    exp = tmp_path / "gen.yaml"
+    exp.write_text(yaml.safe_dump({
+        "experiment": ["generalization", "controlled_overlap", "similarity"],
+        "model": str(tiny_folder), "tasks": [str(p) for p in four_tasks], "out": str(tmp_path / "run"),
+        "groups": [{"name": "g", "train": ["mood", "answer"], "test": ["polar", "pets"]}],
+        "detect": {"k": 20, "attribution": {"n_examples": 4}},
+        "generalization": {"proportions": [50, 100], "n_train": 4, "n_test": 4,
+                           "train": {"lr": 0.01, "batch_size": 2}},
+        "controlled_overlap": {"proportions": [50], "overlaps": [0, 100], "seeds": [0, 1], "n_train": 4,
+                               "n_test": 4, "train": {"lr": 0.01, "batch_size": 2}},
+        "similarity": {"n_train": 4, "n_test": 4, "n_boot": 20, "train": {"lr": 0.001, "batch_size": 2}},
+    }))  # fmt: skip
+    run = run_file(exp, progress=False, echo=None)
+    assert sorted(calls) == sorted(TASKS)  # each task scored once for all three stages
+    out = tmp_path / "run"
+    gen = run.results["generalization"]
+    assert set(gen.timings.to_dict()) >= {"scoring_s", "training_s", "evaluation_s"}
+    header, rows = gen.tables["g"]
+    assert [r[:2] for r in rows] == [
+        ["zero-shot", 0.0],
+        ["joint", 50.0],
+        ["joint", 100.0],
+        ["single", 50.0],
+        ["single", 100.0],
+    ]
+    assert gen.overlap.rate("g", "g", 100.0) >= gen.overlap.rate("g", "g", 50.0) >= 0
+    for name in [
+        "generalization/evaluations.csv", "generalization/figure2_g.md", "generalization/figure2_g.json",
+        "generalization/figure2_g_joint.png", "generalization/figure2_g_single_tasks.png",
+        "generalization/overlap.csv", "generalization/overlap_vs_proportion.png",
+        "generalization/pairwise/iou_p50.png", "generalization/pairwise/iou_p100_without_general.md",
+        "generalization/generalization_config.json", "generalization/scores/mood/scores.safetensors",
+        "controlled_overlap/controlled_overlap.md", "controlled_overlap/controlled_scores.json",
+        "controlled_overlap/controlled_overlap_g.png", "controlled_overlap/controlled_overlap_config.json",
+        "similarity/similarity_records.json", "similarity/figure3_g.png", "similarity/figure3_g_without_general.csv",
+        "similarity/similarity_pairs.md", "similarity/correlation.json", "similarity/correlation.png",
+        "similarity/similarity_config.json", "README.md", "config.yaml",
+    ]:  # fmt: skip
+        assert (out / name).is_file(), name
+    record = json.loads((out / "similarity" / "similarity_config.json").read_text())
+    assert record["scores"]["mood"]["origin"] == "cached" and "versions" in record
+    controlled = run.results["controlled_overlap"]
+    assert [r[2] for r in controlled.rows] == [0.0, 100.0]  # requested overlap %
+    assert [r[5] for r in controlled.rows] == [0.0, 100.0]  # achieved overlap %
+    # the analyses of the finished run, with another selection and other layers
+    spec = tmp_path / "spec"
+    argv = ["analyze", "overlap", str(out), "--selection", "specific", "--proportions", "50,100"]
+    assert main([*argv, "--out", str(spec)]) == 0
+    saved = json.loads((spec / "overlap.json").read_text())
+    assert saved["meta"]["selection"]["method"] == "specific"
+    assert np.isfinite(saved["rows"][0][6]) and (spec / "analysis_config.json").is_file()
+    assert main(["analyze", "overlap", str(out)]) == 0  # default out: RUN/analyze-overlap
+    assert main(["analyze", "overlap", str(out)]) == 0  # its own output is not taken for a run
+    assert (out / "analyze-overlap" / "overlap_vs_proportion.png").is_file()
+    argv = ["analyze", "similarity", str(out), "--layers", "1", "--out", str(tmp_path / "s")]
+    assert main(argv) == 0 and (tmp_path / "s" / "figure3_g.png").is_file()
+    argv = [
+        "analyze",
+        "correlate",
+        str(out),
+        "--layers",
+        "0-1",
+        "--score",
+        "gain",
+        "--n-boot",
+        "20",
+    ]
+    assert main(argv) == 0
+    table4 = json.loads((out / "analyze-correlate" / "correlation.json").read_text())
+    assert table4["rows"][0][3] == "gain" and table4["meta"]["layers"] == [0, 1]
+    printed = capsys.readouterr().out
+    assert "pearson r" in printed and "overlap %" in printed
+    assert main(["analyze", "correlate", str(tmp_path)]) == 2
+    assert "no similarity_records.json" in capsys.readouterr().err
