@@ -190,21 +190,11 @@ def _check_eval_out(out: Path | None) -> None:
 
 def _fit_max_length(max_length: int | None, model) -> int:
     """``--max-length``, checked against the model; when not given, 512 or the context length."""
-    from taskneurons.data.prompts import PromptConfig
+    from taskneurons.data.prompts import PromptConfig, fit_max_length
     from taskneurons.models.loading import context_length
 
-    limit = context_length(model)
-    default = PromptConfig().max_length
-    if limit is None:
-        return max_length or default
-    if max_length is None:
-        return min(default, limit[0])
-    if max_length > limit[0]:
-        raise ValueError(
-            f"--max-length {max_length} is more than the model's context length {limit[0]} "
-            f"(config.{limit[1]}); use at most {limit[0]}"
-        )
-    return max_length
+    value = PromptConfig().max_length if max_length is None else max_length
+    return fit_max_length(value, context_length(model), max_length is not None, "--max-length")
 
 
 def cmd_run(args) -> int:

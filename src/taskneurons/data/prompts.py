@@ -76,6 +76,33 @@ class EncodedExample:
     answer_start: int
 
 
+def fit_max_length(
+    max_length: int,
+    limit: tuple[int, str] | None,
+    explicit: bool,
+    where: str,
+    error: type[ValueError] = ValueError,
+) -> int:
+    """``max_length`` (tokens) within a model's context ``limit`` = ``(n, config attribute)``.
+
+    A value the user chose (``explicit``) beyond the limit is refused with ``error`` whose
+    message starts with ``where``; a default one is lowered to the limit.
+
+    Example:
+        >>> fit_max_length(512, (256, "max_position_embeddings"), False, "--max-length")
+        256
+    """
+    if limit is None or max_length <= limit[0]:
+        return max_length
+    n, attr = limit
+    if explicit:
+        raise error(
+            f"{where} {max_length} is more than the model's context length {n} "
+            f"(config.{attr}); use at most {n}"
+        )
+    return n
+
+
 def user_text(task: Task, input_text: str) -> str:
     """Instruction + input (+ options for classification), without the answer cue."""
     parts = [task.instruction.strip(), input_text]

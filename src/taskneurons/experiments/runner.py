@@ -33,7 +33,7 @@ from torch import nn
 from taskneurons._io import folder_problem, write_text_atomic
 from taskneurons.config import ConfigError
 from taskneurons.data.load import load_task
-from taskneurons.data.prompts import PromptConfig, truncation_report
+from taskneurons.data.prompts import PromptConfig, fit_max_length, truncation_report
 from taskneurons.data.tasks import Task, TaskFormatError
 from taskneurons.evaluation.dispatch import check_task_metric
 from taskneurons.experiments.common import detect_folder
@@ -225,17 +225,14 @@ def fit_context(
     limit = context_length(model)
     if limit is None:
         return config
-    n, attr = limit
     default = PromptConfig().max_length
     runs = ("prompt", *config.stages())
     for key, value in config_items(config):
-        if not isinstance(value, PromptConfig) or key.split(".", 1)[0] not in runs:
-            continue
-        if value.max_length > n and value.max_length != default and not fit:
-            raise ConfigError(
-                f"{source}: {key}.max_length: {value.max_length} is more than the model's "
-                f"context length {n} (config.{attr}); use at most {n}"
-            )
+        if isinstance(value, PromptConfig) and key.split(".", 1)[0] in runs:
+            explicit = value.max_length != default and not fit
+            where = f"{source}: {key}.max_length:"
+            fit_max_length(value.max_length, limit, explicit, where, error=ConfigError)
+    n = limit[0]
     fitted = _map_prompts(config, lambda p: p.replace(max_length=n) if p.max_length > n else p)
     if fitted != config:
         log.info("max_length lowered to the model's context length %d", n)
