@@ -15,7 +15,8 @@ One interface (:class:`~taskneurons.continual.base.ContinualMethod`: ``before_ta
 Shared pieces: :mod:`.fit` (a step loop with a regulariser), :mod:`.lora` (PEFT adapters),
 :mod:`.features` (input features, task vectors), :mod:`.slices` (versions of parameter
 slices), :mod:`.checkpoint` (stage checkpoints), :mod:`.reference` (cached single-task and
-zero-shot scores). The experiment is :mod:`taskneurons.experiments.continual`; the metrics of
+zero-shot scores), :mod:`.stages` (one stage of a run, or of several runs sharing one
+training). The experiment is :mod:`taskneurons.experiments.continual`; the metrics of
 the accuracy matrix are :mod:`taskneurons.analysis.continual`.
 
 Example:

@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,23 @@ class StageCheckpoint:
 def has_checkpoint(folder: str | os.PathLike) -> bool:
     """Whether ``folder`` holds a checkpoint."""
     return (Path(folder) / SIDECAR).is_file()
+
+
+def checkpoint_stage(folder: str | os.PathLike) -> int | None:
+    """The stage of the checkpoint in ``folder`` (from ``checkpoint.json`` alone), or ``None``.
+
+    A cheap look before resuming (:func:`read_checkpoint` checks the pair of files).
+
+    Raises:
+        ValueError: an unreadable ``checkpoint.json``.
+    """
+    path = Path(folder) / SIDECAR
+    if not path.is_file():
+        return None
+    try:
+        return int(json.loads(path.read_text(encoding="utf-8"))["stage"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: not a readable continual checkpoint ({exc})") from None
 
 
 def write_checkpoint(

@@ -6,6 +6,22 @@ back. ``answering(task)`` loads that task's copy (the base model for a task not 
 i.e. its zero-shot score) and restores the base weights on exit. Memory: one full copy of the
 model per trained task, plus the base copy (CPU tensors).
 
+Stages taken from the reference scores: stage ``j`` trains the very model behind the
+single-task score A(j) of :mod:`~taskneurons.continual.reference` when its
+:class:`TrainConfig` (``stage_train_config(j)``: the experiment's ``train`` with seed
+``seed + j``, ``method="full"``, ``merge=False``) equals, as ``to_dict()``, the one the
+references train with (:func:`~taskneurons.continual.reference.single_train_config` of
+``single_train``) -- the train examples, the test examples and the eval config being the
+experiment's own on both sides. :meth:`PerTaskFT.reference_stages` lists those stages;
+the experiment runs them with :meth:`PerTaskFT.derive_stage` (no training, no copy kept)
+and takes task ``j``'s row from the references: ``a(j, s) = A(j)`` after the stages
+``s >= j`` and the zero-shot score ``b(j)`` before (the base model answers a task not
+trained yet; ``nan`` when unseen tasks are not scored). Identical to training it, as the
+references are the same training and evaluation (on the same software and hardware, as
+the reference cache assumes). The seed being part of the config, and ``seed + j``
+equal to ``single_train.seed`` at one stage at most, at most one stage of a run is taken
+from the references (stage 0 when ``train`` and ``single_train`` agree in every knob).
+
 Example:
     >>> method = PerTaskFT(model, tok, MethodConfig(name="pertask"), TrainConfig(lr=2e-5))  # doctest: +SKIP
     >>> run_stage(method, sst2, 0)  # doctest: +SKIP
@@ -23,8 +39,13 @@ import torch
 from torch import nn
 
 from taskneurons.continual.base import ContinualMethod, tensor_bytes
+from taskneurons.continual.reference import single_train_config
 from taskneurons.data.tasks import Task
+from taskneurons.training.config import TrainConfig
 from taskneurons.training.loop import train
+
+#: the ``derived_from`` value of a stage taken from the reference scores
+FROM_REFERENCES = "reference_scores"
 
 
 def _copy(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -32,7 +53,12 @@ def _copy(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 class PerTaskFT(ContinualMethod):
-    """One full fine-tuned copy of the model per task; the task id picks the copy."""
+    """One full fine-tuned copy of the model per task; the task id picks the copy.
+
+    Attributes:
+        states: task id -> its trained weights (CPU), for the trained stages.
+        derived: ids of the tasks whose stage was taken from the reference scores (no copy).
+    """
 
     name = "pertask"
 
@@ -40,6 +66,7 @@ class PerTaskFT(ContinualMethod):
         super().__init__(model, tokenizer, config, train, progress)
         self._base = _copy(model)
         self.states: dict[str, dict[str, torch.Tensor]] = {}
+        self.derived: set[str] = set()
 
     @property
     def uses_task_id(self) -> bool:
@@ -49,8 +76,33 @@ class PerTaskFT(ContinualMethod):
         with torch.no_grad():
             self.model.load_state_dict(state)
 
+    def stage_train_config(self, stage: int) -> TrainConfig:
+        """The :class:`TrainConfig` of stage ``stage``: ``seed + stage``, full, not merged."""
+        return self.stage_config(stage, method="full", merge=False)
+
+    def reference_stages(self, single_train: TrainConfig, n_stages: int) -> list[int]:
+        """The stages whose training is the one behind A(i) (``single_train``'s, adjusted).
+
+        Exact ``to_dict()`` equality of :meth:`stage_train_config` and
+        :func:`~taskneurons.continual.reference.single_train_config` (every knob, the seed
+        included); the data and eval config are the experiment's on both sides.
+        """
+        ref = single_train_config(single_train).to_dict()
+        return [j for j in range(n_stages) if self.stage_train_config(j).to_dict() == ref]
+
+    def derive_stage(self, task: Task, stage: int) -> dict:
+        """Record ``task`` as trained without training it: its scores are the references'.
+
+        For a stage of :meth:`reference_stages` only; no copy is kept, so the task cannot
+        be answered (:meth:`answering` refuses); the experiment takes A(task) instead.
+        """
+        self.derived.add(task.id)
+        self.after_task(task, stage)
+        cfg = self.stage_train_config(stage)
+        return {"derived_from": FROM_REFERENCES, "method": cfg.method, "seed": cfg.seed}
+
     def train_task(self, task: Task, stage: int) -> dict:
-        cfg = self.stage_config(stage, method="full", merge=False)
+        cfg = self.stage_train_config(stage)
         try:
             res = train(self.model, self.tokenizer, [task], cfg, progress=self.progress)
             self.states[task.id] = _copy(self.model)
@@ -62,6 +114,11 @@ class PerTaskFT(ContinualMethod):
     def answering(self, task: Task | None = None, route: Hashable = None) -> Iterator[nn.Module]:
         if task is None:
             raise ValueError("per-task FT needs the task of each test input (answering(task))")
+        if task.id in self.derived:
+            raise ValueError(
+                f"per-task FT took task {task.id!r} from the reference scores: its score is A(i), "
+                "there is no trained copy to answer with"
+            )
         state = self.states.get(task.id)
         if state is None:  # not trained yet: the base model
             yield self.model
@@ -74,7 +131,10 @@ class PerTaskFT(ContinualMethod):
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
+        state["derived"] = [tid for tid in self.trained if tid in self.derived]
         for i, tid in enumerate(self.trained):  # keyed by stage index: any task id is safe
+            if tid in self.derived:
+                continue
             for name, value in self.states[tid].items():
                 state[f"task{i}.{name}"] = value
         return state
@@ -82,13 +142,18 @@ class PerTaskFT(ContinualMethod):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.states = {}
+        self.derived = set(state.get("derived", []))
         for i, tid in enumerate(self.trained):
+            if tid in self.derived:
+                continue
             prefix = f"task{i}."
             self.states[tid] = {
                 k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)
             }
 
     def stored_bytes_per_task(self) -> int:
-        if not self.states:
+        """The bytes of one full copy of the model's state (what the method keeps per task;
+        a task taken from the references counts the same)."""
+        if not self.trained:
             return 0
-        return tensor_bytes(next(iter(self.states.values())).values())
+        return tensor_bytes(self._base.values())

@@ -68,6 +68,19 @@ def _read_cache(path: Path) -> dict:
     return dict(data.get("entries", {}))
 
 
+def single_train_config(cfg: TrainConfig) -> TrainConfig:
+    """The training behind A(i) for ``single_train`` = ``cfg``: as given, merged when LoRA.
+
+    Per-task FT compares its own stage configs with this one to know when a stage would
+    repeat the training of A(i) (:meth:`~taskneurons.continual.pertask.PerTaskFT.reference_stages`).
+
+    Example:
+        >>> single_train_config(TrainConfig(method="lora")).merge
+        True
+    """
+    return dataclasses.replace(cfg, merge=True) if cfg.method == "lora" else cfg
+
+
 def _single_score(
     model: nn.Module, tokenizer, task: Task, test: Sequence[Example], cfg: TrainConfig,
     eval_cfg: EvalConfig, progress: bool,
@@ -75,8 +88,7 @@ def _single_score(
     """Train a copy of the base weights on ``task`` alone, score it, put the base back."""
     saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
     flags = [(p, p.requires_grad) for p in model.parameters()]
-    if cfg.method == "lora":
-        cfg = dataclasses.replace(cfg, merge=True)
+    cfg = single_train_config(cfg)
     try:
         res = train(model, tokenizer, [task], cfg, progress=progress)
         return evaluate(res.model, tokenizer, task, test, config=eval_cfg, progress=False).score

@@ -7,7 +7,10 @@ every stage every task is scored (the seen ones, and the unseen ones too unless
 ``j``. The single-task scores ``A(i)`` and the zero-shot scores ``b(i)`` come from a JSON
 cache shared by the methods (:mod:`taskneurons.continual.reference`). After each stage a
 checkpoint (method state + matrix so far) is written; ``resume=True`` continues an
-interrupted run from its last finished stage.
+interrupted run from its last finished stage. :func:`continual_experiments` runs several
+configs that differ only in W-NCFT's answering mode on one training (one folder each, as if
+run alone); per-task FT takes a stage whose training is exactly the one behind A(i) from the
+references instead of repeating it (:mod:`taskneurons.continual.pertask`).
 
 Files in ``out_dir``: ``matrix.{md,csv,json}`` (``a[i, j]``), ``heatmap.png``,
 ``metrics.{md,csv,json}`` (CL, BWT, FWT, FG_j), ``tasks.{md,csv,json}`` (per task: b(i),
@@ -38,10 +41,11 @@ from torch import nn
 from taskneurons._io import write_json_atomic
 from taskneurons.analysis.continual import bwt, cl, forgetting, fwt
 from taskneurons.config import Config
-from taskneurons.continual.base import MethodConfig, run_stage, score_task
-from taskneurons.continual.checkpoint import has_checkpoint, read_checkpoint, write_checkpoint
+from taskneurons.continual.base import ContinualMethod, MethodConfig
+from taskneurons.continual.checkpoint import checkpoint_stage, has_checkpoint, read_checkpoint
 from taskneurons.continual.reference import reference_scores
 from taskneurons.continual.registry import make_method
+from taskneurons.continual.stages import StageRun, advance, reference_stages
 from taskneurons.data.tasks import Task, examples_hash
 from taskneurons.evaluation.result import EvalConfig
 from taskneurons.experiments.common import eval_examples, limited
@@ -249,20 +253,8 @@ def _check_resumable(folder: Path, saved: dict, now: dict) -> None:
         )
 
 
-@dataclass
-class _Run:
-    """The state a run carries from stage to stage (and into its checkpoint)."""
-
-    matrix: np.ndarray
-    single: dict[str, float]
-    zero_shot: dict[str, float]
-    stages: list[dict]
-    start: int
-    resumed_from: int | None
-
-
-def _start(method, model, tokenizer, tasks, test, config, out, resume, progress) -> tuple:
-    """``(_Run, record)``: from the checkpoint (resume), else fresh with reference scores."""
+def _start(model, tokenizer, tasks, test, config, out, resume, progress) -> tuple:
+    """``(StageRun, method state)``: from the checkpoint (resume), else fresh (state ``None``)."""
     folder = out / "checkpoint"
     record = _run_record(config, model, tasks, test)
     ckpt = read_checkpoint(folder) if resume else None
@@ -273,18 +265,35 @@ def _start(method, model, tokenizer, tasks, test, config, out, resume, progress)
     n = len(tasks)
     if ckpt is not None:
         _check_resumable(folder, ckpt.record["run"], record)
-        method.load_state_dict(ckpt.state)
-        matrix = np.array(
-            [[np.nan if v is None else v for v in row] for row in ckpt.record["matrix"]]
-        )
         r = ckpt.record
-        run = _Run(matrix, r["single"], r["zero_shot"], r["stages"], ckpt.stage + 1, ckpt.stage + 1)
-        return run, record
+        matrix = np.array([[np.nan if v is None else v for v in row] for row in r["matrix"]])
+        start = ckpt.stage + 1
+        run = StageRun(
+            config, out, record, matrix, r["single"], r["zero_shot"], r["stages"], start, start
+        )
+        return run, ckpt.state
     cache = Path(config.reference_cache) if config.reference_cache else out / "reference_cache.json"
     refs = reference_scores(
         model, tokenizer, tasks, test, config.single_train, config.eval, cache, progress
     )
-    return _Run(np.full((n, n), np.nan), refs.single, refs.zero_shot, [], 0, None), record
+    empty = np.full((n, n), np.nan)
+    return StageRun(config, out, record, empty, refs.single, refs.zero_shot, [], 0, None), None
+
+
+def shares_training(a: ContinualConfig, b: ContinualConfig) -> bool:
+    """Whether one training serves both configs: equal in everything but ``method.mode``.
+
+    Only W-NCFT reads ``mode``, and only to answer (task given or inferred), so one run can
+    score both (:func:`continual_experiments`).
+
+    Example:
+        >>> given = ContinualConfig(method=MethodConfig(name="wncft"))
+        >>> shares_training(given, given.replace(method=given.method.replace(mode="inferred")))
+        True
+    """
+    da, db = a.to_dict(), b.to_dict()
+    da["method"]["mode"] = db["method"]["mode"] = None
+    return da == db
 
 
 def continual_experiment(
@@ -298,6 +307,10 @@ def continual_experiment(
     on_stage: StageCallback | None = None,
 ) -> ContinualResult:
     """Learn the tasks in order with ``config.method``; score every task after every stage.
+
+    Per-task FT takes the stages whose training is the one behind A(i) from the reference
+    scores instead of training them (:mod:`taskneurons.continual.pertask`; the stage's
+    summary says ``derived_from: reference_scores``); the matrix is the same.
 
     Args:
         model: the base model (trained in place; LoRA methods wrap it).
@@ -314,30 +327,69 @@ def continual_experiment(
         ValueError: an unknown task in ``order``; a checkpoint of another run (or of an earlier
             run when ``resume`` is off).
     """
-    out = Path(out_dir)
+    runs = [(config, out_dir)]
+    return continual_experiments(model, tokenizer, tasks, runs, resume, progress, on_stage)[0]
+
+
+def continual_experiments(
+    model: nn.Module,
+    tokenizer,
+    tasks: Sequence[Task],
+    runs: Sequence[tuple[ContinualConfig, str | os.PathLike]],
+    resume: bool = False,
+    progress: bool = True,
+    on_stage: StageCallback | None = None,
+) -> list[ContinualResult]:
+    """:func:`continual_experiment` for several ``(config, out_dir)`` sharing one training.
+
+    The configs must be equal but for ``method.mode`` (:func:`shares_training`: W-NCFT given
+    and inferred). The method trains once; after every stage each run scores every task with
+    its own ``method`` config in place, and writes its own checkpoint and files in its folder,
+    exactly as a run of its own would (same matrix, files and checkpoint). ``on_stage`` is
+    called once per run after all the stage's checkpoints. Resuming needs every folder's
+    checkpoint at the same stage (or none anywhere); the method's state is read from the first.
+
+    Example:
+        >>> given, inferred = continual_experiments(model, tok, tasks,
+        ...     [(cfg, "out/wncft"), (cfg_inferred, "out/wncft-inferred")])  # doctest: +SKIP
+
+    Raises:
+        ValueError: configs that do not share training; checkpoints of different stages; as
+            :func:`continual_experiment`.
+    """
+    config = runs[0][0]
+    if not all(shares_training(config, c) for c, _ in runs[1:]):
+        raise ValueError("continual_experiments: the configs differ in more than method.mode")
+    outs = [Path(o) for _, o in runs]
+    if resume and len({checkpoint_stage(o / "checkpoint") for o in outs}) > 1:
+        raise ValueError(
+            f"{', '.join(map(str, outs))}: checkpoints of different stages; resume each alone"
+        )
     ordered = [limited(t, config.n_train, config.seed) for t in order_tasks(tasks, config.order)]
     test = {t.id: eval_examples(t, config.n_test, config.seed) for t in ordered}
     method = make_method(config.method, model, tokenizer, config.train, progress)
-    run, record = _start(method, model, tokenizer, ordered, test, config, out, resume, progress)
-    for j in range(run.start, len(ordered)):
-        run.stages.append(run_stage(method, ordered[j], j))
-        for i, task in enumerate(ordered):
-            if i <= j or config.eval_unseen:
-                run.matrix[i, j] = score_task(method, tokenizer, task, test[task.id], config.eval)
-        saved = {
-            "run": record,
-            "matrix": _plain([list(r) for r in run.matrix]),
-            "single": run.single,
-            "zero_shot": run.zero_shot,
-            "stages": run.stages,
-        }
-        write_checkpoint(out / "checkpoint", j, method.state_dict(), saved)
-        if on_stage is not None:
-            on_stage(j, run.matrix.copy())
-    order = [t.id for t in ordered]
+    started = [
+        _start(model, tokenizer, ordered, test, c, o, resume, progress)
+        for (c, _), o in zip(runs, outs, strict=True)
+    ]
+    if started[0][1] is not None:
+        method.load_state_dict(started[0][1])
+    state = [run for run, _ in started]
+    derive = reference_stages(method, config.single_train, len(ordered))
+    for j in range(state[0].start, len(ordered)):
+        advance(method, tokenizer, ordered, test, state, j, derive)
+        for run in state:
+            if on_stage is not None:
+                on_stage(j, run.matrix.copy())
+    return [_result(method, run, [t.id for t in ordered]) for run in state]
+
+
+def _result(method: ContinualMethod, run: StageRun, order: list[str]) -> ContinualResult:
+    """The run's :class:`ContinualResult`, its files written."""
+    cfg = run.config
     result = ContinualResult(
-        method=config.method.name,
-        mode=config.method.mode if config.method.name == "wncft" else None,
+        method=cfg.method.name,
+        mode=cfg.method.mode if cfg.method.name == "wncft" else None,
         order=order,
         matrix=run.matrix,
         single=run.single,
@@ -348,9 +400,9 @@ def continual_experiment(
         stages=run.stages,
         stored_bytes_per_task=method.stored_bytes_per_task(),
         resumed_from=run.resumed_from,
-        out_dir=out,
+        out_dir=run.out,
     )
-    _write(result, record)
+    _write(result, run.record)
     return result
 
 

@@ -23,12 +23,14 @@ from pathlib import Path
 from torch import nn
 
 from taskneurons._io import write_json_atomic
+from taskneurons.continual.checkpoint import checkpoint_stage
 from taskneurons.continual.registry import METHODS as CONTINUAL_METHODS
 from taskneurons.data.tasks import Task
 from taskneurons.experiments.continual import (
     ContinualConfig,
     ContinualResult,
-    continual_experiment,
+    continual_experiments,
+    shares_training,
 )
 from taskneurons.provenance import provenance
 from taskneurons.report.plots import line_plot
@@ -102,22 +104,77 @@ def continual_suite(
 ) -> ContinualSuiteResult:
     """Run every method of ``config`` on the same order; write Table 5 and Figure 4.
 
-    Each method starts from the same weights: the model's state is saved before the first
-    method and put back before each next one.
+    Each method starts from the same model: its state and ``requires_grad`` flags are saved
+    before the first method and put back before each next one, after removing the LoRA
+    layers an earlier method injected into it (:func:`_restore`). Methods sharing one training (``wncft`` and
+    ``wncft-inferred``: :func:`_jobs`) run together, at the first one's place; the rows keep
+    the order of ``methods``.
     """
     out = Path(out_dir)
     initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    result = ContinualSuiteResult(out_dir=out)
-    for n, (label, cfg) in enumerate(config.runs()):
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    done: dict[str, ContinualResult] = {}
+    for n, job in enumerate(_jobs(config, out, resume)):
         if n:
-            model.load_state_dict(initial)
-        if cfg.reference_cache is None:
-            cfg = dataclasses.replace(cfg, reference_cache=str(out / "reference_cache.json"))
-        result.results[label] = continual_experiment(
-            model, tokenizer, tasks, cfg, out / label, resume=resume, progress=progress
+            _restore(model, initial, flags)
+        runs = [(cfg, out / label) for label, cfg in job]
+        results = continual_experiments(
+            model, tokenizer, tasks, runs, resume=resume, progress=progress
         )
+        done.update({label: res for (label, _), res in zip(job, results, strict=True)})
+    result = ContinualSuiteResult(out_dir=out)
+    result.results = {label: done[label] for label, _ in config.runs()}
     _write(result, config)
     return result
+
+
+def _restore(model: nn.Module, initial: dict, flags: dict[str, bool]) -> None:
+    """Put ``model`` back as it was before the first method.
+
+    SeqLoRA, O-LoRA and EPI let PEFT inject LoRA layers into the model in place; each such
+    layer is replaced by the layer it wraps (the original module), then the saved weights and
+    ``requires_grad`` flags are loaded.
+    """
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    injected = [(n, m) for n, m in model.named_modules() if isinstance(m, BaseTunerLayer)]
+    for name, layer in injected:
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent), child, layer.get_base_layer())
+    model.load_state_dict(initial)
+    for name, p in model.named_parameters():
+        p.requires_grad_(flags[name])
+
+
+def _jobs(
+    config: ContinualSuiteConfig, out: Path, resume: bool
+) -> list[list[tuple[str, ContinualConfig]]]:
+    """The runs in groups that train once: a run joins the first earlier one it shares its
+    training with (:func:`~taskneurons.experiments.continual.shares_training`; another label);
+    when resuming, a group whose folders' checkpoints are at different stages is split up."""
+    groups: list[list[tuple[str, ContinualConfig]]] = []
+    for label, cfg in config.runs():
+        if cfg.reference_cache is None:
+            cfg = dataclasses.replace(cfg, reference_cache=str(out / "reference_cache.json"))
+        group = next(
+            (
+                g
+                for g in groups
+                if shares_training(g[0][1], cfg) and label not in [lab for lab, _ in g]
+            ),
+            None,
+        )
+        if group is None:
+            groups.append([(label, cfg)])
+        else:
+            group.append((label, cfg))
+    if not resume:
+        return groups
+    jobs: list[list[tuple[str, ContinualConfig]]] = []
+    for group in groups:
+        stages = {checkpoint_stage(out / label / "checkpoint") for label, _ in group}
+        jobs += [group] if len(stages) == 1 else [[run] for run in group]
+    return jobs
 
 
 def _write(result: ContinualSuiteResult, config: ContinualSuiteConfig) -> None:
