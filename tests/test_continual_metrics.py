@@ -22,6 +22,16 @@ SINGLE = np.array([80.0, 90.0, 70.0])  # A(i): each task trained alone
 ZERO = np.array([25.0, 25.0, 25.0])  # b(i): zero-shot
 
 
+def test_cl_half_width_by_hand():
+    from taskneurons.analysis.continual import cl_half_width
+
+    # se^2: 20*80/16 = 100 and 50*50/25 = 100 -> CL se = sqrt(200) / 2
+    assert cl_half_width([20.0, 50.0], [16, 25], z=1.0) == pytest.approx(200**0.5 / 2)
+    assert cl_half_width([100.0, 0.0], [5, 5]) == 0.0
+    with pytest.raises(ValueError, match="one n_test"):
+        cl_half_width([20.0], [16, 25])
+
+
 def test_cl_is_the_mean_of_the_last_column():
     assert cl(A) == pytest.approx((40.0 + 45.0 + 70.0) / 3)
 

@@ -13,10 +13,11 @@ from taskneurons.experiments.continual_orders import (
 )
 
 
-def _suite(folder, order, rows, forgetting):
+def _suite(folder, order, rows, forgetting, n_test=None):
     folder.mkdir()
     header = ["method", *order, "CL", "BWT", "FWT", "stored MB/task"]
-    data = {"header": header, "rows": rows, "forgetting": forgetting, "meta": {}}
+    meta = {"config": {"n_test": n_test}}
+    data = {"header": header, "rows": rows, "forgetting": forgetting, "meta": meta}
     (folder / "suite.json").write_text(json.dumps(data))
     return folder
 
@@ -27,6 +28,7 @@ def test_cl_per_order_and_means(tmp_path):
         ["a", "b"],
         [["seqft", 10, 20, 15.0, -5.0, None, 1.0], ["ncft", 30, 40, 35.0, -1.0, None, 0.5]],
         {"seqft": [None, 50.0], "ncft": [None, 90.0]},
+        n_test=100,
     )
     two = _suite(
         tmp_path / "o2",
@@ -35,14 +37,19 @@ def test_cl_per_order_and_means(tmp_path):
         {"ncft": [None, 80.0, 70.0]},
     )
     res = continual_orders_table([one, two], tmp_path / "out")
-    assert res.header() == ["method", "CL o1", "CL o2", "mean CL", "mean BWT", "mean FG_N"]
+    assert res.header() == [
+        "method", "CL o1", "± o1", "CL o2", "± o2", "mean CL", "mean BWT", "mean FG_N",
+    ]  # fmt: skip
     seqft, ncft = res.rows()
-    assert ncft == ["ncft", 35.0, 25.0, 30.0, -2.0, 80.0]
-    assert seqft[:2] == ["seqft", 15.0] and all(math.isnan(v) for v in seqft[2:])
+    # o1: 1.96 * sqrt(30*70/100 + 40*60/100) / 2; o2 has no n_test
+    assert ncft[2] == pytest.approx(1.96 * math.sqrt(21.0 + 24.0) / 2)
+    assert ncft[:2] + ncft[3:4] + ncft[5:] == ["ncft", 35.0, 25.0, 30.0, -2.0, 80.0]
+    assert math.isnan(ncft[4])
+    assert seqft[:2] == ["seqft", 15.0] and all(math.isnan(v) for v in seqft[3:])
     assert res.orders == [["a", "b"], ["b", "a", "c"]]
     assert "- o2: b -> a -> c" in res.markdown()
     saved = json.loads((tmp_path / "out" / "table5_orders.json").read_text())
-    assert saved["rows"][1] == ncft
+    assert saved["rows"][1][:4] == ncft[:4] and saved["rows"][1][5:] == ncft[5:]
     assert [r["folder"] for r in saved["meta"]["runs"]] == [str(one), str(two)]
     assert len(saved["meta"]["runs"][0]["suite_sha256"]) == 64
 

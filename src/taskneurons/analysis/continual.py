@@ -120,4 +120,25 @@ def final_scores(a) -> np.ndarray:
     return _matrix(a)[:, -1].copy()
 
 
-__all__ = ["bwt", "cl", "final_scores", "forgetting", "fwt"]
+def cl_half_width(final, n_test, z: float = 1.96) -> float:
+    """Half-width of a normal-approximation CI of CL from the final accuracies (%).
+
+    Each final accuracy ``p_i`` (in %) over ``n_i`` test examples has binomial standard error
+    ``sqrt(p_i (100 - p_i) / n_i)``; the tasks' test sets are independent, so CL (their mean)
+    has standard error ``sqrt(sum_i se_i^2) / T``; the half-width is ``z`` times that (1.96:
+    95 %). Only meaningful for accuracy; ``nan`` when a score is missing.
+
+    Example:
+        >>> round(cl_half_width([50.0, 50.0], [100, 100]), 2)
+        6.93
+    """
+    p = np.asarray(final, dtype=np.float64)
+    n = np.asarray(n_test, dtype=np.float64)
+    if p.shape != n.shape or p.ndim != 1 or p.size == 0:
+        raise ValueError(f"one n_test per final score, got {p.shape} and {n.shape}")
+    if np.any(n < 1):
+        raise ValueError("n_test must be >= 1")
+    return float(z * np.sqrt(np.sum(p * (100.0 - p) / n)) / p.size)
+
+
+__all__ = ["bwt", "cl", "cl_half_width", "final_scores", "forgetting", "fwt"]

@@ -4,7 +4,9 @@ A finished ``experiment: continual`` run writes ``suite.json`` (the rows of its 
 order). :func:`continual_orders_table` reads several such runs and lays them side by side: a row
 per method, a CL column per run (in the order given), the mean CL over the runs, and the mean
 BWT and final FG_N (the share of the earlier tasks' single-task scores kept after the last task,
-%). A method missing from a run has no entry there and no mean. The result is written as
+%). Each CL has the half-width of its 95 % normal-approximation CI from the final accuracies and
+the run's ``n_test`` (binomial errors, independent test sets). A method missing from a run has
+no entry there and no mean. The result is written as
 ``table5_orders.{md,csv,json}``, whose meta names every run folder, its task order and its
 ``suite.json`` hash.
 
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from taskneurons.analysis.continual import cl_half_width
 from taskneurons.provenance import provenance
 from taskneurons.report.tables import markdown_table, write_table
 
@@ -40,6 +43,9 @@ class ContinualRunError(ValueError):
 class ContinualOrdersResult:
     """Table 5 across runs: ``cl[method][r]`` is the CL (score points) of ``method`` on run ``r``.
 
+    ``cl_pm`` is the half-width of its 95 % normal-approximation CI
+    (:func:`~taskneurons.analysis.continual.cl_half_width`; ``nan`` without ``n_test``).
+
     ``bwt`` and ``final_forgetting`` (FG_N, %) are indexed the same way; ``nan`` where a method
     did not run, or where the value is undefined (FG_N when some A(i) <= 0).
     """
@@ -47,17 +53,20 @@ class ContinualOrdersResult:
     runs: list[str]
     orders: list[list[str]]
     cl: dict[str, list[float]] = field(default_factory=dict)
+    cl_pm: dict[str, list[float]] = field(default_factory=dict)
     bwt: dict[str, list[float]] = field(default_factory=dict)
     final_forgetting: dict[str, list[float]] = field(default_factory=dict)
 
     def header(self) -> list[str]:
-        return ["method", *(f"CL {r}" for r in self.runs), "mean CL", "mean BWT", "mean FG_N"]
+        per_run = [h for r in self.runs for h in (f"CL {r}", f"± {r}")]
+        return ["method", *per_run, "mean CL", "mean BWT", "mean FG_N"]
 
     def rows(self) -> list[list[Any]]:
         out = []
         for method, cls in self.cl.items():
             means = [_mean(v[method]) for v in (self.cl, self.bwt, self.final_forgetting)]
-            out.append([method, *cls, *means])
+            pairs = [v for c, pm in zip(cls, self.cl_pm[method], strict=True) for v in (c, pm)]
+            out.append([method, *pairs, *means])
         return out
 
     def markdown(self) -> str:
@@ -108,7 +117,7 @@ def _collect(suites: list[dict[str, Any]]) -> ContinualOrdersResult:
         methods += [row[0] for row in suite["rows"] if row[0] not in methods]
     result = ContinualOrdersResult(runs=[], orders=[])
     for name in methods:
-        for table in (result.cl, result.bwt, result.final_forgetting):
+        for table in (result.cl, result.cl_pm, result.bwt, result.final_forgetting):
             table[name] = []
     for suite in suites:
         header = suite["header"]
@@ -118,9 +127,20 @@ def _collect(suites: list[dict[str, Any]]) -> ContinualOrdersResult:
             row = rows.get(name)
             fg = suite["forgetting"].get(name) or [None]
             result.cl[name].append(_number(row[header.index("CL")]) if row else math.nan)
+            result.cl_pm[name].append(_half_width(suite, row) if row else math.nan)
             result.bwt[name].append(_number(row[header.index("BWT")]) if row else math.nan)
             result.final_forgetting[name].append(_number(fg[-1]) if row else math.nan)
     return result
+
+
+def _half_width(suite: dict[str, Any], row: list) -> float:
+    """The CL's 95 % half-width from the final scores and the run's ``n_test`` (else ``nan``)."""
+    n_test = suite.get("meta", {}).get("config", {}).get("n_test")
+    header = suite["header"]
+    final = [_number(v) for v in row[1 : header.index("CL")]]
+    if not isinstance(n_test, int) or any(math.isnan(v) for v in final):
+        return math.nan
+    return cl_half_width(final, [n_test] * len(final))
 
 
 def continual_orders_table(
