@@ -279,10 +279,11 @@ def test_suite_trains_wncft_once_and_keeps_the_rows_in_order(tok, tasks, tmp_pat
 
 
 def test_suite_methods_after_a_lora_method_start_from_the_base_model(tok, tasks, tmp_path):
-    """SeqLoRA / O-LoRA inject LoRA layers into the model: the next method must not see them."""
+    """SeqLoRA / O-LoRA / EPI inject LoRA layers (and adapter names) into the model: the next
+    method must not see them (EPI after O-LoRA once found its adapter names taken)."""
     base = _config("seqlora", tmp_path / "cache.json")
     fields = {k: getattr(base, k) for k in ("train", "single_train", "eval", "n_train", "n_test")}
-    suite = ContinualSuiteConfig(methods=["seqlora", "olora", "seqft"], **fields)
+    suite = ContinualSuiteConfig(methods=["seqlora", "olora", "epi", "seqft"], **fields)
     model = tiny_model("llama")
     res = continual_suite(model, tok, tasks[:2], suite, tmp_path / "s", progress=False)
     for label, cfg in suite.runs():

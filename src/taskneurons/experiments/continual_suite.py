@@ -132,8 +132,9 @@ def _restore(model: nn.Module, initial: dict, flags: dict[str, bool]) -> None:
     """Put ``model`` back as it was before the first method.
 
     SeqLoRA, O-LoRA and EPI let PEFT inject LoRA layers into the model in place; each such
-    layer is replaced by the layer it wraps (the original module), then the saved weights and
-    ``requires_grad`` flags are loaded.
+    layer is replaced by the layer it wraps (the original module) and the adapter records PEFT
+    leaves on the model are dropped (else the next LoRA method finds its adapter names taken),
+    then the saved weights and ``requires_grad`` flags are loaded.
     """
     from peft.tuners.tuners_utils import BaseTunerLayer
 
@@ -141,6 +142,9 @@ def _restore(model: nn.Module, initial: dict, flags: dict[str, bool]) -> None:
     for name, layer in injected:
         parent, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent), child, layer.get_base_layer())
+    for attr in ("peft_config", "_hf_peft_config_loaded"):  # PEFT copies its adapter names here
+        if attr in vars(model):
+            delattr(model, attr)
     model.load_state_dict(initial)
     for name, p in model.named_parameters():
         p.requires_grad_(flags[name])
