@@ -84,6 +84,19 @@ class SweepResult:
         return markdown_table(HEADER, self.rows, digits=2)
 
 
+def score_tasks(model, tokenizer, tasks, detect: DetectConfig, space, folder, progress=True):
+    """Each task's relevance scores, once; saved as ``<folder>/<task>/scores.safetensors``."""
+    fingerprint = model_fingerprint(model)
+    scores = {}
+    for task in tasks:
+        scores[task.id] = relevance_scores(
+            model, task, space, tokenizer=tokenizer, config=detect.attribution, progress=progress
+        )
+        scores[task.id].meta["model_fingerprint"] = fingerprint
+        scores[task.id].save(Path(folder) / task.id / "scores.safetensors")
+    return scores
+
+
 def selection_sweep(
     model: nn.Module,
     tokenizer,
@@ -104,13 +117,7 @@ def selection_sweep(
     out = Path(out_dir)
     space = NeuronSpace(model, detect.attribution.definition)
     fingerprint = model_fingerprint(model)
-    scores = {}
-    for task in tasks:
-        scores[task.id] = relevance_scores(
-            model, task, space, tokenizer=tokenizer, config=detect.attribution, progress=progress
-        )
-        scores[task.id].meta["model_fingerprint"] = fingerprint
-        scores[task.id].save(out / "scores" / task.id / "scores.safetensors")
+    scores = score_tasks(model, tokenizer, tasks, detect, space, out / "scores", progress)
     probs = None
     if "lape" in config.selections:
         probs = lape_probabilities(model, tokenizer, tasks, detect, space, out / "scores")
