@@ -52,6 +52,16 @@ def test_cl_per_order_and_means(tmp_path):
     assert saved["rows"][1][:4] == ncft[:4] and saved["rows"][1][5:] == ncft[5:]
     assert [r["folder"] for r in saved["meta"]["runs"]] == [str(one), str(two)]
     assert len(saved["meta"]["runs"][0]["suite_sha256"]) == 64
+    # FG_j curves: a row per run and method, stages 2..N of the longest order, nan past a shorter
+    assert res.forgetting_header() == ["run", "method", "FG_2", "FG_3"]
+    fg = res.forgetting_rows()
+    assert fg[0][:3] == ["o1", "seqft", 50.0] and math.isnan(fg[0][3])
+    assert fg[2] == ["o2", "ncft", 80.0, 70.0]
+    assert "| o2 | ncft |" in res.forgetting_markdown()
+    saved_fg = json.loads((tmp_path / "out" / "forgetting_orders.json").read_text())
+    assert saved_fg["rows"][2] == ["o2", "ncft", 80.0, 70.0]
+    assert (tmp_path / "out" / "forgetting_o1.png").stat().st_size > 0
+    assert (tmp_path / "out" / "forgetting_o2.png").stat().st_size > 0
 
 
 def test_bad_folders_are_refused(tmp_path):

@@ -247,8 +247,11 @@ def cmd_analyze(args) -> int:
 
     result = continual_orders_table(args.runs, args.out)
     print(result.markdown())
+    print("\nFG_j per stage (%):\n")
+    print(result.forgetting_markdown())
     if args.out is not None:
-        print(f"written to {args.out / 'table5_orders.md'} (.csv, .json)")
+        print(f"written to {args.out}: table5_orders and forgetting_orders (.md, .csv, .json)")
+        print("and forgetting_<run>.png per run")
     return 0
 
 

@@ -8,7 +8,8 @@ BWT and final FG_N (the share of the earlier tasks' single-task scores kept afte
 the run's ``n_test`` (binomial errors, independent test sets). A method missing from a run has
 no entry there and no mean. The result is written as
 ``table5_orders.{md,csv,json}``, whose meta names every run folder, its task order and its
-``suite.json`` hash.
+``suite.json`` hash, beside the FG_j curves (PAPER.md Figure 4): ``forgetting_orders.{md,csv,json}``
+(a row per run and method, FG_j per stage j = 2..N, %) and ``forgetting_<run>.png`` per run.
 
 Example:
     >>> res = continual_orders_table(["runs/continual-order1", "runs/continual-order4"],
@@ -29,6 +30,7 @@ from typing import Any
 
 from taskneurons.analysis.continual import cl_half_width
 from taskneurons.provenance import provenance
+from taskneurons.report.plots import line_plot
 from taskneurons.report.tables import markdown_table, write_table
 
 #: The file an ``experiment: continual`` run writes its Table 5 rows to.
@@ -56,6 +58,26 @@ class ContinualOrdersResult:
     cl_pm: dict[str, list[float]] = field(default_factory=dict)
     bwt: dict[str, list[float]] = field(default_factory=dict)
     final_forgetting: dict[str, list[float]] = field(default_factory=dict)
+    #: run -> method -> FG_j per stage j = 1..N (%; ``nan`` at j = 1, where it is undefined)
+    forgetting: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+
+    def forgetting_header(self) -> list[str]:
+        """``run, method, FG_2 .. FG_N`` with N the longest order."""
+        n = max((len(o) for o in self.orders), default=1)
+        return ["run", "method", *(f"FG_{j}" for j in range(2, n + 1))]
+
+    def forgetting_rows(self) -> list[list[Any]]:
+        """A row per run and method: FG_j for j = 2..N (``nan`` past a shorter order)."""
+        width = len(self.forgetting_header()) - 2
+        return [
+            [run, method, *curve[1:], *[math.nan] * (width - len(curve) + 1)]
+            for run, curves in self.forgetting.items()
+            for method, curve in curves.items()
+        ]
+
+    def forgetting_markdown(self) -> str:
+        """The FG_j curves as one Markdown table (a row per run and method)."""
+        return markdown_table(self.forgetting_header(), self.forgetting_rows())
 
     def header(self) -> list[str]:
         per_run = [h for r in self.runs for h in (f"CL {r}", f"± {r}")]
@@ -133,6 +155,11 @@ def _collect(suites: list[dict[str, Any]]) -> ContinualOrdersResult:
     return result
 
 
+def _curves(suite: dict[str, Any]) -> dict[str, list[float]]:
+    """method -> FG_j per stage from a suite file (``None`` read as ``nan``)."""
+    return {m: [_number(v) for v in fg] for m, fg in suite["forgetting"].items() if fg}
+
+
 def _half_width(suite: dict[str, Any], row: list) -> float:
     """The CL's 95 % half-width from the final scores and the run's ``n_test`` (else ``nan``)."""
     n_test = suite.get("meta", {}).get("config", {}).get("n_test")
@@ -161,6 +188,7 @@ def continual_orders_table(
     suites = [read_suite(f) for f in folders]
     result = _collect(suites)
     result.runs = names
+    result.forgetting = {n: _curves(s) for n, s in zip(names, suites, strict=True)}
     if out_dir is not None:
         meta = provenance(
             runs=[
@@ -175,4 +203,27 @@ def continual_orders_table(
             meta=meta,
             title="Continual learning over task orders: CL per order and means (Table 5 layout)",
         )
+        _write_forgetting(result, Path(out_dir), meta)
     return result
+
+
+def _write_forgetting(result: ContinualOrdersResult, out: Path, meta: dict[str, Any]) -> None:
+    """``forgetting_orders.{md,csv,json}`` and a Figure 4 plot per run."""
+    write_table(
+        out / "forgetting_orders",
+        result.forgetting_header(),
+        result.forgetting_rows(),
+        meta=meta,
+        title="FG_j per stage (% of the earlier tasks' single-task scores kept; Figure 4)",
+    )
+    for run, order in zip(result.runs, result.orders, strict=True):
+        curves = result.forgetting[run]
+        line_plot(
+            list(range(1, len(order) + 1)),
+            curves,
+            out / f"forgetting_{run}.png",
+            title=f"FG_j, {run}: {' -> '.join(order)}",
+            xlabel="stage j",
+            ylabel="FG_j (%)",
+            zero_line=False,
+        )
