@@ -89,3 +89,23 @@ def task_folders(tmp_path_factory):
         ["yes", "no"],
     )
     return a, b
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module's tests (``pytestmark = usefixtures("one_thread")``).
+
+    Tiny models run far faster on one thread on a shared 2-core machine (no spin-waits).
+    """
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    """The tiny test tokenizer (one per module)."""
+    return tiny_tokenizer()

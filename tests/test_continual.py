@@ -21,7 +21,9 @@ from taskneurons.training.config import TrainConfig
 from taskneurons.training.neuron_delta import selection_masks
 
 from tiny_models import tiny_model
-from tiny_tokenizer import tiny_tokenizer
+
+# one torch thread (conftest.py): tiny models run far faster so on a shared 2-core machine
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 PROMPT = PromptConfig(max_length=48)
 TRAIN = TrainConfig(lr=1e-2, max_steps=3, batch_size=4, prompt=PROMPT)
@@ -75,20 +77,6 @@ def people_task() -> Task:
         for v in ("loved", "hated", "liked")
     ]
     return _task("people", pairs, ["positive", "negative"])
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run far faster on one thread on a shared 2-core machine (no spin-waits)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return tiny_tokenizer()
 
 
 @pytest.fixture(scope="module")

@@ -14,17 +14,11 @@ from taskneurons.training.neuron_delta import NeuronDelta, selection_masks
 
 from tiny_models import D_FF, D_MODEL, tiny_model
 
+# one torch thread (conftest.py): tiny models run far faster so on a shared 2-core machine
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 FAMILIES = ["llama", "gpt2", "opt", "phi3"]
 DEFINITIONS = ["ffn", "linear"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run far faster on one thread on a shared 2-core machine (no spin-waits)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def random_set(model, definition: str, frac: float = 0.3, seed: int = 0) -> NeuronSet:

@@ -24,14 +24,8 @@ from test_attribution import random_batches
 from tiny_models import tiny_model
 from tiny_tokenizer import tiny_tokenizer
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run far faster on one thread on a shared 2-core machine (no spin-waits)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# one torch thread (conftest.py): tiny models run far faster so on a shared 2-core machine
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def answer_nll(model):

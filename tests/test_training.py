@@ -26,7 +26,9 @@ from taskneurons.training.methods import TRAIN_METHODS, make_method
 from taskneurons.training.neuron_delta import NeuronDelta, selection_masks
 
 from tiny_models import tiny_model
-from tiny_tokenizer import tiny_tokenizer
+
+# one torch thread (conftest.py): tiny models run far faster so on a shared 2-core machine
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 PROMPT = PromptConfig(max_length=48)
 _ADJ = {
@@ -81,20 +83,6 @@ def cfg(**kw) -> TrainConfig:
     base = dict(lr=3e-2, epochs=1, batch_size=4, prompt=PROMPT, warmup_ratio=0.0)
     base.update(kw)
     return TrainConfig(**base)
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return tiny_tokenizer()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run far faster on one thread on a shared 2-core machine (no spin-waits)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 ORACLE_CASES = [
