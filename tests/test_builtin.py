@@ -85,7 +85,7 @@ def test_task_content():
 
 
 def test_country_city_split_by_country():
-    from taskneurons.data.builtin import _COUNTRIES
+    from taskneurons.data.builtin_text import _COUNTRIES
 
     country_of = {c: country for country, cities in _COUNTRIES for c in (country, *cities)}
     kind_of = {country: "country" for country, _ in _COUNTRIES}
@@ -103,7 +103,7 @@ def test_country_city_split_by_country():
 
 
 def test_animal_plant_split_by_item():
-    from taskneurons.data.builtin import _ANIMALS, _PLANTS
+    from taskneurons.data.builtin_text import _ANIMALS, _PLANTS
 
     t = builtin_task("animal_plant")
 
