@@ -15,8 +15,9 @@ seed, prompt, output folder) at the top, and each stage's knobs in a section nam
 Stages: ``detect``, ``deactivate`` (Table 1 rows + matrix), ``table2`` (neuron training),
 ``sweep`` (deactivation over k x selection), ``budget`` (Table 2 over optimizer x steps x k x
 seeds, learning curves), ``crosstrain`` (task i's neurons trained on task j's data),
-``overlap`` (Table 8), ``generalization``
-(Figure 2 + Table 8), ``controlled_overlap`` (Tables 9-11), ``similarity`` (Figure 3 + Table 4),
+``prompts`` (zero-shot scores under prompt variants, paired differences), ``overlap``
+(Table 8), ``generalization`` (Figure 2 + Table 8), ``controlled_overlap`` (Tables 9-11),
+``similarity`` (Figure 3 + Table 4),
 ``continual`` (methods learning the tasks in order), ``multitask`` (Table 1 on a multi-task
 fine-tuned model); ``all`` means ``[table2, multitask]``. The generalization stages take
 their task groups from their section or from the top-level ``groups`` (default PAPER.md
@@ -54,14 +55,15 @@ from taskneurons.experiments.generalization import GeneralizationConfig
 from taskneurons.experiments.multitask import MultitaskConfig
 from taskneurons.experiments.neuron_training import NeuronTrainingConfig
 from taskneurons.experiments.overlap import OverlapConfig
+from taskneurons.experiments.prompt_variants import PromptVariantsConfig
 from taskneurons.experiments.similarity import SimilarityConfig
 from taskneurons.experiments.sweep import SweepConfig
 from taskneurons.experiments.task_groups import TaskGroup
 
 #: Stage names in the order a run does them, and the ones that need neuron sets.
 STAGES: tuple[str, ...] = (
-    "detect", "deactivate", "table2", "sweep", "budget", "crosstrain", "overlap", "generalization",
-    "controlled_overlap", "similarity", "continual", "multitask",
+    "detect", "deactivate", "table2", "sweep", "budget", "crosstrain", "prompts", "overlap",
+    "generalization", "controlled_overlap", "similarity", "continual", "multitask",
 )  # fmt: skip
 #: The generalization stages (PAPER.md §3): their sections take the top-level ``groups``.
 GROUP_STAGES: tuple[str, ...] = ("overlap", "generalization", "controlled_overlap", "similarity")
@@ -88,8 +90,8 @@ class ExperimentFile(Config):
         resume: ``continual``: continue an interrupted run from its last finished stage.
         groups: the task groups of every generalization stage that sets none (``None``: each
             section's own, by default PAPER.md Table 3).
-        detect, deactivate, table2, sweep, budget, crosstrain, continual, multitask, overlap,
-            generalization, controlled_overlap, similarity: each stage's knobs.
+        detect, deactivate, table2, sweep, budget, crosstrain, prompts, continual, multitask,
+            overlap, generalization, controlled_overlap, similarity: each stage's knobs.
     """
 
     experiment: str | list[str] = "detect"
@@ -109,6 +111,7 @@ class ExperimentFile(Config):
     sweep: SweepConfig = field(default_factory=SweepConfig)
     budget: BudgetGridConfig = field(default_factory=BudgetGridConfig)
     crosstrain: CrossTrainingConfig = field(default_factory=CrossTrainingConfig)
+    prompts: PromptVariantsConfig = field(default_factory=PromptVariantsConfig)
     continual: ContinualSuiteConfig = field(default_factory=ContinualSuiteConfig)
     multitask: MultitaskConfig = field(default_factory=MultitaskConfig)
     groups: list[TaskGroup] | None = None
@@ -221,6 +224,7 @@ def with_defaults(data: Mapping[str, Any]) -> dict[str, Any]:
         "table2": {"seed": seed, "random_seed": seed, "train": train, "eval": evals},
         "budget": {"seed": seed, "train": train, "eval": evals},
         "crosstrain": {"seed": seed, "train": train, "eval": evals},
+        "prompts": {"seed": seed, "eval": evals},
         "multitask": {"seed": seed, "train": train},
         "continual": {
             "seed": seed,

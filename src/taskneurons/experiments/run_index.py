@@ -40,6 +40,10 @@ FILE_NOTES = {
     "cross_training": "task j's score after training task i's neurons on task j's data",
     "cross_gain": "gain over zero-shot of task j from training task i's neurons on its data",
     "cross_training_config.json": "cross-training knobs, neuron-set records, run summaries",
+    "prompt_variants": "zero-shot score per task and prompt variant; paired difference to the "
+    "first variant (bootstrap 95 % CI, sign-flip p)",
+    "per_example.json": "per-example scores per task and variant (and a rendered prompt of each)",
+    "prompt_variants_config.json": "prompt-variant knobs and provenance",
     "overlap": "overlap rate of training and test tasks' neurons per proportion (Table 8)",
     "overlap_vs_proportion": "overlap rate vs proportion (Table 8 as a plot)",
     "overlap_config.json": "overlap knobs and provenance",

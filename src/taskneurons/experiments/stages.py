@@ -26,6 +26,7 @@ from taskneurons.experiments.generalization import generalization_experiment
 from taskneurons.experiments.multitask import multitask_experiment
 from taskneurons.experiments.neuron_training import neuron_training_experiment
 from taskneurons.experiments.overlap import overlap_experiment
+from taskneurons.experiments.prompt_variants import prompt_variants_experiment
 from taskneurons.experiments.similarity import similarity_experiment
 from taskneurons.experiments.sweep import selection_sweep
 from taskneurons.experiments.task_groups import ScoredTasks
@@ -39,6 +40,8 @@ STAGE_TITLES = {
     "sweep": "deactivation over k x selection from scores computed once (where specificity lives)",
     "budget": "train own vs random neurons over optimizer x steps x k x seeds (Table 2 budgets)",
     "crosstrain": "train each task's neurons on each task's data: the gain matrix's specificity",
+    "prompts": "zero-shot scores under several prompt variants (plain vs chat template), paired "
+    "differences",
     "overlap": "overlap of training and test tasks' neurons at each proportion (Table 8)",
     "generalization": "train the groups' neurons at each proportion; ID and OOD scores (Fig. 2)",
     "controlled_overlap": "fixed number of trained neurons, chosen overlap with the test tasks' "
@@ -159,6 +162,12 @@ def _crosstrain(ctx: RunContext, folder: Path):
     )  # fmt: skip
 
 
+def _prompts(ctx: RunContext, folder: Path):
+    return prompt_variants_experiment(
+        ctx.model, ctx.tokenizer, ctx.tasks, ctx.config.prompts, folder, ctx.progress
+    )
+
+
 STAGE_RUNNERS: dict[str, Callable[[RunContext, Path], Any]] = {
     "detect": _detect,
     "deactivate": _deactivate,
@@ -166,6 +175,7 @@ STAGE_RUNNERS: dict[str, Callable[[RunContext, Path], Any]] = {
     "sweep": _sweep,
     "budget": _budget,
     "crosstrain": _crosstrain,
+    "prompts": _prompts,
     "overlap": _scoring_stage(overlap_experiment, "overlap"),
     "generalization": _scoring_stage(generalization_experiment, "generalization"),
     "controlled_overlap": _scoring_stage(controlled_overlap_experiment, "controlled_overlap"),

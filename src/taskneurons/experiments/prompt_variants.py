@@ -1,0 +1,299 @@
+"""Zero-shot scores under several prompt variants, with paired per-example statistics.
+
+Each task is scored zero-shot on the same label-stratified test subset under every named
+prompt variant (by default the plain ``instruction / input / Option: / Answer:`` prompt and the
+same user text wrapped in the tokenizer's chat template). A variant is the run's evaluation
+prompt (``eval.prompt``) with some :class:`~taskneurons.data.prompts.PromptConfig` fields
+overridden. The first variant is the reference: for every other variant and task the paired
+difference (variant - reference) of the per-example scores gets a percentile bootstrap 95 % CI
+and a two-sided sign-flip p-value (:func:`~taskneurons.analysis.paired.mean_difference`), so
+the table says whether a prompt changes a task's score beyond what the test examples' luck
+would. Scores are in points, 0-100: per example 100 (correct) or 0 (wrong) for accuracy tasks,
+ROUGE-L F1 x 100 for generation tasks, as :func:`~taskneurons.evaluation.dispatch.evaluate`
+returns them.
+
+A variant that asks for the chat template on a tokenizer without one is refused before any
+evaluation (the prompt code would silently fall back to the plain prompt).
+
+Example:
+    >>> cfg = PromptVariantsConfig.from_dict(
+    ...     {"n_test": 200, "variants": [{"name": "plain"}, {"name": "chat", "chat_template": True}]}
+    ... )
+    >>> [cfg.prompt_for(v).chat_template for v in cfg.names()]
+    [False, True]
+    >>> res = prompt_variants_experiment(model, tok, tasks, cfg, "runs/prompts")  # doctest: +SKIP
+    >>> print(res.markdown())  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from taskneurons._io import write_json_atomic
+from taskneurons.analysis.paired import MeanDifference, mean_difference
+from taskneurons.config import Config, build
+from taskneurons.data.prompts import PromptConfig, render_prompt
+from taskneurons.data.tasks import Example, Task, examples_hash
+from taskneurons.evaluation.dispatch import evaluate
+from taskneurons.evaluation.result import EvalConfig
+from taskneurons.experiments.common import eval_examples
+from taskneurons.provenance import model_fingerprint, provenance
+from taskneurons.report.tables import markdown_table, write_table
+
+#: The row of the table that averages the tasks.
+MEAN_ROW = "Mean"
+#: What a per-example score is.
+SCORE_UNIT = "points 0-100 per example: 100/0 (correct/wrong) or ROUGE-L F1 x 100"
+
+
+def _default_variants() -> list[dict[str, Any]]:
+    return [{"name": "plain"}, {"name": "chat", "chat_template": True}]
+
+
+@dataclass
+class PromptVariantsConfig(Config):
+    """Knobs of the prompt-variants experiment.
+
+    Attributes:
+        variants: ``{name: str, **PromptConfig overrides}`` per variant, the first being the
+            reference every other is compared with; each variant's prompt is ``eval.prompt``
+            with its overrides (e.g. ``{name: chat, chat_template: true}``).
+        n_test: test examples per task (label-stratified with ``seed``; ``None``: all).
+        seed: seed of the test subsets and of the statistics' resampling.
+        eval: how tasks are evaluated (its ``prompt`` is the base of every variant).
+        n_boot: bootstrap resamples for the CI, and sign-flip draws for the p-value.
+    """
+
+    variants: list[dict[str, Any]] = field(default_factory=_default_variants)
+    n_test: int | None = 200
+    seed: int = 0
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    n_boot: int = 2000
+
+    def validate(self) -> None:
+        if len(self.variants) < 2:
+            raise ValueError(
+                f"variants: need at least 2 prompt variants (a reference and one to compare), "
+                f"got {len(self.variants)}"
+            )
+        allowed = [f.name for f in dataclasses.fields(PromptConfig)]
+        seen: set[str] = set()
+        for i, variant in enumerate(self.variants):
+            name = variant.get("name")
+            if not isinstance(name, str) or not name.strip():
+                raise ValueError(f"variants[{i}]: every variant needs a non-empty string 'name'")
+            if name in seen:
+                raise ValueError(f"variants[{i}]: variant name {name!r} is used twice")
+            seen.add(name)
+            unknown = sorted(k for k in variant if k != "name" and k not in allowed)
+            if unknown:
+                raise ValueError(
+                    f"variants[{i}] ({name!r}): unknown prompt key {unknown[0]!r}; allowed: "
+                    f"name, {', '.join(allowed)}"
+                )
+            try:  # the override values, typed as PromptConfig's fields
+                self.prompt_for(name, where=f"variants[{i}] ({name!r})")
+            except ValueError as exc:
+                raise ValueError(str(exc)) from None  # from_dict adds the file and section
+        if self.n_boot < 1:
+            raise ValueError(f"n_boot must be >= 1, got {self.n_boot}")
+
+    def names(self) -> list[str]:
+        """The variants' names, reference first."""
+        return [v["name"] for v in self.variants]
+
+    def prompt_for(self, name: str, where: str = "") -> PromptConfig:
+        """``eval.prompt`` with variant ``name``'s overrides (``ConfigError`` on a bad value)."""
+        variant = next(v for v in self.variants if v.get("name") == name)
+        overrides = {k: v for k, v in variant.items() if k != "name"}
+        return build(PromptConfig, {**self.eval.prompt.to_dict(), **overrides}, where=where)
+
+
+@dataclass
+class PromptVariantsResult:
+    """The table and what it was computed from.
+
+    Attributes:
+        header: ``task``, one score column per variant, then per non-reference variant ``v``:
+            ``v-ref``, ``v-ref low``, ``v-ref high``, ``v-ref p``.
+        rows: one row per task, then :data:`MEAN_ROW` (unweighted means over tasks; its CI
+            and p pool the tasks' examples, see :func:`mean_row`). Scores and differences in
+            points (0-100).
+        variants: variant names, reference first.
+        scores: ``scores[task][variant]``: ``[n_test]`` per-example scores (points).
+        differences: ``differences[variant][task or MEAN_ROW]``: the paired statistics.
+        out_dir: where the files were written.
+    """
+
+    header: list[str]
+    rows: list[list[Any]]
+    variants: list[str]
+    scores: dict[str, dict[str, list[float]]]
+    differences: dict[str, dict[str, MeanDifference]]
+    out_dir: Path
+
+    def markdown(self) -> str:
+        ref = self.variants[0]
+        note = (
+            f"Zero-shot score (points) per prompt variant; differences are variant - {ref!r} "
+            "over the same test examples, with a bootstrap 95 % CI and a sign-flip p-value."
+        )
+        return note + "\n\n" + markdown_table(self.header, self.rows, digits=3)
+
+
+def prompt_variants_experiment(
+    model: nn.Module,
+    tokenizer,
+    tasks: list[Task],
+    config: PromptVariantsConfig,
+    out_dir: str | os.PathLike,
+    progress: bool = True,
+) -> PromptVariantsResult:
+    """Score every task zero-shot under every prompt variant; paired differences to the first.
+
+    Writes ``prompt_variants.{md,csv,json}`` (the table, with provenance), ``per_example.json``
+    (every per-example score, so the statistics can be recomputed, and each variant's rendered
+    prompt of the first test example) and ``prompt_variants_config.json``.
+
+    Raises:
+        ValueError: a variant asks for the chat template and the tokenizer has none (before
+            any evaluation); no tasks.
+    """
+    if not tasks:
+        raise ValueError("prompt variants: no tasks")
+    names = config.names()
+    prompts = {name: config.prompt_for(name) for name in names}
+    check_chat_template(tokenizer, prompts)
+    test = {t.id: eval_examples(t, config.n_test, config.seed) for t in tasks}
+    scores: dict[str, dict[str, list[float]]] = {}
+    for task in tasks:
+        scores[task.id] = {}
+        for name in names:
+            cfg = dataclasses.replace(config.eval, prompt=prompts[name])
+            res = evaluate(model, tokenizer, task, test[task.id], config=cfg, progress=progress)
+            scores[task.id][name] = res.example_scores()
+    header, rows, diffs = _table(names, scores, config)
+    result = PromptVariantsResult(header, rows, names, scores, diffs, Path(out_dir))
+    _write(result, config, model, tokenizer, tasks, test, prompts)
+    return result
+
+
+def check_chat_template(tokenizer, prompts: dict[str, PromptConfig]) -> None:
+    """Raise ``ValueError`` if a variant wants the chat template and ``tokenizer`` has none."""
+    if getattr(tokenizer, "chat_template", None):
+        return
+    wanting = [name for name, p in prompts.items() if p.chat_template]
+    if wanting:
+        raise ValueError(
+            f"prompt variant(s) {wanting} set chat_template: true, but the tokenizer has no chat "
+            "template (the prompt would silently be the plain one); drop those variants or use "
+            "a model whose tokenizer has a chat template"
+        )
+
+
+def _table(
+    names: list[str], scores: dict[str, dict[str, list[float]]], config: PromptVariantsConfig
+) -> tuple[list[str], list[list[Any]], dict[str, dict[str, MeanDifference]]]:
+    """Header, task rows + mean row, and the differences of every non-reference variant."""
+    ref, others = names[0], names[1:]
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    header = ["task", *names]
+    for v in others:
+        header += [f"{v}-{ref}", f"{v}-{ref} low", f"{v}-{ref} high", f"{v}-{ref} p"]
+    diffs: dict[str, dict[str, MeanDifference]] = {v: {} for v in others}
+    stat = dict(n_boot=config.n_boot, n_perm=config.n_boot, seed=config.seed)
+    for task, per in scores.items():
+        for v in others:
+            diffs[v][task] = mean_difference(per[v], per[ref], **stat)
+    for v in others:
+        x, y = mean_row(scores, v, ref)
+        diffs[v][MEAN_ROW] = mean_difference(x, y, **stat)
+    rows: list[list[Any]] = []
+    for task in [*scores, MEAN_ROW]:
+        if task == MEAN_ROW:
+            row: list[Any] = [
+                MEAN_ROW,
+                *(mean([mean(p[n]) for p in scores.values()]) for n in names),
+            ]
+        else:
+            row = [task, *(mean(scores[task][n]) for n in names)]
+        for v in others:
+            d = diffs[v][task]
+            row += [d.mean, d.low, d.high, d.p_value]
+        rows.append(row)
+    return header, rows, diffs
+
+
+def mean_row(
+    scores: dict[str, dict[str, list[float]]], variant: str, reference: str
+) -> tuple[list[float], list[float]]:
+    """All tasks' per-example scores of ``variant`` and ``reference`` pooled, ``[N]`` each.
+
+    Each example of task ``t`` is weighted by ``N / (T * n_t)`` (``N`` examples in all, ``T``
+    tasks), so the pooled mean difference is exactly the unweighted mean over tasks of the
+    per-task differences; with equal ``n_t`` the weights are 1.
+    """
+    total = sum(len(per[reference]) for per in scores.values())
+    x: list[float] = []
+    y: list[float] = []
+    for per in scores.values():
+        w = total / (len(scores) * len(per[reference]))
+        x += [w * s for s in per[variant]]
+        y += [w * s for s in per[reference]]
+    return x, y
+
+
+def _write(
+    result: PromptVariantsResult,
+    config: PromptVariantsConfig,
+    model: nn.Module,
+    tokenizer,
+    tasks: list[Task],
+    test: dict[str, list[Example]],
+    prompts: dict[str, PromptConfig],
+) -> None:
+    out = result.out_dir
+    meta = provenance(
+        config=config.to_dict(),
+        model=model_fingerprint(model),
+        prompts={name: p.to_dict() for name, p in prompts.items()},
+        reference=result.variants[0],
+        unit=SCORE_UNIT,
+        metric={t.id: t.metric for t in tasks},
+        data_hash={t.id: examples_hash(test[t.id]) for t in tasks},
+        differences={
+            v: {task: d.to_dict() for task, d in per.items()}
+            for v, per in result.differences.items()
+        },
+    )
+    write_table(
+        out / "prompt_variants", result.header, result.rows, meta=meta, digits=3,
+        title="Zero-shot score per prompt variant, paired differences to "
+        f"{result.variants[0]!r} (points)",
+    )  # fmt: skip
+    per_example = {
+        "variants": result.variants,
+        "reference": result.variants[0],
+        "unit": SCORE_UNIT,
+        "tasks": {
+            t.id: {
+                "metric": t.metric,
+                "data_hash": examples_hash(test[t.id]),
+                "scores": result.scores[t.id],
+                "first_prompt": {
+                    name: render_prompt(tokenizer, t, test[t.id][0].input, p)
+                    for name, p in prompts.items()
+                },
+            }
+            for t in tasks
+        },
+        "meta": meta,
+    }
+    write_json_atomic(out / "per_example.json", per_example)
+    write_json_atomic(out / "prompt_variants_config.json", meta)
