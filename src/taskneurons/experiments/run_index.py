@@ -7,7 +7,7 @@ from pathlib import Path
 
 from taskneurons.experiments.stages import STAGE_TITLES, RunResult
 
-#: Files a run writes, for the README index (by name or stem).
+#: Files a run writes, for the README index (by name or stem; a folder by ``name/``).
 FILE_NOTES = {
     "config.yaml": "the resolved experiment file: every knob, defaults filled",
     "detect_config.json": "detection knobs and provenance",
@@ -21,7 +21,9 @@ FILE_NOTES = {
     "table2": "Zero-shot / Train-Random / Train-Task (accuracy % / ROUGE-L)",
     "train_matrix": "change of task j's score after training task i's neurons (points)",
     "finetune_config.json": "neuron-training knobs, data hashes, per-run summaries",
-    "multitask_config.json": "multi-task fine-tuning knobs and the tuned model's fingerprint",
+    "multitask_config.json": "multi-task fine-tuning knobs, tuned and base model fingerprints",
+    "model/": "the fine-tuned model and tokenizer (Hugging Face folder, `taskneurons_model.json`"
+    " records provenance): give this folder as `model:` in a later experiment file",
     "specificity": "specificity statistics of the matrices (diagonal, CI, p-value)",
     "general_neurons": "the general set: neurons in the top-k of most tasks",
     "sweep": "one row per (selection, k): set size, overlap, specificity by accuracy and NLL",
@@ -88,7 +90,8 @@ def _file_rows(folder: Path, prefix: str) -> list[str]:
             continue
         if path.is_dir():
             n = sum(1 for p in path.rglob("*") if p.is_file())
-            rows.append(f"| `{prefix}{path.name}/` | {n} files |")
+            note = FILE_NOTES.get(f"{path.name}/")
+            rows.append(f"| `{prefix}{path.name}/` | {n} files{': ' + note if note else ''} |")
         elif path.name in FILE_NOTES:
             rows.append(f"| `{prefix}{path.name}` | {FILE_NOTES[path.name]} |")
         else:
