@@ -64,3 +64,16 @@ def test_bad_shapes_and_values_are_refused():
         forgetting(A, [0.0, 1.0, 1.0])
     with pytest.raises(ValueError, match="before its own stage"):
         fwt(np.array([[80.0, 60.0], [NAN, 90.0]]), [0.0, 0.0])
+
+
+def test_bwt_half_width_by_hand():
+    from taskneurons.analysis.continual import bwt_half_width
+
+    a = [[20.0, 50.0, 50.0], [0.0, 80.0, 60.0], [0.0, 0.0, 90.0]]
+    # terms: task 0 (50 vs 20, n 16), task 1 (60 vs 80, n 25); variances add, mean over 2
+    var = 50 * 50 / 16 + 20 * 80 / 16 + 60 * 40 / 25 + 80 * 20 / 25
+    assert bwt_half_width(a, [16, 25, 4], z=1.0) == pytest.approx(var**0.5 / 2)
+    assert bwt_half_width([[100.0, 0.0], [0.0, 50.0]], [5, 5]) == 0.0
+    assert math.isnan(bwt_half_width([[50.0]], [10]))
+    with pytest.raises(ValueError, match="one n_test per task"):
+        bwt_half_width(a, [16, 25])

@@ -36,20 +36,30 @@ def test_cl_per_order_and_means(tmp_path):
         [["ncft", 1, 2, 3, 25.0, -3.0, 2.0, 0.5]],
         {"ncft": [None, 80.0, 70.0]},
     )
+    # ncft's matrix on o1, one earlier task: a(0,0) = 40, a(0,1) = 30
+    (one / "ncft").mkdir()
+    matrix = {"header": ["task", "1:a", "2:b"], "rows": [["a", 40.0, 30.0], ["b", None, 40.0]]}
+    (one / "ncft" / "matrix.json").write_text(json.dumps(matrix))
     res = continual_orders_table([one, two], tmp_path / "out")
     assert res.header() == [
-        "method", "CL o1", "± o1", "CL o2", "± o2", "mean CL", "mean BWT", "mean FG_N",
+        "method", "CL o1", "± o1", "BWT o1", "BWT ± o1", "CL o2", "± o2", "BWT o2", "BWT ± o2",
+        "mean CL", "mean BWT", "mean FG_N",
     ]  # fmt: skip
     seqft, ncft = res.rows()
     # o1: 1.96 * sqrt(30*70/100 + 40*60/100) / 2; o2 has no n_test
     assert ncft[2] == pytest.approx(1.96 * math.sqrt(21.0 + 24.0) / 2)
-    assert ncft[:2] + ncft[3:4] + ncft[5:] == ["ncft", 35.0, 25.0, 30.0, -2.0, 80.0]
-    assert math.isnan(ncft[4])
-    assert seqft[:2] == ["seqft", 15.0] and all(math.isnan(v) for v in seqft[3:])
+    # BWT ± on o1: 1.96 * sqrt(30*70/100 + 40*60/100) / 1 (one earlier task)
+    assert ncft[4] == pytest.approx(1.96 * math.sqrt(21.0 + 24.0))
+    assert ncft[:2] + [ncft[3], ncft[5], ncft[7]] + ncft[9:] == [
+        "ncft", 35.0, -1.0, 25.0, -3.0, 30.0, -2.0, 80.0,
+    ]  # fmt: skip
+    assert all(math.isnan(ncft[i]) for i in (6, 8))
+    assert seqft[:4] == ["seqft", 15.0, seqft[2], -5.0] and math.isnan(seqft[4])
+    assert all(math.isnan(v) for v in seqft[5:])
     assert res.orders == [["a", "b"], ["b", "a", "c"]]
     assert "- o2: b -> a -> c" in res.markdown()
     saved = json.loads((tmp_path / "out" / "table5_orders.json").read_text())
-    assert saved["rows"][1][:4] == ncft[:4] and saved["rows"][1][5:] == ncft[5:]
+    assert saved["rows"][1][:6] == ncft[:6] and saved["rows"][1][9:] == ncft[9:]
     assert [r["folder"] for r in saved["meta"]["runs"]] == [str(one), str(two)]
     assert len(saved["meta"]["runs"][0]["suite_sha256"]) == 64
     # FG_j curves: a row per run and method, stages 2..N of the longest order, nan past a shorter

@@ -141,4 +141,32 @@ def cl_half_width(final, n_test, z: float = 1.96) -> float:
     return float(z * np.sqrt(np.sum(p * (100.0 - p) / n)) / p.size)
 
 
-__all__ = ["bwt", "cl", "cl_half_width", "final_scores", "forgetting", "fwt"]
+def bwt_half_width(a, n_test, z: float = 1.96) -> float:
+    """Half-width of a normal-approximation CI of BWT from the accuracy matrix (%), conservative.
+
+    BWT averages ``a[i, -1] - a[i, i]`` over the ``N - 1`` earlier tasks. Both terms are
+    accuracies over task ``i``'s ``n_i`` test examples; their variances are added as if they
+    were independent (``p (100 - p) / n`` each). They are measured on the same examples, and a
+    model that keeps its answers makes them positively correlated, so the true standard error is
+    smaller: the interval errs wide. The tasks are independent, so the terms' variances add and
+    the mean divides by ``N - 1``. ``nan`` with fewer than two tasks.
+
+    Example:
+        >>> round(bwt_half_width([[50.0, 50.0], [0.0, 80.0]], [100, 100]), 2)
+        13.86
+    """
+    m = _matrix(a)
+    n = np.asarray(n_test, dtype=np.float64)
+    if n.shape != (m.shape[0],):
+        raise ValueError(f"one n_test per task, got {n.shape} for {m.shape[0]} tasks")
+    if np.any(n < 1):
+        raise ValueError("n_test must be >= 1")
+    t = m.shape[0] - 1
+    if t < 1:
+        return float("nan")
+    last, diag = m[:t, -1], np.diag(m)[:t]
+    var = last * (100.0 - last) / n[:t] + diag * (100.0 - diag) / n[:t]
+    return float(z * np.sqrt(np.sum(var)) / t)
+
+
+__all__ = ["bwt", "bwt_half_width", "cl", "cl_half_width", "final_scores", "forgetting", "fwt"]

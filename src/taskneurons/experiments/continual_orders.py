@@ -5,7 +5,9 @@ order). :func:`continual_orders_table` reads several such runs and lays them sid
 per method, a CL column per run (in the order given), the mean CL over the runs, and the mean
 BWT and final FG_N (the share of the earlier tasks' single-task scores kept after the last task,
 %). Each CL has the half-width of its 95 % normal-approximation CI from the final accuracies and
-the run's ``n_test`` (binomial errors, independent test sets). A method missing from a run has
+the run's ``n_test`` (binomial errors, independent test sets); each BWT, one from the method's
+accuracy matrix (``<run>/<method>/matrix.json``; conservative, see
+:func:`~taskneurons.analysis.continual.bwt_half_width`). A method missing from a run has
 no entry there and no mean. The result is written as
 ``table5_orders.{md,csv,json}``, whose meta names every run folder, its task order and its
 ``suite.json`` hash, beside the FG_j curves (PAPER.md Figure 4): ``forgetting_orders.{md,csv,json}``
@@ -28,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from taskneurons.analysis.continual import cl_half_width
+from taskneurons.analysis.continual import bwt_half_width, cl_half_width
 from taskneurons.provenance import provenance
 from taskneurons.report.plots import line_plot
 from taskneurons.report.tables import markdown_table, write_table
@@ -48,8 +50,9 @@ class ContinualOrdersResult:
     ``cl_pm`` is the half-width of its 95 % normal-approximation CI
     (:func:`~taskneurons.analysis.continual.cl_half_width`; ``nan`` without ``n_test``).
 
-    ``bwt`` and ``final_forgetting`` (FG_N, %) are indexed the same way; ``nan`` where a method
-    did not run, or where the value is undefined (FG_N when some A(i) <= 0).
+    ``bwt`` (with ``bwt_pm``, its conservative 95 % half-width) and ``final_forgetting`` (FG_N,
+    %) are indexed the same way; ``nan`` where a method did not run, or where the value is
+    undefined (FG_N when some A(i) <= 0; a half-width without ``n_test`` or the matrix file).
     """
 
     runs: list[str]
@@ -57,6 +60,7 @@ class ContinualOrdersResult:
     cl: dict[str, list[float]] = field(default_factory=dict)
     cl_pm: dict[str, list[float]] = field(default_factory=dict)
     bwt: dict[str, list[float]] = field(default_factory=dict)
+    bwt_pm: dict[str, list[float]] = field(default_factory=dict)
     final_forgetting: dict[str, list[float]] = field(default_factory=dict)
     #: run -> method -> FG_j per stage j = 1..N (%; ``nan`` at j = 1, where it is undefined)
     forgetting: dict[str, dict[str, list[float]]] = field(default_factory=dict)
@@ -80,14 +84,17 @@ class ContinualOrdersResult:
         return markdown_table(self.forgetting_header(), self.forgetting_rows())
 
     def header(self) -> list[str]:
-        per_run = [h for r in self.runs for h in (f"CL {r}", f"± {r}")]
+        per_run = [h for r in self.runs for h in (f"CL {r}", f"± {r}", f"BWT {r}", f"BWT ± {r}")]
         return ["method", *per_run, "mean CL", "mean BWT", "mean FG_N"]
 
     def rows(self) -> list[list[Any]]:
         out = []
         for method, cls in self.cl.items():
             means = [_mean(v[method]) for v in (self.cl, self.bwt, self.final_forgetting)]
-            pairs = [v for c, pm in zip(cls, self.cl_pm[method], strict=True) for v in (c, pm)]
+            per_run = zip(
+                cls, self.cl_pm[method], self.bwt[method], self.bwt_pm[method], strict=True
+            )
+            pairs = [v for values in per_run for v in values]
             out.append([method, *pairs, *means])
         return out
 
@@ -133,15 +140,15 @@ def read_suite(folder: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
-def _collect(suites: list[dict[str, Any]]) -> ContinualOrdersResult:
+def _collect(suites: list[dict[str, Any]], folders: Sequence[Path]) -> ContinualOrdersResult:
     methods: list[str] = []
     for suite in suites:
         methods += [row[0] for row in suite["rows"] if row[0] not in methods]
     result = ContinualOrdersResult(runs=[], orders=[])
     for name in methods:
-        for table in (result.cl, result.cl_pm, result.bwt, result.final_forgetting):
+        for table in (result.cl, result.cl_pm, result.bwt, result.bwt_pm, result.final_forgetting):
             table[name] = []
-    for suite in suites:
+    for suite, folder in zip(suites, folders, strict=True):
         header = suite["header"]
         result.orders.append(header[1 : header.index("CL")])
         rows = {row[0]: row for row in suite["rows"]}
@@ -151,8 +158,22 @@ def _collect(suites: list[dict[str, Any]]) -> ContinualOrdersResult:
             result.cl[name].append(_number(row[header.index("CL")]) if row else math.nan)
             result.cl_pm[name].append(_half_width(suite, row) if row else math.nan)
             result.bwt[name].append(_number(row[header.index("BWT")]) if row else math.nan)
+            result.bwt_pm[name].append(_bwt_half_width(folder / name, suite) if row else math.nan)
             result.final_forgetting[name].append(_number(fg[-1]) if row else math.nan)
     return result
+
+
+def _bwt_half_width(method_dir: Path, suite: dict[str, Any]) -> float:
+    """BWT's conservative 95 % half-width from ``method_dir/matrix.json`` (else ``nan``)."""
+    n_test = suite.get("meta", {}).get("config", {}).get("n_test")
+    path = method_dir / "matrix.json"
+    if not isinstance(n_test, int) or not path.is_file():
+        return math.nan
+    rows = json.loads(path.read_text(encoding="utf-8"))["rows"]
+    a = [[_number(v) for v in row[1:]] for row in rows]  # [task, stage]
+    if any(math.isnan(a[i][i]) or math.isnan(a[i][-1]) for i in range(len(a))):
+        return math.nan
+    return bwt_half_width([[0.0 if math.isnan(v) else v for v in r] for r in a], [n_test] * len(a))
 
 
 def _curves(suite: dict[str, Any]) -> dict[str, list[float]]:
@@ -186,7 +207,7 @@ def continual_orders_table(
     if len(set(names)) != len(names):
         raise ContinualRunError(f"run folders must have distinct names, got {names}")
     suites = [read_suite(f) for f in folders]
-    result = _collect(suites)
+    result = _collect(suites, [Path(f) for f in folders])
     result.runs = names
     result.forgetting = {n: _curves(s) for n, s in zip(names, suites, strict=True)}
     if out_dir is not None:
