@@ -32,7 +32,7 @@ from typing import Any
 
 from taskneurons.analysis.continual import bwt_half_width, cl_half_width
 from taskneurons.provenance import provenance
-from taskneurons.report.plots import line_plot
+from taskneurons.report.plots import forgetting_plot
 from taskneurons.report.tables import markdown_table, write_table
 
 #: The file an ``experiment: continual`` run writes its Table 5 rows to.
@@ -144,7 +144,9 @@ def _collect(suites: list[dict[str, Any]], folders: Sequence[Path]) -> Continual
     methods: list[str] = []
     for suite in suites:
         methods += [row[0] for row in suite["rows"] if row[0] not in methods]
-    result = ContinualOrdersResult(runs=[], orders=[])
+    names = [f.name for f in folders]
+    result = ContinualOrdersResult(runs=names, orders=[])
+    result.forgetting = {n: _curves(s) for n, s in zip(names, suites, strict=True)}
     for name in methods:
         for table in (result.cl, result.cl_pm, result.bwt, result.bwt_pm, result.final_forgetting):
             table[name] = []
@@ -173,7 +175,7 @@ def _bwt_half_width(method_dir: Path, suite: dict[str, Any]) -> float:
     a = [[_number(v) for v in row[1:]] for row in rows]  # [task, stage]
     if any(math.isnan(a[i][i]) or math.isnan(a[i][-1]) for i in range(len(a))):
         return math.nan
-    return bwt_half_width([[0.0 if math.isnan(v) else v for v in r] for r in a], [n_test] * len(a))
+    return bwt_half_width(a, [n_test] * len(a))
 
 
 def _curves(suite: dict[str, Any]) -> dict[str, list[float]]:
@@ -196,7 +198,8 @@ def continual_orders_table(
 ) -> ContinualOrdersResult:
     """Table 5 across the finished continual runs in ``folders`` (columns in that order).
 
-    Writes ``<out_dir>/table5_orders.{md,csv,json}`` when ``out_dir`` is given.
+    Writes ``<out_dir>/table5_orders.{md,csv,json}``, ``forgetting_orders.{md,csv,json}`` and
+    ``forgetting_<run>.png`` per run when ``out_dir`` is given.
 
     Raises:
         ContinualRunError: a folder without a finished run, or the same folder twice.
@@ -208,8 +211,6 @@ def continual_orders_table(
         raise ContinualRunError(f"run folders must have distinct names, got {names}")
     suites = [read_suite(f) for f in folders]
     result = _collect(suites, [Path(f) for f in folders])
-    result.runs = names
-    result.forgetting = {n: _curves(s) for n, s in zip(names, suites, strict=True)}
     if out_dir is not None:
         meta = provenance(
             runs=[
@@ -238,13 +239,5 @@ def _write_forgetting(result: ContinualOrdersResult, out: Path, meta: dict[str, 
         title="FG_j per stage (% of the earlier tasks' single-task scores kept; Figure 4)",
     )
     for run, order in zip(result.runs, result.orders, strict=True):
-        curves = result.forgetting[run]
-        line_plot(
-            list(range(1, len(order) + 1)),
-            curves,
-            out / f"forgetting_{run}.png",
-            title=f"FG_j, {run}\n{' > '.join(order)}",
-            xlabel="stage j",
-            ylabel="FG_j (%)",
-            zero_line=False,
-        )
+        title = f"FG_j, {run}\n{' > '.join(order)}"
+        forgetting_plot(result.forgetting[run], out / f"forgetting_{run}.png", title)

@@ -33,7 +33,7 @@ from taskneurons.experiments.continual import (
     shares_training,
 )
 from taskneurons.provenance import provenance
-from taskneurons.report.plots import line_plot
+from taskneurons.report.plots import forgetting_plot
 from taskneurons.report.tables import markdown_table, write_table
 
 
@@ -191,19 +191,14 @@ def _write(result: ContinualSuiteResult, config: ContinualSuiteConfig) -> None:
         meta=meta,
         title="Continual learning: final score per task, CL, BWT, FWT (Table 5 layout)",
     )
-    stages = list(range(1, len(next(iter(result.results.values())).order) + 1))
     series = {
         label: [float(v) for v in res.metrics["forgetting"]]
         for label, res in result.results.items()
     }
-    line_plot(
-        stages,
+    forgetting_plot(
         series,
         out / "forgetting.png",
-        title="FG_j: share of earlier tasks' single-task score kept (Figure 4)",
-        xlabel="stage j",
-        ylabel="FG_j (%)",
-        zero_line=False,
+        "FG_j: share of earlier tasks' single-task score kept (Figure 4)",
     )
     write_json_atomic(
         out / "suite.json",

@@ -141,3 +141,18 @@ def line_plot(
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return _save(plt, fig, path)
+
+
+def forgetting_plot(
+    curves: Mapping[str, Sequence[float]], path: str | os.PathLike, title: str
+) -> Path:
+    """PAPER.md Figure 4: FG_j (%) per stage j = 1..N, one line per method.
+
+    Args:
+        curves: method -> FG_j for every stage (``nan`` at j = 1, where it is undefined).
+    """
+    n = max((len(c) for c in curves.values()), default=0)
+    return line_plot(
+        list(range(1, n + 1)), curves, path, title=title, xlabel="stage j",
+        ylabel="FG_j (%)", zero_line=False,
+    )  # fmt: skip
