@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import doctest
 import json
 import math
 
@@ -12,13 +13,14 @@ import yaml
 
 from taskneurons.cli import main
 from taskneurons.config import ConfigError
-from taskneurons.experiments import task_groups
+from taskneurons.experiments import generalization_report, task_groups
 from taskneurons.experiments.config import ExperimentFile, with_defaults
 from taskneurons.experiments.controlled_overlap import ControlledOverlapConfig, draw_cells
 from taskneurons.experiments.detect import DetectConfig
 from taskneurons.experiments.finished_runs import analyze_run
-from taskneurons.experiments.generalization import figure_rows
+from taskneurons.experiments.generalization_report import _rec, change_rows, figure_rows
 from taskneurons.experiments.overlap import OverlapConfig, overlap_experiment
+from taskneurons.experiments.run_index import file_note
 from taskneurons.experiments.runner import run_file
 from taskneurons.experiments.similarity import (
     SimilarityConfig,
@@ -169,6 +171,39 @@ def test_figure_rows_average_single_models_per_task():
     assert row["average"] == 57.5
 
 
+def test_change_rows_pair_examples_and_weigh_tasks_equally():
+    g = TaskGroup("g", ["a"], ["b", "c"])
+    recs = [
+        _rec("zero-shot", 0, "base", "a", [0, 0, 100, 100]),
+        _rec("zero-shot", 0, "base", "b", [0, 0]),
+        _rec("zero-shot", 0, "base", "c", [100, 100, 100, 100]),
+        _rec("joint", 50, "joint", "a", [100, 100, 100, 100]),  # +50
+        _rec("joint", 50, "joint", "b", [100, 100]),  # +100 on 2 examples
+        _rec("joint", 50, "joint", "c", [100, 100, 100, 0]),  # -25 on 4 examples
+    ]
+    header, rows = change_rows(g, recs, ["joint"], [50.0], n_boot=200)
+    got = {r[2]: dict(zip(header, r, strict=True)) for r in rows}
+    assert got["ID"]["change"] == pytest.approx(50.0)
+    assert got["OOD"]["change"] == pytest.approx((100 - 25) / 2)  # a mean over tasks, not examples
+    assert got["average"]["change"] == pytest.approx((50 + 37.5) / 2)
+    assert got["OOD"]["examples"] == 6 and got["average"]["examples"] == 10
+    low, high = map(float, got["ID"]["95% CI"].split(".."))
+    assert low <= 50 <= high
+    # a change no example shows has p = 1; missing zero-shot or per-example scores: no rows
+    same = [r | {"mode": "joint", "proportion": 50.0} for r in recs[:3]]
+    assert change_rows(g, recs[:3] + same, ["joint"], [50.0])[1][0][5] == 1.0
+    assert change_rows(g, recs[3:], ["joint"], [50.0])[1] == []
+    bare = [{k: v for k, v in r.items() if k != "examples"} for r in recs]
+    assert change_rows(g, bare, ["joint"], [50.0])[1] == []
+
+
+def test_run_index_notes_group_and_mode_files():
+    assert "Figure 2" in file_note("figure2_a") and "zero-shot" in file_note("figure2_b_change")
+    assert "one line per test task" in file_note("figure2_a_joint_tasks")
+    assert "without the general" in file_note("figure3_a_without_general")
+    assert file_note("no_such_file") == ""
+
+
 def test_correlation_rows_from_records():
     recs = [
         {"group": "g", "train_task": i, "test_task": j, "similarity": {"all": [s, s + 0.1], "without_general": [s, math.nan]},
@@ -304,7 +339,8 @@ def test_runner_runs_the_generalization_stages_end_to_end(
     ]
     assert gen.overlap.rate("g", "g", 100.0) >= gen.overlap.rate("g", "g", 50.0) >= 0
     for name in [
-        "generalization/evaluations.csv", "generalization/figure2_g.md", "generalization/figure2_g.json",
+        "generalization/evaluations.csv", "generalization/figure2_g.md", "generalization/figure2_g_change.md",
+        "generalization/evaluation_examples.json", "generalization/figure2_g.json",
         "generalization/figure2_g_joint.png", "generalization/figure2_g_single_tasks.png",
         "generalization/overlap.csv", "generalization/overlap_vs_proportion.png",
         "generalization/pairwise/iou_p50.png", "generalization/pairwise/iou_p100_without_general.md",
@@ -351,3 +387,7 @@ def test_runner_runs_the_generalization_stages_end_to_end(
     assert "pearson r" in printed and "overlap %" in printed
     assert main(["analyze", "correlate", str(tmp_path)]) == 2
     assert "no similarity_records.json" in capsys.readouterr().err
+
+
+def test_generalization_report_doctests_pass():
+    assert doctest.testmod(generalization_report).failed == 0

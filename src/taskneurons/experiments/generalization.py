@@ -15,8 +15,11 @@ default). Per group and proportion:
 Every run starts from the base weights (the trained :class:`NeuronDelta` is detached after
 scoring). The overlap rates of Table 8 come from the same sets (:mod:`.overlap`).
 
-Files: ``evaluations.{md,csv,json}`` (every evaluation), ``figure2_<group>.{md,csv,json}`` (a row
-per mode and proportion: ID tasks, ID mean, OOD tasks, OOD mean, average),
+Files: ``evaluations.{md,csv,json}`` (every evaluation), ``evaluation_examples.json`` (the same
+with each test example's score), ``figure2_<group>.{md,csv,json}`` (a row per mode and
+proportion: ID tasks, ID mean, OOD tasks, OOD mean, average), ``figure2_<group>_change.*`` (the
+ID mean's, OOD mean's and average's change from zero-shot, paired over the test examples, with
+a bootstrap 95 % interval and a sign-flip p-value),
 ``figure2_<group>_<mode>.png`` (ID mean, OOD mean and their average vs the proportion),
 ``figure2_<group>_<mode>_tasks.png`` (one line per test task), the overlap files of
 :func:`~taskneurons.experiments.overlap.write_overlap`, ``generalization_config.json``
@@ -31,10 +34,8 @@ Example:
 
 from __future__ import annotations
 
-import math
 import os
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,9 +45,10 @@ from taskneurons._io import write_json_atomic
 from taskneurons.config import Config
 from taskneurons.data.tasks import Task
 from taskneurons.evaluation.dispatch import evaluate
-from taskneurons.evaluation.result import EvalConfig
+from taskneurons.evaluation.result import EvalConfig, EvalResult
 from taskneurons.experiments.common import eval_examples, limited
 from taskneurons.experiments.detect import DetectConfig
+from taskneurons.experiments.generalization_report import change_rows, figure_rows, write_figure
 from taskneurons.experiments.overlap import (
     PAPER_PROPORTIONS,
     OverlapResult,
@@ -63,7 +65,6 @@ from taskneurons.experiments.task_groups import (
     stage_record,
 )
 from taskneurons.neurons.neuron_set import NeuronSet
-from taskneurons.report.plots import line_plot
 from taskneurons.report.tables import markdown_table, write_table
 from taskneurons.training.config import TrainConfig
 from taskneurons.training.loop import train
@@ -85,7 +86,8 @@ class GeneralizationConfig(Config):
         zero_shot: also score every task on the base model (the ``zero-shot`` rows).
         n_train: train examples per task (label-stratified with ``seed``; ``None``: all).
         n_test: test examples per task.
-        seed: seed of the data subsets.
+        seed: seed of the data subsets and of the resampling.
+        n_boot: bootstrap resamples (and sign-flip draws) of the changes from zero-shot.
         save_runs: keep each training run's files (config, log, trained delta) under ``runs/``.
         train: the training knobs (method ``neurons``; ``merge`` must stay ``False``).
         eval: how tasks are evaluated.
@@ -99,6 +101,7 @@ class GeneralizationConfig(Config):
     n_train: int | None = 512
     n_test: int | None = 200
     seed: int = 0
+    n_boot: int = 1000
     save_runs: bool = False
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -113,6 +116,8 @@ class GeneralizationConfig(Config):
             raise ValueError(
                 f"single_neurons must be one of {SINGLE_NEURONS}, got {self.single_neurons!r}"
             )
+        if self.n_boot < 1:
+            raise ValueError(f"n_boot must be >= 1, got {self.n_boot}")
         check_neuron_training(self.train)
 
 
@@ -164,8 +169,11 @@ class GeneralizationResult:
         records: one dict per evaluation: ``group``, ``mode`` (``joint``, ``single`` or
             ``zero-shot``), ``proportion`` (% of each set; 0 for zero-shot), ``model`` (what
             was trained: ``joint`` or the task id), ``neurons`` (trained), ``task``,
-            ``domain`` (``in`` or ``out``), ``score`` (accuracy % / ROUGE-L).
+            ``domain`` (``in`` or ``out``), ``score`` (accuracy % / ROUGE-L), ``examples``
+            (each test example's share of the score, ``[n_test]``).
         tables: group -> ``(header, rows)`` of ``figure2_<group>``.
+        changes: group -> ``(header, rows)`` of ``figure2_<group>_change`` (the ID/OOD means'
+            change from zero-shot with paired bootstrap CIs; no rows without zero-shot).
         overlap: Table 8 from the same sets.
         timings: the time split.
         runs: ``"<group>/<mode>/p<p>/<model>"`` -> training summary.
@@ -175,6 +183,7 @@ class GeneralizationResult:
 
     records: list[dict]
     tables: dict[str, tuple[list[str], list[list]]]
+    changes: dict[str, tuple[list[str], list[list]]]
     overlap: OverlapResult
     timings: Timings
     runs: dict[str, dict]
@@ -183,6 +192,11 @@ class GeneralizationResult:
 
     def markdown(self) -> str:
         parts = [f"group {g}\n\n{markdown_table(h, r)}" for g, (h, r) in self.tables.items()]
+        parts += [
+            f"group {g}, change from zero-shot\n\n{markdown_table(h, r)}"
+            for g, (h, r) in self.changes.items()
+            if r
+        ]
         parts += ["overlap rates (%)\n\n" + self.overlap.markdown(), self.timings.line()]
         return "\n\n".join(parts)
 
@@ -255,10 +269,18 @@ def generalization_experiment(
         g.name: figure_rows(g, sweep.records, config.modes, config.proportions)
         for g in config.groups
     }
+    changes = {
+        g.name: change_rows(
+            g, sweep.records, config.modes, config.proportions, config.n_boot, config.seed
+        )
+        for g in config.groups
+    }
     overlap = overlap_rows(sets, config.groups, config.proportions)
     overlap.out_dir = out
     timings.total = time.perf_counter() - start
-    result = GeneralizationResult(sweep.records, tables, overlap, timings, sweep.runs, out, scored)
+    result = GeneralizationResult(
+        sweep.records, tables, changes, overlap, timings, sweep.runs, out, scored
+    )
     meta = stage_record(
         "generalization", config, detect, sets, scored, out, model,
         timings=timings.to_dict(), runs=sweep.runs,
@@ -279,7 +301,7 @@ class _Sweep:
         self.records: list[dict] = []
         self.runs: dict[str, dict] = {}
 
-    def score(self, task_id: str) -> float:
+    def score(self, task_id: str) -> EvalResult:
         t0 = time.perf_counter()
         task = self.tasks[task_id]
         res = evaluate(
@@ -287,7 +309,7 @@ class _Sweep:
             progress=False,
         )  # fmt: skip
         self.timings.evaluation += time.perf_counter() - t0
-        return res.score
+        return res
 
     def zero_shot(self) -> None:
         if not self.config.zero_shot:
@@ -318,45 +340,12 @@ class _Sweep:
         self.runs[r.key] = {**res.summary(), "neurons": len(r.neurons), "tasks": r.train}
 
 
-def _record(group, mode, p, model, neurons, task, domain, score) -> dict:
+def _record(group, mode, p, model, neurons, task, domain, res) -> dict:
     return {
         "group": group, "mode": mode, "proportion": float(p), "model": model,
-        "neurons": int(neurons), "task": task, "domain": domain, "score": float(score),
+        "neurons": int(neurons), "task": task, "domain": domain, "score": float(res.score),
+        "examples": res.example_scores(),
     }  # fmt: skip
-
-
-def _mean(values: Sequence[float]) -> float:
-    return sum(values) / len(values) if values else math.nan
-
-
-def figure_rows(
-    g: TaskGroup, records: Sequence[dict], modes: Sequence[str], proportions: Sequence[float]
-) -> tuple[list[str], list[list]]:
-    """Figure 2's table of a group: a row per mode and proportion (and zero-shot).
-
-    A task's ID score in ``single`` mode is its own model's; an OOD task's score is the mean
-    over the group's models. Columns: mode, proportion, neurons (mean trained), each ID task,
-    ID mean, each OOD task, OOD mean, average of the two means.
-    """
-    header = ["mode", "proportion %", "neurons", *g.train, "ID mean", *g.test, "OOD mean"]
-    header.append("average")
-    mine = [r for r in records if r["group"] == g.name]
-    keys = [("zero-shot", 0.0)] if any(r["mode"] == "zero-shot" for r in mine) else []
-    keys += [(m, float(p)) for m in modes for p in proportions]
-    rows = []
-    for mode, p in keys:
-        cell = [r for r in mine if r["mode"] == mode and r["proportion"] == p]
-        ids = [
-            _mean(
-                [r["score"] for r in cell if r["task"] == t and r["model"] in (t, "joint", "base")]
-            )
-            for t in g.train
-        ]
-        oods = [_mean([r["score"] for r in cell if r["task"] == t]) for t in g.test]
-        neurons = _mean(list({r["model"]: r["neurons"] for r in cell}.values()))
-        id_mean, ood_mean = _mean(ids), _mean(oods)
-        rows.append([mode, p, neurons, *ids, id_mean, *oods, ood_mean, (id_mean + ood_mean) / 2])
-    return header, rows
 
 
 def _write(result: GeneralizationResult, config: GeneralizationConfig, meta: dict) -> None:
@@ -364,27 +353,8 @@ def _write(result: GeneralizationResult, config: GeneralizationConfig, meta: dic
     keys = ["group", "mode", "proportion", "model", "neurons", "task", "domain", "score"]
     rows = [[r[k] for k in keys] for r in result.records]
     write_table(out / "evaluations", keys, rows, meta=meta, title="Every evaluation of the sweep")
+    write_json_atomic(out / "evaluation_examples.json", {"records": result.records, "meta": meta})
     for g in config.groups:
-        header, rows = result.tables[g.name]
-        title = f"Group {g.name}: scores after training each proportion (Figure 2)"
-        write_table(out / f"figure2_{g.name}", header, rows, meta=meta, title=title)
-        for mode in config.modes:
-            mine = [r for r in rows if r[0] == mode]
-            xs = [r[1] for r in mine]
-            col = {name: i for i, name in enumerate(header)}
-            lines = {
-                name: [r[col[name]] for r in mine] for name in ("ID mean", "OOD mean", "average")
-            }
-            per_task = {
-                f"{t} ({'ID' if t in g.train else 'OOD'})": [r[col[t]] for r in mine]
-                for t in [*g.train, *g.test]
-            }
-            for suffix, series in (("", lines), ("_tasks", per_task)):
-                line_plot(
-                    xs, series, out / f"figure2_{g.name}_{mode}{suffix}.png",
-                    title=f"Group {g.name}, {mode} training: score vs proportion of neurons",
-                    xlabel="proportion of each training task's neurons (%)",
-                    ylabel="accuracy % / ROUGE-L", zero_line=False,
-                )  # fmt: skip
+        write_figure(out, g, result.tables[g.name], result.changes[g.name], config.modes, meta)
     write_overlap(result.overlap, meta, "Overlap rates at each proportion (Table 8)")
     write_json_atomic(out / "generalization_config.json", meta)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 from taskneurons.experiments.stages import STAGE_TITLES, RunResult
@@ -53,7 +54,33 @@ FILE_NOTES = {
     "controlled_overlap_config.json": "controlled-overlap knobs, seeds and provenance",
     "similarity_config.json": "similarity knobs, score sources and provenance",
     "correlation": "Pearson/Spearman of similarity vs OOD score, p-values, bootstrap CIs",
+    "evaluations": "every evaluation of the proportion sweep (group, mode, proportion, task)",
+    "evaluation_examples.json": "the same evaluations with each test example's score",
+    "similarity_pairs": "per (training task, test task): mean similarity, score, zero-shot",
+    "similarity_records.json": "per-layer similarities and scores of every pair (input of "
+    "`analyze similarity|correlate`)",
+    "scores/": "each task's relevance scores (reused by later stages and `analyze`)",
+    "pairwise/": "pairwise IoU matrices of the tasks' sets per proportion",
 }
+
+#: Notes for names that carry a group, mode or selection (first matching pattern wins).
+PATTERN_NOTES = [
+    ("figure2_*_change", "change of the ID/OOD means from zero-shot, paired CI and p"),
+    ("figure2_*_tasks", "score vs proportion, one line per test task"),
+    ("figure2_*_*", "ID mean, OOD mean and their average vs proportion (Figure 2)"),
+    ("figure2_*", "score per task, ID/OOD means per mode and proportion (Figure 2)"),
+    ("figure3_*_without_general", "per-layer similarity without the general neurons"),
+    ("figure3_*", "per-layer cosine similarity of training and test tasks' neurons (Figure 3)"),
+    ("controlled_overlap_*", "score vs overlap at fixed size, mean ± std over seeds"),
+    ("forgetting_*", "FG_j per stage of a run's methods (Figure 4)"),
+]
+
+
+def file_note(name: str) -> str:
+    """What a run file (``name``: a file name, a stem, or ``folder/``) holds; ``""`` if unknown."""
+    if name in FILE_NOTES:
+        return FILE_NOTES[name]
+    return next((note for pattern, note in PATTERN_NOTES if fnmatchcase(name, pattern)), "")
 
 
 def run_index(run: RunResult, source: str) -> str:
@@ -90,7 +117,7 @@ def _file_rows(folder: Path, prefix: str) -> list[str]:
             continue
         if path.is_dir():
             n = sum(1 for p in path.rglob("*") if p.is_file())
-            note = FILE_NOTES.get(f"{path.name}/")
+            note = file_note(f"{path.name}/")
             rows.append(f"| `{prefix}{path.name}/` | {n} files{': ' + note if note else ''} |")
         elif path.name in FILE_NOTES:
             rows.append(f"| `{prefix}{path.name}` | {FILE_NOTES[path.name]} |")
@@ -98,5 +125,5 @@ def _file_rows(folder: Path, prefix: str) -> list[str]:
             stems[path.stem].append(path.suffix.lstrip("."))
     for stem, suffixes in stems.items():
         names = suffixes[0] if len(suffixes) == 1 else "{" + ",".join(suffixes) + "}"
-        rows.append(f"| `{prefix}{stem}.{names}` | {FILE_NOTES.get(stem, '')} |")
+        rows.append(f"| `{prefix}{stem}.{names}` | {file_note(stem)} |")
     return rows
