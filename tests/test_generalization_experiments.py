@@ -31,6 +31,7 @@ from taskneurons.experiments.similarity import (
 from taskneurons.experiments.similarity_report import correlation_rows, pair_values
 from taskneurons.experiments.task_groups import GroupSets, TaskGroup, default_groups, joined
 from taskneurons.neurons.scores import NeuronScores
+from taskneurons.neurons.selection import random_like
 from taskneurons.neurons.space import NeuronSpace
 from taskneurons.provenance import model_fingerprint
 
@@ -247,6 +248,14 @@ def test_similarity_reads_weights_without_a_forward_pass(tiny_folder):
     u = want[joined(sets.sets["a"])[1]].double().mean(0)
     v = want[joined(sets.sets["b"])[1]].double().mean(0)
     assert sims["b"]["all"][1] == pytest.approx(float(u @ v / (u.norm() * v.norm())))
+    # the control: random sets with each set's per-layer counts, seeded by task position
+    ra = joined(random_like(sets.at(100, "a"), space, 7))
+    rb = joined(random_like(sets.at(100, "b"), space, 8))
+    assert torch.equal(ra.sum(1), joined(sets.sets["a"]).sum(1))
+    u, v = want[ra[1]].double().mean(0), want[rb[1]].double().mean(0)
+    again = model_similarity(model, sets, "a", ["b", "c"], 100, seed=7)
+    assert again["b"]["random"][1] == pytest.approx(float(u @ v / (u.norm() * v.norm())))
+    assert again["b"]["all"] == sims["b"]["all"] and again["b"]["random"] != sims["b"]["random"]
 
 
 def test_similarity_with_neuron_training_restores_the_base(tiny_folder, four_tasks, tmp_path):
@@ -348,6 +357,7 @@ def test_runner_runs_the_generalization_stages_end_to_end(
         "controlled_overlap/controlled_overlap.md", "controlled_overlap/controlled_scores.json",
         "controlled_overlap/controlled_overlap_g.png", "controlled_overlap/controlled_overlap_config.json",
         "similarity/similarity_records.json", "similarity/figure3_g.png", "similarity/figure3_g_without_general.csv",
+        "similarity/figure3_g_random.png",
         "similarity/similarity_pairs.md", "similarity/correlation.json", "similarity/correlation.png",
         "similarity/similarity_config.json", "README.md", "config.yaml",
     ]:  # fmt: skip

@@ -70,6 +70,7 @@ PATTERN_NOTES = [
     ("figure2_*_*", "ID mean, OOD mean and their average vs proportion (Figure 2)"),
     ("figure2_*", "score per task, ID/OOD means per mode and proportion (Figure 2)"),
     ("figure3_*_without_general", "per-layer similarity without the general neurons"),
+    ("figure3_*_random", "per-layer similarity of random sets of the same sizes (control)"),
     ("figure3_*", "per-layer cosine similarity of training and test tasks' neurons (Figure 3)"),
     ("controlled_overlap_*", "score vs overlap at fixed size, mean ± std over seeds"),
     ("forgetting_*", "FG_j per stage of a run's methods (Figure 4)"),

@@ -5,8 +5,9 @@ alone (``train.method: full`` as in the paper, or ``neurons``: only task ``i``'s
 set). In ``M_i``, layer by layer, the cosine similarity of the mean parameter vector of task
 ``i``'s neurons and that of each out-of-domain test task ``j``'s neurons is computed
 (:func:`~taskneurons.analysis.generalization.layer_similarity`; a neuron's vector is its gate
-and up rows and its down column), with every neuron of the sets and with the general neurons
-removed. The weights are read directly (:func:`layer_vectors`): the similarity pass runs no
+and up rows and its down column), with every neuron of the sets, with the general neurons
+removed, and, as a control, for random sets of the same per-layer sizes (a cosine of mean
+vectors grows with the sets' sizes, since a large set's mean tends to the layer's mean). The weights are read directly (:func:`layer_vectors`): the similarity pass runs no
 forward pass. ``M_i`` is then scored on every test task, and the base weights are restored
 (a CPU copy for ``full``; the detached delta for ``neurons``) before the next model.
 
@@ -16,7 +17,7 @@ models of a group; Table 4 correlates each pair's mean similarity over ``layers`
 score (``raw``) or gain over zero-shot (``gain``) — see :mod:`.similarity_report`.
 
 Files: ``similarity_records.json`` (every pair's per-layer similarities and scores: what
-``taskneurons analyze similarity|correlate`` read back), ``figure3_<group>[_without_general]
+``taskneurons analyze similarity|correlate`` read back), ``figure3_<group>[_<variant>]
 .{md,csv,json,png}``, ``similarity_pairs.{md,csv,json}``, ``correlation.{md,csv,json,png}`` and
 ``similarity_config.json``.
 
@@ -65,6 +66,7 @@ from taskneurons.experiments.task_groups import (
     prepare_sets,
     stage_record,
 )
+from taskneurons.neurons.selection import random_like
 from taskneurons.neurons.space import NeuronSpace
 from taskneurons.provenance import model_fingerprint
 from taskneurons.report.tables import markdown_table
@@ -175,18 +177,32 @@ def layer_vectors(space: NeuronSpace, layer: int) -> torch.Tensor:
 
 
 def model_similarity(
-    model: nn.Module, sets: GroupSets, train_task: str, tests: Sequence[str], proportion: float
+    model: nn.Module,
+    sets: GroupSets,
+    train_task: str,
+    tests: Sequence[str],
+    proportion: float,
+    seed: int = 0,
 ) -> dict[str, dict[str, list[float]]]:
     """``{test task: {variant: per-layer cosine}}`` in ``model`` (the weights as they are now).
 
-    Each layer's vectors are read once (:func:`layer_vectors`) and compared for every test
-    task and both variants, then freed, so memory stays at one layer's FFN.
+    Variants (:data:`~.similarity_report.VARIANTS`): ``all``, ``without_general``, and
+    ``random``: for each task a random set with its set's count in every layer
+    (:func:`~taskneurons.neurons.selection.random_like`, seed ``seed + position`` of the task
+    in ``[train_task, *tests]``), the similarity that set sizes alone give. Each layer's
+    vectors are read once (:func:`layer_vectors`) and compared for every test task and
+    variant, then freed, so memory stays at one layer's FFN.
     """
     space = NeuronSpace(model, "ffn")
-    masks = {}
-    for variant in VARIANTS:
-        bare = variant == "without_general"
-        masks[variant] = {t: joined(sets.at(proportion, t, bare)) for t in [train_task, *tests]}
+    tasks = [train_task, *tests]
+    masks = {
+        "all": {t: joined(sets.at(proportion, t)) for t in tasks},
+        "without_general": {t: joined(sets.at(proportion, t, True)) for t in tasks},
+        "random": {
+            t: joined(random_like(sets.at(proportion, t), space, seed + k))
+            for k, t in enumerate(tasks)
+        },
+    }
     out = {j: {v: [] for v in VARIANTS} for j in tests}
     for layer in range(space.n_layers):
         params = [layer_vectors(space, layer)]
@@ -295,7 +311,8 @@ class _Models:
 
     def _compare(self, i: str, tests: Sequence[str]) -> dict:
         t0 = time.perf_counter()
-        sims = model_similarity(self.model, self.sets, i, tests, self.config.proportion)
+        cfg = self.config
+        sims = model_similarity(self.model, self.sets, i, tests, cfg.proportion, cfg.seed)
         self.timings.reading += time.perf_counter() - t0
         return sims
 

@@ -36,8 +36,15 @@ from taskneurons.analysis.generalization import correlation, mean_similarity
 from taskneurons.report.plots import line_plot, scatter_panels
 from taskneurons.report.tables import write_table
 
-#: The similarity variants: all of the sets' neurons, and without the general neurons.
-VARIANTS: tuple[str, ...] = ("all", "without_general")
+#: The similarity variants: all of the sets' neurons, without the general neurons, and a
+#: control: random sets with the two sets' per-layer counts (what set size alone gives).
+VARIANTS: tuple[str, ...] = ("all", "without_general", "random")
+#: How a variant is named in titles and file names.
+VARIANT_TITLES = {
+    "all": "",
+    "without_general": ", general neurons removed",
+    "random": ", random sets of the same per-layer sizes (control)",
+}
 SCORES: tuple[str, ...] = ("raw", "gain")
 #: The file a similarity run writes its records to.
 RECORDS_FILE = "similarity_records.json"
@@ -56,6 +63,16 @@ def check_layers(layers: Sequence[int] | None, n_layers: int | None = None) -> N
         raise ValueError(f"layers: give distinct layer indices >= 0 (or null: all), got {layers}")
     if n_layers is not None and max(layers) >= n_layers:
         raise ValueError(f"layers: the model has layers 0..{n_layers - 1}, got {max(layers)}")
+
+
+def variants_of(records: Sequence[dict]) -> list[str]:
+    """The variants every record holds, in :data:`VARIANTS` order (older runs lack ``random``)."""
+    return [v for v in VARIANTS if records and all(v in r["similarity"] for r in records)]
+
+
+def variant_suffix(variant: str) -> str:
+    """``""`` for ``all``, else ``_<variant>`` (file names: ``figure3_a_random.png``)."""
+    return "" if variant == "all" else f"_{variant}"
 
 
 def layer_mean(values: Sequence[float], layers: Sequence[int] | None) -> float:
@@ -142,7 +159,7 @@ def correlation_rows(
         scopes.append(("all", list(records)))
     rows = []
     for name, mine in scopes:
-        for variant in VARIANTS:
+        for variant in variants_of(records):
             x, y = pair_values(mine, variant, layers, score)
             row = [name, variant, layers_label(layers), score, len(x)]
             try:
@@ -161,16 +178,15 @@ def correlation_rows(
 def write_similarity(
     records: Sequence[dict], out: Path, meta: dict, layers: Sequence[int] | None = None
 ) -> dict[str, tuple[list[str], list[list]]]:
-    """``figure3_<group>[_without_general].{md,csv,json,png}`` and ``similarity_pairs.*``.
+    """``figure3_<group>[_<variant>].{md,csv,json,png}`` and ``similarity_pairs.*``.
 
     Returns group -> the ``(header, rows)`` of its ``all`` table.
     """
     tables = {}
     for g in dict.fromkeys(r["group"] for r in records):
-        for variant in VARIANTS:
+        for variant in variants_of(records):
             header, rows, curves = figure_rows(records, g, variant, layers)
-            suffix = "" if variant == "all" else "_without_general"
-            what = "" if variant == "all" else ", general neurons removed"
+            suffix, what = variant_suffix(variant), VARIANT_TITLES[variant]
             title = f"Group {g}: cosine similarity of training and test tasks' neurons{what}"
             write_table(
                 out / f"figure3_{g}{suffix}", header, rows, meta=meta, digits=3, title=title
@@ -183,11 +199,13 @@ def write_similarity(
             )  # fmt: skip
             if variant == "all":
                 tables[g] = (header, rows)
-    header = ["group", "train task", "test task", "similarity", "similarity without general"]
+    variants = variants_of(records)
+    header = ["group", "train task", "test task"]
+    header += ["similarity" + variant_suffix(v).replace("_", " ") for v in variants]
     header += ["score", "zero-shot"]
     rows = [
         [r["group"], r["train_task"], r["test_task"]]
-        + [layer_mean(r["similarity"][v], layers) for v in VARIANTS]
+        + [layer_mean(r["similarity"][v], layers) for v in variants]
         + [r["score"], math.nan if r.get("zero_shot") is None else r["zero_shot"]]
         for r in records
     ]
@@ -221,7 +239,7 @@ def write_correlation(
                 for g in groups
             },
         )
-        for variant in VARIANTS
+        for variant in variants_of(records)
     ]
     scatter_panels(
         panels,
