@@ -36,6 +36,7 @@ from taskneurons.experiments import task_groups
 from taskneurons.experiments.detect import DetectConfig
 from taskneurons.experiments.generalization import GeneralizationConfig, generalization_experiment
 from taskneurons.experiments.similarity import model_similarity
+from taskneurons.experiments.similarity_report import VARIANTS
 from taskneurons.models.loading import load_model
 
 DATA = Path(
@@ -112,7 +113,7 @@ def main() -> int:
         t0 = time.perf_counter()
         model(input_ids=ids)
         fwd_s = time.perf_counter() - t0
-    print(f"similarity pass (every layer, {len(test)} test tasks x 2 variants): {sim_s:.2f} s, "
+    print(f"similarity pass (every layer, {len(test)} test tasks x {len(VARIANTS)} variants): {sim_s:.2f} s, "
           f"{len(forwards)} forward calls; one forward of 8 x 128 tokens: {fwd_s:.2f} s")  # fmt: skip
     return 0 if len(forwards) == 0 and sorted(calls) == sorted(x.id for x in tasks) else 1
 
