@@ -14,6 +14,7 @@ the rendered prompt text, and that the answer ids continue it.
 
 from __future__ import annotations
 
+import copy
 import functools
 
 import pytest
@@ -165,6 +166,14 @@ def test_chat_template_wraps_the_user_text():
     # the reply follows "\n": no leading space, so "positive" is p osi tive, not Ġpositive
     assert list(ex.input_ids[ex.answer_start :]) == [84, 277, 270] == ids(tok, "positive")
     assert list(ex.input_ids) == ids(tok, rendered + "positive")
+
+
+def test_chat_template_without_one_warns_and_uses_the_plain_prompt():
+    tok = copy.deepcopy(trained_bpe())  # the cached one keeps its template
+    tok.chat_template = None
+    with pytest.warns(UserWarning, match="no chat template"):
+        chat = render_prompt(tok, TASK, SHORT, PromptConfig(chat_template=True))
+    assert chat == render_prompt(tok, TASK, SHORT, PromptConfig())
 
 
 def test_answer_ids_when_merges_cross_the_boundary():

@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -48,7 +49,8 @@ class PromptConfig(Config):
     """How examples become token sequences.
 
     Attributes:
-        chat_template: wrap the prompt in the tokenizer's chat template (if it has one).
+        chat_template: wrap the prompt in the tokenizer's chat template (a tokenizer without
+            one gives the plain prompt, with a ``UserWarning``).
         loss_on: ``answer`` (loss on answer tokens only) or ``all`` (every non-pad token).
         max_length: maximum tokens per sequence (prompt + answer); the input is truncated.
         add_eos: append the EOS token to the answer (useful for training generation).
@@ -112,7 +114,19 @@ def user_text(task: Task, input_text: str) -> str:
 
 
 def _uses_chat(tokenizer, config: PromptConfig) -> bool:
-    return bool(config.chat_template and getattr(tokenizer, "chat_template", None))
+    """Whether the prompt is wrapped in the chat template; warns when one is asked for and the
+    tokenizer has none (the plain prompt is used then)."""
+    if not config.chat_template:
+        return False
+    if getattr(tokenizer, "chat_template", None):
+        return True
+    warnings.warn(
+        "prompt.chat_template is true but the tokenizer has no chat template: using the plain "
+        "prompt",
+        UserWarning,
+        stacklevel=3,
+    )
+    return False
 
 
 def prompt_segments(
