@@ -15,6 +15,7 @@ from scipy.stats import t as student_t
 
 from taskneurons.analysis import generalization
 from taskneurons.analysis.generalization import (
+    chance_overlap_rate,
     controlled_overlap,
     correlation,
     group_overlap,
@@ -39,6 +40,21 @@ def test_doctests_pass():
 
 
 # --- overlap -------------------------------------------------------------------------------
+
+
+def test_chance_overlap_rate_by_hand_and_by_simulation():
+    assert chance_overlap_rate(50, 50, 100) == pytest.approx(25 / 75)
+    assert chance_overlap_rate(0, 0, 10) == 0.0 and chance_overlap_rate(10, 3, 10) == 0.3
+    with pytest.raises(ValueError, match="0 <= a, b <= n"):
+        chance_overlap_rate(11, 3, 10)
+    gen = torch.Generator().manual_seed(0)
+    rates = []
+    for _ in range(400):
+        a, b = torch.zeros(1000, dtype=torch.bool), torch.zeros(1000, dtype=torch.bool)
+        a[torch.randperm(1000, generator=gen)[:300]] = True
+        b[torch.randperm(1000, generator=gen)[:200]] = True
+        rates.append(overlap_rate(a, b))
+    assert sum(rates) / len(rates) == pytest.approx(chance_overlap_rate(300, 200, 1000), abs=0.005)
 
 
 def test_overlap_rate_by_hand():

@@ -7,6 +7,7 @@ only set algebra is involved); ``True`` marks a neuron of the set.
   overlap rate ``|Nx ∩ Ny| / |Nx ∪ Ny|`` of the paper (Table 8: ``Nx`` the union of the training
   tasks' sets, ``Ny`` the union of the test tasks' sets). Two empty sets have rate **0.0**
   (by definition here: nothing is shared), so an empty set never counts as overlapping.
+  :func:`chance_overlap_rate` gives the rate random sets of the same sizes would have.
 * :func:`proportion_of_set` — the top ``p`` of a task's own set by relevance (the paper trains
   the top 10/30/50/70/100 % of each task's neurons).
 * :func:`controlled_overlap` — Tables 9–11: a set of fixed size whose *overlap* (the fraction of
@@ -71,6 +72,26 @@ def overlap_rate(a: torch.Tensor, b: torch.Tensor) -> float:
         raise ValueError(f"masks must have one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
     n_union = int((a | b).sum())
     return 0.0 if n_union == 0 else int((a & b).sum()) / n_union
+
+
+def chance_overlap_rate(a: int, b: int, n: int) -> float:
+    """The overlap rate two random sets of sizes ``a`` and ``b`` out of ``n`` neurons would have.
+
+    For sets drawn uniformly and independently the expected intersection is ``a b / n``; the
+    rate given is that over the expected union, ``(a b / n) / (a + b - a b / n)`` (the chance
+    level against which an observed rate of such sets is read). ``0.0`` when both are empty.
+
+    Example:
+        >>> chance_overlap_rate(50, 50, 100)  # 25 shared of 75
+        0.3333333333333333
+        >>> chance_overlap_rate(100, 7, 100)  # a set of everything holds the other
+        0.07
+    """
+    if n < 1 or not (0 <= a <= n and 0 <= b <= n):
+        raise ValueError(f"need 0 <= a, b <= n and n >= 1, got a={a}, b={b}, n={n}")
+    shared = a * b / n
+    whole = a + b - shared
+    return 0.0 if whole == 0 else shared / whole
 
 
 def union(masks: Masks) -> torch.Tensor:

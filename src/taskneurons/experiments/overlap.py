@@ -27,7 +27,11 @@ import numpy as np
 from torch import nn
 
 from taskneurons._io import write_json_atomic
-from taskneurons.analysis.generalization import overlap_matrix, overlap_rate
+from taskneurons.analysis.generalization import (
+    chance_overlap_rate,
+    overlap_matrix,
+    overlap_rate,
+)
 from taskneurons.config import Config
 from taskneurons.data.tasks import Task
 from taskneurons.experiments.detect import DetectConfig
@@ -68,7 +72,7 @@ class OverlapConfig(Config):
 
 HEADER = [
     "train group", "test group", "proportion %", "train neurons", "test neurons",
-    "shared", "overlap %", "overlap % without general",
+    "shared", "overlap %", "overlap % without general", "overlap % by chance",
 ]  # fmt: skip
 
 
@@ -78,7 +82,8 @@ class OverlapResult:
 
     Attributes:
         rows: one per (train group, test group, proportion), laid out as :data:`HEADER`
-            (rates in %).
+            (rates in %; ``by chance``: random sets of the two unions' sizes,
+            :func:`~taskneurons.analysis.generalization.chance_overlap_rate`).
         matrices: ``(proportion, without_general)`` -> ``(task ids, R [T, T])``, ``R`` the
             pairwise overlap rates of the tasks' top-``p`` % sets in ``[0, 1]``.
         general: size of the general set.
@@ -122,6 +127,7 @@ def overlap_rows(
                 rows.append([
                     g.name, h.name, float(p), int(mx.sum()), int(my.sum()), int((mx & my).sum()),
                     100.0 * overlap_rate(mx, my), 100.0 * overlap_rate(*bare),
+                    100.0 * chance_overlap_rate(int(mx.sum()), int(my.sum()), mx.numel()),
                 ])  # fmt: skip
     ids = list(dict.fromkeys(t for g in groups for t in [*g.train, *g.test]))
     matrices = {}
@@ -142,6 +148,8 @@ def write_overlap(result: OverlapResult, meta: dict, title: str = "Overlap rates
     for g, h in pairs:
         for bare, suffix in ((False, ""), (True, " without general")):
             series[f"{g} -> {h}{suffix}"] = [result.rate(g, h, p, bare) for p in xs]
+        chance = {(r[0], r[1], r[2]): r[8] for r in result.rows}
+        series[f"{g} -> {h} by chance"] = [chance[(g, h, p)] for p in xs]
     line_plot(
         xs, series, out / "overlap_vs_proportion.png",
         title="Overlap of training and test tasks' neurons (train group -> test group)",
