@@ -367,6 +367,13 @@ def test_runner_runs_the_generalization_stages_end_to_end(
     controlled = run.results["controlled_overlap"]
     assert [r[2] for r in controlled.rows] == [0.0, 100.0]  # requested overlap %
     assert [r[5] for r in controlled.rows] == [0.0, 100.0]  # achieved overlap %
+    # Figure 2 again from the saved per-example scores: the run's change table, to the digit
+    assert main(["analyze", "figure2", str(out), "--out", str(tmp_path / "f2")]) == 0
+    again = json.loads((tmp_path / "f2" / "figure2_g_change.json").read_text())
+    assert again["rows"] == [list(r) for r in gen.changes["g"][1]] and len(again["rows"]) == 12
+    assert (tmp_path / "f2" / "figure2_g_joint.png").is_file()
+    assert main(["analyze", "figure2", str(out), "--layers", "1"]) == 2  # not a figure2 option
+    assert main(["analyze", "figure2", str(tmp_path / "f2")]) == 2  # no records there
     # the analyses of the finished run, with another selection and other layers
     spec = tmp_path / "spec"
     argv = ["analyze", "overlap", str(out), "--selection", "specific", "--proportions", "50,100"]

@@ -241,7 +241,7 @@ def cmd_analyze(args) -> int:
     from taskneurons.experiments.continual_orders import continual_orders_table
     from taskneurons.experiments.finished_runs import analyze_run
 
-    if args.analysis != "table5":  # overlap, similarity, correlate
+    if args.analysis != "table5":  # overlap, figure2, similarity, correlate
         print(analyze_run(args.analysis, vars(args)).markdown())
         return 0
 

@@ -265,6 +265,7 @@ def _add_analyze(sub) -> None:
     t5.add_argument("--out", type=Path, default=None, help="also write table5_orders.{md,csv,json}")
     helps = {
         "overlap": "Table 8 again from a finished generalization run's scores (other selection)",
+        "figure2": "Figure 2 again from a finished generalization run (change from zero-shot, CIs)",
         "similarity": "Figure 3 again from a finished similarity run (mean over other layers)",
         "correlate": "Table 4 again from a finished similarity run (layers, raw or gain)",
     }
@@ -275,6 +276,10 @@ def _add_analyze(sub) -> None:
         if name == "overlap":
             q.add_argument("--selection", choices=("topk", "specific", "contrastive", "lape"))
             q.add_argument("--proportions", type=_percents, default=None, help="e.g. 10,30,50")
+            continue
+        if name == "figure2":
+            q.add_argument("--n-boot", type=_count, default=None, help="bootstrap resamples")
+            q.add_argument("--seed", type=int, default=None, help="bootstrap seed")
             continue
         q.add_argument("--layers", type=_layers, default=None, help="e.g. 10-20 (default: all)")
         if name == "correlate":

@@ -1,4 +1,4 @@
-"""``taskneurons analyze overlap|similarity|correlate``: the generalization analyses of finished runs.
+"""``taskneurons analyze overlap|figure2|similarity|correlate``: generalization analyses of finished runs.
 
 No model is loaded and nothing is scored or trained again:
 
@@ -7,6 +7,9 @@ No model is loaded and nothing is scored or trained again:
   ``<stage>_config.json`` names the scores files, the groups and the detect settings), with
   another selection (``topk``, ``specific``, ``contrastive``; ``lape`` when the activation
   probabilities were saved) or other proportions.
+* ``figure2 RUN`` — Figure 2's tables again from ``evaluation_examples.json`` of a
+  generalization stage: the scores and each cell's change from zero-shot with other bootstrap
+  settings.
 * ``similarity RUN`` — Figure 3 again from ``similarity_records.json``, with the mean taken over
   other layers.
 * ``correlate RUN`` — Table 4 again from the same records: other layers, ``raw`` scores or
@@ -32,6 +35,12 @@ from typing import Any
 
 from taskneurons._io import write_json_atomic
 from taskneurons.experiments.detect import DetectConfig
+from taskneurons.experiments.generalization_report import (
+    EXAMPLES_FILE,
+    change_rows,
+    figure_rows,
+    write_figure,
+)
 from taskneurons.experiments.overlap import PAPER_PROPORTIONS, overlap_rows, write_overlap
 from taskneurons.experiments.similarity_report import (
     RECORDS_FILE,
@@ -155,6 +164,44 @@ def analyze_overlap(
     return Analysis(result.markdown(), result.out_dir)
 
 
+def analyze_figure2(
+    run: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> Analysis:
+    """Figure 2's tables and plots from a finished generalization stage (no retraining)."""
+    run = Path(run)
+    path = _find(run, EXAMPLES_FILE) if run.is_dir() else None
+    if path is None:
+        raise FinishedRunError(
+            f"{run}: no {EXAMPLES_FILE} (run an `experiment: generalization` first; runs "
+            "before per-example scores were kept have none)"
+        )
+    data = _read_json(path)
+    records, meta = data.get("records"), data.get("meta") or {}
+    config = meta.get("config") or {}
+    if not isinstance(records, list) or not records or not config.get("groups"):
+        raise FinishedRunError(f"{path}: holds no evaluation records or groups")
+    groups = [TaskGroup.from_dict(g) for g in config["groups"]]
+    modes, proportions = config["modes"], [float(p) for p in config["proportions"]]
+    out_dir = Path(out) if out is not None else run / "analyze-figure2"
+    info = provenance(analysis="figure2", run=str(run), records=str(path), n_boot=n_boot, seed=seed)
+    info["run_meta"] = meta
+    parts = []
+    for g in groups:
+        table = figure_rows(g, records, modes, proportions)
+        change = change_rows(g, records, modes, proportions, n_boot, seed)
+        write_figure(out_dir, g, table, change, modes, info)
+        parts += [f"group {g.name}\n\n" + markdown_table(*table, digits=1)]
+        if change[1]:
+            parts += [
+                f"group {g.name}, change from zero-shot\n\n" + markdown_table(*change, digits=3)
+            ]
+    write_json_atomic(out_dir / ANALYSIS_RECORD, info)
+    return Analysis("\n\n".join(parts), out_dir)
+
+
 def similarity_records(run: str | os.PathLike) -> tuple[Path, list[dict], dict]:
     """The records and meta of a finished similarity stage of ``run``."""
     run = Path(run)
@@ -214,6 +261,7 @@ def analyze_correlate(
 #: analysis name -> (function, the option names it takes besides ``run``)
 ANALYSES: dict[str, tuple[Any, tuple[str, ...]]] = {
     "overlap": (analyze_overlap, ("out", "selection", "proportions")),
+    "figure2": (analyze_figure2, ("out", "n_boot", "seed")),
     "similarity": (analyze_similarity, ("out", "layers")),
     "correlate": (analyze_correlate, ("out", "layers", "score", "n_boot", "seed", "confidence")),
 }

@@ -48,7 +48,12 @@ from taskneurons.evaluation.dispatch import evaluate
 from taskneurons.evaluation.result import EvalConfig, EvalResult
 from taskneurons.experiments.common import eval_examples, limited
 from taskneurons.experiments.detect import DetectConfig
-from taskneurons.experiments.generalization_report import change_rows, figure_rows, write_figure
+from taskneurons.experiments.generalization_report import (
+    EXAMPLES_FILE,
+    change_rows,
+    figure_rows,
+    write_figure,
+)
 from taskneurons.experiments.overlap import (
     PAPER_PROPORTIONS,
     OverlapResult,
@@ -193,7 +198,7 @@ class GeneralizationResult:
     def markdown(self) -> str:
         parts = [f"group {g}\n\n{markdown_table(h, r)}" for g, (h, r) in self.tables.items()]
         parts += [
-            f"group {g}, change from zero-shot\n\n{markdown_table(h, r)}"
+            f"group {g}, change from zero-shot\n\n{markdown_table(h, r, digits=3)}"
             for g, (h, r) in self.changes.items()
             if r
         ]
@@ -353,7 +358,7 @@ def _write(result: GeneralizationResult, config: GeneralizationConfig, meta: dic
     keys = ["group", "mode", "proportion", "model", "neurons", "task", "domain", "score"]
     rows = [[r[k] for k in keys] for r in result.records]
     write_table(out / "evaluations", keys, rows, meta=meta, title="Every evaluation of the sweep")
-    write_json_atomic(out / "evaluation_examples.json", {"records": result.records, "meta": meta})
+    write_json_atomic(out / EXAMPLES_FILE, {"records": result.records, "meta": meta})
     for g in config.groups:
         write_figure(out, g, result.tables[g.name], result.changes[g.name], config.modes, meta)
     write_overlap(result.overlap, meta, "Overlap rates at each proportion (Table 8)")

@@ -37,6 +37,9 @@ from taskneurons.experiments.task_groups import TaskGroup
 from taskneurons.report.plots import line_plot
 from taskneurons.report.tables import write_table
 
+#: The file a generalization stage writes its records (with per-example scores) to.
+EXAMPLES_FILE = "evaluation_examples.json"
+
 CHANGE_HEADER = [
     "mode", "proportion %", "domain", "change", "95% CI", "p", "examples",
 ]  # fmt: skip
@@ -166,7 +169,7 @@ def write_figure(
     write_table(out / f"figure2_{g.name}", header, rows, meta=meta, title=title)
     if change[1]:
         title = f"Group {g.name}: change from zero-shot, paired over test examples (points)"
-        write_table(out / f"figure2_{g.name}_change", *change, meta=meta, title=title)
+        write_table(out / f"figure2_{g.name}_change", *change, meta=meta, digits=3, title=title)
     col = {name: i for i, name in enumerate(header)}
     for mode in modes:
         mine = [r for r in rows if r[0] == mode]
