@@ -13,20 +13,22 @@ import torch
 from scipy.stats import pearsonr, spearmanr
 from scipy.stats import t as student_t
 
-from taskneurons.analysis import generalization
+from taskneurons.analysis import generalization, similarity
 from taskneurons.analysis.generalization import (
     chance_overlap_rate,
     controlled_overlap,
-    correlation,
     group_overlap,
-    layer_similarity,
-    mean_similarity,
-    neuron_vectors,
     overlap_matrix,
     overlap_rate,
     proportion_of_set,
-    set_vectors,
     union,
+)
+from taskneurons.analysis.similarity import (
+    correlation,
+    layer_similarity,
+    mean_similarity,
+    neuron_vectors,
+    set_vectors,
 )
 
 
@@ -37,6 +39,7 @@ def _m(*rows: str) -> torch.Tensor:
 
 def test_doctests_pass():
     assert doctest.testmod(generalization).failed == 0
+    assert doctest.testmod(similarity).failed == 0
 
 
 # --- overlap -------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from taskneurons._io import write_json_atomic
-from taskneurons.analysis.generalization import layer_similarity, neuron_vectors
+from taskneurons.analysis.similarity import layer_similarity, neuron_vectors
 from taskneurons.config import Config
 from taskneurons.data.tasks import Task
 from taskneurons.evaluation.dispatch import evaluate
