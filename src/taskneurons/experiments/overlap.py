@@ -124,10 +124,11 @@ def overlap_rows(
                 nx, ny = sets.union(g.train, p), sets.union(h.test, p)
                 mx, my = joined(nx), joined(ny)
                 bare = [joined(sets.union(ts, p, drop_general=True)) for ts in (g.train, h.test)]
+                a, b = int(mx.sum()), int(my.sum())
                 rows.append([
-                    g.name, h.name, float(p), int(mx.sum()), int(my.sum()), int((mx & my).sum()),
+                    g.name, h.name, float(p), a, b, int((mx & my).sum()),
                     100.0 * overlap_rate(mx, my), 100.0 * overlap_rate(*bare),
-                    100.0 * chance_overlap_rate(int(mx.sum()), int(my.sum()), mx.numel()),
+                    100.0 * chance_overlap_rate(a, b, mx.numel()),
                 ])  # fmt: skip
     ids = list(dict.fromkeys(t for g in groups for t in [*g.train, *g.test]))
     matrices = {}
@@ -144,11 +145,11 @@ def write_overlap(result: OverlapResult, meta: dict, title: str = "Overlap rates
     write_table(out / "overlap", HEADER, result.rows, meta=meta, digits=1, title=title)
     pairs = list(dict.fromkeys((r[0], r[1]) for r in result.rows))
     xs = sorted({r[2] for r in result.rows})
+    chance = {(r[0], r[1], r[2]): r[8] for r in result.rows}
     series = {}
     for g, h in pairs:
         for bare, suffix in ((False, ""), (True, " without general")):
             series[f"{g} -> {h}{suffix}"] = [result.rate(g, h, p, bare) for p in xs]
-        chance = {(r[0], r[1], r[2]): r[8] for r in result.rows}
         series[f"{g} -> {h} by chance"] = [chance[(g, h, p)] for p in xs]
     line_plot(
         xs, series, out / "overlap_vs_proportion.png",

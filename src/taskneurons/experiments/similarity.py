@@ -4,12 +4,13 @@ For every group and every training task ``i`` one model ``M_i`` is fine-tuned on
 alone (``train.method: full`` as in the paper, or ``neurons``: only task ``i``'s top-``p`` %
 set). In ``M_i``, layer by layer, the cosine similarity of the mean parameter vector of task
 ``i``'s neurons and that of each out-of-domain test task ``j``'s neurons is computed
-(:func:`~taskneurons.analysis.generalization.layer_similarity`; a neuron's vector is its gate
-and up rows and its down column), with every neuron of the sets, with the general neurons
-removed, and, as a control, for random sets of the same per-layer sizes (a cosine of mean
-vectors grows with the sets' sizes, since a large set's mean tends to the layer's mean). The weights are read directly (:func:`layer_vectors`): the similarity pass runs no
-forward pass. ``M_i`` is then scored on every test task, and the base weights are restored
-(a CPU copy for ``full``; the detached delta for ``neurons``) before the next model.
+(:func:`~taskneurons.analysis.similarity.layer_similarity`; a neuron's vector is its gate and
+up rows and its down column), with every neuron of the sets, with the general neurons removed,
+and, as a control, for random sets of the same per-layer sizes (a cosine of mean vectors grows
+with the sets' sizes, since a large set's mean tends to the layer's mean). The weights are read
+directly (:func:`layer_vectors`): the similarity pass runs no forward pass. ``M_i`` is then
+scored on every test task, and the base weights are restored (a CPU copy for ``full``; the
+detached delta for ``neurons``) before the next model.
 
 The sets are those of the base model (scores computed once per task), at ``proportion`` % of
 each task's set under ``detect.selection``. Figure 3 averages the per-layer curves over the
@@ -160,7 +161,7 @@ def layer_vectors(space: NeuronSpace, layer: int) -> torch.Tensor:
     """Layer ``layer``'s per-neuron parameter vectors ``[d_ff, p]``, read from the weights.
 
     Row ``j``: neuron ``j``'s W1 rows (gate/up, with bias entries) and W2 column, as
-    :func:`~taskneurons.analysis.generalization.neuron_vectors` lays them out; on the
+    :func:`~taskneurons.analysis.similarity.neuron_vectors` lays them out; on the
     parameters' device and dtype, detached. Runs no forward pass.
     """
     d_ff = space.units["ffn"]

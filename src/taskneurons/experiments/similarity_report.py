@@ -183,8 +183,9 @@ def write_similarity(
     Returns group -> the ``(header, rows)`` of its ``all`` table.
     """
     tables = {}
+    variants = variants_of(records)
     for g in dict.fromkeys(r["group"] for r in records):
-        for variant in variants_of(records):
+        for variant in variants:
             header, rows, curves = figure_rows(records, g, variant, layers)
             suffix, what = variant_suffix(variant), VARIANT_TITLES[variant]
             title = f"Group {g}: cosine similarity of training and test tasks' neurons{what}"
@@ -199,7 +200,6 @@ def write_similarity(
             )  # fmt: skip
             if variant == "all":
                 tables[g] = (header, rows)
-    variants = variants_of(records)
     header = ["group", "train task", "test task"]
     header += ["similarity" + variant_suffix(v).replace("_", " ") for v in variants]
     header += ["score", "zero-shot"]
