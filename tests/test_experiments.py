@@ -242,7 +242,7 @@ def test_selection_sweep_scores_once_and_writes_every_cell(
     tiny_folder, task_folders, tmp_path, monkeypatch
 ):
     from taskneurons.data.load import load_task
-    from taskneurons.experiments import sweep as sweep_module
+    from taskneurons.experiments import task_groups
     from taskneurons.experiments.deactivation import DeactivateConfig
     from taskneurons.experiments.detect import DetectConfig
     from taskneurons.experiments.sweep import SweepConfig, selection_sweep
@@ -251,9 +251,9 @@ def test_selection_sweep_scores_once_and_writes_every_cell(
     model, tok = load_model(str(tiny_folder))
     tasks = [load_task(str(f)) for f in task_folders]
     calls = []
-    real = sweep_module.relevance_scores
+    real = task_groups.relevance_scores
     monkeypatch.setattr(
-        sweep_module, "relevance_scores", lambda *a, **k: calls.append(1) or real(*a, **k)
+        task_groups, "relevance_scores", lambda *a, **k: calls.append(1) or real(*a, **k)
     )
     res = selection_sweep(
         model,
@@ -279,6 +279,55 @@ def test_selection_sweep_scores_once_and_writes_every_cell(
     for name in ("sweep.md", "sweep.json", "specificity_vs_k.png", "specificity_vs_k_nll.png"):
         assert (tmp_path / "sweep" / name).is_file(), name
     assert (tmp_path / "sweep" / "specific-k30" / "specificity.json").is_file()
+
+
+def test_resumed_sweep_reuses_scores_and_finished_cells(
+    tiny_folder, task_folders, tmp_path, monkeypatch
+):
+    from taskneurons.data.load import load_task
+    from taskneurons.experiments import deactivation, task_groups
+    from taskneurons.experiments.deactivation import DeactivateConfig
+    from taskneurons.experiments.detect import DetectConfig
+    from taskneurons.experiments.sweep import SweepConfig, selection_sweep
+    from taskneurons.models.loading import load_model
+
+    model, tok = load_model(str(tiny_folder))
+    tasks = [load_task(str(f)) for f in task_folders]
+    detect = DetectConfig.from_dict({"attribution": {"n_examples": 4}})
+    deact = DeactivateConfig(n_test=4, n_boot=20, n_permutations=10)
+    out = tmp_path / "sweep"
+
+    def sweep(k, resume, deact=deact, scores_from=None, where=out):
+        cfg = SweepConfig(k=k, selections=["topk", "specific"])
+        return selection_sweep(
+            model, tok, tasks, detect, deact, cfg, where, False, resume, scores_from
+        )
+
+    first = sweep([10.0], resume=False)
+    scored, evaluated = [], []
+    real_scores, real_eval = task_groups.relevance_scores, deactivation.evaluate
+    monkeypatch.setattr(
+        task_groups, "relevance_scores", lambda *a, **k: scored.append(1) or real_scores(*a, **k)
+    )
+    monkeypatch.setattr(
+        deactivation, "evaluate", lambda *a, **k: evaluated.append(1) or real_eval(*a, **k)
+    )
+    again = sweep([10.0, 30.0], resume=True)
+    assert scored == []  # the saved scores are used
+    # only the two new cells are evaluated: 2 random + 2x2 matrix + 2 others (+ 2 general)
+    assert len(evaluated) == 8 + 10
+    for cell in (("topk", 10.0), ("specific", 10.0)):
+        assert again.cells[cell].table.rows == first.cells[cell].table.rows
+        assert again.cells[cell].specificity["nll"] == first.cells[cell].specificity["nll"]
+    assert again.rows[0] == first.rows[0] and len(again.rows) == 4
+    # another folder takes the scores of this one and scores nothing
+    sweep([30.0], resume=False, scores_from=out, where=tmp_path / "other")
+    assert scored == []
+    with pytest.raises(ValueError, match="other config"):
+        sweep([10.0], resume=True, deact=DeactivateConfig(n_test=3, n_boot=20))
+    detect = DetectConfig.from_dict({"attribution": {"n_examples": 3}})
+    with pytest.raises(ValueError, match="other attribution settings"):
+        sweep([10.0], resume=True)
 
 
 def test_runner_runs_the_sweep_and_continual_stages(tiny_folder, task_folders, tmp_path):

@@ -35,7 +35,7 @@ from taskneurons.evaluation.dispatch import evaluate
 from taskneurons.evaluation.result import EvalConfig
 from taskneurons.experiments.common import eval_examples, limited
 from taskneurons.experiments.detect import DetectConfig, select_sets
-from taskneurons.experiments.sweep import score_tasks
+from taskneurons.experiments.task_groups import score_tasks
 from taskneurons.neurons.neuron_set import NeuronSet
 from taskneurons.neurons.selection import check_k, matched_random_sets
 from taskneurons.neurons.space import NeuronSpace
@@ -197,7 +197,7 @@ def budget_grid(
     chosen = [t for t in tasks if config.tasks is None or t.id in config.tasks]
     space = NeuronSpace(model, detect.attribution.definition)
     fingerprint = model_fingerprint(model)
-    scores = score_tasks(model, tokenizer, tasks, detect, space, out / "scores", progress)
+    scores = score_tasks(model, tokenizer, tasks, detect, out, progress).scores
     sets = {
         k: select_sets(
             model, tokenizer, tasks, scores, dataclasses.replace(detect, k=k), space, out

@@ -85,9 +85,12 @@ class ExperimentFile(Config):
         seed: the default of every seed of the stages.
         prompt: the default prompt of every stage.
         out: the run folder.
-        neurons: a detect output folder to take the neuron sets from (instead of detecting).
+        neurons: a detect output folder to take the neuron sets from (instead of detecting);
+            the ``sweep`` and generalization stages take its relevance scores (a run folder
+            with ``scores/`` works too).
         strict: neuron sets from ``neurons`` must come from these very weights.
-        resume: ``continual``: continue an interrupted run from its last finished stage.
+        resume: ``continual``: continue an interrupted run from its last finished stage;
+            ``sweep``: reuse the scores and every finished (selection, k) cell in ``out``.
         groups: the task groups of every generalization stage that sets none (``None``: each
             section's own, by default PAPER.md Table 3).
         detect, deactivate, table2, sweep, budget, crosstrain, prompts, continual, multitask,

@@ -12,6 +12,8 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,7 +25,7 @@ from tqdm.auto import tqdm
 
 from taskneurons._io import write_json_atomic, write_text_atomic
 from taskneurons.config import Config
-from taskneurons.data.tasks import Task
+from taskneurons.data.tasks import Task, examples_hash
 from taskneurons.evaluation.dispatch import evaluate
 from taskneurons.evaluation.result import EvalConfig
 from taskneurons.experiments.analysis import (
@@ -38,7 +40,11 @@ from taskneurons.neurons.intervention import MODES, deactivate
 from taskneurons.neurons.neuron_set import NeuronSet
 from taskneurons.neurons.selection import matched_random_sets
 from taskneurons.neurons.space import NeuronSpace
+from taskneurons.provenance import model_fingerprint
 from taskneurons.report.comparison import Comparison, MatrixSpec
+
+#: Every evaluation of a deactivation run, per example, with what they depend on (``key``).
+EVALUATIONS_FILE = "evaluations.json"
 
 
 @dataclass
@@ -147,6 +153,7 @@ def deactivation_experiment(
     progress: bool = True,
     general: NeuronSet | None = None,
     original: Mapping[str, Any] | None = None,
+    resume: bool = False,
 ) -> DeactivationResult:
     """PAPER.md Table 1 rows, the task x task deactivation matrix (Figure 5) and controls.
 
@@ -159,6 +166,16 @@ def deactivation_experiment(
     general set of a ``specific`` detection, deactivated as a control when
     ``config.general``. ``original``: :attr:`DeactivationResult.original` of an earlier call
     with the same model weights, tasks and config (the Original row is then not re-evaluated).
+
+    Every evaluation is kept per example in ``evaluations.json`` with what it depends on (the
+    config but its bootstrap and permutation counts, the model fingerprint, the test examples'
+    hashes and the deactivated sets' digests). ``resume``: when ``out_dir`` holds that file,
+    its evaluations are used instead of evaluating again (the tables and statistics are
+    recomputed from them).
+
+    Raises:
+        ValueError: ``resume`` and ``evaluations.json`` was made with other settings, model,
+            examples or sets.
     """
     check_sets_cover(tasks, neuron_sets)
     space = NeuronSpace(model, next(iter(neuron_sets.values())).definition)
@@ -172,9 +189,14 @@ def deactivation_experiment(
         config.random_excludes_task,
     )
     conditions = _conditions(tasks, neuron_sets, controls, general, config)
-    runs = _run_conditions(
-        model, tokenizer, tasks, conditions, test, config, space, progress, original
-    )
+    key = _evaluation_key(config, model, test, conditions)
+    runs = _saved_runs(Path(out_dir), key) if resume else None
+    if runs is None:
+        runs = _run_conditions(
+            model, tokenizer, tasks, conditions, test, config, space, progress, original
+        )
+        _save_runs(Path(out_dir), key, runs)
+    runs["Deactivate-Task"] = {t.id: runs["matrix"][t.id][t.id] for t in tasks}
     meta = experiment_meta(config, model, tasks, test, neuron_sets, controls)
     result = _result(tasks, runs, Path(out_dir), config)
     result.sets = {t.id: neuron_sets[t.id] for t in tasks}
@@ -238,8 +260,62 @@ def _run_conditions(model, tokenizer, tasks, conditions, test, config, space, pr
             else:
                 runs[row].update(values)
     bar.close()
-    runs["Deactivate-Task"] = {t.id: runs["matrix"][t.id][t.id] for t in tasks}
     return runs
+
+
+def _digest(ns: NeuronSet) -> str:
+    """A short content hash of a set: its definition, layout and membership."""
+    h = hashlib.sha256(f"{ns.definition}{sorted(ns.shapes().items())}".encode())
+    h.update(ns.flat().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _evaluation_key(config: DeactivateConfig, model, test, conditions) -> dict:
+    """What the evaluations of a run depend on, JSON-normalised (compared on resume)."""
+    cfg = {k: v for k, v in config.to_dict().items() if k not in ("n_boot", "n_permutations")}
+    key = {
+        "config": cfg,
+        "model": model_fingerprint(model),
+        "data_hash": {t: examples_hash(exs) for t, exs in test.items()},
+        "sets": {
+            row: {i: [_digest(ns), measured] for i, (ns, measured) in cells.items()}
+            for row, cells in conditions
+        },
+    }
+    return json.loads(json.dumps(key))
+
+
+def _save_runs(out: Path, key: dict, runs: dict) -> None:
+    def plain(v: _Eval) -> dict:
+        return v._asdict()
+
+    rows = {
+        row: {i: plain(v) if isinstance(v, _Eval) else {j: plain(e) for j, e in v.items()}
+              for i, v in cells.items()}
+        for row, cells in runs.items()
+    }  # fmt: skip
+    write_json_atomic(out / EVALUATIONS_FILE, {"key": key, "runs": rows})
+
+
+def _saved_runs(out: Path, key: dict) -> dict | None:
+    """The runs kept in ``out/evaluations.json`` (``None`` without one), checked against ``key``."""
+    path = out / EVALUATIONS_FILE
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    if saved.get("key") != key:
+        differ = [k for k in key if saved.get("key", {}).get(k) != key[k]]
+        raise ValueError(
+            f"cannot resume from {path}: it was made with other {', '.join(differ)}; resume "
+            "with the same settings, model and sets, or use another folder"
+        )
+    return {
+        row: {
+            i: _Eval(**v) if row != "matrix" else {j: _Eval(**e) for j, e in v.items()}
+            for i, v in cells.items()
+        }
+        for row, cells in saved["runs"].items()
+    }
 
 
 def _result(tasks: list[Task], runs: dict, out: Path, config: DeactivateConfig):

@@ -119,9 +119,10 @@ def _multitask(ctx: RunContext, folder: Path):
 
 def _sweep(ctx: RunContext, folder: Path):
     cfg = ctx.config
+    source = cfg.neurons if cfg.neurons is not None else ctx.detect_dir
     return selection_sweep(
         ctx.model, ctx.tokenizer, ctx.tasks, cfg.detect, cfg.deactivate, cfg.sweep, folder,
-        ctx.progress,
+        ctx.progress, cfg.resume, source,
     )  # fmt: skip
 
 

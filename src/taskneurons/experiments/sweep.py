@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -31,8 +32,8 @@ from taskneurons.experiments.deactivation import (
     DeactivationResult,
     deactivation_experiment,
 )
-from taskneurons.experiments.detect import DetectConfig, lape_probabilities, select_sets
-from taskneurons.neurons.attribution import relevance_scores
+from taskneurons.experiments.detect import DetectConfig, select_sets
+from taskneurons.experiments.task_groups import ScoredTasks, score_tasks, task_probabilities
 from taskneurons.neurons.multitask_selection import METHODS as SELECTION_METHODS
 from taskneurons.neurons.selection import check_k, iou
 from taskneurons.neurons.space import NeuronSpace
@@ -84,19 +85,6 @@ class SweepResult:
         return markdown_table(HEADER, self.rows, digits=2)
 
 
-def score_tasks(model, tokenizer, tasks, detect: DetectConfig, space, folder, progress=True):
-    """Each task's relevance scores, once; saved as ``<folder>/<task>/scores.safetensors``."""
-    fingerprint = model_fingerprint(model)
-    scores = {}
-    for task in tasks:
-        scores[task.id] = relevance_scores(
-            model, task, space, tokenizer=tokenizer, config=detect.attribution, progress=progress
-        )
-        scores[task.id].meta["model_fingerprint"] = fingerprint
-        scores[task.id].save(Path(folder) / task.id / "scores.safetensors")
-    return scores
-
-
 def selection_sweep(
     model: nn.Module,
     tokenizer,
@@ -106,6 +94,8 @@ def selection_sweep(
     config: SweepConfig,
     out_dir: str | os.PathLike,
     progress: bool = True,
+    resume: bool = False,
+    scores_from: str | os.PathLike | None = None,
 ) -> SweepResult:
     """Deactivation for every (selection, k) of ``config``, from scores computed once.
 
@@ -113,14 +103,26 @@ def selection_sweep(
     cell's deactivation files), ``sweep.{md,csv,json}``, ``specificity_vs_k.png`` and
     ``specificity_vs_k_nll.png`` (mean double-centred diagonal vs k, one line per
     selection, 95 % bands) and ``sweep_config.json``.
+
+    ``scores_from``: a run or detect folder whose scores (and activation probabilities) of
+    these tasks on this model are used instead of scoring again. ``resume``: continue an
+    interrupted sweep in ``out_dir``: its saved scores are used (they must have been made with
+    ``detect.attribution``) and every cell whose evaluations were saved is not evaluated again
+    (see :func:`deactivation_experiment`), so a grid can also be extended cell by cell.
+
+    Raises:
+        ValueError: ``resume`` and the saved scores or evaluations were made with other settings.
     """
     out = Path(out_dir)
-    space = NeuronSpace(model, detect.attribution.definition)
     fingerprint = model_fingerprint(model)
-    scores = score_tasks(model, tokenizer, tasks, detect, space, out / "scores", progress)
+    source = scores_from if scores_from is not None else (out if resume else None)
+    scored = score_tasks(model, tokenizer, tasks, detect, out, progress, None, source)
+    if resume and scores_from is None:
+        _check_resumed_scores(scored, detect)
     probs = None
     if "lape" in config.selections:
-        probs = lape_probabilities(model, tokenizer, tasks, detect, space, out / "scores")
+        probs = task_probabilities(model, tokenizer, tasks, detect, scored, out)
+    space = NeuronSpace(model, detect.attribution.definition)
     cells = {}
     original = None  # the unmodified model's evaluations: the same in every cell
     for method in config.selections:
@@ -128,15 +130,29 @@ def selection_sweep(
             cfg = dataclasses.replace(
                 detect, k=k, selection=dataclasses.replace(detect.selection, method=method)
             )
-            sets, general = select_sets(model, tokenizer, tasks, scores, cfg, space, out, probs)
-            folder = out / f"{method}-k{k:g}"
-            cells[(method, k)] = deactivation_experiment(
-                model, tokenizer, tasks, sets, deactivate, folder, progress, general, original
+            sets, general = select_sets(
+                model, tokenizer, tasks, scored.scores, cfg, space, out, probs
             )
+            cells[(method, k)] = deactivation_experiment(
+                model, tokenizer, tasks, sets, deactivate, out / f"{method}-k{k:g}", progress,
+                general, original, resume,
+            )  # fmt: skip
             original = cells[(method, k)].original
     result = SweepResult(cells, [_row(m, k, cells[(m, k)]) for m, k in cells], out)
-    _write(result, config, detect, deactivate, fingerprint, tasks)
+    _write(result, config, detect, deactivate, fingerprint, tasks, scored.record(out))
     return result
+
+
+def _check_resumed_scores(scored: ScoredTasks, detect: DetectConfig) -> None:
+    """Scores a resumed sweep found in its folder must be of ``detect.attribution``."""
+    want = json.loads(json.dumps(detect.attribution.to_dict()))
+    for task, s in scored.scores.items():
+        if scored.origin[task] == "loaded" and s.meta.get("config") != want:
+            raise ValueError(
+                f"cannot resume: {scored.paths[task]} was scored with other attribution "
+                "settings than detect.attribution; resume with the same settings or use "
+                "another folder"
+            )
 
 
 def _row(method: str, k: float, cell: DeactivationResult) -> list:
@@ -164,7 +180,7 @@ def _row(method: str, k: float, cell: DeactivationResult) -> list:
     return row
 
 
-def _write(result: SweepResult, config, detect, deactivate, fingerprint, tasks) -> None:
+def _write(result: SweepResult, config, detect, deactivate, fingerprint, tasks, scores) -> None:
     out = result.out_dir
     meta = provenance(
         sweep=config.to_dict(),
@@ -172,6 +188,7 @@ def _write(result: SweepResult, config, detect, deactivate, fingerprint, tasks) 
         deactivate=deactivate.to_dict(),
         model=fingerprint,
         tasks=[t.id for t in tasks],
+        scores=scores,
     )
     write_table(out / "sweep", HEADER, result.rows, meta=meta, digits=2, title="Selection sweep")
     for readout, suffix, label in (

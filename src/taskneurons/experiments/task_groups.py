@@ -366,11 +366,11 @@ def prepare_sets(
     scored = score_tasks(model, tokenizer, chosen, detect, out_dir, progress, scored, source)
     probs = None
     if detect.selection.method == "lape":
-        probs = _probabilities(model, tokenizer, chosen, detect, scored, Path(out_dir))
+        probs = task_probabilities(model, tokenizer, chosen, detect, scored, Path(out_dir))
     return chosen, scored, GroupSets.select(scored.scores, detect, probs)
 
 
-def _probabilities(model, tokenizer, tasks, detect, scored: ScoredTasks, out_dir: Path) -> dict:
+def task_probabilities(model, tokenizer, tasks, detect, scored: ScoredTasks, out_dir: Path) -> dict:
     """``lape``'s activation probabilities: those saved beside every task's scores, else measured
     now (one forward pass per batch) and saved as ``out_dir/scores/<task>/...``."""
     saved = {t.id: scored.paths[t.id].parent / PROBS_FILE for t in tasks}
