@@ -342,6 +342,12 @@ def test_runner_runs_the_sweep_and_continual_stages(tiny_folder, task_folders, t
     run = run_file(sweep, progress=False, echo=None)
     assert [r[:2] for r in run.results["sweep"].rows] == [["topk", 20.0], ["specific", 20.0]]
     assert "`sweep.{csv,json,md}`" in (tmp_path / "s" / "README.md").read_text()
+    # a second sweep takes the first one's scores (neurons:) and resumes in its own folder
+    over = [f"neurons={tmp_path / 's'}", f"out={tmp_path / 's2'}", "resume=true"]
+    run = run_file(sweep, over, progress=False, echo=None)
+    record = json.loads((tmp_path / "s2" / "sweep_config.json").read_text())["scores"]
+    assert {v["origin"] for v in record.values()} == {"loaded"}
+    assert run.results["sweep"].rows == run_file(sweep, over, False, None).results["sweep"].rows
     cl = tmp_path / "cl.yaml"
     cl.write_text(
         f"experiment: continual\nmodel: {tiny_folder}\ntasks: {tasks}\nout: {tmp_path / 'c'}\n"
