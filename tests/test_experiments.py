@@ -279,6 +279,12 @@ def test_selection_sweep_scores_once_and_writes_every_cell(
     for name in ("sweep.md", "sweep.json", "specificity_vs_k.png", "specificity_vs_k_nll.png"):
         assert (tmp_path / "sweep" / name).is_file(), name
     assert (tmp_path / "sweep" / "specific-k30" / "specificity.json").is_file()
+    # every cell's folder holds its sets as a detect folder that neurons: can name
+    from taskneurons.experiments.common import load_neuron_sets
+
+    for method, k in (("topk", 10.0), ("specific", 30.0), ("lape", 10.0)):
+        loaded = load_neuron_sets(tmp_path / "sweep" / f"{method}-k{k:g}", tasks, model)
+        assert loaded == res.cells[(method, k)].sets
 
 
 def test_resumed_sweep_reuses_scores_and_finished_cells(

@@ -190,13 +190,30 @@ def detect_neurons(
         scores[task.id].meta["model_fingerprint"] = fingerprint
         scores[task.id].save(out / task.id / "scores.safetensors")
     sets, general = select_sets(model, tokenizer, tasks, scores, config, space, out)
+    save_sets(out, sets, general)
+    result = summarize_detection(sets, out, general)
+    write_detection_summary(result)
+    return result
+
+
+def save_sets(
+    out: str | os.PathLike,
+    sets: dict[str, NeuronSet],
+    general: NeuronSet | None = None,
+    record: dict | None = None,
+) -> None:
+    """Write ``out/<task>/neurons.safetensors`` (+ ``.json``) and the general set, if any.
+
+    ``record``: also write it as ``out/detect_config.json`` first (``config``, ``tasks`` and
+    ``model`` of a detection), which makes ``out`` a folder ``neurons:`` can point at.
+    """
+    out = Path(out)
+    if record is not None:
+        write_json_atomic(out / DETECT_CONFIG, record)
     for name, ns in sets.items():
         ns.save(out / name / "neurons.safetensors")
     if general is not None:
         general.save(out / GENERAL_FILE)
-    result = summarize_detection(sets, out, general)
-    write_detection_summary(result)
-    return result
 
 
 def select_sets(model, tokenizer, tasks, scores, config, space, out, probabilities=None):

@@ -32,7 +32,7 @@ from taskneurons.experiments.deactivation import (
     DeactivationResult,
     deactivation_experiment,
 )
-from taskneurons.experiments.detect import DetectConfig, select_sets
+from taskneurons.experiments.detect import DetectConfig, save_sets, select_sets
 from taskneurons.experiments.task_groups import ScoredTasks, score_tasks, task_probabilities
 from taskneurons.neurons.multitask_selection import METHODS as SELECTION_METHODS
 from taskneurons.neurons.selection import check_k, iou
@@ -100,7 +100,8 @@ def selection_sweep(
     """Deactivation for every (selection, k) of ``config``, from scores computed once.
 
     Writes ``scores/<task>/`` (scores, activation probabilities), ``<selection>-k<k>/`` (each
-    cell's deactivation files), ``sweep.{md,csv,json}``, ``specificity_vs_k.png`` and
+    cell's sets as a detect folder, which ``neurons:`` of another run can name, and its
+    deactivation files), ``sweep.{md,csv,json}``, ``specificity_vs_k.png`` and
     ``specificity_vs_k_nll.png`` (mean double-centred diagonal vs k, one line per
     selection, 95 % bands) and ``sweep_config.json``.
 
@@ -133,9 +134,14 @@ def selection_sweep(
             sets, general = select_sets(
                 model, tokenizer, tasks, scored.scores, cfg, space, out, probs
             )
+            folder = out / f"{method}-k{k:g}"
+            record = provenance(
+                config=cfg.to_dict(), tasks=[t.id for t in tasks], model=fingerprint
+            )
+            save_sets(folder, sets, general, record)
             cells[(method, k)] = deactivation_experiment(
-                model, tokenizer, tasks, sets, deactivate, out / f"{method}-k{k:g}", progress,
-                general, original, resume,
+                model, tokenizer, tasks, sets, deactivate, folder, progress, general, original,
+                resume,
             )  # fmt: skip
             original = cells[(method, k)].original
     result = SweepResult(cells, [_row(m, k, cells[(m, k)]) for m, k in cells], out)
