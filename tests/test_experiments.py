@@ -295,6 +295,7 @@ def test_resumed_sweep_reuses_scores_and_finished_cells(
     from taskneurons.experiments.deactivation import DeactivateConfig
     from taskneurons.experiments.detect import DetectConfig
     from taskneurons.experiments.sweep import SweepConfig, selection_sweep
+    from taskneurons.experiments.sweep_report import sweep_summary
     from taskneurons.models.loading import load_model
 
     model, tok = load_model(str(tiny_folder))
@@ -329,6 +330,21 @@ def test_resumed_sweep_reuses_scores_and_finished_cells(
     # another folder takes the scores of this one and scores nothing
     sweep([30.0], resume=False, scores_from=out, where=tmp_path / "other")
     assert scored == []
+    # analyze sweep lays both folders out as one grid; a cell in both with equal statistics
+    # is taken once, with different ones it is an error
+    assert (
+        main(["analyze", "sweep", str(out), str(tmp_path / "other"), "--out", str(tmp_path / "g")])
+        == 0
+    )
+    grid = json.loads((tmp_path / "g" / "sweep.json").read_text())
+    assert grid["rows"] == json.loads(json.dumps(again.rows))
+    assert (tmp_path / "g" / "specificity_vs_k_nll.png").is_file()
+    spec_file = tmp_path / "other" / "topk-k30" / "specificity.json"
+    spec = json.loads(spec_file.read_text())
+    spec["nll"]["statistic"] += 1.0
+    spec_file.write_text(json.dumps(spec))
+    with pytest.raises(ValueError, match="differs between"):
+        sweep_summary([out, tmp_path / "other"], tmp_path / "g")
     with pytest.raises(ValueError, match="other config"):
         sweep([10.0], resume=True, deact=DeactivateConfig(n_test=3, n_boot=20))
     detect = DetectConfig.from_dict({"attribution": {"n_examples": 3}})

@@ -241,6 +241,11 @@ def cmd_analyze(args) -> int:
     from taskneurons.experiments.continual_orders import continual_orders_table
     from taskneurons.experiments.finished_runs import analyze_run
 
+    if args.analysis == "sweep":
+        from taskneurons.experiments.sweep_report import sweep_summary
+
+        print(sweep_summary(args.runs, args.out).markdown())
+        return 0
     if args.analysis != "table5":  # overlap, figure2, similarity, correlate
         print(analyze_run(args.analysis, vars(args)).markdown())
         return 0

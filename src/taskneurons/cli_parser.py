@@ -263,6 +263,11 @@ def _add_analyze(sub) -> None:
     )
     t5.add_argument("runs", nargs="+", type=Path, help="folders of `experiment: continual` runs")
     t5.add_argument("--out", type=Path, default=None, help="also write table5_orders.{md,csv,json}")
+    sw = kinds.add_parser(
+        "sweep", help="one k x selection grid from the cells of finished or interrupted sweeps"
+    )
+    sw.add_argument("runs", nargs="+", type=Path, help="folders of `experiment: sweep` runs")
+    sw.add_argument("--out", type=Path, default=None, help="default: RUN/analyze-sweep (first)")
     helps = {
         "overlap": "Table 8 again from a finished generalization run's scores (other selection)",
         "figure2": "Figure 2 again from a finished generalization run (change from zero-shot, CIs)",

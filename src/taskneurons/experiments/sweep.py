@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,13 +32,13 @@ from taskneurons.experiments.deactivation import (
     deactivation_experiment,
 )
 from taskneurons.experiments.detect import DetectConfig, save_sets, select_sets
+from taskneurons.experiments.sweep_report import HEADER, mean_iou, sweep_row, write_summary
 from taskneurons.experiments.task_groups import ScoredTasks, score_tasks, task_probabilities
 from taskneurons.neurons.multitask_selection import METHODS as SELECTION_METHODS
-from taskneurons.neurons.selection import check_k, iou
+from taskneurons.neurons.selection import check_k
 from taskneurons.neurons.space import NeuronSpace
 from taskneurons.provenance import model_fingerprint, provenance
-from taskneurons.report.plots import line_plot
-from taskneurons.report.tables import markdown_table, write_table
+from taskneurons.report.tables import markdown_table
 
 
 @dataclass
@@ -64,13 +63,6 @@ class SweepConfig(Config):
                 f"selections must be a non-empty list of {SELECTION_METHODS} (got "
                 f"{self.selections}) and k a non-empty list"
             )
-
-
-HEADER = [
-    "selection", "k %", "neurons/task", "mean IoU", "own > random",
-    "diag (acc)", "95% CI (acc)", "p (acc)", "rows/cols (acc)",
-    "diag (NLL)", "95% CI (NLL)", "p (NLL)", "rows/cols (NLL)",
-]  # fmt: skip
 
 
 @dataclass
@@ -162,32 +154,14 @@ def _check_resumed_scores(scored: ScoredTasks, detect: DetectConfig) -> None:
 
 
 def _row(method: str, k: float, cell: DeactivationResult) -> list:
-    sets = cell.sets
-    names = list(sets)
-    sizes = [len(sets[n]) for n in names]
-    pairs = [iou(sets[a], sets[b]) for i, a in enumerate(names) for b in names[i + 1 :]]
     rand, own = cell.table.row("Deactivate-Random"), cell.table.row("Deactivate-Task")
-    hurt = sum(own[n] < rand[n] for n in names)
-    row = [
-        method,
-        k,
-        sum(sizes) / len(sizes),
-        sum(pairs) / len(pairs) if pairs else float("nan"),
-        f"{hurt}/{len(names)}",
-    ]
-    for readout in ("score", "nll"):
-        spec = cell.specificity.get(readout)
-        if spec is None:
-            row += [float("nan"), "-", float("nan"), "-"]
-            continue
-        ci = "-" if spec.ci is None else f"{spec.ci[0]:.2f}..{spec.ci[1]:.2f}"
-        dom = f"{len(spec.rows)}/{len(spec.columns)} of {len(names)}"
-        row += [spec.statistic, ci, spec.p_value, dom]
-    return row
+    hurt = sum(own[n] < rand[n] for n in cell.sets)
+    specs = {r: s.to_dict() for r, s in cell.specificity.items()}
+    sizes = [len(ns) for ns in cell.sets.values()]
+    return sweep_row(method, k, sizes, mean_iou(cell.sets), hurt, specs)
 
 
 def _write(result: SweepResult, config, detect, deactivate, fingerprint, tasks, scores) -> None:
-    out = result.out_dir
     meta = provenance(
         sweep=config.to_dict(),
         detect=detect.to_dict(),
@@ -196,23 +170,6 @@ def _write(result: SweepResult, config, detect, deactivate, fingerprint, tasks, 
         tasks=[t.id for t in tasks],
         scores=scores,
     )
-    write_table(out / "sweep", HEADER, result.rows, meta=meta, digits=2, title="Selection sweep")
-    for readout, suffix, label in (
-        ("score", "", "accuracy points"),
-        ("nll", "_nll", "gold NLL, nats"),
-    ):
-        series, bands = {}, {}
-        for method in config.selections:
-            specs = [result.cells[(method, k)].specificity.get(readout) for k in config.k]
-            if any(s is None for s in specs):
-                continue
-            series[method] = [s.statistic for s in specs]
-            bands[method] = [s.ci or (math.nan, math.nan) for s in specs]
-        if series:
-            line_plot(
-                config.k, series, out / f"specificity_vs_k{suffix}.png",
-                title=f"Specificity of the damage matrix ({label})",
-                xlabel="k (% of neurons per task)", ylabel="mean double-centred diagonal",
-                intervals=bands, log_x=True,
-            )  # fmt: skip
-    write_json_atomic(out / "sweep_config.json", meta)
+    specs = {c: {r: s.to_dict() for r, s in v.specificity.items()} for c, v in result.cells.items()}
+    write_summary(result.out_dir, result.rows, specs, meta)
+    write_json_atomic(result.out_dir / "sweep_config.json", meta)
