@@ -299,7 +299,7 @@ def _add_demo(sub) -> None:
         "--model", "-m", type=_text, default=None, help="default: the embedded smollm2-135m"
     )
     p.add_argument("--out", default=None, help="default: runs/demo")
-    p.add_argument("--n-test", type=_count, default=None, help="test examples per task (40)")
+    p.add_argument("--n-test", type=_count, default=None, help="test examples per task (30)")
     p.add_argument("--n-detect", type=_count, default=None, help="examples scored per task (32)")
     p.add_argument("--k", type=_percent, default=None, help="percent of neurons per task (10)")
     p.add_argument("--n-train", type=_count, default=None, help="train examples per task (32)")
