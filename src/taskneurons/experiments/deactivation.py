@@ -286,14 +286,13 @@ def _evaluation_key(config: DeactivateConfig, model, test, conditions) -> dict:
 
 
 def _save_runs(out: Path, key: dict, runs: dict) -> None:
-    def plain(v: _Eval) -> dict:
-        return v._asdict()
-
     rows = {
-        row: {i: plain(v) if isinstance(v, _Eval) else {j: plain(e) for j, e in v.items()}
-              for i, v in cells.items()}
+        row: {
+            i: v._asdict() if row != "matrix" else {j: e._asdict() for j, e in v.items()}
+            for i, v in cells.items()
+        }
         for row, cells in runs.items()
-    }  # fmt: skip
+    }
     write_json_atomic(out / EVALUATIONS_FILE, {"key": key, "runs": rows})
 
 

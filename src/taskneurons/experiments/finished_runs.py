@@ -80,7 +80,7 @@ def _find(run: Path, name: str) -> Path | None:
     return found[0] if found else None
 
 
-def _read_json(path: Path) -> dict:
+def read_record(path: Path) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -98,7 +98,7 @@ def scored_record(run: str | os.PathLike) -> tuple[Path, dict]:
     for stage in SCORED_STAGES:
         path = _find(run, stage + RECORD_SUFFIX)
         if path is not None:
-            record = _read_json(path)
+            record = read_record(path)
             if isinstance(record.get("scores"), dict) and isinstance(record.get("groups"), list):
                 return path, record
     names = ", ".join(s + RECORD_SUFFIX for s in SCORED_STAGES)
@@ -178,7 +178,7 @@ def analyze_figure2(
             f"{run}: no {EXAMPLES_FILE} (run an `experiment: generalization` first; runs "
             "before per-example scores were kept have none)"
         )
-    data = _read_json(path)
+    data = read_record(path)
     records, meta = data.get("records"), data.get("meta") or {}
     config = meta.get("config") or {}
     if not isinstance(records, list) or not records or not config.get("groups"):
@@ -208,7 +208,7 @@ def similarity_records(run: str | os.PathLike) -> tuple[Path, list[dict], dict]:
     path = _find(run, RECORDS_FILE) if run.is_dir() else None
     if path is None:
         raise FinishedRunError(f"{run}: no {RECORDS_FILE} (run an `experiment: similarity` first)")
-    data = _read_json(path)
+    data = read_record(path)
     records = data.get("records")
     if not isinstance(records, list) or not records:
         raise FinishedRunError(f"{path}: holds no similarity records")

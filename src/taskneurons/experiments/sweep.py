@@ -156,9 +156,13 @@ def _check_resumed_scores(scored: ScoredTasks, detect: DetectConfig) -> None:
 def _row(method: str, k: float, cell: DeactivationResult) -> list:
     rand, own = cell.table.row("Deactivate-Random"), cell.table.row("Deactivate-Task")
     hurt = sum(own[n] < rand[n] for n in cell.sets)
-    specs = {r: s.to_dict() for r, s in cell.specificity.items()}
     sizes = [len(ns) for ns in cell.sets.values()]
-    return sweep_row(method, k, sizes, mean_iou(cell.sets), hurt, specs)
+    return sweep_row(method, k, sizes, mean_iou(cell.sets), hurt, _specs(cell))
+
+
+def _specs(cell: DeactivationResult) -> dict:
+    """Readout -> the cell's specificity statistics as a dict (what the summary reads)."""
+    return {r: s.to_dict() for r, s in cell.specificity.items()}
 
 
 def _write(result: SweepResult, config, detect, deactivate, fingerprint, tasks, scores) -> None:
@@ -170,6 +174,6 @@ def _write(result: SweepResult, config, detect, deactivate, fingerprint, tasks, 
         tasks=[t.id for t in tasks],
         scores=scores,
     )
-    specs = {c: {r: s.to_dict() for r, s in v.specificity.items()} for c, v in result.cells.items()}
+    specs = {c: _specs(cell) for c, cell in result.cells.items()}
     write_summary(result.out_dir, result.rows, specs, meta)
     write_json_atomic(result.out_dir / "sweep_config.json", meta)

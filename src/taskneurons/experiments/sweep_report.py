@@ -13,7 +13,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from taskneurons._io import write_json_atomic
+from taskneurons.experiments.finished_runs import read_record
 from taskneurons.neurons.multitask_selection import METHODS
 from taskneurons.neurons.neuron_set import NeuronSet
 from taskneurons.neurons.selection import iou
@@ -108,13 +108,6 @@ class SweepSummary:
         return f"{markdown_table(HEADER, self.rows, digits=2)}\n\nwritten to {self.out_dir}"
 
 
-def _json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: not a readable record ({exc})") from None
-
-
 def _saved_iou(folder: Path, names: Sequence[str]) -> float | None:
     paths = [folder / t / "neurons.safetensors" for t in names]
     if not all(p.is_file() for p in paths):
@@ -132,7 +125,7 @@ def read_cell(folder: Path, listed: Mapping[tuple[str, float], list] | None = No
     files = [folder / n for n in ("specificity.json", "table1.json", "deactivate_config.json")]
     if match is None or not all(p.is_file() for p in files):
         return None
-    spec, table, config = (_json(p) for p in files)
+    spec, table, config = (read_record(p) for p in files)
     method, k = match["method"], float(match["k"])
     names = list(config["neuron_sets"])
     sizes = [int(config["neuron_sets"][t]["count"]) for t in names]
@@ -168,7 +161,7 @@ def sweep_summary(
     for run in map(Path, runs):
         listed = {}
         if (run / "sweep.json").is_file():
-            listed = {(r[0], float(r[1])): r for r in _json(run / "sweep.json")["rows"]}
+            listed = {(r[0], float(r[1])): r for r in read_record(run / "sweep.json")["rows"]}
         found = [c for c in (read_cell(p, listed) for p in sorted(run.iterdir())) if c]
         if not found:
             raise ValueError(f"{run}: no finished sweep cell (<selection>-k<k>/specificity.json)")
