@@ -311,6 +311,34 @@ def test_overlap_stage_reuses_the_scores_of_an_earlier_run(
     assert topk.out_dir == tmp_path / "b" / "analyze-overlap"
 
 
+def test_saved_activation_probabilities_are_reused_only_if_measured_alike(
+    tiny_folder, four_tasks, tmp_path, monkeypatch
+):
+    from taskneurons.data.load import load_task
+    from taskneurons.models.loading import load_model
+
+    model, tok = load_model(str(tiny_folder))
+    tasks = [load_task(str(p)) for p in four_tasks[:2]]
+
+    def detect(**selection):
+        sel = {"method": "lape", **selection}
+        return DetectConfig.from_dict({"k": 20, "attribution": {"n_examples": 4}, "selection": sel})
+
+    scored = task_groups.score_tasks(model, tok, tasks, detect(), tmp_path, progress=False)
+    first = task_groups.task_probabilities(model, tok, tasks, detect(), scored, tmp_path)
+    measured = []
+    real = task_groups.lape_probabilities
+    monkeypatch.setattr(
+        task_groups, "lape_probabilities", lambda *a, **k: measured.append(1) or real(*a, **k)
+    )
+    same = task_groups.task_probabilities(model, tok, tasks, detect(), scored, tmp_path)
+    assert not measured and same["mood"].meta == first["mood"].meta
+    for other in ({"threshold": 0.5}, {"tokens": "all"}):
+        again = task_groups.task_probabilities(model, tok, tasks, detect(**other), scored, tmp_path)
+        assert measured and all(again[t].meta[k] == v for t in again for k, v in other.items())
+        measured.clear()
+
+
 def test_runner_runs_the_generalization_stages_end_to_end(
     tiny_folder, four_tasks, tmp_path, monkeypatch, capsys
 ):

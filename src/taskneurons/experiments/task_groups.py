@@ -371,17 +371,33 @@ def prepare_sets(
 
 
 def task_probabilities(model, tokenizer, tasks, detect, scored: ScoredTasks, out_dir: Path) -> dict:
-    """``lape``'s activation probabilities: those saved beside every task's scores, else measured
-    now (one forward pass per batch) and saved as ``out_dir/scores/<task>/...``."""
+    """``lape``'s activation probabilities: those saved beside every task's scores when they were
+    measured as ``detect`` asks (neuron definition, ``selection.threshold`` and ``tokens``), else
+    measured now (one forward pass per batch) and saved as ``out_dir/scores/<task>/...``.
+
+    Raises:
+        ModelMismatchError: saved probabilities were measured on other weights.
+    """
     saved = {t.id: scored.paths[t.id].parent / PROBS_FILE for t in tasks}
+    space = NeuronSpace(model, detect.attribution.definition)
     if all(p.is_file() for p in saved.values()):
         probs = {t: NeuronScores.load(p) for t, p in saved.items()}
         fingerprint = model_fingerprint(model)
         for t, p in probs.items():
             check_same_model(fingerprint_of(p.meta), fingerprint, str(saved[t]))
-        return probs
-    space = NeuronSpace(model, detect.attribution.definition)
+        if all(_measured_as(p, detect, space) for p in probs.values()):
+            return probs
     return lape_probabilities(model, tokenizer, tasks, detect, space, out_dir / "scores")
+
+
+def _measured_as(probs: NeuronScores, detect: DetectConfig, space: NeuronSpace) -> bool:
+    """Whether saved activation probabilities used this definition, threshold and tokens."""
+    sel, meta = detect.selection, probs.meta
+    return (
+        probs.definition == space.definition
+        and meta.get("threshold") == float(sel.threshold)
+        and meta.get("tokens") == sel.tokens
+    )
 
 
 #: The name of a stage's record in its folder: ``<stage>_config.json``.
