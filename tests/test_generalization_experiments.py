@@ -311,6 +311,42 @@ def test_overlap_stage_reuses_the_scores_of_an_earlier_run(
     assert topk.out_dir == tmp_path / "b" / "analyze-overlap"
 
 
+def test_probabilities_measured_again_are_found_by_the_stage_and_by_analyze(
+    tiny_folder, four_tasks, tmp_path, monkeypatch
+):
+    from taskneurons.data.load import load_task
+    from taskneurons.experiments.finished_runs import FinishedRunError
+    from taskneurons.models.loading import load_model
+
+    model, tok = load_model(str(tiny_folder))
+    tasks = [load_task(str(p)) for p in four_tasks]
+
+    def detect(threshold):
+        sel = {"method": "lape", "threshold": threshold}
+        return DetectConfig.from_dict({"k": 20, "attribution": {"n_examples": 4}, "selection": sel})
+
+    groups = [{"name": "g", "train": ["mood", "answer"], "test": ["polar", "pets"]}]
+    cfg = OverlapConfig.from_dict({"groups": groups, "proportions": [50, 100]})
+    a, b = tmp_path / "a", tmp_path / "b"
+    overlap_experiment(model, tok, tasks, detect(0.0), cfg, a, progress=False)
+    # b takes a's scores but another threshold: its probabilities are measured into b/scores
+    first = overlap_experiment(model, tok, tasks, detect(0.5), cfg, b, progress=False, source=a)
+    mine = b / "scores" / "mood" / task_groups.PROBS_FILE
+    assert NeuronScores.load(mine).meta["threshold"] == 0.5
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("measured again")
+
+    monkeypatch.setattr(task_groups, "lape_probabilities", refuse)
+    again = overlap_experiment(model, tok, tasks, detect(0.5), cfg, b, progress=False, source=a)
+    assert again.rows == first.rows  # b's own probabilities, not a's (threshold 0) nor new ones
+    # analyze reads the same probabilities the stage used
+    assert analyze_run("overlap", {"run": b}).text == first.markdown()
+    mine.unlink()  # a's file beside the scores was measured with threshold 0: not taken
+    with pytest.raises(FinishedRunError, match="threshold 0.5"):
+        analyze_run("overlap", {"run": b})
+
+
 def test_saved_activation_probabilities_are_reused_only_if_measured_alike(
     tiny_folder, four_tasks, tmp_path, monkeypatch
 ):

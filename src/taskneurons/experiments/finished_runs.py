@@ -55,6 +55,7 @@ from taskneurons.experiments.task_groups import (
     GroupSets,
     TaskGroup,
     check_percents,
+    saved_probabilities,
 )
 from taskneurons.neurons.scores import NeuronScores
 from taskneurons.provenance import provenance
@@ -105,23 +106,28 @@ def scored_record(run: str | os.PathLike) -> tuple[Path, dict]:
     raise FinishedRunError(f"{run}: no finished generalization stage (none of {names})")
 
 
-def _load_inputs(path: Path, record: dict, method: str) -> tuple[dict, dict | None]:
-    """The scores (and ``lape``'s activation probabilities) the record names."""
-    scores, probs = {}, {}
+def _load_inputs(path: Path, record: dict, detect: DetectConfig) -> tuple[dict, dict | None]:
+    """The scores the record names (and ``lape``'s activation probabilities, measured as
+    ``detect`` asks, from the stage's own ``scores/`` folder or beside those scores)."""
+    scores, paths = {}, {}
     for task, entry in record["scores"].items():
-        file = path.parent / entry["path"]
-        if not file.is_file():
-            raise FinishedRunError(f"{path}: the scores of {task!r} are missing ({file})")
-        scores[task] = NeuronScores.load(file)
-        if method == "lape":
-            prob = file.parent / PROBS_FILE
-            if not prob.is_file():
-                raise FinishedRunError(
-                    f"selection 'lape' needs activation probabilities; {prob} is missing "
-                    "(run the stage with detect.selection.method: lape)"
-                )
-            probs[task] = NeuronScores.load(prob)
-    return scores, (probs if method == "lape" else None)
+        paths[task] = path.parent / entry["path"]
+        if not paths[task].is_file():
+            raise FinishedRunError(f"{path}: the scores of {task!r} are missing ({paths[task]})")
+        scores[task] = NeuronScores.load(paths[task])
+    if detect.selection.method != "lape":
+        return scores, None
+    definition = next(iter(scores.values())).definition
+    probs = saved_probabilities(paths, path.parent, detect, definition, record.get("model"))
+    if probs is None:
+        sel = detect.selection
+        raise FinishedRunError(
+            f"{path}: selection 'lape' needs activation probabilities ({PROBS_FILE}) measured "
+            f"with definition {definition!r}, threshold {sel.threshold} and tokens "
+            f"{sel.tokens!r} for every task, in {path.parent / 'scores'}/<task>/ or beside its "
+            "scores; some task has none (run the stage with detect.selection.method: lape)"
+        )
+    return scores, probs
 
 
 @dataclass
@@ -150,7 +156,7 @@ def analyze_overlap(
     stage_cfg = record.get("config") or {}
     proportions = list(proportions or stage_cfg.get("proportions") or PAPER_PROPORTIONS)
     check_percents(proportions, "proportions")
-    scores, probs = _load_inputs(path, record, detect.selection.method)
+    scores, probs = _load_inputs(path, record, detect)
     sets = GroupSets.select(scores, detect, probs)
     result = overlap_rows(sets, groups, proportions)
     result.out_dir = Path(out) if out is not None else Path(run) / "analyze-overlap"

@@ -357,7 +357,8 @@ def prepare_sets(
 ) -> tuple[list[Task], ScoredTasks, GroupSets]:
     """The groups' tasks, their scores (once per task) and their sets: a stage's first step.
 
-    Activation probabilities (``lape`` only) are read from beside the scores, else measured.
+    Activation probabilities (``lape`` only): the saved ones measured alike (see
+    :func:`saved_probabilities`), else measured now.
 
     Raises:
         ValueError: a group names a task the run does not have (the message names ``key``).
@@ -371,30 +372,65 @@ def prepare_sets(
 
 
 def task_probabilities(model, tokenizer, tasks, detect, scored: ScoredTasks, out_dir: Path) -> dict:
-    """``lape``'s activation probabilities: those saved beside every task's scores when they were
-    measured as ``detect`` asks (neuron definition, ``selection.threshold`` and ``tokens``), else
-    measured now (one forward pass per batch) and saved as ``out_dir/scores/<task>/...``.
+    """``lape``'s activation probabilities: the saved ones when every task has some measured as
+    ``detect`` asks (see :func:`saved_probabilities`), else measured now (one forward pass per
+    batch) and saved as ``out_dir/scores/<task>/activation_probability.safetensors``.
 
     Raises:
         ModelMismatchError: saved probabilities were measured on other weights.
     """
-    saved = {t.id: scored.paths[t.id].parent / PROBS_FILE for t in tasks}
     space = NeuronSpace(model, detect.attribution.definition)
-    if all(p.is_file() for p in saved.values()):
-        probs = {t: NeuronScores.load(p) for t, p in saved.items()}
-        fingerprint = model_fingerprint(model)
-        for t, p in probs.items():
-            check_same_model(fingerprint_of(p.meta), fingerprint, str(saved[t]))
-        if all(_measured_as(p, detect, space) for p in probs.values()):
-            return probs
+    paths = {t.id: scored.paths[t.id] for t in tasks}
+    fingerprint = model_fingerprint(model)
+    probs = saved_probabilities(paths, out_dir, detect, space.definition, fingerprint)
+    if probs is not None:
+        return probs
     return lape_probabilities(model, tokenizer, tasks, detect, space, out_dir / "scores")
 
 
-def _measured_as(probs: NeuronScores, detect: DetectConfig, space: NeuronSpace) -> bool:
+def saved_probabilities(
+    score_paths: Mapping[str, Path],
+    out_dir: Path,
+    detect: DetectConfig,
+    definition: str,
+    fingerprint: Mapping | None,
+) -> dict[str, NeuronScores] | None:
+    """Saved activation probabilities ``[layers, units]`` per task, measured as ``detect`` asks.
+
+    For each task (the keys of ``score_paths``, its scores files) the first file measured with
+    ``definition``, ``selection.threshold`` and ``selection.tokens`` is taken from
+    ``out_dir/scores/<task>/`` (where a stage saves what it measured) and then from beside the
+    task's scores file (where a detect run saved them). ``None`` when a task has none: the one
+    lookup both a stage and ``analyze overlap --selection lape`` use.
+
+    Raises:
+        ModelMismatchError: a saved file was measured on other weights than ``fingerprint``
+            (``None``: not checked).
+
+    Example:
+        >>> saved_probabilities({"sst2": Path("run/scores/sst2/scores.safetensors")},
+        ...                     Path("run"), DetectConfig(), "ffn", None)  # doctest: +SKIP
+    """
+    probs = {}
+    for task, scores_path in score_paths.items():
+        places = [out_dir / "scores" / task / PROBS_FILE, Path(scores_path).parent / PROBS_FILE]
+        for place in dict.fromkeys(p for p in places if p.is_file()):
+            saved = NeuronScores.load(place)
+            if fingerprint is not None:
+                check_same_model(fingerprint_of(saved.meta), fingerprint, str(place))
+            if _measured_as(saved, detect, definition):
+                probs[task] = saved
+                break
+        else:
+            return None
+    return probs
+
+
+def _measured_as(probs: NeuronScores, detect: DetectConfig, definition: str) -> bool:
     """Whether saved activation probabilities used this definition, threshold and tokens."""
     sel, meta = detect.selection, probs.meta
     return (
-        probs.definition == space.definition
+        probs.definition == definition
         and meta.get("threshold") == float(sel.threshold)
         and meta.get("tokens") == sel.tokens
     )
