@@ -22,6 +22,7 @@ from taskneurons.experiments.generalization_report import _rec, change_rows, fig
 from taskneurons.experiments.overlap import OverlapConfig, overlap_experiment
 from taskneurons.experiments.run_index import file_note
 from taskneurons.experiments.runner import run_file
+from taskneurons.experiments.saved_probabilities import PROBS_FILE
 from taskneurons.experiments.similarity import (
     SimilarityConfig,
     layer_vectors,
@@ -293,7 +294,7 @@ def test_overlap_stage_reuses_the_scores_of_an_earlier_run(
     groups = [{"name": "g", "train": ["mood", "answer"], "test": ["polar", "pets"]}]
     cfg = OverlapConfig.from_dict({"groups": groups, "proportions": [50, 100]})
     first = overlap_experiment(model, tok, tasks, detect, cfg, tmp_path / "a", progress=False)
-    assert (tmp_path / "a" / "scores" / "mood" / task_groups.PROBS_FILE).is_file()
+    assert (tmp_path / "a" / "scores" / "mood" / PROBS_FILE).is_file()
 
     def refuse(*args, **kwargs):
         raise AssertionError("scored again")
@@ -331,7 +332,7 @@ def test_probabilities_measured_again_are_found_by_the_stage_and_by_analyze(
     overlap_experiment(model, tok, tasks, detect(0.0), cfg, a, progress=False)
     # b takes a's scores but another threshold: its probabilities are measured into b/scores
     first = overlap_experiment(model, tok, tasks, detect(0.5), cfg, b, progress=False, source=a)
-    mine = b / "scores" / "mood" / task_groups.PROBS_FILE
+    mine = b / "scores" / "mood" / PROBS_FILE
     assert NeuronScores.load(mine).meta["threshold"] == 0.5
 
     def refuse(*args, **kwargs):

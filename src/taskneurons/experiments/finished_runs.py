@@ -42,6 +42,7 @@ from taskneurons.experiments.generalization_report import (
     write_figure,
 )
 from taskneurons.experiments.overlap import PAPER_PROPORTIONS, overlap_rows, write_overlap
+from taskneurons.experiments.saved_probabilities import PROBS_FILE, saved_probabilities
 from taskneurons.experiments.similarity_report import (
     RECORDS_FILE,
     correlation_rows,
@@ -50,12 +51,10 @@ from taskneurons.experiments.similarity_report import (
     write_similarity,
 )
 from taskneurons.experiments.task_groups import (
-    PROBS_FILE,
     RECORD_SUFFIX,
     GroupSets,
     TaskGroup,
     check_percents,
-    saved_probabilities,
 )
 from taskneurons.neurons.scores import NeuronScores
 from taskneurons.provenance import provenance

@@ -37,6 +37,7 @@ from taskneurons.analysis.generalization import proportion_of_set
 from taskneurons.config import Config
 from taskneurons.data.tasks import Task
 from taskneurons.experiments.detect import DetectConfig, lape_probabilities
+from taskneurons.experiments.saved_probabilities import saved_probabilities
 from taskneurons.neurons.attribution import relevance_scores
 from taskneurons.neurons.multitask_selection import select, select_specific
 from taskneurons.neurons.neuron_set import NeuronSet
@@ -51,8 +52,6 @@ from taskneurons.provenance import (
 
 #: The file of a task's relevance scores, in ``<folder>/<task>/``.
 SCORES_FILE = "scores.safetensors"
-#: The file of a task's activation probabilities (``lape``), beside its scores.
-PROBS_FILE = "activation_probability.safetensors"
 
 
 @dataclass
@@ -386,54 +385,6 @@ def task_probabilities(model, tokenizer, tasks, detect, scored: ScoredTasks, out
     if probs is not None:
         return probs
     return lape_probabilities(model, tokenizer, tasks, detect, space, out_dir / "scores")
-
-
-def saved_probabilities(
-    score_paths: Mapping[str, Path],
-    out_dir: Path,
-    detect: DetectConfig,
-    definition: str,
-    fingerprint: Mapping | None,
-) -> dict[str, NeuronScores] | None:
-    """Saved activation probabilities ``[layers, units]`` per task, measured as ``detect`` asks.
-
-    For each task (the keys of ``score_paths``, its scores files) the first file measured with
-    ``definition``, ``selection.threshold`` and ``selection.tokens`` is taken from
-    ``out_dir/scores/<task>/`` (where a stage saves what it measured) and then from beside the
-    task's scores file (where a detect run saved them). ``None`` when a task has none: the one
-    lookup both a stage and ``analyze overlap --selection lape`` use.
-
-    Raises:
-        ModelMismatchError: a saved file was measured on other weights than ``fingerprint``
-            (``None``: not checked).
-
-    Example:
-        >>> saved_probabilities({"sst2": Path("run/scores/sst2/scores.safetensors")},
-        ...                     Path("run"), DetectConfig(), "ffn", None)  # doctest: +SKIP
-    """
-    probs = {}
-    for task, scores_path in score_paths.items():
-        places = [out_dir / "scores" / task / PROBS_FILE, Path(scores_path).parent / PROBS_FILE]
-        for place in dict.fromkeys(p for p in places if p.is_file()):
-            saved = NeuronScores.load(place)
-            if fingerprint is not None:
-                check_same_model(fingerprint_of(saved.meta), fingerprint, str(place))
-            if _measured_as(saved, detect, definition):
-                probs[task] = saved
-                break
-        else:
-            return None
-    return probs
-
-
-def _measured_as(probs: NeuronScores, detect: DetectConfig, definition: str) -> bool:
-    """Whether saved activation probabilities used this definition, threshold and tokens."""
-    sel, meta = detect.selection, probs.meta
-    return (
-        probs.definition == definition
-        and meta.get("threshold") == float(sel.threshold)
-        and meta.get("tokens") == sel.tokens
-    )
 
 
 #: The name of a stage's record in its folder: ``<stage>_config.json``.
