@@ -247,6 +247,10 @@ def select_sets(model, tokenizer, tasks, scores, config, space, out, probabiliti
     return dict(chosen.sets), chosen.general
 
 
+#: A task's activation probabilities (``lape``), in its scores folder.
+PROBS_FILE = "activation_probability.safetensors"
+
+
 def lape_probabilities(model, tokenizer, tasks, config, space, out) -> dict:
     """Each task's activation probabilities ``[layers, units]`` (saved beside its scores)."""
     sel = config.selection
@@ -256,7 +260,7 @@ def lape_probabilities(model, tokenizer, tasks, config, space, out) -> dict:
             model, task, space, tokenizer=tokenizer, threshold=sel.threshold,
             tokens=sel.tokens, config=config.attribution,
         )  # fmt: skip
-        probs[task.id].save(Path(out) / task.id / "activation_probability.safetensors")
+        probs[task.id].save(Path(out) / task.id / PROBS_FILE)
     return probs
 
 

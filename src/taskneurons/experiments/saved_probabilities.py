@@ -13,12 +13,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from taskneurons.experiments.detect import DetectConfig
+from taskneurons.experiments.detect import PROBS_FILE, DetectConfig
 from taskneurons.neurons.scores import NeuronScores
 from taskneurons.provenance import check_same_model, fingerprint_of
 
-#: A task's saved activation probabilities, in its scores folder.
-PROBS_FILE = "activation_probability.safetensors"
+__all__ = ["PROBS_FILE", "saved_probabilities"]
 
 
 def saved_probabilities(
