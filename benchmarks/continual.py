@@ -39,7 +39,7 @@ def run_method(args) -> dict:
     from taskneurons.continual.registry import make_method
     from taskneurons.data.load import load_task
     from taskneurons.models.loading import load_model
-    from taskneurons.training.config import TrainConfig
+    from taskneurons.training.train_config import TrainConfig
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

@@ -1,6 +1,6 @@
 """The proportion sweep's time split, its one scoring pass, and a similarity pass without forwards.
 
-Runs ``taskneurons.experiments.generalization.generalization_experiment`` (PAPER.md Figure 2)
+Runs ``taskneurons.experiments.generalization.proportion_sweep.generalization_experiment`` (PAPER.md Figure 2)
 on the embedded model (SmolLM2-135M, float32, CPU) and real tasks of ../shared/data (by default
 one group: train ``amazonfood``, ``qqp``; out-of-domain ``sst2``), small sizes, and prints:
 
@@ -9,7 +9,7 @@ one group: train ``amazonfood``, ``qqp``; out-of-domain ``sst2``), small sizes, 
   proportion would have cost (proportions x the scoring time);
 * the sweep's time split: scoring / selection (deriving every proportion's sets) / training /
   evaluation, in seconds and % of the total;
-* the similarity pass (``taskneurons.experiments.similarity.model_similarity``: per layer, the
+* the similarity pass (``taskneurons.experiments.generalization.similarity.model_similarity``: per layer, the
   cosine of the sets' mean parameter vectors, read from the weights): its time and the number
   of forward calls of the model while it runs (a forward pre-hook counts them: it must be 0),
   next to the time of one forward pass of one batch for scale.
@@ -32,11 +32,14 @@ from pathlib import Path
 import torch
 
 from taskneurons.data.load import load_task
-from taskneurons.experiments import task_groups
-from taskneurons.experiments.detect import DetectConfig
-from taskneurons.experiments.generalization import GeneralizationConfig, generalization_experiment
-from taskneurons.experiments.similarity import model_similarity
-from taskneurons.experiments.similarity_report import VARIANTS
+from taskneurons.experiments.generalization import task_groups
+from taskneurons.experiments.generalization.proportion_sweep import (
+    GeneralizationConfig,
+    generalization_experiment,
+)
+from taskneurons.experiments.generalization.similarity import model_similarity
+from taskneurons.experiments.generalization.similarity_report import VARIANTS
+from taskneurons.experiments.specificity.detect import DetectConfig
 from taskneurons.models.loading import load_model
 
 DATA = Path(

@@ -199,7 +199,7 @@ def test_out_that_is_not_writable(tiny_folder, task_folders, tmp_path, capsys, m
 
 
 def test_an_os_error_is_one_line(tiny_folder, task_folders, tmp_path, capsys, monkeypatch):
-    from taskneurons.experiments import inspection
+    from taskneurons.experiments.zero_shot import inspection
 
     def denied(*args, **kwargs):
         raise PermissionError(13, "Permission denied", str(tmp_path / "e.json"))

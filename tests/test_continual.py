@@ -15,10 +15,14 @@ from taskneurons.continual.slices import combine, layout_of, read_slices, union_
 from taskneurons.data.prompts import PromptConfig
 from taskneurons.data.tasks import Example, Task
 from taskneurons.evaluation.result import EvalConfig
-from taskneurons.experiments.continual import ContinualConfig, continual_experiment, order_tasks
+from taskneurons.experiments.continual.method_run import (
+    ContinualConfig,
+    continual_experiment,
+    order_tasks,
+)
 from taskneurons.neurons.attribution import AttributionConfig
-from taskneurons.training.config import TrainConfig
 from taskneurons.training.neuron_delta import selection_masks
+from taskneurons.training.train_config import TrainConfig
 
 from tiny_models import tiny_model
 

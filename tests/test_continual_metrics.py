@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from taskneurons.analysis.continual import bwt, cl, final_scores, forgetting, fwt
+from taskneurons.analysis.continual_metrics import bwt, cl, final_scores, forgetting, fwt
 
 NAN = float("nan")
 # 3 tasks in training order; a[i, j]: score on task i after stage j
@@ -23,7 +23,7 @@ ZERO = np.array([25.0, 25.0, 25.0])  # b(i): zero-shot
 
 
 def test_cl_half_width_by_hand():
-    from taskneurons.analysis.continual import cl_half_width
+    from taskneurons.analysis.continual_metrics import cl_half_width
 
     # se^2: 20*80/16 = 100 and 50*50/25 = 100 -> CL se = sqrt(200) / 2
     assert cl_half_width([20.0, 50.0], [16, 25], z=1.0) == pytest.approx(200**0.5 / 2)
@@ -67,7 +67,7 @@ def test_bad_shapes_and_values_are_refused():
 
 
 def test_bwt_half_width_by_hand():
-    from taskneurons.analysis.continual import bwt_half_width
+    from taskneurons.analysis.continual_metrics import bwt_half_width
 
     a = [[20.0, 50.0, 50.0], [0.0, 80.0, 60.0], [0.0, 0.0, 90.0]]
     # terms: task 0 (50 vs 20, n 16), task 1 (60 vs 80, n 25); variances add, mean over 2

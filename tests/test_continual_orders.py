@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from taskneurons.experiments.continual_orders import (
+from taskneurons.experiments.continual.table5 import (
     ContinualRunError,
     continual_orders_table,
 )

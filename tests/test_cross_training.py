@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from taskneurons.data.load import load_task
-from taskneurons.experiments.cross_training import CrossTrainingConfig, cross_training
-from taskneurons.experiments.detect import DetectConfig, detect_neurons
+from taskneurons.experiments.finetuning.cross_training import CrossTrainingConfig, cross_training
+from taskneurons.experiments.specificity.detect import DetectConfig, detect_neurons
 from taskneurons.models.loading import load_model
 
 

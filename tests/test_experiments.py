@@ -10,9 +10,12 @@ import yaml
 
 from taskneurons.cli import main
 from taskneurons.config import ConfigError
-from taskneurons.experiments.analysis import deactivation_summary, diagonal_dominance
-from taskneurons.experiments.config import ExperimentFile, with_defaults
+from taskneurons.experiments.experiment_file import ExperimentFile, with_defaults
 from taskneurons.experiments.runner import run_file
+from taskneurons.experiments.specificity.damage_summary import (
+    deactivation_summary,
+    diagonal_dominance,
+)
 from taskneurons.report.comparison import Comparison
 
 
@@ -200,8 +203,11 @@ def test_specific_selection_general_set_and_specificity_controls(
     tiny_folder, task_folders, tmp_path
 ):
     from taskneurons.data.load import load_task
-    from taskneurons.experiments.deactivation import DeactivateConfig, deactivation_experiment
-    from taskneurons.experiments.detect import DetectConfig, detect_neurons
+    from taskneurons.experiments.specificity.deactivation import (
+        DeactivateConfig,
+        deactivation_experiment,
+    )
+    from taskneurons.experiments.specificity.detect import DetectConfig, detect_neurons
     from taskneurons.models.loading import load_model
 
     model, tok = load_model(str(tiny_folder))
@@ -242,10 +248,10 @@ def test_selection_sweep_scores_once_and_writes_every_cell(
     tiny_folder, task_folders, tmp_path, monkeypatch
 ):
     from taskneurons.data.load import load_task
-    from taskneurons.experiments import task_groups
-    from taskneurons.experiments.deactivation import DeactivateConfig
-    from taskneurons.experiments.detect import DetectConfig
-    from taskneurons.experiments.sweep import SweepConfig, selection_sweep
+    from taskneurons.experiments.generalization import task_groups
+    from taskneurons.experiments.specificity.deactivation import DeactivateConfig
+    from taskneurons.experiments.specificity.detect import DetectConfig
+    from taskneurons.experiments.specificity.sweep import SweepConfig, selection_sweep
     from taskneurons.models.loading import load_model
 
     model, tok = load_model(str(tiny_folder))
@@ -291,11 +297,12 @@ def test_resumed_sweep_reuses_scores_and_finished_cells(
     tiny_folder, task_folders, tmp_path, monkeypatch
 ):
     from taskneurons.data.load import load_task
-    from taskneurons.experiments import deactivation, task_groups
-    from taskneurons.experiments.deactivation import DeactivateConfig
-    from taskneurons.experiments.detect import DetectConfig
-    from taskneurons.experiments.sweep import SweepConfig, selection_sweep
-    from taskneurons.experiments.sweep_report import sweep_summary
+    from taskneurons.experiments.generalization import task_groups
+    from taskneurons.experiments.specificity import deactivation
+    from taskneurons.experiments.specificity.deactivation import DeactivateConfig
+    from taskneurons.experiments.specificity.detect import DetectConfig
+    from taskneurons.experiments.specificity.sweep import SweepConfig, selection_sweep
+    from taskneurons.experiments.specificity.sweep_grid import sweep_summary
     from taskneurons.models.loading import load_model
 
     model, tok = load_model(str(tiny_folder))
@@ -417,7 +424,7 @@ REPO = Path(__file__).resolve().parents[1]
     "path", sorted((REPO / "experiments").glob("*.yaml")), ids=lambda p: p.name
 )
 def test_every_experiment_file_of_the_repo_is_valid(path, monkeypatch):
-    from taskneurons.experiments.config import read_mapping
+    from taskneurons.experiments.experiment_file import read_mapping
 
     monkeypatch.chdir(REPO)  # the files name ../shared/data relative to the repository root
     config = ExperimentFile.from_dict(with_defaults(read_mapping(path)), where=str(path))

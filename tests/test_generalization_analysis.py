@@ -13,8 +13,16 @@ import torch
 from scipy.stats import pearsonr, spearmanr
 from scipy.stats import t as student_t
 
-from taskneurons.analysis import generalization, similarity
-from taskneurons.analysis.generalization import (
+from taskneurons.analysis import parameter_similarity as similarity
+from taskneurons.analysis import set_overlap as generalization
+from taskneurons.analysis.parameter_similarity import (
+    correlation,
+    layer_similarity,
+    mean_similarity,
+    neuron_vectors,
+    set_vectors,
+)
+from taskneurons.analysis.set_overlap import (
     chance_overlap_rate,
     controlled_overlap,
     group_overlap,
@@ -22,13 +30,6 @@ from taskneurons.analysis.generalization import (
     overlap_rate,
     proportion_of_set,
     union,
-)
-from taskneurons.analysis.similarity import (
-    correlation,
-    layer_similarity,
-    mean_similarity,
-    neuron_vectors,
-    set_vectors,
 )
 
 

@@ -13,24 +13,33 @@ import yaml
 
 from taskneurons.cli import main
 from taskneurons.config import ConfigError
-from taskneurons.experiments import generalization_report, task_groups
-from taskneurons.experiments.config import ExperimentFile, with_defaults
-from taskneurons.experiments.controlled_overlap import ControlledOverlapConfig, draw_cells
-from taskneurons.experiments.detect import DetectConfig
-from taskneurons.experiments.finished_runs import analyze_run
-from taskneurons.experiments.generalization_report import _rec, change_rows, figure_rows
-from taskneurons.experiments.overlap import OverlapConfig, overlap_experiment
-from taskneurons.experiments.run_index import file_note
-from taskneurons.experiments.runner import run_file
-from taskneurons.experiments.saved_probabilities import PROBS_FILE
-from taskneurons.experiments.similarity import (
+from taskneurons.experiments.experiment_file import ExperimentFile, with_defaults
+from taskneurons.experiments.generalization import figure2 as generalization_report
+from taskneurons.experiments.generalization import task_groups
+from taskneurons.experiments.generalization.controlled_overlap import (
+    ControlledOverlapConfig,
+    draw_cells,
+)
+from taskneurons.experiments.generalization.figure2 import _rec, change_rows, figure_rows
+from taskneurons.experiments.generalization.overlap import OverlapConfig, overlap_experiment
+from taskneurons.experiments.generalization.reanalysis import analyze_run
+from taskneurons.experiments.generalization.saved_probabilities import PROBS_FILE
+from taskneurons.experiments.generalization.similarity import (
     SimilarityConfig,
     layer_vectors,
     model_similarity,
     similarity_experiment,
 )
-from taskneurons.experiments.similarity_report import correlation_rows, pair_values
-from taskneurons.experiments.task_groups import GroupSets, TaskGroup, default_groups, joined
+from taskneurons.experiments.generalization.similarity_report import correlation_rows, pair_values
+from taskneurons.experiments.generalization.task_groups import (
+    GroupSets,
+    TaskGroup,
+    default_groups,
+    joined,
+)
+from taskneurons.experiments.run_index import file_note
+from taskneurons.experiments.runner import run_file
+from taskneurons.experiments.specificity.detect import DetectConfig
 from taskneurons.neurons.scores import NeuronScores
 from taskneurons.neurons.selection import random_like
 from taskneurons.neurons.space import NeuronSpace
@@ -316,7 +325,7 @@ def test_probabilities_measured_again_are_found_by_the_stage_and_by_analyze(
     tiny_folder, four_tasks, tmp_path, monkeypatch
 ):
     from taskneurons.data.load import load_task
-    from taskneurons.experiments.finished_runs import FinishedRunError
+    from taskneurons.experiments.generalization.reanalysis import FinishedRunError
     from taskneurons.models.loading import load_model
 
     model, tok = load_model(str(tiny_folder))

@@ -51,7 +51,7 @@ def _same_weights(a, b) -> None:
 def test_save_model_writes_a_folder_load_model_reads_back(
     tiny_folder, task_folders, tmp_path, monkeypatch, method
 ):
-    import taskneurons.experiments.multitask as mt
+    import taskneurons.experiments.specificity.multitask as mt
 
     saved = {}
 

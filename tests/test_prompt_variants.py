@@ -6,20 +6,20 @@ import json
 
 import pytest
 
-import taskneurons.experiments.prompt_variants as pv
+import taskneurons.experiments.zero_shot.prompt_variants as pv
 from taskneurons.config import ConfigError
 from taskneurons.data.load import load_task
 from taskneurons.data.prompts import PromptConfig
 from taskneurons.evaluation.dispatch import evaluate
 from taskneurons.evaluation.result import EvalConfig
 from taskneurons.experiments.common import eval_examples
-from taskneurons.experiments.config import ExperimentFile, with_defaults
-from taskneurons.experiments.prompt_variants import (
+from taskneurons.experiments.experiment_file import ExperimentFile, with_defaults
+from taskneurons.experiments.runner import run_file
+from taskneurons.experiments.zero_shot.prompt_variants import (
     MEAN_ROW,
     PromptVariantsConfig,
     prompt_variants_experiment,
 )
-from taskneurons.experiments.runner import run_file
 from taskneurons.models.loading import load_model
 
 from tiny_tokenizer import tiny_tokenizer

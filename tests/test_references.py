@@ -120,11 +120,11 @@ def test_scores_equal_captum(family, definition):
 
 def test_neuron_training_experiment_keeps_base_weights(tmp_path, monkeypatch):
     """Every parameter and buffer bit-identical after training each task's neurons (and random)."""
-    import taskneurons.experiments.neuron_training as nt
+    import taskneurons.experiments.finetuning.table2 as nt
     from taskneurons.data.prompts import PromptConfig
     from taskneurons.evaluation.result import EvalConfig
     from taskneurons.neurons.selection import top_k
-    from taskneurons.training.config import TrainConfig
+    from taskneurons.training.train_config import TrainConfig
     from test_intervention import tiny_tasks
 
     tok, tasks = tiny_tokenizer(), tiny_tasks()

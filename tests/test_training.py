@@ -20,10 +20,10 @@ from taskneurons.neurons.neuron_set import NeuronSet, NeuronSetMismatchError
 from taskneurons.neurons.space import NeuronSpace
 from taskneurons.provenance import model_fingerprint
 from taskneurons.testing.oracles import masked_gradient_hooks
-from taskneurons.training.config import METHODS, TrainConfig
 from taskneurons.training.loop import train
 from taskneurons.training.methods import TRAIN_METHODS, make_method
 from taskneurons.training.neuron_delta import NeuronDelta, selection_masks
+from taskneurons.training.train_config import METHODS, TrainConfig
 
 from tiny_models import tiny_model
 

@@ -46,7 +46,7 @@ _EXPORTS = {
     "top_k": "taskneurons.neurons.selection",
     "NeuronSpace": "taskneurons.neurons.space",
     "model_fingerprint": "taskneurons.provenance",
-    "TrainConfig": "taskneurons.training.config",
+    "TrainConfig": "taskneurons.training.train_config",
     "train": "taskneurons.training.loop",
     "NeuronDelta": "taskneurons.training.neuron_delta",
 }

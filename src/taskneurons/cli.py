@@ -128,7 +128,7 @@ def _flag_overrides(args, table: dict[str, list[str]]) -> list[tuple[str, object
 
 # -- commands ------------------------------------------------------------------------------------
 def cmd_info(args) -> int:
-    from taskneurons.experiments.inspection import model_summary
+    from taskneurons.experiments.zero_shot.inspection import model_summary
     from taskneurons.models.loading import load_model
 
     model, _ = load_model(args.model, dtype=args.dtype)
@@ -137,7 +137,7 @@ def cmd_info(args) -> int:
 
 
 def cmd_tasks(args) -> int:
-    from taskneurons.experiments.inspection import builtin_table
+    from taskneurons.experiments.zero_shot.inspection import builtin_table
 
     print(builtin_table())
     return 0
@@ -147,7 +147,7 @@ def cmd_eval(args) -> int:
     from taskneurons.data.load import load_task
     from taskneurons.data.prompts import truncation_report
     from taskneurons.evaluation.dispatch import check_task_metric
-    from taskneurons.experiments.inspection import evaluate_task
+    from taskneurons.experiments.zero_shot.inspection import evaluate_task
 
     task = load_task(args.task, seed=args.seed)
     check_task_metric(task)
@@ -215,7 +215,7 @@ def cmd_deactivate(args) -> int:
 
 
 def cmd_finetune(args) -> int:
-    from taskneurons.experiments.config import read_mapping
+    from taskneurons.experiments.experiment_file import read_mapping
 
     data = read_mapping(args.config) if args.config else {"out": str(DEFAULT_OUT / "finetune")}
     data.setdefault("experiment", "table2")
@@ -224,7 +224,7 @@ def cmd_finetune(args) -> int:
 
 
 def cmd_continual(args) -> int:
-    from taskneurons.experiments.config import read_mapping
+    from taskneurons.experiments.experiment_file import read_mapping
 
     data = read_mapping(args.config) if args.config else {"out": str(DEFAULT_OUT / "continual")}
     data["experiment"] = "continual"
@@ -238,11 +238,11 @@ def cmd_continual(args) -> int:
 
 
 def cmd_analyze(args) -> int:
-    from taskneurons.experiments.continual_orders import continual_orders_table
-    from taskneurons.experiments.finished_runs import analyze_run
+    from taskneurons.experiments.continual.table5 import continual_orders_table
+    from taskneurons.experiments.generalization.reanalysis import analyze_run
 
     if args.analysis == "sweep":
-        from taskneurons.experiments.sweep_report import sweep_summary
+        from taskneurons.experiments.specificity.sweep_grid import sweep_summary
 
         print(sweep_summary(args.runs, args.out).markdown())
         return 0
@@ -261,7 +261,7 @@ def cmd_analyze(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from taskneurons.experiments.config import read_mapping
+    from taskneurons.experiments.experiment_file import read_mapping
     from taskneurons.experiments.runner import DEMO_FILE
 
     data = read_mapping(DEMO_FILE)
@@ -275,7 +275,7 @@ def _run_settings(data: dict, source: str, overrides: list | None = None) -> int
 
     A ``max_length`` the user did not set (demo's, or none) is fitted to the model.
     """
-    from taskneurons.experiments.config import ExperimentFile, put_key, with_defaults
+    from taskneurons.experiments.experiment_file import ExperimentFile, put_key, with_defaults
     from taskneurons.experiments.runner import mentions_key, run_experiment
 
     fit = source == "taskneurons demo" or not mentions_key(data, "max_length")

@@ -1,7 +1,7 @@
 """Pure analyses of experiment results (numpy/scipy only; no model, no I/O).
 
 * :mod:`taskneurons.analysis.specificity` — is a task x task effect matrix diagonal?
-* :mod:`taskneurons.analysis.continual` — CL, FG_j, BWT, FWT of an accuracy matrix.
+* :mod:`taskneurons.analysis.continual_metrics` — CL, FG_j, BWT, FWT of an accuracy matrix.
 """
 
 from __future__ import annotations

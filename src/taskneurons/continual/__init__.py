@@ -16,8 +16,8 @@ Shared pieces: :mod:`.fit` (a step loop with a regulariser), :mod:`.lora` (PEFT 
 :mod:`.features` (input features, task vectors), :mod:`.slices` (versions of parameter
 slices), :mod:`.checkpoint` (stage checkpoints), :mod:`.reference` (cached single-task and
 zero-shot scores), :mod:`.stages` (one stage of a run, or of several runs sharing one
-training). The experiment is :mod:`taskneurons.experiments.continual`; the metrics of
-the accuracy matrix are :mod:`taskneurons.analysis.continual`.
+training). The experiment is :mod:`taskneurons.experiments.continual.method_run`; the metrics of
+the accuracy matrix are :mod:`taskneurons.analysis.continual_metrics`.
 
 Example:
     >>> from taskneurons.continual import MethodConfig, make_method, run_stage, score_task

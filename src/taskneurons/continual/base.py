@@ -42,7 +42,7 @@ from taskneurons.data.tasks import Example, Task
 from taskneurons.evaluation.dispatch import evaluate
 from taskneurons.evaluation.result import EvalConfig
 from taskneurons.neurons.attribution import AttributionConfig
-from taskneurons.training.config import TrainConfig
+from taskneurons.training.train_config import TrainConfig
 
 #: the method names, in the order of the paper's tables
 METHOD_NAMES: tuple[str, ...] = ("seqft", "seqlora", "olora", "epi", "pertask", "ncft", "wncft")

@@ -30,8 +30,8 @@ from taskneurons.data.tasks import Task
 from taskneurons.evaluation.model_io import device_of
 from taskneurons.losses import per_example_loss
 from taskneurons.training.batches import TrainData
-from taskneurons.training.config import TrainConfig
 from taskneurons.training.step import make_optimizer
+from taskneurons.training.train_config import TrainConfig
 
 #: ``regulariser() -> scalar tensor`` (its gradient is added to the step's)
 Regulariser = Callable[[], torch.Tensor]

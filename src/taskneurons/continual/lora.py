@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
-from taskneurons.training.config import TrainConfig
+from taskneurons.training.train_config import TrainConfig
 
 
 def lora_config(train: TrainConfig):

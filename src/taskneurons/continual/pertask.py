@@ -41,8 +41,8 @@ from torch import nn
 from taskneurons.continual.base import ContinualMethod, tensor_bytes
 from taskneurons.continual.reference import single_train_config
 from taskneurons.data.tasks import Task
-from taskneurons.training.config import TrainConfig
 from taskneurons.training.loop import train
+from taskneurons.training.train_config import TrainConfig
 
 #: the ``derived_from`` value of a stage taken from the reference scores
 FROM_REFERENCES = "reference_scores"

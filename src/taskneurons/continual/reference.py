@@ -33,8 +33,8 @@ from taskneurons.data.tasks import Example, Task, examples_hash
 from taskneurons.evaluation.dispatch import evaluate
 from taskneurons.evaluation.result import EvalConfig
 from taskneurons.provenance import model_fingerprint
-from taskneurons.training.config import TrainConfig
 from taskneurons.training.loop import train
+from taskneurons.training.train_config import TrainConfig
 
 #: format tag of the cache file
 FORMAT = "taskneurons.ReferenceScores/1"

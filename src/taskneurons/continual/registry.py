@@ -17,7 +17,7 @@ from taskneurons.continual.pertask import PerTaskFT
 from taskneurons.continual.seqft import SeqFT
 from taskneurons.continual.seqlora import SeqLoRA
 from taskneurons.continual.wncft import WNCFT
-from taskneurons.training.config import TrainConfig
+from taskneurons.training.train_config import TrainConfig
 
 #: ``MethodConfig.name`` -> its :class:`ContinualMethod` class
 METHODS: dict[str, type[ContinualMethod]] = {

@@ -6,7 +6,7 @@ from collections import defaultdict
 from fnmatch import fnmatchcase
 from pathlib import Path
 
-from taskneurons.experiments.stages import STAGE_TITLES, RunResult
+from taskneurons.experiments.stage_table import STAGE_TITLES, RunResult
 
 #: Files a run writes, for the README index (by name or stem; a folder by ``name/``).
 FILE_NOTES = {

@@ -3,7 +3,7 @@
 ``taskneurons run experiments/X.yaml [--set key=value ...]`` and every per-stage command
 (``detect``, ``deactivate``, ``finetune``, ``demo``) come here. A run:
 
-1. reads and checks the whole file (:class:`~taskneurons.experiments.config.ExperimentFile`),
+1. reads and checks the whole file (:class:`~taskneurons.experiments.experiment_file.ExperimentFile`),
    loads every task and checks the device, dtype, sizes and output folder *before* the model
    loads, so a typo costs no wait; once the model is loaded, checks every ``max_length``
    against its context length (the default 512 is lowered to it);
@@ -37,7 +37,7 @@ from taskneurons.data.prompts import PromptConfig, fit_max_length, truncation_re
 from taskneurons.data.tasks import Task, TaskFormatError
 from taskneurons.evaluation.dispatch import check_task_metric
 from taskneurons.experiments.common import detect_folder
-from taskneurons.experiments.config import (
+from taskneurons.experiments.experiment_file import (
     ExperimentFile,
     read_mapping,
     set_key,
@@ -45,7 +45,7 @@ from taskneurons.experiments.config import (
     with_defaults,
 )
 from taskneurons.experiments.run_index import run_index
-from taskneurons.experiments.stages import STAGE_RUNNERS, STAGE_TITLES, RunContext, RunResult
+from taskneurons.experiments.stage_table import STAGE_RUNNERS, STAGE_TITLES, RunContext, RunResult
 from taskneurons.models.loading import check_device, context_length, load_model, resolve_dtype
 
 log = logging.getLogger(__name__)

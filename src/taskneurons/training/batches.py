@@ -22,7 +22,7 @@ import torch
 
 from taskneurons.data.prompts import EncodedExample, collate, encode_example, pad_id_of
 from taskneurons.data.tasks import Task
-from taskneurons.training.config import TrainConfig
+from taskneurons.training.train_config import TrainConfig
 
 
 def check_tasks(tasks: Task | Sequence[Task]) -> list[Task]:

@@ -38,7 +38,7 @@ This module holds the step loop; the parts live beside it: the methods in
 :mod:`~taskneurons.training.methods` (one class per method, dispatched by
 ``TRAIN_METHODS``), the pooled data and step order in :mod:`~taskneurons.training.batches`,
 the optimizer and the body of one step in :mod:`~taskneurons.training.step`, checkpoints in
-:mod:`~taskneurons.training.checkpoint`, metadata and JSON files in
+:mod:`~taskneurons.training.train_checkpoint`, metadata and JSON files in
 :mod:`~taskneurons.training.run_files`.
 
 Example:
@@ -63,8 +63,6 @@ from torch import nn
 from taskneurons.data.tasks import Task
 from taskneurons.neurons.neuron_set import NeuronSet
 from taskneurons.training.batches import TrainData, check_tasks
-from taskneurons.training.checkpoint import CHECKPOINT, restore_checkpoint, write_checkpoint
-from taskneurons.training.config import TrainConfig, TrainResult
 from taskneurons.training.methods import TrainMethod, make_method
 from taskneurons.training.run_files import (
     append_log,
@@ -74,6 +72,8 @@ from taskneurons.training.run_files import (
     write_train_result,
 )
 from taskneurons.training.step import make_optimizer, train_step
+from taskneurons.training.train_checkpoint import CHECKPOINT, restore_checkpoint, write_checkpoint
+from taskneurons.training.train_config import TrainConfig, TrainResult
 
 
 @dataclass

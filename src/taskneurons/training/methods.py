@@ -28,8 +28,8 @@ from torch import nn
 
 from taskneurons.neurons.attribution import frozen_parameters
 from taskneurons.neurons.neuron_set import NeuronSet
-from taskneurons.training.config import METHODS, TrainConfig, _delta_dtype
 from taskneurons.training.neuron_delta import NeuronDelta
+from taskneurons.training.train_config import METHODS, TrainConfig, _delta_dtype
 
 NamedParams = list[tuple[str, nn.Parameter]]
 

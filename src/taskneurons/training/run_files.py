@@ -26,7 +26,7 @@ from taskneurons._io import write_json_atomic, write_text_atomic
 from taskneurons.data.tasks import Task, examples_hash
 from taskneurons.neurons.neuron_set import NeuronSet
 from taskneurons.provenance import model_fingerprint, provenance
-from taskneurons.training.config import TrainConfig, TrainResult
+from taskneurons.training.train_config import TrainConfig, TrainResult
 
 
 def masks_hash(neurons: NeuronSet) -> str:

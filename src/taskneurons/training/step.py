@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from taskneurons.losses import per_example_loss
-from taskneurons.training.config import SCHEDULES, TrainConfig
+from taskneurons.training.train_config import SCHEDULES, TrainConfig
 
 
 def make_optimizer(

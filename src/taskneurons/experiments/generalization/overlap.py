@@ -27,15 +27,14 @@ import numpy as np
 from torch import nn
 
 from taskneurons._io import write_json_atomic
-from taskneurons.analysis.generalization import (
+from taskneurons.analysis.set_overlap import (
     chance_overlap_rate,
     overlap_matrix,
     overlap_rate,
 )
 from taskneurons.config import Config
 from taskneurons.data.tasks import Task
-from taskneurons.experiments.detect import DetectConfig
-from taskneurons.experiments.task_groups import (
+from taskneurons.experiments.generalization.task_groups import (
     GroupSets,
     ScoredTasks,
     TaskGroup,
@@ -45,6 +44,7 @@ from taskneurons.experiments.task_groups import (
     prepare_sets,
     stage_record,
 )
+from taskneurons.experiments.specificity.detect import DetectConfig
 from taskneurons.report.plots import heatmap, line_plot
 from taskneurons.report.tables import markdown_table, write_table
 
@@ -83,7 +83,7 @@ class OverlapResult:
     Attributes:
         rows: one per (train group, test group, proportion), laid out as :data:`HEADER`
             (rates in %; ``by chance``: random sets of the two unions' sizes,
-            :func:`~taskneurons.analysis.generalization.chance_overlap_rate`).
+            :func:`~taskneurons.analysis.set_overlap.chance_overlap_rate`).
         matrices: ``(proportion, without_general)`` -> ``(task ids, R [T, T])``, ``R`` the
             pairwise overlap rates of the tasks' top-``p`` % sets in ``[0, 1]``.
         general: size of the general set.

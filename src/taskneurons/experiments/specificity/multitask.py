@@ -23,16 +23,16 @@ from taskneurons._io import write_json_atomic
 from taskneurons.config import Config
 from taskneurons.data.tasks import Task
 from taskneurons.experiments.common import limited
-from taskneurons.experiments.deactivation import (
+from taskneurons.experiments.specificity.deactivation import (
     DeactivateConfig,
     DeactivationResult,
     deactivation_experiment,
 )
-from taskneurons.experiments.detect import DetectConfig, DetectionResult, detect_neurons
+from taskneurons.experiments.specificity.detect import DetectConfig, DetectionResult, detect_neurons
 from taskneurons.models.saving import save_finetuned
 from taskneurons.provenance import model_fingerprint, provenance
-from taskneurons.training.config import TrainConfig
 from taskneurons.training.loop import train
+from taskneurons.training.train_config import TrainConfig
 
 
 @dataclass

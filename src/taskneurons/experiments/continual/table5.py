@@ -7,7 +7,7 @@ BWT and final FG_N (the share of the earlier tasks' single-task scores kept afte
 %). Each CL has the half-width of its 95 % normal-approximation CI from the final accuracies and
 the run's ``n_test`` (binomial errors, independent test sets); each BWT, one from the method's
 accuracy matrix (``<run>/<method>/matrix.json``; conservative, see
-:func:`~taskneurons.analysis.continual.bwt_half_width`). A method missing from a run has
+:func:`~taskneurons.analysis.continual_metrics.bwt_half_width`). A method missing from a run has
 no entry there and no mean. The result is written as
 ``table5_orders.{md,csv,json}``, whose meta names every run folder, its task order and its
 ``suite.json`` hash, beside the FG_j curves (PAPER.md Figure 4): ``forgetting_orders.{md,csv,json}``
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from taskneurons.analysis.continual import bwt_half_width, cl_half_width
+from taskneurons.analysis.continual_metrics import bwt_half_width, cl_half_width
 from taskneurons.provenance import provenance
 from taskneurons.report.plots import forgetting_plot
 from taskneurons.report.tables import markdown_table, write_table
@@ -48,7 +48,7 @@ class ContinualOrdersResult:
     """Table 5 across runs: ``cl[method][r]`` is the CL (score points) of ``method`` on run ``r``.
 
     ``cl_pm`` is the half-width of its 95 % normal-approximation CI
-    (:func:`~taskneurons.analysis.continual.cl_half_width`; ``nan`` without ``n_test``).
+    (:func:`~taskneurons.analysis.continual_metrics.cl_half_width`; ``nan`` without ``n_test``).
 
     ``bwt`` (with ``bwt_pm``, its conservative 95 % half-width) and ``final_forgetting`` (FG_N,
     %) are indexed the same way; ``nan`` where a method did not run, or where the value is

@@ -34,28 +34,35 @@ from pathlib import Path
 from typing import Any
 
 from taskneurons._io import write_json_atomic
-from taskneurons.experiments.detect import DetectConfig
-from taskneurons.experiments.generalization_report import (
+from taskneurons.experiments.generalization.figure2 import (
     EXAMPLES_FILE,
     change_rows,
     figure_rows,
     write_figure,
 )
-from taskneurons.experiments.overlap import PAPER_PROPORTIONS, overlap_rows, write_overlap
-from taskneurons.experiments.saved_probabilities import PROBS_FILE, saved_probabilities
-from taskneurons.experiments.similarity_report import (
+from taskneurons.experiments.generalization.overlap import (
+    PAPER_PROPORTIONS,
+    overlap_rows,
+    write_overlap,
+)
+from taskneurons.experiments.generalization.saved_probabilities import (
+    PROBS_FILE,
+    saved_probabilities,
+)
+from taskneurons.experiments.generalization.similarity_report import (
     RECORDS_FILE,
     correlation_rows,
     layers_label,
     write_correlation,
     write_similarity,
 )
-from taskneurons.experiments.task_groups import (
+from taskneurons.experiments.generalization.task_groups import (
     RECORD_SUFFIX,
     GroupSets,
     TaskGroup,
     check_percents,
 )
+from taskneurons.experiments.specificity.detect import DetectConfig
 from taskneurons.neurons.scores import NeuronScores
 from taskneurons.provenance import provenance
 from taskneurons.report.tables import markdown_table

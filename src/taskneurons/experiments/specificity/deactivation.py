@@ -28,14 +28,14 @@ from taskneurons.config import Config
 from taskneurons.data.tasks import Task, examples_hash
 from taskneurons.evaluation.dispatch import evaluate
 from taskneurons.evaluation.result import EvalConfig
-from taskneurons.experiments.analysis import (
+from taskneurons.experiments.common import check_sets_cover, eval_examples, experiment_meta
+from taskneurons.experiments.specificity.damage_summary import (
     EXTRA_ROWS,
     ROW_NAMES,
     Specificity,
     deactivation_summary,
     specificity,
 )
-from taskneurons.experiments.common import check_sets_cover, eval_examples, experiment_meta
 from taskneurons.neurons.intervention import MODES, deactivate
 from taskneurons.neurons.neuron_set import NeuronSet
 from taskneurons.neurons.selection import matched_random_sets

@@ -1,6 +1,6 @@
 """The summary of selection sweeps: one row per (selection, k) cell, and the plots over k.
 
-Used by a sweep as it finishes (:func:`~taskneurons.experiments.sweep.selection_sweep`) and by
+Used by a sweep as it finishes (:func:`~taskneurons.experiments.specificity.sweep.selection_sweep`) and by
 ``taskneurons analyze sweep RUN [RUN ...]``, which reads the cells of one or more finished or
 interrupted sweeps from their files (``<selection>-k<k>/specificity.json``, ``table1.json``,
 ``deactivate_config.json`` and the saved sets) and lays them out as one grid, e.g. a k sweep
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from taskneurons._io import write_json_atomic
-from taskneurons.experiments.finished_runs import read_record
+from taskneurons.experiments.generalization.reanalysis import read_record
 from taskneurons.neurons.multitask_selection import METHODS
 from taskneurons.neurons.neuron_set import NeuronSet
 from taskneurons.neurons.selection import iou

@@ -1,7 +1,7 @@
 """The stages an experiment file can name, and what a run's stages share.
 
 Each stage is a function ``(RunContext, folder) -> typed result``; :data:`STAGE_RUNNERS` maps
-the names of :data:`~taskneurons.experiments.config.STAGES` to them.
+the names of :data:`~taskneurons.experiments.experiment_file.STAGES` to them.
 """
 
 from __future__ import annotations
@@ -14,22 +14,22 @@ from typing import Any
 from torch import nn
 
 from taskneurons.data.tasks import Task
-from taskneurons.experiments.budget_grid import budget_grid
 from taskneurons.experiments.common import GENERAL_FILE, detect_folder, load_neuron_sets
-from taskneurons.experiments.config import ExperimentFile
-from taskneurons.experiments.continual_suite import continual_suite
-from taskneurons.experiments.controlled_overlap import controlled_overlap_experiment
-from taskneurons.experiments.cross_training import cross_training
-from taskneurons.experiments.deactivation import deactivation_experiment
-from taskneurons.experiments.detect import detect_neurons
-from taskneurons.experiments.generalization import generalization_experiment
-from taskneurons.experiments.multitask import multitask_experiment
-from taskneurons.experiments.neuron_training import neuron_training_experiment
-from taskneurons.experiments.overlap import overlap_experiment
-from taskneurons.experiments.prompt_variants import prompt_variants_experiment
-from taskneurons.experiments.similarity import similarity_experiment
-from taskneurons.experiments.sweep import selection_sweep
-from taskneurons.experiments.task_groups import ScoredTasks
+from taskneurons.experiments.continual.suite import continual_suite
+from taskneurons.experiments.experiment_file import ExperimentFile
+from taskneurons.experiments.finetuning.budget_grid import budget_grid
+from taskneurons.experiments.finetuning.cross_training import cross_training
+from taskneurons.experiments.finetuning.table2 import neuron_training_experiment
+from taskneurons.experiments.generalization.controlled_overlap import controlled_overlap_experiment
+from taskneurons.experiments.generalization.overlap import overlap_experiment
+from taskneurons.experiments.generalization.proportion_sweep import generalization_experiment
+from taskneurons.experiments.generalization.similarity import similarity_experiment
+from taskneurons.experiments.generalization.task_groups import ScoredTasks
+from taskneurons.experiments.specificity.deactivation import deactivation_experiment
+from taskneurons.experiments.specificity.detect import detect_neurons
+from taskneurons.experiments.specificity.multitask import multitask_experiment
+from taskneurons.experiments.specificity.sweep import selection_sweep
+from taskneurons.experiments.zero_shot.prompt_variants import prompt_variants_experiment
 from taskneurons.neurons.neuron_set import NeuronSet
 
 #: What each stage does, for the printed headers and the README index.

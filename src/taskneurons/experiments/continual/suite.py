@@ -1,6 +1,6 @@
 """PAPER.md Table 5 and Figure 4: several continual-learning methods on one task order.
 
-Each method of ``methods`` runs :func:`~taskneurons.experiments.continual.continual_experiment`
+Each method of ``methods`` runs :func:`~taskneurons.experiments.continual.method_run.continual_experiment`
 on the same order, data and training knobs, in ``<out>/<method>/`` (W-NCFT with ``mode:
 inferred`` is ``wncft-inferred``), sharing one cache of single-task scores A(i) and zero-shot
 scores. The summary is the Table 5 layout (a row per method: each task's final score, CL, BWT,
@@ -23,10 +23,10 @@ from pathlib import Path
 from torch import nn
 
 from taskneurons._io import write_json_atomic
-from taskneurons.continual.checkpoint import checkpoint_stage
 from taskneurons.continual.registry import METHODS as CONTINUAL_METHODS
+from taskneurons.continual.stage_checkpoint import checkpoint_stage
 from taskneurons.data.tasks import Task
-from taskneurons.experiments.continual import (
+from taskneurons.experiments.continual.method_run import (
     ContinualConfig,
     ContinualResult,
     continual_experiments,
@@ -154,7 +154,7 @@ def _jobs(
     config: ContinualSuiteConfig, out: Path, resume: bool
 ) -> list[list[tuple[str, ContinualConfig]]]:
     """The runs in groups that train once: a run joins the first earlier one it shares its
-    training with (:func:`~taskneurons.experiments.continual.shares_training`; another label);
+    training with (:func:`~taskneurons.experiments.continual.method_run.shares_training`; another label);
     when resuming, a group whose folders' checkpoints are at different stages is split up."""
     groups: list[list[tuple[str, ContinualConfig]]] = []
     for label, cfg in config.runs():

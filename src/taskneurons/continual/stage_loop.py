@@ -1,6 +1,6 @@
 """The stage loop of a continual run: train (or take from the references), score, checkpoint.
 
-One stage of :func:`~taskneurons.experiments.continual.continual_experiments`, for one run
+One stage of :func:`~taskneurons.experiments.continual.method_run.continual_experiments`, for one run
 or several runs sharing one training (W-NCFT scored with the task given and inferred):
 :func:`advance` trains stage ``j`` once, then each run scores every task with its own
 :class:`~taskneurons.continual.base.MethodConfig` in place (its answering mode: the only
@@ -28,11 +28,11 @@ from typing import Any, Protocol
 import numpy as np
 
 from taskneurons.continual.base import ContinualMethod, MethodConfig, run_stage, score_task
-from taskneurons.continual.checkpoint import write_checkpoint
 from taskneurons.continual.pertask import PerTaskFT
+from taskneurons.continual.stage_checkpoint import write_checkpoint
 from taskneurons.data.tasks import Example, Task
 from taskneurons.evaluation.result import EvalConfig
-from taskneurons.training.config import TrainConfig
+from taskneurons.training.train_config import TrainConfig
 
 
 class RunKnobs(Protocol):

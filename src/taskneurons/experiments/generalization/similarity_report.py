@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from taskneurons.analysis.similarity import correlation, mean_similarity
+from taskneurons.analysis.parameter_similarity import correlation, mean_similarity
 from taskneurons.report.plots import line_plot, scatter_panels
 from taskneurons.report.tables import write_table
 

@@ -26,13 +26,13 @@ from taskneurons.config import Config
 from taskneurons.data.tasks import Task
 from taskneurons.evaluation.dispatch import evaluate
 from taskneurons.evaluation.result import EvalConfig
-from taskneurons.experiments.analysis import Specificity, specificity
 from taskneurons.experiments.common import check_sets_cover, eval_examples, limited
+from taskneurons.experiments.specificity.damage_summary import Specificity, specificity
 from taskneurons.neurons.neuron_set import NeuronSet
 from taskneurons.provenance import model_fingerprint, provenance
 from taskneurons.report.comparison import Comparison, MatrixSpec
-from taskneurons.training.config import TrainConfig
 from taskneurons.training.loop import train
+from taskneurons.training.train_config import TrainConfig
 
 
 @dataclass

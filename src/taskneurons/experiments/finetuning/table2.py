@@ -33,8 +33,8 @@ from taskneurons.neurons.neuron_set import NeuronSet
 from taskneurons.neurons.selection import matched_random_sets
 from taskneurons.neurons.space import NeuronSpace
 from taskneurons.report.comparison import Comparison, MatrixSpec
-from taskneurons.training.config import TrainConfig
 from taskneurons.training.loop import train
+from taskneurons.training.train_config import TrainConfig
 
 
 @dataclass

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from scipy.stats import pearsonr, rankdata, spearmanr
 
-from taskneurons.analysis.generalization import as_mask
+from taskneurons.analysis.set_overlap import as_mask
 
 
 def neuron_vectors(

@@ -4,7 +4,7 @@ For every group and every training task ``i`` one model ``M_i`` is fine-tuned on
 alone (``train.method: full`` as in the paper, or ``neurons``: only task ``i``'s top-``p`` %
 set). In ``M_i``, layer by layer, the cosine similarity of the mean parameter vector of task
 ``i``'s neurons and that of each out-of-domain test task ``j``'s neurons is computed
-(:func:`~taskneurons.analysis.similarity.layer_similarity`; a neuron's vector is its gate and
+(:func:`~taskneurons.analysis.parameter_similarity.layer_similarity`; a neuron's vector is its gate and
 up rows and its down column), with every neuron of the sets, with the general neurons removed,
 and, as a control, for random sets of the same per-layer sizes (a cosine of mean vectors grows
 with the sets' sizes, since a large set's mean tends to the layer's mean). The weights are read
@@ -40,15 +40,14 @@ import torch
 from torch import nn
 
 from taskneurons._io import write_json_atomic
-from taskneurons.analysis.similarity import layer_similarity, neuron_vectors
+from taskneurons.analysis.parameter_similarity import layer_similarity, neuron_vectors
 from taskneurons.config import Config
 from taskneurons.data.tasks import Task
 from taskneurons.evaluation.dispatch import evaluate
 from taskneurons.evaluation.result import EvalConfig
 from taskneurons.experiments.common import eval_examples, limited
-from taskneurons.experiments.detect import DetectConfig
-from taskneurons.experiments.generalization import Timings
-from taskneurons.experiments.similarity_report import (
+from taskneurons.experiments.generalization.proportion_sweep import Timings
+from taskneurons.experiments.generalization.similarity_report import (
     RECORDS_FILE,
     SCORES,
     VARIANTS,
@@ -57,7 +56,7 @@ from taskneurons.experiments.similarity_report import (
     write_correlation,
     write_similarity,
 )
-from taskneurons.experiments.task_groups import (
+from taskneurons.experiments.generalization.task_groups import (
     GroupSets,
     ScoredTasks,
     TaskGroup,
@@ -67,12 +66,13 @@ from taskneurons.experiments.task_groups import (
     prepare_sets,
     stage_record,
 )
+from taskneurons.experiments.specificity.detect import DetectConfig
 from taskneurons.neurons.selection import random_like
 from taskneurons.neurons.space import NeuronSpace
 from taskneurons.provenance import model_fingerprint
 from taskneurons.report.tables import markdown_table
-from taskneurons.training.config import TrainConfig
 from taskneurons.training.loop import train
+from taskneurons.training.train_config import TrainConfig
 
 
 def _full_training() -> TrainConfig:
@@ -161,7 +161,7 @@ def layer_vectors(space: NeuronSpace, layer: int) -> torch.Tensor:
     """Layer ``layer``'s per-neuron parameter vectors ``[d_ff, p]``, read from the weights.
 
     Row ``j``: neuron ``j``'s W1 rows (gate/up, with bias entries) and W2 column, as
-    :func:`~taskneurons.analysis.similarity.neuron_vectors` lays them out; on the
+    :func:`~taskneurons.analysis.parameter_similarity.neuron_vectors` lays them out; on the
     parameters' device and dtype, detached. Runs no forward pass.
     """
     d_ff = space.units["ffn"]

@@ -39,20 +39,20 @@ import numpy as np
 from torch import nn
 
 from taskneurons._io import write_json_atomic
-from taskneurons.analysis.continual import bwt, cl, forgetting, fwt
+from taskneurons.analysis.continual_metrics import bwt, cl, forgetting, fwt
 from taskneurons.config import Config
 from taskneurons.continual.base import ContinualMethod, MethodConfig
-from taskneurons.continual.checkpoint import checkpoint_stage, has_checkpoint, read_checkpoint
 from taskneurons.continual.reference import reference_scores
 from taskneurons.continual.registry import make_method
-from taskneurons.continual.stages import StageRun, advance, reference_stages
+from taskneurons.continual.stage_checkpoint import checkpoint_stage, has_checkpoint, read_checkpoint
+from taskneurons.continual.stage_loop import StageRun, advance, reference_stages
 from taskneurons.data.tasks import Task, examples_hash
 from taskneurons.evaluation.result import EvalConfig
 from taskneurons.experiments.common import eval_examples, limited
 from taskneurons.provenance import model_fingerprint, provenance
 from taskneurons.report.plots import heatmap
 from taskneurons.report.tables import markdown_table, write_table
-from taskneurons.training.config import TrainConfig
+from taskneurons.training.train_config import TrainConfig
 
 #: ``on_stage(stage, matrix)``: called after each stage's checkpoint (``matrix`` a copy)
 StageCallback = Callable[[int, np.ndarray], None]

@@ -22,7 +22,7 @@ ID mean's, OOD mean's and average's change from zero-shot, paired over the test 
 a bootstrap 95 % interval and a sign-flip p-value),
 ``figure2_<group>_<mode>.png`` (ID mean, OOD mean and their average vs the proportion),
 ``figure2_<group>_<mode>_tasks.png`` (one line per test task), the overlap files of
-:func:`~taskneurons.experiments.overlap.write_overlap`, ``generalization_config.json``
+:func:`~taskneurons.experiments.generalization.overlap.write_overlap`, ``generalization_config.json``
 (settings, groups, selection, scores files, training summaries, time split, provenance) and,
 with ``save_runs``, each training run's files under ``runs/``.
 
@@ -47,20 +47,19 @@ from taskneurons.data.tasks import Task
 from taskneurons.evaluation.dispatch import evaluate
 from taskneurons.evaluation.result import EvalConfig, EvalResult
 from taskneurons.experiments.common import eval_examples, limited
-from taskneurons.experiments.detect import DetectConfig
-from taskneurons.experiments.generalization_report import (
+from taskneurons.experiments.generalization.figure2 import (
     EXAMPLES_FILE,
     change_rows,
     figure_rows,
     write_figure,
 )
-from taskneurons.experiments.overlap import (
+from taskneurons.experiments.generalization.overlap import (
     PAPER_PROPORTIONS,
     OverlapResult,
     overlap_rows,
     write_overlap,
 )
-from taskneurons.experiments.task_groups import (
+from taskneurons.experiments.generalization.task_groups import (
     GroupSets,
     ScoredTasks,
     TaskGroup,
@@ -69,10 +68,11 @@ from taskneurons.experiments.task_groups import (
     prepare_sets,
     stage_record,
 )
+from taskneurons.experiments.specificity.detect import DetectConfig
 from taskneurons.neurons.neuron_set import NeuronSet
 from taskneurons.report.tables import markdown_table, write_table
-from taskneurons.training.config import TrainConfig
 from taskneurons.training.loop import train
+from taskneurons.training.train_config import TrainConfig
 
 MODES: tuple[str, ...] = ("joint", "single")
 SINGLE_NEURONS: tuple[str, ...] = ("union", "own")

@@ -45,20 +45,20 @@ import yaml
 
 from taskneurons.config import Config, ConfigError, deep_merge
 from taskneurons.data.prompts import PromptConfig
-from taskneurons.experiments.budget_grid import BudgetGridConfig
-from taskneurons.experiments.continual_suite import ContinualSuiteConfig
-from taskneurons.experiments.controlled_overlap import ControlledOverlapConfig
-from taskneurons.experiments.cross_training import CrossTrainingConfig
-from taskneurons.experiments.deactivation import DeactivateConfig
-from taskneurons.experiments.detect import DetectConfig
-from taskneurons.experiments.generalization import GeneralizationConfig
-from taskneurons.experiments.multitask import MultitaskConfig
-from taskneurons.experiments.neuron_training import NeuronTrainingConfig
-from taskneurons.experiments.overlap import OverlapConfig
-from taskneurons.experiments.prompt_variants import PromptVariantsConfig
-from taskneurons.experiments.similarity import SimilarityConfig
-from taskneurons.experiments.sweep import SweepConfig
-from taskneurons.experiments.task_groups import TaskGroup
+from taskneurons.experiments.continual.suite import ContinualSuiteConfig
+from taskneurons.experiments.finetuning.budget_grid import BudgetGridConfig
+from taskneurons.experiments.finetuning.cross_training import CrossTrainingConfig
+from taskneurons.experiments.finetuning.table2 import NeuronTrainingConfig
+from taskneurons.experiments.generalization.controlled_overlap import ControlledOverlapConfig
+from taskneurons.experiments.generalization.overlap import OverlapConfig
+from taskneurons.experiments.generalization.proportion_sweep import GeneralizationConfig
+from taskneurons.experiments.generalization.similarity import SimilarityConfig
+from taskneurons.experiments.generalization.task_groups import TaskGroup
+from taskneurons.experiments.specificity.deactivation import DeactivateConfig
+from taskneurons.experiments.specificity.detect import DetectConfig
+from taskneurons.experiments.specificity.multitask import MultitaskConfig
+from taskneurons.experiments.specificity.sweep import SweepConfig
+from taskneurons.experiments.zero_shot.prompt_variants import PromptVariantsConfig
 
 #: Stage names in the order a run does them, and the ones that need neuron sets.
 STAGES: tuple[str, ...] = (

@@ -34,16 +34,16 @@ from taskneurons.data.tasks import Task
 from taskneurons.evaluation.dispatch import evaluate
 from taskneurons.evaluation.result import EvalConfig
 from taskneurons.experiments.common import eval_examples, limited
-from taskneurons.experiments.detect import DetectConfig, select_sets
-from taskneurons.experiments.task_groups import score_tasks
+from taskneurons.experiments.generalization.task_groups import score_tasks
+from taskneurons.experiments.specificity.detect import DetectConfig, select_sets
 from taskneurons.neurons.neuron_set import NeuronSet
 from taskneurons.neurons.selection import check_k, matched_random_sets
 from taskneurons.neurons.space import NeuronSpace
 from taskneurons.provenance import model_fingerprint, provenance
 from taskneurons.report.plots import line_plot
 from taskneurons.report.tables import markdown_table, write_table
-from taskneurons.training.config import OPTIMIZERS, TrainConfig
 from taskneurons.training.loop import train
+from taskneurons.training.train_config import OPTIMIZERS, TrainConfig
 
 HEADER = [
     "task", "optimizer", "k", "step", "Train-Task", "Train-Random",

@@ -26,14 +26,23 @@ from torch import nn
 from taskneurons._io import write_json_atomic
 from taskneurons.config import Config
 from taskneurons.data.tasks import Task
-from taskneurons.experiments.deactivation import (
+from taskneurons.experiments.generalization.task_groups import (
+    ScoredTasks,
+    score_tasks,
+    task_probabilities,
+)
+from taskneurons.experiments.specificity.deactivation import (
     DeactivateConfig,
     DeactivationResult,
     deactivation_experiment,
 )
-from taskneurons.experiments.detect import DetectConfig, save_sets, select_sets
-from taskneurons.experiments.sweep_report import HEADER, mean_iou, sweep_row, write_summary
-from taskneurons.experiments.task_groups import ScoredTasks, score_tasks, task_probabilities
+from taskneurons.experiments.specificity.detect import DetectConfig, save_sets, select_sets
+from taskneurons.experiments.specificity.sweep_grid import (
+    HEADER,
+    mean_iou,
+    sweep_row,
+    write_summary,
+)
 from taskneurons.neurons.multitask_selection import METHODS as SELECTION_METHODS
 from taskneurons.neurons.selection import check_k
 from taskneurons.neurons.space import NeuronSpace

@@ -4,7 +4,7 @@ Per group and proportion ``p`` the number of trained neurons is fixed at ``N = |
 the union of the training tasks' top-``p`` % sets (from scores computed once per task). The
 *target* is the union of the out-of-domain test tasks' top-``q`` % sets (``q =
 target_proportion``, default 100; ``None``: ``q = p``). For every requested overlap ``o`` and
-seed ``s``, :func:`~taskneurons.analysis.generalization.controlled_overlap` draws exactly
+seed ``s``, :func:`~taskneurons.analysis.set_overlap.controlled_overlap` draws exactly
 ``round(o N)`` neurons from the target and the other ``N - round(o N)`` from all the other
 neurons (a ``torch.Generator`` seeded with ``s``, so the draws of one seed are nested across
 overlaps); that set is trained jointly on the training tasks (train subsets pooled) and scored
@@ -37,15 +37,14 @@ import torch
 from torch import nn
 
 from taskneurons._io import write_json_atomic
-from taskneurons.analysis.generalization import controlled_overlap
+from taskneurons.analysis.set_overlap import controlled_overlap
 from taskneurons.config import Config
 from taskneurons.data.tasks import Task
 from taskneurons.evaluation.dispatch import evaluate
 from taskneurons.evaluation.result import EvalConfig
 from taskneurons.experiments.common import eval_examples, limited
-from taskneurons.experiments.detect import DetectConfig
-from taskneurons.experiments.generalization import Timings, check_neuron_training
-from taskneurons.experiments.task_groups import (
+from taskneurons.experiments.generalization.proportion_sweep import Timings, check_neuron_training
+from taskneurons.experiments.generalization.task_groups import (
     GroupSets,
     ScoredTasks,
     TaskGroup,
@@ -56,11 +55,12 @@ from taskneurons.experiments.task_groups import (
     split_like,
     stage_record,
 )
+from taskneurons.experiments.specificity.detect import DetectConfig
 from taskneurons.neurons.neuron_set import NeuronSet
 from taskneurons.report.plots import line_plot
 from taskneurons.report.tables import markdown_table, write_table
-from taskneurons.training.config import TrainConfig
 from taskneurons.training.loop import train
+from taskneurons.training.train_config import TrainConfig
 
 
 @dataclass

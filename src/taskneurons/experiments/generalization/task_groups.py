@@ -13,7 +13,7 @@
   neurons.
 
 A set's neurons are handled as one bool mask ``[layers, units]`` (the modules of a ``linear``
-space side by side, :func:`joined`), which is what :mod:`taskneurons.analysis.generalization`
+space side by side, :func:`joined`), which is what :mod:`taskneurons.analysis.set_overlap`
 works on.
 
 Example:
@@ -33,11 +33,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from taskneurons.analysis.generalization import proportion_of_set
+from taskneurons.analysis.set_overlap import proportion_of_set
 from taskneurons.config import Config
 from taskneurons.data.tasks import Task
-from taskneurons.experiments.detect import DetectConfig, lape_probabilities
-from taskneurons.experiments.saved_probabilities import saved_probabilities
+from taskneurons.experiments.generalization.saved_probabilities import saved_probabilities
+from taskneurons.experiments.specificity.detect import DetectConfig, lape_probabilities
 from taskneurons.neurons.attribution import relevance_scores
 from taskneurons.neurons.multitask_selection import select, select_specific
 from taskneurons.neurons.neuron_set import NeuronSet
@@ -316,7 +316,7 @@ class GroupSets:
         """Task ``task``'s top ``percent`` % of its set by its own relevance (minus general).
 
         ``percent`` in ``(0, 100]``; ranking as
-        :func:`~taskneurons.analysis.generalization.proportion_of_set` (whole model, ties to
+        :func:`~taskneurons.analysis.set_overlap.proportion_of_set` (whole model, ties to
         the lower neuron id). The general neurons are removed after the ranking.
         """
         key = (float(percent), task, drop_general)

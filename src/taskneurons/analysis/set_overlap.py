@@ -12,7 +12,7 @@ only set algebra is involved); ``True`` marks a neuron of the set.
   the top 10/30/50/70/100 % of each task's neurons).
 * :func:`controlled_overlap` — Tables 9–11: a set of fixed size whose *overlap* (the fraction of
   the trained neurons that come from the test task's set) is chosen exactly.
-* Figure 3's parameter similarity and Table 4's correlation: :mod:`taskneurons.analysis.similarity`.
+* Figure 3's parameter similarity and Table 4's correlation: :mod:`taskneurons.analysis.parameter_similarity`.
 
 Example:
     >>> a = torch.tensor([[True, True, False], [False, True, False]])

@@ -21,7 +21,7 @@ from torch import nn
 from taskneurons._io import atomic_path
 from taskneurons.neurons.neuron_set import NeuronSetMismatchError
 from taskneurons.provenance import check_same_model
-from taskneurons.training.config import TrainConfig
+from taskneurons.training.train_config import TrainConfig
 
 #: config fields that may change between a checkpoint and its resumption
 _RESUMABLE_CHANGES = ("checkpoint_every", "log_every", "log_file", "merge")
