@@ -25,13 +25,15 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import os
+import pkgutil
 import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union
+from typing import Any, ClassVar, Literal, TypeVar, Union
 
 from taskneurons._io import write_json_atomic
 
@@ -84,6 +86,88 @@ class Config:
         return cls.from_dict(data, where=str(path))
 
 
+class Variant(Config):
+    """Base of a family of configs chosen by one key, as PEFT keeps one config per tuner.
+
+    A family base (e.g. the neuron selections) subclasses ``Variant`` and names its key
+    (``tag``, e.g. ``"method"``), the variant taken when a section names none (``default``),
+    what it is called in messages (``family``) and the package whose modules define the variants
+    (``package``: imported on the first lookup, so a new variant is one new module there). Each
+    variant subclasses the base with ``name=...`` and declares the tag field with that name as
+    its default; it holds only its own options, so a key of another variant is refused instead
+    of ignored.
+
+    Example:
+        >>> from dataclasses import dataclass
+        >>> @dataclass
+        ... class Shape(Variant):
+        ...     tag: ClassVar[str] = "kind"
+        ...     default: ClassVar[str] = "square"
+        ...     kind: str = ""
+        >>> @dataclass
+        ... class Square(Shape, name="square"):
+        ...     kind: str = "square"
+        ...     side: float = 1.0
+        >>> build(Shape, {"kind": "square", "side": 2}).side
+        2.0
+        >>> build(Shape, {"kind": "circle"})
+        Traceback (most recent call last):
+        ...
+        taskneurons.config.ConfigError: kind: unknown shape 'circle'; known: square
+    """
+
+    tag: ClassVar[str] = "method"
+    default: ClassVar[str] = ""
+    family: ClassVar[str] = ""
+    package: ClassVar[str | None] = None
+    variants: ClassVar[dict[str, type]]
+
+    def __init_subclass__(cls, name: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if name is None and Variant in cls.__bases__:
+            cls.variants = {}  # a family base: its own registry
+        if name is not None:
+            cls.variant_name = name
+            cls.variants[name] = cls
+
+    def validate(self) -> None:
+        name = getattr(type(self), "variant_name", None)
+        if name is not None and getattr(self, self.tag) != name:
+            raise ValueError(f"{self.tag} must be {name!r}, got {getattr(self, self.tag)!r}")
+
+    @classmethod
+    def names(cls) -> list[str]:
+        """The registered variant names (after importing :attr:`package`)."""
+        _import_package(cls.package)
+        return list(cls.variants)
+
+    @classmethod
+    def variant(cls, name: str) -> type:
+        """The variant class registered as ``name`` (``ValueError`` naming the known ones)."""
+        if name not in cls.variants:
+            _import_package(cls.package)
+        if name not in cls.variants:
+            family = cls.family or cls.__name__.lower()
+            known = ", ".join(cls.variants)
+            raise ValueError(f"unknown {family} {name!r}; known: {known}")
+        return cls.variants[name]
+
+    @classmethod
+    def make(cls, name: str | None = None, **options: Any) -> Variant:
+        """The variant ``name`` (default :attr:`default`) with ``options``."""
+        name = name or cls.default
+        return cls.variant(name)(**{cls.tag: name, **options})
+
+
+def _import_package(package: str | None) -> None:
+    """Import every module of ``package`` once (they register their variants)."""
+    if package is None:
+        return
+    pkg = importlib.import_module(package)
+    for info in pkgutil.iter_modules(pkg.__path__, package + "."):
+        importlib.import_module(info.name)
+
+
 def build(cls: type, data: Mapping[str, Any], where: str = "") -> Any:
     """Any config dataclass ``cls`` from a dict, checked as :meth:`Config.from_dict` does.
 
@@ -92,6 +176,8 @@ def build(cls: type, data: Mapping[str, Any], where: str = "") -> Any:
         >>> build(PromptConfig, {"max_length": 256}).max_length
         256
     """
+    if _is_family(cls):
+        return _build_variant(cls, data, where, "")
     return _build(cls, data, where, prefix="")
 
 
@@ -122,8 +208,12 @@ def _build(cls: type, data: Any, where: str, prefix: str) -> Any:
     for k, v in data.items():
         default = fields[k].default_factory
         if isinstance(v, Mapping) and default is not dataclasses.MISSING:
-            # a partial nested section is laid over the field's own default
-            v = deep_merge(_plain(default()), v)
+            # a partial nested section is laid over the field's own default (of its variant)
+            base = default()
+            if not isinstance(base, Variant) or v.get(base.tag, getattr(base, base.tag)) == getattr(
+                base, base.tag
+            ):
+                v = deep_merge(_plain(base), v)
         values[k] = _coerce(hints[k], v, where, f"{prefix}{k}")
     try:
         return cls(**values)
@@ -163,9 +253,32 @@ def _coerce(tp: Any, value: Any, where: str, key: str) -> Any:
             except ConfigError as exc:
                 errors.append(exc)
         raise errors[0]
+    if _is_family(tp):
+        return _build_variant(tp, value, where, key)
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _build(tp, value, where, prefix=key + ".")
     return _check_leaf(tp, origin, args, value, where, key)
+
+
+def _is_family(tp: Any) -> bool:
+    """Whether ``tp`` is the base of a :class:`Variant` family (not one variant)."""
+    return isinstance(tp, type) and issubclass(tp, Variant) and "variants" in tp.__dict__
+
+
+def _build_variant(base: type, value: Any, where: str, key: str) -> Any:
+    """The variant of family ``base`` that ``value`` names by its tag (default: ``base.default``)."""
+    here = f"{where}: " if where else ""
+    prefix = f"{key}." if key else ""
+    if isinstance(value, base):
+        return value
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{here}{key or base.__name__}: expected a mapping of settings")
+    name = value.get(base.tag, base.default)
+    try:
+        cls = base.variant(name)
+    except ValueError as exc:
+        raise ConfigError(f"{here}{prefix}{base.tag}: {exc}") from None
+    return _build(cls, {**value, base.tag: name}, where, prefix=prefix)
 
 
 def _check_leaf(tp: Any, origin: Any, args: tuple, value: Any, where: str, key: str) -> Any:
@@ -208,4 +321,4 @@ def _check_leaf(tp: Any, origin: Any, args: tuple, value: Any, where: str, key: 
     return value
 
 
-__all__ = ["Config", "ConfigError", "build", "deep_merge"]
+__all__ = ["Config", "ConfigError", "Variant", "build", "deep_merge"]
