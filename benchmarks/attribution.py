@@ -92,9 +92,11 @@ def _ours(model, tok, space, data, cfg):
 def run_method(args) -> dict:
     import torch
 
-    from taskneurons.data.prompts import PromptConfig, iter_batches
+    from taskneurons.data.prompt_config import PromptConfig
+    from taskneurons.data.prompts import iter_batches
     from taskneurons.models.loading import load_model
-    from taskneurons.neurons.attribution import AttributionConfig, relevance_scores
+    from taskneurons.neurons.attribution import relevance_scores
+    from taskneurons.neurons.attribution_config import AttributionConfig
     from taskneurons.neurons.space import NeuronSpace
     from taskneurons.testing.oracles import reference_relevance_scores
 

@@ -35,7 +35,8 @@ def run_method(args) -> dict:
     """One method: stage 1 untimed, stage 2 timed (in this process)."""
     import torch
 
-    from taskneurons.continual.base import MethodConfig, run_stage
+    from taskneurons.continual.base import run_stage
+    from taskneurons.continual.method_config import MethodConfig
     from taskneurons.continual.registry import make_method
     from taskneurons.data.load import load_task
     from taskneurons.models.loading import load_model

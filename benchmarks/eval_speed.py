@@ -105,11 +105,11 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from taskneurons.data.load import load_task
-    from taskneurons.data.prompts import PromptConfig
+    from taskneurons.data.prompt_config import PromptConfig
     from taskneurons.data.tasks import subset
     from taskneurons.evaluation.dispatch import evaluate
+    from taskneurons.evaluation.eval_config import EvalConfig
     from taskneurons.evaluation.metrics import majority_rate
-    from taskneurons.evaluation.result import EvalConfig
     from taskneurons.models.loading import load_model
 
     torch.set_num_threads(args.threads)

@@ -74,7 +74,8 @@ def _batches(args, tok) -> list[dict]:
     import torch
 
     from taskneurons.data.load import load_task
-    from taskneurons.data.prompts import PromptConfig, iter_batches
+    from taskneurons.data.prompt_config import PromptConfig
+    from taskneurons.data.prompts import iter_batches
 
     task = load_task(args.task)
     n = args.n_batches * args.batch_size

@@ -15,8 +15,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from accelerate import Accelerator  # noqa: E402
 
-from taskneurons.data.prompts import PromptConfig  # noqa: E402
-from taskneurons.neurons.attribution import AttributionConfig, relevance_scores  # noqa: E402
+from taskneurons.data.prompt_config import PromptConfig
+from taskneurons.neurons.attribution import relevance_scores
+from taskneurons.neurons.attribution_config import AttributionConfig
 
 from test_attribution import _ragged_task, random_batches  # noqa: E402
 from tiny_models import tiny_model  # noqa: E402

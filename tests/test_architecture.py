@@ -17,6 +17,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "taskneurons"
 #: top-level module or sub-package -> layer (lower layers never import higher ones)
 LAYERS = {
     "_io": 0,
+    "_lazy": 0,
     "config": 1,
     "models": 2,
     "data": 2,

@@ -12,9 +12,11 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from taskneurons.data.prompts import EncodedExample, PromptConfig, collate, iter_batches
+from taskneurons.data.prompt_config import PromptConfig
+from taskneurons.data.prompts import EncodedExample, collate, iter_batches
 from taskneurons.data.tasks import Example, Task
-from taskneurons.neurons.attribution import AGGREGATES, AttributionConfig, relevance_scores
+from taskneurons.neurons.attribution import relevance_scores
+from taskneurons.neurons.attribution_config import AGGREGATES, AttributionConfig
 from taskneurons.neurons.space import NeuronSpace
 from taskneurons.testing.oracles import reference_relevance_scores
 

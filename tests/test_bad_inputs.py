@@ -351,9 +351,9 @@ def test_truncated_inputs_are_counted(tiny_folder, tmp_path, caplog):
 # -- metrics -------------------------------------------------------------------------------------
 def test_declared_metric_is_used_or_refused(tiny_folder, tmp_path, capsys):
     from taskneurons.data.load import load_task
-    from taskneurons.data.prompts import PromptConfig
+    from taskneurons.data.prompt_config import PromptConfig
     from taskneurons.evaluation.dispatch import evaluate
-    from taskneurons.evaluation.result import EvalConfig
+    from taskneurons.evaluation.eval_config import EvalConfig
     from taskneurons.models.loading import load_model
 
     def task(name, kind, metric, output):

@@ -8,19 +8,20 @@ import numpy as np
 import pytest
 import torch
 
-from taskneurons.continual.base import MethodConfig, run_stage, score_task
+from taskneurons.continual.base import run_stage, score_task
+from taskneurons.continual.method_config import MethodConfig
 from taskneurons.continual.olora import olora_terms
 from taskneurons.continual.registry import METHODS, make_method
 from taskneurons.continual.slices import combine, layout_of, read_slices, union_layout
-from taskneurons.data.prompts import PromptConfig
+from taskneurons.data.prompt_config import PromptConfig
 from taskneurons.data.tasks import Example, Task
-from taskneurons.evaluation.result import EvalConfig
+from taskneurons.evaluation.eval_config import EvalConfig
 from taskneurons.experiments.continual.method_run import (
     ContinualConfig,
     continual_experiment,
     order_tasks,
 )
-from taskneurons.neurons.attribution import AttributionConfig
+from taskneurons.neurons.attribution_config import AttributionConfig
 from taskneurons.training.neuron_delta import selection_masks
 from taskneurons.training.train_config import TrainConfig
 

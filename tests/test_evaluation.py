@@ -12,12 +12,14 @@ import pytest
 import torch
 
 from taskneurons.data.load import load_task
-from taskneurons.data.prompts import PromptConfig, encode_example
+from taskneurons.data.prompt_config import PromptConfig
+from taskneurons.data.prompts import encode_example
 from taskneurons.data.tasks import Example, Task, examples_hash, subset
 from taskneurons.evaluation.dispatch import evaluate
+from taskneurons.evaluation.eval_config import EvalConfig
 from taskneurons.evaluation.generation import answer_decided, cut_generation, generate_batch
 from taskneurons.evaluation.metrics import exact_match, majority_rate, normalize_text, rouge_l
-from taskneurons.evaluation.result import EvalConfig, EvalResult
+from taskneurons.evaluation.result import EvalResult
 from taskneurons.models.loading import load_model
 from taskneurons.provenance import model_fingerprint
 

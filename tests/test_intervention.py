@@ -256,9 +256,9 @@ def test_deactivate_task_row_is_evaluate_under_deactivate(tmp_path, mode):
     evaluation config: the accuracy and the gold-label NLL must be equal, and the NLL must
     differ from Original's (the deactivation changes something) and from Deactivate-Random's.
     """
-    from taskneurons.data.prompts import PromptConfig
+    from taskneurons.data.prompt_config import PromptConfig
     from taskneurons.evaluation.dispatch import evaluate
-    from taskneurons.evaluation.result import EvalConfig
+    from taskneurons.evaluation.eval_config import EvalConfig
     from taskneurons.experiments.common import eval_examples
     from taskneurons.experiments.specificity.deactivation import (
         DeactivateConfig,

@@ -8,7 +8,8 @@ import math
 import pytest
 import torch
 
-from taskneurons.data.prompts import PromptConfig, iter_batches
+from taskneurons.data.prompt_config import PromptConfig
+from taskneurons.data.prompts import iter_batches
 from taskneurons.data.tasks import Example, Task
 from taskneurons.neurons.activation_probability import (
     activation_probability,

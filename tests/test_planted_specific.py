@@ -9,7 +9,8 @@ import torch
 
 from taskneurons.data.tasks import Example, Task
 from taskneurons.neurons.activation_probability import activation_probability
-from taskneurons.neurons.attribution import AttributionConfig, relevance_scores
+from taskneurons.neurons.attribution import relevance_scores
+from taskneurons.neurons.attribution_config import AttributionConfig
 from taskneurons.neurons.multitask_selection import (
     select_contrastive,
     select_lape,

@@ -9,9 +9,9 @@ import pytest
 import taskneurons.experiments.zero_shot.prompt_variants as pv
 from taskneurons.config import ConfigError
 from taskneurons.data.load import load_task
-from taskneurons.data.prompts import PromptConfig
+from taskneurons.data.prompt_config import PromptConfig
 from taskneurons.evaluation.dispatch import evaluate
-from taskneurons.evaluation.result import EvalConfig
+from taskneurons.evaluation.eval_config import EvalConfig
 from taskneurons.experiments.common import eval_examples
 from taskneurons.experiments.experiment_file import ExperimentFile, with_defaults
 from taskneurons.experiments.runner import run_file

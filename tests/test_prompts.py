@@ -21,8 +21,8 @@ import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
+from taskneurons.data.prompt_config import PromptConfig
 from taskneurons.data.prompts import (
-    PromptConfig,
     collate,
     continuation_ids,
     encode_example,

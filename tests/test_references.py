@@ -17,7 +17,8 @@ import torch
 from captum.attr import LayerGradientXActivation
 
 from taskneurons.models.adapters import ADAPTER_TABLE, supported_families
-from taskneurons.neurons.attribution import AttributionConfig, relevance_scores
+from taskneurons.neurons.attribution import relevance_scores
+from taskneurons.neurons.attribution_config import AttributionConfig
 from taskneurons.neurons.space import NeuronSpace
 
 from test_attribution import random_batches
@@ -121,8 +122,8 @@ def test_scores_equal_captum(family, definition):
 def test_neuron_training_experiment_keeps_base_weights(tmp_path, monkeypatch):
     """Every parameter and buffer bit-identical after training each task's neurons (and random)."""
     import taskneurons.experiments.finetuning.table2 as nt
-    from taskneurons.data.prompts import PromptConfig
-    from taskneurons.evaluation.result import EvalConfig
+    from taskneurons.data.prompt_config import PromptConfig
+    from taskneurons.evaluation.eval_config import EvalConfig
     from taskneurons.neurons.selection import top_k
     from taskneurons.training.train_config import TrainConfig
     from test_intervention import tiny_tasks

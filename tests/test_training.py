@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from taskneurons.data.prompts import PromptConfig, iter_batches
+from taskneurons.data.prompt_config import PromptConfig
+from taskneurons.data.prompts import iter_batches
 from taskneurons.data.tasks import Example, Task
 from taskneurons.losses import per_example_loss
 from taskneurons.neurons.neuron_set import NeuronSet, NeuronSetMismatchError

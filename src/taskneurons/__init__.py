@@ -16,7 +16,7 @@ Example:
 
 from __future__ import annotations
 
-import importlib
+from taskneurons._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -83,16 +83,4 @@ __all__ = [
     "train",
 ]
 
-
-def __getattr__(name: str):
-    """Import a public name's module on first use, so ``import taskneurons.cli`` stays light."""
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'taskneurons' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_EXPORTS})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -190,7 +190,8 @@ def _check_eval_out(out: Path | None) -> None:
 
 def _fit_max_length(max_length: int | None, model) -> int:
     """``--max-length``, checked against the model; when not given, 512 or the context length."""
-    from taskneurons.data.prompts import PromptConfig, fit_max_length
+    from taskneurons.data.prompt_config import PromptConfig
+    from taskneurons.data.prompts import fit_max_length
     from taskneurons.models.loading import context_length
 
     value = PromptConfig().max_length if max_length is None else max_length

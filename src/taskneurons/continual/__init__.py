@@ -24,21 +24,17 @@ Example:
     >>> method = make_method(MethodConfig(name="ncft"), model, tok, TrainConfig())  # doctest: +SKIP
 """
 
-from taskneurons.continual.base import (
-    METHOD_NAMES,
-    ContinualMethod,
-    MethodConfig,
-    run_stage,
-    score_task,
-)
-from taskneurons.continual.registry import METHODS, make_method
+from taskneurons._lazy import lazy_exports
 
-__all__ = [
-    "METHODS",
-    "METHOD_NAMES",
-    "ContinualMethod",
-    "MethodConfig",
-    "make_method",
-    "run_stage",
-    "score_task",
-]
+#: public name -> the module that defines it (imported on first use: configs stay torch-free)
+_EXPORTS = {
+    "METHODS": "taskneurons.continual.registry",
+    "METHOD_NAMES": "taskneurons.continual.method_config",
+    "ContinualMethod": "taskneurons.continual.base",
+    "MethodConfig": "taskneurons.continual.method_config",
+    "make_method": "taskneurons.continual.registry",
+    "run_stage": "taskneurons.continual.base",
+    "score_task": "taskneurons.continual.base",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -23,7 +23,8 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from taskneurons.continual.base import ContinualMethod, MethodConfig
+from taskneurons.continual.base import ContinualMethod
+from taskneurons.continual.method_config import MethodConfig
 from taskneurons.continual.slices import (
     Layout,
     Version,

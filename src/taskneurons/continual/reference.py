@@ -31,7 +31,7 @@ from torch import nn
 from taskneurons._io import write_json_atomic
 from taskneurons.data.tasks import Example, Task, examples_hash
 from taskneurons.evaluation.dispatch import evaluate
-from taskneurons.evaluation.result import EvalConfig
+from taskneurons.evaluation.eval_config import EvalConfig
 from taskneurons.provenance import model_fingerprint
 from taskneurons.training.loop import train
 from taskneurons.training.train_config import TrainConfig

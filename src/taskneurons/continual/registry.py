@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from taskneurons.continual.base import METHOD_NAMES, ContinualMethod, MethodConfig
+from taskneurons.continual.base import ContinualMethod
 from taskneurons.continual.epi import EPI
+from taskneurons.continual.method_config import METHOD_NAMES, MethodConfig
 from taskneurons.continual.ncft import NCFT
 from taskneurons.continual.olora import OLoRA
 from taskneurons.continual.pertask import PerTaskFT

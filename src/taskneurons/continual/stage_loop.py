@@ -27,11 +27,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from taskneurons.continual.base import ContinualMethod, MethodConfig, run_stage, score_task
+from taskneurons.continual.base import ContinualMethod, run_stage, score_task
+from taskneurons.continual.method_config import MethodConfig
 from taskneurons.continual.pertask import PerTaskFT
 from taskneurons.continual.stage_checkpoint import write_checkpoint
 from taskneurons.data.tasks import Example, Task
-from taskneurons.evaluation.result import EvalConfig
+from taskneurons.evaluation.eval_config import EvalConfig
 from taskneurons.training.train_config import TrainConfig
 
 

@@ -32,7 +32,7 @@ from typing import Literal
 
 import torch
 
-from taskneurons.config import Config
+from taskneurons.data.prompt_config import PromptConfig
 from taskneurons.data.tasks import Example, Task
 
 IGNORE_INDEX = -100
@@ -42,32 +42,6 @@ log = logging.getLogger(__name__)
 
 # (task id, max_length) -> hashes of the inputs cut since the last truncation_report()
 _TRUNCATED: dict[tuple[str, int], set[int]] = {}
-
-
-@dataclass(frozen=True)
-class PromptConfig(Config):
-    """How examples become token sequences.
-
-    Attributes:
-        chat_template: wrap the prompt in the tokenizer's chat template (a tokenizer without
-            one gives the plain prompt, with a ``UserWarning``).
-        loss_on: ``answer`` (loss on answer tokens only) or ``all`` (every non-pad token).
-        max_length: maximum tokens per sequence (prompt + answer); the input is truncated.
-        add_eos: append the EOS token to the answer (useful for training generation).
-        answer_prefix: the cue before the answer.
-    """
-
-    chat_template: bool = False
-    loss_on: Literal["answer", "all"] = "answer"
-    max_length: int = 512
-    add_eos: bool = False
-    answer_prefix: str = "Answer:"
-
-    def validate(self) -> None:
-        if self.loss_on not in ("answer", "all"):
-            raise ValueError(f"loss_on must be 'answer' or 'all', got {self.loss_on!r}")
-        if self.max_length < 8:
-            raise ValueError(f"max_length must be at least 8, got {self.max_length}")
 
 
 @dataclass(frozen=True)

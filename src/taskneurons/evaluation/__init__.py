@@ -10,25 +10,25 @@ Example:
     >>> result = evaluate(model, tok, task, task.test[:50], config=EvalConfig())  # doctest: +SKIP
     >>> result.metric, result.score  # doctest: +SKIP
     ('accuracy', 50.0)
+
+Names are imported on first use (PEP 562), so :mod:`~taskneurons.evaluation.eval_config`
+loads without torch.
 """
 
-from taskneurons.evaluation.dispatch import evaluate
-from taskneurons.evaluation.metrics import (
-    content_free_log_prior,
-    exact_match,
-    majority_rate,
-    normalize_text,
-    rouge_l,
-)
-from taskneurons.evaluation.result import EvalConfig, EvalResult
+from __future__ import annotations
 
-__all__ = [
-    "EvalConfig",
-    "EvalResult",
-    "content_free_log_prior",
-    "evaluate",
-    "exact_match",
-    "majority_rate",
-    "normalize_text",
-    "rouge_l",
-]
+from taskneurons._lazy import lazy_exports
+
+#: public name -> the module that defines it
+_EXPORTS = {
+    "evaluate": "taskneurons.evaluation.dispatch",
+    "EvalConfig": "taskneurons.evaluation.eval_config",
+    "EvalResult": "taskneurons.evaluation.result",
+    "content_free_log_prior": "taskneurons.evaluation.metrics",
+    "exact_match": "taskneurons.evaluation.metrics",
+    "majority_rate": "taskneurons.evaluation.metrics",
+    "normalize_text": "taskneurons.evaluation.metrics",
+    "rouge_l": "taskneurons.evaluation.metrics",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -40,8 +40,10 @@ from typing import Any
 
 from torch import nn
 
-from taskneurons.data.prompts import PromptConfig, encode_prompt, pad_id_of
+from taskneurons.data.prompt_config import PromptConfig
+from taskneurons.data.prompts import encode_prompt, pad_id_of
 from taskneurons.data.tasks import Example, Task, examples_hash
+from taskneurons.evaluation.eval_config import EvalConfig
 from taskneurons.evaluation.generation import (
     default_max_new_tokens,
     exact_match_predictions,
@@ -53,7 +55,7 @@ from taskneurons.evaluation.label_scoring import (
     label_predictions,
     label_table,
 )
-from taskneurons.evaluation.result import EvalConfig, EvalResult, Mode
+from taskneurons.evaluation.result import EvalResult, Mode
 from taskneurons.provenance import model_fingerprint
 
 #: The metrics a task of each kind can declare (the first is the default).

@@ -17,13 +17,13 @@ from taskneurons.data.prompts import (
     collate,
 )
 from taskneurons.data.tasks import Example, Task
-from taskneurons.evaluation.metrics import exact_match, normalize_text, rouge_l
-from taskneurons.evaluation.model_io import device_of, run_batches
-from taskneurons.evaluation.result import (
+from taskneurons.evaluation.eval_config import (
     GENERATION_MAX_NEW_TOKENS,
     LABEL_SLACK_TOKENS,
     EvalConfig,
 )
+from taskneurons.evaluation.metrics import exact_match, normalize_text, rouge_l
+from taskneurons.evaluation.model_io import device_of, run_batches
 
 
 def answer_decided(text: str, golds: Sequence[str] | None, stop_at_newline: bool) -> bool:

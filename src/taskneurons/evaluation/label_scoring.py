@@ -14,14 +14,10 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from taskneurons.data.prompts import (
-    EncodedExample,
-    PromptConfig,
-    collate,
-    encode_answer,
-    pad_id_of,
-)
+from taskneurons.data.prompt_config import PromptConfig
+from taskneurons.data.prompts import EncodedExample, collate, encode_answer, pad_id_of
 from taskneurons.data.tasks import Example, Task
+from taskneurons.evaluation.eval_config import EvalConfig
 from taskneurons.evaluation.metrics import content_free_log_prior
 from taskneurons.evaluation.model_io import (
     cache_kwarg,
@@ -31,7 +27,6 @@ from taskneurons.evaluation.model_io import (
     positions,
     run_batches,
 )
-from taskneurons.evaluation.result import EvalConfig
 
 log = logging.getLogger(__name__)
 

@@ -44,7 +44,7 @@ from typing import Any
 import yaml
 
 from taskneurons.config import Config, ConfigError, deep_merge
-from taskneurons.data.prompts import PromptConfig
+from taskneurons.data.prompt_config import PromptConfig
 from taskneurons.experiments.continual.suite import ContinualSuiteConfig
 from taskneurons.experiments.finetuning.budget_grid import BudgetGridConfig
 from taskneurons.experiments.finetuning.cross_training import CrossTrainingConfig

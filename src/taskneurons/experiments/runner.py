@@ -33,7 +33,8 @@ from torch import nn
 from taskneurons._io import folder_problem, write_text_atomic
 from taskneurons.config import ConfigError
 from taskneurons.data.load import load_task
-from taskneurons.data.prompts import PromptConfig, fit_max_length, truncation_report
+from taskneurons.data.prompt_config import PromptConfig
+from taskneurons.data.prompts import fit_max_length, truncation_report
 from taskneurons.data.tasks import Task, TaskFormatError
 from taskneurons.evaluation.dispatch import check_task_metric
 from taskneurons.experiments.common import detect_folder

@@ -29,10 +29,11 @@ from typing import Literal
 import torch
 from torch import nn
 
-from taskneurons.data.prompts import PromptConfig, iter_batches
+from taskneurons.data.prompt_config import PromptConfig
+from taskneurons.data.prompts import iter_batches
 from taskneurons.data.tasks import Example, Task, examples_hash, subset
 from taskneurons.losses import loss_width
-from taskneurons.neurons.attribution import AttributionConfig
+from taskneurons.neurons.attribution_config import AttributionConfig
 from taskneurons.neurons.scores import NeuronScores
 from taskneurons.neurons.sites import hook_sites
 from taskneurons.neurons.space import NeuronSpace

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from taskneurons.neurons.attribution import Aggregate
+from taskneurons.neurons.attribution_config import Aggregate
 from taskneurons.neurons.neuron_set import NeuronSet
 from taskneurons.neurons.sites import hook_sites
 from taskneurons.neurons.space import NeuronSpace

@@ -24,6 +24,7 @@ import contextlib
 from pathlib import Path
 from typing import ClassVar
 
+import torch
 from torch import nn
 
 from taskneurons.neurons.attribution import frozen_parameters
@@ -95,7 +96,7 @@ class NeuronsMethod(TrainMethod):
         self.delta = NeuronDelta(
             model,
             neurons,
-            dtype=_delta_dtype(self.config.delta_dtype),
+            dtype=getattr(torch, _delta_dtype(self.config.delta_dtype)),
             strict=self.config.strict_fingerprint,
         )
         self._stack.enter_context(frozen_parameters(model))
@@ -112,7 +113,7 @@ class NeuronsMethod(TrainMethod):
         self.delta.save(
             out_dir / "delta",
             meta={"tasks": meta["tasks"], "train": cfg.to_dict()},
-            dtype=_delta_dtype(cfg.save_dtype) if cfg.save_dtype else None,
+            dtype=getattr(torch, _delta_dtype(cfg.save_dtype)) if cfg.save_dtype else None,
         )
 
     def merge(self) -> nn.Module:

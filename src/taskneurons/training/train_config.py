@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from taskneurons.config import Config
-from taskneurons.data.prompts import PromptConfig
-from taskneurons.training.neuron_delta import NeuronDelta
+from taskneurons.data.prompt_config import PromptConfig
+
+if TYPE_CHECKING:  # only for the annotations of TrainResult: this module loads without torch
+    from torch import nn
+
+    from taskneurons.training.neuron_delta import NeuronDelta
 
 METHODS: tuple[str, ...] = ("neurons", "full", "lora")
 
@@ -148,11 +150,15 @@ class TrainConfig(Config):
             _delta_dtype(self.save_dtype, "save_dtype")
 
 
-def _delta_dtype(name: str, what: str = "delta_dtype") -> torch.dtype:
-    dtype = getattr(torch, str(name), None)
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise ValueError(f"{what} must name a floating torch dtype, got {name!r}")
-    return dtype
+#: the floating torch dtypes a delta may be kept or saved in, by name
+FLOAT_DTYPES: tuple[str, ...] = ("float32", "float64", "float16", "bfloat16", "float", "half")
+
+
+def _delta_dtype(name: str, what: str = "delta_dtype") -> str:
+    """``name`` if it names a floating torch dtype (``ValueError`` naming ``what`` otherwise)."""
+    if name not in FLOAT_DTYPES:
+        raise ValueError(f"{what} must name a floating torch dtype {FLOAT_DTYPES}, got {name!r}")
+    return name
 
 
 @dataclass

@@ -41,13 +41,14 @@ from torch import nn
 from taskneurons._io import write_json_atomic
 from taskneurons.analysis.continual_metrics import bwt, cl, forgetting, fwt
 from taskneurons.config import Config
-from taskneurons.continual.base import ContinualMethod, MethodConfig
+from taskneurons.continual.base import ContinualMethod
+from taskneurons.continual.method_config import MethodConfig
 from taskneurons.continual.reference import reference_scores
 from taskneurons.continual.registry import make_method
 from taskneurons.continual.stage_checkpoint import checkpoint_stage, has_checkpoint, read_checkpoint
 from taskneurons.continual.stage_loop import StageRun, advance, reference_stages
 from taskneurons.data.tasks import Task, examples_hash
-from taskneurons.evaluation.result import EvalConfig
+from taskneurons.evaluation.eval_config import EvalConfig
 from taskneurons.experiments.common import eval_examples, limited
 from taskneurons.provenance import model_fingerprint, provenance
 from taskneurons.report.plots import heatmap

@@ -32,7 +32,7 @@ from taskneurons.analysis.paired import MeanDifference, mean_difference
 from taskneurons.config import Config
 from taskneurons.data.tasks import Task
 from taskneurons.evaluation.dispatch import evaluate
-from taskneurons.evaluation.result import EvalConfig
+from taskneurons.evaluation.eval_config import EvalConfig
 from taskneurons.experiments.common import eval_examples, limited
 from taskneurons.experiments.generalization.task_groups import score_tasks
 from taskneurons.experiments.specificity.detect import DetectConfig, select_sets

@@ -41,7 +41,7 @@ from taskneurons.analysis.set_overlap import controlled_overlap
 from taskneurons.config import Config
 from taskneurons.data.tasks import Task
 from taskneurons.evaluation.dispatch import evaluate
-from taskneurons.evaluation.result import EvalConfig
+from taskneurons.evaluation.eval_config import EvalConfig
 from taskneurons.experiments.common import eval_examples, limited
 from taskneurons.experiments.generalization.proportion_sweep import Timings, check_neuron_training
 from taskneurons.experiments.generalization.task_groups import (

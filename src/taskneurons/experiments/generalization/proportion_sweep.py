@@ -45,7 +45,8 @@ from taskneurons._io import write_json_atomic
 from taskneurons.config import Config
 from taskneurons.data.tasks import Task
 from taskneurons.evaluation.dispatch import evaluate
-from taskneurons.evaluation.result import EvalConfig, EvalResult
+from taskneurons.evaluation.eval_config import EvalConfig
+from taskneurons.evaluation.result import EvalResult
 from taskneurons.experiments.common import eval_examples, limited
 from taskneurons.experiments.generalization.figure2 import (
     EXAMPLES_FILE,

@@ -44,7 +44,7 @@ from taskneurons.analysis.parameter_similarity import layer_similarity, neuron_v
 from taskneurons.config import Config
 from taskneurons.data.tasks import Task
 from taskneurons.evaluation.dispatch import evaluate
-from taskneurons.evaluation.result import EvalConfig
+from taskneurons.evaluation.eval_config import EvalConfig
 from taskneurons.experiments.common import eval_examples, limited
 from taskneurons.experiments.generalization.proportion_sweep import Timings
 from taskneurons.experiments.generalization.similarity_report import (

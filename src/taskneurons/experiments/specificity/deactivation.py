@@ -27,7 +27,7 @@ from taskneurons._io import write_json_atomic, write_text_atomic
 from taskneurons.config import Config
 from taskneurons.data.tasks import Task, examples_hash
 from taskneurons.evaluation.dispatch import evaluate
-from taskneurons.evaluation.result import EvalConfig
+from taskneurons.evaluation.eval_config import EvalConfig
 from taskneurons.experiments.common import check_sets_cover, eval_examples, experiment_meta
 from taskneurons.experiments.specificity.damage_summary import (
     EXTRA_ROWS,

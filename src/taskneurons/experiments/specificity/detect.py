@@ -18,7 +18,8 @@ from taskneurons.config import Config
 from taskneurons.data.tasks import Task
 from taskneurons.experiments.common import DETECT_CONFIG, GENERAL_FILE, check_detect_out
 from taskneurons.neurons.activation_probability import activation_probability
-from taskneurons.neurons.attribution import AttributionConfig, relevance_scores
+from taskneurons.neurons.attribution import relevance_scores
+from taskneurons.neurons.attribution_config import AttributionConfig
 from taskneurons.neurons.multitask_selection import METHODS as SELECTION_METHODS
 from taskneurons.neurons.multitask_selection import select
 from taskneurons.neurons.neuron_set import NeuronSet

@@ -18,8 +18,8 @@ from torch import nn
 from taskneurons.data.builtin import builtin_task, builtin_task_names
 from taskneurons.data.tasks import Task, subset
 from taskneurons.evaluation.dispatch import evaluate
+from taskneurons.evaluation.eval_config import EvalConfig
 from taskneurons.evaluation.metrics import majority_rate
-from taskneurons.evaluation.result import EvalConfig
 from taskneurons.neurons.space import NeuronSpace
 from taskneurons.provenance import model_fingerprint
 from taskneurons.report.tables import markdown_table

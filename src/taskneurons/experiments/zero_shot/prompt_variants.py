@@ -38,10 +38,11 @@ from torch import nn
 from taskneurons._io import write_json_atomic
 from taskneurons.analysis.paired import MeanDifference, mean_difference
 from taskneurons.config import Config, build
-from taskneurons.data.prompts import PromptConfig, render_prompt
+from taskneurons.data.prompt_config import PromptConfig
+from taskneurons.data.prompts import render_prompt
 from taskneurons.data.tasks import Example, Task, examples_hash
 from taskneurons.evaluation.dispatch import evaluate
-from taskneurons.evaluation.result import EvalConfig
+from taskneurons.evaluation.eval_config import EvalConfig
 from taskneurons.experiments.common import eval_examples
 from taskneurons.provenance import model_fingerprint, provenance
 from taskneurons.report.tables import markdown_table, write_table

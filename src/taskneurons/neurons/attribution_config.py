@@ -1,0 +1,58 @@
+"""Every knob of a relevance computation: :class:`AttributionConfig` (no torch).
+
+Example:
+    >>> AttributionConfig(n_examples=64).to_dict()["aggregate"]
+    'example'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from taskneurons.config import Config
+from taskneurons.data.prompt_config import PromptConfig
+
+Aggregate = Literal["example", "task", "token_abs"]
+
+
+AGGREGATES: tuple[str, ...] = ("example", "task", "token_abs")
+
+
+@dataclass
+class AttributionConfig(Config):
+    """Every knob of a relevance computation (saved as JSON beside the scores).
+
+    Attributes:
+        definition: neuron definition, ``ffn`` or ``linear``.
+        loss: ``answer`` (answer tokens only) or ``all`` (every token after the first).
+        aggregate: ``example``, ``task`` or ``token_abs`` (see the module docstring).
+        batch_size: examples per forward/backward.
+        split: which split of a task to score.
+        n_examples: how many examples (``None``: all), drawn label-stratified with ``seed``.
+        seed: seed of the example subset.
+        prompt: how examples become tokens.
+        group_by_length: when scoring a task, batch its examples longest first so that
+            little compute goes to padding (the scores are sums over examples, so the order
+            only changes float rounding). Batches passed in ready-made are used as given.
+    """
+
+    definition: str = "ffn"
+    loss: Literal["answer", "all"] = "answer"
+    aggregate: Aggregate = "example"
+    batch_size: int = 8
+    split: str = "train"
+    n_examples: int | None = 128
+    seed: int = 0
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    group_by_length: bool = True
+
+    def validate(self) -> None:
+        if self.aggregate not in AGGREGATES:
+            raise ValueError(f"aggregate must be one of {AGGREGATES}, got {self.aggregate!r}")
+        if self.loss not in ("answer", "all"):
+            raise ValueError(f"loss must be 'answer' or 'all', got {self.loss!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if isinstance(self.prompt, dict):
+            self.prompt = PromptConfig(**self.prompt)
