@@ -4,10 +4,10 @@ The oracle of ``tests/test_stage_outputs.py``: it runs every stage of the runner
 ``taskneurons analyze`` command) on a tiny random Llama and small task folders, then reduces each
 file the runs wrote to a comparable form:
 
-* JSON, JSON Lines and safetensors metadata: the parsed values, minus what changes from run to
+* JSON, JSON Lines, YAML and safetensors metadata: the parsed values, minus what changes from run to
   run (``created``, ``command``, ``versions``, durations ``*_s`` / ``seconds``) and with the
   temporary folder replaced by ``<BASE>``;
-* text (Markdown, CSV, YAML): the text with every number cut out, plus the numbers;
+* text (Markdown, CSV): the text with every number cut out, plus the numbers;
 * tensors (safetensors, ``.pt``): dtype, shape and the values (long ones as sums and the first
   values); integer and bool tensors by an exact digest;
 * PNG: that it exists (pixels depend on the font library).
@@ -251,6 +251,10 @@ def reduce_file(path: Path, base: str) -> Any:
     text = path.read_text(encoding="utf-8").replace(base, "<BASE>")
     if suffix == ".json":
         return reduce_json(json.loads(text))
+    if suffix == ".yaml":  # a mapping: its keys' order is not its content
+        import yaml
+
+        return reduce_json(yaml.safe_load(text))
     if suffix == ".jsonl":
         return [reduce_json(json.loads(line)) for line in text.splitlines() if line.strip()]
     return reduce_text(text)
