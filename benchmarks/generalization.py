@@ -33,13 +33,11 @@ import torch
 
 from taskneurons.data.load import load_task
 from taskneurons.experiments.generalization import task_groups
-from taskneurons.experiments.generalization.proportion_sweep import (
-    GeneralizationConfig,
-    generalization_experiment,
-)
+from taskneurons.experiments.generalization.generalization_stage import GeneralizationConfig
+from taskneurons.experiments.generalization.proportion_sweep import generalization_experiment
 from taskneurons.experiments.generalization.similarity import model_similarity
 from taskneurons.experiments.generalization.similarity_report import VARIANTS
-from taskneurons.experiments.specificity.detect import DetectConfig
+from taskneurons.experiments.specificity.detect_stage import DetectConfig
 from taskneurons.models.loading import load_model
 
 DATA = Path(

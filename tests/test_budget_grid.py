@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from taskneurons.data.load import load_task
-from taskneurons.experiments.finetuning.budget_grid import BudgetGridConfig, budget_grid
-from taskneurons.experiments.specificity.detect import DetectConfig
+from taskneurons.experiments.finetuning.budget_grid import budget_grid
+from taskneurons.experiments.finetuning.budget_stage import BudgetGridConfig
+from taskneurons.experiments.specificity.detect_stage import DetectConfig
 from taskneurons.models.loading import load_model
 
 

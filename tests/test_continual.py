@@ -16,11 +16,8 @@ from taskneurons.continual.slices import combine, layout_of, read_slices, union_
 from taskneurons.data.prompt_config import PromptConfig
 from taskneurons.data.tasks import Example, Task
 from taskneurons.evaluation.eval_config import EvalConfig
-from taskneurons.experiments.continual.method_run import (
-    ContinualConfig,
-    continual_experiment,
-    order_tasks,
-)
+from taskneurons.experiments.continual.continual_stage import ContinualConfig
+from taskneurons.experiments.continual.method_run import continual_experiment, order_tasks
 from taskneurons.neurons.attribution_config import AttributionConfig
 from taskneurons.training.neuron_delta import selection_masks
 from taskneurons.training.train_config import TrainConfig

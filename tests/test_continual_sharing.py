@@ -13,13 +13,13 @@ from taskneurons.continual import stage_loop as stages_module
 from taskneurons.continual.pertask import FROM_REFERENCES, PerTaskFT
 from taskneurons.continual.stage_checkpoint import checkpoint_stage, read_checkpoint
 from taskneurons.continual.wncft import WNCFT
+from taskneurons.experiments.continual.continual_stage import ContinualConfig, ContinualSuiteConfig
 from taskneurons.experiments.continual.method_run import (
-    ContinualConfig,
     continual_experiment,
     continual_experiments,
     shares_training,
 )
-from taskneurons.experiments.continual.suite import ContinualSuiteConfig, _jobs, continual_suite
+from taskneurons.experiments.continual.suite import _jobs, continual_suite
 from test_continual import (
     EVAL,
     TRAIN,

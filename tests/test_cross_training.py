@@ -8,8 +8,10 @@ import pytest
 import torch
 
 from taskneurons.data.load import load_task
-from taskneurons.experiments.finetuning.cross_training import CrossTrainingConfig, cross_training
-from taskneurons.experiments.specificity.detect import DetectConfig, detect_neurons
+from taskneurons.experiments.finetuning.cross_training import cross_training
+from taskneurons.experiments.finetuning.crosstrain_stage import CrossTrainingConfig
+from taskneurons.experiments.specificity.detect import detect_neurons
+from taskneurons.experiments.specificity.detect_stage import DetectConfig
 from taskneurons.models.loading import load_model
 
 

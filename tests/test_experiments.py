@@ -203,11 +203,10 @@ def test_specific_selection_general_set_and_specificity_controls(
     tiny_folder, task_folders, tmp_path
 ):
     from taskneurons.data.load import load_task
-    from taskneurons.experiments.specificity.deactivation import (
-        DeactivateConfig,
-        deactivation_experiment,
-    )
-    from taskneurons.experiments.specificity.detect import DetectConfig, detect_neurons
+    from taskneurons.experiments.specificity.deactivate_stage import DeactivateConfig
+    from taskneurons.experiments.specificity.deactivation import deactivation_experiment
+    from taskneurons.experiments.specificity.detect import detect_neurons
+    from taskneurons.experiments.specificity.detect_stage import DetectConfig
     from taskneurons.models.loading import load_model
 
     model, tok = load_model(str(tiny_folder))
@@ -249,9 +248,10 @@ def test_selection_sweep_scores_once_and_writes_every_cell(
 ):
     from taskneurons.data.load import load_task
     from taskneurons.experiments.generalization import task_groups
-    from taskneurons.experiments.specificity.deactivation import DeactivateConfig
-    from taskneurons.experiments.specificity.detect import DetectConfig
-    from taskneurons.experiments.specificity.sweep import SweepConfig, selection_sweep
+    from taskneurons.experiments.specificity.deactivate_stage import DeactivateConfig
+    from taskneurons.experiments.specificity.detect_stage import DetectConfig
+    from taskneurons.experiments.specificity.sweep import selection_sweep
+    from taskneurons.experiments.specificity.sweep_stage import SweepConfig
     from taskneurons.models.loading import load_model
 
     model, tok = load_model(str(tiny_folder))
@@ -299,10 +299,11 @@ def test_resumed_sweep_reuses_scores_and_finished_cells(
     from taskneurons.data.load import load_task
     from taskneurons.experiments.generalization import task_groups
     from taskneurons.experiments.specificity import deactivation
-    from taskneurons.experiments.specificity.deactivation import DeactivateConfig
-    from taskneurons.experiments.specificity.detect import DetectConfig
-    from taskneurons.experiments.specificity.sweep import SweepConfig, selection_sweep
+    from taskneurons.experiments.specificity.deactivate_stage import DeactivateConfig
+    from taskneurons.experiments.specificity.detect_stage import DetectConfig
+    from taskneurons.experiments.specificity.sweep import selection_sweep
     from taskneurons.experiments.specificity.sweep_grid import sweep_summary
+    from taskneurons.experiments.specificity.sweep_stage import SweepConfig
     from taskneurons.models.loading import load_model
 
     model, tok = load_model(str(tiny_folder))

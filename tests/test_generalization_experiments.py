@@ -16,30 +16,25 @@ from taskneurons.config import ConfigError
 from taskneurons.experiments.experiment_file import ExperimentFile, with_defaults
 from taskneurons.experiments.generalization import figure2 as generalization_report
 from taskneurons.experiments.generalization import task_groups
-from taskneurons.experiments.generalization.controlled_overlap import (
-    ControlledOverlapConfig,
-    draw_cells,
-)
+from taskneurons.experiments.generalization.controlled_overlap import draw_cells
+from taskneurons.experiments.generalization.controlled_overlap_stage import ControlledOverlapConfig
 from taskneurons.experiments.generalization.figure2 import _rec, change_rows, figure_rows
-from taskneurons.experiments.generalization.overlap import OverlapConfig, overlap_experiment
+from taskneurons.experiments.generalization.groups import TaskGroup, default_groups
+from taskneurons.experiments.generalization.overlap import overlap_experiment
+from taskneurons.experiments.generalization.overlap_stage import OverlapConfig
 from taskneurons.experiments.generalization.reanalysis import analyze_run
 from taskneurons.experiments.generalization.saved_probabilities import PROBS_FILE
 from taskneurons.experiments.generalization.similarity import (
-    SimilarityConfig,
     layer_vectors,
     model_similarity,
     similarity_experiment,
 )
 from taskneurons.experiments.generalization.similarity_report import correlation_rows, pair_values
-from taskneurons.experiments.generalization.task_groups import (
-    GroupSets,
-    TaskGroup,
-    default_groups,
-    joined,
-)
+from taskneurons.experiments.generalization.similarity_stage import SimilarityConfig
+from taskneurons.experiments.generalization.task_groups import GroupSets, joined
 from taskneurons.experiments.run_index import file_note
 from taskneurons.experiments.runner import run_file
-from taskneurons.experiments.specificity.detect import DetectConfig
+from taskneurons.experiments.specificity.detect_stage import DetectConfig
 from taskneurons.neurons.scores import NeuronScores
 from taskneurons.neurons.selection import random_like
 from taskneurons.neurons.space import NeuronSpace

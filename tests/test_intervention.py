@@ -260,10 +260,8 @@ def test_deactivate_task_row_is_evaluate_under_deactivate(tmp_path, mode):
     from taskneurons.evaluation.dispatch import evaluate
     from taskneurons.evaluation.eval_config import EvalConfig
     from taskneurons.experiments.common import eval_examples
-    from taskneurons.experiments.specificity.deactivation import (
-        DeactivateConfig,
-        deactivation_experiment,
-    )
+    from taskneurons.experiments.specificity.deactivate_stage import DeactivateConfig
+    from taskneurons.experiments.specificity.deactivation import deactivation_experiment
 
     model, tok, tasks = tiny_model("llama"), tiny_tokenizer(), tiny_tasks()
     sets = {t.id: _random_set(model, "ffn", k=10, seed=i) for i, t in enumerate(tasks)}

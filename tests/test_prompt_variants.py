@@ -15,11 +15,8 @@ from taskneurons.evaluation.eval_config import EvalConfig
 from taskneurons.experiments.common import eval_examples
 from taskneurons.experiments.experiment_file import ExperimentFile, with_defaults
 from taskneurons.experiments.runner import run_file
-from taskneurons.experiments.zero_shot.prompt_variants import (
-    MEAN_ROW,
-    PromptVariantsConfig,
-    prompt_variants_experiment,
-)
+from taskneurons.experiments.zero_shot.prompt_variants import MEAN_ROW, prompt_variants_experiment
+from taskneurons.experiments.zero_shot.prompts_stage import PromptVariantsConfig
 from taskneurons.models.loading import load_model
 
 from tiny_tokenizer import tiny_tokenizer

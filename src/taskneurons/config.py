@@ -206,15 +206,7 @@ def _build(cls: type, data: Any, where: str, prefix: str) -> Any:
     hints = typing.get_type_hints(cls)
     values = {}
     for k, v in data.items():
-        default = fields[k].default_factory
-        if isinstance(v, Mapping) and default is not dataclasses.MISSING:
-            # a partial nested section is laid over the field's own default (of its variant)
-            base = default()
-            if not isinstance(base, Variant) or v.get(base.tag, getattr(base, base.tag)) == getattr(
-                base, base.tag
-            ):
-                v = deep_merge(_plain(base), v)
-        values[k] = _coerce(hints[k], v, where, f"{prefix}{k}")
+        values[k] = _field_value(hints[k], fields[k].default_factory, v, where, f"{prefix}{k}")
     try:
         return cls(**values)
     except ConfigError:
@@ -222,6 +214,32 @@ def _build(cls: type, data: Any, where: str, prefix: str) -> Any:
     except (ValueError, TypeError) as exc:
         owner = prefix.rstrip(".") or ("" if where else cls.__name__)
         raise ConfigError(f"{here}{owner + ': ' if owner else ''}{exc}") from None
+
+
+def build_section(cls: type, value: Any, where: str, key: str) -> Any:
+    """``cls`` from ``value`` laid over ``cls()``'s defaults, as a nested section is built.
+
+    Messages name the file (``where``) and ``key``, e.g. ``exp.yaml: detect.k: ...``.
+
+    Example:
+        >>> from taskneurons.data.prompt_config import PromptConfig
+        >>> build_section(PromptConfig, {"max_length": 64}, "exp.yaml", "prompt").max_length
+        64
+    """
+    return _field_value(cls, cls, value, where, key)
+
+
+def _field_value(tp: Any, default: Any, value: Any, where: str, key: str) -> Any:
+    """A field's value checked against its type ``tp``; a partial section is laid over the
+    field's ``default`` factory (of the same variant), so unset keys keep their defaults."""
+    if isinstance(value, Mapping) and default is not dataclasses.MISSING:
+        base = default()
+        same = not isinstance(base, Variant) or value.get(base.tag, getattr(base, base.tag)) == (
+            getattr(base, base.tag)
+        )
+        if same:
+            value = deep_merge(_plain(base), value)
+    return _coerce(tp, value, where, key)
 
 
 def deep_merge(base: Any, over: Any) -> Any:
@@ -321,4 +339,4 @@ def _check_leaf(tp: Any, origin: Any, args: tuple, value: Any, where: str, key: 
     return value
 
 
-__all__ = ["Config", "ConfigError", "Variant", "build", "deep_merge"]
+__all__ = ["Config", "ConfigError", "Variant", "build", "build_section", "deep_merge"]

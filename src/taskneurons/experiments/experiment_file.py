@@ -34,8 +34,11 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,33 +46,13 @@ from typing import Any
 
 import yaml
 
-from taskneurons.config import Config, ConfigError, deep_merge
+from taskneurons.config import Config, ConfigError, build_section, deep_merge
 from taskneurons.data.prompt_config import PromptConfig
-from taskneurons.experiments.continual.suite import ContinualSuiteConfig
-from taskneurons.experiments.finetuning.budget_grid import BudgetGridConfig
-from taskneurons.experiments.finetuning.cross_training import CrossTrainingConfig
-from taskneurons.experiments.finetuning.table2 import NeuronTrainingConfig
-from taskneurons.experiments.generalization.controlled_overlap import ControlledOverlapConfig
-from taskneurons.experiments.generalization.overlap import OverlapConfig
-from taskneurons.experiments.generalization.proportion_sweep import GeneralizationConfig
-from taskneurons.experiments.generalization.similarity import SimilarityConfig
-from taskneurons.experiments.generalization.task_groups import TaskGroup
-from taskneurons.experiments.specificity.deactivation import DeactivateConfig
-from taskneurons.experiments.specificity.detect import DetectConfig
-from taskneurons.experiments.specificity.multitask import MultitaskConfig
-from taskneurons.experiments.specificity.sweep import SweepConfig
-from taskneurons.experiments.zero_shot.prompt_variants import PromptVariantsConfig
+from taskneurons.experiments.generalization.groups import TaskGroup
+from taskneurons.experiments.stage import stage as stage_named
+from taskneurons.experiments.stage import stages as registered_stages
 
-#: Stage names in the order a run does them, and the ones that need neuron sets.
-STAGES: tuple[str, ...] = (
-    "detect", "deactivate", "table2", "sweep", "budget", "crosstrain", "prompts", "overlap",
-    "generalization", "controlled_overlap", "similarity", "continual", "multitask",
-)  # fmt: skip
-#: The generalization stages (PAPER.md §3): their sections take the top-level ``groups``.
-GROUP_STAGES: tuple[str, ...] = ("overlap", "generalization", "controlled_overlap", "similarity")
-NEEDS_SETS: tuple[str, ...] = ("deactivate", "table2", "crosstrain")
-#: Stages that change the model's weights, so nothing may run after them.
-CHANGES_MODEL: tuple[str, ...] = ("continual", "multitask")
+#: names that stand for several stages
 ALIASES: dict[str, list[str]] = {"all": ["table2", "multitask"]}
 
 
@@ -93,8 +76,8 @@ class ExperimentFile(Config):
             ``sweep``: reuse the scores and every finished (selection, k) cell in ``out``.
         groups: the task groups of every generalization stage that sets none (``None``: each
             section's own, by default PAPER.md Table 3).
-        detect, deactivate, table2, sweep, budget, crosstrain, prompts, continual, multitask,
-            overlap, generalization, controlled_overlap, similarity: each stage's knobs.
+        sections: each registered stage's knobs, by stage name (in a file: one top-level key
+            per stage, ``detect: {k: 5}``); read as attributes, ``config.detect.k``.
     """
 
     experiment: str | list[str] = "detect"
@@ -107,25 +90,54 @@ class ExperimentFile(Config):
     out: str = "runs/experiment"
     neurons: str | None = None
     strict: bool = True
-    detect: DetectConfig = field(default_factory=DetectConfig)
-    deactivate: DeactivateConfig = field(default_factory=DeactivateConfig)
     resume: bool = False
-    table2: NeuronTrainingConfig = field(default_factory=NeuronTrainingConfig)
-    sweep: SweepConfig = field(default_factory=SweepConfig)
-    budget: BudgetGridConfig = field(default_factory=BudgetGridConfig)
-    crosstrain: CrossTrainingConfig = field(default_factory=CrossTrainingConfig)
-    prompts: PromptVariantsConfig = field(default_factory=PromptVariantsConfig)
-    continual: ContinualSuiteConfig = field(default_factory=ContinualSuiteConfig)
-    multitask: MultitaskConfig = field(default_factory=MultitaskConfig)
     groups: list[TaskGroup] | None = None
-    overlap: OverlapConfig = field(default_factory=OverlapConfig)
-    generalization: GeneralizationConfig = field(default_factory=GeneralizationConfig)
-    controlled_overlap: ControlledOverlapConfig = field(default_factory=ControlledOverlapConfig)
-    similarity: SimilarityConfig = field(default_factory=SimilarityConfig)
+    sections: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        names = [s.name for s in registered_stages()]
+        unknown = sorted(set(self.sections) - set(names))
+        if unknown:
+            raise ValueError(f"unknown stage sections {unknown}; known: {', '.join(names)}")
+        given = self.sections
+        self.sections = {
+            s.name: given[s.name] if s.name in given else s.config() for s in registered_stages()
+        }
+        super().__post_init__()
+
+    def __getattr__(self, name: str) -> Any:  # a stage's section: config.detect
+        sections = self.__dict__.get("sections")
+        if sections is not None and name in sections:
+            return sections[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The file's settings: the shared keys, then one section per stage (in stage order)."""
+        out = super().to_dict()
+        sections = out.pop("sections")
+        return {**out, **sections}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "") -> ExperimentFile:
+        """Build from a file's mapping: shared keys and one section per registered stage."""
+        shared = [f.name for f in dataclasses.fields(cls) if f.name != "sections"]
+        names = [s.name for s in registered_stages()]
+        unknown = sorted(set(data) - set(shared) - set(names))
+        if unknown:
+            here = f"{where}: " if where else "ExperimentFile: "
+            keys = ", ".join(repr(k) for k in unknown)
+            known = ", ".join(sorted([*shared, *names]))
+            raise ConfigError(f"{here}unknown key {keys}; known: {known}")
+        top = {k: v for k, v in data.items() if k in shared}
+        sections = {
+            s.name: build_section(s.config, data.get(s.name, {}), where, s.name)
+            for s in registered_stages()
+        }
+        return super().from_dict({**top, "sections": sections}, where)
 
     def validate(self) -> None:
         stages = self.stages()
-        changing = [s for s in stages if s in CHANGES_MODEL]
+        changing = [s for s in stages if stage_named(s).changes_model]
         if len(changing) > 1:
             raise ValueError(
                 f"experiment: {' and '.join(repr(s) for s in changing)} both change the "
@@ -139,15 +151,18 @@ class ExperimentFile(Config):
     def stages(self) -> list[str]:
         """The stages to run, in order (aliases expanded, a needed ``detect`` added)."""
         names = [self.experiment] if isinstance(self.experiment, str) else list(self.experiment)
+        known = [s.name for s in registered_stages()]
         out: list[str] = []
         for name in names:
             for stage in ALIASES.get(name, [name]):
-                if stage not in STAGES:
-                    known = ", ".join([*STAGES, *ALIASES])
-                    raise ValueError(f"experiment: unknown stage {stage!r}; known: {known}")
+                if stage not in known:
+                    raise ValueError(
+                        f"experiment: unknown stage {stage!r}; known: {', '.join([*known, *ALIASES])}"
+                    )
                 if stage not in out:
                     out.append(stage)
-        if self.neurons is None and "detect" not in out and set(out) & set(NEEDS_SETS):
+        needs_sets = any("sets" in stage_named(s).needs for s in out)
+        if self.neurons is None and "detect" not in out and needs_sets:
             out.insert(0, "detect")
         return out
 
@@ -210,44 +225,53 @@ def put_key(data: dict[str, Any], key: str, value: Any) -> None:
 
 
 def with_defaults(data: Mapping[str, Any]) -> dict[str, Any]:
-    """``data`` with the top-level ``seed``/``prompt``/``detect``/``deactivate`` as defaults.
+    """``data`` with the top-level ``seed``, ``prompt`` and ``groups`` as the stages' defaults.
 
-    Every stage's seeds default to ``seed``, every stage's prompt to ``prompt``, the
-    multi-task stage's detection and deactivation to the ``detect``/``deactivate`` sections,
-    and the generalization stages' groups to the top-level ``groups``.
+    In every stage's section (and the configs nested in it), a field named ``seed`` or
+    ``random_seed`` defaults to ``seed``, a :class:`PromptConfig` field to ``prompt`` and a
+    ``groups`` field to ``groups``; a stage that inherits top-level sections (``multitask``:
+    ``detect``, ``deactivate``) has them laid under its own. A section that sets a key keeps it.
     """
     seed, prompt = data.get("seed", 0), data.get("prompt", {})
     if isinstance(seed, bool) or not isinstance(seed, int) or not isinstance(prompt, Mapping):
         return dict(data)  # from_dict names the bad key
-    train = {"seed": seed, "prompt": prompt}
-    evals = {"prompt": prompt}
-    defaults: dict[str, Any] = {
-        "detect": {"attribution": {"seed": seed, "prompt": prompt}},
-        "deactivate": {"seed": seed, "random_seed": seed, "eval": evals},
-        "table2": {"seed": seed, "random_seed": seed, "train": train, "eval": evals},
-        "budget": {"seed": seed, "train": train, "eval": evals},
-        "crosstrain": {"seed": seed, "train": train, "eval": evals},
-        "prompts": {"seed": seed, "eval": evals},
-        "multitask": {"seed": seed, "train": train},
-        "continual": {
-            "seed": seed,
-            "train": train,
-            "single_train": train,
-            "eval": evals,
-            "method": {"seed": seed, "attribution": {"seed": seed, "prompt": prompt}},
-        },
-    }
-    for stage in GROUP_STAGES:
-        defaults[stage] = (
-            {"seed": seed, "train": train, "eval": evals} if stage != "overlap" else {}
-        )
-        if isinstance(data.get("groups"), list):
-            defaults[stage]["groups"] = data["groups"]
+    shared = {"seed": seed, "random_seed": seed, "prompt": prompt}
+    if isinstance(data.get("groups"), list):
+        shared["groups"] = data["groups"]
+    defaults: dict[str, Any] = {}
+    for s in registered_stages():
+        section = _defaults_of(s.config, shared, skip=s.inherits)
+        if section:
+            defaults[s.name] = section
     merged = deep_merge(defaults, data)
-    merged["multitask"] = deep_merge(
-        {"detect": merged["detect"], "deactivate": merged["deactivate"]}, merged["multitask"]
-    )
+    for s in registered_stages():
+        if s.inherits:
+            inherited = {name: merged.get(name, {}) for name in s.inherits}
+            merged[s.name] = deep_merge(inherited, merged.get(s.name, {}))
     return merged
+
+
+def _defaults_of(cls: type, shared: Mapping[str, Any], skip: tuple[str, ...] = ()) -> dict:
+    """The keys of ``cls`` (and its nested configs) that take a top-level default."""
+    hints = typing.get_type_hints(cls)
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        tp = hints[f.name]
+        union = typing.get_origin(tp) in (typing.Union, types.UnionType)
+        nested = [
+            a for a in (typing.get_args(tp) if union else (tp,)) if dataclasses.is_dataclass(a)
+        ]
+        if tp is PromptConfig:
+            out[f.name] = shared["prompt"]
+        elif f.name in shared and f.name != "prompt":
+            out[f.name] = shared[f.name]
+        elif nested and isinstance(nested[0], type):
+            inner = _defaults_of(nested[0], shared)
+            if inner:
+                out[f.name] = inner
+    return out
 
 
 def to_yaml(config: ExperimentFile) -> str:

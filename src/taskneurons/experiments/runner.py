@@ -45,8 +45,9 @@ from taskneurons.experiments.experiment_file import (
     to_yaml,
     with_defaults,
 )
+from taskneurons.experiments.run_context import RunContext, RunResult
 from taskneurons.experiments.run_index import run_index
-from taskneurons.experiments.stage_table import STAGE_RUNNERS, STAGE_TITLES, RunContext, RunResult
+from taskneurons.experiments.stage import stage as stage_named
 from taskneurons.models.loading import check_device, context_length, load_model, resolve_dtype
 
 log = logging.getLogger(__name__)
@@ -110,12 +111,13 @@ def run_experiment(
     ctx = RunContext(config, model, tokenizer, tasks, progress)
     run = RunResult(config, out)
     stages = config.stages()
-    for n, stage in enumerate(stages, start=1):
-        folder = out if len(stages) == 1 else out / stage
-        say(f"\n== {n}/{len(stages)} {stage}: {STAGE_TITLES[stage]}")
-        run.results[stage] = STAGE_RUNNERS[stage](ctx, folder)
+    for n, name in enumerate(stages, start=1):
+        stage = stage_named(name)
+        folder = out if len(stages) == 1 else out / name
+        say(f"\n== {n}/{len(stages)} {name}: {stage.title}")
+        run.results[name] = stage.runner()(ctx, getattr(config, name), folder)
         truncation_report()  # a warning per task whose inputs were cut to max_length
-        say(run.results[stage].markdown() + "\n")
+        say(run.results[name].markdown() + "\n")
     run.seconds = time.perf_counter() - start
     write_text_atomic(out / "README.md", run_index(run, source))
     return run
@@ -172,12 +174,21 @@ SIZE_KEYS = ("n_examples", "n_train", "n_test")
 
 
 def config_items(obj: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
-    """``(dotted key, value)`` of every field of a config dataclass, nested fields included."""
-    for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        yield prefix + f.name, value
+    """``(dotted key, value)`` of every field of a config dataclass, nested fields included
+    (an experiment file's stage sections by their stage names: ``detect.k``)."""
+    for name, value in _fields(obj):
+        yield prefix + name, value
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            yield from config_items(value, f"{prefix}{f.name}.")
+            yield from config_items(value, f"{prefix}{name}.")
+
+
+def _fields(obj: Any) -> Iterator[tuple[str, Any]]:
+    """``(name, value)`` of ``obj``'s fields; an experiment file's sections one by one."""
+    for f in dataclasses.fields(obj):
+        if isinstance(obj, ExperimentFile) and f.name == "sections":
+            yield from obj.sections.items()
+        else:
+            yield f.name, getattr(obj, f.name)
 
 
 def check_settings(config: ExperimentFile, source: str) -> None:
@@ -200,15 +211,17 @@ def check_settings(config: ExperimentFile, source: str) -> None:
 
 def _map_prompts(obj: Any, change: Callable[[PromptConfig], PromptConfig]) -> Any:
     """``obj`` with ``change`` applied to every :class:`PromptConfig` inside it."""
+    if isinstance(obj, PromptConfig):
+        return change(obj)
+    if isinstance(obj, dict):
+        new = {k: _map_prompts(v, change) for k, v in obj.items()}
+        return obj if all(new[k] is obj[k] for k in obj) else new
+    if not dataclasses.is_dataclass(obj) or isinstance(obj, type):
+        return obj
     changes = {}
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
-        if isinstance(value, PromptConfig):
-            new = change(value)
-        elif f.init and dataclasses.is_dataclass(value) and not isinstance(value, type):
-            new = _map_prompts(value, change)
-        else:
-            continue
+        new = _map_prompts(value, change) if f.init else value
         if new is not value:
             changes[f.name] = new
     return dataclasses.replace(obj, **changes) if changes else obj

@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,66 +40,20 @@ from torch import nn
 
 from taskneurons._io import write_json_atomic
 from taskneurons.analysis.continual_metrics import bwt, cl, forgetting, fwt
-from taskneurons.config import Config
 from taskneurons.continual.base import ContinualMethod
-from taskneurons.continual.method_config import MethodConfig
 from taskneurons.continual.reference import reference_scores
 from taskneurons.continual.registry import make_method
 from taskneurons.continual.stage_checkpoint import checkpoint_stage, has_checkpoint, read_checkpoint
 from taskneurons.continual.stage_loop import StageRun, advance, reference_stages
 from taskneurons.data.tasks import Task, examples_hash
-from taskneurons.evaluation.eval_config import EvalConfig
 from taskneurons.experiments.common import eval_examples, limited
+from taskneurons.experiments.continual.continual_stage import ContinualConfig
 from taskneurons.provenance import model_fingerprint, provenance
 from taskneurons.report.plots import heatmap
 from taskneurons.report.tables import markdown_table, write_table
-from taskneurons.training.train_config import TrainConfig
 
 #: ``on_stage(stage, matrix)``: called after each stage's checkpoint (``matrix`` a copy)
 StageCallback = Callable[[int, np.ndarray], None]
-
-
-@dataclass
-class ContinualConfig(Config):
-    """Knobs of the continual-learning experiment.
-
-    Attributes:
-        order: task ids in training order (``None``: the order the tasks are given in).
-        method: the method and its options (:class:`~taskneurons.continual.base.MethodConfig`).
-        train: each stage's training (lr, steps, LoRA knobs; the method sets ``method``).
-        single_train: the single-task training behind A(i) (``full`` or ``lora``).
-        eval: how tasks are scored.
-        n_train: train examples per task (label-stratified with ``seed``; ``None``: all).
-        n_test: test examples per task.
-        seed: seed of the data subsets.
-        eval_unseen: also score the tasks not trained yet (needed for FWT).
-        reference_cache: the JSON cache of A(i) and b(i) (``None``:
-            ``<out_dir>/reference_cache.json``); point the runs of several methods at one file
-            to compute them once.
-    """
-
-    order: list[str] | None = None
-    method: MethodConfig = field(default_factory=MethodConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    single_train: TrainConfig = field(default_factory=lambda: TrainConfig(method="full", lr=2e-5))
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    n_train: int | None = 512
-    n_test: int | None = 200
-    seed: int = 0
-    eval_unseen: bool = True
-    reference_cache: str | None = None
-
-    def validate(self) -> None:
-        if self.single_train.method not in ("full", "lora"):
-            raise ValueError(
-                f"single_train.method must be 'full' or 'lora', got {self.single_train.method!r}"
-            )
-        for name in ("n_train", "n_test"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be >= 1 or None, got {value}")
-        if self.order is not None and len(set(self.order)) != len(self.order):
-            raise ValueError(f"order repeats a task: {self.order}")
 
 
 @dataclass

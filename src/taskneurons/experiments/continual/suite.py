@@ -23,50 +23,18 @@ from pathlib import Path
 from torch import nn
 
 from taskneurons._io import write_json_atomic
-from taskneurons.continual.registry import METHODS as CONTINUAL_METHODS
 from taskneurons.continual.stage_checkpoint import checkpoint_stage
 from taskneurons.data.tasks import Task
+from taskneurons.experiments.continual.continual_stage import ContinualConfig, ContinualSuiteConfig
 from taskneurons.experiments.continual.method_run import (
-    ContinualConfig,
     ContinualResult,
     continual_experiments,
     shares_training,
 )
+from taskneurons.experiments.run_context import RunContext
 from taskneurons.provenance import provenance
 from taskneurons.report.plots import forgetting_plot
 from taskneurons.report.tables import markdown_table, write_table
-
-
-@dataclass
-class ContinualSuiteConfig(ContinualConfig):
-    """A :class:`ContinualConfig` run once per method.
-
-    Attributes:
-        methods: method names (``seqft``, ``seqlora``, ``olora``, ``epi``, ``pertask``,
-            ``ncft``, ``wncft``; ``wncft-inferred`` is W-NCFT without task ids); ``None``:
-            the one in ``method.name``.
-    """
-
-    methods: list[str] | None = None
-
-    def validate(self) -> None:
-        super().validate()
-        known = [*CONTINUAL_METHODS, "wncft-inferred"]
-        unknown = [m for m in self.methods or [] if m not in known]
-        if unknown:
-            raise ValueError(f"methods: unknown {unknown}; known: {known}")
-
-    def runs(self) -> list[tuple[str, ContinualConfig]]:
-        """``(label, config)`` of every method to run."""
-        base = {f.name: getattr(self, f.name) for f in dataclasses.fields(ContinualConfig)}
-        out = []
-        for label in self.methods or [self.method.name]:
-            name, _, mode = label.partition("-")
-            method = dataclasses.replace(
-                self.method, name=name, mode="inferred" if mode else self.method.mode
-            )
-            out.append((label, ContinualConfig(**{**base, "method": method})))
-        return out
 
 
 @dataclass
@@ -208,4 +176,13 @@ def _write(result: ContinualSuiteResult, config: ContinualSuiteConfig) -> None:
             "forgetting": {k: [None if math.isnan(x) else x for x in v] for k, v in series.items()},
             "meta": meta,
         },
+    )
+
+
+def run_continual(
+    ctx: RunContext, config: ContinualSuiteConfig, folder: Path
+) -> ContinualSuiteResult:
+    """The ``continual`` stage (it changes the model: the last stage of a run)."""
+    return continual_suite(
+        ctx.model, ctx.tokenizer, ctx.tasks, config, folder, ctx.config.resume, ctx.progress
     )

@@ -22,90 +22,33 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from torch import nn
 
 from taskneurons._io import write_json_atomic
 from taskneurons.analysis.paired import MeanDifference, mean_difference
-from taskneurons.config import Config
 from taskneurons.data.tasks import Task
 from taskneurons.evaluation.dispatch import evaluate
-from taskneurons.evaluation.eval_config import EvalConfig
 from taskneurons.experiments.common import eval_examples, limited
+from taskneurons.experiments.finetuning.budget_stage import BudgetGridConfig
 from taskneurons.experiments.generalization.task_groups import score_tasks
-from taskneurons.experiments.specificity.detect import DetectConfig, select_sets
+from taskneurons.experiments.run_context import RunContext
+from taskneurons.experiments.specificity.detect import select_sets
+from taskneurons.experiments.specificity.detect_stage import DetectConfig
 from taskneurons.neurons.neuron_set import NeuronSet
-from taskneurons.neurons.selection import check_k, matched_random_sets
+from taskneurons.neurons.selection import matched_random_sets
 from taskneurons.neurons.space import NeuronSpace
 from taskneurons.provenance import model_fingerprint, provenance
 from taskneurons.report.plots import line_plot
 from taskneurons.report.tables import markdown_table, write_table
 from taskneurons.training.loop import train
-from taskneurons.training.train_config import OPTIMIZERS, TrainConfig
 
 HEADER = [
     "task", "optimizer", "k", "step", "Train-Task", "Train-Random",
     "task - random", "CI low", "CI high", "p",
 ]  # fmt: skip
-
-
-@dataclass
-class BudgetGridConfig(Config):
-    """The grid of the budget experiment (fixed in the experiment file before anything runs).
-
-    Attributes:
-        tasks: ids of the run's tasks to train (``None``: all of them).
-        optimizers: optimizer names (``sgd``, ``adamw``), each with its learning rate in
-            ``lrs`` (same order: SGD steps scale with the gradient, AdamW's do not).
-        lrs: one learning rate per optimizer.
-        steps: optimizer steps after which the task is scored (its learning curve); every run
-            trains ``max(steps)`` steps (epochs repeat as needed).
-        k: percentages of neurons per task.
-        seeds: seeds of the matched random sets (one training run each).
-        n_train: train examples per task (label-stratified with ``seed``; ``None``: all).
-        n_test: test examples per task.
-        seed: seed of the data subsets.
-        train: the other training knobs (method ``neurons``; ``optimizer``, ``lr`` and
-            ``max_steps`` are set by the grid).
-        eval: how tasks are evaluated.
-        n_boot: bootstrap resamples (and sign-flip draws) of each difference.
-    """
-
-    tasks: list[str] | None = None
-    optimizers: list[str] = field(default_factory=lambda: ["sgd", "adamw"])
-    lrs: list[float] = field(default_factory=lambda: [0.1, 1e-4])
-    steps: list[int] = field(default_factory=lambda: [4, 8, 16, 32])
-    k: list[float] = field(default_factory=lambda: [0.1, 1.0, 10.0])
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    n_train: int | None = 256
-    n_test: int | None = 100
-    seed: int = 0
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    n_boot: int = 2000
-
-    def validate(self) -> None:
-        if len(self.optimizers) != len(self.lrs) or not self.optimizers:
-            raise ValueError("optimizers and lrs need one learning rate per optimizer")
-        bad = [o for o in self.optimizers if o not in OPTIMIZERS]
-        if bad:
-            raise ValueError(f"optimizers: unknown {bad}; known: {list(OPTIMIZERS)}")
-        if any(lr <= 0 for lr in self.lrs):
-            raise ValueError("lrs must be > 0")
-        if (
-            not self.steps
-            or any(s < 1 for s in self.steps)
-            or sorted(set(self.steps)) != self.steps
-        ):
-            raise ValueError(f"steps must be increasing positive counts, got {self.steps}")
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"seeds must be distinct and non-empty, got {self.seeds}")
-        for k in self.k:
-            check_k(k)
-        if self.train.method != "neurons" or self.train.merge:
-            raise ValueError("the budget grid trains neurons: train.method='neurons', merge off")
 
 
 @dataclass
@@ -269,3 +212,10 @@ def _write(result: BudgetGridResult, config: BudgetGridConfig, detect, fingerpri
               title="Train-Task - Train-Random (mean over tasks)",
               xlabel="optimizer step", ylabel="score points")  # fmt: skip
     write_json_atomic(out / "budget_config.json", meta)
+
+
+def run_budget(ctx: RunContext, config: BudgetGridConfig, folder: Path) -> BudgetGridResult:
+    """The ``budget`` stage, with the file's ``detect`` section."""
+    return budget_grid(
+        ctx.model, ctx.tokenizer, ctx.tasks, ctx.config.detect, config, folder, ctx.progress
+    )

@@ -16,50 +16,22 @@ Example:
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from torch import nn
 
 from taskneurons._io import write_json_atomic, write_text_atomic
-from taskneurons.config import Config
 from taskneurons.data.tasks import Task
 from taskneurons.evaluation.dispatch import evaluate
-from taskneurons.evaluation.eval_config import EvalConfig
 from taskneurons.experiments.common import check_sets_cover, eval_examples, limited
+from taskneurons.experiments.finetuning.crosstrain_stage import CrossTrainingConfig
+from taskneurons.experiments.run_context import RunContext
 from taskneurons.experiments.specificity.damage_summary import Specificity, specificity
 from taskneurons.neurons.neuron_set import NeuronSet
 from taskneurons.provenance import model_fingerprint, provenance
 from taskneurons.report.comparison import Comparison, MatrixSpec
 from taskneurons.training.loop import train
-from taskneurons.training.train_config import TrainConfig
-
-
-@dataclass
-class CrossTrainingConfig(Config):
-    """Knobs of the cross-training matrix.
-
-    Attributes:
-        n_train: train examples per task (label-stratified with ``seed``; ``None``: all).
-        n_test: test examples per task.
-        seed: seed of the data subsets and of the statistics' resampling.
-        train: the training knobs (method ``neurons``; ``merge`` must stay ``False``).
-        eval: how tasks are evaluated.
-        n_boot: bootstrap resamples of the test examples for the specificity interval.
-        n_permutations: permutations for the p-value (exact up to 7 tasks).
-    """
-
-    n_train: int | None = 256
-    n_test: int | None = 100
-    seed: int = 0
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    n_boot: int = 1000
-    n_permutations: int = 10_000
-
-    def validate(self) -> None:
-        if self.train.method != "neurons" or self.train.merge:
-            raise ValueError("cross-training trains neurons: train.method='neurons', merge off")
 
 
 @dataclass
@@ -165,3 +137,12 @@ def _write(result: CrossTrainingResult, config, model, neuron_sets) -> None:
         out / "specificity.md", f"# Specificity of the gains\n\n- {result.specificity.summary}\n"
     )
     write_json_atomic(out / "cross_training_config.json", meta)
+
+
+def run_crosstrain(
+    ctx: RunContext, config: CrossTrainingConfig, folder: Path
+) -> CrossTrainingResult:
+    """The ``crosstrain`` stage on the run's neuron sets."""
+    return cross_training(
+        ctx.model, ctx.tokenizer, ctx.tasks, ctx.neuron_sets(), config, folder, ctx.progress
+    )

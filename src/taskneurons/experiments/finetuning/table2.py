@@ -13,61 +13,27 @@ Example:
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from torch import nn
 
 from taskneurons._io import write_json_atomic
-from taskneurons.config import Config
 from taskneurons.data.tasks import Task
 from taskneurons.evaluation.dispatch import evaluate
-from taskneurons.evaluation.eval_config import EvalConfig
 from taskneurons.experiments.common import (
     check_sets_cover,
     eval_examples,
     experiment_meta,
     limited,
 )
+from taskneurons.experiments.finetuning.table2_stage import NeuronTrainingConfig
+from taskneurons.experiments.run_context import RunContext
 from taskneurons.neurons.neuron_set import NeuronSet
 from taskneurons.neurons.selection import matched_random_sets
 from taskneurons.neurons.space import NeuronSpace
 from taskneurons.report.comparison import Comparison, MatrixSpec
 from taskneurons.training.loop import train
-from taskneurons.training.train_config import TrainConfig
-
-
-@dataclass
-class NeuronTrainingConfig(Config):
-    """Knobs of the neuron-training experiment (PAPER.md Table 2, Figure 5 a).
-
-    Attributes:
-        tasks: ids of the run's tasks to train (``None``: all of them).
-        n_train: train examples per task (label-stratified with ``seed``; ``None``: all).
-        n_test: test examples per task.
-        seed: seed of the data subsets.
-        random_seed: seed of the random neuron sets (matched per layer and module).
-        matrix: also score every task after training each task's neurons (Figure 5 a).
-        train: the training knobs (method ``neurons``; ``merge`` must stay ``False``).
-        eval: how tasks are evaluated.
-    """
-
-    tasks: list[str] | None = None
-    n_train: int | None = 512
-    n_test: int | None = 200
-    seed: int = 0
-    random_seed: int = 0
-    matrix: bool = True
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-
-    def validate(self) -> None:
-        if self.train.method != "neurons":
-            raise ValueError(
-                f"neuron training needs train.method='neurons', got {self.train.method!r}"
-            )
-        if self.train.merge:
-            raise ValueError("neuron training keeps the base model: set train.merge=False")
 
 
 @dataclass
@@ -162,3 +128,11 @@ def _write(result: NeuronTrainingResult, meta: dict) -> None:
         ),
     )
     write_json_atomic(result.out_dir / "finetune_config.json", meta)
+
+
+def run_table2(ctx: RunContext, config: NeuronTrainingConfig, folder: Path) -> NeuronTrainingResult:
+    """The ``table2`` stage on the run's neuron sets (``config.tasks``: a subset of the tasks)."""
+    tasks = [t for t in ctx.tasks if config.tasks is None or t.id in config.tasks]
+    return neuron_training_experiment(
+        ctx.model, ctx.tokenizer, tasks, ctx.neuron_sets(), config, folder, ctx.progress
+    )

@@ -30,7 +30,7 @@ import os
 import statistics
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -38,71 +38,26 @@ from torch import nn
 
 from taskneurons._io import write_json_atomic
 from taskneurons.analysis.set_overlap import controlled_overlap
-from taskneurons.config import Config
 from taskneurons.data.tasks import Task
 from taskneurons.evaluation.dispatch import evaluate
-from taskneurons.evaluation.eval_config import EvalConfig
 from taskneurons.experiments.common import eval_examples, limited
-from taskneurons.experiments.generalization.proportion_sweep import Timings, check_neuron_training
+from taskneurons.experiments.generalization.controlled_overlap_stage import ControlledOverlapConfig
+from taskneurons.experiments.generalization.groups import TaskGroup
+from taskneurons.experiments.generalization.proportion_sweep import Timings
 from taskneurons.experiments.generalization.task_groups import (
     GroupSets,
     ScoredTasks,
-    TaskGroup,
-    check_percents,
-    default_groups,
     joined,
     prepare_sets,
     split_like,
     stage_record,
 )
-from taskneurons.experiments.specificity.detect import DetectConfig
+from taskneurons.experiments.run_context import RunContext
+from taskneurons.experiments.specificity.detect_stage import DetectConfig
 from taskneurons.neurons.neuron_set import NeuronSet
 from taskneurons.report.plots import line_plot
 from taskneurons.report.tables import markdown_table, write_table
 from taskneurons.training.loop import train
-from taskneurons.training.train_config import TrainConfig
-
-
-@dataclass
-class ControlledOverlapConfig(Config):
-    """Knobs of the controlled-overlap ablation (PAPER.md Tables 9–11).
-
-    Attributes:
-        groups: the task groups (default PAPER.md Table 3).
-        proportions: fix ``N`` = size of the union of the training tasks' top-``p`` % sets.
-        overlaps: % of the ``N`` trained neurons drawn from the target, in ``[0, 100]``.
-        seeds: one random draw (and training run) per seed and cell.
-        target_proportion: the target is the union of the test tasks' top-``q`` % sets
-            (``None``: the cell's proportion).
-        in_domain: also score the training tasks.
-        n_train, n_test, seed: data subsets (label-stratified, seeded; ``None``: all).
-        save_runs: keep each training run's files under ``runs/``.
-        train: the training knobs (method ``neurons``); eval: how tasks are scored.
-    """
-
-    groups: list[TaskGroup] = field(default_factory=default_groups)
-    proportions: list[float] = field(default_factory=lambda: [30.0, 50.0])
-    overlaps: list[float] = field(default_factory=lambda: [0.0, 25.0, 50.0, 75.0, 100.0])
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    target_proportion: float | None = 100.0
-    in_domain: bool = False
-    n_train: int | None = 512
-    n_test: int | None = 200
-    seed: int = 0
-    save_runs: bool = False
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-
-    def validate(self) -> None:
-        check_percents(self.proportions, "proportions")
-        check_percents(self.overlaps, "overlaps", low_open=False)
-        if self.target_proportion is not None:
-            check_percents([self.target_proportion], "target_proportion")
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"seeds: give distinct seeds, got {self.seeds}")
-        if not self.groups:
-            raise ValueError("groups: give at least one group")
-        check_neuron_training(self.train)
 
 
 @dataclass
@@ -312,3 +267,15 @@ def _write(result: ControlledOverlapResult, config: ControlledOverlapConfig, met
             intervals=bands, zero_line=False,
         )  # fmt: skip
     write_json_atomic(out / "controlled_overlap_config.json", meta)
+
+
+def run_controlled_overlap(
+    ctx: RunContext, config: ControlledOverlapConfig, folder: Path
+) -> ControlledOverlapResult:
+    """The ``controlled_overlap`` stage: scores from earlier stages, ``neurons:`` or this run's detect."""
+    result = controlled_overlap_experiment(
+        ctx.model, ctx.tokenizer, ctx.tasks, ctx.config.detect, config, folder,
+        ctx.progress, ctx.scored, ctx.scores_source(),
+    )  # fmt: skip
+    ctx.scored = result.scored.merged(ctx.scored)
+    return result

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from taskneurons.analysis.paired import mean_difference
-from taskneurons.experiments.generalization.task_groups import TaskGroup
+from taskneurons.experiments.generalization.groups import TaskGroup
 from taskneurons.report.plots import line_plot
 from taskneurons.report.tables import write_table
 

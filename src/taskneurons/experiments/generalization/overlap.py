@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,43 +32,20 @@ from taskneurons.analysis.set_overlap import (
     overlap_matrix,
     overlap_rate,
 )
-from taskneurons.config import Config
 from taskneurons.data.tasks import Task
+from taskneurons.experiments.generalization.groups import TaskGroup
+from taskneurons.experiments.generalization.overlap_stage import OverlapConfig
 from taskneurons.experiments.generalization.task_groups import (
     GroupSets,
     ScoredTasks,
-    TaskGroup,
-    check_percents,
-    default_groups,
     joined,
     prepare_sets,
     stage_record,
 )
-from taskneurons.experiments.specificity.detect import DetectConfig
+from taskneurons.experiments.run_context import RunContext
+from taskneurons.experiments.specificity.detect_stage import DetectConfig
 from taskneurons.report.plots import heatmap, line_plot
 from taskneurons.report.tables import markdown_table, write_table
-
-#: The proportions of PAPER.md Figure 2 and Table 8, in % of each task's set.
-PAPER_PROPORTIONS = [10.0, 30.0, 50.0, 70.0, 100.0]
-
-
-@dataclass
-class OverlapConfig(Config):
-    """Knobs of the overlap analysis (PAPER.md Table 8).
-
-    Attributes:
-        groups: the task groups (default PAPER.md Table 3).
-        proportions: percentages of each task's set, in ``(0, 100]``.
-    """
-
-    groups: list[TaskGroup] = field(default_factory=default_groups)
-    proportions: list[float] = field(default_factory=lambda: list(PAPER_PROPORTIONS))
-
-    def validate(self) -> None:
-        check_percents(self.proportions, "proportions")
-        if not self.groups:
-            raise ValueError("groups: give at least one group")
-
 
 HEADER = [
     "train group", "test group", "proportion %", "train neurons", "test neurons",
@@ -193,4 +170,14 @@ def overlap_experiment(
     meta = stage_record("overlap", config, detect, sets, scored, out, model)
     write_overlap(result, meta, "Overlap rates of training and test tasks' neurons (Table 8)")
     write_json_atomic(out / "overlap_config.json", meta)
+    return result
+
+
+def run_overlap(ctx: RunContext, config: OverlapConfig, folder: Path) -> OverlapResult:
+    """The ``overlap`` stage: scores from earlier stages, ``neurons:`` or this run's detect."""
+    result = overlap_experiment(
+        ctx.model, ctx.tokenizer, ctx.tasks, ctx.config.detect, config, folder,
+        ctx.progress, ctx.scored, ctx.scores_source(),
+    )  # fmt: skip
+    ctx.scored = result.scored.merged(ctx.scored)
     return result

@@ -36,16 +36,14 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from torch import nn
 
 from taskneurons._io import write_json_atomic
-from taskneurons.config import Config
 from taskneurons.data.tasks import Task
 from taskneurons.evaluation.dispatch import evaluate
-from taskneurons.evaluation.eval_config import EvalConfig
 from taskneurons.evaluation.result import EvalResult
 from taskneurons.experiments.common import eval_examples, limited
 from taskneurons.experiments.generalization.figure2 import (
@@ -54,8 +52,9 @@ from taskneurons.experiments.generalization.figure2 import (
     figure_rows,
     write_figure,
 )
+from taskneurons.experiments.generalization.generalization_stage import GeneralizationConfig
+from taskneurons.experiments.generalization.groups import TaskGroup
 from taskneurons.experiments.generalization.overlap import (
-    PAPER_PROPORTIONS,
     OverlapResult,
     overlap_rows,
     write_overlap,
@@ -63,76 +62,14 @@ from taskneurons.experiments.generalization.overlap import (
 from taskneurons.experiments.generalization.task_groups import (
     GroupSets,
     ScoredTasks,
-    TaskGroup,
-    check_percents,
-    default_groups,
     prepare_sets,
     stage_record,
 )
-from taskneurons.experiments.specificity.detect import DetectConfig
+from taskneurons.experiments.run_context import RunContext
+from taskneurons.experiments.specificity.detect_stage import DetectConfig
 from taskneurons.neurons.neuron_set import NeuronSet
 from taskneurons.report.tables import markdown_table, write_table
 from taskneurons.training.loop import train
-from taskneurons.training.train_config import TrainConfig
-
-MODES: tuple[str, ...] = ("joint", "single")
-SINGLE_NEURONS: tuple[str, ...] = ("union", "own")
-
-
-@dataclass
-class GeneralizationConfig(Config):
-    """Knobs of the proportion sweep (PAPER.md Figure 2).
-
-    Attributes:
-        groups: the task groups (default PAPER.md Table 3).
-        proportions: percentages of each training task's set to train, in ``(0, 100]``.
-        modes: ``joint`` (one model per group) and/or ``single`` (one model per task).
-        single_neurons: ``single`` mode trains the ``union`` of the group's sets or the
-            task's ``own`` set.
-        zero_shot: also score every task on the base model (the ``zero-shot`` rows).
-        n_train: train examples per task (label-stratified with ``seed``; ``None``: all).
-        n_test: test examples per task.
-        seed: seed of the data subsets and of the resampling.
-        n_boot: bootstrap resamples (and sign-flip draws) of the changes from zero-shot.
-        save_runs: keep each training run's files (config, log, trained delta) under ``runs/``.
-        train: the training knobs (method ``neurons``; ``merge`` must stay ``False``).
-        eval: how tasks are evaluated.
-    """
-
-    groups: list[TaskGroup] = field(default_factory=default_groups)
-    proportions: list[float] = field(default_factory=lambda: list(PAPER_PROPORTIONS))
-    modes: list[str] = field(default_factory=lambda: list(MODES))
-    single_neurons: str = "union"
-    zero_shot: bool = True
-    n_train: int | None = 512
-    n_test: int | None = 200
-    seed: int = 0
-    n_boot: int = 1000
-    save_runs: bool = False
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-
-    def validate(self) -> None:
-        check_percents(self.proportions, "proportions")
-        if not self.groups:
-            raise ValueError("groups: give at least one group")
-        if not self.modes or any(m not in MODES for m in self.modes):
-            raise ValueError(f"modes must be a non-empty list of {MODES}, got {self.modes}")
-        if self.single_neurons not in SINGLE_NEURONS:
-            raise ValueError(
-                f"single_neurons must be one of {SINGLE_NEURONS}, got {self.single_neurons!r}"
-            )
-        if self.n_boot < 1:
-            raise ValueError(f"n_boot must be >= 1, got {self.n_boot}")
-        check_neuron_training(self.train)
-
-
-def check_neuron_training(cfg: TrainConfig) -> None:
-    """``ValueError`` unless ``cfg`` trains neurons and keeps the base model."""
-    if cfg.method != "neurons":
-        raise ValueError(f"train.method must be 'neurons' here, got {cfg.method!r}")
-    if cfg.merge:
-        raise ValueError("train.merge must stay false: every run starts from the base model")
 
 
 @dataclass
@@ -364,3 +301,15 @@ def _write(result: GeneralizationResult, config: GeneralizationConfig, meta: dic
         write_figure(out, g, result.tables[g.name], result.changes[g.name], config.modes, meta)
     write_overlap(result.overlap, meta, "Overlap rates at each proportion (Table 8)")
     write_json_atomic(out / "generalization_config.json", meta)
+
+
+def run_generalization(
+    ctx: RunContext, config: GeneralizationConfig, folder: Path
+) -> GeneralizationResult:
+    """The ``generalization`` stage: scores from earlier stages, ``neurons:`` or this run's detect."""
+    result = generalization_experiment(
+        ctx.model, ctx.tokenizer, ctx.tasks, ctx.config.detect, config, folder,
+        ctx.progress, ctx.scored, ctx.scores_source(),
+    )  # fmt: skip
+    ctx.scored = result.scored.merged(ctx.scored)
+    return result

@@ -40,11 +40,9 @@ from taskneurons.experiments.generalization.figure2 import (
     figure_rows,
     write_figure,
 )
-from taskneurons.experiments.generalization.overlap import (
-    PAPER_PROPORTIONS,
-    overlap_rows,
-    write_overlap,
-)
+from taskneurons.experiments.generalization.groups import TaskGroup, check_percents
+from taskneurons.experiments.generalization.overlap import overlap_rows, write_overlap
+from taskneurons.experiments.generalization.overlap_stage import PAPER_PROPORTIONS
 from taskneurons.experiments.generalization.saved_probabilities import (
     PROBS_FILE,
     saved_probabilities,
@@ -56,13 +54,8 @@ from taskneurons.experiments.generalization.similarity_report import (
     write_correlation,
     write_similarity,
 )
-from taskneurons.experiments.generalization.task_groups import (
-    RECORD_SUFFIX,
-    GroupSets,
-    TaskGroup,
-    check_percents,
-)
-from taskneurons.experiments.specificity.detect import DetectConfig
+from taskneurons.experiments.generalization.task_groups import RECORD_SUFFIX, GroupSets
+from taskneurons.experiments.specificity.detect_stage import DetectConfig
 from taskneurons.neurons.scores import NeuronScores
 from taskneurons.provenance import provenance
 from taskneurons.report.tables import markdown_table

@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from taskneurons.experiments.specificity.detect import PROBS_FILE, DetectConfig
+from taskneurons.experiments.specificity.detect import PROBS_FILE
+from taskneurons.experiments.specificity.detect_stage import DetectConfig
 from taskneurons.neurons.scores import NeuronScores
 from taskneurons.provenance import check_same_model, fingerprint_of
 

@@ -33,7 +33,7 @@ import contextlib
 import os
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -41,89 +41,32 @@ from torch import nn
 
 from taskneurons._io import write_json_atomic
 from taskneurons.analysis.parameter_similarity import layer_similarity, neuron_vectors
-from taskneurons.config import Config
 from taskneurons.data.tasks import Task
 from taskneurons.evaluation.dispatch import evaluate
-from taskneurons.evaluation.eval_config import EvalConfig
 from taskneurons.experiments.common import eval_examples, limited
 from taskneurons.experiments.generalization.proportion_sweep import Timings
 from taskneurons.experiments.generalization.similarity_report import (
     RECORDS_FILE,
-    SCORES,
     VARIANTS,
-    check_layers,
     correlation_rows,
     write_correlation,
     write_similarity,
 )
+from taskneurons.experiments.generalization.similarity_stage import SimilarityConfig, check_layers
 from taskneurons.experiments.generalization.task_groups import (
     GroupSets,
     ScoredTasks,
-    TaskGroup,
-    check_percents,
-    default_groups,
     joined,
     prepare_sets,
     stage_record,
 )
-from taskneurons.experiments.specificity.detect import DetectConfig
+from taskneurons.experiments.run_context import RunContext
+from taskneurons.experiments.specificity.detect_stage import DetectConfig
 from taskneurons.neurons.selection import random_like
 from taskneurons.neurons.space import NeuronSpace
 from taskneurons.provenance import model_fingerprint
 from taskneurons.report.tables import markdown_table
 from taskneurons.training.loop import train
-from taskneurons.training.train_config import TrainConfig
-
-
-def _full_training() -> TrainConfig:
-    return TrainConfig(method="full")
-
-
-@dataclass
-class SimilarityConfig(Config):
-    """Knobs of the parameter-similarity analysis (PAPER.md Figure 3, Table 4).
-
-    Attributes:
-        groups: the task groups (default PAPER.md Table 3).
-        proportion: % of each task's set compared (and trained, with ``neurons``).
-        n_train, n_test, seed: data subsets (label-stratified, seeded; ``None``: all).
-        zero_shot: also score the test tasks on the base model (needed by ``score: gain``).
-        layers: layers averaged for the pair similarity of Table 4 (``None``: all).
-        score: correlate with the OOD score (``raw``) or its gain over zero-shot (``gain``).
-        n_boot, confidence: bootstrap resamples and coverage of the correlation intervals.
-        train: the training knobs (``full``, the default, or ``neurons``).
-        eval: how tasks are evaluated.
-    """
-
-    groups: list[TaskGroup] = field(default_factory=default_groups)
-    proportion: float = 100.0
-    n_train: int | None = 512
-    n_test: int | None = 200
-    seed: int = 0
-    zero_shot: bool = True
-    layers: list[int] | None = None
-    score: str = "raw"
-    n_boot: int = 1000
-    confidence: float = 0.95
-    train: TrainConfig = field(default_factory=_full_training)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-
-    def validate(self) -> None:
-        check_percents([self.proportion], "proportion")
-        check_layers(self.layers)
-        if not self.groups:
-            raise ValueError("groups: give at least one group")
-        if self.train.method not in ("full", "neurons") or self.train.merge:
-            raise ValueError(
-                f"train.method must be 'full' or 'neurons' (with merge false), got "
-                f"{self.train.method!r}"
-            )
-        if self.score not in SCORES:
-            raise ValueError(f"score must be one of {SCORES}, got {self.score!r}")
-        if self.score == "gain" and not self.zero_shot:
-            raise ValueError("score 'gain' needs zero_shot: true")
-        if self.n_boot < 1 or not 0 < self.confidence < 1:
-            raise ValueError("n_boot must be >= 1 and confidence in (0, 1)")
 
 
 @dataclass
@@ -344,3 +287,13 @@ class _Models:
                     res.delta.detach()
         self.runs[i] = res.summary()
         return {j: (sims[j], scores[j]) for j in tests}
+
+
+def run_similarity(ctx: RunContext, config: SimilarityConfig, folder: Path) -> SimilarityResult:
+    """The ``similarity`` stage: scores from earlier stages, ``neurons:`` or this run's detect."""
+    result = similarity_experiment(
+        ctx.model, ctx.tokenizer, ctx.tasks, ctx.config.detect, config, folder,
+        ctx.progress, ctx.scored, ctx.scores_source(),
+    )  # fmt: skip
+    ctx.scored = result.scored.merged(ctx.scored)
+    return result

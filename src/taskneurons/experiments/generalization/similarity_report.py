@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from taskneurons.analysis.parameter_similarity import correlation, mean_similarity
+from taskneurons.experiments.generalization.similarity_stage import SCORES, check_layers
 from taskneurons.report.plots import line_plot, scatter_panels
 from taskneurons.report.tables import write_table
 
@@ -45,7 +46,6 @@ VARIANT_TITLES = {
     "without_general": ", general neurons removed",
     "random": ", random sets of the same per-layer sizes (control)",
 }
-SCORES: tuple[str, ...] = ("raw", "gain")
 #: The file a similarity run writes its records to.
 RECORDS_FILE = "similarity_records.json"
 
@@ -53,16 +53,6 @@ CORRELATION_HEADER = [
     "group", "variant", "layers", "score", "n", "pearson r", "p (pearson)", "CI (pearson)",
     "spearman rho", "p (spearman)", "CI (spearman)", "note",
 ]  # fmt: skip
-
-
-def check_layers(layers: Sequence[int] | None, n_layers: int | None = None) -> None:
-    """``ValueError`` unless ``layers`` is ``None`` or distinct layer indices (< ``n_layers``)."""
-    if layers is None:
-        return
-    if not layers or len(set(layers)) != len(layers) or min(layers) < 0:
-        raise ValueError(f"layers: give distinct layer indices >= 0 (or null: all), got {layers}")
-    if n_layers is not None and max(layers) >= n_layers:
-        raise ValueError(f"layers: the model has layers 0..{n_layers - 1}, got {max(layers)}")
 
 
 def variants_of(records: Sequence[dict]) -> list[str]:

@@ -36,8 +36,10 @@ from torch import nn
 from taskneurons.analysis.set_overlap import proportion_of_set
 from taskneurons.config import Config
 from taskneurons.data.tasks import Task
+from taskneurons.experiments.generalization.groups import TaskGroup
 from taskneurons.experiments.generalization.saved_probabilities import saved_probabilities
-from taskneurons.experiments.specificity.detect import DetectConfig, lape_probabilities
+from taskneurons.experiments.specificity.detect import lape_probabilities
+from taskneurons.experiments.specificity.detect_stage import DetectConfig
 from taskneurons.neurons.attribution import relevance_scores
 from taskneurons.neurons.multitask_selection import select, select_specific
 from taskneurons.neurons.neuron_set import NeuronSet
@@ -52,66 +54,6 @@ from taskneurons.provenance import (
 
 #: The file of a task's relevance scores, in ``<folder>/<task>/``.
 SCORES_FILE = "scores.safetensors"
-
-
-@dataclass
-class TaskGroup(Config):
-    """A group of PAPER.md Table 3: trained together, tested in-domain and out-of-domain.
-
-    Attributes:
-        name: the group's name in tables and file names (``a``, ``cls``, ...).
-        train: ids of the training tasks (also the in-domain test tasks).
-        test: ids of the out-of-domain test tasks (none of them a training task).
-
-    Example:
-        >>> TaskGroup("a", ["amazonfood", "qqp"], ["sst2"]).test
-        ['sst2']
-    """
-
-    name: str = ""
-    train: list[str] = field(default_factory=list)
-    test: list[str] = field(default_factory=list)
-
-    def validate(self) -> None:
-        if not self.name or not self.name.replace("_", "").replace("-", "").isalnum():
-            raise ValueError(f"a group needs a name of letters, digits, - and _, got {self.name!r}")
-        if not self.train or not self.test:
-            raise ValueError(f"group {self.name!r}: needs training tasks and test tasks")
-        for key, ids in (("train", self.train), ("test", self.test)):
-            if len(set(ids)) != len(ids):
-                raise ValueError(f"group {self.name!r}: {key} lists a task twice: {ids}")
-        both = sorted(set(self.train) & set(self.test))
-        if both:
-            raise ValueError(
-                f"group {self.name!r}: {both} are both training and out-of-domain test tasks"
-            )
-
-
-def default_groups() -> list[TaskGroup]:
-    """PAPER.md Table 3: (a) classification, (b) generation.
-
-    The paper's "Amazon" is its AmazonFood task (the paper's six classification tasks are
-    AmazonFood, SST-2, QQP, PAWS, MNLI, GPTNLI), so group ``a`` trains ``amazonfood``.
-    """
-    return [
-        TaskGroup("a", ["amazonfood", "qqp", "mnli"], ["sst2", "paws", "gptnli"]),
-        TaskGroup("b", ["sciq", "e2e", "cnn_dailymail"], ["tweetqa", "commongen", "xsum"]),
-    ]
-
-
-def check_percents(values: Sequence[float], key: str, low_open: bool = True) -> None:
-    """``ValueError`` unless ``values`` is a non-empty list of distinct percentages.
-
-    ``low_open``: each in ``(0, 100]``; otherwise in ``[0, 100]``.
-    """
-    if not values:
-        raise ValueError(f"{key}: give at least one value")
-    for v in values:
-        if not (0 < v <= 100 if low_open else 0 <= v <= 100):
-            span = "(0, 100]" if low_open else "[0, 100]"
-            raise ValueError(f"{key}: {v!r} is not a percentage in {span}")
-    if len(set(values)) != len(values):
-        raise ValueError(f"{key}: a value is listed twice: {list(values)}")
 
 
 def group_tasks(groups: Sequence[TaskGroup], tasks: Sequence[Task], key: str) -> list[Task]:

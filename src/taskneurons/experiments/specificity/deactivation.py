@@ -24,11 +24,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from taskneurons._io import write_json_atomic, write_text_atomic
-from taskneurons.config import Config
 from taskneurons.data.tasks import Task, examples_hash
 from taskneurons.evaluation.dispatch import evaluate
-from taskneurons.evaluation.eval_config import EvalConfig
 from taskneurons.experiments.common import check_sets_cover, eval_examples, experiment_meta
+from taskneurons.experiments.run_context import RunContext
 from taskneurons.experiments.specificity.damage_summary import (
     EXTRA_ROWS,
     ROW_NAMES,
@@ -36,7 +35,8 @@ from taskneurons.experiments.specificity.damage_summary import (
     deactivation_summary,
     specificity,
 )
-from taskneurons.neurons.intervention import MODES, deactivate
+from taskneurons.experiments.specificity.deactivate_stage import DeactivateConfig
+from taskneurons.neurons.intervention import deactivate
 from taskneurons.neurons.neuron_set import NeuronSet
 from taskneurons.neurons.selection import matched_random_sets
 from taskneurons.neurons.space import NeuronSpace
@@ -45,44 +45,6 @@ from taskneurons.report.comparison import Comparison, MatrixSpec
 
 #: Every evaluation of a deactivation run, per example, with what they depend on (``key``).
 EVALUATIONS_FILE = "evaluations.json"
-
-
-@dataclass
-class DeactivateConfig(Config):
-    """Knobs of the deactivation experiment.
-
-    Attributes:
-        mode: ``activation`` (hooks) or ``parameters`` (zeroed slices, restored bit-exactly).
-        n_test: test examples per task (label-stratified subset with ``seed``; ``None``: all).
-        seed: seed of the test subset.
-        random_seed: seed of the random neuron sets (matched per layer and module).
-        random_excludes_task: draw the random neurons from outside the task's own set.
-        others: also deactivate the union of the *other* tasks' sets and score each task
-            (row ``Deactivate-Others``): if a task's own set is specific, the others' sets
-            hurt it less than its own.
-        general: also deactivate the general set (neurons in most tasks' top-k, from a
-            ``specific`` detection) and score every task (row ``Deactivate-General``).
-        n_boot: bootstrap resamples of the test examples for the specificity intervals.
-        n_permutations: permutations for the specificity p-value (exact up to 7 tasks).
-        eval: how tasks are evaluated.
-    """
-
-    mode: str = "activation"
-    n_test: int | None = 200
-    seed: int = 0
-    random_seed: int = 0
-    random_excludes_task: bool = True
-    others: bool = True
-    general: bool = True
-    n_boot: int = 1000
-    n_permutations: int = 10_000
-    eval: EvalConfig = field(default_factory=EvalConfig)
-
-    def validate(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        if self.n_test is not None and self.n_test < 1:
-            raise ValueError(f"n_test must be >= 1 or None, got {self.n_test}")
 
 
 @dataclass
@@ -385,3 +347,11 @@ def _write(result: DeactivationResult, meta: dict) -> None:
     lines = [f"- {k}: {v.summary}" for k, v in result.specificity.items()]
     write_text_atomic(out / "specificity.md", "# Specificity\n\n" + "\n".join(lines) + "\n")
     write_json_atomic(out / "deactivate_config.json", meta)
+
+
+def run_deactivate(ctx: RunContext, config: DeactivateConfig, folder: Path) -> DeactivationResult:
+    """The ``deactivate`` stage on the run's neuron sets (and the general set, if any)."""
+    sets = ctx.neuron_sets()
+    return deactivation_experiment(
+        ctx.model, ctx.tokenizer, ctx.tasks, sets, config, folder, ctx.progress, general=ctx.general
+    )

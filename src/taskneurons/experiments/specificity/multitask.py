@@ -14,53 +14,24 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from torch import nn
 
 from taskneurons._io import write_json_atomic
-from taskneurons.config import Config
 from taskneurons.data.tasks import Task
 from taskneurons.experiments.common import limited
+from taskneurons.experiments.run_context import RunContext
 from taskneurons.experiments.specificity.deactivation import (
-    DeactivateConfig,
     DeactivationResult,
     deactivation_experiment,
 )
-from taskneurons.experiments.specificity.detect import DetectConfig, DetectionResult, detect_neurons
+from taskneurons.experiments.specificity.detect import DetectionResult, detect_neurons
+from taskneurons.experiments.specificity.multitask_stage import MultitaskConfig
 from taskneurons.models.saving import save_finetuned
 from taskneurons.provenance import model_fingerprint, provenance
 from taskneurons.training.loop import train
-from taskneurons.training.train_config import TrainConfig
-
-
-@dataclass
-class MultitaskConfig(Config):
-    """Knobs of the Table 1 experiment on a multi-task fine-tuned model.
-
-    Attributes:
-        n_train: train examples per task for the multi-task fine-tuning.
-        seed: seed of the subsets.
-        train: the fine-tuning knobs (``full`` by default; ``lora`` is merged).
-        detect: detection on the fine-tuned model.
-        deactivate: the deactivation table and matrix on the fine-tuned model.
-        save_model: also write the fine-tuned model (LoRA merged), its tokenizer and a
-            ``taskneurons_model.json`` record (provenance, this config, the base and the tuned
-            model's fingerprints) to ``model/`` in the stage's folder, right after fine-tuning;
-            ``model: <run folder>/model`` in a later experiment file loads it.
-    """
-
-    n_train: int | None = 512
-    seed: int = 0
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(method="full", lr=2e-5))
-    detect: DetectConfig = field(default_factory=DetectConfig)
-    deactivate: DeactivateConfig = field(default_factory=DeactivateConfig)
-    save_model: bool = False
-
-    def validate(self) -> None:
-        if self.train.method == "neurons":
-            raise ValueError("the multi-task model is fine-tuned with method 'full' or 'lora'")
 
 
 @dataclass
@@ -129,3 +100,8 @@ def model_record(tuned: nn.Module, base: dict, config: MultitaskConfig, summary:
         train=summary,
         config=config.to_dict(),
     )
+
+
+def run_multitask(ctx: RunContext, config: MultitaskConfig, folder: Path) -> MultitaskResult:
+    """The ``multitask`` stage (it changes the model: the last stage of a run)."""
+    return multitask_experiment(ctx.model, ctx.tokenizer, ctx.tasks, config, folder, ctx.progress)

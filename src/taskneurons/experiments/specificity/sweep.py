@@ -18,60 +18,36 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from torch import nn
 
 from taskneurons._io import write_json_atomic
-from taskneurons.config import Config
 from taskneurons.data.tasks import Task
 from taskneurons.experiments.generalization.task_groups import (
     ScoredTasks,
     score_tasks,
     task_probabilities,
 )
+from taskneurons.experiments.run_context import RunContext
+from taskneurons.experiments.specificity.deactivate_stage import DeactivateConfig
 from taskneurons.experiments.specificity.deactivation import (
-    DeactivateConfig,
     DeactivationResult,
     deactivation_experiment,
 )
-from taskneurons.experiments.specificity.detect import DetectConfig, save_sets, select_sets
+from taskneurons.experiments.specificity.detect import save_sets, select_sets
+from taskneurons.experiments.specificity.detect_stage import DetectConfig
 from taskneurons.experiments.specificity.sweep_grid import (
     HEADER,
     mean_iou,
     sweep_row,
     write_summary,
 )
-from taskneurons.neurons.multitask_selection import METHODS as SELECTION_METHODS
-from taskneurons.neurons.selection import check_k
+from taskneurons.experiments.specificity.sweep_stage import SweepConfig
 from taskneurons.neurons.space import NeuronSpace
 from taskneurons.provenance import model_fingerprint, provenance
 from taskneurons.report.tables import markdown_table
-
-
-@dataclass
-class SweepConfig(Config):
-    """The grid of a selection sweep (fixed in the experiment file before anything runs).
-
-    Attributes:
-        k: percentages of neurons per task.
-        selections: selection methods (``topk``, ``specific``, ``contrastive``, ``lape``);
-            their options come from the ``detect.selection`` section.
-    """
-
-    k: list[float] = field(default_factory=lambda: [0.1, 0.5, 1.0, 2.0, 5.0, 10.0])
-    selections: list[str] = field(default_factory=lambda: list(SELECTION_METHODS))
-
-    def validate(self) -> None:
-        for k in self.k:
-            check_k(k)
-        unknown = [s for s in self.selections if s not in SELECTION_METHODS]
-        if unknown or not self.selections or not self.k:
-            raise ValueError(
-                f"selections must be a non-empty list of {SELECTION_METHODS} (got "
-                f"{self.selections}) and k a non-empty list"
-            )
 
 
 @dataclass
@@ -186,3 +162,12 @@ def _write(result: SweepResult, config, detect, deactivate, fingerprint, tasks, 
     specs = {c: _specs(cell) for c, cell in result.cells.items()}
     write_summary(result.out_dir, result.rows, specs, meta)
     write_json_atomic(result.out_dir / "sweep_config.json", meta)
+
+
+def run_sweep(ctx: RunContext, config: SweepConfig, folder: Path) -> SweepResult:
+    """The ``sweep`` stage, with the file's ``detect`` and ``deactivate`` sections."""
+    cfg = ctx.config
+    return selection_sweep(
+        ctx.model, ctx.tokenizer, ctx.tasks, cfg.detect, cfg.deactivate, config, folder,
+        ctx.progress, cfg.resume, ctx.scores_source(),
+    )  # fmt: skip

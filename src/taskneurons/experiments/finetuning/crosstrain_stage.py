@@ -1,0 +1,54 @@
+"""The ``crosstrain`` stage: task i's neurons trained on task j's data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from taskneurons.config import Config
+from taskneurons.evaluation.eval_config import EvalConfig
+from taskneurons.experiments.stage import Stage, register
+from taskneurons.training.train_config import TrainConfig
+
+
+@dataclass
+class CrossTrainingConfig(Config):
+    """Knobs of the cross-training matrix.
+
+    Attributes:
+        n_train: train examples per task (label-stratified with ``seed``; ``None``: all).
+        n_test: test examples per task.
+        seed: seed of the data subsets and of the statistics' resampling.
+        train: the training knobs (method ``neurons``; ``merge`` must stay ``False``).
+        eval: how tasks are evaluated.
+        n_boot: bootstrap resamples of the test examples for the specificity interval.
+        n_permutations: permutations for the p-value (exact up to 7 tasks).
+    """
+
+    n_train: int | None = 256
+    n_test: int | None = 100
+    seed: int = 0
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    n_boot: int = 1000
+    n_permutations: int = 10_000
+
+    def validate(self) -> None:
+        if self.train.method != "neurons" or self.train.merge:
+            raise ValueError("cross-training trains neurons: train.method='neurons', merge off")
+
+
+STAGE = register(
+    Stage(
+        name="crosstrain",
+        config=CrossTrainingConfig,
+        run="taskneurons.experiments.finetuning.cross_training:run_crosstrain",
+        title="train each task's neurons on each task's data: the gain matrix's specificity",
+        order=60,
+        needs=("sets",),
+        files={
+            "cross_training": "task j's score after training task i's neurons on task j's data",
+            "cross_gain": "gain over zero-shot of task j from training task i's neurons on its data",
+            "cross_training_config.json": "cross-training knobs, neuron-set records, run summaries",
+        },
+    )
+)

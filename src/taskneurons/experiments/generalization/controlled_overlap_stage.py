@@ -1,0 +1,69 @@
+"""The ``controlled_overlap`` stage: a fixed number of trained neurons, chosen overlap (Tables 9-11)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from taskneurons.config import Config
+from taskneurons.evaluation.eval_config import EvalConfig
+from taskneurons.experiments.generalization.generalization_stage import check_neuron_training
+from taskneurons.experiments.generalization.groups import TaskGroup, check_percents, default_groups
+from taskneurons.experiments.stage import Stage, register
+from taskneurons.training.train_config import TrainConfig
+
+
+@dataclass
+class ControlledOverlapConfig(Config):
+    """Knobs of the controlled-overlap ablation (PAPER.md Tables 9–11).
+
+    Attributes:
+        groups: the task groups (default PAPER.md Table 3).
+        proportions: fix ``N`` = size of the union of the training tasks' top-``p`` % sets.
+        overlaps: % of the ``N`` trained neurons drawn from the target, in ``[0, 100]``.
+        seeds: one random draw (and training run) per seed and cell.
+        target_proportion: the target is the union of the test tasks' top-``q`` % sets
+            (``None``: the cell's proportion).
+        in_domain: also score the training tasks.
+        n_train, n_test, seed: data subsets (label-stratified, seeded; ``None``: all).
+        save_runs: keep each training run's files under ``runs/``.
+        train: the training knobs (method ``neurons``); eval: how tasks are scored.
+    """
+
+    groups: list[TaskGroup] = field(default_factory=default_groups)
+    proportions: list[float] = field(default_factory=lambda: [30.0, 50.0])
+    overlaps: list[float] = field(default_factory=lambda: [0.0, 25.0, 50.0, 75.0, 100.0])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    target_proportion: float | None = 100.0
+    in_domain: bool = False
+    n_train: int | None = 512
+    n_test: int | None = 200
+    seed: int = 0
+    save_runs: bool = False
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def validate(self) -> None:
+        check_percents(self.proportions, "proportions")
+        check_percents(self.overlaps, "overlaps", low_open=False)
+        if self.target_proportion is not None:
+            check_percents([self.target_proportion], "target_proportion")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds: give distinct seeds, got {self.seeds}")
+        if not self.groups:
+            raise ValueError("groups: give at least one group")
+        check_neuron_training(self.train)
+
+
+STAGE = register(
+    Stage(
+        name="controlled_overlap",
+        config=ControlledOverlapConfig,
+        run="taskneurons.experiments.generalization.controlled_overlap:run_controlled_overlap",
+        title="fixed number of trained neurons, chosen overlap with the test tasks' (Tables 9-11)",
+        order=100,
+        files={
+            "controlled_overlap_config.json": "controlled-overlap knobs, seeds and provenance",
+            "controlled_overlap_*": "score vs overlap at fixed size, mean ± std over seeds",
+        },
+    )
+)

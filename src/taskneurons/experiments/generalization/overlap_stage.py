@@ -1,0 +1,47 @@
+"""The ``overlap`` stage: overlap of training and test tasks' neurons per proportion (Table 8)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from taskneurons.config import Config
+from taskneurons.experiments.generalization.groups import TaskGroup, check_percents, default_groups
+from taskneurons.experiments.stage import Stage, register
+
+#: The proportions of PAPER.md Figure 2 and Table 8, in % of each task's set.
+PAPER_PROPORTIONS = [10.0, 30.0, 50.0, 70.0, 100.0]
+
+
+@dataclass
+class OverlapConfig(Config):
+    """Knobs of the overlap analysis (PAPER.md Table 8).
+
+    Attributes:
+        groups: the task groups (default PAPER.md Table 3).
+        proportions: percentages of each task's set, in ``(0, 100]``.
+    """
+
+    groups: list[TaskGroup] = field(default_factory=default_groups)
+    proportions: list[float] = field(default_factory=lambda: list(PAPER_PROPORTIONS))
+
+    def validate(self) -> None:
+        check_percents(self.proportions, "proportions")
+        if not self.groups:
+            raise ValueError("groups: give at least one group")
+
+
+STAGE = register(
+    Stage(
+        name="overlap",
+        config=OverlapConfig,
+        run="taskneurons.experiments.generalization.overlap:run_overlap",
+        title="overlap of training and test tasks' neurons at each proportion (Table 8)",
+        order=80,
+        files={
+            "overlap": "overlap rate of training and test tasks' neurons per proportion (Table 8)",
+            "overlap_vs_proportion": "overlap rate vs proportion (Table 8 as a plot)",
+            "overlap_config.json": "overlap knobs and provenance",
+            "pairwise/": "pairwise IoU matrices of the tasks' sets per proportion",
+        },
+    )
+)

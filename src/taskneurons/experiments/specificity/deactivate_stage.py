@@ -1,0 +1,68 @@
+"""The ``deactivate`` stage: Table 1 rows and the task x task deactivation matrix."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from taskneurons.config import Config
+from taskneurons.evaluation.eval_config import EvalConfig
+from taskneurons.experiments.stage import Stage, register
+from taskneurons.neurons.intervention import MODES
+
+
+@dataclass
+class DeactivateConfig(Config):
+    """Knobs of the deactivation experiment.
+
+    Attributes:
+        mode: ``activation`` (hooks) or ``parameters`` (zeroed slices, restored bit-exactly).
+        n_test: test examples per task (label-stratified subset with ``seed``; ``None``: all).
+        seed: seed of the test subset.
+        random_seed: seed of the random neuron sets (matched per layer and module).
+        random_excludes_task: draw the random neurons from outside the task's own set.
+        others: also deactivate the union of the *other* tasks' sets and score each task
+            (row ``Deactivate-Others``): if a task's own set is specific, the others' sets
+            hurt it less than its own.
+        general: also deactivate the general set (neurons in most tasks' top-k, from a
+            ``specific`` detection) and score every task (row ``Deactivate-General``).
+        n_boot: bootstrap resamples of the test examples for the specificity intervals.
+        n_permutations: permutations for the specificity p-value (exact up to 7 tasks).
+        eval: how tasks are evaluated.
+    """
+
+    mode: str = "activation"
+    n_test: int | None = 200
+    seed: int = 0
+    random_seed: int = 0
+    random_excludes_task: bool = True
+    others: bool = True
+    general: bool = True
+    n_boot: int = 1000
+    n_permutations: int = 10_000
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def validate(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.n_test is not None and self.n_test < 1:
+            raise ValueError(f"n_test must be >= 1 or None, got {self.n_test}")
+
+
+STAGE = register(
+    Stage(
+        name="deactivate",
+        config=DeactivateConfig,
+        run="taskneurons.experiments.specificity.deactivation:run_deactivate",
+        title="deactivate each task's neurons vs as many random ones (Table 1, Figure 5 b)",
+        order=20,
+        needs=("sets",),
+        files={
+            "table1": "Original / Deactivate-Random / Deactivate-Task (accuracy % / ROUGE-L)",
+            "table1_nll": "the same evaluations by gold-label NLL (nats per example)",
+            "matrix": "change of task j's score with task i's neurons off (points)",
+            "matrix_nll": "change of task j's gold-label NLL with task i's neurons off (nats)",
+            "deactivate_config.json": "deactivation knobs, data hashes, neuron-set records",
+            "specificity": "specificity statistics of the matrices (diagonal, CI, p-value)",
+        },
+    )
+)

@@ -1,0 +1,56 @@
+"""The ``multitask`` stage: fine-tune on all tasks, then detect and deactivate (Table 1 on that model)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from taskneurons.config import Config
+from taskneurons.experiments.specificity.deactivate_stage import DeactivateConfig
+from taskneurons.experiments.specificity.detect_stage import DetectConfig
+from taskneurons.experiments.stage import Stage, register
+from taskneurons.training.train_config import TrainConfig
+
+
+@dataclass
+class MultitaskConfig(Config):
+    """Knobs of the Table 1 experiment on a multi-task fine-tuned model.
+
+    Attributes:
+        n_train: train examples per task for the multi-task fine-tuning.
+        seed: seed of the subsets.
+        train: the fine-tuning knobs (``full`` by default; ``lora`` is merged).
+        detect: detection on the fine-tuned model.
+        deactivate: the deactivation table and matrix on the fine-tuned model.
+        save_model: also write the fine-tuned model (LoRA merged), its tokenizer and a
+            ``taskneurons_model.json`` record (provenance, this config, the base and the tuned
+            model's fingerprints) to ``model/`` in the stage's folder, right after fine-tuning;
+            ``model: <run folder>/model`` in a later experiment file loads it.
+    """
+
+    n_train: int | None = 512
+    seed: int = 0
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(method="full", lr=2e-5))
+    detect: DetectConfig = field(default_factory=DetectConfig)
+    deactivate: DeactivateConfig = field(default_factory=DeactivateConfig)
+    save_model: bool = False
+
+    def validate(self) -> None:
+        if self.train.method == "neurons":
+            raise ValueError("the multi-task model is fine-tuned with method 'full' or 'lora'")
+
+
+STAGE = register(
+    Stage(
+        name="multitask",
+        config=MultitaskConfig,
+        run="taskneurons.experiments.specificity.multitask:run_multitask",
+        title="fine-tune on all tasks, then detect and deactivate (Table 1 on that model)",
+        order=130,
+        changes_model=True,
+        inherits=("detect", "deactivate"),
+        files={
+            "multitask_config.json": "multi-task fine-tuning knobs, tuned and base model fingerprints",
+            "model/": "the fine-tuned model and tokenizer (Hugging Face folder, `taskneurons_model.json` records provenance): give this folder as `model:` in a later experiment file",
+        },
+    )
+)

@@ -1,0 +1,125 @@
+"""Stages declare themselves: one :class:`Stage` record each, in one registry.
+
+An experiment file names stages (``experiment: [detect, deactivate]``) and holds a section of
+knobs per stage. Each stage is declared once, by a record in a torch-free module of
+``taskneurons.experiments`` whose name ends in ``_stage`` (found on first use), or by any code
+calling :func:`register`::
+
+    STAGE = register(Stage(
+        name="deactivate",                    # the name in `experiment:` and the section key
+        config=DeactivateConfig,              # the section's dataclass (a Config)
+        run="taskneurons.experiments.specificity.deactivation:run_deactivate",
+        title="deactivate each task's neurons vs as many random ones (Table 1)",
+        order=20,                             # where it runs among the stages of a file
+        needs=("sets",),                      # neuron sets: a detect stage runs first unless
+    ))                                        # the file names a `neurons:` folder
+
+The runner, the experiment-file schema, the command line (its choices and help) and the stage
+list in the docs all read :func:`stages`; nothing else lists stages. ``run`` is a path
+``"module:function"`` imported when the stage runs, so the registry (and ``taskneurons
+--help``) loads no torch; the function is called as ``run(ctx, config, folder)`` with the
+run's :class:`~taskneurons.experiments.run_context.RunContext`, this stage's section and the
+folder to write into, and returns a result with a ``markdown()`` method.
+
+Example:
+    >>> [s.name for s in stages()][:3]
+    ['detect', 'deactivate', 'table2']
+    >>> stage("sweep").needs
+    ()
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+#: what a stage may need or produce
+NEEDS = ("sets",)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage an experiment file can name.
+
+    Attributes:
+        name: the name in ``experiment:`` and the key of its section.
+        config: the section's config dataclass (a :class:`~taskneurons.config.Config`).
+        run: ``"module:function"``; the function is ``run(ctx, config, folder) -> result``.
+        title: one line: what the stage does (headers, the run's README, ``--help``, docs).
+        order: stages of a file run in this order (and their sections are written in it).
+        needs: ``"sets"``: each task's neuron set, from this run's detect stage or the file's
+            ``neurons:`` folder (a detect stage is added before it when there is neither).
+        changes_model: the stage changes the model's weights, so it must come last.
+        inherits: top-level sections laid under this stage's section as its defaults (a
+            stage whose config holds a ``detect`` config takes the file's ``detect:``).
+        files: the files it writes (name or stem, ``folder/`` for a folder) -> what each holds,
+            for the run's README.
+    """
+
+    name: str
+    config: type
+    run: str
+    title: str
+    order: int
+    needs: tuple[str, ...] = ()
+    changes_model: bool = False
+    inherits: tuple[str, ...] = ()
+    files: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.needs) - set(NEEDS))
+        if unknown:
+            raise ValueError(f"stage {self.name!r}: unknown needs {unknown}; known: {NEEDS}")
+        if ":" not in self.run:
+            raise ValueError(
+                f"stage {self.name!r}: run must be 'module:function', got {self.run!r}"
+            )
+
+    def runner(self) -> Callable[..., Any]:
+        """The run function (its module imported now)."""
+        module, _, name = self.run.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+
+_REGISTRY: dict[str, Stage] = {}
+_DISCOVERED: list[bool] = []
+
+
+def register(stage: Stage) -> Stage:
+    """Add ``stage`` to the registry (again under the same name: replaced) and return it."""
+    _REGISTRY[stage.name] = stage
+    return stage
+
+
+def unregister(name: str) -> None:
+    """Remove a stage (for tests that register a toy one)."""
+    _REGISTRY.pop(name, None)
+
+
+def _discover() -> None:
+    """Import every ``*_stage`` module under ``taskneurons.experiments`` once."""
+    if _DISCOVERED:
+        return
+    _DISCOVERED.append(True)
+    package = importlib.import_module("taskneurons.experiments")
+    for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+        if info.name.rsplit(".", 1)[-1].endswith("_stage"):
+            importlib.import_module(info.name)
+
+
+def stages() -> list[Stage]:
+    """Every registered stage, in run order."""
+    _discover()
+    return sorted(_REGISTRY.values(), key=lambda s: (s.order, s.name))
+
+
+def stage(name: str) -> Stage:
+    """The stage called ``name`` (``ValueError`` naming the known ones)."""
+    _discover()
+    if name not in _REGISTRY:
+        known = ", ".join(s.name for s in stages())
+        raise ValueError(f"unknown stage {name!r}; known: {known}")
+    return _REGISTRY[name]
