@@ -299,3 +299,12 @@ def test_embedded_model_modes_agree():
     assert (act - base).abs().max() > 1e-2
     state = model.state_dict()
     assert all(torch.equal(state[k], v) for k, v in before.items())
+
+
+def test_the_deactivate_stage_offers_exactly_the_intervention_modes():
+    import typing
+
+    from taskneurons.experiments.specificity.deactivate_stage import DeactivationMode
+    from taskneurons.neurons.intervention import MODES
+
+    assert typing.get_args(DeactivationMode) == MODES

@@ -32,6 +32,7 @@ import pkgutil
 import types
 import typing
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar, Union
 
@@ -42,6 +43,43 @@ C = TypeVar("C", bound="Config")
 
 class ConfigError(ValueError):
     """A config value or key is wrong; the message names the key (and the file)."""
+
+
+@dataclass(frozen=True)
+class Flag:
+    """The command-line flag of a config field (its ``metadata["flag"]``; see :func:`flag`).
+
+    Attributes:
+        names: the flag and its aliases (``"--n-examples", "--n-detect"``); a ``-x`` short form.
+        help: one line for ``--help`` (the field's default is added to it).
+        kind: how the value is read and checked on the command line (``count``: a whole number
+            >= 1, ``percent``: in (0, 100], ``positive``, ``text``: not empty, ``tasks``: a
+            comma-separated list, ``max_length``: >= 8 tokens); ``None``: by the field's type.
+        negate: a ``--no-x`` switch that sets the (true by default) field to false.
+    """
+
+    names: tuple[str, ...]
+    help: str = ""
+    kind: str | None = None
+    negate: bool = False
+
+
+def flag(*names: str, help: str = "", kind: str | None = None, negate: bool = False) -> dict:
+    """``field(metadata=flag(...))``: the knob has a command-line flag, declared once with it.
+
+    Every command whose settings hold the field offers the flag (``taskneurons detect --k 5``
+    sets ``detect.k``); the flags, their checks, choices (from ``Literal`` types and variant
+    families), defaults and help are read from the configs, never listed in the CLI.
+
+    Example:
+        >>> from dataclasses import dataclass, field, fields
+        >>> @dataclass
+        ... class Knobs(Config):
+        ...     k: float = field(default=10.0, metadata=flag("--k", help="percent", kind="percent"))
+        >>> fields(Knobs)[0].metadata["flag"].names
+        ('--k',)
+    """
+    return {"flag": Flag(tuple(names), help, kind, negate)}
 
 
 class Config:
@@ -339,4 +377,13 @@ def _check_leaf(tp: Any, origin: Any, args: tuple, value: Any, where: str, key: 
     return value
 
 
-__all__ = ["Config", "ConfigError", "Variant", "build", "build_section", "deep_merge"]
+__all__ = [
+    "Config",
+    "ConfigError",
+    "Flag",
+    "Variant",
+    "build",
+    "build_section",
+    "deep_merge",
+    "flag",
+]

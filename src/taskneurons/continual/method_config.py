@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from taskneurons.config import Config
+from taskneurons.config import Config, flag
 from taskneurons.neurons.attribution_config import AttributionConfig
 
 #: the method names, in the order of the paper's tables
@@ -42,7 +42,10 @@ class MethodConfig(Config):
     """
 
     name: str = "ncft"
-    k: float = 10.0
+    k: float = field(
+        default=10.0,
+        metadata=flag("--k", kind="percent", help="NCFT/W-NCFT: percent of neurons per task"),
+    )
     scope: Literal["model", "layer"] = "model"
     selection: Literal["topk"] = "topk"
     attribution: AttributionConfig = field(default_factory=AttributionConfig)

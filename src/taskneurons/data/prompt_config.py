@@ -7,10 +7,10 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
-from taskneurons.config import Config
+from taskneurons.config import Config, flag
 
 
 @dataclass(frozen=True)
@@ -26,9 +26,19 @@ class PromptConfig(Config):
         answer_prefix: the cue before the answer.
     """
 
-    chat_template: bool = False
+    chat_template: bool = field(
+        default=False,
+        metadata=flag("--chat-template", help="wrap prompts in the tokenizer's chat template"),
+    )
     loss_on: Literal["answer", "all"] = "answer"
-    max_length: int = 512
+    max_length: int = field(
+        default=512,
+        metadata=flag(
+            "--max-length",
+            kind="max_length",
+            help="max tokens per sequence (the model's context length if shorter)",
+        ),
+    )
     add_eos: bool = False
     answer_prefix: str = "Answer:"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from taskneurons.config import Config
+from taskneurons.config import Config, flag
 from taskneurons.data.prompt_config import PromptConfig
 
 #: Extra new tokens allowed beyond the longest label in ``generate`` mode on classification.
@@ -50,15 +50,26 @@ class EvalConfig(Config):
     """
 
     prompt: PromptConfig = field(default_factory=PromptConfig)
-    batch_size: int = 8
-    length_normalize: bool = False
+    batch_size: int = field(
+        default=8, metadata=flag("--batch-size", kind="count", help="examples per batch")
+    )
+    length_normalize: bool = field(
+        default=False,
+        metadata=flag("--length-normalize", help="rank labels by mean log-probability per token"),
+    )
     max_new_tokens: int | None = None
     scoring: Literal["cache", "concat"] = "cache"
     stop_at_newline: bool = True
     stop_when_decided: bool = True
     rouge_stemmer: bool = False
     sort_by_length: bool = True
-    calibrate: bool = False
+    calibrate: bool = field(
+        default=False,
+        metadata=flag(
+            "--calibrate",
+            help="contextual calibration of label scores (subtract each label's prior on content-free inputs; Zhao et al. 2021)",
+        ),
+    )
     calibration_inputs: tuple[str, ...] = ("N/A", "", "[MASK]")
 
     def validate(self) -> None:

@@ -46,7 +46,7 @@ from typing import Any
 
 import yaml
 
-from taskneurons.config import Config, ConfigError, build_section, deep_merge
+from taskneurons.config import Config, ConfigError, build_section, deep_merge, flag
 from taskneurons.data.prompt_config import PromptConfig
 from taskneurons.experiments.generalization.groups import TaskGroup
 from taskneurons.experiments.stage import stage as stage_named
@@ -81,16 +81,49 @@ class ExperimentFile(Config):
     """
 
     experiment: str | list[str] = "detect"
-    model: str = "smollm2-135m"
-    dtype: str = "float32"
-    device: str = "cpu"
-    tasks: list[str] = field(default_factory=list)
-    seed: int = 0
+    model: str = field(
+        default="smollm2-135m",
+        metadata=flag(
+            "--model",
+            "-m",
+            kind="text",
+            help="smollm2-135m (embedded), a .gguf file, a model folder or a hub id",
+        ),
+    )
+    dtype: str = field(
+        default="float32", metadata=flag("--dtype", help="float32 | bfloat16 | float16")
+    )
+    device: str = field(default="cpu", metadata=flag("--device", help="cpu, cuda, cuda:N or mps"))
+    tasks: list[str] = field(
+        default_factory=list,
+        metadata=flag(
+            "--tasks",
+            "-t",
+            kind="tasks",
+            help="comma-separated task folders, built-in names or spec files",
+        ),
+    )
+    seed: int = field(default=0, metadata=flag("--seed", help="seed of every random choice"))
     prompt: PromptConfig = field(default_factory=PromptConfig)
-    out: str = "runs/experiment"
-    neurons: str | None = None
-    strict: bool = True
-    resume: bool = False
+    out: str = field(default="runs/experiment", metadata=flag("--out", help="the run folder"))
+    neurons: str | None = field(
+        default=None,
+        metadata=flag(
+            "--neurons", help="a detect output folder to take the neuron sets (and scores) from"
+        ),
+    )
+    strict: bool = field(
+        default=True,
+        metadata=flag(
+            "--no-strict",
+            negate=True,
+            help="accept neuron sets detected on other weights of the same architecture",
+        ),
+    )
+    resume: bool = field(
+        default=False,
+        metadata=flag("--resume", help="continue an interrupted run (continual, sweep)"),
+    )
     groups: list[TaskGroup] | None = None
     sections: dict[str, Any] = field(default_factory=dict, repr=False)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from taskneurons.config import Config
+from taskneurons.config import Config, flag
 from taskneurons.data.prompt_config import PromptConfig
 
 Aggregate = Literal["example", "task", "token_abs"]
@@ -37,12 +37,25 @@ class AttributionConfig(Config):
             only changes float rounding). Batches passed in ready-made are used as given.
     """
 
-    definition: str = "ffn"
-    loss: Literal["answer", "all"] = "answer"
-    aggregate: Aggregate = "example"
-    batch_size: int = 8
+    definition: str = field(
+        default="ffn", metadata=flag("--definition", help="neuron definition: ffn or linear")
+    )
+    loss: Literal["answer", "all"] = field(
+        default="answer", metadata=flag("--loss", help="answer tokens only, or all tokens")
+    )
+    aggregate: Aggregate = field(
+        default="example", metadata=flag("--aggregate", help="how per-token scores are pooled")
+    )
+    batch_size: int = field(
+        default=8, metadata=flag("--batch-size", kind="count", help="examples per batch")
+    )
     split: str = "train"
-    n_examples: int | None = 128
+    n_examples: int | None = field(
+        default=128,
+        metadata=flag(
+            "--n-examples", "--n-detect", kind="count", help="train examples scored per task"
+        ),
+    )
     seed: int = 0
     prompt: PromptConfig = field(default_factory=PromptConfig)
     group_by_length: bool = True

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from taskneurons.config import Config
+from taskneurons.config import Config, flag
 from taskneurons.data.prompt_config import PromptConfig
 
 if TYPE_CHECKING:  # only for the annotations of TrainResult: this module loads without torch
@@ -71,10 +71,16 @@ class TrainConfig(Config):
     """
 
     method: str = "neurons"
-    lr: float = 1e-4
-    epochs: int = 1
+    lr: float = field(
+        default=1e-4, metadata=flag("--lr", kind="positive", help="peak learning rate")
+    )
+    epochs: int = field(
+        default=1, metadata=flag("--epochs", kind="count", help="passes over the train examples")
+    )
     max_steps: int | None = None
-    batch_size: int = 8
+    batch_size: int = field(
+        default=8, metadata=flag("--batch-size", kind="count", help="examples per micro-batch")
+    )
     grad_accum: int = 1
     warmup_ratio: float = 0.0
     schedule: str = "linear"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from taskneurons.config import Config
+from taskneurons.config import Config, flag
 from taskneurons.continual.method_config import METHOD_NAMES, MethodConfig
 from taskneurons.evaluation.eval_config import EvalConfig
 from taskneurons.experiments.stage import Stage, register
@@ -36,8 +36,12 @@ class ContinualConfig(Config):
     train: TrainConfig = field(default_factory=TrainConfig)
     single_train: TrainConfig = field(default_factory=lambda: TrainConfig(method="full", lr=2e-5))
     eval: EvalConfig = field(default_factory=EvalConfig)
-    n_train: int | None = 512
-    n_test: int | None = 200
+    n_train: int | None = field(
+        default=512, metadata=flag("--n-train", kind="count", help="train examples per task")
+    )
+    n_test: int | None = field(
+        default=200, metadata=flag("--n-test", kind="count", help="test examples per task")
+    )
     seed: int = 0
     eval_unseen: bool = True
     reference_cache: str | None = None
@@ -65,7 +69,10 @@ class ContinualSuiteConfig(ContinualConfig):
             the one in ``method.name``.
     """
 
-    methods: list[str] | None = None
+    methods: list[str] | None = field(
+        default=None,
+        metadata=flag("--method", help="the continual-learning methods, comma-separated"),
+    )
 
     def validate(self) -> None:
         super().validate()

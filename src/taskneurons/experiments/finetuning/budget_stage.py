@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from taskneurons.config import Config
+from taskneurons.config import Config, flag
 from taskneurons.evaluation.eval_config import EvalConfig
 from taskneurons.experiments.stage import Stage, register
 from taskneurons.neurons.selection import check_k
@@ -39,8 +39,12 @@ class BudgetGridConfig(Config):
     steps: list[int] = field(default_factory=lambda: [4, 8, 16, 32])
     k: list[float] = field(default_factory=lambda: [0.1, 1.0, 10.0])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    n_train: int | None = 256
-    n_test: int | None = 100
+    n_train: int | None = field(
+        default=256, metadata=flag("--n-train", kind="count", help="train examples per task")
+    )
+    n_test: int | None = field(
+        default=100, metadata=flag("--n-test", kind="count", help="test examples per task")
+    )
     seed: int = 0
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

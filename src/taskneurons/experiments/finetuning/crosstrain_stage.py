@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from taskneurons.config import Config
+from taskneurons.config import Config, flag
 from taskneurons.evaluation.eval_config import EvalConfig
 from taskneurons.experiments.stage import Stage, register
 from taskneurons.training.train_config import TrainConfig
@@ -24,8 +24,12 @@ class CrossTrainingConfig(Config):
         n_permutations: permutations for the p-value (exact up to 7 tasks).
     """
 
-    n_train: int | None = 256
-    n_test: int | None = 100
+    n_train: int | None = field(
+        default=256, metadata=flag("--n-train", kind="count", help="train examples per task")
+    )
+    n_test: int | None = field(
+        default=100, metadata=flag("--n-test", kind="count", help="test examples per task")
+    )
     seed: int = 0
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from taskneurons.config import Config
+from taskneurons.config import Config, flag
 from taskneurons.evaluation.eval_config import EvalConfig
 from taskneurons.experiments.stage import Stage, register
 from taskneurons.training.train_config import TrainConfig
@@ -26,8 +26,12 @@ class NeuronTrainingConfig(Config):
     """
 
     tasks: list[str] | None = None
-    n_train: int | None = 512
-    n_test: int | None = 200
+    n_train: int | None = field(
+        default=512, metadata=flag("--n-train", kind="count", help="train examples per task")
+    )
+    n_test: int | None = field(
+        default=200, metadata=flag("--n-test", kind="count", help="test examples per task")
+    )
     seed: int = 0
     random_seed: int = 0
     matrix: bool = True

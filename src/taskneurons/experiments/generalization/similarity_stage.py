@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from taskneurons.config import Config
+from taskneurons.config import Config, flag
 from taskneurons.evaluation.eval_config import EvalConfig
 from taskneurons.experiments.generalization.groups import TaskGroup, check_percents, default_groups
 from taskneurons.experiments.stage import Stage, register
@@ -46,8 +46,12 @@ class SimilarityConfig(Config):
 
     groups: list[TaskGroup] = field(default_factory=default_groups)
     proportion: float = 100.0
-    n_train: int | None = 512
-    n_test: int | None = 200
+    n_train: int | None = field(
+        default=512, metadata=flag("--n-train", kind="count", help="train examples per task")
+    )
+    n_test: int | None = field(
+        default=200, metadata=flag("--n-test", kind="count", help="test examples per task")
+    )
     seed: int = 0
     zero_shot: bool = True
     layers: list[int] | None = None

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass, field
+from typing import Literal
 
-from taskneurons.config import Config
+from taskneurons.config import Config, flag
 from taskneurons.evaluation.eval_config import EvalConfig
 from taskneurons.experiments.stage import Stage, register
-from taskneurons.neurons.intervention import MODES
+
+#: how neurons are switched off (:data:`taskneurons.neurons.intervention.MODES`)
+DeactivationMode = Literal["activation", "parameters"]
 
 
 @dataclass
@@ -30,8 +34,12 @@ class DeactivateConfig(Config):
         eval: how tasks are evaluated.
     """
 
-    mode: str = "activation"
-    n_test: int | None = 200
+    mode: DeactivationMode = field(
+        default="activation", metadata=flag("--mode", help="activation hooks or zeroed parameters")
+    )
+    n_test: int | None = field(
+        default=200, metadata=flag("--n-test", kind="count", help="test examples per task")
+    )
     seed: int = 0
     random_seed: int = 0
     random_excludes_task: bool = True
@@ -42,8 +50,10 @@ class DeactivateConfig(Config):
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def validate(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.mode not in typing.get_args(DeactivationMode):
+            raise ValueError(
+                f"mode must be one of {typing.get_args(DeactivationMode)}, got {self.mode!r}"
+            )
         if self.n_test is not None and self.n_test < 1:
             raise ValueError(f"n_test must be >= 1 or None, got {self.n_test}")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from taskneurons.config import Config
+from taskneurons.config import Config, flag
 from taskneurons.experiments.stage import Stage, register
 from taskneurons.neurons.attribution_config import AttributionConfig
 from taskneurons.neurons.multitask_selection import METHODS as SELECTION_METHODS
@@ -32,7 +32,10 @@ class SelectionConfig(Config):
         filter_quantile, min_prob, assign, bar_quantile: ``lape``'s filter and assignment.
     """
 
-    method: str = "topk"
+    method: str = field(
+        default="topk",
+        metadata=flag("--selection", help="how each task's set is drawn from every task's scores"),
+    )
     normalize: str | None = None
     m: int | None = None
     fill: bool = False
@@ -78,8 +81,12 @@ class DetectConfig(Config):
         selection: which neurons each task keeps, from every task's scores (computed once).
     """
 
-    k: float = 10.0
-    scope: str = "model"
+    k: float = field(
+        default=10.0, metadata=flag("--k", kind="percent", help="percent of neurons per task")
+    )
+    scope: str = field(
+        default="model", metadata=flag("--scope", help="rank over the whole model or per layer")
+    )
     attribution: AttributionConfig = field(default_factory=AttributionConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from taskneurons.config import Config
+from taskneurons.config import Config, flag
 from taskneurons.experiments.specificity.deactivate_stage import DeactivateConfig
 from taskneurons.experiments.specificity.detect_stage import DetectConfig
 from taskneurons.experiments.stage import Stage, register
@@ -27,7 +27,9 @@ class MultitaskConfig(Config):
             ``model: <run folder>/model`` in a later experiment file loads it.
     """
 
-    n_train: int | None = 512
+    n_train: int | None = field(
+        default=512, metadata=flag("--n-train", kind="count", help="train examples per task")
+    )
     seed: int = 0
     train: TrainConfig = field(default_factory=lambda: TrainConfig(method="full", lr=2e-5))
     detect: DetectConfig = field(default_factory=DetectConfig)

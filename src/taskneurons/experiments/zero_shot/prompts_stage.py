@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from taskneurons.config import Config, build
+from taskneurons.config import Config, build, flag
 from taskneurons.data.prompt_config import PromptConfig
 from taskneurons.evaluation.eval_config import EvalConfig
 from taskneurons.experiments.stage import Stage, register
@@ -31,7 +31,9 @@ class PromptVariantsConfig(Config):
     """
 
     variants: list[dict[str, Any]] = field(default_factory=_default_variants)
-    n_test: int | None = 200
+    n_test: int | None = field(
+        default=200, metadata=flag("--n-test", kind="count", help="test examples per task")
+    )
     seed: int = 0
     eval: EvalConfig = field(default_factory=EvalConfig)
     n_boot: int = 2000
