@@ -39,3 +39,4 @@ if accelerator.is_main_process:
     out = Path(os.environ["TN_OUT"]) / f"scores_{accelerator.num_processes}.pt"
     torch.save({"batches": scores.scores, "task": by_task.scores, "task_meta": task_meta}, out)
 accelerator.wait_for_everyone()
+accelerator.end_training()  # destroys the process group: no abort at interpreter exit

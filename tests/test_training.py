@@ -416,6 +416,7 @@ out["full"] = dict(model.state_dict())
 if acc.is_main_process:
     torch.save(out, Path(os.environ["TN_OUT"]) / f"train_{{acc.num_processes}}.pt")
 acc.wait_for_everyone()
+acc.end_training()  # destroys the process group: no abort at interpreter exit
 """
 
 

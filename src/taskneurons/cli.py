@@ -18,111 +18,37 @@ import sys
 import time
 from pathlib import Path
 
-from taskneurons.cli_parser import DEFAULT_OUT, UsageError, build_parser
+from taskneurons.cli_parser import (
+    DEFAULT_OUT,
+    FlagUse,
+    UsageError,
+    build_parser,
+    check_required,
+    command_of,
+    eval_flags,
+    stage_command_flags,
+)
+from taskneurons.evaluation.eval_config import EvalConfig
+from taskneurons.experiments.experiment_file import (
+    DEMO_FILE,
+    ExperimentFile,
+    put_key,
+    read_mapping,
+    set_key,
+    with_defaults,
+)
 
 __all__ = ["DEFAULT_OUT", "UsageError", "build_parser", "cli_message", "main"]
 
 
 # -- flags -> experiment settings ----------------------------------------------------------------
-def _prompt(args) -> dict:
-    """The prompt settings of the flags; ``max_length`` only when ``--max-length`` is given."""
-    prompt = {"chat_template": args.chat_template}
-    if args.max_length is not None:
-        prompt["max_length"] = args.max_length
-    return prompt
-
-
-def _common(args, experiment: str | list[str]) -> dict:
-    return {
-        "experiment": experiment,
-        "model": args.model,
-        "dtype": args.dtype,
-        "device": args.device,
-        "tasks": args.tasks,
-        "seed": args.seed,
-        "prompt": _prompt(args),
-    }
-
-
-def detect_settings(args) -> dict:
-    """``taskneurons detect``'s flags as an experiment file's settings."""
-    attribution = {
-        "definition": args.definition,
-        "loss": args.loss,
-        "aggregate": args.aggregate,
-        "batch_size": args.batch_size,
-        "n_examples": args.n_examples,
-    }
-    detect = {"k": args.k, "scope": args.scope, "attribution": attribution}
-    return {**_common(args, "detect"), "out": str(args.out), "detect": detect}
-
-
-def deactivate_settings(args) -> dict:
-    """``taskneurons deactivate``'s flags as an experiment file's settings."""
-    evals = {"batch_size": args.batch_size, "calibrate": args.calibrate}
-    return {
-        **_common(args, "deactivate"),
-        "neurons": str(args.neurons),
-        "strict": not args.no_strict,
-        "out": str(args.out or Path(args.neurons) / "deactivate"),
-        "deactivate": {"mode": args.mode, "n_test": args.n_test, "eval": evals},
-    }
-
-
-#: ``taskneurons finetune`` flag -> the experiment-file keys it sets
-FINETUNE_FLAGS = {
-    "model": ["model"],
-    "dtype": ["dtype"],
-    "device": ["device"],
-    "tasks": ["tasks"],
-    "experiment": ["experiment"],
-    "neurons": ["neurons"],
-    "seed": ["seed"],
-    "out": ["out"],
-    "k": ["detect.k"],
-    "n_detect": ["detect.attribution.n_examples"],
-    "n_train": ["table2.n_train", "multitask.n_train"],
-    "n_test": ["table2.n_test", "deactivate.n_test"],
-    "lr": ["table2.train.lr"],
-    "epochs": ["table2.train.epochs"],
-    "batch_size": ["table2.train.batch_size"],
-}
-
-#: ``taskneurons continual`` flag -> the experiment-file keys it sets
-CONTINUAL_FLAGS = {
-    "model": ["model"],
-    "dtype": ["dtype"],
-    "device": ["device"],
-    "tasks": ["tasks"],
-    "seed": ["seed"],
-    "out": ["out"],
-    "k": ["continual.method.k"],
-    "n_train": ["continual.n_train"],
-    "n_test": ["continual.n_test"],
-    "lr": ["continual.train.lr"],
-    "epochs": ["continual.train.epochs"],
-    "batch_size": ["continual.train.batch_size"],
-}
-
-#: ``taskneurons demo`` flag -> the experiment-file keys it sets
-DEMO_FLAGS = {
-    "model": ["model"],
-    "out": ["out"],
-    "seed": ["seed"],
-    "k": ["detect.k"],
-    "n_detect": ["detect.attribution.n_examples"],
-    "n_test": ["deactivate.n_test", "table2.n_test"],
-    "n_train": ["table2.n_train"],
-}
-
-
-def _flag_overrides(args, table: dict[str, list[str]]) -> list[tuple[str, object]]:
-    """``(dotted key, value)`` for every flag in ``table`` that was given."""
+def flag_settings(args, uses: list[FlagUse]) -> list[tuple[str, object]]:
+    """``(dotted key, value)`` for every flag in ``uses`` that was given."""
     return [
-        (key, getattr(args, flag))
-        for flag, keys in table.items()
-        for key in keys
-        if getattr(args, flag) is not None
+        (key, getattr(args, use.dest))
+        for use in uses
+        for key in use.keys
+        if getattr(args, use.dest, None) is not None
     ]
 
 
@@ -147,20 +73,25 @@ def cmd_eval(args) -> int:
     from taskneurons.data.load import load_task
     from taskneurons.data.prompts import truncation_report
     from taskneurons.evaluation.dispatch import check_task_metric
+    from taskneurons.experiments.runner import fit_context
     from taskneurons.experiments.zero_shot.inspection import evaluate_task
 
-    task = load_task(args.task, seed=args.seed)
+    task = load_task(args.task, seed=args.seed or 0)
     check_task_metric(task)
     _check_eval_out(args.out)
-    _check_device(args.device)
-    model, tok = _load(args)
-    config = {
-        "prompt": {**_prompt(args), "max_length": _fit_max_length(args.max_length, model)},
-        "batch_size": args.batch_size,
-        "length_normalize": args.length_normalize,
-        "calibrate": args.calibrate,
-    }
-    print(evaluate_task(model, tok, task, args.limit, args.seed, args.mode, config, args.out))
+    data: dict = {}
+    for key, value in flag_settings(args, eval_flags()):
+        put_key(data, key, value)
+    model_flags = {k: data.pop(k) for k in ("model", "dtype", "device", "seed") if k in data}
+    evaluation = data.get("eval", {})
+    evaluation["prompt"] = data.get("prompt", {})
+    config = EvalConfig.from_dict(evaluation, where="taskneurons eval")
+    _check_device(model_flags.get("device", "cpu"))
+    model, tok = _load(model_flags.get("model", "smollm2-135m"), model_flags)
+    fit = "max_length" not in evaluation["prompt"]
+    config = fit_context(config, model, "taskneurons eval", fit)
+    seed = model_flags.get("seed", 0)
+    print(evaluate_task(model, tok, task, args.limit, seed, args.mode, config.to_dict(), args.out))
     truncation_report()
     return 0
 
@@ -188,16 +119,6 @@ def _check_eval_out(out: Path | None) -> None:
         raise ValueError(f"--out: {problem}")
 
 
-def _fit_max_length(max_length: int | None, model) -> int:
-    """``--max-length``, checked against the model; when not given, 512 or the context length."""
-    from taskneurons.data.prompt_config import PromptConfig
-    from taskneurons.data.prompts import fit_max_length
-    from taskneurons.models.loading import context_length
-
-    value = PromptConfig().max_length if max_length is None else max_length
-    return fit_max_length(value, context_length(model), max_length is not None, "--max-length")
-
-
 def cmd_run(args) -> int:
     from taskneurons.experiments.runner import run_file
 
@@ -207,35 +128,29 @@ def cmd_run(args) -> int:
     return 0
 
 
-def cmd_detect(args) -> int:
-    return _run_settings(detect_settings(args), "taskneurons detect")
-
-
-def cmd_deactivate(args) -> int:
-    return _run_settings(deactivate_settings(args), "taskneurons deactivate")
-
-
-def cmd_finetune(args) -> int:
-    from taskneurons.experiments.experiment_file import read_mapping
-
-    data = read_mapping(args.config) if args.config else {"out": str(DEFAULT_OUT / "finetune")}
-    data.setdefault("experiment", "table2")
-    source = str(args.config or "taskneurons finetune")
-    return _run_settings(data, source, _flag_overrides(args, FINETUNE_FLAGS))
-
-
-def cmd_continual(args) -> int:
-    from taskneurons.experiments.experiment_file import read_mapping
-
-    data = read_mapping(args.config) if args.config else {"out": str(DEFAULT_OUT / "continual")}
-    data["experiment"] = "continual"
-    overrides = _flag_overrides(args, CONTINUAL_FLAGS)
-    if args.method:
-        overrides.append(("continual.methods", [args.method]))
-    if args.resume:
-        overrides.append(("resume", True))
-    source = str(args.config or "taskneurons continual")
-    return _run_settings(data, source, overrides)
+def cmd_stages(args) -> int:
+    """A stage's own command, ``finetune`` or ``demo``: its flags over a file's settings."""
+    command = args.command
+    if command == "demo":
+        data = read_mapping(DEMO_FILE)
+    elif args.config is not None:
+        data = read_mapping(args.config)
+    else:
+        data = {}
+    if command == "finetune":
+        data["experiment"] = args.experiment or data.get("experiment", "table2")
+    elif command != "demo":
+        data["experiment"] = command
+    neurons = args.neurons if args.neurons is not None else data.get("neurons")
+    if "out" not in data:
+        data["out"] = str(Path(neurons) / command if neurons else DEFAULT_OUT / command)
+    source = (
+        "taskneurons demo" if command == "demo" else str(args.config or f"taskneurons {command}")
+    )
+    code = _run_settings(data, source, flag_settings(args, stage_command_flags(command)), args)
+    if command == "demo":
+        print("demo finished")
+    return code
 
 
 def cmd_analyze(args) -> int:
@@ -261,39 +176,31 @@ def cmd_analyze(args) -> int:
     return 0
 
 
-def cmd_demo(args) -> int:
-    from taskneurons.experiments.experiment_file import read_mapping
-    from taskneurons.experiments.runner import DEMO_FILE
-
-    data = read_mapping(DEMO_FILE)
-    code = _run_settings(data, "taskneurons demo", _flag_overrides(args, DEMO_FLAGS))
-    print("demo finished")
-    return code
-
-
-def _run_settings(data: dict, source: str, overrides: list | None = None) -> int:
-    """Run the settings ``data`` (flags, a file) with ``(key, value)`` flag overrides.
-
-    A ``max_length`` the user did not set (demo's, or none) is fitted to the model.
+def _run_settings(data: dict, source: str, overrides: list, args) -> int:
+    """Run the settings ``data`` (a file, flags) with ``(key, value)`` flag overrides and the
+    ``--set KEY=VALUE`` ones. A ``max_length`` the user did not set (the demo's, or none) is
+    fitted to the model.
     """
-    from taskneurons.experiments.experiment_file import ExperimentFile, put_key, with_defaults
     from taskneurons.experiments.runner import mentions_key, run_experiment
 
-    fit = source == "taskneurons demo" or not mentions_key(data, "max_length")
-    for key, value in overrides or []:
+    for key, value in overrides:
         put_key(data, key, value)
+    for item in args.overrides:
+        set_key(data, item)
+    fit = source == "taskneurons demo" or not mentions_key(data, "max_length")
     config = ExperimentFile.from_dict(with_defaults(data), where=source)
     run = run_experiment(config, source=source, fit_max_length=fit)
     print(f"finished in {run.seconds:.0f} s; results in {run.out_dir}")
     return 0
 
 
-def _load(args):
+def _load(spec: str, flags: dict):
     from taskneurons.models.loading import load_model
 
     t0 = time.perf_counter()
-    model, tok = load_model(args.model, dtype=args.dtype, device=getattr(args, "device", "cpu"))
-    print(f"loaded {args.model} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    dtype, device = flags.get("dtype", "float32"), flags.get("device", "cpu")
+    model, tok = load_model(spec, dtype=dtype, device=device)
+    print(f"loaded {spec} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return model, tok
 
 
@@ -302,13 +209,13 @@ COMMANDS = {
     "tasks": cmd_tasks,
     "eval": cmd_eval,
     "run": cmd_run,
-    "detect": cmd_detect,
-    "deactivate": cmd_deactivate,
-    "finetune": cmd_finetune,
-    "continual": cmd_continual,
     "analyze": cmd_analyze,
-    "demo": cmd_demo,
 }
+
+
+def _command(name: str):
+    """The function that runs command ``name`` (every stage command runs its stages)."""
+    return COMMANDS.get(name, cmd_stages)
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -327,22 +234,6 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     )
 
 
-#: experiment-file key -> the flag that sets it, for messages of the commands built from flags
-_KEY_FLAGS = {
-    "model": "--model",
-    "dtype": "--dtype",
-    "device": "--device",
-    "tasks": "--tasks",
-    "seed": "--seed",
-    "out": "--out",
-    "neurons": "--neurons",
-    "detect.k": "--k",
-    "detect.attribution.n_examples": "--n-examples",
-    "detect.attribution.batch_size": "--batch-size",
-    "deactivate.n_test": "--n-test",
-    "deactivate.eval.batch_size": "--batch-size",
-}
-
 #: phrases of library messages -> what a command-line user types instead, per command
 _PHRASES = {
     "pass strict=False": {
@@ -353,15 +244,14 @@ _PHRASES = {
 
 
 def _flag_of(key: str, command: str) -> str | None:
+    """The flag of ``command`` that sets the experiment-file ``key`` (``None``: none does)."""
     if key.endswith("max_length") and "prompt" in key:
         return "--max-length"
-    table = {"finetune": FINETUNE_FLAGS, "demo": DEMO_FLAGS, "continual": CONTINUAL_FLAGS}.get(
-        command
-    )
-    if table is not None:
-        flags = {k: "--" + flag.replace("_", "-") for flag, keys in table.items() for k in keys}
-        return flags.get(key)
-    return _KEY_FLAGS.get(key)
+    try:
+        uses = eval_flags() if command == "eval" else stage_command_flags(command)
+    except ValueError:  # not a command that runs stages
+        return None
+    return next((u.flag.names[0] for u in uses if key in u.keys), None)
 
 
 def cli_message(text: str, command: str) -> str:
@@ -417,8 +307,10 @@ def main(argv: list[str] | None = None) -> int:
     prints one line ``taskneurons COMMAND: error: ...`` and returns 2; ``-v`` shows the
     traceback instead. Programming errors are never caught.
     """
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(command_of(argv)).parse_args(argv)
+        check_required(args)
     except UsageError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -429,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:
         _quiet_libraries()
     try:
-        return COMMANDS[args.command](args)
+        return _command(args.command)(args)
     except _user_errors() as exc:
         if args.verbose:
             raise
@@ -438,6 +330,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        _end_process_group()
+
+
+def _end_process_group() -> None:
+    """Leave a torch.distributed process group this process joined (``torchrun``, ``accelerate
+    launch``), so the interpreter does not abort at exit ("terminate called without an active
+    exception")."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":  # pragma: no cover

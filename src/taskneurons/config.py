@@ -82,6 +82,10 @@ def flag(*names: str, help: str = "", kind: str | None = None, negate: bool = Fa
     return {"flag": Flag(tuple(names), help, kind, negate)}
 
 
+#: ``field(metadata=NO_FLAGS)``: the command line offers no flag inside this nested config
+NO_FLAGS = {"flags": False}
+
+
 class Config:
     """Mixin of the config dataclasses: conversion to and from plain dicts, with type checks."""
 

@@ -52,6 +52,9 @@ from taskneurons.experiments.generalization.groups import TaskGroup
 from taskneurons.experiments.stage import stage as stage_named
 from taskneurons.experiments.stage import stages as registered_stages
 
+#: The experiment file of ``taskneurons demo`` (shipped with the package).
+DEMO_FILE = Path(__file__).with_name("demo.yaml")
+
 #: names that stand for several stages
 ALIASES: dict[str, list[str]] = {"all": ["table2", "multitask"]}
 

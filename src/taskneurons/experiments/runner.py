@@ -26,7 +26,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from torch import nn
 
@@ -52,8 +52,7 @@ from taskneurons.models.loading import check_device, context_length, load_model,
 
 log = logging.getLogger(__name__)
 
-#: The experiment file of ``taskneurons demo`` (shipped with the package).
-DEMO_FILE = Path(__file__).with_name("demo.yaml")
+C = TypeVar("C")
 
 
 def run_file(
@@ -227,10 +226,9 @@ def _map_prompts(obj: Any, change: Callable[[PromptConfig], PromptConfig]) -> An
     return dataclasses.replace(obj, **changes) if changes else obj
 
 
-def fit_context(
-    config: ExperimentFile, model: nn.Module, source: str, fit: bool = False
-) -> ExperimentFile:
-    """``config`` with every ``max_length`` within the model's context length.
+def fit_context(config: C, model: nn.Module, source: str, fit: bool = False) -> C:
+    """``config`` (an experiment file, or any config holding prompts, as ``eval``'s) with every
+    ``max_length`` within the model's context length: the one context rule of the tool.
 
     With ``fit``, and for the default ``max_length`` (512), a longer value is lowered to the
     context length; another value beyond it, in the top-level prompt or a stage that runs, is
@@ -240,9 +238,9 @@ def fit_context(
     if limit is None:
         return config
     default = PromptConfig().max_length
-    runs = ("prompt", *config.stages())
+    runs = ("prompt", *config.stages()) if isinstance(config, ExperimentFile) else None
     for key, value in config_items(config):
-        if isinstance(value, PromptConfig) and key.split(".", 1)[0] in runs:
+        if isinstance(value, PromptConfig) and (runs is None or key.split(".", 1)[0] in runs):
             explicit = value.max_length != default and not fit
             where = f"{source}: {key}.max_length:"
             fit_max_length(value.max_length, limit, explicit, where, error=ConfigError)

@@ -55,6 +55,8 @@ class Stage:
         changes_model: the stage changes the model's weights, so it must come last.
         inherits: top-level sections laid under this stage's section as its defaults (a
             stage whose config holds a ``detect`` config takes the file's ``detect:``).
+        uses: other stages' sections it reads (the sweep reads ``detect`` and ``deactivate``);
+            its command offers their flags too.
         files: the files it writes (name or stem, ``folder/`` for a folder) -> what each holds,
             for the run's README.
     """
@@ -67,6 +69,7 @@ class Stage:
     needs: tuple[str, ...] = ()
     changes_model: bool = False
     inherits: tuple[str, ...] = ()
+    uses: tuple[str, ...] = ()
     files: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -77,6 +80,12 @@ class Stage:
             raise ValueError(
                 f"stage {self.name!r}: run must be 'module:function', got {self.run!r}"
             )
+
+    def sections(self) -> tuple[str, ...]:
+        """The sections a run of this stage reads: its own, those it inherits or uses, and
+        ``detect`` when it needs neuron sets."""
+        extra = ("detect",) if "sets" in self.needs and self.name != "detect" else ()
+        return tuple(dict.fromkeys((self.name, *self.inherits, *self.uses, *extra)))
 
     def runner(self) -> Callable[..., Any]:
         """The run function (its module imported now)."""

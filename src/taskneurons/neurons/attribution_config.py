@@ -37,7 +37,7 @@ class AttributionConfig(Config):
             only changes float rounding). Batches passed in ready-made are used as given.
     """
 
-    definition: str = field(
+    definition: Literal["ffn", "linear"] = field(
         default="ffn", metadata=flag("--definition", help="neuron definition: ffn or linear")
     )
     loss: Literal["answer", "all"] = field(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from taskneurons.config import Config, flag
+from taskneurons.config import NO_FLAGS, Config, flag
 from taskneurons.continual.method_config import METHOD_NAMES, MethodConfig
 from taskneurons.evaluation.eval_config import EvalConfig
 from taskneurons.experiments.stage import Stage, register
@@ -34,7 +34,9 @@ class ContinualConfig(Config):
     order: list[str] | None = None
     method: MethodConfig = field(default_factory=MethodConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    single_train: TrainConfig = field(default_factory=lambda: TrainConfig(method="full", lr=2e-5))
+    single_train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(method="full", lr=2e-5), metadata=NO_FLAGS
+    )
     eval: EvalConfig = field(default_factory=EvalConfig)
     n_train: int | None = field(
         default=512, metadata=flag("--n-train", kind="count", help="train examples per task")

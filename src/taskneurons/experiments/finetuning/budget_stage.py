@@ -79,6 +79,7 @@ STAGE = register(
         run="taskneurons.experiments.finetuning.budget_grid:run_budget",
         title="train own vs random neurons over optimizer x steps x k x seeds (Table 2 budgets)",
         order=50,
+        uses=("detect",),
         files={
             "budget": "Train-Task vs Train-Random per (task, optimizer, k, step), paired CI and p",
             "curves.json": "learning curves: the score after every scored step, own and random sets",

@@ -65,6 +65,7 @@ STAGE = register(
         run="taskneurons.experiments.generalization.controlled_overlap:run_controlled_overlap",
         title="fixed number of trained neurons, chosen overlap with the test tasks' (Tables 9-11)",
         order=100,
+        uses=("detect",),
         files={
             "controlled_overlap_config.json": "controlled-overlap knobs, seeds and provenance",
             "controlled_overlap_*": "score vs overlap at fixed size, mean ± std over seeds",

@@ -84,6 +84,7 @@ STAGE = register(
         run="taskneurons.experiments.generalization.proportion_sweep:run_generalization",
         title="train the groups' neurons at each proportion; ID and OOD scores (Fig. 2)",
         order=90,
+        uses=("detect",),
         files={
             "generalization_config.json": "proportion-sweep knobs, score sources, time split",
             "evaluations": "every evaluation of the proportion sweep (group, mode, proportion, task)",

@@ -37,6 +37,7 @@ STAGE = register(
         run="taskneurons.experiments.generalization.overlap:run_overlap",
         title="overlap of training and test tasks' neurons at each proportion (Table 8)",
         order=80,
+        uses=("detect",),
         files={
             "overlap": "overlap rate of training and test tasks' neurons per proportion (Table 8)",
             "overlap_vs_proportion": "overlap rate vs proportion (Table 8 as a plot)",

@@ -86,6 +86,7 @@ STAGE = register(
         run="taskneurons.experiments.generalization.similarity:run_similarity",
         title="per-layer parameter similarity of task neurons; correlation with OOD scores (Fig. 3, Table 4)",
         order=110,
+        uses=("detect",),
         files={
             "similarity_config.json": "similarity knobs, score sources and provenance",
             "correlation": "Pearson/Spearman of similarity vs OOD score, p-values, bootstrap CIs",

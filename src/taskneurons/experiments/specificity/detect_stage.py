@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from taskneurons.config import Config, flag
 from taskneurons.experiments.stage import Stage, register
@@ -84,7 +85,7 @@ class DetectConfig(Config):
     k: float = field(
         default=10.0, metadata=flag("--k", kind="percent", help="percent of neurons per task")
     )
-    scope: str = field(
+    scope: Literal["model", "layer"] = field(
         default="model", metadata=flag("--scope", help="rank over the whole model or per layer")
     )
     attribution: AttributionConfig = field(default_factory=AttributionConfig)

@@ -41,6 +41,7 @@ STAGE = register(
         run="taskneurons.experiments.specificity.sweep:run_sweep",
         title="deactivation over k x selection from scores computed once (where specificity lives)",
         order=40,
+        uses=("detect", "deactivate"),
         files={
             "sweep": "one row per (selection, k): set size, overlap, specificity by accuracy and NLL",
             "specificity_vs_k": "specificity statistic vs k, one line per selection (accuracy)",
