@@ -9,6 +9,7 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
+from taskneurons.training.loop import TrainOptions
 from taskneurons.training.snapshot import ModelSnapshot, restored
 from taskneurons.training.trained import trained
 from test_training import cfg, random_set, toy_task
@@ -62,7 +63,7 @@ def logits(model, ids):
 IDS = torch.tensor([[1, 5, 9, 17, 33, 40]])
 
 
-@pytest.mark.parametrize("raises", [False, True])
+@pytest.mark.parametrize("raises", ["nowhere", "block", "training"])
 @pytest.mark.parametrize(("method", "family", "extra"), CASES)
 def test_trained_restores_bit_for_bit(tok, method, family, extra, raises):
     model = tiny_model(family)
@@ -71,11 +72,20 @@ def test_trained_restores_bit_for_bit(tok, method, family, extra, raises):
     base_logits = logits(model, IDS)
     neurons = random_set(model, "ffn") if method == "neurons" else None
     config = cfg(method=method, lr=5e-2, max_steps=3, **extra)
-    with pytest.raises(_Boom) if raises else contextlib.nullcontext():
-        with trained(model, tok, toy_task(n=8), config, neurons=neurons, progress=False) as res:
+
+    def on_step(step, record):
+        assert not torch.allclose(logits(model, IDS), base_logits, atol=1e-4)  # trained
+        if raises == "training" and step == 2:
+            raise _Boom
+
+    options = TrainOptions(on_step=on_step)
+    with pytest.raises(_Boom) if raises != "nowhere" else contextlib.nullcontext():
+        with trained(
+            model, tok, toy_task(n=8), config, neurons=neurons, progress=False, options=options
+        ) as res:
             assert res.steps == 3 and res.method == method
             assert not torch.allclose(logits(res.model, IDS), base_logits, atol=1e-4)
-            if raises:
+            if raises == "block":
                 raise _Boom
     assert_same(model, before)
     assert torch.equal(logits(model, IDS), base_logits)

@@ -2,11 +2,12 @@
 
 The counterpart of :func:`~taskneurons.neurons.intervention.deactivate` for training: inside
 the block the model is the trained one (``res.model``, the :class:`TrainResult` of
-:func:`~taskneurons.training.loop.train`); on exit, also when the block raises, the model is
-bit for bit the model it was before:
+:func:`~taskneurons.training.loop.train`); on exit, also when the block or the training
+raises, the model is bit for bit the model it was before:
 
 * ``neurons``: the trained :class:`~taskneurons.training.neuron_delta.NeuronDelta` is
-  unmerged (when merged) and detached; the base weights were never written.
+  unmerged (when merged) and detached (a failed run detaches it itself); the base weights
+  were never written.
 * ``full`` and ``lora``: a :class:`~taskneurons.training.snapshot.ModelSnapshot` taken on
   entry is restored (LoRA layers PEFT injected are removed, weights and ``requires_grad``
   flags loaded back).

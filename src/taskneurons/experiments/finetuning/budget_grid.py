@@ -42,6 +42,7 @@ from taskneurons.neurons.space import NeuronSpace
 from taskneurons.provenance import model_fingerprint, provenance
 from taskneurons.report.plots import line_plot
 from taskneurons.report.tables import markdown_table, write_table
+from taskneurons.training.loop import TrainOptions
 from taskneurons.training.train_config import OPTIMIZERS, TrainConfig
 from taskneurons.training.trained import trained
 
@@ -152,7 +153,7 @@ def _curve(model, tokenizer, task, test, neurons, cfg, config, folder, progress)
 
     with trained(
         model, tokenizer, [task], cfg, neurons=neurons, out_dir=folder,
-        progress=progress, on_step=on_step,
+        progress=progress, options=TrainOptions(on_step=on_step),
     ) as res:  # fmt: skip
         steps = res.steps
     if len(scored) != len(config.steps):
