@@ -63,7 +63,6 @@ class PerTaskFT(ContinualMethod):
         super().__init__(model, tokenizer, config, train, progress)
         self._base = ModelSnapshot.take(model)
         self.states: dict[str, ModelSnapshot] = {}
-        self.derived: set[str] = set()
 
     @property
     def uses_task_id(self) -> bool:
