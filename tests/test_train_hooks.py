@@ -6,8 +6,9 @@ import pytest
 import torch
 from peft import get_peft_model
 
-from taskneurons.continual.lora import AdapterStack, lora_config
+from taskneurons.continual.lora import AdapterStack
 from taskneurons.training.loop import TrainOptions, train
+from taskneurons.training.methods import lora_config
 from test_training import cfg, random_set, toy_task
 
 from tiny_models import tiny_model
@@ -120,3 +121,20 @@ def test_a_failed_neuron_run_leaves_the_base_model(tok):
     assert all(p.requires_grad for p in model.parameters())
     with torch.no_grad():
         assert torch.equal(model(input_ids=ids).logits, before)
+
+
+def test_one_lora_config_for_the_method_and_the_stack(tok):
+    config = cfg(method="lora", lora_r=3, lora_alpha=6.0, lora_dropout=0.1, max_steps=1)
+    built = lora_config(config)
+    assert (built.r, built.lora_alpha, built.lora_dropout) == (3, 6.0, 0.1)
+    assert built.target_modules == "all-linear" and built.bias == "none"
+    assert built.task_type == "CAUSAL_LM"
+    assert set(lora_config(config.replace(lora_targets=["q_proj"])).target_modules) == {"q_proj"}
+    res = train(tiny_model("llama"), tok, toy_task(n=4), config, progress=False)
+    stack = AdapterStack(tiny_model("llama"), config)
+    stack.add("task0", seed=0)
+    ours, theirs = res.model.peft_config["default"], stack.peft.peft_config["task0"]
+    for key in ("r", "lora_alpha", "lora_dropout", "target_modules", "bias", "task_type"):
+        assert getattr(ours, key) == getattr(theirs, key), key
+    wrapped = {n for n, m in res.model.get_base_model().named_modules() if hasattr(m, "lora_A")}
+    assert wrapped == set(stack.matrices("task0"))

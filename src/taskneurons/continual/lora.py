@@ -26,22 +26,9 @@ from torch import nn
 
 from taskneurons.data.tasks import Task
 from taskneurons.training.loop import TrainOptions, train
+from taskneurons.training.methods import lora_config
 from taskneurons.training.step import Regulariser
 from taskneurons.training.train_config import TrainConfig
-
-
-def lora_config(train: TrainConfig):
-    """The ``peft.LoraConfig`` of ``train``'s LoRA knobs (``"all-linear"`` unless targets given)."""
-    from peft import LoraConfig
-
-    return LoraConfig(
-        r=train.lora_r,
-        lora_alpha=train.lora_alpha,
-        lora_dropout=train.lora_dropout,
-        target_modules=train.lora_targets or "all-linear",
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
 
 
 class AdapterStack:

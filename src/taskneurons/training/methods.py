@@ -175,24 +175,39 @@ class FullMethod(ParamsMethod):
         return list(model.named_parameters())
 
 
+def lora_config(config: TrainConfig):
+    """The ``peft.LoraConfig`` of ``config``'s LoRA knobs: the one place it is built.
+
+    ``lora_r``, ``lora_alpha``, ``lora_dropout``; ``lora_targets`` (``None``: PEFT's
+    ``"all-linear"``, every linear layer but the LM head); no bias; a causal LM. Used by the
+    ``lora`` method and by the continual methods' adapters
+    (:class:`~taskneurons.continual.lora.AdapterStack`).
+
+    Example:
+        >>> lora_config(TrainConfig(lora_r=4)).target_modules
+        'all-linear'
+    """
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=config.lora_targets or "all-linear",
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
 class LoraMethod(TrainMethod):
     """Train LoRA adapters through PEFT (``"all-linear"`` targets unless ``lora_targets``)."""
 
     name = "lora"
 
     def setup(self, model: nn.Module, neurons: NeuronSet | None) -> NamedParams:
-        from peft import LoraConfig, get_peft_model
+        from peft import get_peft_model
 
-        cfg = self.config
-        lcfg = LoraConfig(
-            r=cfg.lora_r,
-            lora_alpha=cfg.lora_alpha,
-            lora_dropout=cfg.lora_dropout,
-            target_modules=cfg.lora_targets or "all-linear",
-            bias="none",
-            task_type="CAUSAL_LM",
-        )
-        self.model = get_peft_model(model, lcfg)
+        self.model = get_peft_model(model, lora_config(self.config))
         return [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
 
     def save(self, out_dir: Path, meta: dict) -> None:
