@@ -11,6 +11,7 @@ import torch
 
 from taskneurons.continual import stage_loop as stages_module
 from taskneurons.continual.pertask import FROM_REFERENCES, PerTaskFT
+from taskneurons.continual.registry import METHODS
 from taskneurons.continual.stage_checkpoint import checkpoint_stage, read_checkpoint
 from taskneurons.continual.wncft import WNCFT
 from taskneurons.experiments.continual.continual_stage import ContinualConfig, ContinualSuiteConfig
@@ -104,6 +105,22 @@ def test_pertask_stage_from_references_equals_training_it(
     state = read_checkpoint(tmp_path / "s" / "checkpoint").state
     assert state["derived"] == [tasks[derived].id]
     assert not any(k.startswith(f"task{derived}.") for k in state)
+
+
+@pytest.mark.parametrize("name", ["seqft", "seqlora", "ncft", "wncft"])
+def test_other_methods_take_no_stage_from_the_references(tok, tasks, tmp_path, name):
+    """The base hooks: no reference stage, nothing derived, derive_stage refused; even when
+    ``single_train`` equals the stage config (which makes per-task FT derive stage 0)."""
+    cfg = _config(name, tmp_path / "cache.json")
+    method = METHODS[name](tiny_model("llama"), tok, cfg.method, cfg.train)
+    single = cfg.train.replace(method="full", merge=False)
+    assert method.reference_stages(single, 3) == []
+    assert stages_module.reference_stages(method, single, 3) == set()
+    assert method.derived == set()
+    with pytest.raises(NotImplementedError, match="no stage from the references"):
+        method.derive_stage(tasks[0], 0)
+    pertask = PerTaskFT(tiny_model("llama"), tok, cfg.method, cfg.train)
+    assert stages_module.reference_stages(pertask, single, 3) == {0}
 
 
 def test_pertask_trains_every_stage_when_the_configs_differ(tok, tasks, tmp_path, monkeypatch):

@@ -122,6 +122,7 @@ def test_scores_equal_captum(family, definition):
 def test_neuron_training_experiment_keeps_base_weights(tmp_path, monkeypatch):
     """Every parameter and buffer bit-identical after training each task's neurons (and random)."""
     import taskneurons.experiments.finetuning.table2 as nt
+    import taskneurons.training.trained as training_context
     from taskneurons.data.prompt_config import PromptConfig
     from taskneurons.evaluation.eval_config import EvalConfig
     from taskneurons.neurons.selection import top_k
@@ -144,8 +145,8 @@ def test_neuron_training_experiment_keeps_base_weights(tmp_path, monkeypatch):
         trained.append(nt_train(*args, **kwargs))
         return trained[-1]
 
-    nt_train = nt.train
-    monkeypatch.setattr(nt, "train", spy)
+    nt_train = training_context.train  # table2 trains through trained()
+    monkeypatch.setattr(training_context, "train", spy)
     config = nt.NeuronTrainingConfig(
         n_train=8,
         n_test=4,

@@ -21,7 +21,7 @@ from taskneurons.neurons.neuron_set import NeuronSet, NeuronSetMismatchError
 from taskneurons.neurons.space import NeuronSpace
 from taskneurons.provenance import model_fingerprint
 from taskneurons.testing.oracles import masked_gradient_hooks
-from taskneurons.training.loop import train
+from taskneurons.training.loop import TrainOptions, train
 from taskneurons.training.methods import TRAIN_METHODS, make_method
 from taskneurons.training.neuron_delta import NeuronDelta, selection_masks
 from taskneurons.training.train_config import METHODS, TrainConfig
@@ -217,7 +217,10 @@ def test_resume_equals_uninterrupted_run(tok, tmp_path, method, family, optimize
 
     def run(model, out, **kw):
         neurons = random_set(model, "ffn") if method == "neurons" else None
-        return train(model, tok, task, config, neurons=neurons, out_dir=out, progress=False, **kw)
+        options = TrainOptions(**kw)
+        return train(
+            model, tok, task, config, neurons=neurons, out_dir=out, progress=False, options=options
+        )
 
     ref = run(tiny_model(family), tmp_path / "ref")
 
@@ -248,7 +251,7 @@ def test_resume_equals_uninterrupted_run(tok, tmp_path, method, family, optimize
             task,
             other,
             out_dir=tmp_path / "cut",
-            resume=True,
+            options=TrainOptions(resume=True),
             neurons=random_set(tiny_model(family), "ffn") if method == "neurons" else None,
         )
 
@@ -348,7 +351,7 @@ def test_bad_input(tok):
     with pytest.raises(ValueError, match="only used by method 'neurons'"):
         train(model, tok, task, cfg(method="full"), neurons=random_set(model, "ffn"))
     with pytest.raises(ValueError, match="resume=True needs out_dir"):
-        train(model, tok, task, cfg(method="full"), resume=True)
+        train(model, tok, task, cfg(method="full"), options=TrainOptions(resume=True))
     for bad in (
         {"method": "adapter"},
         {"optimizer": "adam"},
@@ -393,7 +396,7 @@ from pathlib import Path
 import torch
 sys.path.insert(0, {tests!r})
 from accelerate import Accelerator
-from taskneurons.training.loop import TrainConfig, train
+from taskneurons.training.loop import TrainConfig, TrainOptions, train
 from test_training import PROMPT, random_set, toy_task
 from tiny_models import tiny_model
 from tiny_tokenizer import tiny_tokenizer
@@ -407,11 +410,12 @@ cfg = dict(lr=0.2, max_steps=3, batch_size=3, grad_accum=2, prompt=PROMPT, optim
 out = {{}}
 model = tiny_model("llama")
 res = train(model, tok, task, TrainConfig(**cfg), neurons=random_set(model, "ffn"),
-            accelerator=acc, progress=False)
+            options=TrainOptions(accelerator=acc), progress=False)
 out["delta"] = res.delta.state_dict()
 out["loss"] = [r["loss"] for r in res.history]
 model = tiny_model("gpt2")
-res = train(model, tok, task, TrainConfig(method="full", **cfg), accelerator=acc, progress=False)
+res = train(model, tok, task, TrainConfig(method="full", **cfg),
+            options=TrainOptions(accelerator=acc), progress=False)
 out["full"] = dict(model.state_dict())
 if acc.is_main_process:
     torch.save(out, Path(os.environ["TN_OUT"]) / f"train_{{acc.num_processes}}.pt")

@@ -12,7 +12,7 @@ One interface (:class:`~taskneurons.continual.base.ContinualMethod`: ``before_ta
 * :mod:`.ncft` — NCFT, only the current task's neurons trained, then merged;
 * :mod:`.wncft` — W-NCFT, per-task versions of the neurons weighted by task similarity.
 
-Shared pieces: :mod:`.fit` (a step loop with a regulariser), :mod:`.lora` (PEFT adapters),
+Shared pieces: :mod:`.lora` (PEFT adapters, trained through the one training loop),
 :mod:`.features` (input features, task vectors), :mod:`.slices` (versions of parameter
 slices), :mod:`.checkpoint` (stage checkpoints), :mod:`.reference` (cached single-task and
 zero-shot scores), :mod:`.stages` (one stage of a run, or of several runs sharing one

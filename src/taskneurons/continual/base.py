@@ -21,6 +21,12 @@ yields the model as it answers a test input:
 JSON-ready values); ``stored_bytes_per_task()`` is the extra memory a method keeps per task
 at inference.
 
+A method may take some stages from the reference scores instead of training them (per-task
+FT, whose stage can repeat the very training behind A(i)): ``reference_stages()`` lists them,
+the stage loop runs ``derive_stage(task, j)`` for those instead of the three calls above, and
+the tasks so recorded are in ``derived`` (their rows are the reference scores). By default a
+method lists no stage, so every stage is trained.
+
 Example:
     >>> method = make_method(MethodConfig(name="ncft"), model, tok, TrainConfig())  # doctest: +SKIP
     >>> summary = run_stage(method, task, 0)  # doctest: +SKIP
@@ -56,6 +62,8 @@ class ContinualMethod:
 
     Attributes:
         trained: ids of the trained tasks, in stage order.
+        derived: ids of the tasks whose stage was taken from the reference scores
+            (:meth:`derive_stage`; empty for a method without :meth:`reference_stages`).
     """
 
     #: the :data:`METHOD_NAMES` entry
@@ -77,6 +85,7 @@ class ContinualMethod:
         self.train_config = train
         self.progress = progress
         self.trained: list[str] = []
+        self.derived: set[str] = set()
 
     @property
     def uses_task_id(self) -> bool:
@@ -97,6 +106,16 @@ class ContinualMethod:
     def after_task(self, task: Task, stage: int) -> None:
         """Finish the stage: record ``task`` as trained."""
         self.trained.append(task.id)
+
+    def reference_stages(self, single_train: TrainConfig, n_stages: int) -> list[int]:
+        """The stages (of ``n_stages``) taken from the reference scores, which are trained with
+        ``single_train``: none by default (per-task FT: those repeating A(i)'s training)."""
+        return []
+
+    def derive_stage(self, task: Task, stage: int) -> dict:
+        """Record stage ``stage`` (one of :meth:`reference_stages`) as done without training;
+        add ``task.id`` to :attr:`derived`; return the stage's JSON-ready summary."""
+        raise NotImplementedError(f"method {self.name!r} takes no stage from the references")
 
     def routes(self, texts: Sequence[str]) -> list[Hashable]:
         """One route per input text (inputs with equal routes share an answering context)."""

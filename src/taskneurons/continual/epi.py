@@ -27,7 +27,6 @@ from torch import nn
 
 from taskneurons.continual.base import ContinualMethod, tensor_bytes
 from taskneurons.continual.features import mean_features, similarity_logits, task_vector
-from taskneurons.continual.fit import fit
 from taskneurons.continual.lora import AdapterStack
 from taskneurons.data.tasks import Task
 
@@ -53,9 +52,9 @@ class EPI(ContinualMethod):
 
     def train_task(self, task: Task, stage: int) -> dict:
         name = self.stack.names[-1]
-        params = list(self.stack.parameters(name).values())
         cfg = self.stage_config(stage, method="lora")
-        return {**fit(self.stack.model, self.tokenizer, task, cfg, params), "adapter": name}
+        summary = self.stack.train_adapter(name, self.tokenizer, task, cfg, None, self.progress)
+        return {**summary, "adapter": name}
 
     def after_task(self, task: Task, stage: int) -> None:
         self.stack.activate([self.stack.names[-1]])  # frozen

@@ -3,13 +3,16 @@
 PEFT holds several adapters in every targeted linear (``lora_A[name]``, ``lora_B[name]``);
 ``set_adapter([names])`` chooses the ones that take part in the forward pass (their outputs
 add up). :class:`AdapterStack` keeps the adapter names in the order they were added, chooses
-which are active and which one trains, and reads and writes their tensors for checkpoints.
-PEFT itself is used as is.
+which are active and which one trains (:meth:`AdapterStack.train_adapter`, through the one
+training loop :func:`~taskneurons.training.loop.train`), and reads and writes their tensors
+for checkpoints. PEFT itself is used as is.
 
 Example:
     >>> stack = AdapterStack(model, TrainConfig(lora_r=8))  # doctest: +SKIP
     >>> stack.add("task0", seed=0)  # doctest: +SKIP
     >>> stack.activate(["task0"], trainable="task0")  # doctest: +SKIP
+    >>> stack.train_adapter("task0", tok, sst2, TrainConfig(max_steps=10))["final_loss"]  # doctest: +SKIP
+    0.52
     >>> A, B = stack.matrices("task0")["model.layers.0.self_attn.q_proj"]  # [r, in], [out, r]  # doctest: +SKIP
 """
 
@@ -21,21 +24,11 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
+from taskneurons.data.tasks import Task
+from taskneurons.training.loop import TrainOptions, train
+from taskneurons.training.methods import lora_config
+from taskneurons.training.step import Regulariser
 from taskneurons.training.train_config import TrainConfig
-
-
-def lora_config(train: TrainConfig):
-    """The ``peft.LoraConfig`` of ``train``'s LoRA knobs (``"all-linear"`` unless targets given)."""
-    from peft import LoraConfig
-
-    return LoraConfig(
-        r=train.lora_r,
-        lora_alpha=train.lora_alpha,
-        lora_dropout=train.lora_dropout,
-        target_modules=train.lora_targets or "all-linear",
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
 
 
 class AdapterStack:
@@ -81,6 +74,40 @@ class AdapterStack:
         if trainable is not None:
             for p in self.parameters(trainable).values():
                 p.requires_grad_(True)
+
+    def train_adapter(
+        self,
+        name: str,
+        tokenizer,
+        task: Task,
+        config: TrainConfig,
+        regulariser: Regulariser | None = None,
+        progress: bool = False,
+    ) -> dict:
+        """Train adapter ``name`` on ``task`` (the active adapters in the forward); a summary.
+
+        Args:
+            name: the adapter to train (made trainable by :meth:`activate`).
+            tokenizer: the model's tokenizer.
+            task: the task (its train split, pooled and shuffled with ``config.seed``).
+            config: lr, steps/epochs, batch size, accumulation, schedule, clipping, prompt
+                (``method`` and the LoRA knobs are not read: the adapter exists).
+            regulariser: added to the loss once per optimizer step (O-LoRA's penalty).
+            progress: show a progress bar.
+
+        Returns:
+            ``{"steps", "final_loss", "final_regulariser", "n_trainable", "wall_s"}``; losses
+            in nats (mean per-example answer NLL).
+        """
+        options = TrainOptions(params=self.parameters(name), regulariser=regulariser)
+        res = train(self.model, tokenizer, [task], config, progress=progress, options=options)
+        return {
+            "steps": res.steps,
+            "final_loss": res.final_loss,
+            "final_regulariser": res.final_regulariser,
+            "n_trainable": res.n_trainable,
+            "wall_s": round(res.wall_s, 3),
+        }
 
     def parameters(self, name: str) -> dict[str, nn.Parameter]:
         """The LoRA tensors of adapter ``name`` by ``named_parameters`` name."""

@@ -14,8 +14,9 @@ with, over every targeted module ``m`` and every earlier adapter ``i`` (``A`` is
 * ``loss_form="paper"``: squared entries ``sum((A_i A_new^T)^2)`` and squared norms.
 
 The repository adds the terms to each micro-batch's loss; here they are added once per
-optimizer step (the same when there is no gradient accumulation). Built on PEFT's multiple
-adapters (:class:`~taskneurons.continual.lora.AdapterStack`), not a fork of it.
+optimizer step (the same when there is no gradient accumulation): the training loop's
+``regulariser`` hook (:class:`~taskneurons.training.loop.TrainOptions`). Built on PEFT's
+multiple adapters (:class:`~taskneurons.continual.lora.AdapterStack`), not a fork of it.
 
 Example:
     >>> method = OLoRA(model, tok, MethodConfig(name="olora", lambda_orth=0.5), TrainConfig())  # doctest: +SKIP
@@ -33,7 +34,6 @@ import torch
 from torch import nn
 
 from taskneurons.continual.base import ContinualMethod
-from taskneurons.continual.fit import fit
 from taskneurons.continual.lora import AdapterStack
 from taskneurons.data.tasks import Task
 
@@ -87,15 +87,9 @@ class OLoRA(ContinualMethod):
 
     def train_task(self, task: Task, stage: int) -> dict:
         new, old = self.stack.names[-1], list(self.stack.names[:-1])
-        params = list(self.stack.parameters(new).values())
         cfg = self.stage_config(stage, method="lora")
-        summary = fit(
-            self.stack.model,
-            self.tokenizer,
-            task,
-            cfg,
-            params,
-            regulariser=lambda: self.regulariser(new, old),
+        summary = self.stack.train_adapter(
+            new, self.tokenizer, task, cfg, lambda: self.regulariser(new, old), self.progress
         )
         return {**summary, "adapter": new}
 

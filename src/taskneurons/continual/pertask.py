@@ -35,28 +35,25 @@ import contextlib
 from collections.abc import Hashable, Iterator
 from typing import Any
 
-import torch
 from torch import nn
 
 from taskneurons.continual.base import ContinualMethod, tensor_bytes
 from taskneurons.continual.reference import single_train_config
 from taskneurons.data.tasks import Task
 from taskneurons.training.loop import train
+from taskneurons.training.snapshot import ModelSnapshot
 from taskneurons.training.train_config import TrainConfig
 
 #: the ``derived_from`` value of a stage taken from the reference scores
 FROM_REFERENCES = "reference_scores"
 
 
-def _copy(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-
-
 class PerTaskFT(ContinualMethod):
     """One full fine-tuned copy of the model per task; the task id picks the copy.
 
     Attributes:
-        states: task id -> its trained weights (CPU), for the trained stages.
+        states: task id -> its trained weights (a CPU :class:`ModelSnapshot`), for the trained
+            stages.
         derived: ids of the tasks whose stage was taken from the reference scores (no copy).
     """
 
@@ -64,17 +61,12 @@ class PerTaskFT(ContinualMethod):
 
     def __init__(self, model, tokenizer, config, train, progress=False) -> None:
         super().__init__(model, tokenizer, config, train, progress)
-        self._base = _copy(model)
-        self.states: dict[str, dict[str, torch.Tensor]] = {}
-        self.derived: set[str] = set()
+        self._base = ModelSnapshot.take(model)
+        self.states: dict[str, ModelSnapshot] = {}
 
     @property
     def uses_task_id(self) -> bool:
         return True
-
-    def _load(self, state: dict[str, torch.Tensor]) -> None:
-        with torch.no_grad():
-            self.model.load_state_dict(state)
 
     def stage_train_config(self, stage: int) -> TrainConfig:
         """The :class:`TrainConfig` of stage ``stage``: ``seed + stage``, full, not merged."""
@@ -105,9 +97,9 @@ class PerTaskFT(ContinualMethod):
         cfg = self.stage_train_config(stage)
         try:
             res = train(self.model, self.tokenizer, [task], cfg, progress=self.progress)
-            self.states[task.id] = _copy(self.model)
+            self.states[task.id] = ModelSnapshot.take(self.model)
         finally:
-            self._load(self._base)
+            self._base.restore(self.model)
         return res.summary()
 
     @contextlib.contextmanager
@@ -123,11 +115,11 @@ class PerTaskFT(ContinualMethod):
         if state is None:  # not trained yet: the base model
             yield self.model
             return
-        self._load(state)
+        state.restore(self.model)
         try:
             yield self.model
         finally:
-            self._load(self._base)
+            self._base.restore(self.model)
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
@@ -135,7 +127,7 @@ class PerTaskFT(ContinualMethod):
         for i, tid in enumerate(self.trained):  # keyed by stage index: any task id is safe
             if tid in self.derived:
                 continue
-            for name, value in self.states[tid].items():
+            for name, value in self.states[tid].state.items():
                 state[f"task{i}.{name}"] = value
         return state
 
@@ -147,13 +139,13 @@ class PerTaskFT(ContinualMethod):
             if tid in self.derived:
                 continue
             prefix = f"task{i}."
-            self.states[tid] = {
-                k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)
-            }
+            self.states[tid] = ModelSnapshot(
+                {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            )
 
     def stored_bytes_per_task(self) -> int:
         """The bytes of one full copy of the model's state (what the method keeps per task;
         a task taken from the references counts the same)."""
         if not self.trained:
             return 0
-        return tensor_bytes(self._base.values())
+        return tensor_bytes(self._base.state.values())

@@ -6,7 +6,8 @@ by it. ``b(i)`` is the base model's zero-shot score; FWT subtracts it. Both are 
 every method of a comparison, so they are computed once and kept in a JSON cache keyed by the
 SHA-256 of: the kind, the model fingerprint (architecture and weights), the task id, the
 hashes of its train and test examples, the training config (``A(i)`` only) and the eval
-config. The base weights (and ``requires_grad`` flags) are restored after each training.
+config. The base model (weights, ``requires_grad`` flags, modules) is restored after each
+training (:func:`~taskneurons.training.trained.trained`).
 
 Example:
     >>> refs = reference_scores(model, tok, tasks, test, TrainConfig(method="full"), EvalConfig(),
@@ -25,7 +26,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from taskneurons._io import write_json_atomic
@@ -33,8 +33,8 @@ from taskneurons.data.tasks import Example, Task, examples_hash
 from taskneurons.evaluation.dispatch import evaluate
 from taskneurons.evaluation.eval_config import EvalConfig
 from taskneurons.provenance import model_fingerprint
-from taskneurons.training.loop import train
 from taskneurons.training.train_config import TrainConfig
+from taskneurons.training.trained import trained
 
 #: format tag of the cache file
 FORMAT = "taskneurons.ReferenceScores/1"
@@ -85,18 +85,9 @@ def _single_score(
     model: nn.Module, tokenizer, task: Task, test: Sequence[Example], cfg: TrainConfig,
     eval_cfg: EvalConfig, progress: bool,
 ) -> float:  # fmt: skip
-    """Train a copy of the base weights on ``task`` alone, score it, put the base back."""
-    saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    cfg = single_train_config(cfg)
-    try:
-        res = train(model, tokenizer, [task], cfg, progress=progress)
+    """Train the base model on ``task`` alone, score it, put the base back (:func:`trained`)."""
+    with trained(model, tokenizer, [task], single_train_config(cfg), progress=progress) as res:
         return evaluate(res.model, tokenizer, task, test, config=eval_cfg, progress=False).score
-    finally:
-        with torch.no_grad():
-            model.load_state_dict(saved)
-        for p, flag in flags:
-            p.requires_grad_(flag)
 
 
 def reference_scores(

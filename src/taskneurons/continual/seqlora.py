@@ -18,7 +18,6 @@ from typing import Any
 from torch import nn
 
 from taskneurons.continual.base import ContinualMethod
-from taskneurons.continual.fit import fit
 from taskneurons.continual.lora import AdapterStack
 from taskneurons.data.tasks import Task
 
@@ -41,9 +40,8 @@ class SeqLoRA(ContinualMethod):
         self.stack.activate([ADAPTER], trainable=ADAPTER)
 
     def train_task(self, task: Task, stage: int) -> dict:
-        params = list(self.stack.parameters(ADAPTER).values())
         cfg = self.stage_config(stage, method="lora")
-        return fit(self.stack.model, self.tokenizer, task, cfg, params)
+        return self.stack.train_adapter(ADAPTER, self.tokenizer, task, cfg, None, self.progress)
 
     def after_task(self, task: Task, stage: int) -> None:
         self.stack.activate([ADAPTER])  # frozen

@@ -6,10 +6,11 @@ or several runs sharing one training (W-NCFT scored with the task given and infe
 :class:`~taskneurons.continual.base.MethodConfig` in place (its answering mode: the only
 difference such runs may have), and each run's checkpoint is written in its own folder.
 
-Per-task FT's stages whose training is the one behind A(i) (:func:`reference_stages`) are not
-trained: :meth:`~taskneurons.continual.pertask.PerTaskFT.derive_stage` records them, and
-the task's row is copied from the reference scores: A(i) from its stage on, the zero-shot
-score before it (``nan`` when unseen tasks are not scored).
+The stages a method takes from the reference scores (:func:`reference_stages`, the method's
+:meth:`~taskneurons.continual.base.ContinualMethod.reference_stages`: per-task FT's stages
+whose training is the one behind A(i)) are not trained: the method's ``derive_stage`` records
+them, and the task's row is copied from the reference scores: A(i) from its stage on, the
+zero-shot score before it (``nan`` when unseen tasks are not scored).
 
 Example:
     >>> derive = reference_stages(method, config.single_train, len(ordered))  # doctest: +SKIP
@@ -29,7 +30,6 @@ import numpy as np
 
 from taskneurons.continual.base import ContinualMethod, run_stage, score_task
 from taskneurons.continual.method_config import MethodConfig
-from taskneurons.continual.pertask import PerTaskFT
 from taskneurons.continual.stage_checkpoint import write_checkpoint
 from taskneurons.data.tasks import Example, Task
 from taskneurons.evaluation.eval_config import EvalConfig
@@ -73,9 +73,8 @@ class StageRun:
 
 
 def reference_stages(method: ContinualMethod, single_train: TrainConfig, n: int) -> set[int]:
-    """The stages taken from the reference scores: per-task FT's, else none."""
-    if not isinstance(method, PerTaskFT):
-        return set()
+    """The stages taken from the reference scores (:meth:`ContinualMethod.reference_stages`:
+    per-task FT's, none for the other methods)."""
     return set(method.reference_stages(single_train, n))
 
 
@@ -89,7 +88,7 @@ def advance(
     derive: set[int],
 ) -> None:
     """Train (or derive) stage ``j``; every run scores every task; write their checkpoints."""
-    if j in derive and isinstance(method, PerTaskFT):
+    if j in derive:
         summary = method.derive_stage(ordered[j], j)
     else:
         summary = run_stage(method, ordered[j], j)
@@ -108,7 +107,7 @@ def advance(
 
 def _score(method, tokenizer, ordered, test, run: StageRun, j: int, derive: set[int]) -> None:
     """Column ``j`` of ``run.matrix``; the rows of derived tasks from the references."""
-    derived = method.derived if isinstance(method, PerTaskFT) else set()
+    derived = method.derived
     for i, task in enumerate(ordered):
         if task.id in derived or (i > j and i in derive):
             if i <= j:

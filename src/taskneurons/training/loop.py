@@ -30,9 +30,17 @@ parameters), so results do not depend on the number of processes.
 
 Files in ``out_dir`` (when given): ``train_config.json`` (config, tasks, model fingerprint,
 provenance), ``train_log.jsonl`` (one JSON line per logged step: step, epoch, loss, lr,
-grad_norm, examples, elapsed_s), ``checkpoint.pt`` (every ``checkpoint_every`` steps: trainable
+grad_norm, examples, elapsed_s; and regulariser with one), ``checkpoint.pt`` (every ``checkpoint_every`` steps: trainable
 tensors, optimizer, scheduler, RNG state, step), ``train_result.json``, and the trained
 ``delta/`` (neurons) or ``lora/`` adapter (lora).
+
+Hooks (:class:`TrainOptions`): ``on_step`` after every
+step; ``params`` trains given tensors of the model as it is instead of the config's method
+(one LoRA adapter of a model holding several: SeqLoRA, O-LoRA, EPI); ``regulariser`` adds a
+term to every step's loss (O-LoRA's penalty). The continual methods train through this one
+loop too. A run that raises takes its NeuronDelta's hooks off again; full and LoRA
+fine-tuning change the model itself (:func:`~taskneurons.training.trained.trained` restores
+it, after a failed run too).
 
 This module holds the step loop; the parts live beside it: the methods in
 :mod:`~taskneurons.training.methods` (one class per method, dispatched by
@@ -53,9 +61,10 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -71,9 +80,44 @@ from taskneurons.training.run_files import (
     write_train_config,
     write_train_result,
 )
-from taskneurons.training.step import make_optimizer, train_step
+from taskneurons.training.step import (
+    Regulariser,
+    StepOutcome,
+    StepParts,
+    make_optimizer,
+    train_step,
+)
 from taskneurons.training.train_checkpoint import CHECKPOINT, restore_checkpoint, write_checkpoint
 from taskneurons.training.train_config import TrainConfig, TrainResult
+
+
+@dataclass
+class TrainOptions:
+    """What a training run gets beside its :class:`TrainConfig`: resume, accelerator, hooks.
+
+    Attributes:
+        resume: continue from ``out_dir/checkpoint.pt`` when it exists (the model must be the
+            same base model as in the interrupted run; the config must match except
+            ``checkpoint_every``, ``log_every``, ``log_file`` and ``merge``).
+        accelerator: an ``accelerate.Accelerator`` (``None``: a new one).
+        on_step: called as ``on_step(step, record)`` after every optimizer step (and after
+            the step's checkpoint), ``step`` counting from 1.
+        params: train exactly these tensors (name -> parameter) of the model as it is, e.g.
+            one LoRA adapter of a model that holds several, instead of the config's method
+            (nothing is saved or merged; ``neurons`` must be ``None``).
+        regulariser: a scalar term added to the loss once per optimizer step, after the
+            micro-batches (and the sum across processes), before clipping, e.g. O-LoRA's;
+            its last value is ``TrainResult.final_regulariser``.
+
+    Example:
+        >>> opts = TrainOptions(params=stack.parameters("task1"), regulariser=penalty)  # doctest: +SKIP
+    """
+
+    resume: bool = False
+    accelerator: Any = None
+    on_step: Callable[[int, dict], None] | None = None
+    params: Mapping[str, nn.Parameter] | None = None
+    regulariser: Regulariser | None = None
 
 
 @dataclass
@@ -81,24 +125,24 @@ class _Run:
     """Everything the step loop of one :func:`train` call works on."""
 
     method: TrainMethod
-    model: nn.Module
-    config: TrainConfig
+    parts: StepParts
     data: TrainData
     named: list[tuple[str, nn.Parameter]]
-    optimizer: torch.optim.Optimizer
-    scheduler: object
-    accelerator: object
+    options: TrainOptions
     meta: dict
     out: Path | None
     start: int
-    n_trainable: int
     n_params: int
     was_training: bool
     t0: float
 
     @property
+    def config(self) -> TrainConfig:
+        return self.method.config
+
+    @property
     def main(self) -> bool:
-        return self.accelerator.is_main_process
+        return self.parts.accelerator.is_main_process
 
 
 def train(
@@ -108,10 +152,8 @@ def train(
     config: TrainConfig | None = None,
     neurons: NeuronSet | None = None,
     out_dir: str | os.PathLike | None = None,
-    resume: bool = False,
-    accelerator=None,
     progress: bool = True,
-    on_step: Callable[[int, dict], None] | None = None,
+    options: TrainOptions | None = None,
 ) -> TrainResult:
     """Fine-tune ``model`` on the train examples of one or several tasks.
 
@@ -122,13 +164,9 @@ def train(
         config: the knobs (default :class:`TrainConfig`, method ``neurons``).
         neurons: the NeuronSet to train (``neurons`` method only).
         out_dir: folder for config, log, checkpoints and the trained delta/adapter.
-        resume: continue from ``out_dir/checkpoint.pt`` when it exists (``model`` must be the
-            same base model as in the interrupted run; the config must match except
-            ``checkpoint_every``, ``log_every``, ``log_file`` and ``merge``).
-        accelerator: an ``accelerate.Accelerator`` (default: a new one).
         progress: show a tqdm bar with the loss.
-        on_step: called as ``on_step(step, record)`` after every optimizer step (and after the
-            step's checkpoint), ``step`` counting from 1.
+        options: resume, the accelerator and the loop's hooks (``on_step``, ``params``,
+            ``regulariser``): :class:`TrainOptions` (default: none of them).
 
     Returns:
         A :class:`TrainResult`.
@@ -140,24 +178,24 @@ def train(
 
     Example:
         >>> res = train(model, tok, [sst2, agnews], TrainConfig(method="full", epochs=1))  # doctest: +SKIP
+        >>> opts = TrainOptions(resume=True, on_step=lambda step, rec: print(rec["loss"]))  # doctest: +SKIP
+        >>> res = train(model, tok, sst2, cfg, out_dir="out/ft", options=opts)  # doctest: +SKIP
     """
-    from accelerate import Accelerator
-
     t0 = time.perf_counter()
     config = config or TrainConfig()
+    options = options or TrainOptions()
     task_list = check_tasks(tasks)
-    method = make_method(config, neurons)
-    out = _check_out_dir(out_dir, config, resume)
-    accelerator = accelerator or Accelerator()
-    run = _prepare(model, tokenizer, task_list, neurons, method, out, resume, accelerator, t0)
-    run.model.train()
+    method = make_method(config, neurons, options.params)
+    out = _check_out_dir(out_dir, config, options.resume)
     try:
-        history, final_loss = _run_steps(run, progress, on_step)
+        run = _prepare(model, tokenizer, task_list, neurons, method, out, options, t0)
+        history, last = _run_steps(run, progress)
+    except BaseException:
+        method.abort()
+        raise
     finally:
-        run.optimizer.zero_grad(set_to_none=True)  # free the last step's gradients
-        run.model.train(run.was_training)
         method.restore()
-    return _finish(run, history, final_loss)
+    return _finish(run, history, last)
 
 
 def _check_out_dir(out_dir, config: TrainConfig, resume: bool) -> Path | None:
@@ -176,11 +214,13 @@ def _prepare(
     neurons: NeuronSet | None,
     method: TrainMethod,
     out: Path | None,
-    resume: bool,
-    accelerator,
+    options: TrainOptions,
     t0: float,
 ) -> _Run:
     """Encode the data, set the method up, build the optimizer, resume, write the config."""
+    from accelerate import Accelerator
+
+    accelerator = options.accelerator or Accelerator()
     config = method.config
     data = TrainData.encode(tokenizer, tasks, config)
     meta = run_meta(tasks, neurons, model)
@@ -189,113 +229,100 @@ def _prepare(
     torch.manual_seed(config.seed)  # LoRA init, dropout
     model.to(accelerator.device)
     named = method.setup(model, neurons)
-    n_trainable = int(sum(p.numel() for _, p in named))
-    optimizer, scheduler = make_optimizer([p for _, p in named], config, data.total_steps)
+    params = [p for _, p in named]
+    optimizer, scheduler = make_optimizer(params, config, data.total_steps)
+    assert method.model is not None
+    parts = StepParts(
+        method.model, params, optimizer, scheduler, accelerator, config.max_grad_norm,
+        options.regulariser,
+    )  # fmt: skip
     start = 0
     ckpt_path = out / CHECKPOINT if out is not None else None
-    if resume and ckpt_path is not None and ckpt_path.is_file():
+    if options.resume and ckpt_path is not None and ckpt_path.is_file():
         start = restore_checkpoint(ckpt_path, config, meta, named, optimizer, scheduler)
-    if out is not None and accelerator.is_main_process:
+    run = _Run(method, parts, data, named, options, meta, out, start, n_params, was_training, t0)
+    if out is not None and run.main:
         write_train_config(
-            out,
-            config,
-            meta,
-            neurons,
-            n_trainable=n_trainable,
-            n_params=n_params,
-            total_steps=data.total_steps,
-            steps_per_epoch=data.steps_per_epoch,
+            out, config, meta, neurons, n_trainable=_count(named), n_params=n_params,
+            total_steps=data.total_steps, steps_per_epoch=data.steps_per_epoch,
             world_size=accelerator.num_processes,
-        )
+        )  # fmt: skip
         reset_log(out / config.log_file, start)
-    assert method.model is not None
-    return _Run(
-        method,
-        method.model,
-        config,
-        data,
-        named,
-        optimizer,
-        scheduler,
-        accelerator,
-        meta,
-        out,
-        start,
-        n_trainable,
-        n_params,
-        was_training,
-        t0,
-    )
+    return run
 
 
-def _run_steps(
-    run: _Run, progress: bool, on_step: Callable[[int, dict], None] | None
-) -> tuple[list[dict], float | None]:
-    """The optimizer steps from ``run.start`` on; returns ``(logged records, last loss)``."""
+def _count(named: list[tuple[str, nn.Parameter]]) -> int:
+    return int(sum(p.numel() for _, p in named))
+
+
+def _run_steps(run: _Run, progress: bool) -> tuple[list[dict], StepOutcome | None]:
+    """The optimizer steps from ``run.start`` on; returns ``(logged records, last step)``."""
     from tqdm.auto import tqdm
 
-    cfg, data, acc = run.config, run.data, run.accelerator
-    params = [p for _, p in run.named]
-    log_path = run.out / cfg.log_file if run.out is not None else None
+    data, acc, on_step = run.data, run.parts.accelerator, run.options.on_step
     history: list[dict] = []
-    final_loss: float | None = None
+    last: StepOutcome | None = None
     bar = tqdm(
-        total=data.total_steps,
-        initial=run.start,
-        disable=not progress or not run.main,
-        desc=f"train {cfg.method}",
-    )
+        total=data.total_steps, initial=run.start, disable=not progress or not run.main,
+        desc=f"train {run.config.method}",
+    )  # fmt: skip
+    run.parts.model.train()
     try:
         for step, epoch, chunk in data.steps(run.start):
             batches = data.micro_batches(chunk, acc.process_index, acc.num_processes)
-            final_loss, lr, grad_norm = train_step(
-                run.model,
-                batches,
-                len(chunk),
-                params,
-                run.optimizer,
-                run.scheduler,
-                acc,
-                cfg.max_grad_norm,
-            )
-            done = step + 1
-            record = {
-                "step": done,
-                "epoch": epoch,
-                "loss": final_loss,
-                "lr": lr,
-                "grad_norm": grad_norm,
-                "examples": len(chunk),
-                "elapsed_s": round(time.perf_counter() - run.t0, 3),
-            }
-            if done % cfg.log_every == 0 or done == data.total_steps:
-                history.append(record)
-                if log_path is not None and run.main:
-                    append_log(log_path, record)
+            last = train_step(run.parts, batches, len(chunk))
+            record = _record(run, step + 1, epoch, len(chunk), last)
+            _log(run, record, history)
             bar.update(1)
-            bar.set_postfix(loss=f"{final_loss:.4f}")
-            if cfg.checkpoint_every and (
-                done % cfg.checkpoint_every == 0 or done == data.total_steps
-            ):
-                assert run.out is not None
-                write_checkpoint(
-                    run.out / CHECKPOINT,
-                    done,
-                    cfg,
-                    run.meta,
-                    run.named,
-                    run.optimizer,
-                    run.scheduler,
-                    acc,
-                )
+            bar.set_postfix(loss=f"{last.loss:.4f}")
+            _checkpoint(run, record["step"])
             if on_step is not None:
-                on_step(done, record)
+                on_step(record["step"], record)
     finally:
         bar.close()
-    return history, final_loss
+        run.parts.optimizer.zero_grad(set_to_none=True)  # free the last step's gradients
+        run.parts.model.train(run.was_training)
+    return history, last
 
 
-def _finish(run: _Run, history: list[dict], final_loss: float | None) -> TrainResult:
+def _record(run: _Run, done: int, epoch: int, examples: int, out: StepOutcome) -> dict:
+    """The log record of step ``done`` (counting from 1)."""
+    record = {
+        "step": done,
+        "epoch": epoch,
+        "loss": out.loss,
+        "lr": out.lr,
+        "grad_norm": out.grad_norm,
+        "examples": examples,
+        "elapsed_s": round(time.perf_counter() - run.t0, 3),
+    }
+    if out.regulariser is not None:
+        record["regulariser"] = out.regulariser
+    return record
+
+
+def _log(run: _Run, record: dict, history: list[dict]) -> None:
+    """Keep and write ``record`` when its step is logged (every ``log_every`` and the last)."""
+    done = record["step"]
+    if done % run.config.log_every == 0 or done == run.data.total_steps:
+        history.append(record)
+        if run.out is not None and run.main:
+            append_log(run.out / run.config.log_file, record)
+
+
+def _checkpoint(run: _Run, done: int) -> None:
+    """Write the checkpoint after step ``done`` when one is due (every ``checkpoint_every``)."""
+    every = run.config.checkpoint_every
+    if every and (done % every == 0 or done == run.data.total_steps):
+        assert run.out is not None
+        p = run.parts
+        write_checkpoint(
+            run.out / CHECKPOINT, done, run.config, run.meta, run.named, p.optimizer,
+            p.scheduler, p.accelerator,
+        )  # fmt: skip
+
+
+def _finish(run: _Run, history: list[dict], last: StepOutcome | None) -> TrainResult:
     """Save (main process) and merge what was trained; write ``train_result.json``."""
     save_to = run.out if run.main else None
     model = run.method.finish(save_to, run.config.merge, run.meta)
@@ -305,13 +332,14 @@ def _finish(run: _Run, history: list[dict], final_loss: float | None) -> TrainRe
         delta=run.method.delta,
         steps=run.data.total_steps,
         history=history,
-        final_loss=final_loss,
-        n_trainable=run.n_trainable,
+        final_loss=None if last is None else last.loss,
+        n_trainable=_count(run.named),
         n_params=run.n_params,
         wall_s=time.perf_counter() - run.t0,
         resumed_from=run.start,
         out_dir=run.out,
         config=run.config,
+        final_regulariser=None if last is None else last.regulariser,
     )
     if run.out is not None and run.main:
         write_train_result(run.out, result, run.meta)

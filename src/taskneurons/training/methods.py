@@ -2,13 +2,17 @@
 
 A :class:`TrainMethod` makes a model trainable and hands the trainable tensors to the loop
 (:meth:`~TrainMethod.setup`), undoes its temporary changes to the base parameters once the
-steps are over, also on error (:meth:`~TrainMethod.restore`), and writes and optionally merges
-what was trained (:meth:`~TrainMethod.finish`):
+steps are over, also on error (:meth:`~TrainMethod.restore`; after a failed run
+:meth:`~TrainMethod.abort` first), and writes and optionally merges what was trained
+(:meth:`~TrainMethod.finish`):
 
 * ``"neurons"`` (:class:`NeuronsMethod`): a :class:`NeuronDelta` on the NeuronSet's slices,
   attached by forward hooks, every base parameter frozen; saved as ``delta/``.
 * ``"full"`` (:class:`FullMethod`): every parameter, in place; nothing extra is saved.
 * ``"lora"`` (:class:`LoraMethod`): PEFT LoRA adapters; saved as ``lora/``.
+
+Beside the table, :class:`ParamsMethod` trains given tensors of the model as it is
+(``TrainOptions.params``: one LoRA adapter of a stack, for the continual methods).
 
 Example:
     >>> method = make_method(TrainConfig(method="full"), None)  # doctest: +SKIP
@@ -21,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import ClassVar
 
@@ -62,6 +67,9 @@ class TrainMethod:
 
     def restore(self) -> None:
         """Undo :meth:`setup`'s changes to the base parameters' ``requires_grad`` flags."""
+
+    def abort(self) -> None:
+        """After a failed run: undo what :meth:`setup` added to the model (nothing by default)."""
 
     def save(self, out_dir: Path, meta: dict) -> None:
         """Write what was trained into ``out_dir`` (nothing by default)."""
@@ -107,6 +115,10 @@ class NeuronsMethod(TrainMethod):
     def restore(self) -> None:
         self._stack.close()
 
+    def abort(self) -> None:
+        if self.delta is not None:
+            self.delta.detach()  # the caller never gets the delta: the base model again
+
     def save(self, out_dir: Path, meta: dict) -> None:
         assert self.delta is not None
         cfg = self.config
@@ -122,25 +134,70 @@ class NeuronsMethod(TrainMethod):
         return self.model
 
 
-class FullMethod(TrainMethod):
-    """Train every parameter of the model in place."""
+class ParamsMethod(TrainMethod):
+    """Train given tensors of the model as it is (``TrainOptions.params``); save and merge nothing.
 
-    name = "full"
+    Args:
+        config: the run's :class:`TrainConfig`.
+        params: name -> tensor to train (their ``requires_grad`` is set for the run).
+    """
 
-    def __init__(self, config: TrainConfig) -> None:
+    name = "params"
+
+    def __init__(self, config: TrainConfig, params: Mapping[str, nn.Parameter] | None = None):
         super().__init__(config)
+        self.params = params
         self._flags: list[tuple[nn.Parameter, bool]] = []
 
+    def trainable(self, model: nn.Module) -> NamedParams:
+        """The ``(name, tensor)`` pairs to train."""
+        assert self.params is not None
+        return list(self.params.items())
+
     def setup(self, model: nn.Module, neurons: NeuronSet | None) -> NamedParams:
-        self._flags = [(p, p.requires_grad) for p in model.parameters()]
-        for p in model.parameters():
+        named = self.trainable(model)
+        self._flags = [(p, p.requires_grad) for _, p in named]
+        for _, p in named:
             p.requires_grad_(True)
         self.model = model
-        return list(model.named_parameters())
+        return named
 
     def restore(self) -> None:
         for p, flag in self._flags:
             p.requires_grad_(flag)
+
+
+class FullMethod(ParamsMethod):
+    """Train every parameter of the model in place."""
+
+    name = "full"
+
+    def trainable(self, model: nn.Module) -> NamedParams:
+        return list(model.named_parameters())
+
+
+def lora_config(config: TrainConfig):
+    """The ``peft.LoraConfig`` of ``config``'s LoRA knobs: the one place it is built.
+
+    ``lora_r``, ``lora_alpha``, ``lora_dropout``; ``lora_targets`` (``None``: PEFT's
+    ``"all-linear"``, every linear layer but the LM head); no bias; a causal LM. Used by the
+    ``lora`` method and by the continual methods' adapters
+    (:class:`~taskneurons.continual.lora.AdapterStack`).
+
+    Example:
+        >>> lora_config(TrainConfig(lora_r=4)).target_modules
+        'all-linear'
+    """
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=config.lora_targets or "all-linear",
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
 
 
 class LoraMethod(TrainMethod):
@@ -149,18 +206,9 @@ class LoraMethod(TrainMethod):
     name = "lora"
 
     def setup(self, model: nn.Module, neurons: NeuronSet | None) -> NamedParams:
-        from peft import LoraConfig, get_peft_model
+        from peft import get_peft_model
 
-        cfg = self.config
-        lcfg = LoraConfig(
-            r=cfg.lora_r,
-            lora_alpha=cfg.lora_alpha,
-            lora_dropout=cfg.lora_dropout,
-            target_modules=cfg.lora_targets or "all-linear",
-            bias="none",
-            task_type="CAUSAL_LM",
-        )
-        self.model = get_peft_model(model, lcfg)
+        self.model = get_peft_model(model, lora_config(self.config))
         return [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
 
     def save(self, out_dir: Path, meta: dict) -> None:
@@ -179,16 +227,28 @@ TRAIN_METHODS: dict[str, type[TrainMethod]] = {
 assert tuple(TRAIN_METHODS) == METHODS
 
 
-def make_method(config: TrainConfig, neurons: NeuronSet | None) -> TrainMethod:
+def make_method(
+    config: TrainConfig,
+    neurons: NeuronSet | None,
+    params: Mapping[str, nn.Parameter] | None = None,
+) -> TrainMethod:
     """The :class:`TrainMethod` of ``config.method``, after checking ``neurons`` fits it.
 
+    With ``params`` (``TrainOptions.params``): a :class:`ParamsMethod` on them, whatever
+    ``config.method``.
+
     Raises:
-        ValueError: ``neurons`` missing for ``"neurons"``, or given to another method.
+        ValueError: ``neurons`` missing for ``"neurons"``, or given to another method or
+            together with ``params``.
 
     Example:
         >>> type(make_method(TrainConfig(method="lora"), None)).__name__
         'LoraMethod'
     """
+    if params is not None:
+        if neurons is not None:
+            raise ValueError("neurons and params exclude each other: train one or the other")
+        return ParamsMethod(config, params)
     cls = TRAIN_METHODS[config.method]
     if cls.needs_neurons and neurons is None:
         raise ValueError(f"method {config.method!r} needs a NeuronSet (neurons=...)")

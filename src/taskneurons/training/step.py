@@ -3,22 +3,71 @@
 The loss of a step is the mean over its examples of the per-example loss (mean answer-token
 NLL, nats), so it does not depend on how the step is split into micro-batches or processes:
 each process backpropagates ``sum(its losses) / n_step`` and the gradients (and losses) are
-summed across processes with ``accelerator.reduce``.
+summed across processes with ``accelerator.reduce``. A regulariser (O-LoRA's penalty) is then
+backpropagated once per step, on every process alike, before clipping:
+
+    loss = mean_examples NLL  +  regulariser()
 
 Example:
     >>> opt, sched = make_optimizer(params, cfg, total_steps=100)  # doctest: +SKIP
-    >>> loss, lr, grad_norm = train_step(model, batches, 8, params, opt, sched, acc, 1.0)  # doctest: +SKIP
+    >>> parts = StepParts(model, params, opt, sched, acc, max_grad_norm=1.0)  # doctest: +SKIP
+    >>> out = train_step(parts, batches, n_step=8)  # doctest: +SKIP
+    >>> out.loss, out.lr, out.grad_norm, out.regulariser  # doctest: +SKIP
+    (0.52, 0.001, 3.1, None)
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from taskneurons.losses import per_example_loss
 from taskneurons.training.train_config import SCHEDULES, TrainConfig
+
+#: ``regulariser() -> scalar tensor``, added to the loss once per optimizer step
+Regulariser = Callable[[], torch.Tensor]
+
+
+@dataclass
+class StepParts:
+    """What every optimizer step of a run works on.
+
+    Attributes:
+        model: the model in training mode.
+        params: the trainable tensors.
+        optimizer, scheduler: stepped once per step.
+        accelerator: for the device, autocast and the cross-process sum.
+        max_grad_norm: clip the global gradient norm to this (``None``: no clipping).
+        regulariser: added to the loss once per step (``None``: none).
+    """
+
+    model: nn.Module
+    params: list[nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    accelerator: object
+    max_grad_norm: float | None
+    regulariser: Regulariser | None = None
+
+
+@dataclass
+class StepOutcome:
+    """What one optimizer step reports.
+
+    Attributes:
+        loss: the step's mean per-example loss (nats; without the regulariser).
+        lr: the learning rate the step used.
+        grad_norm: the gradient norm before clipping (``None`` without clipping).
+        regulariser: the regulariser's value (``None`` without one).
+    """
+
+    loss: float
+    lr: float
+    grad_norm: float | None
+    regulariser: float | None = None
 
 
 def make_optimizer(
@@ -71,47 +120,37 @@ def reduce_gradients(
     return accelerator.reduce(loss_sum, reduction="sum")
 
 
-def train_step(
-    model: nn.Module,
-    batches: Iterable[dict],
-    n_step: int,
-    params: list[nn.Parameter],
-    optimizer: torch.optim.Optimizer,
-    scheduler,
-    accelerator,
-    max_grad_norm: float | None,
-) -> tuple[float, float, float | None]:
-    """Forward/backward over ``batches``, sum across processes, clip, step optimizer and schedule.
+def train_step(parts: StepParts, batches: Iterable[dict], n_step: int) -> StepOutcome:
+    """Forward/backward over ``batches``, sum across processes, add the regulariser, clip, step.
 
     Args:
-        model: the model in training mode.
+        parts: the model, trainable tensors, optimizer, schedule, accelerator and knobs.
         batches: this process's collated micro-batches of the step (CPU tensors).
         n_step: examples in the whole step (all processes).
-        params: the trainable tensors.
-        optimizer, scheduler: stepped once.
-        accelerator: for the device, autocast and the cross-process sum.
-        max_grad_norm: clip the global gradient norm to this (``None``: no clipping).
 
     Returns:
-        ``(loss, lr, grad_norm)``: the step's mean per-example loss (nats), the learning rate
-        the step used, the gradient norm before clipping (``None`` without clipping).
+        The :class:`StepOutcome`.
     """
-    device = accelerator.device
-    optimizer.zero_grad(set_to_none=True)
-    loss_sum = torch.zeros((), device=device)
+    acc, params = parts.accelerator, parts.params
+    parts.optimizer.zero_grad(set_to_none=True)
+    loss_sum = torch.zeros((), device=acc.device)
     for batch in batches:
-        batch = {k: v.to(device) for k, v in batch.items()}
-        with accelerator.autocast():
-            losses = per_example_loss(model, batch)  # [micro]
+        batch = {k: v.to(acc.device) for k, v in batch.items()}
+        with acc.autocast():
+            losses = per_example_loss(parts.model, batch)  # [micro]
         loss = losses.sum() / n_step
         loss.backward()
         loss_sum += loss.detach()
-    if accelerator.num_processes > 1:
-        loss_sum = reduce_gradients(accelerator, params, loss_sum)
+    if acc.num_processes > 1:
+        loss_sum = reduce_gradients(acc, params, loss_sum)
+    reg = None
+    if parts.regulariser is not None:
+        reg = parts.regulariser()  # scalar; the same on every process, so added once
+        reg.backward()
     grad_norm = None
-    if max_grad_norm is not None:
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_grad_norm))
-    lr = scheduler.get_last_lr()[0]
-    optimizer.step()
-    scheduler.step()
-    return float(loss_sum), lr, grad_norm
+    if parts.max_grad_norm is not None:
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, parts.max_grad_norm))
+    lr = parts.scheduler.get_last_lr()[0]
+    parts.optimizer.step()
+    parts.scheduler.step()
+    return StepOutcome(float(loss_sum), lr, grad_norm, None if reg is None else float(reg.detach()))

@@ -185,6 +185,8 @@ class TrainResult:
         resumed_from: the step a resumed run started from (``0`` when not resumed).
         out_dir: where files were written (``None``: nowhere).
         config: the :class:`TrainConfig`.
+        final_regulariser: the regulariser's value at the last step (``None``: no
+            ``TrainOptions.regulariser`` of :mod:`~taskneurons.training.loop`).
     """
 
     model: nn.Module
@@ -199,6 +201,7 @@ class TrainResult:
     resumed_from: int
     out_dir: Path | None
     config: TrainConfig
+    final_regulariser: float | None = None
 
     def summary(self) -> dict:
         """JSON-ready summary (no model)."""

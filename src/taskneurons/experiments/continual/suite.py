@@ -35,6 +35,7 @@ from taskneurons.experiments.run_context import RunContext
 from taskneurons.provenance import provenance
 from taskneurons.report.plots import forgetting_plot
 from taskneurons.report.tables import markdown_table, write_table
+from taskneurons.training.snapshot import ModelSnapshot
 
 
 @dataclass
@@ -72,19 +73,19 @@ def continual_suite(
 ) -> ContinualSuiteResult:
     """Run every method of ``config`` on the same order; write Table 5 and Figure 4.
 
-    Each method starts from the same model: its state and ``requires_grad`` flags are saved
-    before the first method and put back before each next one, after removing the LoRA
-    layers an earlier method injected into it (:func:`_restore`). Methods sharing one training (``wncft`` and
+    Each method starts from the same model: a
+    :class:`~taskneurons.training.snapshot.ModelSnapshot` taken before the first method is
+    restored before each next one (the LoRA layers an earlier method injected removed, the
+    weights and ``requires_grad`` flags put back). Methods sharing one training (``wncft`` and
     ``wncft-inferred``: :func:`_jobs`) run together, at the first one's place; the rows keep
     the order of ``methods``.
     """
     out = Path(out_dir)
-    initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    initial = ModelSnapshot.take(model)
     done: dict[str, ContinualResult] = {}
     for n, job in enumerate(_jobs(config, out, resume)):
         if n:
-            _restore(model, initial, flags)
+            initial.restore(model)
         runs = [(cfg, out / label) for label, cfg in job]
         results = continual_experiments(
             model, tokenizer, tasks, runs, resume=resume, progress=progress
@@ -94,28 +95,6 @@ def continual_suite(
     result.results = {label: done[label] for label, _ in config.runs()}
     _write(result, config)
     return result
-
-
-def _restore(model: nn.Module, initial: dict, flags: dict[str, bool]) -> None:
-    """Put ``model`` back as it was before the first method.
-
-    SeqLoRA, O-LoRA and EPI let PEFT inject LoRA layers into the model in place; each such
-    layer is replaced by the layer it wraps (the original module) and the adapter records PEFT
-    leaves on the model are dropped (else the next LoRA method finds its adapter names taken),
-    then the saved weights and ``requires_grad`` flags are loaded.
-    """
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    injected = [(n, m) for n, m in model.named_modules() if isinstance(m, BaseTunerLayer)]
-    for name, layer in injected:
-        parent, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent), child, layer.get_base_layer())
-    for attr in ("peft_config", "_hf_peft_config_loaded"):  # PEFT copies its adapter names here
-        if attr in vars(model):
-            delattr(model, attr)
-    model.load_state_dict(initial)
-    for name, p in model.named_parameters():
-        p.requires_grad_(flags[name])
 
 
 def _jobs(

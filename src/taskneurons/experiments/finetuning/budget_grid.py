@@ -43,7 +43,8 @@ from taskneurons.neurons.space import NeuronSpace
 from taskneurons.provenance import model_fingerprint, provenance
 from taskneurons.report.plots import line_plot
 from taskneurons.report.tables import markdown_table, write_table
-from taskneurons.training.loop import train
+from taskneurons.training.loop import TrainOptions
+from taskneurons.training.trained import trained
 
 HEADER = [
     "task", "optimizer", "k", "step", "Train-Task", "Train-Random",
@@ -93,15 +94,13 @@ def _curve(model, tokenizer, task, test, neurons, cfg, config, folder, progress)
             res = evaluate(model, tokenizer, task, test, config=config.eval, progress=False)
             scored.append(res.example_scores())
 
-    res = train(
+    with trained(
         model, tokenizer, [task], cfg, neurons=neurons, out_dir=folder,
-        progress=progress, on_step=on_step,
-    )  # fmt: skip
-    res.delta.detach()
+        progress=progress, options=TrainOptions(on_step=on_step),
+    ) as res:  # fmt: skip
+        steps = res.steps
     if len(scored) != len(config.steps):
-        raise RuntimeError(
-            f"{task.id}: training stopped after {res.steps} of {cfg.max_steps} steps"
-        )
+        raise RuntimeError(f"{task.id}: training stopped after {steps} of {cfg.max_steps} steps")
     return scored
 
 

@@ -31,7 +31,7 @@ from taskneurons.experiments.specificity.damage_summary import Specificity, spec
 from taskneurons.neurons.neuron_set import NeuronSet
 from taskneurons.provenance import model_fingerprint, provenance
 from taskneurons.report.comparison import Comparison, MatrixSpec
-from taskneurons.training.loop import train
+from taskneurons.training.trained import trained
 
 
 @dataclass
@@ -83,15 +83,12 @@ def cross_training(
     for owner in names:
         per[owner] = {}
         for data in tasks:
-            res = train(
+            with trained(
                 model, tokenizer, [limited(data, config.n_train, config.seed)], config.train,
                 neurons=neuron_sets[owner], out_dir=out / "runs" / owner / data.id,
                 progress=progress,
-            )  # fmt: skip
-            try:
+            ) as res:  # fmt: skip
                 per[owner][data.id] = scores(data)
-            finally:
-                res.delta.detach()
             runs[f"{owner}/{data.id}"] = res.summary()
     mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
     table = Comparison(

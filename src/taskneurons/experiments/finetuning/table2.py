@@ -33,7 +33,7 @@ from taskneurons.neurons.neuron_set import NeuronSet
 from taskneurons.neurons.selection import matched_random_sets
 from taskneurons.neurons.space import NeuronSpace
 from taskneurons.report.comparison import Comparison, MatrixSpec
-from taskneurons.training.loop import train
+from taskneurons.training.trained import trained
 
 
 @dataclass
@@ -96,17 +96,14 @@ def neuron_training_experiment(
     for t in tasks:
         train_task = limited(t, config.n_train, config.seed)
         for kind, neurons in (("random", controls[t.id]), ("task", neuron_sets[t.id])):
-            res = train(
+            with trained(
                 model, tokenizer, [train_task], config.train, neurons=neurons,
                 out_dir=out / "runs" / t.id / kind, progress=progress,
-            )  # fmt: skip
-            try:
+            ) as res:  # fmt: skip
                 own = score(t)
                 rows["Train-Random" if kind == "random" else "Train-Task"][t.id] = own
                 if kind == "task" and matrix is not None:
                     matrix[t.id] = {j.id: (own if j.id == t.id else score(j)) for j in tasks}
-            finally:
-                res.delta.detach()
             runs[f"{t.id}/{kind}"] = res.summary()
     result = NeuronTrainingResult(Comparison([t.id for t in tasks], rows, matrix), runs, out)
     _write(result, experiment_meta(config, model, tasks, test, neuron_sets, controls, runs=runs))

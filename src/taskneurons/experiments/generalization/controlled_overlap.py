@@ -57,7 +57,7 @@ from taskneurons.experiments.specificity.detect_stage import DetectConfig
 from taskneurons.neurons.neuron_set import NeuronSet
 from taskneurons.report.plots import line_plot
 from taskneurons.report.tables import markdown_table, write_table
-from taskneurons.training.loop import train
+from taskneurons.training.trained import trained
 
 
 @dataclass
@@ -161,22 +161,19 @@ def controlled_overlap_experiment(
     for c in cells:
         key = f"{c.group.name}/p{c.proportion:g}/o{c.overlap:g}/s{c.seed}"
         t0 = time.perf_counter()
-        res = train(
+        with trained(
             model, tokenizer, [train_sets[t] for t in c.group.train], config.train,
             neurons=c.neurons, out_dir=out / "runs" / key if config.save_runs else None,
             progress=progress,
-        )  # fmt: skip
-        timings.training += time.perf_counter() - t0
-        t0 = time.perf_counter()
-        try:
+        ) as res:  # fmt: skip
+            timings.training += time.perf_counter() - t0
+            t0 = time.perf_counter()
             tests = [*c.group.test, *(c.group.train if config.in_domain else [])]
             for t in tests:
                 score = evaluate(
                     model, tokenizer, by_id[t], test[t], config=config.eval, progress=False
                 ).score
                 records.append(_record(c, t, "out" if t in c.group.test else "in", score))
-        finally:
-            res.delta.detach()
         timings.evaluation += time.perf_counter() - t0
         runs[key] = {**res.summary(), "neurons": len(c.neurons), "achieved": c.achieved}
     header, rows = summary_rows(config, cells, records)

@@ -69,7 +69,7 @@ from taskneurons.experiments.run_context import RunContext
 from taskneurons.experiments.specificity.detect_stage import DetectConfig
 from taskneurons.neurons.neuron_set import NeuronSet
 from taskneurons.report.tables import markdown_table, write_table
-from taskneurons.training.loop import train
+from taskneurons.training.trained import trained
 
 
 @dataclass
@@ -267,19 +267,16 @@ class _Sweep:
 
     def run(self, group: str, mode: str, p: float, r: _Run, in_domain: set[str]) -> None:
         t0 = time.perf_counter()
-        res = train(
+        with trained(
             self.model, self.tokenizer, [self.train[t] for t in r.train], self.config.train,
             neurons=r.neurons, out_dir=self.out / "runs" / r.key if self.config.save_runs else None,
             progress=self.progress,
-        )  # fmt: skip
-        self.timings.training += time.perf_counter() - t0
-        try:
+        ) as res:  # fmt: skip
+            self.timings.training += time.perf_counter() - t0
             for t in r.tests:
                 domain = "in" if t in in_domain else "out"
                 rec = _record(group, mode, p, r.model, len(r.neurons), t, domain, self.score(t))
                 self.records.append(rec)
-        finally:
-            res.delta.detach()
         self.runs[r.key] = {**res.summary(), "neurons": len(r.neurons), "tasks": r.train}
 
 

@@ -29,10 +29,9 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,9 +63,8 @@ from taskneurons.experiments.run_context import RunContext
 from taskneurons.experiments.specificity.detect_stage import DetectConfig
 from taskneurons.neurons.selection import random_like
 from taskneurons.neurons.space import NeuronSpace
-from taskneurons.provenance import model_fingerprint
 from taskneurons.report.tables import markdown_table
-from taskneurons.training.loop import train
+from taskneurons.training.trained import trained
 
 
 @dataclass
@@ -158,26 +156,6 @@ def model_similarity(
     return out
 
 
-@contextlib.contextmanager
-def restored_weights(model: nn.Module) -> Iterator[None]:
-    """Keep a CPU copy of every parameter and write it back on exit (after full fine-tuning).
-
-    Raises:
-        RuntimeError: the model's fingerprint differs after the restore (should not happen).
-    """
-    before = model_fingerprint(model)
-    saved = {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters()}
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for n, p in model.named_parameters():
-                p.copy_(saved[n].to(p.device))
-        del saved
-    if model_fingerprint(model)["weights"] != before["weights"]:
-        raise RuntimeError("the base weights were not restored after fine-tuning")
-
-
 def similarity_experiment(
     model: nn.Module,
     tokenizer,
@@ -264,27 +242,18 @@ class _Models:
         """``{test task: (similarities, score of M_i)}``; the base weights are back after."""
         cfg = self.config
         neurons = self.sets.at(cfg.proportion, i) if cfg.train.method == "neurons" else None
-        keep = restored_weights(self.model) if neurons is None else contextlib.nullcontext()
-        with keep:
-            t0 = time.perf_counter()
-            res = train(
-                self.model, self.tokenizer, [self.train[i]], cfg.train, neurons=neurons,
-                progress=self.progress,
-            )  # fmt: skip
+        t0 = time.perf_counter()
+        with trained(
+            self.model, self.tokenizer, [self.train[i]], cfg.train, neurons=neurons,
+            progress=self.progress,
+        ) as res:  # fmt: skip
             self.timings.training += time.perf_counter() - t0
-            try:
-                if res.delta is not None:
-                    res.delta.merge()
-                    try:
-                        sims = self._compare(i, tests)
-                    finally:
-                        res.delta.unmerge()
-                else:
-                    sims = self._compare(i, tests)
-                scores = {j: self.score(j) for j in tests}
-            finally:
-                if res.delta is not None:
-                    res.delta.detach()
+            if res.delta is not None:
+                res.delta.merge()  # the similarity pass reads the weights
+            sims = self._compare(i, tests)
+            if res.delta is not None:
+                res.delta.unmerge()  # trained() unmerges too when _compare raises
+            scores = {j: self.score(j) for j in tests}
         self.runs[i] = res.summary()
         return {j: (sims[j], scores[j]) for j in tests}
 
