@@ -31,8 +31,9 @@ LAYERS = {
     "testing": 7,
     "continual": 7,
     "experiments": 8,
-    "cli_parser": 9,
-    "cli": 10,
+    "cli_flags": 9,
+    "cli_parser": 10,
+    "cli": 11,
 }
 MAX_FUNCTION_LINES = 80
 MAX_MODULE_LINES = 450

@@ -18,9 +18,9 @@ import sys
 import time
 from pathlib import Path
 
+from taskneurons.cli_flags import FlagUse
 from taskneurons.cli_parser import (
     DEFAULT_OUT,
-    FlagUse,
     UsageError,
     build_parser,
     check_required,
