@@ -47,7 +47,8 @@ class Stage:
     Attributes:
         name: the name in ``experiment:`` and the key of its section.
         config: the section's config dataclass (a :class:`~taskneurons.config.Config`).
-        run: ``"module:function"``; the function is ``run(ctx, config, folder) -> result``.
+        run: ``"module:function"`` (``".module:function"``: beside the config's module); the
+            function is ``run(ctx, config, folder) -> result``.
         title: one line: what the stage does (headers, the run's README, ``--help``, docs).
         order: stages of a file run in this order (and their sections are written in it).
         needs: ``"sets"``: each task's neuron set, from this run's detect stage or the file's
@@ -88,9 +89,11 @@ class Stage:
         return tuple(dict.fromkeys((self.name, *self.inherits, *self.uses, *extra)))
 
     def runner(self) -> Callable[..., Any]:
-        """The run function (its module imported now)."""
+        """The run function (its module imported now). A ``run`` path that starts with ``.``
+        is relative to the package of the module that defines the stage's config."""
         module, _, name = self.run.partition(":")
-        return getattr(importlib.import_module(module), name)
+        package = self.config.__module__.rpartition(".")[0]
+        return getattr(importlib.import_module(module, package=package), name)
 
 
 _REGISTRY: dict[str, Stage] = {}
