@@ -247,25 +247,27 @@ def test_selection_sweep_scores_once_and_writes_every_cell(
     tiny_folder, task_folders, tmp_path, monkeypatch
 ):
     from taskneurons.data.load import load_task
-    from taskneurons.experiments.generalization import task_groups
     from taskneurons.experiments.specificity.deactivate_stage import DeactivateConfig
     from taskneurons.experiments.specificity.detect_stage import DetectConfig
     from taskneurons.experiments.specificity.sweep import selection_sweep
     from taskneurons.experiments.specificity.sweep_stage import SweepConfig
     from taskneurons.models.loading import load_model
+    from taskneurons.neurons import scoring
 
     model, tok = load_model(str(tiny_folder))
     tasks = [load_task(str(f)) for f in task_folders]
     calls = []
-    real = task_groups.relevance_scores
+    real = scoring.relevance_scores
     monkeypatch.setattr(
-        task_groups, "relevance_scores", lambda *a, **k: calls.append(1) or real(*a, **k)
+        scoring, "relevance_scores", lambda *a, **k: calls.append(1) or real(*a, **k)
     )
     res = selection_sweep(
         model,
         tok,
         tasks,
-        DetectConfig.from_dict({"attribution": {"n_examples": 4}, "selection": {"m": 2}}),
+        DetectConfig.from_dict(
+            {"attribution": {"n_examples": 4}, "selection": {"method": "specific", "m": 2}}
+        ),
         DeactivateConfig(n_test=4, n_boot=20, n_permutations=10),
         SweepConfig(k=[10.0, 30.0], selections=["topk", "specific", "lape"]),
         tmp_path / "sweep",
@@ -297,7 +299,6 @@ def test_resumed_sweep_reuses_scores_and_finished_cells(
     tiny_folder, task_folders, tmp_path, monkeypatch
 ):
     from taskneurons.data.load import load_task
-    from taskneurons.experiments.generalization import task_groups
     from taskneurons.experiments.specificity import deactivation
     from taskneurons.experiments.specificity.deactivate_stage import DeactivateConfig
     from taskneurons.experiments.specificity.detect_stage import DetectConfig
@@ -305,6 +306,7 @@ def test_resumed_sweep_reuses_scores_and_finished_cells(
     from taskneurons.experiments.specificity.sweep_grid import sweep_summary
     from taskneurons.experiments.specificity.sweep_stage import SweepConfig
     from taskneurons.models.loading import load_model
+    from taskneurons.neurons import scoring
 
     model, tok = load_model(str(tiny_folder))
     tasks = [load_task(str(f)) for f in task_folders]
@@ -320,9 +322,9 @@ def test_resumed_sweep_reuses_scores_and_finished_cells(
 
     first = sweep([10.0], resume=False)
     scored, evaluated = [], []
-    real_scores, real_eval = task_groups.relevance_scores, deactivation.evaluate
+    real_scores, real_eval = scoring.relevance_scores, deactivation.evaluate
     monkeypatch.setattr(
-        task_groups, "relevance_scores", lambda *a, **k: scored.append(1) or real_scores(*a, **k)
+        scoring, "relevance_scores", lambda *a, **k: scored.append(1) or real_scores(*a, **k)
     )
     monkeypatch.setattr(
         deactivation, "evaluate", lambda *a, **k: evaluated.append(1) or real_eval(*a, **k)

@@ -15,7 +15,6 @@ from taskneurons.cli import main
 from taskneurons.config import ConfigError
 from taskneurons.experiments.experiment_file import ExperimentFile, with_defaults
 from taskneurons.experiments.generalization import figure2 as generalization_report
-from taskneurons.experiments.generalization import task_groups
 from taskneurons.experiments.generalization.controlled_overlap import draw_cells
 from taskneurons.experiments.generalization.controlled_overlap_stage import ControlledOverlapConfig
 from taskneurons.experiments.generalization.figure2 import _rec, change_rows, figure_rows
@@ -23,7 +22,6 @@ from taskneurons.experiments.generalization.groups import TaskGroup, default_gro
 from taskneurons.experiments.generalization.overlap import overlap_experiment
 from taskneurons.experiments.generalization.overlap_stage import OverlapConfig
 from taskneurons.experiments.generalization.reanalysis import analyze_run
-from taskneurons.experiments.generalization.saved_probabilities import PROBS_FILE
 from taskneurons.experiments.generalization.similarity import (
     layer_vectors,
     model_similarity,
@@ -35,8 +33,10 @@ from taskneurons.experiments.generalization.task_groups import GroupSets, joined
 from taskneurons.experiments.run_index import file_note
 from taskneurons.experiments.runner import run_file
 from taskneurons.experiments.specificity.detect_stage import DetectConfig
+from taskneurons.neurons import scoring
 from taskneurons.neurons.scores import NeuronScores
-from taskneurons.neurons.selection import random_like
+from taskneurons.neurons.scoring import PROBS_FILE, ScoreReuse
+from taskneurons.neurons.selection.random_sets import random_like
 from taskneurons.neurons.space import NeuronSpace
 from taskneurons.provenance import model_fingerprint
 
@@ -303,8 +303,8 @@ def test_overlap_stage_reuses_the_scores_of_an_earlier_run(
     def refuse(*args, **kwargs):
         raise AssertionError("scored again")
 
-    monkeypatch.setattr(task_groups, "relevance_scores", refuse)
-    monkeypatch.setattr(task_groups, "lape_probabilities", refuse)
+    monkeypatch.setattr(scoring, "relevance_scores", refuse)
+    monkeypatch.setattr(scoring, "activation_probability", refuse)
     again = overlap_experiment(
         model, tok, tasks, detect, cfg, tmp_path / "b", progress=False, source=tmp_path / "a"
     )
@@ -342,7 +342,7 @@ def test_probabilities_measured_again_are_found_by_the_stage_and_by_analyze(
     def refuse(*args, **kwargs):
         raise AssertionError("measured again")
 
-    monkeypatch.setattr(task_groups, "lape_probabilities", refuse)
+    monkeypatch.setattr(scoring, "activation_probability", refuse)
     again = overlap_experiment(model, tok, tasks, detect(0.5), cfg, b, progress=False, source=a)
     assert again.rows == first.rows  # b's own probabilities, not a's (threshold 0) nor new ones
     # analyze reads the same probabilities the stage used
@@ -365,17 +365,25 @@ def test_saved_activation_probabilities_are_reused_only_if_measured_alike(
         sel = {"method": "lape", **selection}
         return DetectConfig.from_dict({"k": 20, "attribution": {"n_examples": 4}, "selection": sel})
 
-    scored = task_groups.score_tasks(model, tok, tasks, detect(), tmp_path, progress=False)
-    first = task_groups.task_probabilities(model, tok, tasks, detect(), scored, tmp_path)
-    measured = []
-    real = task_groups.lape_probabilities
-    monkeypatch.setattr(
-        task_groups, "lape_probabilities", lambda *a, **k: measured.append(1) or real(*a, **k)
+    def task_probabilities(d, scored):
+        return scoring.score_tasks(
+            model, tok, tasks, d.attribution, d.selection, tmp_path / "scores", False,
+            ScoreReuse(cached=scored),
+        ).probabilities  # fmt: skip
+
+    scored = scoring.score_tasks(
+        model, tok, tasks, detect().attribution, None, tmp_path / "scores", progress=False
     )
-    same = task_groups.task_probabilities(model, tok, tasks, detect(), scored, tmp_path)
+    first = task_probabilities(detect(), scored)
+    measured = []
+    real = scoring.activation_probability
+    monkeypatch.setattr(
+        scoring, "activation_probability", lambda *a, **k: measured.append(1) or real(*a, **k)
+    )
+    same = task_probabilities(detect(), scored)
     assert not measured and same["mood"].meta == first["mood"].meta
     for other in ({"threshold": 0.5}, {"tokens": "all"}):
-        again = task_groups.task_probabilities(model, tok, tasks, detect(**other), scored, tmp_path)
+        again = task_probabilities(detect(**other), scored)
         assert measured and all(again[t].meta[k] == v for t in again for k, v in other.items())
         measured.clear()
 
@@ -384,9 +392,9 @@ def test_runner_runs_the_generalization_stages_end_to_end(
     tiny_folder, four_tasks, tmp_path, monkeypatch, capsys
 ):
     calls = []
-    real = task_groups.relevance_scores
+    real = scoring.relevance_scores
     monkeypatch.setattr(
-        task_groups,
+        scoring,
         "relevance_scores",
         lambda m, t, *a, **k: calls.append(t.id) or real(m, t, *a, **k),
     )

@@ -12,7 +12,7 @@ from taskneurons.data.tasks import Example, Task
 from taskneurons.neurons.intervention import Deactivation, deactivate, zero_neurons
 from taskneurons.neurons.neuron_set import NeuronSet, NeuronSetMismatchError
 from taskneurons.neurons.scores import NeuronScores
-from taskneurons.neurons.selection import top_k
+from taskneurons.neurons.selection.ranking import top_k
 from taskneurons.neurons.space import NeuronSpace
 
 from tiny_models import tiny_model

@@ -17,7 +17,7 @@ from taskneurons.models.loading import load_model
 from taskneurons.neurons.neuron_files import mask_checksum
 from taskneurons.neurons.neuron_set import FORMAT, NeuronSet
 from taskneurons.neurons.scores import NeuronScores
-from taskneurons.neurons.selection import top_k
+from taskneurons.neurons.selection.ranking import top_k
 
 
 def _top(k: float = 10.0, seed: int = 0) -> NeuronSet:

@@ -11,12 +11,10 @@ from taskneurons.data.tasks import Example, Task
 from taskneurons.neurons.activation_probability import activation_probability
 from taskneurons.neurons.attribution import relevance_scores
 from taskneurons.neurons.attribution_config import AttributionConfig
-from taskneurons.neurons.multitask_selection import (
-    select_contrastive,
-    select_lape,
-    select_specific,
-    select_topk,
-)
+from taskneurons.neurons.selection.algorithms.contrastive import select_contrastive
+from taskneurons.neurons.selection.algorithms.lape import select_lape
+from taskneurons.neurons.selection.algorithms.specific import select_specific
+from taskneurons.neurons.selection.algorithms.topk import select_topk
 from taskneurons.neurons.space import NeuronSpace
 
 from tiny_models import D_FF, tiny_model

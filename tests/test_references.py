@@ -125,7 +125,7 @@ def test_neuron_training_experiment_keeps_base_weights(tmp_path, monkeypatch):
     import taskneurons.training.trained as training_context
     from taskneurons.data.prompt_config import PromptConfig
     from taskneurons.evaluation.eval_config import EvalConfig
-    from taskneurons.neurons.selection import top_k
+    from taskneurons.neurons.selection.ranking import top_k
     from taskneurons.training.train_config import TrainConfig
     from test_intervention import tiny_tasks
 

@@ -10,7 +10,8 @@ import torch
 
 from taskneurons.neurons.neuron_set import NeuronSet, NeuronSetMismatchError
 from taskneurons.neurons.scores import NeuronScores
-from taskneurons.neurons.selection import check_k, count_for, iou, random_like, top_k
+from taskneurons.neurons.selection.random_sets import random_like
+from taskneurons.neurons.selection.ranking import check_k, count_for, iou, top_k
 from taskneurons.neurons.space import NeuronSpace
 from taskneurons.provenance import model_fingerprint
 
@@ -212,7 +213,7 @@ def test_random_like_overlap_on_shortfall_is_minimal_and_recorded():
 def test_matched_random_sets_warn_about_overlap(caplog):
     import logging
 
-    from taskneurons.neurons.selection import matched_random_sets
+    from taskneurons.neurons.selection.random_sets import matched_random_sets
 
     sets = {"big": _set([[1, 1, 1, 1, 1, 0]]), "small": _set([[1, 0, 0, 0, 0, 0]])}
     space = {"ffn": (1, 6)}

@@ -34,10 +34,9 @@ from taskneurons.continual.slices import (
     write_slices,
 )
 from taskneurons.data.tasks import Task
-from taskneurons.neurons.attribution import relevance_scores
 from taskneurons.neurons.neuron_set import NeuronSet
-from taskneurons.neurons.selection import top_k
-from taskneurons.neurons.space import NeuronSpace
+from taskneurons.neurons.scoring import score_tasks
+from taskneurons.neurons.selection.ranking import top_k
 from taskneurons.training.loop import train
 from taskneurons.training.neuron_delta import NeuronDelta
 
@@ -50,11 +49,8 @@ def detect_task_neurons(
     Example:
         >>> neurons = detect_task_neurons(model, tok, sst2, MethodConfig(k=10))  # doctest: +SKIP
     """
-    space = NeuronSpace(model, config.attribution.definition)
-    scores = relevance_scores(
-        model, task, space, tokenizer=tokenizer, config=config.attribution, progress=progress
-    )
-    return top_k(scores, config.k, scope=config.scope, model=model)
+    scored = score_tasks(model, tokenizer, [task], config.attribution, progress=progress)
+    return top_k(scored.scores[task.id], config.k, scope=config.scope, model=model)
 
 
 def delta_layout(delta: NeuronDelta) -> Layout:

@@ -12,6 +12,7 @@ from torch import nn
 
 from taskneurons.data.tasks import Example, Task, examples_hash, subset
 from taskneurons.neurons.neuron_set import NeuronSet
+from taskneurons.neurons.selection.selection_config import own_keys
 from taskneurons.provenance import model_fingerprint, provenance
 
 
@@ -108,7 +109,8 @@ def detect_settings(config: Mapping[str, Any], fingerprint: Mapping[str, Any] | 
     out["definition"] = attribution.get("definition") if isinstance(attribution, Mapping) else None
     out.update(_flat(attribution if isinstance(attribution, Mapping) else {}, "attribution."))
     selection = config.get("selection")
-    out.update(_flat(selection if isinstance(selection, Mapping) else {}, "selection."))
+    # a record written when one config held every method's options: only the method's count
+    out.update(_flat(own_keys(selection) if isinstance(selection, Mapping) else {}, "selection."))
     out.update(_model_keys(fingerprint))
     return {k: v for k, v in out.items() if k not in _IGNORED_SETTINGS}
 

@@ -3,10 +3,10 @@
 ``P[n] = (# tokens where activation_n > threshold) / (# tokens)`` over a task's examples, per
 neuron, in ``[0, 1]``, laid out as :class:`~taskneurons.neurons.scores.NeuronScores`
 (``[layers, units]`` per module) so that
-:func:`~taskneurons.neurons.multitask_selection.select_lape` can compare tasks. The activation
-is the one the relevance scores use (the input of W2 for ``ffn`` neurons, each FFN linear's
-output for ``linear`` neurons), read with :func:`~taskneurons.neurons.sites.hook_sites` in one
-forward pass per batch (no gradients).
+:func:`~taskneurons.neurons.selection.algorithms.lape.select_lape` can compare tasks. The
+activation is the one the relevance scores use (the input of W2 for ``ffn`` neurons, each FFN
+linear's output for ``linear`` neurons), read with :func:`~taskneurons.neurons.sites.hook_sites`
+in one forward pass per batch (no gradients).
 
 Which tokens count (``tokens``):
 

@@ -33,11 +33,11 @@ from taskneurons.data.tasks import Task
 from taskneurons.evaluation.dispatch import evaluate
 from taskneurons.experiments.common import eval_examples, limited
 from taskneurons.experiments.finetuning.budget_stage import BudgetGridConfig
-from taskneurons.experiments.generalization.task_groups import score_tasks
 from taskneurons.experiments.run_context import RunContext
 from taskneurons.experiments.specificity.detect import select_sets
 from taskneurons.experiments.specificity.detect_stage import DetectConfig
 from taskneurons.neurons.neuron_set import NeuronSet
+from taskneurons.neurons.scoring import score_tasks
 from taskneurons.neurons.selection import matched_random_sets
 from taskneurons.neurons.space import NeuronSpace
 from taskneurons.provenance import model_fingerprint, provenance
@@ -139,13 +139,10 @@ def budget_grid(
     chosen = [t for t in tasks if config.tasks is None or t.id in config.tasks]
     space = NeuronSpace(model, detect.attribution.definition)
     fingerprint = model_fingerprint(model)
-    scores = score_tasks(model, tokenizer, tasks, detect, out, progress).scores
-    sets = {
-        k: select_sets(
-            model, tokenizer, tasks, scores, dataclasses.replace(detect, k=k), space, out
-        )[0]
-        for k in config.k
-    }
+    scored = score_tasks(
+        model, tokenizer, tasks, detect.attribution, detect.selection, out / "scores", progress
+    )
+    sets = {k: select_sets(scored, dataclasses.replace(detect, k=k))[0] for k in config.k}
     result = BudgetGridResult({}, {}, {}, list(config.steps), out)
     for task in chosen:
         test = eval_examples(task, config.n_test, config.seed)

@@ -43,10 +43,6 @@ from taskneurons.experiments.generalization.figure2 import (
 from taskneurons.experiments.generalization.groups import TaskGroup, check_percents
 from taskneurons.experiments.generalization.overlap import overlap_rows, write_overlap
 from taskneurons.experiments.generalization.overlap_stage import PAPER_PROPORTIONS
-from taskneurons.experiments.generalization.saved_probabilities import (
-    PROBS_FILE,
-    saved_probabilities,
-)
 from taskneurons.experiments.generalization.similarity_report import (
     RECORDS_FILE,
     correlation_rows,
@@ -56,7 +52,8 @@ from taskneurons.experiments.generalization.similarity_report import (
 )
 from taskneurons.experiments.generalization.task_groups import RECORD_SUFFIX, GroupSets
 from taskneurons.experiments.specificity.detect_stage import DetectConfig
-from taskneurons.neurons.scores import NeuronScores
+from taskneurons.neurons.scoring import MissingProbabilitiesError, ScoredTasks, load_scored
+from taskneurons.neurons.selection.selection_config import own_keys
 from taskneurons.provenance import provenance
 from taskneurons.report.tables import markdown_table
 
@@ -105,28 +102,31 @@ def scored_record(run: str | os.PathLike) -> tuple[Path, dict]:
     raise FinishedRunError(f"{run}: no finished generalization stage (none of {names})")
 
 
-def _load_inputs(path: Path, record: dict, detect: DetectConfig) -> tuple[dict, dict | None]:
-    """The scores the record names (and ``lape``'s activation probabilities, measured as
-    ``detect`` asks, from the stage's own ``scores/`` folder or beside those scores)."""
-    scores, paths = {}, {}
+def _load_inputs(path: Path, record: dict, detect: DetectConfig) -> ScoredTasks:
+    """The scores the record names (and the activation probabilities a ``lape`` selection
+    ranks, measured as ``detect`` asks, from the stage's own ``scores/`` folder or beside
+    those scores)."""
+    paths = {}
     for task, entry in record["scores"].items():
         paths[task] = path.parent / entry["path"]
         if not paths[task].is_file():
             raise FinishedRunError(f"{path}: the scores of {task!r} are missing ({paths[task]})")
-        scores[task] = NeuronScores.load(paths[task])
-    if detect.selection.method != "lape":
-        return scores, None
-    definition = next(iter(scores.values())).definition
-    probs = saved_probabilities(paths, path.parent, detect, definition, record.get("model"))
-    if probs is None:
-        sel = detect.selection
+    sel = detect.selection
+    try:
+        return load_scored(paths, sel, path.parent / "scores", record.get("model"))
+    except MissingProbabilitiesError as exc:
         raise FinishedRunError(
-            f"{path}: selection 'lape' needs activation probabilities ({PROBS_FILE}) measured "
-            f"with definition {definition!r}, threshold {sel.threshold} and tokens "
-            f"{sel.tokens!r} for every task, in {path.parent / 'scores'}/<task>/ or beside its "
-            "scores; some task has none (run the stage with detect.selection.method: lape)"
-        )
-    return scores, probs
+            f"{path}: {exc} (run the stage with detect.selection.method: {sel.method})"
+        ) from None
+
+
+def _recorded_detect(path: Path, record: dict) -> DetectConfig:
+    """The record's detect settings (a selection section of an older record, which held every
+    method's options, keeps only its method's)."""
+    detect = dict(record["detect"])
+    if isinstance(detect.get("selection"), dict):
+        detect["selection"] = own_keys(detect["selection"])
+    return DetectConfig.from_dict(detect, where=str(path))
 
 
 @dataclass
@@ -148,15 +148,15 @@ def analyze_overlap(
 ) -> Analysis:
     """Table 8 from the scores of a finished run (see the module docstring)."""
     path, record = scored_record(run)
-    detect = DetectConfig.from_dict(record["detect"], where=str(path))
+    detect = _recorded_detect(path, record)
     if selection is not None:
-        detect = detect.replace(selection=detect.selection.replace(method=selection))
+        detect = detect.replace(selection=detect.selection.with_method(selection))
     groups = [TaskGroup.from_dict(g, where=str(path)) for g in record["groups"]]
     stage_cfg = record.get("config") or {}
     proportions = list(proportions or stage_cfg.get("proportions") or PAPER_PROPORTIONS)
     check_percents(proportions, "proportions")
-    scores, probs = _load_inputs(path, record, detect)
-    sets = GroupSets.select(scores, detect, probs)
+    scored = _load_inputs(path, record, detect)
+    sets = GroupSets.select(scored.scores, detect, scored.probabilities)
     result = overlap_rows(sets, groups, proportions)
     result.out_dir = Path(out) if out is not None else Path(run) / "analyze-overlap"
     meta = provenance(

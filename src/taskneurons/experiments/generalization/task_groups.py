@@ -2,13 +2,14 @@
 
 * :class:`TaskGroup` — training tasks (in-domain tests) and out-of-domain test tasks;
   :func:`default_groups` is PAPER.md Table 3.
-* :func:`score_tasks` — each task's relevance scores, computed **once per model**: taken from
-  an earlier stage of the run, from a detect folder (``neurons:``), or computed and saved as
+* :func:`prepare_sets` — each task's relevance scores, computed **once per model** by
+  :func:`~taskneurons.neurons.scoring.score_tasks`: taken from an earlier stage of the run,
+  from a detect folder (``neurons:``), or computed and saved as
   ``scores/<task>/scores.safetensors``. Every proportion, overlap and random draw is derived
   from these scores; nothing is scored twice.
 * :class:`GroupSets` — each task's set at the detect ``k`` under the chosen selection
   (``detect.selection``: ``topk`` by default), the *general* set (neurons in the top-k of at
-  least ``m`` tasks, ``m = detect.selection.m``, default all tasks), and the top ``p`` % of
+  least ``m`` tasks: ``m`` of a ``specific`` selection, else all tasks), and the top ``p`` % of
   each task's set by its own relevance (:meth:`GroupSets.at`), with or without the general
   neurons.
 
@@ -17,15 +18,14 @@ space side by side, :func:`joined`), which is what :mod:`taskneurons.analysis.se
 works on.
 
 Example:
-    >>> scored = score_tasks(model, tok, tasks, DetectConfig(), "runs/x")  # doctest: +SKIP
-    >>> sets = GroupSets.select(scored.scores, DetectConfig(k=10))  # doctest: +SKIP
+    >>> _, scored, sets = prepare_sets(model, tok, tasks, groups, DetectConfig(k=10), "runs/x",
+    ...                                "groups")  # doctest: +SKIP
     >>> len(sets.union(["amazonfood", "qqp"], 50))  # top 50 % of each set, joined  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,23 +37,12 @@ from taskneurons.analysis.set_overlap import proportion_of_set
 from taskneurons.config import Config
 from taskneurons.data.tasks import Task
 from taskneurons.experiments.generalization.groups import TaskGroup
-from taskneurons.experiments.generalization.saved_probabilities import saved_probabilities
-from taskneurons.experiments.specificity.detect import lape_probabilities
 from taskneurons.experiments.specificity.detect_stage import DetectConfig
-from taskneurons.neurons.attribution import relevance_scores
-from taskneurons.neurons.multitask_selection import select, select_specific
 from taskneurons.neurons.neuron_set import NeuronSet
 from taskneurons.neurons.scores import NeuronScores
-from taskneurons.neurons.space import NeuronSpace
-from taskneurons.provenance import (
-    check_same_model,
-    fingerprint_of,
-    model_fingerprint,
-    provenance,
-)
-
-#: The file of a task's relevance scores, in ``<folder>/<task>/``.
-SCORES_FILE = "scores.safetensors"
+from taskneurons.neurons.scoring import ScoredTasks, ScoreReuse, score_tasks
+from taskneurons.neurons.selection.algorithms.specific import select_specific
+from taskneurons.provenance import fingerprint_of, model_fingerprint, provenance
 
 
 def group_tasks(groups: Sequence[TaskGroup], tasks: Sequence[Task], key: str) -> list[Task]:
@@ -76,106 +65,6 @@ def group_tasks(groups: Sequence[TaskGroup], tasks: Sequence[Task], key: str) ->
         raise ValueError(f"{key}: two groups have one name: {[g.name for g in groups]}")
     wanted = {t for g in groups for t in [*g.train, *g.test]}
     return [t for t in tasks if t.id in wanted]
-
-
-# -- scores, once per task ------------------------------------------------------------------------
-@dataclass
-class ScoredTasks:
-    """Relevance scores of tasks on one model, and where each came from.
-
-    Attributes:
-        scores: task id -> :class:`NeuronScores` (``[layers, units]`` per module, loss units).
-        paths: task id -> the scores file.
-        origin: task id -> ``computed``, ``loaded`` (a detect folder) or ``cached`` (an earlier
-            stage of the run).
-        seconds: time spent computing scores in this call (loading not counted).
-    """
-
-    scores: dict[str, NeuronScores] = field(default_factory=dict)
-    paths: dict[str, Path] = field(default_factory=dict)
-    origin: dict[str, str] = field(default_factory=dict)
-    seconds: float = 0.0
-
-    def merged(self, earlier: ScoredTasks | None) -> ScoredTasks:
-        """``earlier``'s tasks and these together (these win), for the next stage of a run."""
-        if earlier is None:
-            return self
-        out = ScoredTasks(dict(earlier.scores), dict(earlier.paths), dict(earlier.origin))
-        out.scores.update(self.scores)
-        out.paths.update(self.paths)
-        out.origin.update(self.origin)
-        return out
-
-    def record(self, relative_to: Path) -> dict:
-        """JSON-ready ``{task: {"path": relative path, "origin": ...}}``."""
-        return {
-            t: {"path": os.path.relpath(self.paths[t], relative_to), "origin": self.origin[t]}
-            for t in self.scores
-        }
-
-
-def find_scores(folder: Path, task_id: str) -> Path | None:
-    """A task's scores file in a detect folder or a run folder, or ``None``.
-
-    Looked for as ``folder/<task>/``, ``folder/scores/<task>/``, ``folder/detect/<task>/``
-    and then ``folder/<stage>/scores/<task>/`` (the first stage in sorted order).
-    """
-    for base in (folder, folder / "scores", folder / "detect"):
-        path = base / task_id / SCORES_FILE
-        if path.is_file():
-            return path
-    found = sorted(folder.glob(f"*/scores/{task_id}/{SCORES_FILE}"))
-    return found[0] if found else None
-
-
-def score_tasks(
-    model: nn.Module,
-    tokenizer,
-    tasks: Sequence[Task],
-    detect: DetectConfig,
-    out_dir: str | os.PathLike,
-    progress: bool = True,
-    cached: ScoredTasks | None = None,
-    source: str | os.PathLike | None = None,
-) -> ScoredTasks:
-    """Each task's relevance scores: from ``cached``, from ``source``, else computed once.
-
-    Computed scores (``detect.attribution``) are saved as
-    ``out_dir/scores/<task>/scores.safetensors`` with the model fingerprint in their meta.
-    Scores loaded from ``source`` (a detect folder or a run folder) must be of this model
-    (weights fingerprint) and of ``detect.attribution.definition``.
-
-    Raises:
-        ModelMismatchError: loaded scores were computed on other weights.
-        ValueError: loaded scores use another neuron definition.
-    """
-    out = ScoredTasks()
-    fingerprint = model_fingerprint(model)
-    space = NeuronSpace(model, detect.attribution.definition)
-    for task in tasks:
-        path = find_scores(Path(source), task.id) if source is not None else None
-        if cached is not None and task.id in cached.scores:
-            s, origin, path = cached.scores[task.id], "cached", cached.paths[task.id]
-        elif path is not None:
-            s, origin = NeuronScores.load(path), "loaded"
-            check_same_model(fingerprint_of(s.meta), fingerprint, str(path))
-            if s.definition != space.definition:
-                raise ValueError(
-                    f"{path}: scores of {s.definition!r} neurons, but detect.attribution."
-                    f"definition is {space.definition!r}"
-                )
-        else:
-            t0 = time.perf_counter()
-            s = relevance_scores(
-                model, task, space, tokenizer=tokenizer, config=detect.attribution,
-                progress=progress,
-            )  # fmt: skip
-            s.meta["model_fingerprint"] = fingerprint
-            out.seconds += time.perf_counter() - t0
-            path, origin = Path(out_dir) / "scores" / task.id / SCORES_FILE, "computed"
-            s.save(path)
-        out.scores[task.id], out.paths[task.id], out.origin[task.id] = s, Path(path), origin
-    return out
 
 
 # -- joined masks ---------------------------------------------------------------------------------
@@ -233,25 +122,22 @@ class GroupSets:
     ) -> GroupSets:
         """The sets of ``detect.selection`` at ``detect.k`` from scores computed once.
 
-        ``lape`` ranks ``probabilities`` (activation probabilities, one per task).
+        A selection that ranks activation probabilities (``lape``) ranks ``probabilities``
+        (one per task). Without a general set of its own, the general set is that of
+        ``specific`` with every task (``m`` = the number of tasks).
         """
         sel = detect.selection
-        inputs = scores
-        if sel.method == "lape":
-            if probabilities is None:
-                raise ValueError("selection 'lape' needs the tasks' activation probabilities")
-            inputs = probabilities
-        chosen = select(sel.method, dict(inputs), detect.k, **sel.options(detect.scope))
+        chosen = sel.select(sel.inputs(dict(scores), probabilities), detect.k, detect.scope)
         general = chosen.general
         first = next(iter(chosen.sets.values()))
         if general is None and len(scores) >= 2:
             general = select_specific(
-                dict(scores), detect.k, m=sel.m, scope=detect.scope, normalize=sel.normalize
+                dict(scores), detect.k, scope=detect.scope, normalize=sel.normalize
             ).general
         if general is None:
             general = split_like(torch.zeros_like(joined(first)), first, _set_meta(first))
-        info = {"method": sel.method, **sel.options(detect.scope), "k": detect.k}
-        info["m"] = sel.m if sel.m is not None else len(scores)
+        info = {**sel.record(detect.scope), "k": detect.k}
+        info["m"] = general.meta.get("selection", {}).get("m", len(scores))
         return cls(dict(scores), dict(chosen.sets), general, info)
 
     def at(self, percent: float, task: str, drop_general: bool = False) -> NeuronSet:
@@ -298,35 +184,20 @@ def prepare_sets(
 ) -> tuple[list[Task], ScoredTasks, GroupSets]:
     """The groups' tasks, their scores (once per task) and their sets: a stage's first step.
 
-    Activation probabilities (``lape`` only): the saved ones measured alike (see
-    :func:`saved_probabilities`), else measured now.
+    Scores (and the activation probabilities a ``lape`` selection ranks) come from
+    :func:`~taskneurons.neurons.scoring.score_tasks`: from ``scored`` (an earlier stage), from
+    ``source``, from files saved in ``out_dir/scores/`` measured alike, else computed there.
 
     Raises:
         ValueError: a group names a task the run does not have (the message names ``key``).
     """
     chosen = group_tasks(groups, tasks, key)
-    scored = score_tasks(model, tokenizer, chosen, detect, out_dir, progress, scored, source)
-    probs = None
-    if detect.selection.method == "lape":
-        probs = task_probabilities(model, tokenizer, chosen, detect, scored, Path(out_dir))
-    return chosen, scored, GroupSets.select(scored.scores, detect, probs)
-
-
-def task_probabilities(model, tokenizer, tasks, detect, scored: ScoredTasks, out_dir: Path) -> dict:
-    """``lape``'s activation probabilities: the saved ones when every task has some measured as
-    ``detect`` asks (see :func:`saved_probabilities`), else measured now (one forward pass per
-    batch) and saved as ``out_dir/scores/<task>/activation_probability.safetensors``.
-
-    Raises:
-        ModelMismatchError: saved probabilities were measured on other weights.
-    """
-    space = NeuronSpace(model, detect.attribution.definition)
-    paths = {t.id: scored.paths[t.id] for t in tasks}
-    fingerprint = model_fingerprint(model)
-    probs = saved_probabilities(paths, out_dir, detect, space.definition, fingerprint)
-    if probs is not None:
-        return probs
-    return lape_probabilities(model, tokenizer, tasks, detect, space, out_dir / "scores")
+    folder = Path(out_dir) / "scores"
+    reuse = ScoreReuse(cached=scored, source=source)
+    scored = score_tasks(
+        model, tokenizer, chosen, detect.attribution, detect.selection, folder, progress, reuse
+    )
+    return chosen, scored, GroupSets.select(scored.scores, detect, scored.probabilities)
 
 
 #: The name of a stage's record in its folder: ``<stage>_config.json``.

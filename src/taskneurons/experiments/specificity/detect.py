@@ -18,11 +18,9 @@ from taskneurons.data.tasks import Task
 from taskneurons.experiments.common import DETECT_CONFIG, GENERAL_FILE, check_detect_out
 from taskneurons.experiments.run_context import RunContext
 from taskneurons.experiments.specificity.detect_stage import DetectConfig
-from taskneurons.neurons.activation_probability import activation_probability
-from taskneurons.neurons.attribution import relevance_scores
-from taskneurons.neurons.multitask_selection import select
 from taskneurons.neurons.neuron_set import NeuronSet
-from taskneurons.neurons.selection import iou, top_k
+from taskneurons.neurons.scoring import ScoredTasks, score_tasks
+from taskneurons.neurons.selection.ranking import iou
 from taskneurons.neurons.space import NeuronSpace
 from taskneurons.provenance import model_fingerprint, provenance
 from taskneurons.report.plots import heatmap, layer_distribution
@@ -96,7 +94,7 @@ def detect_neurons(
             would be mixed with the new ones; the message names the folder and the keys.
     """
     out = Path(out_dir)
-    space = NeuronSpace(model, config.attribution.definition)
+    NeuronSpace(model, config.attribution.definition)  # the definition fits: before any file
     fingerprint = model_fingerprint(model)
     ids = [t.id for t in tasks]
     check_detect_out(out, config.to_dict(), ids, fingerprint)
@@ -104,14 +102,10 @@ def detect_neurons(
     write_json_atomic(
         out / DETECT_CONFIG, provenance(config=config.to_dict(), tasks=ids, model=fingerprint)
     )
-    scores = {}
-    for task in tasks:
-        scores[task.id] = relevance_scores(
-            model, task, space, tokenizer=tokenizer, config=config.attribution, progress=progress
-        )
-        scores[task.id].meta["model_fingerprint"] = fingerprint
-        scores[task.id].save(out / task.id / "scores.safetensors")
-    sets, general = select_sets(model, tokenizer, tasks, scores, config, space, out)
+    scored = score_tasks(
+        model, tokenizer, tasks, config.attribution, config.selection, out, progress
+    )
+    sets, general = select_sets(scored, config)
     save_sets(out, sets, general)
     result = summarize_detection(sets, out, general)
     write_detection_summary(result)
@@ -138,52 +132,19 @@ def save_sets(
         general.save(out / GENERAL_FILE)
 
 
-def select_sets(model, tokenizer, tasks, scores, config, space, out, probabilities=None):
-    """Each task's NeuronSet (and the general set) from every task's scores, computed once.
+def select_sets(
+    scored: ScoredTasks, config: DetectConfig
+) -> tuple[dict[str, NeuronSet], NeuronSet | None]:
+    """Each task's NeuronSet (and the general set, if the method has one) under
+    ``config.selection`` at ``config.k``, from every task's scores (or activation
+    probabilities, for a selection that ranks them), computed once.
 
-    ``topk`` keeps each task's top-k % exactly as :func:`~taskneurons.neurons.selection.top_k`
-    does; the other methods go through
-    :func:`~taskneurons.neurons.multitask_selection.select`; ``lape`` ranks the tasks'
-    activation probabilities (``probabilities``, else measured now by
-    :func:`lape_probabilities`).
+    Example:
+        >>> sets, general = select_sets(scored, DetectConfig(k=10))  # doctest: +SKIP
     """
     sel = config.selection
-    if sel.method == "topk" and sel.normalize is None:
-        sets = {}
-        for task in tasks:
-            s = scores[task.id]
-            meta = {
-                "task": task.id,
-                "task_source": task.source,
-                "model_fingerprint": s.meta["model_fingerprint"],
-                "data_hash": s.meta.get("data_hash"),
-                "n_examples": s.meta.get("n_examples"),
-                "seed": config.attribution.seed,
-            }
-            sets[task.id] = top_k(s, config.k, scope=config.scope, meta=meta)
-        return sets, None
-    inputs = scores
-    if sel.method == "lape":
-        inputs = probabilities or lape_probabilities(model, tokenizer, tasks, config, space, out)
-    chosen = select(sel.method, inputs, config.k, **sel.options(config.scope))
+    chosen = sel.select(scored.inputs(sel), config.k, config.scope)
     return dict(chosen.sets), chosen.general
-
-
-#: A task's activation probabilities (``lape``), in its scores folder.
-PROBS_FILE = "activation_probability.safetensors"
-
-
-def lape_probabilities(model, tokenizer, tasks, config, space, out) -> dict:
-    """Each task's activation probabilities ``[layers, units]`` (saved beside its scores)."""
-    sel = config.selection
-    probs = {}
-    for task in tasks:
-        probs[task.id] = activation_probability(
-            model, task, space, tokenizer=tokenizer, threshold=sel.threshold,
-            tokens=sel.tokens, config=config.attribution,
-        )  # fmt: skip
-        probs[task.id].save(Path(out) / task.id / PROBS_FILE)
-    return probs
 
 
 def summarize_detection(

@@ -25,11 +25,6 @@ from torch import nn
 
 from taskneurons._io import write_json_atomic
 from taskneurons.data.tasks import Task
-from taskneurons.experiments.generalization.task_groups import (
-    ScoredTasks,
-    score_tasks,
-    task_probabilities,
-)
 from taskneurons.experiments.run_context import RunContext
 from taskneurons.experiments.specificity.deactivate_stage import DeactivateConfig
 from taskneurons.experiments.specificity.deactivation import (
@@ -45,7 +40,7 @@ from taskneurons.experiments.specificity.sweep_grid import (
     write_summary,
 )
 from taskneurons.experiments.specificity.sweep_stage import SweepConfig
-from taskneurons.neurons.space import NeuronSpace
+from taskneurons.neurons.scoring import ScoredTasks, ScoreReuse, score_tasks
 from taskneurons.provenance import model_fingerprint, provenance
 from taskneurons.report.tables import markdown_table
 
@@ -94,23 +89,20 @@ def selection_sweep(
     out = Path(out_dir)
     fingerprint = model_fingerprint(model)
     source = scores_from if scores_from is not None else (out if resume else None)
-    scored = score_tasks(model, tokenizer, tasks, detect, out, progress, None, source)
+    selections = config.cells(detect.selection)
+    reuse = ScoreReuse(source=source)
+    scored = score_tasks(
+        model, tokenizer, tasks, detect.attribution, selections, out / "scores", progress, reuse
+    )
     if resume and scores_from is None:
         _check_resumed_scores(scored, detect)
-    probs = None
-    if "lape" in config.selections:
-        probs = task_probabilities(model, tokenizer, tasks, detect, scored, out)
-    space = NeuronSpace(model, detect.attribution.definition)
     cells = {}
     original = None  # the unmodified model's evaluations: the same in every cell
-    for method in config.selections:
+    for selection in selections:
+        method = selection.method
         for k in config.k:
-            cfg = dataclasses.replace(
-                detect, k=k, selection=dataclasses.replace(detect.selection, method=method)
-            )
-            sets, general = select_sets(
-                model, tokenizer, tasks, scored.scores, cfg, space, out, probs
-            )
+            cfg = dataclasses.replace(detect, k=k, selection=selection)
+            sets, general = select_sets(scored, cfg)
             folder = out / f"{method}-k{k:g}"
             record = provenance(
                 config=cfg.to_dict(), tasks=[t.id for t in tasks], model=fingerprint

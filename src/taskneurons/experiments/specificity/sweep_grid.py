@@ -22,9 +22,9 @@ from pathlib import Path
 
 from taskneurons._io import write_json_atomic
 from taskneurons.experiments.generalization.reanalysis import read_record
-from taskneurons.neurons.multitask_selection import METHODS
 from taskneurons.neurons.neuron_set import NeuronSet
-from taskneurons.neurons.selection import iou
+from taskneurons.neurons.selection.ranking import iou
+from taskneurons.neurons.selection.selection_config import SelectionConfig
 from taskneurons.provenance import provenance
 from taskneurons.report.plots import line_plot
 from taskneurons.report.tables import markdown_table, write_table
@@ -173,7 +173,8 @@ def sweep_summary(
                 )
             if key not in cells or math.isnan(cells[key][0][3]):  # keep a known IoU
                 cells[key], sources[key] = (row, specs), str(run)
-    order = sorted(cells, key=lambda c: (METHODS.index(c[0]) if c[0] in METHODS else 99, c[1]))
+    methods = SelectionConfig.names()
+    order = sorted(cells, key=lambda c: (methods.index(c[0]) if c[0] in methods else 99, c[1]))
     rows = [cells[c][0] for c in order]
     folder = Path(out) if out is not None else Path(runs[0]) / "analyze-sweep"
     meta = provenance(

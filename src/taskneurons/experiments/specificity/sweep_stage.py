@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 from taskneurons.config import Config
 from taskneurons.experiments.stage import Stage, register
-from taskneurons.neurons.multitask_selection import METHODS as SELECTION_METHODS
-from taskneurons.neurons.selection import check_k
+from taskneurons.neurons.selection.percent import check_k
+from taskneurons.neurons.selection.selection_config import SelectionConfig
 
 
 @dataclass
@@ -16,22 +16,36 @@ class SweepConfig(Config):
 
     Attributes:
         k: percentages of neurons per task.
-        selections: selection methods (``topk``, ``specific``, ``contrastive``, ``lape``);
-            their options come from the ``detect.selection`` section.
+        selections: selection methods (default: every registered one, ``topk``, ``specific``,
+            ``contrastive``, ``lape``), each a name or a section of its own options
+            (``{method: specific, m: 2}``); a name takes the ``detect.selection`` section when
+            it names that method, else the method's defaults with its ``normalize``.
     """
 
     k: list[float] = field(default_factory=lambda: [0.1, 0.5, 1.0, 2.0, 5.0, 10.0])
-    selections: list[str] = field(default_factory=lambda: list(SELECTION_METHODS))
+    selections: list[SelectionConfig | str] = field(default_factory=SelectionConfig.names)
 
     def validate(self) -> None:
         for k in self.k:
             check_k(k)
-        unknown = [s for s in self.selections if s not in SELECTION_METHODS]
+        known = SelectionConfig.names()
+        names = [s if isinstance(s, str) else s.method for s in self.selections]
+        unknown = [s for s in names if s not in known]
         if unknown or not self.selections or not self.k:
             raise ValueError(
-                f"selections must be a non-empty list of {SELECTION_METHODS} (got "
+                f"selections must be a non-empty list of {tuple(known)} (got "
                 f"{self.selections}) and k a non-empty list"
             )
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"selections: {twice} listed twice (a cell folder is <method>-k<k>)")
+
+    def cells(self, selection: SelectionConfig) -> list[SelectionConfig]:
+        """Each selection of the grid as a config (names completed from ``selection``)."""
+        return [
+            s if isinstance(s, SelectionConfig) else selection.with_method(s)
+            for s in self.selections
+        ]
 
 
 STAGE = register(

@@ -17,19 +17,17 @@ from taskneurons.neurons.activation_probability import (
     probability_quantile,
     token_mask,
 )
-from taskneurons.neurons.multitask_selection import (
-    TaskSelection,
-    contrastive_scores,
-    normalize_layers,
-    select,
-    select_contrastive,
-    select_lape,
-    select_specific,
-    select_topk,
-)
 from taskneurons.neurons.neuron_set import NeuronSet
 from taskneurons.neurons.scores import NeuronScores
-from taskneurons.neurons.selection import top_k
+from taskneurons.neurons.selection.algorithms.contrastive import (
+    contrastive_scores,
+    select_contrastive,
+)
+from taskneurons.neurons.selection.algorithms.lape import select_lape
+from taskneurons.neurons.selection.algorithms.specific import select_specific
+from taskneurons.neurons.selection.algorithms.topk import select_topk
+from taskneurons.neurons.selection.ranking import top_k
+from taskneurons.neurons.selection.task_selection import TaskSelection, normalize_layers, select
 from taskneurons.neurons.space import NeuronSpace
 
 from test_attribution import random_batches

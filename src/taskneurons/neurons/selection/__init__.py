@@ -1,0 +1,42 @@
+"""Ways to make neuron sets from relevance, and to compare them.
+
+* :mod:`~taskneurons.neurons.selection.percent` — ``k`` checked and counted (no torch);
+* :mod:`~taskneurons.neurons.selection.ranking` — one task's top ``k`` % (:func:`top_k`), the
+  overlap of two sets (:func:`iou`);
+* :mod:`~taskneurons.neurons.selection.random_sets` — the random control sets
+  (:func:`random_like`, :func:`matched_random_sets`);
+* :mod:`~taskneurons.neurons.selection.selection_config` — :class:`SelectionConfig`, the family
+  of one config per selection method (no torch);
+* :mod:`~taskneurons.neurons.selection.task_selection` — what the selections of several tasks
+  share (:class:`TaskSelection`, :func:`normalize_layers`) and :func:`select`;
+* :mod:`~taskneurons.neurons.selection.algorithms` — one module per method (``topk``,
+  ``specific``, ``contrastive``, ``lape``): its config and its function.
+
+Names are imported on first use (PEP 562), so the torch-free modules stay light.
+
+Example:
+    >>> from taskneurons.neurons.selection import top_k, random_like, select  # doctest: +SKIP
+    >>> task = top_k(scores, k=10)  # doctest: +SKIP
+    >>> sets = select("specific", scores_by_task, k=10, m=2)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from taskneurons._lazy import lazy_exports
+
+_PACKAGE = "taskneurons.neurons.selection"
+#: public name -> the module that defines it
+_EXPORTS = {
+    "check_k": f"{_PACKAGE}.percent",
+    "count_for": f"{_PACKAGE}.percent",
+    "iou": f"{_PACKAGE}.ranking",
+    "top_k": f"{_PACKAGE}.ranking",
+    "matched_random_sets": f"{_PACKAGE}.random_sets",
+    "random_like": f"{_PACKAGE}.random_sets",
+    "SelectionConfig": f"{_PACKAGE}.selection_config",
+    "TaskSelection": f"{_PACKAGE}.task_selection",
+    "normalize_layers": f"{_PACKAGE}.task_selection",
+    "select": f"{_PACKAGE}.task_selection",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
