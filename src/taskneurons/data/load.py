@@ -99,7 +99,20 @@ def _load_path(
         _no_kwargs(kwargs, path, "a task spec file (its keys go in the file)")
         return load_spec_file(path, name=name, id=id, instruction=instruction, kind=kind)
     if path.is_dir():
-        return _load_folder(path, kwargs, name=name, id=id, instruction=instruction, kind=kind)
+        if (path / "task.json").exists():
+            _no_kwargs(kwargs, path, "a task folder")
+            if kind is not None:
+                raise TypeError(f"{path}: the kind of a task folder comes from its task.json")
+            return load_task_folder(path, name=name, id=id, instruction=instruction)
+        if (path / "labels.json").exists() or (path / "train.json").exists():
+            _no_kwargs(kwargs, path, "an O-LoRA folder")
+            return load_olora_folder(
+                path, instruction=instruction, kind=kind or "classification", name=name, id=id
+            )
+        raise TaskFormatError(
+            f"{path}: not a task folder (needs {', '.join(TASK_FOLDER_FILES)}) nor an O-LoRA "
+            f"folder (needs {', '.join(OLORA_FOLDER_FILES)})"
+        )
     if path.is_file():
         raise TaskFormatError(
             f"{path}: a task spec is a folder, a built-in name or a task spec file (.yaml, or "
@@ -109,32 +122,6 @@ def _load_path(
     raise TaskFormatError(
         f"unknown task {text!r}: no such folder, not 'hf:...', and not a built-in task "
         f"(built-in: {', '.join(builtin_task_names())})"
-    )
-
-
-def _load_folder(
-    path: Path,
-    kwargs: Mapping[str, Any],
-    *,
-    name: str | None,
-    id: str | None,
-    instruction: str | None,
-    kind: str | None,
-) -> Task:
-    """A task folder (``task.json``) or an O-LoRA folder (``labels.json``/``train.json``)."""
-    if (path / "task.json").exists():
-        _no_kwargs(kwargs, path, "a task folder")
-        if kind is not None:
-            raise TypeError(f"{path}: the kind of a task folder comes from its task.json")
-        return load_task_folder(path, name=name, id=id, instruction=instruction)
-    if (path / "labels.json").exists() or (path / "train.json").exists():
-        _no_kwargs(kwargs, path, "an O-LoRA folder")
-        return load_olora_folder(
-            path, instruction=instruction, kind=kind or "classification", name=name, id=id
-        )
-    raise TaskFormatError(
-        f"{path}: not a task folder (needs {', '.join(TASK_FOLDER_FILES)}) nor an O-LoRA "
-        f"folder (needs {', '.join(OLORA_FOLDER_FILES)})"
     )
 
 
