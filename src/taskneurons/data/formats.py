@@ -202,32 +202,6 @@ def load_olora_folder(
     labels = None
     if kind == "classification":
         labels = check_labels(load_json(folder / "labels.json"), str(folder / "labels.json"))
-
-    def read(split_file: str) -> list[Example]:
-        p = folder / split_file
-        out = []
-        for line, rec in _json_list_with_lines(p):
-            where = f"{p}:{line}"
-            if not isinstance(rec, dict):
-                raise TaskFormatError(
-                    f"{where}: expected a JSON object, got a {type(rec).__name__}"
-                )
-            for key in ("sentence", "label"):
-                if key not in rec:
-                    raise TaskFormatError(f'{where}: missing "{key}" (keys: {sorted(rec)})')
-            out.append(
-                make_example(
-                    where,
-                    rec["sentence"],
-                    rec["label"],
-                    None,
-                    kind,
-                    labels,
-                    names=("sentence", "label", "references"),
-                )
-            )
-        return check_nonempty(out, str(p))
-
     task_id = id or folder.resolve().name
     return Task(
         id=task_id,
@@ -235,8 +209,34 @@ def load_olora_folder(
         instruction=instruction or DEFAULT_INSTRUCTION[kind],
         labels=labels,
         metric=DEFAULT_METRIC[kind],
-        train=read("train.json"),
-        test=read("test.json"),
+        train=read_olora_examples(folder / "train.json", kind, labels),
+        test=read_olora_examples(folder / "test.json", kind, labels),
         name=name or task_id,
         source={"format": "olora", "path": str(folder.resolve())},
     )
+
+
+def read_olora_examples(
+    path: str | os.PathLike, kind: str, labels: list[str] | None
+) -> list[Example]:
+    """Validated examples of one O-LoRA split file (a JSON list of ``{"sentence", "label"}``).
+
+    Raises:
+        TaskFormatError: naming ``file:line`` (where the object starts) and the fault.
+
+    Example:
+        >>> exs = read_olora_examples("SST-2/test.json", "classification",
+        ...                           ["Good", "Bad"])  # doctest: +SKIP
+    """
+    path = Path(path)
+    out = []
+    for line, rec in _json_list_with_lines(path):
+        where = f"{path}:{line}"
+        if not isinstance(rec, dict):
+            raise TaskFormatError(f"{where}: expected a JSON object, got a {type(rec).__name__}")
+        for key in ("sentence", "label"):
+            if key not in rec:
+                raise TaskFormatError(f'{where}: missing "{key}" (keys: {sorted(rec)})')
+        names = ("sentence", "label", "references")
+        out.append(make_example(where, rec["sentence"], rec["label"], None, kind, labels, names))
+    return check_nonempty(out, str(path))

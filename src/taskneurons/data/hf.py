@@ -1,6 +1,7 @@
 """Tasks from Hugging Face datasets (``save_to_disk`` folders, local JSON files, Hub names).
 
-:func:`load_hf_task` resolves the source to a ``DatasetDict`` (:func:`_load_source`), checks the
+An :class:`HFTaskSpec` says where the dataset is and which columns hold what; :func:`load_hf_task`
+resolves the source to a ``DatasetDict`` (:func:`_load_source`), checks the
 splits and columns (:func:`_check_splits`), maps raw outputs to labels (:class:`_LabelMapper`),
 converts the rows (:func:`_raw_rows`), settles the label list (:func:`_label_list`) and builds
 the validated examples.
@@ -12,8 +13,9 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from taskneurons.config import Config
 from taskneurons.data.tasks import (
     DEFAULT_INSTRUCTION,
     DEFAULT_METRIC,
@@ -39,83 +41,121 @@ def _import_datasets():
     return datasets
 
 
+@dataclass
+class HFTaskSpec(Config):
+    """A Hugging Face dataset as a task: where it is and which columns hold what.
+
+    The arguments of :func:`load_hf_task`, and the contents of a task spec file
+    (:mod:`taskneurons.data.spec`).
+
+    Attributes:
+        hf: a folder written by ``DatasetDict.save_to_disk`` (read with
+            ``datasets.load_from_disk``); a local ``.json``/``.jsonl`` file or a ``{split: file}``
+            mapping (read with ``datasets.load_dataset("json", data_files=...)``); a Hub dataset
+            name (``datasets.load_dataset(name, config_name)``, needs the network).
+        input_field, output_field: the columns holding the input text and the label/reference.
+        labels: the label list (default: the ``ClassLabel`` names, else the sorted distinct
+            outputs), or a mapping from raw values (ints or strings) to label strings, which
+            renames them; integer labels of a ``ClassLabel`` feature become the class names.
+        kind: ``classification`` or ``generation``.
+        instruction: the task's instruction (default: by kind).
+        train_split, test_split: split names in the dataset.
+        id: task id (default: the folder/file stem or the last part of the Hub name).
+        name: display name (default: the id).
+        references_field: (generation) a column with a list of reference strings.
+        config_name: the Hub dataset's configuration.
+        cache_dir: the ``datasets`` cache for JSON files and Hub datasets.
+
+    Example:
+        >>> spec = HFTaskSpec("my_saved_dataset", input_field="sentence", output_field="label")
+        >>> spec.train_split, spec.kind
+        ('train', 'classification')
+    """
+
+    hf: str | dict[str, str]
+    input_field: str
+    output_field: str
+    labels: list[str] | dict[str, str] | None = None
+    kind: Literal["classification", "generation"] = "classification"
+    instruction: str | None = None
+    train_split: str = "train"
+    test_split: str = "test"
+    id: str | None = None
+    name: str | None = None
+    references_field: str | None = None
+    config_name: str | None = None
+    cache_dir: str | None = None
+
+
 def load_hf_task(
-    path_or_name: str | os.PathLike | Mapping[str, str | os.PathLike],
-    *,
-    input_field: str,
-    output_field: str,
-    labels: Sequence[str] | Mapping[Any, str] | None = None,
-    kind: str = "classification",
-    instruction: str | None = None,
-    train_split: str = "train",
-    test_split: str = "test",
-    id: str | None = None,
-    name: str | None = None,
-    references_field: str | None = None,
-    config_name: str | None = None,
-    cache_dir: str | os.PathLike | None = None,
+    spec: HFTaskSpec | str | os.PathLike | Mapping[str, str | os.PathLike], **fields: Any
 ) -> Task:
     """A task from a Hugging Face dataset.
 
-    ``path_or_name`` is one of: a folder written by ``DatasetDict.save_to_disk`` (read with
-    ``datasets.load_from_disk``); a local ``.json``/``.jsonl`` file or a ``{split: file}``
-    mapping (read with ``datasets.load_dataset("json", data_files=...)``); a Hub dataset name
-    (``datasets.load_dataset(name, config_name)``, needs the network).
-
-    Labels: integer labels of a ``ClassLabel`` feature become the class names. ``labels`` may
-    be the label list (default: the ``ClassLabel`` names, else the sorted distinct outputs) or
-    a mapping from raw values (ints or strings) to label strings, which renames them.
-
-    Args:
-        input_field, output_field: the columns holding the input text and the label/reference.
-        references_field: (generation) a column with a list of reference strings.
-        train_split, test_split: split names in the dataset.
-        id: task id (default: the folder/file stem or the last part of the Hub name).
+    ``spec`` is an :class:`HFTaskSpec` (``fields`` replace some of its values), or the dataset
+    (its ``hf``: a ``save_to_disk`` folder, a ``.json``/``.jsonl`` file, a ``{split: file}``
+    mapping or a Hub name) with the other :class:`HFTaskSpec` fields as keywords
+    (``input_field`` and ``output_field`` required).
 
     Raises:
         TaskFormatError: missing split/column, bad values (naming split and row), or a Hub
             dataset that cannot be reached.
         ImportError: ``datasets`` is not installed (``pip install "taskneurons[hf]"``).
+        TypeError: a keyword that is no :class:`HFTaskSpec` field, or a required one missing.
 
     Example:
         >>> task = load_hf_task("my_saved_dataset", input_field="sentence",
         ...                     output_field="label")  # doctest: +SKIP
+        >>> task = load_hf_task(HFTaskSpec("my_saved_dataset", "sentence", "label",
+        ...                                labels={0: "Bad", 1: "Good"}))  # doctest: +SKIP
     """
+    if isinstance(spec, HFTaskSpec):
+        spec = spec.replace(**fields) if fields else spec
+    else:
+        spec = HFTaskSpec(_plain_source(spec), **fields)
     datasets = _import_datasets()
-    kind = check_kind(kind, "load_hf_task: kind argument")
-    cache = str(cache_dir) if cache_dir is not None else None
-    src = _load_source(datasets, path_or_name, config_name, cache)
-    fields = (input_field, output_field, references_field)
-    _check_splits(src, (train_split, test_split), fields)
-    mapper = _label_mapper(datasets, src.dd[train_split], output_field, labels, kind)
-    raw = {split: _raw_rows(src, split, fields, mapper) for split in (train_split, test_split)}
+    kind = check_kind(spec.kind, "load_hf_task: kind argument")
+    cache = str(spec.cache_dir) if spec.cache_dir is not None else None
+    src = _load_source(datasets, spec.hf, spec.config_name, cache)
+    columns = (spec.input_field, spec.output_field, spec.references_field)
+    splits = (spec.train_split, spec.test_split)
+    _check_splits(src, splits, columns)
+    train = src.dd[spec.train_split]
+    mapper = _label_mapper(datasets, train, spec.output_field, spec.labels, kind)
+    raw = {split: _raw_rows(src, split, columns, mapper) for split in splits}
     label_list = None
     if kind == "classification":
-        label_list = _label_list(labels, mapper, raw, output_field, src.label)
-    names = (input_field, output_field, references_field or "references")
-    splits = {
+        label_list = _label_list(spec.labels, mapper, raw, spec.output_field, src.label)
+    names = (spec.input_field, spec.output_field, spec.references_field or "references")
+    examples = {
         split: [make_example(w, i, o, r, kind, label_list, names) for w, i, o, r in rows]
         for split, rows in raw.items()
     }
-    task_id = id or src.default_id
-    source = {
-        **src.source,
-        "input_field": input_field,
-        "output_field": output_field,
-        "train_split": train_split,
-        "test_split": test_split,
-    }
+    task_id = spec.id or src.default_id
     return Task(
         id=task_id,
         kind=kind,  # type: ignore[arg-type]
-        instruction=instruction or DEFAULT_INSTRUCTION[kind],
+        instruction=spec.instruction or DEFAULT_INSTRUCTION[kind],
         labels=label_list,
         metric=DEFAULT_METRIC[kind],
-        train=splits[train_split],
-        test=splits[test_split],
-        name=name or task_id,
-        source=source,
+        train=examples[spec.train_split],
+        test=examples[spec.test_split],
+        name=spec.name or task_id,
+        source={**src.source, **{k: getattr(spec, k) for k in _RECORDED_FIELDS}},
     )
+
+
+#: The :class:`HFTaskSpec` fields a task's ``source`` records (beside where the data came from).
+_RECORDED_FIELDS = ("input_field", "output_field", "train_split", "test_split")
+
+
+def _plain_source(
+    source: str | os.PathLike | Mapping[str, str | os.PathLike],
+) -> str | dict[str, str]:
+    """An ``hf`` value as :class:`HFTaskSpec` holds it: a string, or a ``{split: file}`` dict."""
+    if isinstance(source, Mapping):
+        return {str(k): str(v) for k, v in source.items()}
+    return str(source)
 
 
 @dataclass(frozen=True)

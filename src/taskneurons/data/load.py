@@ -39,12 +39,12 @@ def load_task(
 
     Dispatch:
         * a :class:`Task` is returned as is;
-        * ``"hf:NAME_OR_PATH"`` -> :func:`load_hf_task` (``kwargs``: ``input_field`` and
-          ``output_field`` (required), ``labels``, splits, ...; ``kind`` defaults to
-          classification);
+        * ``"hf:NAME_OR_PATH"`` -> :func:`load_hf_task` (``kwargs``: the other
+          :class:`~taskneurons.data.hf.HFTaskSpec` fields, ``input_field`` and ``output_field``
+          required; ``kind`` defaults to classification);
         * a task spec file (``.yaml``/``.yml``, or ``.json`` holding an object with ``hf``)
-          -> :func:`taskneurons.data.spec.load_spec_file` (the ``load_hf_task`` arguments in a
-          file, so ``hf:`` tasks work from the command line);
+          -> :func:`taskneurons.data.spec.load_spec_file` (an ``HFTaskSpec`` in a file, so
+          ``hf:`` tasks work from the command line);
         * a built-in demo task name (see :func:`taskneurons.data.builtin.builtin_task_names`)
           -> the generated task (``seed``; ``kwargs``: ``n_train``, ``n_test``); a folder of the
           same name is reached with ``./NAME``;
@@ -79,7 +79,19 @@ def load_task(
     if text in builtin_task_names():
         task = builtin_task(text, seed=seed, **kwargs)
         return _override(task, name=name, id=id, instruction=instruction)
+    return _load_path(text, kwargs, name=name, id=id, instruction=instruction, kind=kind)
 
+
+def _load_path(
+    text: str,
+    kwargs: Mapping[str, Any],
+    *,
+    name: str | None,
+    id: str | None,
+    instruction: str | None,
+    kind: str | None,
+) -> Task:
+    """A task spec file, a task folder (or its ``task.json``) or an O-LoRA folder."""
     path = Path(text).expanduser()
     if path.is_file() and path.name == "task.json":
         path = path.parent
@@ -87,7 +99,20 @@ def load_task(
         _no_kwargs(kwargs, path, "a task spec file (its keys go in the file)")
         return load_spec_file(path, name=name, id=id, instruction=instruction, kind=kind)
     if path.is_dir():
-        return _load_folder(path, kwargs, name=name, id=id, instruction=instruction, kind=kind)
+        if (path / "task.json").exists():
+            _no_kwargs(kwargs, path, "a task folder")
+            if kind is not None:
+                raise TypeError(f"{path}: the kind of a task folder comes from its task.json")
+            return load_task_folder(path, name=name, id=id, instruction=instruction)
+        if (path / "labels.json").exists() or (path / "train.json").exists():
+            _no_kwargs(kwargs, path, "an O-LoRA folder")
+            return load_olora_folder(
+                path, instruction=instruction, kind=kind or "classification", name=name, id=id
+            )
+        raise TaskFormatError(
+            f"{path}: not a task folder (needs {', '.join(TASK_FOLDER_FILES)}) nor an O-LoRA "
+            f"folder (needs {', '.join(OLORA_FOLDER_FILES)})"
+        )
     if path.is_file():
         raise TaskFormatError(
             f"{path}: a task spec is a folder, a built-in name or a task spec file (.yaml, or "
@@ -97,32 +122,6 @@ def load_task(
     raise TaskFormatError(
         f"unknown task {text!r}: no such folder, not 'hf:...', and not a built-in task "
         f"(built-in: {', '.join(builtin_task_names())})"
-    )
-
-
-def _load_folder(
-    path: Path,
-    kwargs: Mapping[str, Any],
-    *,
-    name: str | None,
-    id: str | None,
-    instruction: str | None,
-    kind: str | None,
-) -> Task:
-    """A task folder (``task.json``) or an O-LoRA folder (``labels.json``/``train.json``)."""
-    if (path / "task.json").exists():
-        _no_kwargs(kwargs, path, "a task folder")
-        if kind is not None:
-            raise TypeError(f"{path}: the kind of a task folder comes from its task.json")
-        return load_task_folder(path, name=name, id=id, instruction=instruction)
-    if (path / "labels.json").exists() or (path / "train.json").exists():
-        _no_kwargs(kwargs, path, "an O-LoRA folder")
-        return load_olora_folder(
-            path, instruction=instruction, kind=kind or "classification", name=name, id=id
-        )
-    raise TaskFormatError(
-        f"{path}: not a task folder (needs {', '.join(TASK_FOLDER_FILES)}) nor an O-LoRA "
-        f"folder (needs {', '.join(OLORA_FOLDER_FILES)})"
     )
 
 

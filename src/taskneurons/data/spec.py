@@ -11,9 +11,9 @@ pass; a spec file holds them, and its path is accepted anywhere a task spec is (
     labels: {0: Bad, 1: Good} # optional: the label list, or raw value -> label
     instruction: "Sentiment? Choose one from the option."
 
-The keys are the keyword arguments of :func:`~taskneurons.data.hf.load_hf_task` (``hf`` is its
-first argument); relative paths in ``hf`` are relative to the spec file's folder. The task id
-defaults to the file's stem (``mytask``).
+The keys are the fields of :class:`~taskneurons.data.hf.HFTaskSpec`, the argument of
+:func:`~taskneurons.data.hf.load_hf_task`; relative paths in ``hf`` are relative to the spec
+file's folder. The task id defaults to the file's stem (``mytask``).
 
 Example:
     >>> task = load_spec_file("mytask.yaml")  # doctest: +SKIP
@@ -24,14 +24,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
 from taskneurons.config import ConfigError, build
-from taskneurons.data.hf import load_hf_task
+from taskneurons.data.hf import HFTaskSpec, load_hf_task
 from taskneurons.data.tasks import Task, TaskFormatError
 
 #: Suffixes of task spec files (a ``.json`` file is one when it is an object with ``hf``).
@@ -45,25 +44,6 @@ SPEC_EXAMPLE = "{hf: NAME_OR_PATH, input_field: sentence, output_field: label}"
 
 #: A ``.json`` file larger than this is data, not a spec (it is not read to find out).
 _MAX_SPEC_BYTES = 1 << 20
-
-
-@dataclass
-class HFTaskSpec:
-    """The contents of a task spec file (the arguments of :func:`load_hf_task`)."""
-
-    hf: str | dict[str, str]
-    input_field: str
-    output_field: str
-    labels: list[str] | dict[str, str] | None = None
-    kind: Literal["classification", "generation"] = "classification"
-    instruction: str | None = None
-    train_split: str = "train"
-    test_split: str = "test"
-    id: str | None = None
-    name: str | None = None
-    references_field: str | None = None
-    config_name: str | None = None
-    cache_dir: str | None = None
 
 
 def is_spec_file(path: Path) -> bool:
@@ -123,15 +103,15 @@ def load_spec_file(
     """
     path = Path(path)
     spec = read_spec(path)
-    args = dataclasses.asdict(spec)
-    source = _resolve(spec.hf, path.parent)
-    del args["hf"]
-    args["id"] = id or spec.id or path.stem
-    args["name"] = name or spec.name
-    args["instruction"] = instruction or spec.instruction
-    args["kind"] = kind or spec.kind
+    spec = spec.replace(
+        hf=_resolve(spec.hf, path.parent),
+        id=id or spec.id or path.stem,
+        name=name or spec.name,
+        instruction=instruction or spec.instruction,
+        kind=kind or spec.kind,
+    )
     try:
-        task = load_hf_task(source, **args)
+        task = load_hf_task(spec)
     except TaskFormatError as exc:
         raise TaskFormatError(f"{path}: {exc}") from None
     return dataclasses.replace(task, source={**task.source, "spec_file": str(path.resolve())})

@@ -223,26 +223,35 @@ def subset(
     for i, ex in enumerate(examples):
         strata.setdefault(ex.output, []).append(i)
     keys = sorted(strata, key=lambda k: (order.get(k, len(order)), k))
-    sizes = [len(strata[k]) for k in keys]
-    total = len(examples)
-
-    quotas = [n * s / total for s in sizes]
-    alloc = [int(q) for q in quotas]
-    rest = n - sum(alloc)
-    by_remainder = sorted(range(len(keys)), key=lambda j: (-(quotas[j] - alloc[j]), j))
-    for j in by_remainder[:rest]:
-        alloc[j] += 1
-    if n >= len(keys):  # every present label at least once
-        for j in range(len(keys)):
-            if alloc[j] == 0:
-                donor = max(range(len(keys)), key=lambda d: (alloc[d], -d))
-                alloc[donor] -= 1
-                alloc[j] = 1
-
+    alloc = _allocate(n, [len(strata[k]) for k in keys])
     chosen: list[int] = []
     for k, a in zip(keys, alloc, strict=True):
         chosen.extend(rng.sample(strata[k], a))
     return [examples[i] for i in sorted(chosen)]
+
+
+def _allocate(n: int, sizes: list[int]) -> list[int]:
+    """``n`` split over strata of ``sizes`` in proportion (largest remainder, ties to the
+    first); with ``n >= len(sizes)`` every stratum gets at least one.
+
+    Example:
+        >>> _allocate(10, [80, 20]), _allocate(3, [98, 1, 1])
+        ([8, 2], [1, 1, 1])
+    """
+    total = sum(sizes)
+    quotas = [n * s / total for s in sizes]
+    alloc = [int(q) for q in quotas]
+    rest = n - sum(alloc)
+    by_remainder = sorted(range(len(sizes)), key=lambda j: (-(quotas[j] - alloc[j]), j))
+    for j in by_remainder[:rest]:
+        alloc[j] += 1
+    if n >= len(sizes):  # every present label at least once
+        for j in range(len(sizes)):
+            if alloc[j] == 0:
+                donor = max(range(len(sizes)), key=lambda d: (alloc[d], -d))
+                alloc[donor] -= 1
+                alloc[j] = 1
+    return alloc
 
 
 def read_text(path: Path) -> str:

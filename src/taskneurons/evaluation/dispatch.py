@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from torch import nn
@@ -154,6 +154,16 @@ def evaluate(
     return path(model, tokenizer, task, examples, config, progress)
 
 
+@dataclass(frozen=True)
+class _Scored:
+    """What a path scored: one prediction dict per example, their summed score (the count of
+    correct answers or the summed ROUGE-L) and, with calibration, label -> log prior."""
+
+    predictions: list[dict[str, Any]]
+    total: float
+    calibration: dict[str, float] | None = None
+
+
 def _score_path(
     model: nn.Module,
     tokenizer,
@@ -179,8 +189,8 @@ def _score_path(
         desc=f"eval {task.id} (score)",
         progress=progress,
     )
-    predictions, total, calibration = label_predictions(task, examples, sums, table.lengths, config)
-    return _result(model, task, examples, "score", config, predictions, total, start, calibration)
+    scored = _Scored(*label_predictions(task, examples, sums, table.lengths, config))
+    return _result(model, task, examples, "score", config, scored, start)
 
 
 def _generate_path(
@@ -208,17 +218,16 @@ def _generate_path(
         tokenizer,
         prompts,
         pad_id_of(tokenizer),
-        max_new,
         config,
         desc=f"eval {task.id} (generate)",
         progress=progress,
         golds=[[ex.output] for ex in examples] if exact and config.stop_when_decided else None,
     )
     if exact:
-        predictions, total = exact_match_predictions(examples, answers)
+        scored = _Scored(*exact_match_predictions(examples, answers))
     else:
-        predictions, total = rouge_predictions(examples, answers, config.rouge_stemmer)
-    return _result(model, task, examples, "generate", config, predictions, total, start, None)
+        scored = _Scored(*rouge_predictions(examples, answers, config.rouge_stemmer))
+    return _result(model, task, examples, "generate", config, scored, start)
 
 
 def _result(
@@ -227,15 +236,14 @@ def _result(
     examples: list[Example],
     mode: Mode,
     config: EvalConfig,
-    predictions: list[dict[str, Any]],
-    total: float,
+    scored: _Scored,
     start: float,
-    calibration: dict[str, float] | None,
 ) -> EvalResult:
     """The :class:`EvalResult`: mean score (correct count x 100 or summed ROUGE-L) over examples.
 
     ``start`` is the ``time.perf_counter()`` the timed part began at.
     """
+    total = scored.total
     if task.metric == "accuracy":
         total *= 100.0
     seconds = time.perf_counter() - start
@@ -248,12 +256,12 @@ def _result(
         metric=task.metric,
         score=score,
         n=len(examples),
-        predictions=predictions,
+        predictions=scored.predictions,
         config=config,
         seconds=seconds,
         examples_per_s=len(examples) / seconds if seconds > 0 else float("inf"),
         model=model_fingerprint(model),
         task_source=dict(task.source),
         data_hash=examples_hash(examples),
-        calibration=calibration,
+        calibration=scored.calibration,
     )

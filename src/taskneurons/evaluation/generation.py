@@ -162,7 +162,6 @@ def generate_texts(
     tokenizer,
     prompts: Sequence[Sequence[int]],
     pad_id: int,
-    max_new_tokens: int,
     config: EvalConfig,
     *,
     desc: str,
@@ -171,8 +170,13 @@ def generate_texts(
 ) -> list[str]:
     """Greedy answer of every prompt (see :func:`generate_batch`), in the order of ``prompts``.
 
-    ``golds``: the gold answers of each prompt, for the early stop of exact-match tasks.
+    Up to ``config.max_new_tokens`` new tokens each (which must be set; ``evaluate`` sets it to
+    :func:`default_max_new_tokens` when it is ``None``). ``golds``: the gold answers of each
+    prompt, for the early stop of exact-match tasks.
     """
+    max_new_tokens = config.max_new_tokens
+    if max_new_tokens is None:
+        raise ValueError("generate_texts needs config.max_new_tokens; see default_max_new_tokens")
     rows = list(range(len(prompts)))
 
     def step(chunk: list[int]) -> list[str]:

@@ -1,8 +1,8 @@
 """Model loading: the embedded SmolLM2-135M, a hub id, a local folder, or a ``.gguf`` file.
 
-GGUF files are dequantized by Transformers (through the ``gguf`` package) the first time and the
-result is cached as safetensors in a cache folder (``$TASKNEURONS_CACHE``, default
-``~/.cache/taskneurons``), so later loads skip the slow dequantization.
+GGUF files (the embedded model is one) are dequantized once and then read from a safetensors
+cache (:mod:`taskneurons.models.gguf`); folders and hub ids are read by Transformers, with one
+clear :class:`ModelLoadError` for each way they can fail.
 
 Example:
     >>> model, tokenizer = load_model("smollm2-135m")  # doctest: +SKIP
@@ -13,22 +13,16 @@ Example:
 from __future__ import annotations
 
 import difflib
-import hashlib
-import json
-import logging
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from taskneurons._io import current_umask
-
-log = logging.getLogger(__name__)
+from taskneurons.models.gguf import load_gguf
 
 
 class ModelLoadError(RuntimeError):
@@ -84,16 +78,6 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
         raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPES)}") from None
 
 
-def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
-    """The cache folder: the argument, ``$TASKNEURONS_CACHE``, or ``~/.cache/taskneurons``."""
-    if cache_dir is not None:
-        return Path(cache_dir)
-    env = os.environ.get("TASKNEURONS_CACHE")
-    if env:
-        return Path(env)
-    return Path.home() / ".cache" / "taskneurons"
-
-
 def embedded_gguf_path(name: str = DEFAULT_MODEL) -> Path:
     """Path of an embedded model's GGUF file.
 
@@ -116,63 +100,6 @@ def embedded_gguf_path(name: str = DEFAULT_MODEL) -> Path:
             f"    pip install --force-reinstall {em.install_command.split(' ', 2)[2]}"
         )
     return path
-
-
-def _file_key(path: Path) -> str:
-    """Content key of a file: size + SHA-256 of its first and last MiB."""
-    h = hashlib.sha256()
-    size = path.stat().st_size
-    h.update(str(size).encode())
-    with path.open("rb") as f:
-        h.update(f.read(1 << 20))
-        if size > (2 << 20):
-            f.seek(size - (1 << 20))
-            h.update(f.read(1 << 20))
-    return h.hexdigest()[:16]
-
-
-def _save_plain_checkpoint(model: nn.Module, folder: Path) -> None:
-    """Save dequantized weights as safetensors + config (Transformers refuses GGUF-loaded models)."""
-    from safetensors.torch import save_model
-
-    config = model.config.to_dict()
-    config.pop("quantization_config", None)
-    (folder / "config.json").write_text(json.dumps(config, indent=2, default=str))
-    if getattr(model, "generation_config", None) is not None:
-        model.generation_config.save_pretrained(folder)
-    save_model(model, str(folder / "model.safetensors"), metadata={"format": "pt"})
-
-
-def _load_gguf(path: Path, dtype: torch.dtype, cache_dir: str | os.PathLike | None):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    cached = cache_root(cache_dir) / "gguf" / f"{path.stem}-{_file_key(path)}"
-    if (cached / "config.json").is_file() and (cached / "tokenizer_config.json").is_file():
-        log.info("loading dequantized GGUF from cache %s", cached)
-        tok = AutoTokenizer.from_pretrained(cached)
-        model = AutoModelForCausalLM.from_pretrained(cached, dtype=dtype)
-        return model, tok, cached
-    log.info("dequantizing %s (first load; cached afterwards in %s)", path.name, cached)
-    tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    model = AutoModelForCausalLM.from_pretrained(
-        path.parent, gguf_file=path.name, dtype=torch.float32
-    )
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{cached.name}.", dir=cached.parent))
-    try:
-        tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes it 0700
-        _save_plain_checkpoint(model, tmp)
-        tok.save_pretrained(tmp)
-        if cached.exists():  # another process won the race
-            shutil.rmtree(tmp)
-        else:
-            os.replace(tmp, cached)
-    except OSError as exc:  # the cache is an optimisation: never fail the load because of it
-        log.warning("could not write the GGUF cache %s: %s", cached, exc)
-        shutil.rmtree(tmp, ignore_errors=True)
-    if dtype != torch.float32:
-        model = model.to(dtype)
-    return model, tok, cached
 
 
 #: Patterns of the files that hold a checkpoint's weights (one must be in a model folder).
@@ -385,7 +312,7 @@ def load_model(
         dtype: parameter dtype (``float32``, ``bfloat16``, ``float16``).
         device: where to put the model (checked before anything loads).
         cache_dir: cache for dequantized GGUF weights (default ``$TASKNEURONS_CACHE`` or
-            ``~/.cache/taskneurons``).
+            ``~/.cache/taskneurons``; see :mod:`taskneurons.models.gguf`).
         trust_remote_code: passed to Transformers for hub ids and folders.
 
     Returns:
@@ -399,35 +326,46 @@ def load_model(
     """
     torch_dtype = resolve_dtype(dtype)
     dev = check_device(device)
-    spec_str = str(spec)
-    source: dict = {"spec": spec_str}
-    if not spec_str.strip():
-        raise ModelLoadError("no model given (an empty name)")
-    if spec_str in EMBEDDED_MODELS:
-        path = embedded_gguf_path(spec_str)
-        model, tok, cached = _load_gguf(path, torch_dtype, cache_dir)
-        source.update(kind="embedded", gguf=str(path), cache=str(cached))
-    elif spec_str.endswith(".gguf"):
-        path = Path(spec_str).expanduser()
-        if not path.is_file():
-            raise ModelLoadError(f"GGUF file not found: {path}")
-        try:
-            model, tok, cached = _load_gguf(path.resolve(), torch_dtype, cache_dir)
-        except (ValueError, OSError, KeyError) as exc:
-            raise ModelLoadError(f"could not read GGUF file {path}: {exc}") from exc
-        source.update(kind="gguf", gguf=str(path.resolve()), cache=str(cached))
-    elif Path(spec_str).expanduser().exists():
-        folder = Path(spec_str).expanduser()
-        model, tok = _load_folder(folder, torch_dtype, trust_remote_code)
-        source.update(kind="folder", path=str(folder.resolve()))
-    elif _looks_like_path(spec_str):
-        raise _missing_path_error(spec_str)
-    else:
-        model, tok = _load_hub(spec_str, torch_dtype, trust_remote_code)
-        source.update(kind="hub", id=spec_str)
+    model, tok, source = _load_spec(str(spec), torch_dtype, cache_dir, trust_remote_code)
     if tok.pad_token_id is None and tok.eos_token_id is not None:
         tok.pad_token = tok.eos_token
     model.to(dev)
     model.eval()
     model.taskneurons_source = source
     return model, tok
+
+
+def _load_spec(
+    spec: str,
+    dtype: torch.dtype,
+    cache_dir: str | os.PathLike | None,
+    trust_remote_code: bool,
+) -> tuple[nn.Module, Any, dict]:
+    """``(model, tokenizer, source record)``: ``spec`` loaded by its kind (embedded, ``.gguf``
+    file, folder, hub id); a path that does not exist is never sent to the hub."""
+    source: dict = {"spec": spec}
+    if not spec.strip():
+        raise ModelLoadError("no model given (an empty name)")
+    if spec in EMBEDDED_MODELS:
+        path = embedded_gguf_path(spec)
+        model, tok, cached = load_gguf(path, dtype, cache_dir)
+        source.update(kind="embedded", gguf=str(path), cache=str(cached))
+    elif spec.endswith(".gguf"):
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise ModelLoadError(f"GGUF file not found: {path}")
+        try:
+            model, tok, cached = load_gguf(path.resolve(), dtype, cache_dir)
+        except (ValueError, OSError, KeyError) as exc:
+            raise ModelLoadError(f"could not read GGUF file {path}: {exc}") from exc
+        source.update(kind="gguf", gguf=str(path.resolve()), cache=str(cached))
+    elif Path(spec).expanduser().exists():
+        folder = Path(spec).expanduser()
+        model, tok = _load_folder(folder, dtype, trust_remote_code)
+        source.update(kind="folder", path=str(folder.resolve()))
+    elif _looks_like_path(spec):
+        raise _missing_path_error(spec)
+    else:
+        model, tok = _load_hub(spec, dtype, trust_remote_code)
+        source.update(kind="hub", id=spec)
+    return model, tok, source

@@ -22,7 +22,7 @@ from typing import Any
 from torch import nn
 
 from taskneurons._io import write_json_atomic
-from taskneurons.models.loading import _save_plain_checkpoint
+from taskneurons.models.gguf import save_plain_checkpoint
 
 #: The provenance record inside a folder written by :func:`save_finetuned`.
 MODEL_META = "taskneurons_model.json"
@@ -81,7 +81,7 @@ def save_finetuned(
     folder = Path(folder)
     with atomic_folder(folder) as tmp:
         if getattr(model, "hf_quantizer", None) is not None:
-            _save_plain_checkpoint(model, tmp)
+            save_plain_checkpoint(model, tmp)
         else:
             model.save_pretrained(tmp)  # model.safetensors + config.json
         tokenizer.save_pretrained(tmp)

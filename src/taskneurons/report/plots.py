@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from taskneurons._io import atomic_path
@@ -26,19 +27,44 @@ def _save(plt, fig, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
+@dataclass(frozen=True)
+class PlotText:
+    """The title and axis labels of a plot (the ``**text`` keywords of the plot functions).
+
+    Example:
+        >>> PlotText(title="IoU of task neurons", xlabel="task")
+        PlotText(title='IoU of task neurons', xlabel='task', ylabel='')
+    """
+
+    title: str = ""
+    xlabel: str = ""
+    ylabel: str = ""
+
+
 def heatmap(
     matrix: Sequence[Sequence[float]],
     row_labels: Sequence[str],
     col_labels: Sequence[str],
     path: str | os.PathLike,
-    title: str = "",
-    xlabel: str = "",
-    ylabel: str = "",
+    *,
     fmt: str = "{:.1f}",
     cmap: str = "viridis",
+    **text: str,
 ) -> Path:
-    """Save an annotated heatmap of ``matrix`` ``[rows, cols]`` as a PNG."""
+    """Save an annotated heatmap of ``matrix`` ``[rows, cols]`` as a PNG.
+
+    Args:
+        fmt: the format of the number written in each cell.
+        cmap: the matplotlib colour map.
+        text: ``title``, ``xlabel``, ``ylabel`` (see :class:`PlotText`).
+
+    Example:
+        >>> heatmap([[1.0, 0.2], [0.2, 1.0]], ["a", "b"], ["a", "b"], "iou.png",
+        ...         title="IoU", fmt="{:.2f}")  # doctest: +SKIP
+    """
     import numpy as np
+
+    labels = PlotText(**text)
 
     plt = _plt()
     data = np.asarray(matrix, dtype=float)
@@ -52,9 +78,9 @@ def heatmap(
         for j in range(data.shape[1]):
             color = "black" if data[i, j] > mid else "white"
             ax.text(j, i, fmt.format(data[i, j]), ha="center", va="center", color=color, fontsize=8)
-    ax.set_title(title)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
+    ax.set_title(labels.title)
+    ax.set_xlabel(labels.xlabel)
+    ax.set_ylabel(labels.ylabel)
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
     return _save(plt, fig, path)
@@ -105,12 +131,11 @@ def line_plot(
     x: Sequence[float],
     series: Mapping[str, Sequence[float]],
     path: str | os.PathLike,
-    title: str = "",
-    xlabel: str = "",
-    ylabel: str = "",
+    *,
     intervals: Mapping[str, Sequence[tuple[float, float]]] | None = None,
     log_x: bool = False,
     zero_line: bool = True,
+    **text: str,
 ) -> Path:
     """Save one line per series over ``x`` (e.g. a statistic vs k per selection).
 
@@ -120,7 +145,13 @@ def line_plot(
         intervals: name -> ``(low, high)`` per x, drawn as a shaded band.
         log_x: logarithmic x axis (k from 0.1 to 10 %).
         zero_line: draw y = 0.
+        text: ``title``, ``xlabel``, ``ylabel`` (see :class:`PlotText`).
+
+    Example:
+        >>> line_plot([1, 2, 3], {"task": [0.5, 1.0, 2.0]}, "k.png", xlabel="k (%)",
+        ...           log_x=True)  # doctest: +SKIP
     """
+    labels = PlotText(**text)
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, values in series.items():
@@ -134,9 +165,9 @@ def line_plot(
         ax.axhline(0.0, color="grey", linewidth=0.8)
     if log_x:
         ax.set_xscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    ax.set_xlabel(labels.xlabel)
+    ax.set_ylabel(labels.ylabel)
+    ax.set_title(labels.title)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()

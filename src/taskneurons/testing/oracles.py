@@ -74,40 +74,7 @@ def reference_relevance_scores(
     try:
         for batch in batches:
             batch = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
-            acts: dict[tuple[int, str], torch.Tensor] = {}
-
-            def keep(layer: int, module: str, acts=acts):
-                def fn(act: torch.Tensor) -> torch.Tensor:
-                    act.retain_grad()
-                    # the value is copied: a model may add into the output in place (Falcon)
-                    acts[(layer, module)] = (act, act.detach().clone())
-                    return act
-
-                return fn
-
-            handles = hook_sites(space, keep)
-            try:
-                logits = model(
-                    input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-                ).logits  # [batch, pos, vocab]
-            finally:
-                for h in handles:
-                    h.remove()
-            logp = torch.log_softmax(logits.float()[:, :-1], dim=-1)  # [batch, pos-1, vocab]
-            labels = batch["labels"][:, 1:]
-            valid = labels != -100
-            nll = -logp.gather(-1, labels.clamp(min=0)[..., None])[..., 0] * valid
-            loss = (nll.sum(1) / valid.sum(1).clamp(min=1)).sum()
-            model.zero_grad(set_to_none=True)
-            loss.backward()
-            mask = batch["attention_mask"][..., None].double()  # [batch, pos, 1]
-            for (layer, m), (a, value) in acts.items():
-                prod = (a.grad.double() * value.double()).reshape(*mask.shape[:2], -1)
-                prod = prod * mask  # [batch, pos, units]
-                per_ex = prod.abs().sum(1) if aggregate == "token_abs" else prod.sum(1)
-                sums[m][layer] += (
-                    per_ex.abs().sum(0) if aggregate == "example" else per_ex.sum(0)
-                ).cpu()
+            _add_batch_scores(model, batch, space, aggregate, sums)
             n += batch["input_ids"].shape[0]
     finally:
         model.zero_grad(set_to_none=True)
@@ -116,3 +83,52 @@ def reference_relevance_scores(
     if n == 0:
         raise ValueError("no examples were scored (empty data)")
     return {m: (s / n).abs() if aggregate == "task" else s / n for m, s in sums.items()}
+
+
+def _add_batch_scores(
+    model: nn.Module,
+    batch: dict[str, torch.Tensor],
+    space: NeuronSpace,
+    aggregate: Aggregate,
+    sums: dict[str, torch.Tensor],
+) -> None:
+    """Add one batch's activation x gradient attributions, aggregated per example, to ``sums``."""
+    logits, acts = _forward_keeping_activations(model, batch, space)
+    logp = torch.log_softmax(logits.float()[:, :-1], dim=-1)  # [batch, pos-1, vocab]
+    labels = batch["labels"][:, 1:]
+    valid = labels != -100
+    nll = -logp.gather(-1, labels.clamp(min=0)[..., None])[..., 0] * valid
+    loss = (nll.sum(1) / valid.sum(1).clamp(min=1)).sum()
+    model.zero_grad(set_to_none=True)
+    loss.backward()
+    mask = batch["attention_mask"][..., None].double()  # [batch, pos, 1]
+    for (layer, m), (a, value) in acts.items():
+        prod = (a.grad.double() * value.double()).reshape(*mask.shape[:2], -1)
+        prod = prod * mask  # [batch, pos, units]
+        per_ex = prod.abs().sum(1) if aggregate == "token_abs" else prod.sum(1)
+        sums[m][layer] += (per_ex.abs().sum(0) if aggregate == "example" else per_ex.sum(0)).cpu()
+
+
+def _forward_keeping_activations(
+    model: nn.Module, batch: dict[str, torch.Tensor], space: NeuronSpace
+) -> tuple[torch.Tensor, dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]]]:
+    """The logits ``[batch, pos, vocab]`` and, per ``(layer, module)`` site, the activation
+    (its gradient retained) with a copy of its value."""
+    acts: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def keep(layer: int, module: str):
+        def fn(act: torch.Tensor) -> torch.Tensor:
+            act.retain_grad()
+            # the value is copied: a model may add into the output in place (Falcon)
+            acts[(layer, module)] = (act, act.detach().clone())
+            return act
+
+        return fn
+
+    handles = hook_sites(space, keep)
+    try:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    finally:
+        for h in handles:
+            h.remove()
+    return logits, acts
