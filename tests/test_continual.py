@@ -10,9 +10,9 @@ import torch
 
 from taskneurons.continual.base import run_stage, score_task
 from taskneurons.continual.method_config import MethodConfig
-from taskneurons.continual.olora import olora_terms
 from taskneurons.continual.registry import METHODS, make_method
 from taskneurons.continual.slices import combine, layout_of, read_slices, union_layout
+from taskneurons.continual.strategies.olora import olora_terms
 from taskneurons.data.prompt_config import PromptConfig
 from taskneurons.data.tasks import Example, Task
 from taskneurons.evaluation.eval_config import EvalConfig
@@ -40,7 +40,9 @@ def method_config(**kw) -> MethodConfig:
         feature_batch_size=8,
         lambda_l2=0.01,
     )
-    return MethodConfig(**{**base, **kw})
+    name = kw.pop("name", MethodConfig.default)
+    options = {k: v for k, v in {**base, **kw}.items() if k in MethodConfig.keys(name)}
+    return MethodConfig.make(name, **options)
 
 
 def _task(task_id: str, pairs: list[tuple[str, str]], labels: list[str]) -> Task:
@@ -221,7 +223,7 @@ def test_configs_check_their_values(tasks):
     with pytest.raises(ValueError, match="method must be one of"):
         MethodConfig(name="ewc")
     cfg = ContinualConfig(
-        order=["animal", "mood"], method=MethodConfig(name="wncft", mode="inferred")
+        order=["animal", "mood"], method=MethodConfig.make("wncft", mode="inferred")
     )
     assert ContinualConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="single_train"):
@@ -356,3 +358,24 @@ def test_every_method_end_to_end(tok, tasks, tmp_path, shared_cache, name, kw):
     assert (stored > 0) == (name in ("olora", "epi", "pertask", "wncft")), stored
     if name == "pertask":  # the task's own model: a(i, i) is A(i) (same training knobs)
         assert res.matrix[0, 0] == res.single["mood"]
+
+
+def test_each_method_takes_only_its_own_options():
+    from taskneurons.config import ConfigError
+    from taskneurons.experiments.continual.continual_stage import ContinualSuiteConfig
+
+    with pytest.raises(ConfigError, match="SeqftConfig: unknown key 'k'"):
+        MethodConfig.make("seqft", k=5)  # NCFT's option is not SeqFT's
+    suite = ContinualSuiteConfig.from_dict(
+        {"methods": ["seqft", "olora", "wncft-inferred"], "method": {"k": 5, "lambda_orth": 0.1}}
+    )
+    runs = dict(suite.runs())
+    assert runs["seqft"].method == MethodConfig.make("seqft")
+    assert runs["olora"].method.lambda_orth == 0.1 and not hasattr(runs["olora"].method, "k")
+    wncft = runs["wncft-inferred"].method
+    assert (wncft.k, wncft.mode, wncft.seed) == (5.0, "inferred", suite.seed)
+    assert wncft.attribution.prompt == suite.train.prompt  # the suite's (fitted) prompt
+    with pytest.raises(ConfigError, match="method.lambda_orth: an option of olora; none of"):
+        ContinualSuiteConfig.from_dict({"methods": ["ncft"], "method": {"lambda_orth": 0.1}})
+    with pytest.raises(ConfigError, match=r"methods: unknown \['ewc'\]; known: \['epi'"):
+        ContinualSuiteConfig.from_dict({"methods": ["ewc"]})

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from taskneurons.continual import stage_loop as stages_module
-from taskneurons.continual.pertask import FROM_REFERENCES, PerTaskFT
 from taskneurons.continual.registry import METHODS
 from taskneurons.continual.stage_checkpoint import checkpoint_stage, read_checkpoint
-from taskneurons.continual.wncft import WNCFT
+from taskneurons.continual.strategies.pertask import FROM_REFERENCES, PerTaskFT
+from taskneurons.continual.strategies.wncft import WNCFT
 from taskneurons.experiments.continual.continual_stage import ContinualConfig, ContinualSuiteConfig
 from taskneurons.experiments.continual.method_run import (
     continual_experiment,

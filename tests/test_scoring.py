@@ -8,8 +8,8 @@ import doctest
 import pytest
 import torch
 
-from taskneurons.continual import ncft
 from taskneurons.continual.method_config import MethodConfig
+from taskneurons.continual.strategies import ncft
 from taskneurons.data.load import load_task
 from taskneurons.models.loading import load_model
 from taskneurons.neurons import scoring
@@ -68,7 +68,7 @@ def test_ncft_scores_through_the_scoring_module(setup, monkeypatch, counted):
     monkeypatch.setattr(
         ncft, "score_tasks", lambda *a, **k: used.append(a[2]) or scoring.score_tasks(*a, **k)
     )
-    config = MethodConfig(k=20, attribution=ATTRIBUTION)
+    config = MethodConfig.make("ncft", k=20, attribution=ATTRIBUTION)
     neurons = ncft.detect_task_neurons(model, tok, tasks[0], config)
     assert [[t.id for t in u] for u in used] == [[tasks[0].id]]
     assert counted["scores"] == [tasks[0].id]

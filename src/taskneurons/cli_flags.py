@@ -171,7 +171,8 @@ def _walk(cls: type, prefix: str, top: bool) -> Iterator[tuple[str, dataclasses.
     for f in dataclasses.fields(cls):
         if "flag" in f.metadata:
             yield prefix + f.name, f, hints[f.name]
-        inner = _config_type(hints[f.name])
+        family = f.metadata.get("options_of")  # a mapping of options of a family's members
+        inner = family or _config_type(hints[f.name])
         if inner is None or f.metadata.get("flags") is False or (inner is PromptConfig and not top):
             continue
         classes = [inner]
@@ -223,7 +224,7 @@ def flags_of(sections: Mapping[str, type], top: type | None = ExperimentFile) ->
             if (have.read, have.choices, have.boolean) != (use.read, use.choices, use.boolean):
                 raise ValueError(f"flag {use.flag.names[0]} is declared unlike by {have.keys[0]} "
                                  f"and {use.keys[0]}")  # fmt: skip
-            have.keys.extend(use.keys)
+            have.keys.extend(k for k in use.keys if k not in have.keys)
     return list(found.values())
 
 

@@ -162,6 +162,8 @@ class Variant(Config):
     default: ClassVar[str] = ""
     family: ClassVar[str] = ""
     package: ClassVar[str | None] = None
+    #: the message for a name no variant has
+    unknown: ClassVar[str] = "unknown {family} {name!r}; known: {known}"
     variants: ClassVar[dict[str, type]]
 
     def __init_subclass__(cls, name: str | None = None, **kwargs: Any) -> None:
@@ -174,7 +176,10 @@ class Variant(Config):
 
     def validate(self) -> None:
         name = getattr(type(self), "variant_name", None)
-        if name is not None and getattr(self, self.tag) != name:
+        if name is None:  # the family base itself: only its variants hold options
+            type(self).variant(getattr(self, self.tag))  # refuses an unknown name
+            raise ValueError(f"build a {self.family or type(self).__name__} with .make(name, ...)")
+        if getattr(self, self.tag) != name:
             raise ValueError(f"{self.tag} must be {name!r}, got {getattr(self, self.tag)!r}")
 
     @classmethod
@@ -191,14 +196,14 @@ class Variant(Config):
         if name not in cls.variants:
             family = cls.family or cls.__name__.lower()
             known = ", ".join(cls.variants)
-            raise ValueError(f"unknown {family} {name!r}; known: {known}")
+            raise ValueError(cls.unknown.format(family=family, name=name, known=known))
         return cls.variants[name]
 
     @classmethod
     def make(cls, name: str | None = None, **options: Any) -> Variant:
-        """The variant ``name`` (default :attr:`default`) with ``options``."""
-        name = name or cls.default
-        return cls.variant(name)(**{cls.tag: name, **options})
+        """The variant ``name`` (default :attr:`default`) with ``options``, checked as a file's
+        section is (``ConfigError`` naming a key the variant does not have)."""
+        return build(cls.variant(name or cls.default), {cls.tag: name or cls.default, **options})
 
 
 def _import_package(package: str | None) -> None:
@@ -282,6 +287,46 @@ def _field_value(tp: Any, default: Any, value: Any, where: str, key: str) -> Any
         if same:
             value = deep_merge(_plain(base), value)
     return _coerce(tp, value, where, key)
+
+
+def defaults_of(
+    cls: type,
+    by_name: Mapping[str, Any],
+    by_type: Mapping[type, Any] | None = None,
+    skip: tuple[str, ...] = (),
+) -> dict:
+    """The keys of config ``cls`` (and of its nested configs) that take a shared default.
+
+    A field named as a key of ``by_name`` (``seed``, ``groups``) takes that value; a field
+    holding a config class of ``by_type`` (``PromptConfig``) takes that value. Fields in
+    ``skip`` are left alone.
+
+    Example:
+        >>> from taskneurons.data.prompt_config import PromptConfig
+        >>> from taskneurons.neurons.attribution_config import AttributionConfig
+        >>> defaults_of(AttributionConfig, {"seed": 3}, {PromptConfig: {}})
+        {'seed': 3, 'prompt': {}}
+    """
+    by_type = by_type or {}
+    hints = typing.get_type_hints(cls)
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        tp = hints[f.name]
+        union = typing.get_origin(tp) in (Union, types.UnionType)
+        nested = [
+            a for a in (typing.get_args(tp) if union else (tp,)) if dataclasses.is_dataclass(a)
+        ]
+        if nested and nested[0] in by_type:
+            out[f.name] = by_type[nested[0]]
+        elif f.name in by_name:
+            out[f.name] = by_name[f.name]
+        elif nested and isinstance(nested[0], type):
+            inner = defaults_of(nested[0], by_name, by_type)
+            if inner:
+                out[f.name] = inner
+    return out
 
 
 def deep_merge(base: Any, over: Any) -> Any:

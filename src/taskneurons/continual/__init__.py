@@ -21,7 +21,7 @@ the accuracy matrix are :mod:`taskneurons.analysis.continual_metrics`.
 
 Example:
     >>> from taskneurons.continual import MethodConfig, make_method, run_stage, score_task
-    >>> method = make_method(MethodConfig(name="ncft"), model, tok, TrainConfig())  # doctest: +SKIP
+    >>> method = make_method(MethodConfig.make("ncft"), model, tok, TrainConfig())  # doctest: +SKIP
 """
 
 from taskneurons._lazy import lazy_exports
@@ -29,7 +29,6 @@ from taskneurons._lazy import lazy_exports
 #: public name -> the module that defines it (imported on first use: configs stay torch-free)
 _EXPORTS = {
     "METHODS": "taskneurons.continual.registry",
-    "METHOD_NAMES": "taskneurons.continual.method_config",
     "ContinualMethod": "taskneurons.continual.base",
     "MethodConfig": "taskneurons.continual.method_config",
     "make_method": "taskneurons.continual.registry",

@@ -28,7 +28,7 @@ the tasks so recorded are in ``derived`` (their rows are the reference scores). 
 method lists no stage, so every stage is trained.
 
 Example:
-    >>> method = make_method(MethodConfig(name="ncft"), model, tok, TrainConfig())  # doctest: +SKIP
+    >>> method = make_method(MethodConfig.make("ncft"), model, tok, TrainConfig())  # doctest: +SKIP
     >>> summary = run_stage(method, task, 0)  # doctest: +SKIP
     >>> score_task(method, tok, task, task.test, EvalConfig())  # accuracy %  # doctest: +SKIP
     81.0
@@ -66,7 +66,7 @@ class ContinualMethod:
             (:meth:`derive_stage`; empty for a method without :meth:`reference_stages`).
     """
 
-    #: the :data:`METHOD_NAMES` entry
+    #: the method's name (its config's ``name``)
     name: ClassVar[str] = ""
     #: answers need a route from the input when no task id is given (EPI, inferred W-NCFT)
     routes_inputs: ClassVar[bool] = False

@@ -1,47 +1,69 @@
-"""The knobs of a continual-learning method: :class:`MethodConfig` (no torch, for the CLI)."""
+"""The configs of the continual-learning methods: one per method, chosen by ``name`` (no torch).
+
+:class:`MethodConfig` is a :class:`~taskneurons.config.Variant` family, as the neuron
+selections are: each method's module in :mod:`taskneurons.continual.strategies` declares its
+config (``name="ncft"``, ...) with only the options it reads, so a key of another method is
+refused instead of ignored. The option groups several methods share are here:
+:class:`NeuronMethodConfig` (NCFT, W-NCFT: which neurons are trained) and
+:class:`FeatureOptions` (W-NCFT, EPI: the input features that route a test input).
+
+Example:
+    >>> from taskneurons.config import build
+    >>> build(MethodConfig, {"name": "wncft", "mode": "inferred", "k": 5}).k
+    5.0
+    >>> build(MethodConfig, {"name": "seqft", "k": 5})
+    Traceback (most recent call last):
+    ...
+    taskneurons.config.ConfigError: SeqftConfig: unknown key 'k'; known: name
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, Literal
 
-from taskneurons.config import Config, flag
+from taskneurons.config import Variant, flag
 from taskneurons.neurons.attribution_config import AttributionConfig
-
-#: the method names, in the order of the paper's tables
-METHOD_NAMES: tuple[str, ...] = ("seqft", "seqlora", "olora", "epi", "pertask", "ncft", "wncft")
 
 
 @dataclass
-class MethodConfig(Config):
-    """A continual-learning method: its name and its options (unused options are ignored).
+class MethodConfig(Variant):
+    """A continual-learning method: its ``name`` and (in each variant) its options.
 
-    Attributes:
-        name: one of :data:`METHOD_NAMES`.
-        k: NCFT/W-NCFT: percentage of neurons per task (top ``k`` % by relevance).
-        scope: NCFT/W-NCFT: rank over the whole model (``"model"``) or per layer.
-        selection: NCFT/W-NCFT: how neurons are chosen; ``"topk"`` (the only one so far).
-        attribution: NCFT/W-NCFT: the relevance knobs (definition, examples, aggregation).
-        mode: W-NCFT: ``"given"`` (the test task's vector) or ``"inferred"`` (each test input's
-            own feature; no task id).
-        temperature: W-NCFT: softmax temperature of the cosine similarities (1.0 = the paper's
-            plain softmax of cosines).
-        n_vector_samples: W-NCFT task vectors / EPI prototypes: train inputs per task (seeded).
-        lambda_orth, lambda_l2: O-LoRA: weights of the orthogonality and L2 terms (the O-LoRA
-            repository's scripts use 0.5 and 0).
-        loss_form: O-LoRA: ``"repo"`` (the repository's code: ``|A_old A_new^T|`` summed, and
-            the sum of the new LoRA tensors' Frobenius norms) or ``"paper"`` (squared entries
-            and squared norms).
-        feature_batch_size, feature_max_length: inputs per forward and tokens per input when
-            computing features (W-NCFT, EPI).
-        seed: seed of the feature subsets.
-
-    Example:
-        >>> MethodConfig(name="wncft", mode="inferred", temperature=0.05).mode
-        'inferred'
+    Each variant knows its :class:`~taskneurons.continual.base.ContinualMethod` class
+    (``method_class``), which :meth:`build` makes.
     """
 
-    name: str = "ncft"
+    tag: ClassVar[str] = "name"
+    default: ClassVar[str] = "ncft"
+    family: ClassVar[str] = "continual-learning method"
+    package: ClassVar[str | None] = "taskneurons.continual.strategies"
+    unknown: ClassVar[str] = "method must be one of {known}, got {name!r}"
+    method_class: ClassVar[Any] = None
+
+    name: str = ""
+
+    def build(self, model: Any, tokenizer: Any, train: Any, progress: bool = False) -> Any:
+        """The method on ``model`` (which it trains in place)."""
+        return self.method_class(model, tokenizer, self, train, progress)
+
+    @classmethod
+    def keys(cls, name: str) -> set[str]:
+        """The option keys of method ``name`` (its config's fields, ``name`` aside)."""
+        return {f.name for f in fields(cls.variant(name))} - {cls.tag}
+
+
+@dataclass
+class NeuronMethodConfig(MethodConfig):
+    """Options of the methods that train task neurons (NCFT, W-NCFT).
+
+    Attributes:
+        k: percentage of neurons per task (top ``k`` % by relevance).
+        scope: rank over the whole model (``"model"``) or per layer.
+        selection: how neurons are chosen; ``"topk"`` (the only one so far).
+        attribution: the relevance knobs (definition, examples, aggregation).
+    """
+
     k: float = field(
         default=10.0,
         metadata=flag("--k", kind="percent", help="NCFT/W-NCFT: percent of neurons per task"),
@@ -49,30 +71,34 @@ class MethodConfig(Config):
     scope: Literal["model", "layer"] = "model"
     selection: Literal["topk"] = "topk"
     attribution: AttributionConfig = field(default_factory=AttributionConfig)
-    mode: Literal["given", "inferred"] = "given"
-    temperature: float = 1.0
+
+    def validate(self) -> None:
+        super().validate()
+        if not 0 < self.k <= 100:
+            raise ValueError(f"k must be in (0, 100], got {self.k}")
+
+
+@dataclass
+class FeatureOptions:
+    """Options of the methods that route a test input by its features (W-NCFT, EPI).
+
+    Attributes:
+        n_vector_samples: train inputs per task for its vector / prototype (seeded).
+        feature_batch_size, feature_max_length: inputs per forward and tokens per input when
+            computing features.
+        seed: seed of the feature subsets.
+    """
+
     n_vector_samples: int = 1000
-    lambda_orth: float = 0.5
-    lambda_l2: float = 0.0
-    loss_form: Literal["repo", "paper"] = "repo"
     feature_batch_size: int = 8
     feature_max_length: int = 256
     seed: int = 0
 
-    def validate(self) -> None:
-        if isinstance(self.attribution, dict):
-            self.attribution = AttributionConfig(**self.attribution)
-        checks = [
-            (self.name in METHOD_NAMES, f"method must be one of {METHOD_NAMES}, got {self.name!r}"),
-            (0 < self.k <= 100, f"k must be in (0, 100], got {self.k}"),
-            (self.mode in ("given", "inferred"), f"mode must be given/inferred, got {self.mode!r}"),
-            (self.temperature > 0, f"temperature must be > 0, got {self.temperature}"),
-            (self.n_vector_samples >= 1, "n_vector_samples must be >= 1"),
-            (self.lambda_orth >= 0 and self.lambda_l2 >= 0, "O-LoRA lambdas must be >= 0"),
-            (self.loss_form in ("repo", "paper"), f"loss_form: repo/paper, not {self.loss_form!r}"),
-            (self.feature_batch_size >= 1, "feature_batch_size must be >= 1"),
-            (self.feature_max_length >= 2, "feature_max_length must be >= 2"),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise ValueError(msg)
+    def check_features(self) -> None:
+        """``ValueError`` naming the first option out of range."""
+        if self.n_vector_samples < 1:
+            raise ValueError("n_vector_samples must be >= 1")
+        if self.feature_batch_size < 1:
+            raise ValueError("feature_batch_size must be >= 1")
+        if self.feature_max_length < 2:
+            raise ValueError("feature_max_length must be >= 2")

@@ -72,7 +72,7 @@ def single_train_config(cfg: TrainConfig) -> TrainConfig:
     """The training behind A(i) for ``single_train`` = ``cfg``: as given, merged when LoRA.
 
     Per-task FT compares its own stage configs with this one to know when a stage would
-    repeat the training of A(i) (:meth:`~taskneurons.continual.pertask.PerTaskFT.reference_stages`).
+    repeat the training of A(i) (:meth:`~taskneurons.continual.strategies.pertask.PerTaskFT.reference_stages`).
 
     Example:
         >>> single_train_config(TrainConfig(method="lora")).merge

@@ -1,8 +1,11 @@
 """Method name -> class, and :func:`make_method`.
 
+The methods are the variants of :class:`~taskneurons.continual.method_config.MethodConfig`,
+one module each in :mod:`taskneurons.continual.strategies` (a new method is one new module).
+
 Example:
-    >>> sorted(METHODS) == sorted(METHOD_NAMES)
-    True
+    >>> sorted(METHODS)
+    ['epi', 'ncft', 'olora', 'pertask', 'seqft', 'seqlora', 'wncft']
 """
 
 from __future__ import annotations
@@ -10,21 +13,13 @@ from __future__ import annotations
 from torch import nn
 
 from taskneurons.continual.base import ContinualMethod
-from taskneurons.continual.epi import EPI
-from taskneurons.continual.method_config import METHOD_NAMES, MethodConfig
-from taskneurons.continual.ncft import NCFT
-from taskneurons.continual.olora import OLoRA
-from taskneurons.continual.pertask import PerTaskFT
-from taskneurons.continual.seqft import SeqFT
-from taskneurons.continual.seqlora import SeqLoRA
-from taskneurons.continual.wncft import WNCFT
+from taskneurons.continual.method_config import MethodConfig
 from taskneurons.training.train_config import TrainConfig
 
-#: ``MethodConfig.name`` -> its :class:`ContinualMethod` class
+#: method name -> its :class:`ContinualMethod` class
 METHODS: dict[str, type[ContinualMethod]] = {
-    cls.name: cls for cls in (SeqFT, SeqLoRA, OLoRA, EPI, PerTaskFT, NCFT, WNCFT)
+    name: MethodConfig.variant(name).method_class for name in MethodConfig.names()
 }
-assert tuple(METHODS) == METHOD_NAMES
 
 
 def make_method(
@@ -37,6 +32,6 @@ def make_method(
     """The method ``config.name`` on ``model`` (which it trains in place).
 
     Example:
-        >>> method = make_method(MethodConfig(name="olora"), model, tok, TrainConfig())  # doctest: +SKIP
+        >>> method = make_method(MethodConfig.make("olora"), model, tok, TrainConfig())  # doctest: +SKIP
     """
-    return METHODS[config.name](model, tokenizer, config, train, progress)
+    return config.build(model, tokenizer, train, progress)

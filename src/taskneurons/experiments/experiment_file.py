@@ -37,8 +37,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +44,7 @@ from typing import Any
 
 import yaml
 
-from taskneurons.config import Config, ConfigError, build_section, deep_merge, flag
+from taskneurons.config import Config, ConfigError, build_section, deep_merge, defaults_of, flag
 from taskneurons.data.prompt_config import PromptConfig
 from taskneurons.experiments.generalization.groups import TaskGroup
 from taskneurons.experiments.stage import stage as stage_named
@@ -271,12 +269,12 @@ def with_defaults(data: Mapping[str, Any]) -> dict[str, Any]:
     seed, prompt = data.get("seed", 0), data.get("prompt", {})
     if isinstance(seed, bool) or not isinstance(seed, int) or not isinstance(prompt, Mapping):
         return dict(data)  # from_dict names the bad key
-    shared = {"seed": seed, "random_seed": seed, "prompt": prompt}
+    shared = {"seed": seed, "random_seed": seed}
     if isinstance(data.get("groups"), list):
         shared["groups"] = data["groups"]
     defaults: dict[str, Any] = {}
     for s in registered_stages():
-        section = _defaults_of(s.config, shared, skip=s.inherits)
+        section = defaults_of(s.config, shared, {PromptConfig: prompt}, skip=s.inherits)
         if section:
             defaults[s.name] = section
     merged = deep_merge(defaults, data)
@@ -285,29 +283,6 @@ def with_defaults(data: Mapping[str, Any]) -> dict[str, Any]:
             inherited = {name: merged.get(name, {}) for name in s.inherits}
             merged[s.name] = deep_merge(inherited, merged.get(s.name, {}))
     return merged
-
-
-def _defaults_of(cls: type, shared: Mapping[str, Any], skip: tuple[str, ...] = ()) -> dict:
-    """The keys of ``cls`` (and its nested configs) that take a top-level default."""
-    hints = typing.get_type_hints(cls)
-    out: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        if f.name in skip:
-            continue
-        tp = hints[f.name]
-        union = typing.get_origin(tp) in (typing.Union, types.UnionType)
-        nested = [
-            a for a in (typing.get_args(tp) if union else (tp,)) if dataclasses.is_dataclass(a)
-        ]
-        if tp is PromptConfig:
-            out[f.name] = shared["prompt"]
-        elif f.name in shared and f.name != "prompt":
-            out[f.name] = shared[f.name]
-        elif nested and isinstance(nested[0], type):
-            inner = _defaults_of(nested[0], shared)
-            if inner:
-                out[f.name] = inner
-    return out
 
 
 def to_yaml(config: ExperimentFile) -> str:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Any
 
-from taskneurons.config import NO_FLAGS, Config, flag
-from taskneurons.continual.method_config import METHOD_NAMES, MethodConfig
+from taskneurons.config import NO_FLAGS, Config, ConfigError, build, deep_merge, defaults_of, flag
+from taskneurons.continual.method_config import MethodConfig
 from taskneurons.evaluation.eval_config import EvalConfig
 from taskneurons.experiments.stage import Stage, register
 from taskneurons.training.train_config import TrainConfig
@@ -32,7 +33,7 @@ class ContinualConfig(Config):
     """
 
     order: list[str] | None = None
-    method: MethodConfig = field(default_factory=MethodConfig)
+    method: MethodConfig = field(default_factory=MethodConfig.make)
     train: TrainConfig = field(default_factory=TrainConfig)
     single_train: TrainConfig = field(
         default_factory=lambda: TrainConfig(method="full", lr=2e-5), metadata=NO_FLAGS
@@ -66,11 +67,16 @@ class ContinualSuiteConfig(ContinualConfig):
     """A :class:`ContinualConfig` run once per method.
 
     Attributes:
+        method: options shared by the methods that take them (``k`` for NCFT and W-NCFT,
+            ``lambda_orth`` for O-LoRA, ...); each method's config holds only its own
+            (:class:`~taskneurons.continual.method_config.MethodConfig`), and an option no
+            listed method takes is refused. Without ``methods``, ``method.name`` names the one
+            method to run (default ``ncft``).
         methods: method names (``seqft``, ``seqlora``, ``olora``, ``epi``, ``pertask``,
-            ``ncft``, ``wncft``; ``wncft-inferred`` is W-NCFT without task ids); ``None``:
-            the one in ``method.name``.
+            ``ncft``, ``wncft``; ``wncft-inferred`` is W-NCFT without task ids).
     """
 
+    method: dict[str, Any] = field(default_factory=dict, metadata={"options_of": MethodConfig})
     methods: list[str] | None = field(
         default=None,
         metadata=flag("--method", help="the continual-learning methods, comma-separated"),
@@ -78,22 +84,61 @@ class ContinualSuiteConfig(ContinualConfig):
 
     def validate(self) -> None:
         super().validate()
-        known = [*METHOD_NAMES, "wncft-inferred"]
-        unknown = [m for m in self.methods or [] if m not in known]
-        if unknown:
-            raise ValueError(f"methods: unknown {unknown}; known: {known}")
+        if isinstance(self.method, MethodConfig):  # one method's config: its options, shared
+            self.method = self.method.to_dict()
+        self.runs()  # every method's config built: names, options and values checked
+
+    def method_defaults(self, name: str) -> dict[str, Any]:
+        """What method ``name`` takes from the suite unless ``method`` sets it: the suite's
+        ``seed`` for its seeds and its training prompt (fitted to the model's context by the
+        runner) for its prompts."""
+        shared = {
+            "seed": self.seed,
+            "random_seed": self.seed,
+            "prompt": self.train.prompt.to_dict(),
+        }
+        return defaults_of(MethodConfig.variant(name), shared)
+
+    def labels(self) -> list[str]:
+        """The runs' labels: ``methods``, or the one method of ``method.name``."""
+        return list(self.methods or [self.method.get("name", MethodConfig.default)])
 
     def runs(self) -> list[tuple[str, ContinualConfig]]:
-        """``(label, config)`` of every method to run."""
+        """``(label, config)`` of every method to run, each with its own options only."""
         base = {f.name: getattr(self, f.name) for f in dataclasses.fields(ContinualConfig)}
+        labels = self.labels()
+        names = [_method_name(label) for label in labels]
+        _check_shared(self.method, names)
         out = []
-        for label in self.methods or [self.method.name]:
-            name, _, mode = label.partition("-")
-            method = dataclasses.replace(
-                self.method, name=name, mode="inferred" if mode else self.method.mode
-            )
+        for label, name in zip(labels, names, strict=True):
+            options = {k: v for k, v in self.method.items() if k in MethodConfig.keys(name)}
+            if label.endswith("-inferred"):
+                options["mode"] = "inferred"
+            options = deep_merge(self.method_defaults(name), options)
+            try:
+                method = build(MethodConfig, {**options, "name": name}, where="")
+            except ConfigError as exc:
+                raise ValueError(f"method ({label}): {exc}") from None
             out.append((label, ContinualConfig(**{**base, "method": method})))
         return out
+
+
+def _method_name(label: str) -> str:
+    """The method of a run label (``wncft-inferred`` is W-NCFT); ``ValueError`` if unknown."""
+    known = [*MethodConfig.names(), "wncft-inferred"]
+    if label not in known:
+        raise ValueError(f"methods: unknown {[label]}; known: {known}")
+    return label.partition("-")[0]
+
+
+def _check_shared(options: dict[str, Any], names: list[str]) -> None:
+    """Refuse a shared option that none of the methods ``names`` takes, naming those that do."""
+    for key in options:
+        if key == MethodConfig.tag or any(key in MethodConfig.keys(n) for n in names):
+            continue
+        takers = [n for n in MethodConfig.names() if key in MethodConfig.keys(n)]
+        hint = f"an option of {', '.join(takers)}" if takers else "no method's option"
+        raise ValueError(f"method.{key}: {hint}; none of the methods {names} takes it")
 
 
 STAGE = register(

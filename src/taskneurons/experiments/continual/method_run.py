@@ -10,7 +10,7 @@ checkpoint (method state + matrix so far) is written; ``resume=True`` continues 
 interrupted run from its last finished stage. :func:`continual_experiments` runs several
 configs that differ only in W-NCFT's answering mode on one training (one folder each, as if
 run alone); per-task FT takes a stage whose training is exactly the one behind A(i) from the
-references instead of repeating it (:mod:`taskneurons.continual.pertask`).
+references instead of repeating it (:mod:`taskneurons.continual.strategies.pertask`).
 
 Files in ``out_dir``: ``matrix.{md,csv,json}`` (``a[i, j]``), ``heatmap.png``,
 ``metrics.{md,csv,json}`` (CL, BWT, FWT, FG_j), ``tasks.{md,csv,json}`` (per task: b(i),
@@ -20,7 +20,7 @@ A(i), a(i,i), final score), ``continual_config.json`` (resolved config + provena
 
 Example:
     >>> cfg = ContinualConfig(order=["dbpedia", "amazon", "yahoo", "agnews"],
-    ...                       method=MethodConfig(name="wncft", mode="inferred"))  # doctest: +SKIP
+    ...                       method=MethodConfig.make("wncft", mode="inferred"))  # doctest: +SKIP
     >>> res = continual_experiment(model, tok, tasks, cfg, "out/order1-wncft")  # doctest: +SKIP
     >>> res.metrics["cl"], res.matrix.shape  # doctest: +SKIP
     (71.3, (4, 4))
@@ -242,12 +242,13 @@ def shares_training(a: ContinualConfig, b: ContinualConfig) -> bool:
     score both (:func:`continual_experiments`).
 
     Example:
-        >>> given = ContinualConfig(method=MethodConfig(name="wncft"))
+        >>> given = ContinualConfig(method=MethodConfig.make("wncft"))
         >>> shares_training(given, given.replace(method=given.method.replace(mode="inferred")))
         True
     """
     da, db = a.to_dict(), b.to_dict()
-    da["method"]["mode"] = db["method"]["mode"] = None
+    da["method"].pop("mode", None)
+    db["method"].pop("mode", None)
     return da == db
 
 
@@ -264,7 +265,7 @@ def continual_experiment(
     """Learn the tasks in order with ``config.method``; score every task after every stage.
 
     Per-task FT takes the stages whose training is the one behind A(i) from the reference
-    scores instead of training them (:mod:`taskneurons.continual.pertask`; the stage's
+    scores instead of training them (:mod:`taskneurons.continual.strategies.pertask`; the stage's
     summary says ``derived_from: reference_scores``); the matrix is the same.
 
     Args:
@@ -344,7 +345,7 @@ def _result(method: ContinualMethod, run: StageRun, order: list[str]) -> Continu
     cfg = run.config
     result = ContinualResult(
         method=cfg.method.name,
-        mode=cfg.method.mode if cfg.method.name == "wncft" else None,
+        mode=getattr(cfg.method, "mode", None),
         order=order,
         matrix=run.matrix,
         single=run.single,

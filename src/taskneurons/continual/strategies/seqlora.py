@@ -5,7 +5,7 @@ the same adapter further (a fresh optimizer per stage) with the base weights fro
 task is answered with it.
 
 Example:
-    >>> method = SeqLoRA(model, tok, MethodConfig(name="seqlora"), TrainConfig(lr=3e-4))  # doctest: +SKIP
+    >>> method = SeqLoRA(model, tok, MethodConfig.make("seqlora"), TrainConfig(lr=3e-4))  # doctest: +SKIP
     >>> run_stage(method, sst2, 0); run_stage(method, agnews, 1)  # doctest: +SKIP
 """
 
@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Hashable, Iterator
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from torch import nn
 
 from taskneurons.continual.base import ContinualMethod
 from taskneurons.continual.lora import AdapterStack
+from taskneurons.continual.method_config import MethodConfig
 from taskneurons.data.tasks import Task
 
 #: the one adapter's name
@@ -59,3 +61,12 @@ class SeqLoRA(ContinualMethod):
         if self.trained:
             self.stack.load([ADAPTER], state)
             self.stack.activate([ADAPTER])
+
+
+@dataclass
+class SeqloraConfig(MethodConfig, name="seqlora"):
+    """SeqLoRA: no options (the adapter is ``train``'s LoRA)."""
+
+    method_class: ClassVar[Any] = SeqLoRA
+
+    name: str = "seqlora"

@@ -19,7 +19,7 @@ optimizer step (the same when there is no gradient accumulation): the training l
 multiple adapters (:class:`~taskneurons.continual.lora.AdapterStack`), not a fork of it.
 
 Example:
-    >>> method = OLoRA(model, tok, MethodConfig(name="olora", lambda_orth=0.5), TrainConfig())  # doctest: +SKIP
+    >>> method = OLoRA(model, tok, MethodConfig.make("olora", lambda_orth=0.5), TrainConfig())  # doctest: +SKIP
     >>> run_stage(method, dbpedia, 0); run_stage(method, amazon, 1)  # doctest: +SKIP
     >>> orth, l2 = olora_terms(method.stack, "task1", ["task0"], "repo")  # doctest: +SKIP
 """
@@ -28,13 +28,15 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Hashable, Iterator, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
 
 from taskneurons.continual.base import ContinualMethod
 from taskneurons.continual.lora import AdapterStack
+from taskneurons.continual.method_config import MethodConfig
 from taskneurons.data.tasks import Task
 
 
@@ -113,3 +115,27 @@ class OLoRA(ContinualMethod):
     def stored_bytes_per_task(self) -> int:
         names = self.stack.names
         return sum(self.stack.bytes_of(n) for n in names) // len(names) if names else 0
+
+
+@dataclass
+class OloraConfig(MethodConfig, name="olora"):
+    """O-LoRA's options.
+
+    Attributes:
+        lambda_orth, lambda_l2: weights of the orthogonality and L2 terms (the O-LoRA
+            repository's scripts use 0.5 and 0).
+        loss_form: ``"repo"`` (the repository's code: ``|A_old A_new^T|`` summed, and the sum of
+            the new LoRA tensors' Frobenius norms) or ``"paper"`` (squared entries and norms).
+    """
+
+    method_class: ClassVar[Any] = OLoRA
+
+    name: str = "olora"
+    lambda_orth: float = 0.5
+    lambda_l2: float = 0.0
+    loss_form: Literal["repo", "paper"] = "repo"
+
+    def validate(self) -> None:
+        super().validate()
+        if self.lambda_orth < 0 or self.lambda_l2 < 0:
+            raise ValueError("O-LoRA lambdas must be >= 0")

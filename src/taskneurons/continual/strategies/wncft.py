@@ -17,7 +17,7 @@ version whatever the weights; a neuron of several tasks their weighted mean; a n
 task keeps its base weights. With one trained task this is exactly the NCFT model.
 
 Example:
-    >>> method = WNCFT(model, tok, MethodConfig(name="wncft", mode="inferred"), TrainConfig())  # doctest: +SKIP
+    >>> method = WNCFT(model, tok, MethodConfig.make("wncft", mode="inferred"), TrainConfig())  # doctest: +SKIP
     >>> run_stage(method, sst2, 0); run_stage(method, agnews, 1)  # doctest: +SKIP
     >>> route = method.routes(["a great film"])[0]  # the input's logits, one per trained task  # doctest: +SKIP
     >>> with method.answering(None, route) as m:  # doctest: +SKIP
@@ -28,14 +28,15 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Hashable, Iterator, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
 
 from taskneurons.continual.base import tensor_bytes
 from taskneurons.continual.features import mean_features, similarity_logits, task_vector
-from taskneurons.continual.ncft import NCFT
+from taskneurons.continual.method_config import FeatureOptions, NeuronMethodConfig
 from taskneurons.continual.slices import (
     combine,
     layout_of,
@@ -44,6 +45,7 @@ from taskneurons.continual.slices import (
     version_bytes,
     write_slices,
 )
+from taskneurons.continual.strategies.ncft import NCFT
 from taskneurons.data.tasks import Task
 
 
@@ -143,3 +145,27 @@ class WNCFT(NCFT):
             return 0
         versions = sum(version_bytes(v) for v in self.versions) // len(self.versions)
         return versions + tensor_bytes(list(self.vectors.values())[:1])
+
+
+@dataclass
+class WncftConfig(FeatureOptions, NeuronMethodConfig, name="wncft"):
+    """W-NCFT's options: NCFT's neurons, the task vectors' features, and the weighting.
+
+    Attributes:
+        mode: ``"given"`` (the test task's vector) or ``"inferred"`` (each test input's own
+            feature; no task id).
+        temperature: softmax temperature of the cosine similarities (1.0 = the paper's plain
+            softmax of cosines).
+    """
+
+    method_class: ClassVar[Any] = WNCFT
+
+    name: str = "wncft"
+    mode: Literal["given", "inferred"] = "given"
+    temperature: float = 1.0
+
+    def validate(self) -> None:
+        super().validate()
+        self.check_features()
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")

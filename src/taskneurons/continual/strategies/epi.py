@@ -10,7 +10,7 @@ that task's adapter alone. (The paper's private parameters are prefixes and its 
 Mahalanobis; here they are LoRA adapters and cosine, as in the W-NCFT features.)
 
 Example:
-    >>> method = EPI(model, tok, MethodConfig(name="epi"), TrainConfig(lr=3e-4))  # doctest: +SKIP
+    >>> method = EPI(model, tok, MethodConfig.make("epi"), TrainConfig(lr=3e-4))  # doctest: +SKIP
     >>> run_stage(method, sst2, 0); run_stage(method, agnews, 1)  # doctest: +SKIP
     >>> method.routes(["a great film", "stocks fell on monday"])  # doctest: +SKIP
     ['sst2', 'agnews']
@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Hashable, Iterator, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -28,6 +29,7 @@ from torch import nn
 from taskneurons.continual.base import ContinualMethod, tensor_bytes
 from taskneurons.continual.features import mean_features, similarity_logits, task_vector
 from taskneurons.continual.lora import AdapterStack
+from taskneurons.continual.method_config import FeatureOptions, MethodConfig
 from taskneurons.data.tasks import Task
 
 
@@ -103,3 +105,16 @@ class EPI(ContinualMethod):
             return 0
         lora = sum(self.stack.bytes_of(n) for n in names) // len(names)
         return lora + tensor_bytes(list(self.prototypes.values())[:1])
+
+
+@dataclass
+class EpiConfig(FeatureOptions, MethodConfig, name="epi"):
+    """EPI: the features of its prototypes (:class:`FeatureOptions`)."""
+
+    method_class: ClassVar[Any] = EPI
+
+    name: str = "epi"
+
+    def validate(self) -> None:
+        super().validate()
+        self.check_features()

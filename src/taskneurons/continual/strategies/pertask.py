@@ -23,7 +23,7 @@ equal to ``single_train.seed`` at one stage at most, at most one stage of a run 
 from the references (stage 0 when ``train`` and ``single_train`` agree in every knob).
 
 Example:
-    >>> method = PerTaskFT(model, tok, MethodConfig(name="pertask"), TrainConfig(lr=2e-5))  # doctest: +SKIP
+    >>> method = PerTaskFT(model, tok, MethodConfig.make("pertask"), TrainConfig(lr=2e-5))  # doctest: +SKIP
     >>> run_stage(method, sst2, 0)  # doctest: +SKIP
     >>> with method.answering(sst2) as m:  # sst2's own model  # doctest: +SKIP
     ...     evaluate(m, tok, sst2).score
@@ -33,11 +33,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Hashable, Iterator
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from torch import nn
 
 from taskneurons.continual.base import ContinualMethod, tensor_bytes
+from taskneurons.continual.method_config import MethodConfig
 from taskneurons.continual.reference import single_train_config
 from taskneurons.data.tasks import Task
 from taskneurons.training.loop import train
@@ -149,3 +151,12 @@ class PerTaskFT(ContinualMethod):
         if not self.trained:
             return 0
         return tensor_bytes(self._base.state.values())
+
+
+@dataclass
+class PertaskConfig(MethodConfig, name="pertask"):
+    """Per-task FT: no options (each task's model is trained by ``single_train``)."""
+
+    method_class: ClassVar[Any] = PerTaskFT
+
+    name: str = "pertask"

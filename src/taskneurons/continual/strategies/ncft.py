@@ -12,19 +12,20 @@ The values the stage leaves in its slices are task ``t``'s *version* of its neur
 order onto a fresh base model they give the NCFT model back exactly) and W-NCFT's material.
 
 Example:
-    >>> method = NCFT(model, tok, MethodConfig(name="ncft", k=10), TrainConfig(lr=1e-4))  # doctest: +SKIP
+    >>> method = NCFT(model, tok, MethodConfig.make("ncft", k=10), TrainConfig(lr=1e-4))  # doctest: +SKIP
     >>> run_stage(method, sst2, 0)["n_neurons"]  # 10 % of the FFN neurons  # doctest: +SKIP
     4608
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from torch import nn
 
 from taskneurons.continual.base import ContinualMethod
-from taskneurons.continual.method_config import MethodConfig
+from taskneurons.continual.method_config import MethodConfig, NeuronMethodConfig
 from taskneurons.continual.slices import (
     Layout,
     Version,
@@ -47,7 +48,7 @@ def detect_task_neurons(
     """Task ``task``'s neurons on ``model`` as it is now: relevance scores, then top ``k`` %.
 
     Example:
-        >>> neurons = detect_task_neurons(model, tok, sst2, MethodConfig(k=10))  # doctest: +SKIP
+        >>> neurons = detect_task_neurons(model, tok, sst2, MethodConfig.make("ncft", k=10))  # doctest: +SKIP
     """
     scored = score_tasks(model, tokenizer, [task], config.attribution, progress=progress)
     return top_k(scored.scores[task.id], config.k, scope=config.scope, model=model)
@@ -116,3 +117,12 @@ class NCFT(ContinualMethod):
         if self.keeps_merged:
             for version in self.versions:
                 write_slices(self.model, version)
+
+
+@dataclass
+class NcftConfig(NeuronMethodConfig, name="ncft"):
+    """NCFT: which neurons each task trains (:class:`NeuronMethodConfig`)."""
+
+    method_class: ClassVar[Any] = NCFT
+
+    name: str = "ncft"

@@ -4,18 +4,20 @@ Each stage trains every parameter in place with ``train(method="full")``; nothin
 task, and every task is answered by the one model.
 
 Example:
-    >>> method = SeqFT(model, tok, MethodConfig(name="seqft"), TrainConfig(lr=2e-5))  # doctest: +SKIP
+    >>> method = SeqFT(model, tok, MethodConfig.make("seqft"), TrainConfig(lr=2e-5))  # doctest: +SKIP
     >>> run_stage(method, sst2, 0)["final_loss"]  # doctest: +SKIP
     0.41
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 
 from taskneurons.continual.base import ContinualMethod
+from taskneurons.continual.method_config import MethodConfig
 from taskneurons.data.tasks import Task
 from taskneurons.training.loop import train
 
@@ -42,3 +44,12 @@ class SeqFT(ContinualMethod):
         if weights:
             with torch.no_grad():
                 self.model.load_state_dict(weights)
+
+
+@dataclass
+class SeqftConfig(MethodConfig, name="seqft"):
+    """SeqFT: no options (every parameter is trained)."""
+
+    method_class: ClassVar[Any] = SeqFT
+
+    name: str = "seqft"
