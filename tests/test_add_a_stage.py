@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from taskneurons.cli import main
-from taskneurons.config import Config, ConfigError, flag
+from taskneurons.config import Config, ConfigError
+from taskneurons.config_fields import flag
 from taskneurons.experiments.experiment_file import ExperimentFile
 from taskneurons.experiments.runner import run_file
 from taskneurons.experiments.stage import Stage, register, stages, unregister

@@ -1,4 +1,5 @@
-"""The package's shape, checked: layers, no import cycles, short functions, focused modules.
+"""The package's shape, checked: layers, no import cycles, short functions with few parameters,
+focused modules with unique names.
 
 docs/architecture.md draws the layers; this test holds the code to them. A module may import
 modules of its own sub-package or of a lower layer, never one above it; the package's own
@@ -19,6 +20,7 @@ LAYERS = {
     "_io": 0,
     "_lazy": 0,
     "config": 1,
+    "config_fields": 1,
     "models": 2,
     "data": 2,
     "losses": 2,
@@ -35,9 +37,11 @@ LAYERS = {
     "cli_parser": 10,
     "cli": 11,
 }
-MAX_FUNCTION_LINES = 80
-MAX_MODULE_LINES = 450
-DATA_TABLES = {"data/builtin.py"}  # modules that are mostly data
+MAX_FUNCTION_LINES = 60
+MAX_MODULE_LINES = 400
+#: parameters of a function (``self``/``cls`` aside); more options belong in a config dataclass
+MAX_PARAMETERS = 8
+DATA_TABLES = {"data/builtin.py", "data/builtin_text.py"}  # modules that are mostly data
 
 
 def _modules() -> dict[str, Path]:
@@ -131,3 +135,27 @@ def test_functions_and_modules_are_short():
                     long_functions.append(f"{rel}:{node.lineno} {node.name} ({n} lines)")
     assert not long_modules, long_modules
     assert not long_functions, long_functions
+
+
+def _parameters(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    a = fn.args
+    n = len(a.posonlyargs) + len(a.args) + len(a.kwonlyargs) + bool(a.vararg) + bool(a.kwarg)
+    return n - (1 if a.args and a.args[0].arg in ("self", "cls") else 0)
+
+
+def test_functions_take_few_parameters():
+    many = []
+    for path in MODULES.values():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                if _parameters(node) > MAX_PARAMETERS:
+                    many.append(f"{path.relative_to(SRC)}:{node.lineno} {node.name}")
+    assert not many, f"more than {MAX_PARAMETERS} parameters (use a config dataclass): {many}"
+
+
+def test_no_two_modules_share_a_file_name():
+    seen: dict[str, list[str]] = {}
+    for path in MODULES.values():
+        if path.name != "__init__.py":
+            seen.setdefault(path.name, []).append(str(path.relative_to(SRC)))
+    assert not {n: p for n, p in seen.items() if len(p) > 1}

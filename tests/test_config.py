@@ -9,6 +9,7 @@ from typing import ClassVar
 import pytest
 
 import taskneurons.config
+import taskneurons.config_fields
 from taskneurons.config import Config, ConfigError, Variant, build
 
 
@@ -40,6 +41,7 @@ class Holder(Config):
 
 def test_doctests_pass():
     assert doctest.testmod(taskneurons.config).failed == 0
+    assert doctest.testmod(taskneurons.config_fields).failed == 0
 
 
 def test_a_variant_is_chosen_by_its_tag_and_holds_only_its_own_options():

@@ -24,7 +24,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from taskneurons.config import Flag, Variant
+from taskneurons.config import Variant
+from taskneurons.config_fields import Flag
 from taskneurons.data.prompt_config import PromptConfig
 from taskneurons.experiments.experiment_file import ExperimentFile
 

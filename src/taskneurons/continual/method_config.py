@@ -22,7 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Literal
 
-from taskneurons.config import Variant, flag
+from taskneurons.config import Variant
+from taskneurons.config_fields import flag
 from taskneurons.neurons.attribution_config import AttributionConfig
 
 

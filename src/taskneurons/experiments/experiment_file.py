@@ -44,7 +44,8 @@ from typing import Any
 
 import yaml
 
-from taskneurons.config import Config, ConfigError, build_section, deep_merge, defaults_of, flag
+from taskneurons.config import Config, ConfigError, build_section, deep_merge
+from taskneurons.config_fields import defaults_of, flag
 from taskneurons.data.prompt_config import PromptConfig
 from taskneurons.experiments.generalization.groups import TaskGroup
 from taskneurons.experiments.stage import stage as stage_named

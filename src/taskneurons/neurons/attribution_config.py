@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from taskneurons.config import Config, flag
+from taskneurons.config import Config
+from taskneurons.config_fields import flag
 from taskneurons.data.prompt_config import PromptConfig
 
 Aggregate = Literal["example", "task", "token_abs"]

@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from taskneurons.config import Config, flag
+from taskneurons.config import Config
+from taskneurons.config_fields import flag
 from taskneurons.data.prompt_config import PromptConfig
 
 if TYPE_CHECKING:  # only for the annotations of TrainResult: this module loads without torch

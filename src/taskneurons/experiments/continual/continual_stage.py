@@ -6,7 +6,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from taskneurons.config import NO_FLAGS, Config, ConfigError, build, deep_merge, defaults_of, flag
+from taskneurons.config import Config, ConfigError, build, deep_merge
+from taskneurons.config_fields import NO_FLAGS, defaults_of, flag
 from taskneurons.continual.method_config import MethodConfig
 from taskneurons.evaluation.eval_config import EvalConfig
 from taskneurons.experiments.stage import Stage, register

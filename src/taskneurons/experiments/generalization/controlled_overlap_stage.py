@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from taskneurons.config import Config, flag
+from taskneurons.config import Config
+from taskneurons.config_fields import flag
 from taskneurons.evaluation.eval_config import EvalConfig
 from taskneurons.experiments.generalization.generalization_stage import check_neuron_training
 from taskneurons.experiments.generalization.groups import TaskGroup, check_percents, default_groups

@@ -6,7 +6,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Literal
 
-from taskneurons.config import Config, flag
+from taskneurons.config import Config
+from taskneurons.config_fields import flag
 from taskneurons.evaluation.eval_config import EvalConfig
 from taskneurons.experiments.stage import Stage, register
 

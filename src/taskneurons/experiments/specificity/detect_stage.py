@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from taskneurons.config import Config, flag
+from taskneurons.config import Config
+from taskneurons.config_fields import flag
 from taskneurons.experiments.stage import Stage, register
 from taskneurons.neurons.attribution_config import AttributionConfig
 from taskneurons.neurons.selection.percent import check_k

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from taskneurons.config import Config, flag
+from taskneurons.config import Config
+from taskneurons.config_fields import flag
 from taskneurons.experiments.specificity.deactivate_stage import DeactivateConfig
 from taskneurons.experiments.specificity.detect_stage import DetectConfig
 from taskneurons.experiments.stage import Stage, register

@@ -6,7 +6,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from taskneurons.config import Config, build, flag
+from taskneurons.config import Config, build
+from taskneurons.config_fields import flag
 from taskneurons.data.prompt_config import PromptConfig
 from taskneurons.evaluation.eval_config import EvalConfig
 from taskneurons.experiments.stage import Stage, register
