@@ -31,6 +31,13 @@ from taskneurons._io import (
 )
 from taskneurons.neurons.neuron_files import save_records
 from taskneurons.neurons.neuron_files import verify as verify_records
+from taskneurons.neurons.set_layout import (
+    describe_layout,
+    layout_difference,
+    shapes_of,
+    same_layout,
+    unflatten,
+)
 from taskneurons.neurons.space import DEFINITIONS, Neuron, NeuronSpace
 from taskneurons.provenance import ModelMismatchError, check_same_model, fingerprint_of
 
@@ -128,7 +135,7 @@ class NeuronSet:
         if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= space.size):
             raise IndexError(f"neuron ids must lie in [0, {space.size}), got {idx.tolist()[:10]}")
         flat[idx] = True
-        return cls(space.definition, _unflatten(flat, _shapes(space)), dict(meta or {}))
+        return cls(space.definition, unflatten(flat, shapes_of(space)), dict(meta or {}))
 
     # -- shape -----------------------------------------------------------------------------------
     @property
@@ -155,7 +162,7 @@ class NeuronSet:
 
     def describe_shape(self) -> str:
         """Human-readable layout, e.g. ``"30 layers x 1536 units (definition 'ffn')"``."""
-        return _describe(self.definition, self.shapes())
+        return describe_layout(self.definition, self.shapes())
 
     # -- counting and listing ----------------------------------------------------------------------
     def __len__(self) -> int:
@@ -209,12 +216,12 @@ class NeuronSet:
     # -- compatibility --------------------------------------------------------------------------
     def check_space(self, space: NeuronSpace) -> None:
         """Raise :class:`NeuronSetMismatchError` unless the set has ``space``'s layout."""
-        space_shapes = _shapes(space)
-        if space.definition != self.definition or not _same(space_shapes, self.shapes()):
+        space_shapes = shapes_of(space)
+        if space.definition != self.definition or not same_layout(space_shapes, self.shapes()):
             raise NeuronSetMismatchError(
                 f"neuron set has {self.describe_shape()}, model has "
-                f"{_describe(space.definition, space_shapes)}"
-                + _diff_hint(self.definition, self.shapes(), space.definition, space_shapes)
+                f"{describe_layout(space.definition, space_shapes)}"
+                + layout_difference(self.definition, self.shapes(), space.definition, space_shapes)
             )
 
     def check_model(self, model: nn.Module, strict: bool = True) -> None:
@@ -238,7 +245,7 @@ class NeuronSet:
     def _check_same_layout(self, other: NeuronSet, op: str) -> None:
         if not isinstance(other, NeuronSet):
             raise TypeError(f"{op} needs two NeuronSets, got {type(other).__name__}")
-        if other.definition != self.definition or not _same(other.shapes(), self.shapes()):
+        if other.definition != self.definition or not same_layout(other.shapes(), self.shapes()):
             raise NeuronSetMismatchError(
                 f"cannot {op} neuron sets of different spaces: {self.describe_shape()} vs "
                 f"{other.describe_shape()}"
@@ -273,7 +280,7 @@ class NeuronSet:
             return NotImplemented
         return (
             self.definition == other.definition
-            and _same(self.shapes(), other.shapes())
+            and same_layout(self.shapes(), other.shapes())
             and all(torch.equal(self.masks[m], other.masks[m]) for m in self.masks)
         )
 
@@ -369,45 +376,6 @@ def space_for(
         )
     neurons.check_space(space)
     return space
-
-
-# -- construction -----------------------------------------------------------------------------------
-def _shapes(space_or_shapes: NeuronSpace | Mapping[str, tuple[int, int]]) -> dict:
-    if isinstance(space_or_shapes, NeuronSpace):
-        return {m: space_or_shapes.shape(m) for m in space_or_shapes.modules}
-    return {m: tuple(int(x) for x in s) for m, s in space_or_shapes.items()}
-
-
-def _same(a: Mapping, b: Mapping) -> bool:
-    """Same modules in the same order (the order fixes neuron ids) with the same shapes."""
-    return list(a.items()) == list(b.items())
-
-
-def _unflatten(flat: torch.Tensor, shapes: Mapping[str, tuple[int, int]]) -> dict:
-    """Split a neuron-id-ordered ``[size]`` tensor into module tensors ``[layers, units]``."""
-    layers = next(iter(shapes.values()))[0]
-    widths = [shapes[m][1] for m in shapes]
-    parts = flat.reshape(layers, sum(widths)).split(widths, dim=1)
-    return {m: p.contiguous() for m, p in zip(shapes, parts, strict=True)}
-
-
-def _describe(definition: str, shapes: Mapping[str, tuple[int, int]]) -> str:
-    """``"30 layers x 1536 units (definition 'ffn')"``; per module for ``linear``."""
-    layers = sorted({s[0] for s in shapes.values()})
-    n = layers[0] if len(layers) == 1 else layers
-    if len(shapes) == 1:
-        units = str(next(iter(shapes.values()))[1])
-    else:
-        units = "[" + ", ".join(f"{m} {s[1]}" for m, s in shapes.items()) + "]"
-    return f"{n} layers x {units} units (definition {definition!r})"
-
-
-def _diff_hint(d1: str, s1: Mapping, d2: str, s2: Mapping) -> str:
-    if d1 != d2:
-        return f" (definitions differ: {d1!r} vs {d2!r})"
-    if list(s1) != list(s2):
-        return f" (modules differ: {list(s1)} vs {list(s2)})"
-    return ""
 
 
 def _summary(meta: Mapping) -> dict:
