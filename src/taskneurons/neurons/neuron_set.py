@@ -34,8 +34,8 @@ from taskneurons.neurons.neuron_files import verify as verify_records
 from taskneurons.neurons.set_layout import (
     describe_layout,
     layout_difference,
-    shapes_of,
     same_layout,
+    shapes_of,
     unflatten,
 )
 from taskneurons.neurons.space import DEFINITIONS, Neuron, NeuronSpace

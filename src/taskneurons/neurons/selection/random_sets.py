@@ -22,12 +22,10 @@ import torch
 from taskneurons.neurons.neuron_set import (
     NeuronSet,
     NeuronSetMismatchError,
-    _describe,
     _package_version,
-    _same,
-    _shapes,
     _summary,
 )
+from taskneurons.neurons.set_layout import describe_layout, same_layout, shapes_of
 from taskneurons.neurons.space import NeuronSpace
 from taskneurons.provenance import fingerprint_of
 
@@ -42,13 +40,13 @@ def _random_like_shapes(
 ) -> dict:
     """``{module: (layers, units)}`` of ``space_or_shapes``, checked against ``other``'s layout
     (and ``exclude``'s); rejects an unknown ``on_shortfall``."""
-    shapes = _shapes(space_or_shapes)
+    shapes = shapes_of(space_or_shapes)
     if isinstance(space_or_shapes, NeuronSpace):
         other.check_space(space_or_shapes)
-    elif not _same(shapes, other.shapes()):
+    elif not same_layout(shapes, other.shapes()):
         raise NeuronSetMismatchError(
             f"neuron set has {other.describe_shape()}, the given shapes are "
-            f"{_describe(other.definition, shapes)}"
+            f"{describe_layout(other.definition, shapes)}"
         )
     if exclude is not None:
         other._check_same_layout(exclude, "exclude")
