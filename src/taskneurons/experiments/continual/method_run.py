@@ -51,6 +51,7 @@ from taskneurons.experiments.continual.continual_stage import ContinualConfig
 from taskneurons.provenance import model_fingerprint, provenance
 from taskneurons.report.plots import heatmap
 from taskneurons.report.tables import markdown_table, write_table
+from taskneurons.store.settings import SettingsKey, model_identity
 
 #: ``on_stage(stage, matrix)``: called after each stage's checkpoint (``matrix`` a copy)
 StageCallback = Callable[[int, np.ndarray], None]
@@ -189,23 +190,23 @@ def continual_metrics(matrix: np.ndarray, single: Sequence[float], zero: Sequenc
 
 def _run_record(config: ContinualConfig, model: nn.Module, tasks: list[Task], test: dict) -> dict:
     """What must match for a checkpoint to be resumed: config, base model, order, data."""
-    fp = model_fingerprint(model)
-    return {
-        "config": config.to_dict(),
-        "model": {k: fp.get(k) for k in ("model_type", "arch", "weights", "n_params")},
-        "order": [t.id for t in tasks],
-        "train_hash": {t.id: examples_hash(t.train) for t in tasks},
-        "test_hash": {t.id: examples_hash(test[t.id]) for t in tasks},
-    }
+    return SettingsKey.of(
+        config=config.to_dict(),
+        model=model_identity(model_fingerprint(model)),
+        order=[t.id for t in tasks],
+        train_hash={t.id: examples_hash(t.train) for t in tasks},
+        test_hash={t.id: examples_hash(test[t.id]) for t in tasks},
+    ).values
 
 
 def _check_resumable(folder: Path, saved: dict, now: dict) -> None:
-    diff = [k for k in now if saved.get(k) != now[k]]
-    if diff:
-        raise ValueError(
+    SettingsKey(now).check(
+        saved,
+        lambda diff: (
             f"{folder} holds a checkpoint of another run (different {', '.join(diff)}); "
             "resume with the same config, model and tasks, or use another folder"
-        )
+        ),
+    )
 
 
 def _start(model, tokenizer, tasks, test, config, out, resume, progress) -> tuple:

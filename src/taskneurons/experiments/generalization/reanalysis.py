@@ -26,7 +26,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -54,55 +53,36 @@ from taskneurons.experiments.generalization.similarity_report import (
     write_correlation,
     write_similarity,
 )
-from taskneurons.experiments.generalization.task_groups import RECORD_SUFFIX, GroupSets
+from taskneurons.experiments.generalization.task_groups import GroupSets
 from taskneurons.experiments.specificity.detect_stage import DetectConfig
 from taskneurons.neurons.scores import NeuronScores
 from taskneurons.provenance import provenance
 from taskneurons.report.tables import markdown_table
+from taskneurons.store.run_folder import FinishedRunError, RunFolder, read_record
+
+__all__ = ["ANALYSES", "Analysis", "FinishedRunError", "analyze_run", "read_record"]
 
 #: The stages whose records name scores files and groups, in the order they are looked for.
 SCORED_STAGES: tuple[str, ...] = ("overlap", "generalization", "controlled_overlap", "similarity")
-
-
-class FinishedRunError(ValueError):
-    """A folder that holds no finished run of the needed stage (the message says which)."""
 
 
 #: The record an analysis writes beside its tables.
 ANALYSIS_RECORD = "analysis_config.json"
 
 
-def _find(run: Path, name: str) -> Path | None:
-    """``run/name`` or ``run/<stage>/name`` (the first one, sorted; no ``analyze-*`` folder)."""
-    if (run / name).is_file():
-        return run / name
-    found = sorted(p for p in run.glob(f"*/{name}") if not p.parent.name.startswith("analyze-"))
-    return found[0] if found else None
-
-
-def read_record(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise FinishedRunError(f"{path}: not a readable record ({exc})") from None
-    if not isinstance(data, dict):
-        raise FinishedRunError(f"{path}: not a record (expected a JSON object)")
-    return data
-
-
 def scored_record(run: str | os.PathLike) -> tuple[Path, dict]:
     """The record of a generalization stage of ``run`` that names its scores files."""
-    run = Path(run)
-    if not run.is_dir():
-        raise FinishedRunError(f"no run folder at {run}")
+    folder = RunFolder(run)
+    if not folder.path.is_dir():
+        raise FinishedRunError(f"no run folder at {folder.path}")
     for stage in SCORED_STAGES:
-        path = _find(run, stage + RECORD_SUFFIX)
+        path = folder.find(folder.record_name(stage))
         if path is not None:
             record = read_record(path)
             if isinstance(record.get("scores"), dict) and isinstance(record.get("groups"), list):
                 return path, record
-    names = ", ".join(s + RECORD_SUFFIX for s in SCORED_STAGES)
-    raise FinishedRunError(f"{run}: no finished generalization stage (none of {names})")
+    names = ", ".join(RunFolder.record_name(s) for s in SCORED_STAGES)
+    raise FinishedRunError(f"{folder.path}: no finished generalization stage (none of {names})")
 
 
 def _load_inputs(path: Path, record: dict, detect: DetectConfig) -> tuple[dict, dict | None]:
@@ -177,7 +157,7 @@ def analyze_figure2(
 ) -> Analysis:
     """Figure 2's tables and plots from a finished generalization stage (no retraining)."""
     run = Path(run)
-    path = _find(run, EXAMPLES_FILE) if run.is_dir() else None
+    path = RunFolder(run).find(EXAMPLES_FILE) if run.is_dir() else None
     if path is None:
         raise FinishedRunError(
             f"{run}: no {EXAMPLES_FILE} (run an `experiment: generalization` first; runs "
@@ -210,7 +190,7 @@ def analyze_figure2(
 def similarity_records(run: str | os.PathLike) -> tuple[Path, list[dict], dict]:
     """The records and meta of a finished similarity stage of ``run``."""
     run = Path(run)
-    path = _find(run, RECORDS_FILE) if run.is_dir() else None
+    path = RunFolder(run).find(RECORDS_FILE) if run.is_dir() else None
     if path is None:
         raise FinishedRunError(f"{run}: no {RECORDS_FILE} (run an `experiment: similarity` first)")
     data = read_record(path)

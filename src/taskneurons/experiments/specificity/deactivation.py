@@ -13,7 +13,6 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ from taskneurons.neurons.selection import matched_random_sets
 from taskneurons.neurons.space import NeuronSpace
 from taskneurons.provenance import model_fingerprint
 from taskneurons.report.comparison import Comparison, MatrixSpec
+from taskneurons.store.settings import SettingsKey, read_keyed
 
 #: Every evaluation of a deactivation run, per example, with what they depend on (``key``).
 EVALUATIONS_FILE = "evaluations.json"
@@ -232,22 +232,21 @@ def _digest(ns: NeuronSet) -> str:
     return h.hexdigest()[:16]
 
 
-def _evaluation_key(config: DeactivateConfig, model, test, conditions) -> dict:
-    """What the evaluations of a run depend on, JSON-normalised (compared on resume)."""
+def _evaluation_key(config: DeactivateConfig, model, test, conditions) -> SettingsKey:
+    """What the evaluations of a run depend on (compared on resume)."""
     cfg = {k: v for k, v in config.to_dict().items() if k not in ("n_boot", "n_permutations")}
-    key = {
-        "config": cfg,
-        "model": model_fingerprint(model),
-        "data_hash": {t: examples_hash(exs) for t, exs in test.items()},
-        "sets": {
+    return SettingsKey.of(
+        config=cfg,
+        model=model_fingerprint(model),
+        data_hash={t: examples_hash(exs) for t, exs in test.items()},
+        sets={
             row: {i: [_digest(ns), measured] for i, (ns, measured) in cells.items()}
             for row, cells in conditions
         },
-    }
-    return json.loads(json.dumps(key))
+    )
 
 
-def _save_runs(out: Path, key: dict, runs: dict) -> None:
+def _save_runs(out: Path, key: SettingsKey, runs: dict) -> None:
     rows = {
         row: {
             i: v._asdict() if row != "matrix" else {j: e._asdict() for j, e in v.items()}
@@ -255,21 +254,21 @@ def _save_runs(out: Path, key: dict, runs: dict) -> None:
         }
         for row, cells in runs.items()
     }
-    write_json_atomic(out / EVALUATIONS_FILE, {"key": key, "runs": rows})
+    write_json_atomic(out / EVALUATIONS_FILE, {"key": key.to_dict(), "runs": rows})
 
 
-def _saved_runs(out: Path, key: dict) -> dict | None:
+def _refusal(path: Path, differ: list[str]) -> str:
+    return (
+        f"cannot resume from {path}: it was made with other {', '.join(differ)}; resume "
+        "with the same settings, model and sets, or use another folder"
+    )
+
+
+def _saved_runs(out: Path, key: SettingsKey) -> dict | None:
     """The runs kept in ``out/evaluations.json`` (``None`` without one), checked against ``key``."""
-    path = out / EVALUATIONS_FILE
-    if not path.is_file():
+    saved = read_keyed(out / EVALUATIONS_FILE, key, _refusal)
+    if saved is None:
         return None
-    saved = json.loads(path.read_text())
-    if saved.get("key") != key:
-        differ = [k for k in key if saved.get("key", {}).get(k) != key[k]]
-        raise ValueError(
-            f"cannot resume from {path}: it was made with other {', '.join(differ)}; resume "
-            "with the same settings, model and sets, or use another folder"
-        )
     return {
         row: {
             i: _Eval(**v) if row != "matrix" else {j: _Eval(**e) for j, e in v.items()}

@@ -16,7 +16,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +47,7 @@ from taskneurons.experiments.specificity.sweep_stage import SweepConfig
 from taskneurons.neurons.space import NeuronSpace
 from taskneurons.provenance import model_fingerprint, provenance
 from taskneurons.report.tables import markdown_table
+from taskneurons.store.settings import SettingsKey
 
 
 @dataclass
@@ -128,9 +128,9 @@ def selection_sweep(
 
 def _check_resumed_scores(scored: ScoredTasks, detect: DetectConfig) -> None:
     """Scores a resumed sweep found in its folder must be of ``detect.attribution``."""
-    want = json.loads(json.dumps(detect.attribution.to_dict()))
+    want = SettingsKey.of(config=detect.attribution.to_dict())
     for task, s in scored.scores.items():
-        if scored.origin[task] == "loaded" and s.meta.get("config") != want:
+        if scored.origin[task] == "loaded" and want.differing({"config": s.meta.get("config")}):
             raise ValueError(
                 f"cannot resume: {scored.paths[task]} was scored with other attribution "
                 "settings than detect.attribution; resume with the same settings or use "

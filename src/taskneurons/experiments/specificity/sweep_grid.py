@@ -21,13 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from taskneurons._io import write_json_atomic
-from taskneurons.experiments.generalization.reanalysis import read_record
 from taskneurons.neurons.multitask_selection import METHODS
 from taskneurons.neurons.neuron_set import NeuronSet
 from taskneurons.neurons.selection import iou
 from taskneurons.provenance import provenance
 from taskneurons.report.plots import line_plot
 from taskneurons.report.tables import markdown_table, write_table
+from taskneurons.store.run_folder import read_record
 
 HEADER = [
     "selection", "k %", "neurons/task", "mean IoU", "own > random",
