@@ -8,7 +8,7 @@ Example:
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from torch import nn
@@ -22,11 +22,13 @@ from taskneurons.neurons.activation_probability import activation_probability
 from taskneurons.neurons.attribution import relevance_scores
 from taskneurons.neurons.multitask_selection import select
 from taskneurons.neurons.neuron_set import NeuronSet
+from taskneurons.neurons.scores import NeuronScores
 from taskneurons.neurons.selection import iou, top_k
 from taskneurons.neurons.space import NeuronSpace
 from taskneurons.provenance import model_fingerprint, provenance
 from taskneurons.report.plots import heatmap, layer_distribution
 from taskneurons.report.tables import markdown_table, write_table
+from taskneurons.store.run_folder import RunFolder, read_record
 
 
 @dataclass
@@ -39,6 +41,16 @@ class DetectionResult:
         iou: pairwise IoU of the sets, ``[tasks][tasks]``, in task order.
         out_dir: where the files are.
         general: the general set of a ``specific`` selection (else ``None``).
+        record: ``detect_config.json``: the settings, task list and model fingerprint.
+        scores: task id -> its relevance scores (``<task>/scores.safetensors``).
+
+    :meth:`save` writes the files :func:`detect_neurons` writes, but ``lape``'s activation
+    probabilities (written as they are measured); :meth:`load` reads them back (the per-layer
+    counts and IoU recomputed from the sets).
+
+    Example:
+        >>> res = DetectionResult.load("runs/x/detect")  # doctest: +SKIP
+        >>> res.save("runs/copy")  # the same files  # doctest: +SKIP
     """
 
     sets: dict[str, NeuronSet]
@@ -46,6 +58,8 @@ class DetectionResult:
     iou: list[list[float]]
     out_dir: Path
     general: NeuronSet | None = None
+    record: dict = field(default_factory=dict, repr=False)
+    scores: dict[str, NeuronScores] = field(default_factory=dict, repr=False)
 
     @property
     def names(self) -> list[str]:
@@ -60,6 +74,43 @@ class DetectionResult:
 
     def iou_rows(self) -> list[list]:
         return [[a] + [round(v, 4) for v in self.iou[i]] for i, a in enumerate(self.names)]
+
+    def save(self, folder: str | os.PathLike | None = None) -> Path:
+        """Write the record, the scores, the sets and the summary into ``folder`` (default:
+        :attr:`out_dir`)."""
+        out = Path(folder) if folder is not None else self.out_dir
+        if self.record:
+            write_json_atomic(out / DETECT_CONFIG, self.record)
+        for task, s in self.scores.items():
+            s.save(out / task / SCORES_FILE)
+        self.save_selection(out)
+        return out
+
+    def save_selection(self, folder: str | os.PathLike | None = None) -> None:
+        """The sets (``<task>/neurons.safetensors``), the general set and the summary tables."""
+        out = Path(folder) if folder is not None else self.out_dir
+        save_sets(out, self.sets, self.general)
+        write_detection_summary(self, out)
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> DetectionResult:
+        """The detection in ``folder`` (its ``detect_config.json`` names the tasks).
+
+        Raises:
+            FinishedRunError: no readable ``detect_config.json``.
+            FileNotFoundError: a task's set is missing.
+        """
+        run = RunFolder(folder)
+        record = read_record(run.path / DETECT_CONFIG, "detect record")
+        names = list(record.get("tasks") or run.set_tasks())
+        sets = {t: NeuronSet.load(run.set_path(t)) for t in names}
+        general_path = run.path / GENERAL_FILE
+        general = NeuronSet.load(general_path) if general_path.is_file() else None
+        result = summarize_detection(sets, run.path, general)
+        result.record = record
+        paths = {t: run.path / t / SCORES_FILE for t in names}
+        result.scores = {t: NeuronScores.load(p) for t, p in paths.items() if p.is_file()}
+        return result
 
     def markdown(self) -> str:
         """Counts per task, the per-layer table and the pairwise IoU table."""
@@ -101,20 +152,19 @@ def detect_neurons(
     ids = [t.id for t in tasks]
     check_detect_out(out, config.to_dict(), ids, fingerprint)
     # recorded first, so the sets of a run that stops half-way are known too
-    write_json_atomic(
-        out / DETECT_CONFIG, provenance(config=config.to_dict(), tasks=ids, model=fingerprint)
-    )
+    record = provenance(config=config.to_dict(), tasks=ids, model=fingerprint)
+    write_json_atomic(out / DETECT_CONFIG, record)
     scores = {}
     for task in tasks:
         scores[task.id] = relevance_scores(
             model, task, space, tokenizer=tokenizer, config=config.attribution, progress=progress
         )
         scores[task.id].meta["model_fingerprint"] = fingerprint
-        scores[task.id].save(out / task.id / "scores.safetensors")
+        scores[task.id].save(out / task.id / SCORES_FILE)  # as made: later stages reuse them
     sets, general = select_sets(model, tokenizer, tasks, scores, config, space, out)
-    save_sets(out, sets, general)
     result = summarize_detection(sets, out, general)
-    write_detection_summary(result)
+    result.record, result.scores = record, scores
+    result.save_selection(out)
     return result
 
 
@@ -169,6 +219,8 @@ def select_sets(model, tokenizer, tasks, scores, config, space, out, probabiliti
     return dict(chosen.sets), chosen.general
 
 
+#: A task's relevance scores, in its folder of a detection.
+SCORES_FILE = "scores.safetensors"
 #: A task's activation probabilities (``lape``), in its scores folder.
 PROBS_FILE = "activation_probability.safetensors"
 
@@ -198,9 +250,10 @@ def summarize_detection(
     return DetectionResult(sets, per_layer, matrix, Path(out_dir), general)
 
 
-def write_detection_summary(result: DetectionResult) -> None:
-    """``layer_counts.{md,csv,json,png}`` and ``iou.{md,csv,json,png}`` in ``result.out_dir``."""
-    out, names = result.out_dir, result.names
+def write_detection_summary(result: DetectionResult, out: Path | None = None) -> None:
+    """``layer_counts.{md,csv,json,png}`` and ``iou.{md,csv,json,png}`` in ``out`` (default:
+    ``result.out_dir``)."""
+    out, names = out if out is not None else result.out_dir, result.names
     write_table(
         out / "layer_counts", ["layer", *names], result.layer_rows(), title="Task neurons per layer"
     )
