@@ -144,15 +144,15 @@ class RunFolder:
 
     def neuron_sets_dir(self) -> Path | None:
         """Where the neuron sets a stage of this folder used are kept: this folder when it
-        holds sets (a sweep's cell), else the ``detect/`` folder of its run, else the
-        ``neurons:`` folder of its run's ``config.yaml``; ``None`` when there are none."""
+        holds sets (a sweep's cell), else the ``detect/`` folder beside it (the run's detect
+        stage), else the ``neurons:`` folder of its run's ``config.yaml``; ``None`` when there
+        are none."""
         if self.set_tasks():
             return self.path
-        for run in (RunFolder(self.path), RunFolder(self.path.parent)):
-            if not run.config_path.is_file():
-                continue
-            if RunFolder(run.path / "detect").set_tasks():
-                return run.path / "detect"
+        beside = self.path.parent / "detect"
+        if RunFolder(beside).set_tasks():
+            return beside
+        for run in (self, RunFolder(self.path.parent)):
             neurons = run.settings().get("neurons")
             if neurons and Path(neurons).is_dir():
                 return RunFolder(neurons).detect_dir()

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from torch import nn
 
 from taskneurons._io import write_json_atomic
 from taskneurons.data.tasks import Task
+from taskneurons.experiments.common import DETECT_CONFIG, GENERAL_FILE
 from taskneurons.experiments.generalization.task_groups import (
     ScoredTasks,
     score_tasks,
@@ -31,35 +32,99 @@ from taskneurons.experiments.generalization.task_groups import (
 )
 from taskneurons.experiments.run_context import RunContext
 from taskneurons.experiments.specificity.deactivate_stage import DeactivateConfig
-from taskneurons.experiments.specificity.deactivation import (
-    DeactivationResult,
-    deactivation_experiment,
-)
+from taskneurons.experiments.specificity.deactivation import deactivation_experiment
+from taskneurons.experiments.specificity.deactivation_result import DeactivationResult
 from taskneurons.experiments.specificity.detect import save_sets, select_sets
 from taskneurons.experiments.specificity.detect_stage import DetectConfig
 from taskneurons.experiments.specificity.sweep_grid import (
     HEADER,
+    cell_name,
     mean_iou,
     sweep_row,
     write_summary,
 )
 from taskneurons.experiments.specificity.sweep_stage import SweepConfig
+from taskneurons.neurons.neuron_set import NeuronSet
 from taskneurons.neurons.space import NeuronSpace
 from taskneurons.provenance import model_fingerprint, provenance
 from taskneurons.report.tables import markdown_table
+from taskneurons.store.run_folder import read_record
 from taskneurons.store.settings import SettingsKey
+
+#: The record of a sweep.
+RECORD_FILE = "sweep_config.json"
 
 
 @dataclass
 class SweepResult:
-    """One deactivation result per (selection, k), and the summary rows."""
+    """One deactivation result per (selection, k), and the summary rows.
+
+    Attributes:
+        cells: ``(selection, k)`` -> the cell's deactivation result (its sets included).
+        rows: the summary, a row per cell (:data:`~.sweep_grid.HEADER`).
+        out_dir: where the files are.
+        meta: ``sweep_config.json``: the grid, detect and deactivate settings, model, scores.
+        records: ``(selection, k)`` -> the cell's ``detect_config.json``.
+        generals: ``(selection, k)`` -> the cell's general set (``specific``), else ``None``.
+
+    :meth:`save` writes every cell folder (its sets as a detect folder, and its deactivation
+    files), the summary and the record; the relevance scores under ``scores/`` are written as
+    they are made. :meth:`load` reads them back (the rows recomputed from the cells).
+
+    Example:
+        >>> SweepResult.load("runs/sweep").cells[("topk", 1.0)].specificity  # doctest: +SKIP
+    """
 
     cells: dict[tuple[str, float], DeactivationResult]
     rows: list[list]
     out_dir: Path
+    meta: dict = field(default_factory=dict, repr=False)
+    records: dict[tuple[str, float], dict] = field(default_factory=dict, repr=False)
+    generals: dict[tuple[str, float], NeuronSet | None] = field(default_factory=dict, repr=False)
 
     def markdown(self) -> str:
         return markdown_table(HEADER, self.rows, digits=2)
+
+    def save(self, folder: str | os.PathLike | None = None) -> Path:
+        """Write every cell, ``sweep.*``, the plots and ``sweep_config.json`` into ``folder``
+        (default: :attr:`out_dir`)."""
+        out = Path(folder) if folder is not None else self.out_dir
+        for (method, k), cell in self.cells.items():
+            where = out / cell_name(method, k)
+            save_sets(where, cell.sets, self.generals.get((method, k)), self.records[(method, k)])
+            cell.save(where)
+        self.save_summary(out)
+        return out
+
+    def save_summary(self, folder: str | os.PathLike | None = None) -> None:
+        """``sweep.{md,csv,json}``, ``specificity_vs_k{,_nll}.png`` and ``sweep_config.json``."""
+        out = Path(folder) if folder is not None else self.out_dir
+        specs = {c: _specs(cell) for c, cell in self.cells.items()}
+        write_summary(out, self.rows, specs, self.meta)
+        write_json_atomic(out / RECORD_FILE, self.meta)
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> SweepResult:
+        """The sweep in ``folder``: every cell of its grid.
+
+        Raises:
+            FinishedRunError: the record or a cell's files are missing or unreadable.
+        """
+        path = Path(folder)
+        meta = read_record(path / RECORD_FILE)
+        grid = SweepConfig.from_dict(meta["sweep"], where=str(path / RECORD_FILE))
+        result = cls({}, [], path, meta)
+        for method in grid.selections:
+            for k in grid.k:
+                where = path / cell_name(method, k)
+                cell = result.cells[(method, k)] = DeactivationResult.load(where)
+                result.records[(method, k)] = read_record(where / DETECT_CONFIG)
+                general = where / GENERAL_FILE
+                result.generals[(method, k)] = (
+                    NeuronSet.load(general) if general.is_file() else None
+                )
+                result.rows.append(_row(method, k, cell))
+        return result
 
 
 def selection_sweep(
@@ -101,7 +166,7 @@ def selection_sweep(
     if "lape" in config.selections:
         probs = task_probabilities(model, tokenizer, tasks, detect, scored, out)
     space = NeuronSpace(model, detect.attribution.definition)
-    cells = {}
+    result = SweepResult({}, [], out)
     original = None  # the unmodified model's evaluations: the same in every cell
     for method in config.selections:
         for k in config.k:
@@ -111,18 +176,23 @@ def selection_sweep(
             sets, general = select_sets(
                 model, tokenizer, tasks, scored.scores, cfg, space, out, probs
             )
-            folder = out / f"{method}-k{k:g}"
+            folder = out / cell_name(method, k)
             record = provenance(
                 config=cfg.to_dict(), tasks=[t.id for t in tasks], model=fingerprint
             )
             save_sets(folder, sets, general, record)
-            cells[(method, k)] = deactivation_experiment(
+            cell = deactivation_experiment(
                 model, tokenizer, tasks, sets, deactivate, folder, progress, general, original,
                 resume,
             )  # fmt: skip
-            original = cells[(method, k)].original
-    result = SweepResult(cells, [_row(m, k, cells[(m, k)]) for m, k in cells], out)
-    _write(result, config, detect, deactivate, fingerprint, tasks, scored.record(out))
+            result.cells[(method, k)], original = cell, cell.original
+            result.records[(method, k)], result.generals[(method, k)] = record, general
+    result.rows = [_row(m, k, result.cells[(m, k)]) for m, k in result.cells]
+    result.meta = provenance(
+        sweep=config.to_dict(), detect=detect.to_dict(), deactivate=deactivate.to_dict(),
+        model=fingerprint, tasks=[t.id for t in tasks], scores=scored.record(out),
+    )  # fmt: skip
+    result.save_summary()
     return result
 
 
@@ -148,20 +218,6 @@ def _row(method: str, k: float, cell: DeactivationResult) -> list:
 def _specs(cell: DeactivationResult) -> dict:
     """Readout -> the cell's specificity statistics as a dict (what the summary reads)."""
     return {r: s.to_dict() for r, s in cell.specificity.items()}
-
-
-def _write(result: SweepResult, config, detect, deactivate, fingerprint, tasks, scores) -> None:
-    meta = provenance(
-        sweep=config.to_dict(),
-        detect=detect.to_dict(),
-        deactivate=deactivate.to_dict(),
-        model=fingerprint,
-        tasks=[t.id for t in tasks],
-        scores=scores,
-    )
-    specs = {c: _specs(cell) for c, cell in result.cells.items()}
-    write_summary(result.out_dir, result.rows, specs, meta)
-    write_json_atomic(result.out_dir / "sweep_config.json", meta)
 
 
 def run_sweep(ctx: RunContext, config: SweepConfig, folder: Path) -> SweepResult:

@@ -38,6 +38,12 @@ HEADER = [
 #: A cell folder of a sweep: ``<selection>-k<k>`` (``topk-k0.1``, ``lape-k10``).
 CELL_NAME = re.compile(r"^(?P<method>[a-z]+)-k(?P<k>\d+(?:\.\d+)?(?:e-?\d+)?)$")
 
+
+def cell_name(method: str, k: float) -> str:
+    """The folder of a sweep's cell: ``<selection>-k<k>`` (``topk-k0.1``)."""
+    return f"{method}-k{k:g}"
+
+
 #: ``readout`` (``score``, ``nll``) -> the statistics of :class:`Specificity.to_dict`.
 Specs = Mapping[str, Mapping | None]
 
