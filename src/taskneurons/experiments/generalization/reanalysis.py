@@ -40,12 +40,8 @@ from taskneurons.experiments.generalization.figure2 import (
     write_figure,
 )
 from taskneurons.experiments.generalization.groups import TaskGroup, check_percents
-from taskneurons.experiments.generalization.overlap import overlap_rows, write_overlap
+from taskneurons.experiments.generalization.overlap import recompute_overlap
 from taskneurons.experiments.generalization.overlap_stage import PAPER_PROPORTIONS
-from taskneurons.experiments.generalization.saved_probabilities import (
-    PROBS_FILE,
-    saved_probabilities,
-)
 from taskneurons.experiments.generalization.similarity_report import (
     RECORDS_FILE,
     correlation_rows,
@@ -53,9 +49,7 @@ from taskneurons.experiments.generalization.similarity_report import (
     write_correlation,
     write_similarity,
 )
-from taskneurons.experiments.generalization.task_groups import GroupSets
 from taskneurons.experiments.specificity.detect_stage import DetectConfig
-from taskneurons.neurons.scores import NeuronScores
 from taskneurons.provenance import provenance
 from taskneurons.report.tables import markdown_table
 from taskneurons.store.run_folder import FinishedRunError, RunFolder, read_record
@@ -85,30 +79,6 @@ def scored_record(run: str | os.PathLike) -> tuple[Path, dict]:
     raise FinishedRunError(f"{folder.path}: no finished generalization stage (none of {names})")
 
 
-def _load_inputs(path: Path, record: dict, detect: DetectConfig) -> tuple[dict, dict | None]:
-    """The scores the record names (and ``lape``'s activation probabilities, measured as
-    ``detect`` asks, from the stage's own ``scores/`` folder or beside those scores)."""
-    scores, paths = {}, {}
-    for task, entry in record["scores"].items():
-        paths[task] = path.parent / entry["path"]
-        if not paths[task].is_file():
-            raise FinishedRunError(f"{path}: the scores of {task!r} are missing ({paths[task]})")
-        scores[task] = NeuronScores.load(paths[task])
-    if detect.selection.method != "lape":
-        return scores, None
-    definition = next(iter(scores.values())).definition
-    probs = saved_probabilities(paths, path.parent, detect, definition, record.get("model"))
-    if probs is None:
-        sel = detect.selection
-        raise FinishedRunError(
-            f"{path}: selection 'lape' needs activation probabilities ({PROBS_FILE}) measured "
-            f"with definition {definition!r}, threshold {sel.threshold} and tokens "
-            f"{sel.tokens!r} for every task, in {path.parent / 'scores'}/<task>/ or beside its "
-            "scores; some task has none (run the stage with detect.selection.method: lape)"
-        )
-    return scores, probs
-
-
 @dataclass
 class Analysis:
     """What an ``analyze`` subcommand made: its text and where its files are."""
@@ -131,21 +101,18 @@ def analyze_overlap(
     detect = DetectConfig.from_dict(record["detect"], where=str(path))
     if selection is not None:
         detect = detect.replace(selection=detect.selection.replace(method=selection))
-    groups = [TaskGroup.from_dict(g, where=str(path)) for g in record["groups"]]
     stage_cfg = record.get("config") or {}
     proportions = list(proportions or stage_cfg.get("proportions") or PAPER_PROPORTIONS)
     check_percents(proportions, "proportions")
-    scores, probs = _load_inputs(path, record, detect)
-    sets = GroupSets.select(scores, detect, probs)
-    result = overlap_rows(sets, groups, proportions)
+    result, sets = recompute_overlap(path, record, detect, proportions)
     result.out_dir = Path(out) if out is not None else Path(run) / "analyze-overlap"
-    meta = provenance(
+    result.meta = provenance(
         analysis="overlap", run=str(run), record=str(path), detect=detect.to_dict(),
         groups=record["groups"], proportions=proportions, selection=sets.selection,
         n_general=len(sets.general), scores=record["scores"], model=record.get("model"),
     )  # fmt: skip
-    write_overlap(result, meta, f"Overlap rates (Table 8), selection {detect.selection.method}")
-    write_json_atomic(result.out_dir / ANALYSIS_RECORD, meta)
+    result.title = f"Overlap rates (Table 8), selection {detect.selection.method}"
+    result.save(record=ANALYSIS_RECORD)
     return Analysis(result.markdown(), result.out_dir)
 
 
