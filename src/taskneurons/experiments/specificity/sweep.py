@@ -39,8 +39,9 @@ from taskneurons.experiments.specificity.detect_stage import DetectConfig
 from taskneurons.experiments.specificity.sweep_grid import (
     HEADER,
     cell_name,
+    cell_row,
+    cell_specs,
     mean_iou,
-    sweep_row,
     write_summary,
 )
 from taskneurons.experiments.specificity.sweep_stage import SweepConfig
@@ -99,7 +100,7 @@ class SweepResult:
     def save_summary(self, folder: str | os.PathLike | None = None) -> None:
         """``sweep.{md,csv,json}``, ``specificity_vs_k{,_nll}.png`` and ``sweep_config.json``."""
         out = Path(folder) if folder is not None else self.out_dir
-        specs = {c: _specs(cell) for c, cell in self.cells.items()}
+        specs = {c: cell_specs(cell) for c, cell in self.cells.items()}
         write_summary(out, self.rows, specs, self.meta)
         write_json_atomic(out / RECORD_FILE, self.meta)
 
@@ -209,15 +210,8 @@ def _check_resumed_scores(scored: ScoredTasks, detect: DetectConfig) -> None:
 
 
 def _row(method: str, k: float, cell: DeactivationResult) -> list:
-    rand, own = cell.table.row("Deactivate-Random"), cell.table.row("Deactivate-Task")
-    hurt = sum(own[n] < rand[n] for n in cell.sets)
     sizes = [len(ns) for ns in cell.sets.values()]
-    return sweep_row(method, k, sizes, mean_iou(cell.sets), hurt, _specs(cell))
-
-
-def _specs(cell: DeactivationResult) -> dict:
-    """Readout -> the cell's specificity statistics as a dict (what the summary reads)."""
-    return {r: s.to_dict() for r, s in cell.specificity.items()}
+    return cell_row(method, k, cell, sizes, mean_iou(cell.sets))
 
 
 def run_sweep(ctx: RunContext, config: SweepConfig, folder: Path) -> SweepResult:
