@@ -49,12 +49,15 @@ class FinishedRunError(ValueError):
 def read_record(
     path: str | os.PathLike, what: str = "record", error: type[Exception] = FinishedRunError
 ) -> dict[str, Any]:
-    """The JSON object in ``path`` (``error`` naming the file when it is not one).
+    """The JSON object in ``path`` (``error`` naming the file when there is none or it is not
+    one).
 
     Example:
         >>> read_record("runs/x/overlap_config.json")["groups"]  # doctest: +SKIP
     """
     path = Path(path)
+    if not path.is_file():
+        raise error(f"{path}: no {what} there (the stage did not finish in that folder)")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -24,6 +24,7 @@ from taskneurons._io import write_json_atomic
 from taskneurons.report.plots import heatmap
 from taskneurons.report.tables import markdown_table, write_table
 from taskneurons.store.run_folder import read_record
+from taskneurons.store.stored_result import StoredResult
 
 #: The record of a method's run, and its whole result as JSON.
 RECORD_FILE = "continual_config.json"
@@ -31,7 +32,7 @@ RESULT_FILE = "result.json"
 
 
 @dataclass
-class ContinualResult:
+class ContinualResult(StoredResult):
     """The accuracy matrix of one method on one task order, and its metrics.
 
     Attributes:
@@ -58,6 +59,7 @@ class ContinualResult:
         >>> ContinualResult.load("runs/cl/ncft").metrics["cl"]  # doctest: +SKIP
     """
 
+    RECORD = RECORD_FILE
     method: str
     mode: str | None
     order: list[str]
@@ -129,7 +131,7 @@ class ContinualResult:
     def save(self, folder: str | os.PathLike | None = None) -> Path:
         """Write ``matrix.*``, ``metrics.*``, ``tasks.*``, ``heatmap.png``,
         ``continual_config.json`` and ``result.json`` into ``folder`` (default: :attr:`out_dir`)."""
-        out = Path(folder) if folder is not None else self.out_dir
+        out = self.target(folder)
         meta = {"method": self.label, "order": self.order}
         header, rows = self.matrix_rows()
         write_table(out / "matrix", header, rows, meta, title=f"a(i, j): {self.label}")
@@ -150,22 +152,20 @@ class ContinualResult:
         return out
 
     @classmethod
-    def load(cls, folder: str | os.PathLike) -> ContinualResult:
-        """The continual run of one method in ``folder`` (``nan`` where ``result.json`` has
+    def from_files(cls, path: Path, meta: dict) -> ContinualResult:
+        """The continual run of one method in ``path`` (``nan`` where ``result.json`` has
         ``null``).
 
         Raises:
-            FinishedRunError: ``result.json`` or the record is missing or unreadable.
+            FinishedRunError: ``result.json`` is missing or unreadable.
         """
-        path = Path(folder)
         data = read_record(path / RESULT_FILE)
         metrics = {k: _nan(v) for k, v in data["metrics"].items()}
         return cls(
             data["method"], data["mode"], list(data["order"]),
             np.array([_nan(row) for row in data["matrix"]], dtype=float),
             dict(data["single"]), dict(data["zero_shot"]), metrics, list(data["stages"]),
-            data["stored_bytes_per_task"], data["resumed_from"], path,
-            read_record(path / RECORD_FILE),
+            data["stored_bytes_per_task"], data["resumed_from"], path, meta,
         )  # fmt: skip
 
 

@@ -33,6 +33,7 @@ from taskneurons.provenance import provenance
 from taskneurons.report.plots import forgetting_plot
 from taskneurons.report.tables import markdown_table, write_table
 from taskneurons.store.run_folder import read_record
+from taskneurons.store.stored_result import StoredResult
 from taskneurons.training.snapshot import ModelSnapshot
 
 #: The Table 5 rows and FG_j curves of a suite, as JSON.
@@ -40,7 +41,7 @@ SUITE_FILE = "suite.json"
 
 
 @dataclass
-class ContinualSuiteResult:
+class ContinualSuiteResult(StoredResult):
     """Each method's :class:`ContinualResult`, and the Table 5 rows.
 
     ``meta`` is the provenance written beside the tables (the suite's config). :meth:`save`
@@ -75,7 +76,7 @@ class ContinualSuiteResult:
     def save(self, folder: str | os.PathLike | None = None) -> Path:
         """Write each method's folder and the suite's tables into ``folder`` (default:
         :attr:`out_dir`)."""
-        out = Path(folder) if folder is not None else self.out_dir
+        out = self.target(folder)
         for label, res in self.results.items():
             res.save(out / label)
         self.save_summary(out)
@@ -83,14 +84,9 @@ class ContinualSuiteResult:
 
     def save_summary(self, folder: str | os.PathLike | None = None) -> None:
         """``table5.{md,csv,json}``, ``forgetting.png`` and ``suite.json``."""
-        out = Path(folder) if folder is not None else self.out_dir
-        write_table(
-            out / "table5",
-            self.header(),
-            self.rows(),
-            meta=self.meta,
-            title="Continual learning: final score per task, CL, BWT, FWT (Table 5 layout)",
-        )
+        out = self.target(folder)
+        title = "Continual learning: final score per task, CL, BWT, FWT (Table 5 layout)"
+        write_table(out / "table5", self.header(), self.rows(), meta=self.meta, title=title)
         series = {
             label: [float(v) for v in res.metrics["forgetting"]]
             for label, res in self.results.items()

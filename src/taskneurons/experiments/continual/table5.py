@@ -35,6 +35,7 @@ from taskneurons.provenance import provenance
 from taskneurons.report.plots import forgetting_plot
 from taskneurons.report.tables import markdown_table, write_table
 from taskneurons.store.run_folder import RunFolder, read_record
+from taskneurons.store.stored_result import StoredResult
 
 #: The file an ``experiment: continual`` run writes its Table 5 rows to.
 SUITE_FILE = "suite.json"
@@ -45,7 +46,7 @@ class ContinualRunError(ValueError):
 
 
 @dataclass
-class ContinualOrdersResult:
+class ContinualOrdersResult(StoredResult):
     """Table 5 across runs: ``cl[method][r]`` is the CL (score points) of ``method`` on run ``r``.
 
     ``cl_pm`` is the half-width of its 95 % normal-approximation CI
@@ -118,21 +119,15 @@ class ContinualOrdersResult:
     def save(self, folder: str | os.PathLike | None = None) -> Path:
         """Write ``table5_orders.*``, ``forgetting_orders.*`` and a Figure 4 plot per run into
         ``folder`` (default: :attr:`out_dir`)."""
-        out = Path(folder) if folder is not None else Path(self.out_dir or ".")
-        write_table(
-            out / "table5_orders",
-            self.header(),
-            self.rows(),
-            meta=self.meta,
-            title="Continual learning over task orders: CL per order and means (Table 5 layout)",
-        )
-        write_table(
-            out / "forgetting_orders",
-            self.forgetting_header(),
-            self.forgetting_rows(),
-            meta=self.meta,
-            title="FG_j per stage (% of the earlier tasks' single-task scores kept; Figure 4)",
-        )
+        out = self.target(folder)
+        tables = {
+            "table5_orders": (self.header(), self.rows(), "Continual learning over task orders: "
+                              "CL per order and means (Table 5 layout)"),
+            "forgetting_orders": (self.forgetting_header(), self.forgetting_rows(), "FG_j per "
+                                  "stage (% of the earlier tasks' single-task scores kept; Figure 4)"),
+        }  # fmt: skip
+        for stem, (header, rows, title) in tables.items():
+            write_table(out / stem, header, rows, meta=self.meta, title=title)
         for run, order in zip(self.runs, self.orders, strict=True):
             title = f"FG_j, {run}\n{' > '.join(order)}"
             forgetting_plot(self.forgetting[run], out / f"forgetting_{run}.png", title)

@@ -44,6 +44,7 @@ from taskneurons.provenance import model_fingerprint, provenance
 from taskneurons.report.plots import line_plot
 from taskneurons.report.tables import markdown_table, write_table
 from taskneurons.store.run_folder import read_record
+from taskneurons.store.stored_result import StoredResult
 from taskneurons.training.loop import TrainOptions
 from taskneurons.training.trained import trained
 
@@ -57,7 +58,7 @@ HEADER = [
 
 
 @dataclass
-class BudgetGridResult:
+class BudgetGridResult(StoredResult):
     """Learning curves and their summary.
 
     Attributes:
@@ -78,6 +79,7 @@ class BudgetGridResult:
         >>> BudgetGridResult.load("runs/x/budget").rows()[0]  # doctest: +SKIP
     """
 
+    RECORD = RECORD_FILE
     curves: dict[tuple[str, str, float], dict[str, list]]
     zero_shot: dict[str, float]
     differences: dict[tuple[str, str, float, int], MeanDifference]
@@ -101,7 +103,7 @@ class BudgetGridResult:
     def save(self, folder: str | os.PathLike | None = None) -> Path:
         """Write ``budget.*``, ``curves.json``, the plots and ``budget_config.json`` into
         ``folder`` (default: :attr:`out_dir`)."""
-        out = Path(folder) if folder is not None else self.out_dir
+        out = self.target(folder)
         config = BudgetGridConfig.from_dict(self.meta["budget"], where=RECORD_FILE)
         write_table(out / "budget", HEADER, self.rows(), meta=self.meta, digits=2,
                     title="Train-Task vs Train-Random over training budgets")  # fmt: skip
@@ -111,18 +113,15 @@ class BudgetGridResult:
         ]
         write_json_atomic(out / "curves.json", {"curves": curves, "meta": self.meta})
         _plot(self, config, out)
-        write_json_atomic(out / RECORD_FILE, self.meta)
-        return out
+        return self.write_meta(out)
 
     @classmethod
-    def load(cls, folder: str | os.PathLike) -> BudgetGridResult:
-        """The budget grid in ``folder``.
+    def from_files(cls, path: Path, meta: dict) -> BudgetGridResult:
+        """The budget grid in ``path``.
 
         Raises:
             FinishedRunError: a table, the curves or the record is missing or unreadable.
         """
-        path = Path(folder)
-        meta = read_record(path / RECORD_FILE)
         config = BudgetGridConfig.from_dict(meta["budget"], where=str(path / RECORD_FILE))
         saved = read_record(path / "curves.json")["curves"]  # in the order of the table's cells
         rows = read_record(path / "budget.json")["rows"]

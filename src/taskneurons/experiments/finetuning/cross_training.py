@@ -32,6 +32,7 @@ from taskneurons.neurons.neuron_set import NeuronSet
 from taskneurons.provenance import model_fingerprint, provenance
 from taskneurons.report.comparison import Comparison, MatrixSpec
 from taskneurons.store.run_folder import read_record
+from taskneurons.store.stored_result import StoredResult
 from taskneurons.training.trained import trained
 
 #: The record of a cross-training run.
@@ -39,7 +40,7 @@ RECORD_FILE = "cross_training_config.json"
 
 
 @dataclass
-class CrossTrainingResult:
+class CrossTrainingResult(StoredResult):
     """``table``: row ``Zero-shot`` and ``matrix[i][j]`` (task j's score after training task
     i's neurons on task j's data); ``specificity`` of the gain matrix; ``runs``: summaries;
     ``meta``: ``cross_training_config.json``.
@@ -53,6 +54,7 @@ class CrossTrainingResult:
         >>> CrossTrainingResult.load("runs/x/crosstrain").specificity.p_value  # doctest: +SKIP
     """
 
+    RECORD = RECORD_FILE
     table: Comparison
     specificity: Specificity
     runs: dict[str, dict]
@@ -71,7 +73,7 @@ class CrossTrainingResult:
     def save(self, folder: str | os.PathLike | None = None) -> Path:
         """Write ``cross_training.*``, ``cross_gain.*``, ``specificity.{json,md}`` and the
         record into ``folder`` (default: :attr:`out_dir`)."""
-        out = Path(folder) if folder is not None else self.out_dir
+        out = self.target(folder)
         self.table.write(
             out,
             "cross_training",
@@ -89,18 +91,15 @@ class CrossTrainingResult:
         write_json_atomic(out / "specificity.json", stats)
         summary = f"# Specificity of the gains\n\n- {self.specificity.summary}\n"
         write_text_atomic(out / "specificity.md", summary)
-        write_json_atomic(out / RECORD_FILE, self.meta)
-        return out
+        return self.write_meta(out)
 
     @classmethod
-    def load(cls, folder: str | os.PathLike) -> CrossTrainingResult:
-        """The cross-training run in ``folder``.
+    def from_files(cls, path: Path, meta: dict) -> CrossTrainingResult:
+        """The cross-training run in ``path``.
 
         Raises:
             FinishedRunError: a table, the statistics or the record is missing or unreadable.
         """
-        path = Path(folder)
-        meta = read_record(path / RECORD_FILE)
         saved = read_record(path / "cross_training.json")
         names = saved["header"][1:-1]
         zero = dict(zip(names, saved["rows"][0][1:-1], strict=True))

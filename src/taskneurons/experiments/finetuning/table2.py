@@ -18,7 +18,6 @@ from pathlib import Path
 
 from torch import nn
 
-from taskneurons._io import write_json_atomic
 from taskneurons.data.tasks import Task
 from taskneurons.evaluation.dispatch import evaluate
 from taskneurons.experiments.common import (
@@ -34,6 +33,7 @@ from taskneurons.neurons.selection import matched_random_sets
 from taskneurons.neurons.space import NeuronSpace
 from taskneurons.report.comparison import Comparison, MatrixSpec
 from taskneurons.store.run_folder import read_record
+from taskneurons.store.stored_result import StoredResult
 from taskneurons.training.trained import trained
 
 #: The record of a neuron-training run.
@@ -41,7 +41,7 @@ RECORD_FILE = "finetune_config.json"
 
 
 @dataclass
-class NeuronTrainingResult:
+class NeuronTrainingResult(StoredResult):
     """Zero-shot / Train-Random / Train-Task per task (and the training matrix).
 
     Attributes:
@@ -61,6 +61,7 @@ class NeuronTrainingResult:
         >>> NeuronTrainingResult.load("runs/x/table2").table.row("Train-Task")  # doctest: +SKIP
     """
 
+    RECORD = RECORD_FILE
     table: Comparison
     runs: dict[str, dict]
     out_dir: Path
@@ -76,7 +77,7 @@ class NeuronTrainingResult:
     def save(self, folder: str | os.PathLike | None = None) -> Path:
         """Write ``table2.*``, ``train_matrix.*`` and ``finetune_config.json`` into ``folder``
         (default: :attr:`out_dir`)."""
-        out = Path(folder) if folder is not None else self.out_dir
+        out = self.target(folder)
         spec = MatrixSpec(
             "train_matrix",
             "Change of task j's score (points) after training task i's neurons",
@@ -85,18 +86,15 @@ class NeuronTrainingResult:
             ylabel="trained neurons of task i",
         )
         self.table.write(out, "table2", self.meta, "Neuron training (accuracy % / ROUGE-L)", spec)
-        write_json_atomic(out / RECORD_FILE, self.meta)
-        return out
+        return self.write_meta(out)
 
     @classmethod
-    def load(cls, folder: str | os.PathLike) -> NeuronTrainingResult:
-        """The neuron-training run in ``folder``.
+    def from_files(cls, path: Path, meta: dict) -> NeuronTrainingResult:
+        """The neuron-training run in ``path``.
 
         Raises:
             FinishedRunError: a table or the record is missing or unreadable.
         """
-        path = Path(folder)
-        meta = read_record(path / RECORD_FILE)
         saved = read_record(path / "table2.json")
         names = saved["header"][1:-1]
         rows = {r[0]: dict(zip(names, r[1:-1], strict=True)) for r in saved["rows"]}

@@ -58,6 +58,7 @@ from taskneurons.neurons.neuron_set import NeuronSet
 from taskneurons.report.plots import line_plot
 from taskneurons.report.tables import markdown_table, write_table
 from taskneurons.store.run_folder import read_record
+from taskneurons.store.stored_result import StoredResult
 from taskneurons.training.trained import trained
 
 #: The record of a controlled-overlap stage.
@@ -110,7 +111,7 @@ def draw_cells(sets: GroupSets, config: ControlledOverlapConfig) -> list[_Cell]:
 
 
 @dataclass
-class ControlledOverlapResult:
+class ControlledOverlapResult(StoredResult):
     """The ablation's rows (mean and std over seeds), every evaluation, and the time split.
 
     Attributes:
@@ -131,6 +132,7 @@ class ControlledOverlapResult:
         >>> ControlledOverlapResult.load("runs/x/controlled_overlap").rows[0]  # doctest: +SKIP
     """
 
+    RECORD = RECORD_FILE
     header: list[str]
     rows: list[list]
     records: list[dict]
@@ -146,20 +148,18 @@ class ControlledOverlapResult:
     def save(self, folder: str | os.PathLike | None = None) -> Path:
         """Write ``controlled_overlap.*``, ``controlled_scores.*``, the plots and the record
         into ``folder`` (default: :attr:`out_dir`)."""
-        out = Path(folder) if folder is not None else self.out_dir
+        out = self.target(folder)
         config = ControlledOverlapConfig.from_dict(self.meta["config"], where=RECORD_FILE)
         _write(self, config, self.meta, out)
         return out
 
     @classmethod
-    def load(cls, folder: str | os.PathLike) -> ControlledOverlapResult:
-        """The controlled-overlap run in ``folder``.
+    def from_files(cls, path: Path, meta: dict) -> ControlledOverlapResult:
+        """The controlled-overlap run in ``path``.
 
         Raises:
             FinishedRunError: a table or the record is missing or unreadable.
         """
-        path = Path(folder)
-        meta = read_record(path / RECORD_FILE)
         table = read_record(path / "controlled_overlap.json")
         scores = read_record(path / "controlled_scores.json")
         records = [dict(zip(scores["header"], row, strict=True)) for row in scores["rows"]]

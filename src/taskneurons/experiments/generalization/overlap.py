@@ -52,6 +52,7 @@ from taskneurons.neurons.scores import NeuronScores
 from taskneurons.report.plots import heatmap, line_plot
 from taskneurons.report.tables import markdown_table, write_table
 from taskneurons.store.run_folder import FinishedRunError, read_record
+from taskneurons.store.stored_result import StoredResult
 
 #: The record of an overlap stage.
 RECORD_FILE = "overlap_config.json"
@@ -63,7 +64,7 @@ HEADER = [
 
 
 @dataclass
-class OverlapResult:
+class OverlapResult(StoredResult):
     """Table 8 rows and the pairwise overlap matrices.
 
     Attributes:
@@ -85,6 +86,7 @@ class OverlapResult:
         >>> OverlapResult.load("runs/x/overlap").rate("a", "a", 50.0)  # doctest: +SKIP
     """
 
+    RECORD = RECORD_FILE
     rows: list[list]
     matrices: dict[tuple[float, bool], tuple[list[str], np.ndarray]]
     general: int
@@ -107,7 +109,7 @@ class OverlapResult:
     def save(self, folder: str | os.PathLike | None = None, record: str = RECORD_FILE) -> Path:
         """Write the tables and plots (:func:`write_overlap`) and :attr:`meta` as ``record``
         into ``folder`` (default: :attr:`out_dir`)."""
-        out = Path(folder) if folder is not None else self.out_dir
+        out = self.target(folder)
         write_overlap(self, self.meta, self.title, out)
         write_json_atomic(out / record, self.meta)
         return out

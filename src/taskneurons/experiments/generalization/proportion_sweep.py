@@ -70,6 +70,7 @@ from taskneurons.experiments.specificity.detect_stage import DetectConfig
 from taskneurons.neurons.neuron_set import NeuronSet
 from taskneurons.report.tables import markdown_table, write_table
 from taskneurons.store.run_folder import read_record
+from taskneurons.store.stored_result import StoredResult
 from taskneurons.training.trained import trained
 
 #: The record of a generalization stage.
@@ -114,7 +115,7 @@ class Timings:
 
 
 @dataclass
-class GeneralizationResult:
+class GeneralizationResult(StoredResult):
     """The sweep's evaluations, its per-group tables, the overlap rates and the time split.
 
     Attributes:
@@ -142,6 +143,7 @@ class GeneralizationResult:
         >>> GeneralizationResult.load("runs/x/generalization").tables["a"]  # doctest: +SKIP
     """
 
+    RECORD = RECORD_FILE
     records: list[dict]
     tables: dict[str, tuple[list[str], list[list]]]
     changes: dict[str, tuple[list[str], list[list]]]
@@ -166,7 +168,7 @@ class GeneralizationResult:
         """Write ``evaluations.*``, ``evaluation_examples.json``, the Figure 2 tables and plots,
         the overlap files and ``generalization_config.json`` into ``folder`` (default:
         :attr:`out_dir`)."""
-        out = Path(folder) if folder is not None else self.out_dir
+        out = self.target(folder)
         config = GeneralizationConfig.from_dict(self.meta["config"], where=RECORD_FILE)
         keys = ["group", "mode", "proportion", "model", "neurons", "task", "domain", "score"]
         rows = [[r[k] for k in keys] for r in self.records]
@@ -176,18 +178,15 @@ class GeneralizationResult:
         for g in config.groups:
             write_figure(out, g, self.tables[g.name], self.changes[g.name], config.modes, self.meta)
         write_overlap(self.overlap, self.meta, self.overlap.title, out)
-        write_json_atomic(out / RECORD_FILE, self.meta)
-        return out
+        return self.write_meta(out)
 
     @classmethod
-    def load(cls, folder: str | os.PathLike) -> GeneralizationResult:
-        """The proportion sweep in ``folder``.
+    def from_files(cls, path: Path, meta: dict) -> GeneralizationResult:
+        """The proportion sweep in ``path``.
 
         Raises:
             FinishedRunError: the record, the evaluation records or the scores are missing.
         """
-        path = Path(folder)
-        meta = read_record(path / RECORD_FILE)
         config = GeneralizationConfig.from_dict(meta["config"], where=str(path / RECORD_FILE))
         records = read_record(path / EXAMPLES_FILE)["records"]
         tables, changes = _figures(config, records)

@@ -67,6 +67,7 @@ from taskneurons.neurons.selection import random_like
 from taskneurons.neurons.space import NeuronSpace
 from taskneurons.report.tables import markdown_table
 from taskneurons.store.run_folder import read_record
+from taskneurons.store.stored_result import StoredResult
 from taskneurons.training.trained import trained
 
 #: The record of a similarity stage.
@@ -74,7 +75,7 @@ RECORD_FILE = "similarity_config.json"
 
 
 @dataclass
-class SimilarityResult:
+class SimilarityResult(StoredResult):
     """Every pair's per-layer similarities and scores, Figure 3's tables and Table 4's rows.
 
     Attributes:
@@ -94,6 +95,7 @@ class SimilarityResult:
         >>> SimilarityResult.load("runs/x/similarity").correlation[0]  # doctest: +SKIP
     """
 
+    RECORD = RECORD_FILE
     records: list[dict]
     tables: dict[str, tuple[list[str], list[list]]]
     correlation: list[list]
@@ -116,25 +118,22 @@ class SimilarityResult:
     def save(self, folder: str | os.PathLike | None = None) -> Path:
         """Write ``similarity_records.json``, the Figure 3 and Table 4 files and the record
         into ``folder`` (default: :attr:`out_dir`)."""
-        out = Path(folder) if folder is not None else self.out_dir
+        out = self.target(folder)
         config = SimilarityConfig.from_dict(self.meta["config"], where=RECORD_FILE)
         write_json_atomic(out / RECORDS_FILE, {"records": self.records, "meta": self.meta})
         write_similarity(self.records, out, self.meta, config.layers)
         write_correlation(
             self.correlation, self.records, out, self.meta, config.layers, config.score
         )
-        write_json_atomic(out / RECORD_FILE, self.meta)
-        return out
+        return self.write_meta(out)
 
     @classmethod
-    def load(cls, folder: str | os.PathLike) -> SimilarityResult:
-        """The similarity run in ``folder``.
+    def from_files(cls, path: Path, meta: dict) -> SimilarityResult:
+        """The similarity run in ``path``.
 
         Raises:
             FinishedRunError: the records, Table 4 or the record is missing or unreadable.
         """
-        path = Path(folder)
-        meta = read_record(path / RECORD_FILE)
         config = SimilarityConfig.from_dict(meta["config"], where=str(path / RECORD_FILE))
         records = read_record(path / RECORDS_FILE)["records"]
         tables = _tables(records, config.layers)

@@ -86,25 +86,20 @@ def deactivation_experiment(
     for ns in neuron_sets.values():
         ns.check_space(space)
     test = {t.id: eval_examples(t, config.n_test, config.seed) for t in tasks}
-    controls = matched_random_sets(
-        {t.id: neuron_sets[t.id] for t in tasks},
-        space,
-        config.random_seed,
-        config.random_excludes_task,
-    )
+    own = {t.id: neuron_sets[t.id] for t in tasks}
+    controls = matched_random_sets(own, space, config.random_seed, config.random_excludes_task)
     conditions = _conditions(tasks, neuron_sets, controls, general, config)
     key = _evaluation_key(config, model, test, conditions)
     saved = read_keyed(Path(out_dir) / EVALUATIONS_FILE, key, _refusal) if resume else None
-    runs = runs_from_json(saved["runs"]) if saved is not None else None
-    if runs is None:
+    if saved is None:
         runs = _run_conditions(
             model, tokenizer, tasks, conditions, test, config, space, progress, original
         )
         saved = {"key": key.to_dict(), "runs": runs_to_json(runs)}
+    runs = runs_from_json(saved["runs"])
     runs["Deactivate-Task"] = {t.id: runs["matrix"][t.id][t.id] for t in tasks}
     result = _result(tasks, runs, Path(out_dir), config)
-    result.sets = {t.id: neuron_sets[t.id] for t in tasks}
-    result.original = dict(runs["Original"])
+    result.sets, result.original = own, dict(runs["Original"])
     result.general = general if "Deactivate-General" in runs else None
     result.meta = experiment_meta(config, model, tasks, test, neuron_sets, controls)
     result.evaluations = saved

@@ -29,6 +29,7 @@ from taskneurons.experiments.specificity.damage_summary import (
 from taskneurons.neurons.neuron_set import NeuronSet
 from taskneurons.report.comparison import Comparison, MatrixSpec
 from taskneurons.store.run_folder import RunFolder, read_record
+from taskneurons.store.stored_result import StoredResult
 
 #: Every evaluation of a deactivation run, per example, with what they depend on (``key``).
 EVALUATIONS_FILE = "evaluations.json"
@@ -87,7 +88,7 @@ def tables(names: list[str], runs: dict) -> tuple[Comparison, Comparison | None]
 
 
 @dataclass
-class DeactivationResult:
+class DeactivationResult(StoredResult):
     """Table 1 rows and the matrix, by the task metric and (label tasks) by gold-label NLL.
 
     Attributes:
@@ -111,6 +112,7 @@ class DeactivationResult:
     from the run's ``detect/`` folder or its ``neurons:`` folder (empty when none is found).
     """
 
+    RECORD = RECORD_FILE
     table: Comparison
     nll: Comparison | None
     metric: dict[str, str]
@@ -154,7 +156,7 @@ class DeactivationResult:
     def save(self, folder: str | os.PathLike | None = None) -> Path:
         """Write ``evaluations.json``, the tables, matrices, plots, ``specificity.{json,md}``
         and ``deactivate_config.json`` into ``folder`` (default: :attr:`out_dir`)."""
-        out = Path(folder) if folder is not None else self.out_dir
+        out = self.target(folder)
         if self.evaluations:
             write_json_atomic(out / EVALUATIONS_FILE, self.evaluations)
         self.table.write(out, "table1", self.meta, "Deactivation (accuracy % / ROUGE-L)", _spec())
@@ -166,18 +168,16 @@ class DeactivationResult:
         write_json_atomic(out / SPECIFICITY_FILE, record)
         lines = [f"- {k}: {v.summary}" for k, v in self.specificity.items()]
         write_text_atomic(out / "specificity.md", "# Specificity\n\n" + "\n".join(lines) + "\n")
-        write_json_atomic(out / RECORD_FILE, self.meta)
-        return out
+        return self.write_meta(out)
 
     @classmethod
-    def load(cls, folder: str | os.PathLike) -> DeactivationResult:
-        """The deactivation run in ``folder`` (tables laid out from its evaluations).
+    def from_files(cls, path: Path, meta: dict) -> DeactivationResult:
+        """The deactivation run in ``path`` (tables laid out from its evaluations).
 
         Raises:
             FinishedRunError: a record is missing or unreadable.
         """
-        run = RunFolder(folder)
-        meta = read_record(run.path / RECORD_FILE)
+        run = RunFolder(path)
         evaluations = read_record(run.path / EVALUATIONS_FILE)
         runs = runs_from_json(evaluations["runs"])
         names = list(meta["metric"])

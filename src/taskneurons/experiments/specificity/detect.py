@@ -28,11 +28,12 @@ from taskneurons.neurons.space import NeuronSpace
 from taskneurons.provenance import model_fingerprint, provenance
 from taskneurons.report.plots import heatmap, layer_distribution
 from taskneurons.report.tables import markdown_table, write_table
-from taskneurons.store.run_folder import RunFolder, read_record
+from taskneurons.store.run_folder import RunFolder
+from taskneurons.store.stored_result import StoredResult
 
 
 @dataclass
-class DetectionResult:
+class DetectionResult(StoredResult):
     """What :func:`detect_neurons` found.
 
     Attributes:
@@ -41,7 +42,7 @@ class DetectionResult:
         iou: pairwise IoU of the sets, ``[tasks][tasks]``, in task order.
         out_dir: where the files are.
         general: the general set of a ``specific`` selection (else ``None``).
-        record: ``detect_config.json``: the settings, task list and model fingerprint.
+        meta: ``detect_config.json``: the settings, task list and model fingerprint.
         scores: task id -> its relevance scores (``<task>/scores.safetensors``).
 
     :meth:`save` writes the files :func:`detect_neurons` writes, but ``lape``'s activation
@@ -53,12 +54,13 @@ class DetectionResult:
         >>> res.save("runs/copy")  # the same files  # doctest: +SKIP
     """
 
+    RECORD = DETECT_CONFIG
     sets: dict[str, NeuronSet]
     per_layer: dict[str, list[int]]
     iou: list[list[float]]
     out_dir: Path
     general: NeuronSet | None = None
-    record: dict = field(default_factory=dict, repr=False)
+    meta: dict = field(default_factory=dict, repr=False)
     scores: dict[str, NeuronScores] = field(default_factory=dict, repr=False)
 
     @property
@@ -78,9 +80,9 @@ class DetectionResult:
     def save(self, folder: str | os.PathLike | None = None) -> Path:
         """Write the record, the scores, the sets and the summary into ``folder`` (default:
         :attr:`out_dir`)."""
-        out = Path(folder) if folder is not None else self.out_dir
-        if self.record:
-            write_json_atomic(out / DETECT_CONFIG, self.record)
+        out = self.target(folder)
+        if self.meta:
+            self.write_meta(out)
         for task, s in self.scores.items():
             s.save(out / task / SCORES_FILE)
         self.save_selection(out)
@@ -88,26 +90,25 @@ class DetectionResult:
 
     def save_selection(self, folder: str | os.PathLike | None = None) -> None:
         """The sets (``<task>/neurons.safetensors``), the general set and the summary tables."""
-        out = Path(folder) if folder is not None else self.out_dir
+        out = self.target(folder)
         save_sets(out, self.sets, self.general)
         write_detection_summary(self, out)
 
     @classmethod
-    def load(cls, folder: str | os.PathLike) -> DetectionResult:
-        """The detection in ``folder`` (its ``detect_config.json`` names the tasks).
+    def from_files(cls, path: Path, meta: dict) -> DetectionResult:
+        """The detection in ``path`` (its ``detect_config.json`` names the tasks).
 
         Raises:
             FinishedRunError: no readable ``detect_config.json``.
             FileNotFoundError: a task's set is missing.
         """
-        run = RunFolder(folder)
-        record = read_record(run.path / DETECT_CONFIG, "detect record")
-        names = list(record.get("tasks") or run.set_tasks())
+        run = RunFolder(path)
+        names = list(meta.get("tasks") or run.set_tasks())
         sets = {t: NeuronSet.load(run.set_path(t)) for t in names}
         general_path = run.path / GENERAL_FILE
         general = NeuronSet.load(general_path) if general_path.is_file() else None
         result = summarize_detection(sets, run.path, general)
-        result.record = record
+        result.meta = meta
         paths = {t: run.path / t / SCORES_FILE for t in names}
         result.scores = {t: NeuronScores.load(p) for t, p in paths.items() if p.is_file()}
         return result
@@ -163,7 +164,7 @@ def detect_neurons(
         scores[task.id].save(out / task.id / SCORES_FILE)  # as made: later stages reuse them
     sets, general = select_sets(model, tokenizer, tasks, scores, config, space, out)
     result = summarize_detection(sets, out, general)
-    result.record, result.scores = record, scores
+    result.meta, result.scores = record, scores
     result.save_selection(out)
     return result
 

@@ -30,6 +30,7 @@ from taskneurons.experiments.specificity.multitask_stage import MultitaskConfig
 from taskneurons.models.saving import save_finetuned
 from taskneurons.provenance import model_fingerprint, provenance
 from taskneurons.store.run_folder import read_record
+from taskneurons.store.stored_result import StoredResult
 from taskneurons.training.loop import train
 
 #: The record of a multitask run.
@@ -37,7 +38,7 @@ RECORD_FILE = "multitask_config.json"
 
 
 @dataclass
-class MultitaskResult:
+class MultitaskResult(StoredResult):
     """The fine-tuning summary, and detection and deactivation on the fine-tuned model.
 
     Attributes:
@@ -54,6 +55,7 @@ class MultitaskResult:
         >>> MultitaskResult.load("runs/multitask").train["steps"]  # doctest: +SKIP
     """
 
+    RECORD = RECORD_FILE
     train: dict
     detection: DetectionResult
     deactivation: DeactivationResult
@@ -68,25 +70,23 @@ class MultitaskResult:
     def save(self, folder: str | os.PathLike | None = None) -> Path:
         """Write ``detect/``, ``deactivate/`` and ``multitask_config.json`` into ``folder``
         (default: :attr:`out_dir`)."""
-        out = Path(folder) if folder is not None else self.out_dir
+        out = self.target(folder)
         self.detection.save(out / "detect")
         self.deactivation.save(out / "deactivate")
-        write_json_atomic(out / RECORD_FILE, self.meta)
-        return out
+        return self.write_meta(out)
 
     @classmethod
-    def load(cls, folder: str | os.PathLike) -> MultitaskResult:
-        """The multitask run in ``folder``.
+    def from_files(cls, path: Path, meta: dict) -> MultitaskResult:
+        """The multitask run in ``path``.
 
         Raises:
             FinishedRunError: a record is missing or unreadable.
         """
-        path = Path(folder)
         summary = read_record(path / "multitask" / "train_result.json")
         train = {k: summary[k] for k in ("steps", "final_loss")}
         detection = DetectionResult.load(path / "detect")
         deactivation = DeactivationResult.load(path / "deactivate")
-        return cls(train, detection, deactivation, path, read_record(path / RECORD_FILE))
+        return cls(train, detection, deactivation, path, meta)
 
 
 def multitask_experiment(

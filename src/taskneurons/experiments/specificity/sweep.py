@@ -51,13 +51,14 @@ from taskneurons.provenance import model_fingerprint, provenance
 from taskneurons.report.tables import markdown_table
 from taskneurons.store.run_folder import read_record
 from taskneurons.store.settings import SettingsKey
+from taskneurons.store.stored_result import StoredResult
 
 #: The record of a sweep.
 RECORD_FILE = "sweep_config.json"
 
 
 @dataclass
-class SweepResult:
+class SweepResult(StoredResult):
     """One deactivation result per (selection, k), and the summary rows.
 
     Attributes:
@@ -76,6 +77,7 @@ class SweepResult:
         >>> SweepResult.load("runs/sweep").cells[("topk", 1.0)].specificity  # doctest: +SKIP
     """
 
+    RECORD = RECORD_FILE
     cells: dict[tuple[str, float], DeactivationResult]
     rows: list[list]
     out_dir: Path
@@ -89,7 +91,7 @@ class SweepResult:
     def save(self, folder: str | os.PathLike | None = None) -> Path:
         """Write every cell, ``sweep.*``, the plots and ``sweep_config.json`` into ``folder``
         (default: :attr:`out_dir`)."""
-        out = Path(folder) if folder is not None else self.out_dir
+        out = self.target(folder)
         for (method, k), cell in self.cells.items():
             where = out / cell_name(method, k)
             save_sets(where, cell.sets, self.generals.get((method, k)), self.records[(method, k)])
@@ -99,20 +101,18 @@ class SweepResult:
 
     def save_summary(self, folder: str | os.PathLike | None = None) -> None:
         """``sweep.{md,csv,json}``, ``specificity_vs_k{,_nll}.png`` and ``sweep_config.json``."""
-        out = Path(folder) if folder is not None else self.out_dir
+        out = self.target(folder)
         specs = {c: cell_specs(cell) for c, cell in self.cells.items()}
         write_summary(out, self.rows, specs, self.meta)
         write_json_atomic(out / RECORD_FILE, self.meta)
 
     @classmethod
-    def load(cls, folder: str | os.PathLike) -> SweepResult:
-        """The sweep in ``folder``: every cell of its grid.
+    def from_files(cls, path: Path, meta: dict) -> SweepResult:
+        """The sweep in ``path``: every cell of its grid.
 
         Raises:
             FinishedRunError: the record or a cell's files are missing or unreadable.
         """
-        path = Path(folder)
-        meta = read_record(path / RECORD_FILE)
         grid = SweepConfig.from_dict(meta["sweep"], where=str(path / RECORD_FILE))
         result = cls({}, [], path, meta)
         for method in grid.selections:
@@ -142,11 +142,9 @@ def selection_sweep(
 ) -> SweepResult:
     """Deactivation for every (selection, k) of ``config``, from scores computed once.
 
-    Writes ``scores/<task>/`` (scores, activation probabilities), ``<selection>-k<k>/`` (each
-    cell's sets as a detect folder, which ``neurons:`` of another run can name, and its
-    deactivation files), ``sweep.{md,csv,json}``, ``specificity_vs_k.png`` and
-    ``specificity_vs_k_nll.png`` (mean double-centred diagonal vs k, one line per
-    selection, 95 % bands) and ``sweep_config.json``.
+    Writes ``scores/<task>/`` (scores, activation probabilities) and the files of a
+    :class:`SweepResult` (``specificity_vs_k{,_nll}.png``: the mean double-centred diagonal
+    vs k, one line per selection, 95 % bands).
 
     ``scores_from``: a run or detect folder whose scores (and activation probabilities) of
     these tasks on this model are used instead of scoring again. ``resume``: continue an
@@ -163,24 +161,19 @@ def selection_sweep(
     scored = score_tasks(model, tokenizer, tasks, detect, out, progress, None, source)
     if resume and scores_from is None:
         _check_resumed_scores(scored, detect)
-    probs = None
-    if "lape" in config.selections:
-        probs = task_probabilities(model, tokenizer, tasks, detect, scored, out)
+    lape = "lape" in config.selections
+    probs = task_probabilities(model, tokenizer, tasks, detect, scored, out) if lape else None
     space = NeuronSpace(model, detect.attribution.definition)
-    result = SweepResult({}, [], out)
+    result, ids = SweepResult({}, [], out), [t.id for t in tasks]
     original = None  # the unmodified model's evaluations: the same in every cell
     for method in config.selections:
         for k in config.k:
-            cfg = dataclasses.replace(
-                detect, k=k, selection=dataclasses.replace(detect.selection, method=method)
-            )
+            cfg = _cell_config(detect, method, k)
             sets, general = select_sets(
                 model, tokenizer, tasks, scored.scores, cfg, space, out, probs
             )
             folder = out / cell_name(method, k)
-            record = provenance(
-                config=cfg.to_dict(), tasks=[t.id for t in tasks], model=fingerprint
-            )
+            record = provenance(config=cfg.to_dict(), tasks=ids, model=fingerprint)
             save_sets(folder, sets, general, record)
             cell = deactivation_experiment(
                 model, tokenizer, tasks, sets, deactivate, folder, progress, general, original,
@@ -191,10 +184,16 @@ def selection_sweep(
     result.rows = [_row(m, k, result.cells[(m, k)]) for m, k in result.cells]
     result.meta = provenance(
         sweep=config.to_dict(), detect=detect.to_dict(), deactivate=deactivate.to_dict(),
-        model=fingerprint, tasks=[t.id for t in tasks], scores=scored.record(out),
+        model=fingerprint, tasks=ids, scores=scored.record(out),
     )  # fmt: skip
     result.save_summary()
     return result
+
+
+def _cell_config(detect: DetectConfig, method: str, k: float) -> DetectConfig:
+    """``detect`` with the cell's selection method and ``k``."""
+    selection = dataclasses.replace(detect.selection, method=method)
+    return dataclasses.replace(detect, k=k, selection=selection)
 
 
 def _check_resumed_scores(scored: ScoredTasks, detect: DetectConfig) -> None:

@@ -47,6 +47,7 @@ from taskneurons.experiments.zero_shot.prompts_stage import PromptVariantsConfig
 from taskneurons.provenance import model_fingerprint, provenance
 from taskneurons.report.tables import markdown_table, write_table
 from taskneurons.store.run_folder import read_record
+from taskneurons.store.stored_result import StoredResult
 
 #: The record of a prompt-variants run, and its per-example scores.
 RECORD_FILE = "prompt_variants_config.json"
@@ -58,7 +59,7 @@ SCORE_UNIT = "points 0-100 per example: 100/0 (correct/wrong) or ROUGE-L F1 x 10
 
 
 @dataclass
-class PromptVariantsResult:
+class PromptVariantsResult(StoredResult):
     """The table and what it was computed from.
 
     Attributes:
@@ -82,6 +83,7 @@ class PromptVariantsResult:
         ['plain', 'chat']
     """
 
+    RECORD = RECORD_FILE
     header: list[str]
     rows: list[list[Any]]
     variants: list[str]
@@ -102,25 +104,22 @@ class PromptVariantsResult:
     def save(self, folder: str | os.PathLike | None = None) -> Path:
         """Write ``prompt_variants.*``, ``per_example.json`` and the record into ``folder``
         (default: :attr:`out_dir`)."""
-        out = Path(folder) if folder is not None else self.out_dir
+        out = self.target(folder)
         write_table(
             out / "prompt_variants", self.header, self.rows, meta=self.meta, digits=3,
             title="Zero-shot score per prompt variant, paired differences to "
             f"{self.variants[0]!r} (points)",
         )  # fmt: skip
         write_json_atomic(out / EXAMPLES_FILE, self.examples)
-        write_json_atomic(out / RECORD_FILE, self.meta)
-        return out
+        return self.write_meta(out)
 
     @classmethod
-    def load(cls, folder: str | os.PathLike) -> PromptVariantsResult:
-        """The prompt-variants run in ``folder``.
+    def from_files(cls, path: Path, meta: dict) -> PromptVariantsResult:
+        """The prompt-variants run in ``path``.
 
         Raises:
             FinishedRunError: the table, the per-example scores or the record is missing.
         """
-        path = Path(folder)
-        meta = read_record(path / RECORD_FILE)
         table = read_record(path / "prompt_variants.json")
         examples = read_record(path / EXAMPLES_FILE)
         scores = {t: dict(v["scores"]) for t, v in examples["tasks"].items()}
