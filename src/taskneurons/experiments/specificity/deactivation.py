@@ -91,12 +91,12 @@ def deactivation_experiment(
     conditions = _conditions(tasks, neuron_sets, controls, general, config)
     key = _evaluation_key(config, model, test, conditions)
     saved = read_keyed(Path(out_dir) / EVALUATIONS_FILE, key, _refusal) if resume else None
-    if saved is None:
+    runs = runs_from_json(saved["runs"]) if saved is not None else None
+    if runs is None:  # the evaluations themselves, so a later cell can reuse ``original``
         runs = _run_conditions(
             model, tokenizer, tasks, conditions, test, config, space, progress, original
         )
         saved = {"key": key.to_dict(), "runs": runs_to_json(runs)}
-    runs = runs_from_json(saved["runs"])
     runs["Deactivate-Task"] = {t.id: runs["matrix"][t.id][t.id] for t in tasks}
     result = _result(tasks, runs, Path(out_dir), config)
     result.sets, result.original = own, dict(runs["Original"])

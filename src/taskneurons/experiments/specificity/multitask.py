@@ -19,7 +19,6 @@ from pathlib import Path
 
 from torch import nn
 
-from taskneurons._io import write_json_atomic
 from taskneurons.data.tasks import Task
 from taskneurons.experiments.common import limited
 from taskneurons.experiments.run_context import RunContext
@@ -119,8 +118,9 @@ def multitask_experiment(
         tuned, tokenizer, tasks, sets.sets, config.deactivate, out / "deactivate", progress
     )
     meta = provenance(config=config.to_dict(), model=model_fingerprint(tuned), base_model=base)
-    write_json_atomic(out / RECORD_FILE, meta)
-    return MultitaskResult(summary, sets, table, out, meta)
+    result = MultitaskResult(summary, sets, table, out, meta)
+    result.write_meta(out)  # detect/ and deactivate/ were written by their stages
+    return result
 
 
 def model_record(tuned: nn.Module, base: dict, config: MultitaskConfig, summary: dict) -> dict:
