@@ -27,6 +27,7 @@ LAYERS = {
     "report": 2,
     "analysis": 2,
     "provenance": 3,
+    "store": 4,
     "neurons": 4,
     "evaluation": 5,
     "training": 6,

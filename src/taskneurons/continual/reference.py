@@ -19,8 +19,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,11 +26,12 @@ from pathlib import Path
 
 from torch import nn
 
-from taskneurons._io import write_json_atomic
 from taskneurons.data.tasks import Example, Task, examples_hash
 from taskneurons.evaluation.dispatch import evaluate
 from taskneurons.evaluation.eval_config import EvalConfig
 from taskneurons.provenance import model_fingerprint
+from taskneurons.store.cache import SettingsCache
+from taskneurons.store.settings import SettingsKey, model_identity
 from taskneurons.training.train_config import TrainConfig
 from taskneurons.training.trained import trained
 
@@ -52,20 +51,7 @@ class ReferenceScores:
 
 def reference_key(record: Mapping) -> str:
     """The cache key of a record (SHA-256 of its sorted JSON, 32 hex digits)."""
-    text = json.dumps(record, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
-def _read_cache(path: Path) -> dict:
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not a readable reference cache ({exc})") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a reference cache (format {FORMAT!r})")
-    return dict(data.get("entries", {}))
+    return SettingsKey.of(**record).digest()
 
 
 def single_train_config(cfg: TrainConfig) -> TrainConfig:
@@ -112,10 +98,8 @@ def reference_scores(
         cache_path: the JSON cache file (created when missing).
         progress: show training progress bars.
     """
-    path = Path(cache_path)
-    entries = _read_cache(path)
-    fp = model_fingerprint(model)
-    model_id = {k: fp.get(k) for k in ("model_type", "arch", "weights", "n_params")}
+    cache = SettingsCache(cache_path, FORMAT, "reference cache")
+    model_id = model_identity(model_fingerprint(model))
     out: dict[str, dict[str, float]] = {"single": {}, "zero_shot": {}}
     hits = 0
     for task in tasks:
@@ -125,13 +109,13 @@ def reference_scores(
             "test_hash": examples_hash(list(test[task.id])),
         }
         for kind in ("zero_shot", "single"):
-            record = {"kind": kind, "model": model_id, **data, "eval": eval_config.to_dict()}
-            if kind == "single":
-                record["train"] = train_config.to_dict()
-            key = reference_key(record)
-            if key in entries:
-                hits += 1
-            else:
+            extra = {"train": train_config.to_dict()} if kind == "single" else {}
+            key = SettingsKey.of(
+                kind=kind, model=model_id, **data, eval=eval_config.to_dict(), **extra
+            )
+            entry = cache.get(key)
+            hits += entry is not None
+            if entry is None:
                 if kind == "single":
                     score = _single_score(
                         model, tokenizer, task, test[task.id], train_config, eval_config, progress
@@ -141,7 +125,6 @@ def reference_scores(
                         model, tokenizer, task, test[task.id], config=eval_config, progress=False
                     )
                     score = res.score
-                entries[key] = {"score": score, "record": record}
-                write_json_atomic(path, {"format": FORMAT, "entries": entries})
-            out[kind][task.id] = float(entries[key]["score"])
-    return ReferenceScores(out["single"], out["zero_shot"], hits, path)
+                entry = cache.put(key, {"score": score})
+            out[kind][task.id] = float(entry["score"])
+    return ReferenceScores(out["single"], out["zero_shot"], hits, cache.path)

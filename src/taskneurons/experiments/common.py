@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -14,6 +13,8 @@ from taskneurons.data.tasks import Example, Task, examples_hash, subset
 from taskneurons.neurons.neuron_set import NeuronSet
 from taskneurons.neurons.selection.selection_config import own_keys
 from taskneurons.provenance import model_fingerprint, provenance
+from taskneurons.store.run_folder import RunFolder, read_record
+from taskneurons.store.settings import SettingsKey, flatten
 
 
 def eval_examples(task: Task, n: int | None, seed: int) -> list[Example]:
@@ -52,14 +53,9 @@ def check_sets_cover(tasks: list[Task], neuron_sets: Mapping[str, NeuronSet]) ->
 
 
 def detect_folder(folder: str | os.PathLike) -> Path:
-    """The folder holding ``<task>/neurons.safetensors``: ``folder`` or its ``detect/``."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"neuron folder not found: {folder}")
-    inner = folder / "detect"
-    if inner.is_dir() and not any(folder.glob("*/neurons.safetensors")):
-        return inner
-    return folder
+    """The folder holding ``<task>/neurons.safetensors``: ``folder`` or its ``detect/``
+    (:meth:`~taskneurons.store.run_folder.RunFolder.detect_dir`)."""
+    return RunFolder(folder).detect_dir()
 
 
 def load_neuron_sets(
@@ -76,10 +72,10 @@ def load_neuron_sets(
         ValueError: a set is damaged or edited, or the sets mix detect settings (the message
             names the folder and the settings that differ).
     """
-    folder = detect_folder(folder)
-    sets = {}
+    run = RunFolder(detect_folder(folder))
+    folder, sets = run.path, {}
     for t in tasks:
-        path = folder / t.id / "neurons.safetensors"
+        path = run.set_path(t.id)
         if not path.is_file():
             raise FileNotFoundError(
                 f"no neuron set for task {t.id!r} at {path}; run `taskneurons detect` first"
@@ -107,10 +103,10 @@ def detect_settings(config: Mapping[str, Any], fingerprint: Mapping[str, Any] | 
     out: dict[str, Any] = {"k": config.get("k"), "scope": config.get("scope")}
     attribution = config.get("attribution")
     out["definition"] = attribution.get("definition") if isinstance(attribution, Mapping) else None
-    out.update(_flat(attribution if isinstance(attribution, Mapping) else {}, "attribution."))
+    out.update(flatten(attribution if isinstance(attribution, Mapping) else {}, "attribution."))
     selection = config.get("selection")
     # a record written when one config held every method's options: only the method's count
-    out.update(_flat(own_keys(selection) if isinstance(selection, Mapping) else {}, "selection."))
+    out.update(flatten(own_keys(selection) if isinstance(selection, Mapping) else {}, "selection."))
     out.update(_model_keys(fingerprint))
     return {k: v for k, v in out.items() if k not in _IGNORED_SETTINGS}
 
@@ -122,7 +118,7 @@ def set_settings(meta: Mapping[str, Any]) -> dict:
         out["rank_modules"] = meta.get("rank_modules")
     scores = meta.get("scores_meta")
     attribution = scores.get("config") if isinstance(scores, Mapping) else None
-    out.update(_flat(attribution if isinstance(attribution, Mapping) else {}, "attribution."))
+    out.update(flatten(attribution if isinstance(attribution, Mapping) else {}, "attribution."))
     selection = meta.get("selection")
     out["selection.method"] = selection.get("method") if isinstance(selection, Mapping) else "topk"
     fp = meta.get("model_fingerprint")
@@ -133,15 +129,7 @@ def set_settings(meta: Mapping[str, Any]) -> dict:
 def read_detect_config(folder: Path) -> dict | None:
     """``folder/detect_config.json`` as a dict, or ``None`` when there is none."""
     path = folder / DETECT_CONFIG
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: not a readable detect record ({exc})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: not a detect record (expected a JSON object)")
-    return data
+    return read_record(path, "detect record", ValueError) if path.is_file() else None
 
 
 def settings_of_record(record: Mapping[str, Any]) -> dict:
@@ -155,9 +143,10 @@ def settings_of_record(record: Mapping[str, Any]) -> dict:
 
 
 def differences(a: Mapping[str, Any], b: Mapping[str, Any], keys=None) -> list[str]:
-    """``key: A vs B`` for each key (default: all of both) whose values differ."""
+    """``key: A vs B`` for each key (default: all of both, sorted) whose values differ
+    (:meth:`~taskneurons.store.settings.SettingsKey.changes`)."""
     keys = keys if keys is not None else sorted(set(a) | set(b))
-    return [f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in keys if a.get(k) != b.get(k)]
+    return SettingsKey(dict(b)).changes(a, keys)
 
 
 def check_same_detection(folder: Path, sets: Mapping[str, NeuronSet]) -> None:
@@ -207,7 +196,7 @@ def check_detect_out(
             without such a record.
     """
     hint = "pass another --out (out: in an experiment file) or delete it"
-    held = sorted(p.parent.name for p in folder.glob("*/neurons.safetensors"))
+    held = RunFolder(folder).set_tasks()
     if not held:
         return  # nothing to mix with
     record = read_detect_config(folder)
@@ -226,16 +215,6 @@ def check_detect_out(
             f"{folder} already holds a detection with other settings ({'; '.join(diff)}; "
             f"earlier vs now); its sets would be mixed with the new ones: {hint}"
         )
-
-
-def _flat(d: Mapping[str, Any], prefix: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in d.items():
-        if isinstance(value, Mapping):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[prefix + key] = list(value) if isinstance(value, tuple) else value
-    return out
 
 
 def _model_keys(fingerprint: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -9,10 +9,11 @@ from pathlib import Path
 from taskneurons.experiments.run_context import RunResult
 from taskneurons.experiments.stage import stage as stage_named
 from taskneurons.experiments.stage import stages
+from taskneurons.store.run_folder import CONFIG_FILE, RunFolder
 
 #: Files any run may hold (each stage's own are in its record: ``Stage.files``).
 SHARED_NOTES = {
-    "config.yaml": "the resolved experiment file: every knob, defaults filled",
+    CONFIG_FILE: "the resolved experiment file: every knob, defaults filled",
     "scores/": "each task's relevance scores (reused by later stages and `analyze`)",
 }
 
@@ -50,8 +51,7 @@ def run_index(run: RunResult, source: str) -> str:
         "| `config.yaml` | " + SHARED_NOTES["config.yaml"] + " |",
     ]
     stages = list(run.results)
-    for stage in stages:
-        folder = run.out_dir if len(stages) == 1 else run.out_dir / stage
+    for stage, folder in RunFolder(run.out_dir).stage_dirs(stages).items():
         prefix = "" if len(stages) == 1 else f"{stage}/"
         if prefix:
             lines.append(f"| `{prefix}` | {stage_named(stage).title} |")
@@ -64,9 +64,7 @@ def _file_rows(folder: Path, prefix: str) -> list[str]:
     rows = []
     notes = file_notes()
     stems: dict[str, list[str]] = defaultdict(list)
-    for path in sorted(folder.iterdir()):
-        if path.name in ("config.yaml", "README.md") or path.name.startswith("."):
-            continue
+    for path in RunFolder(folder).entries():
         if path.is_dir():
             n = sum(1 for p in path.rglob("*") if p.is_file())
             note = file_note(f"{path.name}/")

@@ -49,6 +49,7 @@ from taskneurons.experiments.run_context import RunContext, RunResult
 from taskneurons.experiments.run_index import run_index
 from taskneurons.experiments.stage import stage as stage_named
 from taskneurons.models.loading import check_device, context_length, load_model, resolve_dtype
+from taskneurons.store.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -106,19 +107,19 @@ def run_experiment(
     out = prepare_out(config, source)
     model, tokenizer = load_model(config.model, dtype=config.dtype, device=config.device)
     config = fit_context(config, model, source, fit_max_length)
-    write_text_atomic(out / "config.yaml", to_yaml(config))
+    folder = RunFolder(out)
+    write_text_atomic(folder.config_path, to_yaml(config))
     ctx = RunContext(config, model, tokenizer, tasks, progress)
     run = RunResult(config, out)
     stages = config.stages()
-    for n, name in enumerate(stages, start=1):
+    for n, (name, stage_dir) in enumerate(folder.stage_dirs(stages).items(), start=1):
         stage = stage_named(name)
-        folder = out if len(stages) == 1 else out / name
         say(f"\n== {n}/{len(stages)} {name}: {stage.title}")
-        run.results[name] = stage.runner()(ctx, getattr(config, name), folder)
+        run.results[name] = stage.runner()(ctx, getattr(config, name), stage_dir)
         truncation_report()  # a warning per task whose inputs were cut to max_length
         say(run.results[name].markdown() + "\n")
     run.seconds = time.perf_counter() - start
-    write_text_atomic(out / "README.md", run_index(run, source))
+    write_text_atomic(folder.index_path, run_index(run, source))
     return run
 
 

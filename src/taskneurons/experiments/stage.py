@@ -60,6 +60,8 @@ class Stage:
             its command offers their flags too.
         files: the files it writes (name or stem, ``folder/`` for a folder) -> what each holds,
             for the run's README.
+        result: ``"module:Class"`` of the result ``run`` returns; the class reads a finished
+            stage's folder back (``Class.load(folder)``) and writes it (``result.save(folder)``).
     """
 
     name: str
@@ -72,15 +74,15 @@ class Stage:
     inherits: tuple[str, ...] = ()
     uses: tuple[str, ...] = ()
     files: Mapping[str, str] = field(default_factory=dict)
+    result: str = ""
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.needs) - set(NEEDS))
         if unknown:
             raise ValueError(f"stage {self.name!r}: unknown needs {unknown}; known: {NEEDS}")
-        if ":" not in self.run:
-            raise ValueError(
-                f"stage {self.name!r}: run must be 'module:function', got {self.run!r}"
-            )
+        for key, value in (("run", self.run), ("result", self.result or ":")):
+            if ":" not in value:
+                raise ValueError(f"stage {self.name!r}: {key} must be 'module:name', got {value!r}")
 
     def sections(self) -> tuple[str, ...]:
         """The sections a run of this stage reads: its own, those it inherits or uses, and
@@ -89,9 +91,23 @@ class Stage:
         return tuple(dict.fromkeys((self.name, *self.inherits, *self.uses, *extra)))
 
     def runner(self) -> Callable[..., Any]:
-        """The run function (its module imported now). A ``run`` path that starts with ``.``
-        is relative to the package of the module that defines the stage's config."""
-        module, _, name = self.run.partition(":")
+        """The run function (its module imported now)."""
+        return self._named(self.run)
+
+    def result_class(self) -> type:
+        """The class of the stage's result (its module imported now).
+
+        Raises:
+            ValueError: the stage declares no ``result``.
+        """
+        if not self.result:
+            raise ValueError(f"stage {self.name!r} declares no result class")
+        return self._named(self.result)
+
+    def _named(self, path: str) -> Any:
+        """The object at ``"module:name"``; a module that starts with ``.`` is relative to the
+        package of the module that defines the stage's config."""
+        module, _, name = path.partition(":")
         package = self.config.__module__.rpartition(".")[0]
         return getattr(importlib.import_module(module, package=package), name)
 

@@ -12,7 +12,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -21,6 +20,7 @@ from torch import nn
 from taskneurons._io import atomic_path
 from taskneurons.neurons.neuron_set import NeuronSetMismatchError
 from taskneurons.provenance import check_same_model
+from taskneurons.store.settings import SettingsKey, normal
 from taskneurons.training.train_config import TrainConfig
 
 #: config fields that may change between a checkpoint and its resumption
@@ -48,10 +48,6 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _json_normal(d: dict) -> dict:
-    return json.loads(json.dumps(d, default=str))
-
-
 def _load_checkpoint(path: Path, config: TrainConfig, meta: dict) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -59,16 +55,17 @@ def _load_checkpoint(path: Path, config: TrainConfig, meta: dict) -> dict:
         raise ValueError(f"cannot read checkpoint {path}: {exc}") from exc
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a taskneurons training checkpoint")
-    saved = _json_normal(state["config"])
-    now = _json_normal(config.to_dict())
-    diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
-    diff = [k for k in diff if k not in _RESUMABLE_CHANGES]
+    now = SettingsKey.of(**config.to_dict())
+    saved = normal(state["config"])
+    keys = sorted(set(saved) | set(now.values))
+    diff = now.changes(saved, keys, ignore=_RESUMABLE_CHANGES, arrow="->")
     if diff:
-        detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in diff[:6])
-        raise ValueError(f"cannot resume from {path}: the config differs ({detail})")
-    for key, what in (("tasks", "tasks/data"), ("neurons", "NeuronSet")):
-        if _json_normal({"x": state["meta"].get(key)}) != _json_normal({"x": meta.get(key)}):
-            raise ValueError(f"cannot resume from {path}: the {what} differ from the checkpoint's")
+        raise ValueError(f"cannot resume from {path}: the config differs ({', '.join(diff[:6])})")
+    run = SettingsKey.of(tasks=meta.get("tasks"), neurons=meta.get("neurons"))
+    differ = run.differing(normal(state["meta"]), keys=("tasks", "neurons"))
+    if differ:
+        what = {"tasks": "tasks/data", "neurons": "NeuronSet"}[differ[0]]
+        raise ValueError(f"cannot resume from {path}: the {what} differ from the checkpoint's")
     check_same_model(
         state["meta"]["model_fingerprint"],
         meta["model_fingerprint"],
@@ -117,7 +114,7 @@ def write_checkpoint(
             "format": CHECKPOINT_FORMAT,
             "step": step,
             "config": config.to_dict(),
-            "meta": _json_normal(meta),
+            "meta": normal(meta),
             "trainable": {n: p.detach().to("cpu").clone() for n, p in named},
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),

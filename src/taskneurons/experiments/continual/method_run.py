@@ -28,17 +28,13 @@ Example:
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from torch import nn
 
-from taskneurons._io import write_json_atomic
 from taskneurons.analysis.continual_metrics import bwt, cl, forgetting, fwt
 from taskneurons.continual.base import ContinualMethod
 from taskneurons.continual.reference import reference_scores
@@ -47,114 +43,13 @@ from taskneurons.continual.stage_checkpoint import checkpoint_stage, has_checkpo
 from taskneurons.continual.stage_loop import StageRun, advance, reference_stages
 from taskneurons.data.tasks import Task, examples_hash
 from taskneurons.experiments.common import eval_examples, limited
+from taskneurons.experiments.continual.continual_result import ContinualResult
 from taskneurons.experiments.continual.continual_stage import ContinualConfig
 from taskneurons.provenance import model_fingerprint, provenance
-from taskneurons.report.plots import heatmap
-from taskneurons.report.tables import markdown_table, write_table
+from taskneurons.store.settings import SettingsKey, model_identity
 
 #: ``on_stage(stage, matrix)``: called after each stage's checkpoint (``matrix`` a copy)
 StageCallback = Callable[[int, np.ndarray], None]
-
-
-@dataclass
-class ContinualResult:
-    """The accuracy matrix of one method on one task order, and its metrics.
-
-    Attributes:
-        method: the method's name (``mode`` adds W-NCFT's ``given``/``inferred``).
-        mode: W-NCFT's mode, else ``None``.
-        order: task ids in training order.
-        matrix: ``[tasks, stages]`` scores, ``a[i, j]`` on task ``i`` after stage ``j`` (``nan``
-            where not measured).
-        single: A(i) by task id; zero_shot: b(i) by task id.
-        metrics: ``cl``, ``bwt``, ``fwt`` (points; ``nan`` when not computable) and
-            ``forgetting`` (FG_j per stage, %; ``nan`` at the first stage).
-        stages: each stage's training summary.
-        stored_bytes_per_task: the method's extra bytes per task at inference.
-        resumed_from: the stage a resumed run continued with (``None``: not resumed).
-        out_dir: where the files are.
-    """
-
-    method: str
-    mode: str | None
-    order: list[str]
-    matrix: np.ndarray
-    single: dict[str, float]
-    zero_shot: dict[str, float]
-    metrics: dict[str, Any]
-    stages: list[dict]
-    stored_bytes_per_task: int
-    resumed_from: int | None
-    out_dir: Path
-
-    @property
-    def label(self) -> str:
-        """``method`` or ``method (mode)``."""
-        return f"{self.method} ({self.mode})" if self.mode else self.method
-
-    def matrix_rows(self) -> tuple[list[str], list[list[Any]]]:
-        """Header and rows of the matrix table (``None`` where not measured)."""
-        header = ["task \\ after", *[f"{j + 1}:{t}" for j, t in enumerate(self.order)]]
-        rows = [[t, *_plain(list(self.matrix[i]))] for i, t in enumerate(self.order)]
-        return header, rows
-
-    def metric_rows(self) -> list[list[Any]]:
-        """``[name, value]`` rows: CL, BWT, FWT, then FG_j of every stage."""
-        m = self.metrics
-        rows = [["CL", m["cl"]], ["BWT", m["bwt"]], ["FWT", m["fwt"]]]
-        rows += [[f"FG_{j + 1} (%)", v] for j, v in enumerate(m["forgetting"])]
-        return [[k, _plain(v)] for k, v in rows]
-
-    def task_rows(self) -> tuple[list[str], list[list[Any]]]:
-        """Per task: zero-shot b(i), single-task A(i), right after its stage, final."""
-        header = ["task", "zero-shot b(i)", "single-task A(i)", "a(i,i)", "final a(i,N)"]
-        rows = [
-            [t, self.zero_shot[t], self.single[t], *_plain([self.matrix[i, i], self.matrix[i, -1]])]
-            for i, t in enumerate(self.order)
-        ]
-        return header, rows
-
-    def markdown(self) -> str:
-        """The matrix, the metrics and the per-task table as Markdown."""
-        header, rows = self.matrix_rows()
-        t_header, t_rows = self.task_rows()
-        parts = [
-            f"continual learning: {self.label}, order {' -> '.join(self.order)}",
-            markdown_table(header, _dashes(rows)),
-            markdown_table(["metric", "value"], _dashes(self.metric_rows())),
-            markdown_table(t_header, _dashes(t_rows)),
-            f"stored per task: {self.stored_bytes_per_task} bytes",
-        ]
-        return "\n\n".join(parts)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready (``nan`` as ``None``)."""
-        return {
-            "method": self.method,
-            "mode": self.mode,
-            "order": self.order,
-            "matrix": [_plain(list(r)) for r in self.matrix],
-            "single": self.single,
-            "zero_shot": self.zero_shot,
-            "metrics": {k: _plain(v) for k, v in self.metrics.items()},
-            "stages": self.stages,
-            "stored_bytes_per_task": self.stored_bytes_per_task,
-            "resumed_from": self.resumed_from,
-        }
-
-
-def _plain(value: Any) -> Any:
-    """Floats with ``nan`` as ``None`` (lists element-wise)."""
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [_plain(v) for v in value]
-    if isinstance(value, (float, np.floating)):
-        return None if math.isnan(float(value)) else float(value)
-    return value
-
-
-def _dashes(rows: list[list[Any]]) -> list[list[Any]]:
-    """``None`` (not measured / not defined) shown as ``-``."""
-    return [["-" if v is None else v for v in row] for row in rows]
 
 
 def order_tasks(tasks: Sequence[Task], order: Sequence[str] | None) -> list[Task]:
@@ -189,23 +84,23 @@ def continual_metrics(matrix: np.ndarray, single: Sequence[float], zero: Sequenc
 
 def _run_record(config: ContinualConfig, model: nn.Module, tasks: list[Task], test: dict) -> dict:
     """What must match for a checkpoint to be resumed: config, base model, order, data."""
-    fp = model_fingerprint(model)
-    return {
-        "config": config.to_dict(),
-        "model": {k: fp.get(k) for k in ("model_type", "arch", "weights", "n_params")},
-        "order": [t.id for t in tasks],
-        "train_hash": {t.id: examples_hash(t.train) for t in tasks},
-        "test_hash": {t.id: examples_hash(test[t.id]) for t in tasks},
-    }
+    return SettingsKey.of(
+        config=config.to_dict(),
+        model=model_identity(model_fingerprint(model)),
+        order=[t.id for t in tasks],
+        train_hash={t.id: examples_hash(t.train) for t in tasks},
+        test_hash={t.id: examples_hash(test[t.id]) for t in tasks},
+    ).values
 
 
 def _check_resumable(folder: Path, saved: dict, now: dict) -> None:
-    diff = [k for k in now if saved.get(k) != now[k]]
-    if diff:
-        raise ValueError(
+    SettingsKey(now).check(
+        saved,
+        lambda diff: (
             f"{folder} holds a checkpoint of another run (different {', '.join(diff)}); "
             "resume with the same config, model and tasks, or use another folder"
-        )
+        ),
+    )
 
 
 def _start(model, tokenizer, tasks, test, config, out, resume, progress) -> tuple:
@@ -358,35 +253,11 @@ def _result(method: ContinualMethod, run: StageRun, order: list[str]) -> Continu
         resumed_from=run.resumed_from,
         out_dir=run.out,
     )
-    _write(result, run.record)
+    result.meta = provenance(
+        **run.record,
+        method=result.label,
+        stored_bytes_per_task=result.stored_bytes_per_task,
+        stages=result.stages,
+    )
+    result.save()
     return result
-
-
-def _write(result: ContinualResult, record: dict) -> None:
-    """The result files (see the module docstring)."""
-    out = result.out_dir
-    meta = {"method": result.label, "order": result.order}
-    header, rows = result.matrix_rows()
-    write_table(out / "matrix", header, rows, meta, title=f"a(i, j): {result.label}")
-    write_table(out / "metrics", ["metric", "value"], result.metric_rows(), meta, digits=2)
-    t_header, t_rows = result.task_rows()
-    write_table(out / "tasks", t_header, t_rows, meta)
-    heatmap(
-        result.matrix,
-        result.order,
-        [f"{j + 1}:{t}" for j, t in enumerate(result.order)],
-        out / "heatmap.png",
-        title=f"score on task i after stage j ({result.label})",
-        xlabel="after stage j",
-        ylabel="task i",
-    )
-    write_json_atomic(
-        out / "continual_config.json",
-        provenance(
-            **record,
-            method=result.label,
-            stored_bytes_per_task=result.stored_bytes_per_task,
-            stages=result.stages,
-        ),
-    )
-    write_json_atomic(out / "result.json", result.to_dict())

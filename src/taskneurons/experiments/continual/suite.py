@@ -25,25 +25,37 @@ from torch import nn
 from taskneurons._io import write_json_atomic
 from taskneurons.continual.stage_checkpoint import checkpoint_stage
 from taskneurons.data.tasks import Task
+from taskneurons.experiments.continual.continual_result import ContinualResult
 from taskneurons.experiments.continual.continual_stage import ContinualConfig, ContinualSuiteConfig
-from taskneurons.experiments.continual.method_run import (
-    ContinualResult,
-    continual_experiments,
-    shares_training,
-)
+from taskneurons.experiments.continual.method_run import continual_experiments, shares_training
 from taskneurons.experiments.run_context import RunContext
 from taskneurons.provenance import provenance
 from taskneurons.report.plots import forgetting_plot
 from taskneurons.report.tables import markdown_table, write_table
+from taskneurons.store.run_folder import read_record
+from taskneurons.store.stored_result import StoredResult
 from taskneurons.training.snapshot import ModelSnapshot
+
+#: The Table 5 rows and FG_j curves of a suite, as JSON.
+SUITE_FILE = "suite.json"
 
 
 @dataclass
-class ContinualSuiteResult:
-    """Each method's :class:`ContinualResult`, and the Table 5 rows."""
+class ContinualSuiteResult(StoredResult):
+    """Each method's :class:`ContinualResult`, and the Table 5 rows.
+
+    ``meta`` is the provenance written beside the tables (the suite's config). :meth:`save`
+    writes each method's folder, ``table5.*``, ``forgetting.png`` and ``suite.json`` (the
+    shared reference cache is written as the runs go); :meth:`load` reads every method's
+    folder named in ``suite.json`` back.
+
+    Example:
+        >>> ContinualSuiteResult.load("runs/cl").rows()  # doctest: +SKIP
+    """
 
     results: dict[str, ContinualResult] = field(default_factory=dict)
     out_dir: Path = Path(".")
+    meta: dict = field(default_factory=dict, repr=False)
 
     def header(self) -> list[str]:
         order = next(iter(self.results.values())).order
@@ -60,6 +72,45 @@ class ContinualSuiteResult:
 
     def markdown(self) -> str:
         return markdown_table(self.header(), self.rows())
+
+    def save(self, folder: str | os.PathLike | None = None) -> Path:
+        """Write each method's folder and the suite's tables into ``folder`` (default:
+        :attr:`out_dir`)."""
+        out = self.target(folder)
+        for label, res in self.results.items():
+            res.save(out / label)
+        self.save_summary(out)
+        return out
+
+    def save_summary(self, folder: str | os.PathLike | None = None) -> None:
+        """``table5.{md,csv,json}``, ``forgetting.png`` and ``suite.json``."""
+        out = self.target(folder)
+        title = "Continual learning: final score per task, CL, BWT, FWT (Table 5 layout)"
+        write_table(out / "table5", self.header(), self.rows(), meta=self.meta, title=title)
+        series = {
+            label: [float(v) for v in res.metrics["forgetting"]]
+            for label, res in self.results.items()
+        }
+        forgetting_plot(
+            series,
+            out / "forgetting.png",
+            "FG_j: share of earlier tasks' single-task score kept (Figure 4)",
+        )
+        curves = {k: [None if math.isnan(x) else x for x in v] for k, v in series.items()}
+        suite = {"rows": self.rows(), "header": self.header(), "forgetting": curves}
+        write_json_atomic(out / SUITE_FILE, {**suite, "meta": self.meta})
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> ContinualSuiteResult:
+        """The suite in ``folder``: every method its ``suite.json`` lists.
+
+        Raises:
+            FinishedRunError: ``suite.json`` or a method's files are missing or unreadable.
+        """
+        path = Path(folder)
+        suite = read_record(path / SUITE_FILE)
+        results = {row[0]: ContinualResult.load(path / row[0]) for row in suite["rows"]}
+        return cls(results, path, suite["meta"])
 
 
 def continual_suite(
@@ -91,9 +142,9 @@ def continual_suite(
             model, tokenizer, tasks, runs, resume=resume, progress=progress
         )
         done.update({label: res for (label, _), res in zip(job, results, strict=True)})
-    result = ContinualSuiteResult(out_dir=out)
+    result = ContinualSuiteResult(out_dir=out, meta=provenance(config=config.to_dict()))
     result.results = {label: done[label] for label, _ in config.runs()}
-    _write(result, config)
+    result.save_summary()
     return result
 
 
@@ -126,36 +177,6 @@ def _jobs(
         stages = {checkpoint_stage(out / label / "checkpoint") for label, _ in group}
         jobs += [group] if len(stages) == 1 else [[run] for run in group]
     return jobs
-
-
-def _write(result: ContinualSuiteResult, config: ContinualSuiteConfig) -> None:
-    out = result.out_dir
-    meta = provenance(config=config.to_dict())
-    write_table(
-        out / "table5",
-        result.header(),
-        result.rows(),
-        meta=meta,
-        title="Continual learning: final score per task, CL, BWT, FWT (Table 5 layout)",
-    )
-    series = {
-        label: [float(v) for v in res.metrics["forgetting"]]
-        for label, res in result.results.items()
-    }
-    forgetting_plot(
-        series,
-        out / "forgetting.png",
-        "FG_j: share of earlier tasks' single-task score kept (Figure 4)",
-    )
-    write_json_atomic(
-        out / "suite.json",
-        {
-            "rows": result.rows(),
-            "header": result.header(),
-            "forgetting": {k: [None if math.isnan(x) else x for x in v] for k, v in series.items()},
-            "meta": meta,
-        },
-    )
 
 
 def run_continual(

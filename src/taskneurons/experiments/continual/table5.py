@@ -34,6 +34,8 @@ from taskneurons.analysis.continual_metrics import bwt_half_width, cl_half_width
 from taskneurons.provenance import provenance
 from taskneurons.report.plots import forgetting_plot
 from taskneurons.report.tables import markdown_table, write_table
+from taskneurons.store.run_folder import RunFolder, read_record
+from taskneurons.store.stored_result import StoredResult
 
 #: The file an ``experiment: continual`` run writes its Table 5 rows to.
 SUITE_FILE = "suite.json"
@@ -44,7 +46,7 @@ class ContinualRunError(ValueError):
 
 
 @dataclass
-class ContinualOrdersResult:
+class ContinualOrdersResult(StoredResult):
     """Table 5 across runs: ``cl[method][r]`` is the CL (score points) of ``method`` on run ``r``.
 
     ``cl_pm`` is the half-width of its 95 % normal-approximation CI
@@ -53,6 +55,13 @@ class ContinualOrdersResult:
     ``bwt`` (with ``bwt_pm``, its conservative 95 % half-width) and ``final_forgetting`` (FG_N,
     %) are indexed the same way; ``nan`` where a method did not run, or where the value is
     undefined (FG_N when some A(i) <= 0; a half-width without ``n_test`` or the matrix file).
+
+    ``meta`` names every run folder, its order and its ``suite.json`` hash. :meth:`save` writes
+    ``table5_orders.*``, ``forgetting_orders.*`` and ``forgetting_<run>.png``; :meth:`load`
+    reads the two tables back (FG_1, undefined, as ``nan``).
+
+    Example:
+        >>> ContinualOrdersResult.load("runs/table5").rows()  # doctest: +SKIP
     """
 
     runs: list[str]
@@ -64,6 +73,8 @@ class ContinualOrdersResult:
     final_forgetting: dict[str, list[float]] = field(default_factory=dict)
     #: run -> method -> FG_j per stage j = 1..N (%; ``nan`` at j = 1, where it is undefined)
     forgetting: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    meta: dict = field(default_factory=dict, repr=False)
+    out_dir: Path | None = None
 
     def forgetting_header(self) -> list[str]:
         """``run, method, FG_2 .. FG_N`` with N the longest order."""
@@ -105,6 +116,48 @@ class ContinualOrdersResult:
         )
         return markdown_table(self.header(), self.rows()) + "\n\n" + legend
 
+    def save(self, folder: str | os.PathLike | None = None) -> Path:
+        """Write ``table5_orders.*``, ``forgetting_orders.*`` and a Figure 4 plot per run into
+        ``folder`` (default: :attr:`out_dir`)."""
+        out = self.target(folder)
+        tables = {
+            "table5_orders": (self.header(), self.rows(), "Continual learning over task orders: "
+                              "CL per order and means (Table 5 layout)"),
+            "forgetting_orders": (self.forgetting_header(), self.forgetting_rows(), "FG_j per "
+                                  "stage (% of the earlier tasks' single-task scores kept; Figure 4)"),
+        }  # fmt: skip
+        for stem, (header, rows, title) in tables.items():
+            write_table(out / stem, header, rows, meta=self.meta, title=title)
+        for run, order in zip(self.runs, self.orders, strict=True):
+            title = f"FG_j, {run}\n{' > '.join(order)}"
+            forgetting_plot(self.forgetting[run], out / f"forgetting_{run}.png", title)
+        return out
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> ContinualOrdersResult:
+        """The table written into ``folder``.
+
+        Raises:
+            FinishedRunError: ``table5_orders.json`` or ``forgetting_orders.json`` is missing.
+        """
+        path = Path(folder)
+        table = read_record(path / "table5_orders.json")
+        meta = table["meta"]
+        runs = [Path(r["folder"]).name for r in meta["runs"]]
+        result = cls(runs, [list(r["order"]) for r in meta["runs"]], meta=meta, out_dir=path)
+        for row in table["rows"]:
+            per_run = [row[1 + 4 * r : 5 + 4 * r] for r in range(len(runs))]
+            for n, values in enumerate((result.cl, result.cl_pm, result.bwt, result.bwt_pm)):
+                values[row[0]] = [float(v[n]) for v in per_run]
+        length = dict(zip(runs, map(len, result.orders), strict=True))
+        result.forgetting = {run: {} for run in runs}
+        for run, method, *fg in read_record(path / "forgetting_orders.json")["rows"]:
+            result.forgetting[run][method] = [math.nan, *fg[: length[run] - 1]]
+        result.final_forgetting = {
+            m: [result.forgetting[run].get(m, [math.nan])[-1] for run in runs] for m in result.cl
+        }
+        return result
+
 
 def _mean(values: Sequence[float]) -> float:
     """Mean of ``values``; ``nan`` if any is ``nan`` (a method must run on every order)."""
@@ -118,14 +171,16 @@ def _number(value: Any) -> float:
 
 
 def read_suite(folder: str | os.PathLike) -> dict[str, Any]:
-    """The ``suite.json`` of a finished continual run in ``folder``.
+    """The ``suite.json`` of a finished continual run in ``folder`` (a run of the continual
+    stage alone, or a run whose ``continual/`` folder holds it), with its ``sha256`` and the
+    ``folder`` that holds it.
 
     Raises:
         ContinualRunError: no ``suite.json`` there (not a continual run, or not finished), or
             one without the ``header``/``rows``/``forgetting`` it should hold.
     """
-    path = Path(folder) / SUITE_FILE
-    if not path.is_file():
+    path = RunFolder(folder).find(SUITE_FILE)
+    if path is None:
         raise ContinualRunError(
             f"{folder}: no {SUITE_FILE}; give the folder of a finished `experiment: continual` run"
         )
@@ -137,6 +192,7 @@ def read_suite(folder: str | os.PathLike) -> dict[str, Any]:
     if "CL" not in header or "BWT" not in header:
         raise ContinualRunError(f"{path}: its header {header} has no CL/BWT columns")
     data["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    data["folder"] = path.parent
     return data
 
 
@@ -150,7 +206,7 @@ def _collect(suites: list[dict[str, Any]], folders: Sequence[Path]) -> Continual
     for name in methods:
         for table in (result.cl, result.cl_pm, result.bwt, result.bwt_pm, result.final_forgetting):
             table[name] = []
-    for suite, folder in zip(suites, folders, strict=True):
+    for suite in suites:
         header = suite["header"]
         result.orders.append(header[1 : header.index("CL")])
         rows = {row[0]: row for row in suite["rows"]}
@@ -160,7 +216,9 @@ def _collect(suites: list[dict[str, Any]], folders: Sequence[Path]) -> Continual
             result.cl[name].append(_number(row[header.index("CL")]) if row else math.nan)
             result.cl_pm[name].append(_half_width(suite, row) if row else math.nan)
             result.bwt[name].append(_number(row[header.index("BWT")]) if row else math.nan)
-            result.bwt_pm[name].append(_bwt_half_width(folder / name, suite) if row else math.nan)
+            result.bwt_pm[name].append(
+                _bwt_half_width(suite["folder"] / name, suite) if row else math.nan
+            )
             result.final_forgetting[name].append(_number(fg[-1]) if row else math.nan)
     return result
 
@@ -211,33 +269,13 @@ def continual_orders_table(
         raise ContinualRunError(f"run folders must have distinct names, got {names}")
     suites = [read_suite(f) for f in folders]
     result = _collect(suites, [Path(f) for f in folders])
-    if out_dir is not None:
-        meta = provenance(
-            runs=[
-                {"folder": str(f), "order": o, "suite_sha256": s["sha256"]}
-                for f, o, s in zip(folders, result.orders, suites, strict=True)
-            ]
-        )
-        write_table(
-            Path(out_dir) / "table5_orders",
-            result.header(),
-            result.rows(),
-            meta=meta,
-            title="Continual learning over task orders: CL per order and means (Table 5 layout)",
-        )
-        _write_forgetting(result, Path(out_dir), meta)
-    return result
-
-
-def _write_forgetting(result: ContinualOrdersResult, out: Path, meta: dict[str, Any]) -> None:
-    """``forgetting_orders.{md,csv,json}`` and a Figure 4 plot per run."""
-    write_table(
-        out / "forgetting_orders",
-        result.forgetting_header(),
-        result.forgetting_rows(),
-        meta=meta,
-        title="FG_j per stage (% of the earlier tasks' single-task scores kept; Figure 4)",
+    result.meta = provenance(
+        runs=[
+            {"folder": str(f), "order": o, "suite_sha256": s["sha256"]}
+            for f, o, s in zip(folders, result.orders, suites, strict=True)
+        ]
     )
-    for run, order in zip(result.runs, result.orders, strict=True):
-        title = f"FG_j, {run}\n{' > '.join(order)}"
-        forgetting_plot(result.forgetting[run], out / f"forgetting_{run}.png", title)
+    if out_dir is not None:
+        result.out_dir = Path(out_dir)
+        result.save()
+    return result

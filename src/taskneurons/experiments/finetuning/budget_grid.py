@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from torch import nn
@@ -43,8 +43,13 @@ from taskneurons.neurons.space import NeuronSpace
 from taskneurons.provenance import model_fingerprint, provenance
 from taskneurons.report.plots import line_plot
 from taskneurons.report.tables import markdown_table, write_table
+from taskneurons.store.run_folder import read_record
+from taskneurons.store.stored_result import StoredResult
 from taskneurons.training.loop import TrainOptions
 from taskneurons.training.trained import trained
+
+#: The record of a budget grid.
+RECORD_FILE = "budget_config.json"
 
 HEADER = [
     "task", "optimizer", "k", "step", "Train-Task", "Train-Random",
@@ -53,7 +58,7 @@ HEADER = [
 
 
 @dataclass
-class BudgetGridResult:
+class BudgetGridResult(StoredResult):
     """Learning curves and their summary.
 
     Attributes:
@@ -63,13 +68,24 @@ class BudgetGridResult:
         differences: ``(task, optimizer, k, step)`` -> Train-Task minus Train-Random.
         steps: the scored steps.
         out_dir: where the files are.
+        meta: ``budget_config.json``: the grid, detect settings, model, zero-shot scores.
+
+    :meth:`save` writes the tables, curves, plots and record (the relevance scores under
+    ``scores/`` and each training run's folder under ``runs/`` are written as they are made);
+    :meth:`load` reads them back. The files keep each difference's mean, interval and p-value,
+    not its number of examples: a loaded :class:`MeanDifference` has ``n`` 0.
+
+    Example:
+        >>> BudgetGridResult.load("runs/x/budget").rows()[0]  # doctest: +SKIP
     """
 
+    RECORD = RECORD_FILE
     curves: dict[tuple[str, str, float], dict[str, list]]
     zero_shot: dict[str, float]
     differences: dict[tuple[str, str, float, int], MeanDifference]
     steps: list[int]
     out_dir: Path
+    meta: dict = field(default_factory=dict, repr=False)
 
     def rows(self) -> list[list]:
         out = []
@@ -83,6 +99,45 @@ class BudgetGridResult:
 
     def markdown(self) -> str:
         return markdown_table(HEADER, self.rows(), digits=2)
+
+    def save(self, folder: str | os.PathLike | None = None) -> Path:
+        """Write ``budget.*``, ``curves.json``, the plots and ``budget_config.json`` into
+        ``folder`` (default: :attr:`out_dir`)."""
+        out = self.target(folder)
+        config = BudgetGridConfig.from_dict(self.meta["budget"], where=RECORD_FILE)
+        write_table(out / "budget", HEADER, self.rows(), meta=self.meta, digits=2,
+                    title="Train-Task vs Train-Random over training budgets")  # fmt: skip
+        curves = [
+            {"task": t, "optimizer": o, "k": k, "steps": self.steps, **c}
+            for (t, o, k), c in self.curves.items()
+        ]
+        write_json_atomic(out / "curves.json", {"curves": curves, "meta": self.meta})
+        _plot(self, config, out)
+        return self.write_meta(out)
+
+    @classmethod
+    def from_files(cls, path: Path, meta: dict) -> BudgetGridResult:
+        """The budget grid in ``path``.
+
+        Raises:
+            FinishedRunError: a table, the curves or the record is missing or unreadable.
+        """
+        config = BudgetGridConfig.from_dict(meta["budget"], where=str(path / RECORD_FILE))
+        saved = read_record(path / "curves.json")["curves"]  # in the order of the table's cells
+        rows = read_record(path / "budget.json")["rows"]
+        cells = list(dict.fromkeys(tuple(row[:3]) for row in rows))
+        curves = {
+            cell: {"task": c["task"], "random": c["random"]}
+            for cell, c in zip(cells, saved, strict=True)
+        }
+        differences = {}
+        for row in rows:
+            mean, low, high, p = row[6:10]
+            differences[tuple(row[:4])] = MeanDifference(
+                mean, low, high, p, n=0, level=0.95, n_boot=config.n_boot, seed=0
+            )
+        steps = saved[0]["steps"] if saved else list(config.steps)
+        return cls(curves, dict(meta["zero_shot"]), differences, steps, path, meta)
 
 
 def _curve(model, tokenizer, task, test, neurons, cfg, config, folder, progress):
@@ -154,7 +209,11 @@ def budget_grid(
                 runs = _cell(model, tokenizer, train_task, test, sets[k][task.id], space,
                              opt, lr, k, config, out, progress)  # fmt: skip
                 _record(result, task.id, opt, k, runs, config)
-    _write(result, config, detect, fingerprint)
+    result.meta = provenance(
+        budget=config.to_dict(), detect=detect.to_dict(), model=fingerprint,
+        zero_shot=result.zero_shot,
+    )  # fmt: skip
+    result.save()
     return result
 
 
@@ -172,19 +231,8 @@ def _record(result: BudgetGridResult, task: str, opt: str, k: float, runs, confi
         )
 
 
-def _write(result: BudgetGridResult, config: BudgetGridConfig, detect, fingerprint) -> None:
-    out = result.out_dir
-    meta = provenance(
-        budget=config.to_dict(), detect=detect.to_dict(), model=fingerprint,
-        zero_shot=result.zero_shot,
-    )  # fmt: skip
-    write_table(out / "budget", HEADER, result.rows(), meta=meta, digits=2,
-                title="Train-Task vs Train-Random over training budgets")  # fmt: skip
-    curves = [
-        {"task": t, "optimizer": o, "k": k, "steps": result.steps, **c}
-        for (t, o, k), c in result.curves.items()
-    ]
-    write_json_atomic(out / "curves.json", {"curves": curves, "meta": meta})
+def _plot(result: BudgetGridResult, config: BudgetGridConfig, out: Path) -> None:
+    """``learning_curves_<opt>.png`` per optimizer and ``task_minus_random.png``."""
     x = [0, *result.steps]
     for opt in config.optimizers:
         series = {}
@@ -207,7 +255,6 @@ def _write(result: BudgetGridResult, config: BudgetGridConfig, detect, fingerpri
     line_plot(result.steps, diff, out / "task_minus_random.png",
               title="Train-Task - Train-Random (mean over tasks)",
               xlabel="optimizer step", ylabel="score points")  # fmt: skip
-    write_json_atomic(out / "budget_config.json", meta)
 
 
 def run_budget(ctx: RunContext, config: BudgetGridConfig, folder: Path) -> BudgetGridResult:

@@ -78,6 +78,7 @@ STAGE = register(
         name="budget",
         config=BudgetGridConfig,
         run="taskneurons.experiments.finetuning.budget_grid:run_budget",
+        result="taskneurons.experiments.finetuning.budget_grid:BudgetGridResult",
         title="train own vs random neurons over optimizer x steps x k x seeds (Table 2 budgets)",
         order=50,
         uses=("detect",),

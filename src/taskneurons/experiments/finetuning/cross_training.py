@@ -16,7 +16,7 @@ Example:
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from torch import nn
@@ -31,18 +31,35 @@ from taskneurons.experiments.specificity.damage_summary import Specificity, spec
 from taskneurons.neurons.neuron_set import NeuronSet
 from taskneurons.provenance import model_fingerprint, provenance
 from taskneurons.report.comparison import Comparison, MatrixSpec
+from taskneurons.store.run_folder import read_record
+from taskneurons.store.stored_result import StoredResult
 from taskneurons.training.trained import trained
+
+#: The record of a cross-training run.
+RECORD_FILE = "cross_training_config.json"
 
 
 @dataclass
-class CrossTrainingResult:
+class CrossTrainingResult(StoredResult):
     """``table``: row ``Zero-shot`` and ``matrix[i][j]`` (task j's score after training task
-    i's neurons on task j's data); ``specificity`` of the gain matrix; ``runs``: summaries."""
+    i's neurons on task j's data); ``specificity`` of the gain matrix; ``runs``: summaries;
+    ``meta``: ``cross_training_config.json``.
 
+    :meth:`save` writes the tables, statistics and record (each training run's folder under
+    ``runs/`` is written as it trains); :meth:`load` reads them back. The files hold the
+    matrix as its gain over the Zero-shot row, so a loaded matrix is that gain plus the
+    Zero-shot score: equal up to float rounding (exact for accuracies).
+
+    Example:
+        >>> CrossTrainingResult.load("runs/x/crosstrain").specificity.p_value  # doctest: +SKIP
+    """
+
+    RECORD = RECORD_FILE
     table: Comparison
     specificity: Specificity
     runs: dict[str, dict]
     out_dir: Path
+    meta: dict = field(default_factory=dict, repr=False)
 
     def markdown(self) -> str:
         return "\n\n".join(
@@ -52,6 +69,47 @@ class CrossTrainingResult:
                 "specificity of the gains: " + self.specificity.summary,
             ]
         )
+
+    def save(self, folder: str | os.PathLike | None = None) -> Path:
+        """Write ``cross_training.*``, ``cross_gain.*``, ``specificity.{json,md}`` and the
+        record into ``folder`` (default: :attr:`out_dir`)."""
+        out = self.target(folder)
+        self.table.write(
+            out,
+            "cross_training",
+            self.meta,
+            "Cross-training: task j's score after training task i's neurons on task j's data",
+            MatrixSpec(
+                "cross_gain",
+                "Gain of task j's score (points) from training task i's neurons on task j's data",
+                "Train task i's neurons on task j's data: gain on task j",
+                corner="neurons of \\ data of",
+                ylabel="trained neurons of task i",
+            ),
+        )
+        stats = {"names": self.table.names, "gain": self.specificity.to_dict(), "meta": self.meta}
+        write_json_atomic(out / "specificity.json", stats)
+        summary = f"# Specificity of the gains\n\n- {self.specificity.summary}\n"
+        write_text_atomic(out / "specificity.md", summary)
+        return self.write_meta(out)
+
+    @classmethod
+    def from_files(cls, path: Path, meta: dict) -> CrossTrainingResult:
+        """The cross-training run in ``path``.
+
+        Raises:
+            FinishedRunError: a table, the statistics or the record is missing or unreadable.
+        """
+        saved = read_record(path / "cross_training.json")
+        names = saved["header"][1:-1]
+        zero = dict(zip(names, saved["rows"][0][1:-1], strict=True))
+        matrix = {
+            r[0]: {j: v + zero[j] for j, v in zip(names, r[1:], strict=True)}
+            for r in read_record(path / "cross_gain.json")["rows"]
+        }
+        stats = Specificity.from_dict(read_record(path / "specificity.json")["gain"])
+        table = Comparison(names, {"Zero-shot": zero}, matrix)
+        return cls(table, stats, dict(meta.get("runs", {})), path, meta)
 
 
 def cross_training(
@@ -100,40 +158,15 @@ def cross_training(
         table, per, zero, n_boot=config.n_boot, n_permutations=config.n_permutations,
         seed=config.seed, baseline_row="Zero-shot", direction="rise",
     )  # fmt: skip
-    result = CrossTrainingResult(table, stats, runs, out)
-    _write(result, config, model, neuron_sets)
-    return result
-
-
-def _write(result: CrossTrainingResult, config, model, neuron_sets) -> None:
-    out = result.out_dir
     meta = provenance(
         config=config.to_dict(),
         model=model_fingerprint(model),
         neuron_sets={k: v.meta for k, v in neuron_sets.items()},
-        runs=result.runs,
+        runs=runs,
     )
-    result.table.write(
-        out,
-        "cross_training",
-        meta,
-        "Cross-training: task j's score after training task i's neurons on task j's data",
-        MatrixSpec(
-            "cross_gain",
-            "Gain of task j's score (points) from training task i's neurons on task j's data",
-            "Train task i's neurons on task j's data: gain on task j",
-            corner="neurons of \\ data of",
-            ylabel="trained neurons of task i",
-        ),
-    )
-    write_json_atomic(
-        out / "specificity.json",
-        {"names": result.table.names, "gain": result.specificity.to_dict(), "meta": meta},
-    )
-    write_text_atomic(
-        out / "specificity.md", f"# Specificity of the gains\n\n- {result.specificity.summary}\n"
-    )
-    write_json_atomic(out / "cross_training_config.json", meta)
+    result = CrossTrainingResult(table, stats, runs, out, meta)
+    result.save()
+    return result
 
 
 def run_crosstrain(

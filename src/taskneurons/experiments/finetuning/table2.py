@@ -13,12 +13,11 @@ Example:
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from torch import nn
 
-from taskneurons._io import write_json_atomic
 from taskneurons.data.tasks import Task
 from taskneurons.evaluation.dispatch import evaluate
 from taskneurons.experiments.common import (
@@ -33,11 +32,16 @@ from taskneurons.neurons.neuron_set import NeuronSet
 from taskneurons.neurons.selection import matched_random_sets
 from taskneurons.neurons.space import NeuronSpace
 from taskneurons.report.comparison import Comparison, MatrixSpec
+from taskneurons.store.run_folder import read_record
+from taskneurons.store.stored_result import StoredResult
 from taskneurons.training.trained import trained
+
+#: The record of a neuron-training run.
+RECORD_FILE = "finetune_config.json"
 
 
 @dataclass
-class NeuronTrainingResult:
+class NeuronTrainingResult(StoredResult):
     """Zero-shot / Train-Random / Train-Task per task (and the training matrix).
 
     Attributes:
@@ -46,11 +50,22 @@ class NeuronTrainingResult:
             the config's ``matrix`` is off).
         runs: ``"<task>/<random|task>"`` -> steps, final loss, trainable scalars, seconds.
         out_dir: where the files are.
+        meta: ``finetune_config.json``: config, model, data hashes, sets' records, runs.
+
+    :meth:`save` writes the tables and the record (each training run's folder under ``runs/``
+    is written as it trains); :meth:`load` reads them back. The files hold the matrix as its
+    change from the Zero-shot row, so a loaded matrix is that change plus the Zero-shot score
+    (the diagonal is the Train-Task row): equal up to float rounding (exact for accuracies).
+
+    Example:
+        >>> NeuronTrainingResult.load("runs/x/table2").table.row("Train-Task")  # doctest: +SKIP
     """
 
+    RECORD = RECORD_FILE
     table: Comparison
     runs: dict[str, dict]
     out_dir: Path
+    meta: dict = field(default_factory=dict, repr=False)
 
     def markdown(self) -> str:
         """The table, and the change matrix when there is one."""
@@ -58,6 +73,42 @@ class NeuronTrainingResult:
         if self.table.matrix is not None:
             parts.append(self.table.change_markdown("trained \\ measured"))
         return "\n\n".join(parts)
+
+    def save(self, folder: str | os.PathLike | None = None) -> Path:
+        """Write ``table2.*``, ``train_matrix.*`` and ``finetune_config.json`` into ``folder``
+        (default: :attr:`out_dir`)."""
+        out = self.target(folder)
+        spec = MatrixSpec(
+            "train_matrix",
+            "Change of task j's score (points) after training task i's neurons",
+            "Train task i's neurons: change on task j",
+            corner="trained \\ measured",
+            ylabel="trained neurons of task i",
+        )
+        self.table.write(out, "table2", self.meta, "Neuron training (accuracy % / ROUGE-L)", spec)
+        return self.write_meta(out)
+
+    @classmethod
+    def from_files(cls, path: Path, meta: dict) -> NeuronTrainingResult:
+        """The neuron-training run in ``path``.
+
+        Raises:
+            FinishedRunError: a table or the record is missing or unreadable.
+        """
+        saved = read_record(path / "table2.json")
+        names = saved["header"][1:-1]
+        rows = {r[0]: dict(zip(names, r[1:-1], strict=True)) for r in saved["rows"]}
+        matrix = None
+        if (path / "train_matrix.json").is_file():
+            change = read_record(path / "train_matrix.json")["rows"]
+            matrix = {r[0]: _scores(r[0], r[1:], names, rows) for r in change}
+        return cls(Comparison(names, rows, matrix), dict(meta.get("runs", {})), path, meta)
+
+
+def _scores(trained: str, change: list, names: list[str], rows: dict) -> dict[str, float]:
+    """A row of the matrix from its change over the Zero-shot row (its diagonal: Train-Task)."""
+    zero, own = rows["Zero-shot"], rows["Train-Task"]
+    return {j: own[j] if j == trained else v + zero[j] for j, v in zip(names, change, strict=True)}
 
 
 def neuron_training_experiment(
@@ -105,26 +156,10 @@ def neuron_training_experiment(
                 if kind == "task" and matrix is not None:
                     matrix[t.id] = {j.id: (own if j.id == t.id else score(j)) for j in tasks}
             runs[f"{t.id}/{kind}"] = res.summary()
-    result = NeuronTrainingResult(Comparison([t.id for t in tasks], rows, matrix), runs, out)
-    _write(result, experiment_meta(config, model, tasks, test, neuron_sets, controls, runs=runs))
+    meta = experiment_meta(config, model, tasks, test, neuron_sets, controls, runs=runs)
+    result = NeuronTrainingResult(Comparison([t.id for t in tasks], rows, matrix), runs, out, meta)
+    result.save()
     return result
-
-
-def _write(result: NeuronTrainingResult, meta: dict) -> None:
-    result.table.write(
-        result.out_dir,
-        "table2",
-        meta,
-        "Neuron training (accuracy % / ROUGE-L)",
-        MatrixSpec(
-            "train_matrix",
-            "Change of task j's score (points) after training task i's neurons",
-            "Train task i's neurons: change on task j",
-            corner="trained \\ measured",
-            ylabel="trained neurons of task i",
-        ),
-    )
-    write_json_atomic(result.out_dir / "finetune_config.json", meta)
 
 
 def run_table2(ctx: RunContext, config: NeuronTrainingConfig, folder: Path) -> NeuronTrainingResult:

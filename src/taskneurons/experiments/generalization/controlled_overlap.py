@@ -30,7 +30,7 @@ import os
 import statistics
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -57,7 +57,12 @@ from taskneurons.experiments.specificity.detect_stage import DetectConfig
 from taskneurons.neurons.neuron_set import NeuronSet
 from taskneurons.report.plots import line_plot
 from taskneurons.report.tables import markdown_table, write_table
+from taskneurons.store.run_folder import read_record
+from taskneurons.store.stored_result import StoredResult
 from taskneurons.training.trained import trained
+
+#: The record of a controlled-overlap stage.
+RECORD_FILE = "controlled_overlap_config.json"
 
 
 @dataclass
@@ -106,7 +111,7 @@ def draw_cells(sets: GroupSets, config: ControlledOverlapConfig) -> list[_Cell]:
 
 
 @dataclass
-class ControlledOverlapResult:
+class ControlledOverlapResult(StoredResult):
     """The ablation's rows (mean and std over seeds), every evaluation, and the time split.
 
     Attributes:
@@ -116,8 +121,18 @@ class ControlledOverlapResult:
         records: one dict per evaluation (group, proportion, overlap, seed, task, domain,
             score, ...).
         timings: the time split; runs: training summaries; out_dir: where the files are.
+        scored: the scores used (for later stages of the run; ``None`` after :meth:`load`).
+        meta: ``controlled_overlap_config.json``: settings, sets, scores files, summaries.
+
+    :meth:`save` writes the tables, plots and the record (each training run's files under
+    ``runs/`` are written as it trains, with ``save_runs``); :meth:`load` reads them back (the
+    time split as recorded, to the millisecond).
+
+    Example:
+        >>> ControlledOverlapResult.load("runs/x/controlled_overlap").rows[0]  # doctest: +SKIP
     """
 
+    RECORD = RECORD_FILE
     header: list[str]
     rows: list[list]
     records: list[dict]
@@ -125,9 +140,32 @@ class ControlledOverlapResult:
     runs: dict[str, dict]
     out_dir: Path
     scored: ScoredTasks | None = None
+    meta: dict = field(default_factory=dict, repr=False)
 
     def markdown(self) -> str:
         return markdown_table(self.header, self.rows) + "\n\n" + self.timings.line()
+
+    def save(self, folder: str | os.PathLike | None = None) -> Path:
+        """Write ``controlled_overlap.*``, ``controlled_scores.*``, the plots and the record
+        into ``folder`` (default: :attr:`out_dir`)."""
+        out = self.target(folder)
+        config = ControlledOverlapConfig.from_dict(self.meta["config"], where=RECORD_FILE)
+        _write(self, config, self.meta, out)
+        return out
+
+    @classmethod
+    def from_files(cls, path: Path, meta: dict) -> ControlledOverlapResult:
+        """The controlled-overlap run in ``path``.
+
+        Raises:
+            FinishedRunError: a table or the record is missing or unreadable.
+        """
+        table = read_record(path / "controlled_overlap.json")
+        scores = read_record(path / "controlled_scores.json")
+        records = [dict(zip(scores["header"], row, strict=True)) for row in scores["rows"]]
+        timings = Timings.from_dict(meta["timings"])
+        runs = dict(meta["runs"])
+        return cls(table["header"], table["rows"], records, timings, runs, path, None, meta)
 
 
 def controlled_overlap_experiment(
@@ -179,12 +217,12 @@ def controlled_overlap_experiment(
     header, rows = summary_rows(config, cells, records)
     timings.total = time.perf_counter() - start
     result = ControlledOverlapResult(header, rows, records, timings, runs, out, scored)
-    meta = stage_record(
+    result.meta = stage_record(
         "controlled_overlap", config, detect, sets, scored, out, model,
         timings=timings.to_dict(), runs=runs,
         definition="overlap = share of the trained neurons drawn from the test tasks' union",
     )  # fmt: skip
-    _write(result, config, meta)
+    result.save()
     return result
 
 
@@ -237,8 +275,9 @@ def summary_rows(
     return header, rows
 
 
-def _write(result: ControlledOverlapResult, config: ControlledOverlapConfig, meta: dict) -> None:
-    out = result.out_dir
+def _write(
+    result: ControlledOverlapResult, config: ControlledOverlapConfig, meta: dict, out: Path
+) -> None:
     title = "Controlled overlap: scores at a fixed number of trained neurons (Tables 9-11)"
     write_table(out / "controlled_overlap", result.header, result.rows, meta=meta, title=title)
     keys = list(result.records[0]) if result.records else []
@@ -263,7 +302,7 @@ def _write(result: ControlledOverlapResult, config: ControlledOverlapConfig, met
             ylabel="OOD accuracy % / ROUGE-L (mean ± std over seeds)",
             intervals=bands, zero_line=False,
         )  # fmt: skip
-    write_json_atomic(out / "controlled_overlap_config.json", meta)
+    write_json_atomic(out / RECORD_FILE, meta)
 
 
 def run_controlled_overlap(

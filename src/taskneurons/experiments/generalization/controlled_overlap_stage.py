@@ -64,6 +64,7 @@ STAGE = register(
         name="controlled_overlap",
         config=ControlledOverlapConfig,
         run="taskneurons.experiments.generalization.controlled_overlap:run_controlled_overlap",
+        result="taskneurons.experiments.generalization.controlled_overlap:ControlledOverlapResult",
         title="fixed number of trained neurons, chosen overlap with the test tasks' (Tables 9-11)",
         order=100,
         uses=("detect",),

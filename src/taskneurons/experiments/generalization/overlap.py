@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,15 +37,20 @@ from taskneurons.experiments.generalization.groups import TaskGroup
 from taskneurons.experiments.generalization.overlap_stage import OverlapConfig
 from taskneurons.experiments.generalization.task_groups import (
     GroupSets,
-    ScoredTasks,
     joined,
     prepare_sets,
     stage_record,
 )
 from taskneurons.experiments.run_context import RunContext
 from taskneurons.experiments.specificity.detect_stage import DetectConfig
+from taskneurons.neurons.scoring import MissingProbabilitiesError, ScoredTasks, load_scored
 from taskneurons.report.plots import heatmap, line_plot
 from taskneurons.report.tables import markdown_table, write_table
+from taskneurons.store.run_folder import FinishedRunError, read_record
+from taskneurons.store.stored_result import StoredResult
+
+#: The record of an overlap stage.
+RECORD_FILE = "overlap_config.json"
 
 HEADER = [
     "train group", "test group", "proportion %", "train neurons", "test neurons",
@@ -54,7 +59,7 @@ HEADER = [
 
 
 @dataclass
-class OverlapResult:
+class OverlapResult(StoredResult):
     """Table 8 rows and the pairwise overlap matrices.
 
     Attributes:
@@ -65,14 +70,25 @@ class OverlapResult:
             pairwise overlap rates of the tasks' top-``p`` % sets in ``[0, 1]``.
         general: size of the general set.
         out_dir: where the files are.
-        scored: the scores used (for later stages of the run).
+        scored: the scores used (for later stages of the run; ``None`` after :meth:`load`).
+        meta: the stage's record (``overlap_config.json``), written beside every table.
+        title: the title of ``overlap.md``.
+
+    :meth:`save` writes the tables, plots and the record; :meth:`load` recomputes the rows and
+    matrices from the scores the record names (the files hold the matrices rounded).
+
+    Example:
+        >>> OverlapResult.load("runs/x/overlap").rate("a", "a", 50.0)  # doctest: +SKIP
     """
 
+    RECORD = RECORD_FILE
     rows: list[list]
     matrices: dict[tuple[float, bool], tuple[list[str], np.ndarray]]
     general: int
     out_dir: Path
     scored: ScoredTasks | None = None
+    meta: dict = field(default_factory=dict, repr=False)
+    title: str = "Overlap rates"
 
     def rate(self, train: str, test: str, proportion: float, without_general: bool = False):
         """The overlap rate (%) of group ``train``'s training and ``test``'s test tasks."""
@@ -84,6 +100,31 @@ class OverlapResult:
     def markdown(self) -> str:
         note = f"general neurons (removed in the last column): {self.general:,}"
         return markdown_table(HEADER, self.rows, digits=1) + "\n\n" + note
+
+    def save(self, folder: str | os.PathLike | None = None, record: str = RECORD_FILE) -> Path:
+        """Write the tables and plots (:func:`write_overlap`) and :attr:`meta` as ``record``
+        into ``folder`` (default: :attr:`out_dir`)."""
+        out = self.target(folder)
+        write_overlap(self, self.meta, self.title, out)
+        write_json_atomic(out / record, self.meta)
+        return out
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike, record: str = RECORD_FILE) -> OverlapResult:
+        """The overlap rates of the stage in ``folder`` whose record is ``record``, recomputed
+        from the scores it names (and ``lape``'s saved activation probabilities).
+
+        Raises:
+            FinishedRunError: the record, its tables or the scores it names are missing.
+        """
+        path = Path(folder) / record
+        meta = read_record(path)
+        detect = DetectConfig.from_dict(meta["detect"], where=str(path))
+        result, _ = recompute_overlap(path, meta, detect, meta["config"]["proportions"])
+        result.out_dir, result.meta = Path(folder), meta
+        title = (Path(folder) / "overlap.md").read_text(encoding="utf-8").splitlines()[0]
+        result.title = title.removeprefix("# ")
+        return result
 
 
 def overlap_rows(
@@ -116,9 +157,45 @@ def overlap_rows(
     return OverlapResult(rows, matrices, len(sets.general), Path("."))
 
 
-def write_overlap(result: OverlapResult, meta: dict, title: str = "Overlap rates") -> None:
-    """``overlap.{md,csv,json}``, ``overlap_vs_proportion.png`` and ``pairwise/`` files."""
-    out = result.out_dir
+def saved_inputs(path: Path, record: dict, detect: DetectConfig) -> ScoredTasks:
+    """The scores a stage's record (at ``path``) names, and the activation probabilities a
+    selection that ranks them needs, measured as ``detect`` asks, from the stage's own
+    ``scores/`` folder or beside those scores.
+
+    Raises:
+        FinishedRunError: a scores file is missing, or the selection's probabilities are.
+    """
+    paths = {}
+    for task, entry in record["scores"].items():
+        paths[task] = path.parent / entry["path"]
+        if not paths[task].is_file():
+            raise FinishedRunError(f"{path}: the scores of {task!r} are missing ({paths[task]})")
+    sel = detect.selection
+    try:
+        return load_scored(paths, sel, path.parent / "scores", record.get("model"))
+    except MissingProbabilitiesError as exc:
+        raise FinishedRunError(
+            f"{path}: {exc} (run the stage with detect.selection.method: {sel.method})"
+        ) from None
+
+
+def recompute_overlap(
+    path: Path, record: dict, detect: DetectConfig, proportions: Sequence[float]
+) -> tuple[OverlapResult, GroupSets]:
+    """Table 8 again from the scores the record at ``path`` names, with ``detect``'s selection
+    and ``proportions``; and the sets it was computed from."""
+    groups = [TaskGroup.from_dict(g, where=str(path)) for g in record["groups"]]
+    scored = saved_inputs(path, record, detect)
+    sets = GroupSets.select(scored.scores, detect, scored.probabilities)
+    return overlap_rows(sets, groups, proportions), sets
+
+
+def write_overlap(
+    result: OverlapResult, meta: dict, title: str = "Overlap rates", out: Path | None = None
+) -> None:
+    """``overlap.{md,csv,json}``, ``overlap_vs_proportion.png`` and ``pairwise/`` files in
+    ``out`` (default: ``result.out_dir``)."""
+    out = out if out is not None else result.out_dir
     write_table(out / "overlap", HEADER, result.rows, meta=meta, digits=1, title=title)
     pairs = list(dict.fromkeys((r[0], r[1]) for r in result.rows))
     xs = sorted({r[2] for r in result.rows})
@@ -167,9 +244,9 @@ def overlap_experiment(
     )  # fmt: skip
     result = overlap_rows(sets, config.groups, config.proportions)
     result.out_dir, result.scored = out, scored
-    meta = stage_record("overlap", config, detect, sets, scored, out, model)
-    write_overlap(result, meta, "Overlap rates of training and test tasks' neurons (Table 8)")
-    write_json_atomic(out / "overlap_config.json", meta)
+    result.meta = stage_record("overlap", config, detect, sets, scored, out, model)
+    result.title = "Overlap rates of training and test tasks' neurons (Table 8)"
+    result.save()
     return result
 
 

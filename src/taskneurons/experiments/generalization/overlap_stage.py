@@ -35,6 +35,7 @@ STAGE = register(
         name="overlap",
         config=OverlapConfig,
         run="taskneurons.experiments.generalization.overlap:run_overlap",
+        result="taskneurons.experiments.generalization.overlap:OverlapResult",
         title="overlap of training and test tasks' neurons at each proportion (Table 8)",
         order=80,
         uses=("detect",),

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from torch import nn
@@ -69,7 +69,12 @@ from taskneurons.experiments.run_context import RunContext
 from taskneurons.experiments.specificity.detect_stage import DetectConfig
 from taskneurons.neurons.neuron_set import NeuronSet
 from taskneurons.report.tables import markdown_table, write_table
+from taskneurons.store.run_folder import read_record
+from taskneurons.store.stored_result import StoredResult
 from taskneurons.training.trained import trained
+
+#: The record of a generalization stage.
+RECORD_FILE = "generalization_config.json"
 
 
 @dataclass
@@ -94,6 +99,11 @@ class Timings:
     def to_dict(self) -> dict[str, float]:
         return {f"{k}_s": round(v, 3) for k, v in vars(self).items()}
 
+    @classmethod
+    def from_dict(cls, data: dict[str, float]) -> Timings:
+        """The inverse of :meth:`to_dict` (seconds as recorded: to the millisecond)."""
+        return cls(**{k.removesuffix("_s"): v for k, v in data.items()})
+
     def line(self) -> str:
         """``time: scoring 1.0 s, ... (total 9.0 s)`` (the similarity pass only when it ran)."""
         parts = [
@@ -105,7 +115,7 @@ class Timings:
 
 
 @dataclass
-class GeneralizationResult:
+class GeneralizationResult(StoredResult):
     """The sweep's evaluations, its per-group tables, the overlap rates and the time split.
 
     Attributes:
@@ -121,9 +131,19 @@ class GeneralizationResult:
         timings: the time split.
         runs: ``"<group>/<mode>/p<p>/<model>"`` -> training summary.
         out_dir: where the files are.
-        scored: the scores used (for later stages of the run).
+        scored: the scores used (for later stages of the run; ``None`` after :meth:`load`).
+        meta: ``generalization_config.json``: settings, groups, scores files, time split.
+
+    :meth:`save` writes the tables, plots, records and the overlap files (each training run's
+    files under ``runs/`` are written as it trains, with ``save_runs``); :meth:`load` reads the
+    evaluation records back and recomputes the tables from them (the overlap rates from the
+    scores the record names; the time split as recorded, to the millisecond).
+
+    Example:
+        >>> GeneralizationResult.load("runs/x/generalization").tables["a"]  # doctest: +SKIP
     """
 
+    RECORD = RECORD_FILE
     records: list[dict]
     tables: dict[str, tuple[list[str], list[list]]]
     changes: dict[str, tuple[list[str], list[list]]]
@@ -132,6 +152,7 @@ class GeneralizationResult:
     runs: dict[str, dict]
     out_dir: Path
     scored: ScoredTasks | None = None
+    meta: dict = field(default_factory=dict, repr=False)
 
     def markdown(self) -> str:
         parts = [f"group {g}\n\n{markdown_table(h, r)}" for g, (h, r) in self.tables.items()]
@@ -142,6 +163,36 @@ class GeneralizationResult:
         ]
         parts += ["overlap rates (%)\n\n" + self.overlap.markdown(), self.timings.line()]
         return "\n\n".join(parts)
+
+    def save(self, folder: str | os.PathLike | None = None) -> Path:
+        """Write ``evaluations.*``, ``evaluation_examples.json``, the Figure 2 tables and plots,
+        the overlap files and ``generalization_config.json`` into ``folder`` (default:
+        :attr:`out_dir`)."""
+        out = self.target(folder)
+        config = GeneralizationConfig.from_dict(self.meta["config"], where=RECORD_FILE)
+        keys = ["group", "mode", "proportion", "model", "neurons", "task", "domain", "score"]
+        rows = [[r[k] for k in keys] for r in self.records]
+        title = "Every evaluation of the sweep"
+        write_table(out / "evaluations", keys, rows, meta=self.meta, title=title)
+        write_json_atomic(out / EXAMPLES_FILE, {"records": self.records, "meta": self.meta})
+        for g in config.groups:
+            write_figure(out, g, self.tables[g.name], self.changes[g.name], config.modes, self.meta)
+        write_overlap(self.overlap, self.meta, self.overlap.title, out)
+        return self.write_meta(out)
+
+    @classmethod
+    def from_files(cls, path: Path, meta: dict) -> GeneralizationResult:
+        """The proportion sweep in ``path``.
+
+        Raises:
+            FinishedRunError: the record, the evaluation records or the scores are missing.
+        """
+        config = GeneralizationConfig.from_dict(meta["config"], where=str(path / RECORD_FILE))
+        records = read_record(path / EXAMPLES_FILE)["records"]
+        tables, changes = _figures(config, records)
+        overlap = OverlapResult.load(path, RECORD_FILE)
+        timings = Timings.from_dict(meta["timings"])
+        return cls(records, tables, changes, overlap, timings, dict(meta["runs"]), path, None, meta)
 
 
 @dataclass
@@ -208,28 +259,31 @@ def generalization_experiment(
     for (group, mode, p), runs in plans.items():
         for r in runs:
             sweep.run(group, mode, p, r, in_domain[group])
-    tables = {
-        g.name: figure_rows(g, sweep.records, config.modes, config.proportions)
-        for g in config.groups
-    }
-    changes = {
-        g.name: change_rows(
-            g, sweep.records, config.modes, config.proportions, config.n_boot, config.seed
-        )
-        for g in config.groups
-    }
+    tables, changes = _figures(config, sweep.records)
     overlap = overlap_rows(sets, config.groups, config.proportions)
-    overlap.out_dir = out
+    overlap.out_dir, overlap.title = out, "Overlap rates at each proportion (Table 8)"
     timings.total = time.perf_counter() - start
     result = GeneralizationResult(
         sweep.records, tables, changes, overlap, timings, sweep.runs, out, scored
     )
-    meta = stage_record(
+    result.meta = stage_record(
         "generalization", config, detect, sets, scored, out, model,
         timings=timings.to_dict(), runs=sweep.runs,
     )  # fmt: skip
-    _write(result, config, meta)
+    overlap.meta = result.meta
+    result.save()
     return result
+
+
+def _figures(config: GeneralizationConfig, records: list[dict]) -> tuple[dict, dict]:
+    """Per group: Figure 2's table, and its change from zero-shot, from the records."""
+    modes, proportions = config.modes, config.proportions
+    tables = {g.name: figure_rows(g, records, modes, proportions) for g in config.groups}
+    changes = {
+        g.name: change_rows(g, records, modes, proportions, config.n_boot, config.seed)
+        for g in config.groups
+    }
+    return tables, changes
 
 
 class _Sweep:
@@ -286,18 +340,6 @@ def _record(group, mode, p, model, neurons, task, domain, res) -> dict:
         "neurons": int(neurons), "task": task, "domain": domain, "score": float(res.score),
         "examples": res.example_scores(),
     }  # fmt: skip
-
-
-def _write(result: GeneralizationResult, config: GeneralizationConfig, meta: dict) -> None:
-    out = result.out_dir
-    keys = ["group", "mode", "proportion", "model", "neurons", "task", "domain", "score"]
-    rows = [[r[k] for k in keys] for r in result.records]
-    write_table(out / "evaluations", keys, rows, meta=meta, title="Every evaluation of the sweep")
-    write_json_atomic(out / EXAMPLES_FILE, {"records": result.records, "meta": meta})
-    for g in config.groups:
-        write_figure(out, g, result.tables[g.name], result.changes[g.name], config.modes, meta)
-    write_overlap(result.overlap, meta, "Overlap rates at each proportion (Table 8)")
-    write_json_atomic(out / "generalization_config.json", meta)
 
 
 def run_generalization(

@@ -26,7 +26,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -41,7 +40,7 @@ from taskneurons.experiments.generalization.figure2 import (
     write_figure,
 )
 from taskneurons.experiments.generalization.groups import TaskGroup, check_percents
-from taskneurons.experiments.generalization.overlap import overlap_rows, write_overlap
+from taskneurons.experiments.generalization.overlap import recompute_overlap
 from taskneurons.experiments.generalization.overlap_stage import PAPER_PROPORTIONS
 from taskneurons.experiments.generalization.similarity_report import (
     RECORDS_FILE,
@@ -50,74 +49,35 @@ from taskneurons.experiments.generalization.similarity_report import (
     write_correlation,
     write_similarity,
 )
-from taskneurons.experiments.generalization.task_groups import RECORD_SUFFIX, GroupSets
 from taskneurons.experiments.specificity.detect_stage import DetectConfig
-from taskneurons.neurons.scoring import MissingProbabilitiesError, ScoredTasks, load_scored
 from taskneurons.neurons.selection.selection_config import own_keys
 from taskneurons.provenance import provenance
 from taskneurons.report.tables import markdown_table
+from taskneurons.store.run_folder import FinishedRunError, RunFolder, read_record
+
+__all__ = ["ANALYSES", "Analysis", "FinishedRunError", "analyze_run", "read_record"]
 
 #: The stages whose records name scores files and groups, in the order they are looked for.
 SCORED_STAGES: tuple[str, ...] = ("overlap", "generalization", "controlled_overlap", "similarity")
-
-
-class FinishedRunError(ValueError):
-    """A folder that holds no finished run of the needed stage (the message says which)."""
 
 
 #: The record an analysis writes beside its tables.
 ANALYSIS_RECORD = "analysis_config.json"
 
 
-def _find(run: Path, name: str) -> Path | None:
-    """``run/name`` or ``run/<stage>/name`` (the first one, sorted; no ``analyze-*`` folder)."""
-    if (run / name).is_file():
-        return run / name
-    found = sorted(p for p in run.glob(f"*/{name}") if not p.parent.name.startswith("analyze-"))
-    return found[0] if found else None
-
-
-def read_record(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise FinishedRunError(f"{path}: not a readable record ({exc})") from None
-    if not isinstance(data, dict):
-        raise FinishedRunError(f"{path}: not a record (expected a JSON object)")
-    return data
-
-
 def scored_record(run: str | os.PathLike) -> tuple[Path, dict]:
     """The record of a generalization stage of ``run`` that names its scores files."""
-    run = Path(run)
-    if not run.is_dir():
-        raise FinishedRunError(f"no run folder at {run}")
+    folder = RunFolder(run)
+    if not folder.path.is_dir():
+        raise FinishedRunError(f"no run folder at {folder.path}")
     for stage in SCORED_STAGES:
-        path = _find(run, stage + RECORD_SUFFIX)
+        path = folder.find(folder.record_name(stage))
         if path is not None:
             record = read_record(path)
             if isinstance(record.get("scores"), dict) and isinstance(record.get("groups"), list):
                 return path, record
-    names = ", ".join(s + RECORD_SUFFIX for s in SCORED_STAGES)
-    raise FinishedRunError(f"{run}: no finished generalization stage (none of {names})")
-
-
-def _load_inputs(path: Path, record: dict, detect: DetectConfig) -> ScoredTasks:
-    """The scores the record names (and the activation probabilities a ``lape`` selection
-    ranks, measured as ``detect`` asks, from the stage's own ``scores/`` folder or beside
-    those scores)."""
-    paths = {}
-    for task, entry in record["scores"].items():
-        paths[task] = path.parent / entry["path"]
-        if not paths[task].is_file():
-            raise FinishedRunError(f"{path}: the scores of {task!r} are missing ({paths[task]})")
-    sel = detect.selection
-    try:
-        return load_scored(paths, sel, path.parent / "scores", record.get("model"))
-    except MissingProbabilitiesError as exc:
-        raise FinishedRunError(
-            f"{path}: {exc} (run the stage with detect.selection.method: {sel.method})"
-        ) from None
+    names = ", ".join(RunFolder.record_name(s) for s in SCORED_STAGES)
+    raise FinishedRunError(f"{folder.path}: no finished generalization stage (none of {names})")
 
 
 def _recorded_detect(path: Path, record: dict) -> DetectConfig:
@@ -151,21 +111,18 @@ def analyze_overlap(
     detect = _recorded_detect(path, record)
     if selection is not None:
         detect = detect.replace(selection=detect.selection.with_method(selection))
-    groups = [TaskGroup.from_dict(g, where=str(path)) for g in record["groups"]]
     stage_cfg = record.get("config") or {}
     proportions = list(proportions or stage_cfg.get("proportions") or PAPER_PROPORTIONS)
     check_percents(proportions, "proportions")
-    scored = _load_inputs(path, record, detect)
-    sets = GroupSets.select(scored.scores, detect, scored.probabilities)
-    result = overlap_rows(sets, groups, proportions)
+    result, sets = recompute_overlap(path, record, detect, proportions)
     result.out_dir = Path(out) if out is not None else Path(run) / "analyze-overlap"
-    meta = provenance(
+    result.meta = provenance(
         analysis="overlap", run=str(run), record=str(path), detect=detect.to_dict(),
         groups=record["groups"], proportions=proportions, selection=sets.selection,
         n_general=len(sets.general), scores=record["scores"], model=record.get("model"),
     )  # fmt: skip
-    write_overlap(result, meta, f"Overlap rates (Table 8), selection {detect.selection.method}")
-    write_json_atomic(result.out_dir / ANALYSIS_RECORD, meta)
+    result.title = f"Overlap rates (Table 8), selection {detect.selection.method}"
+    result.save(record=ANALYSIS_RECORD)
     return Analysis(result.markdown(), result.out_dir)
 
 
@@ -177,7 +134,7 @@ def analyze_figure2(
 ) -> Analysis:
     """Figure 2's tables and plots from a finished generalization stage (no retraining)."""
     run = Path(run)
-    path = _find(run, EXAMPLES_FILE) if run.is_dir() else None
+    path = RunFolder(run).find(EXAMPLES_FILE) if run.is_dir() else None
     if path is None:
         raise FinishedRunError(
             f"{run}: no {EXAMPLES_FILE} (run an `experiment: generalization` first; runs "
@@ -210,7 +167,7 @@ def analyze_figure2(
 def similarity_records(run: str | os.PathLike) -> tuple[Path, list[dict], dict]:
     """The records and meta of a finished similarity stage of ``run``."""
     run = Path(run)
-    path = _find(run, RECORDS_FILE) if run.is_dir() else None
+    path = RunFolder(run).find(RECORDS_FILE) if run.is_dir() else None
     if path is None:
         raise FinishedRunError(f"{run}: no {RECORDS_FILE} (run an `experiment: similarity` first)")
     data = read_record(path)

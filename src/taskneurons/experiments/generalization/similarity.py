@@ -32,7 +32,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -48,6 +48,8 @@ from taskneurons.experiments.generalization.similarity_report import (
     RECORDS_FILE,
     VARIANTS,
     correlation_rows,
+    figure_rows,
+    variants_of,
     write_correlation,
     write_similarity,
 )
@@ -64,11 +66,16 @@ from taskneurons.experiments.specificity.detect_stage import DetectConfig
 from taskneurons.neurons.selection import random_like
 from taskneurons.neurons.space import NeuronSpace
 from taskneurons.report.tables import markdown_table
+from taskneurons.store.run_folder import read_record
+from taskneurons.store.stored_result import StoredResult
 from taskneurons.training.trained import trained
+
+#: The record of a similarity stage.
+RECORD_FILE = "similarity_config.json"
 
 
 @dataclass
-class SimilarityResult:
+class SimilarityResult(StoredResult):
     """Every pair's per-layer similarities and scores, Figure 3's tables and Table 4's rows.
 
     Attributes:
@@ -77,14 +84,25 @@ class SimilarityResult:
         correlation: Table 4 rows (:data:`~.similarity_report.CORRELATION_HEADER`).
         timings: the time split (``reading``: the similarity pass, weights read directly).
         out_dir: where the files are.
+        scored: the scores used (for later stages of the run; ``None`` after :meth:`load`).
+        meta: ``similarity_config.json``: settings, groups, scores files, summaries.
+
+    :meth:`save` writes the records, tables, plots and the record; :meth:`load` reads the
+    records and Table 4 back and lays Figure 3 out from the records again (the time split as
+    recorded, to the millisecond).
+
+    Example:
+        >>> SimilarityResult.load("runs/x/similarity").correlation[0]  # doctest: +SKIP
     """
 
+    RECORD = RECORD_FILE
     records: list[dict]
     tables: dict[str, tuple[list[str], list[list]]]
     correlation: list[list]
     timings: Timings
     out_dir: Path
     scored: ScoredTasks | None = None
+    meta: dict = field(default_factory=dict, repr=False)
 
     def markdown(self) -> str:
         from_report = [
@@ -96,6 +114,32 @@ class SimilarityResult:
         rows = [[r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[8], r[9]] for r in self.correlation]
         table4 = "correlation with the OOD score\n\n" + markdown_table(header, rows, digits=3)
         return "\n\n".join([*from_report, table4, self.timings.line()])
+
+    def save(self, folder: str | os.PathLike | None = None) -> Path:
+        """Write ``similarity_records.json``, the Figure 3 and Table 4 files and the record
+        into ``folder`` (default: :attr:`out_dir`)."""
+        out = self.target(folder)
+        config = SimilarityConfig.from_dict(self.meta["config"], where=RECORD_FILE)
+        write_json_atomic(out / RECORDS_FILE, {"records": self.records, "meta": self.meta})
+        write_similarity(self.records, out, self.meta, config.layers)
+        write_correlation(
+            self.correlation, self.records, out, self.meta, config.layers, config.score
+        )
+        return self.write_meta(out)
+
+    @classmethod
+    def from_files(cls, path: Path, meta: dict) -> SimilarityResult:
+        """The similarity run in ``path``.
+
+        Raises:
+            FinishedRunError: the records, Table 4 or the record is missing or unreadable.
+        """
+        config = SimilarityConfig.from_dict(meta["config"], where=str(path / RECORD_FILE))
+        records = read_record(path / RECORDS_FILE)["records"]
+        tables = _tables(records, config.layers)
+        correlation = read_record(path / "correlation.json")["rows"]
+        timings = Timings.from_dict(meta["timings"])
+        return cls(records, tables, correlation, timings, path, None, meta)
 
 
 def layer_vectors(space: NeuronSpace, layer: int) -> torch.Tensor:
@@ -197,14 +241,22 @@ def similarity_experiment(
         "similarity", config, detect, sets, scored, out, model, timings=timings.to_dict(),
         runs=runner.runs, definition="cosine of the sets' mean [gate row, up row, down column]",
     )  # fmt: skip
-    write_json_atomic(out / RECORDS_FILE, {"records": records, "meta": meta})
-    tables = write_similarity(records, out, meta, config.layers)
     rows = correlation_rows(
         records, config.layers, config.score, config.n_boot, config.seed, config.confidence
     )
-    write_correlation(rows, records, out, meta, config.layers, config.score)
-    write_json_atomic(out / "similarity_config.json", meta)
-    return SimilarityResult(records, tables, rows, timings, out, scored)
+    tables = _tables(records, config.layers)
+    result = SimilarityResult(records, tables, rows, timings, out, scored, meta)
+    result.save()
+    return result
+
+
+def _tables(records: list[dict], layers: list[int] | None) -> dict:
+    """Figure 3's table of every group (all the sets' neurons), as :func:`write_similarity`
+    writes it."""
+    if "all" not in variants_of(records):
+        return {}
+    groups = dict.fromkeys(r["group"] for r in records)
+    return {g: figure_rows(records, g, "all", layers)[:2] for g in groups}
 
 
 class _Models:

@@ -85,6 +85,7 @@ STAGE = register(
         name="similarity",
         config=SimilarityConfig,
         run="taskneurons.experiments.generalization.similarity:run_similarity",
+        result="taskneurons.experiments.generalization.similarity:SimilarityResult",
         title="per-layer parameter similarity of task neurons; correlation with OOD scores (Fig. 3, Table 4)",
         order=110,
         uses=("detect",),

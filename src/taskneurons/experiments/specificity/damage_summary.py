@@ -106,6 +106,12 @@ class Specificity:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict) -> Specificity:
+        """The inverse of :meth:`to_dict` (as JSON reads it back: ``ci`` a pair again)."""
+        ci = data.get("ci")
+        return cls(**{**data, "ci": None if ci is None else (ci[0], ci[1])})
+
 
 def specificity(
     table: Comparison,

@@ -13,96 +13,38 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from torch import nn
 from tqdm.auto import tqdm
 
-from taskneurons._io import write_json_atomic, write_text_atomic
 from taskneurons.data.tasks import Task, examples_hash
 from taskneurons.evaluation.dispatch import evaluate
 from taskneurons.experiments.common import check_sets_cover, eval_examples, experiment_meta
 from taskneurons.experiments.run_context import RunContext
 from taskneurons.experiments.specificity.damage_summary import (
-    EXTRA_ROWS,
-    ROW_NAMES,
-    Specificity,
-    deactivation_summary,
     specificity,
 )
 from taskneurons.experiments.specificity.deactivate_stage import DeactivateConfig
+from taskneurons.experiments.specificity.deactivation_result import (
+    EVALUATIONS_FILE,
+    DeactivationResult,
+    Evaluation,
+    runs_from_json,
+    runs_to_json,
+    tables,
+)
 from taskneurons.neurons.intervention import deactivate
 from taskneurons.neurons.neuron_set import NeuronSet
 from taskneurons.neurons.selection import matched_random_sets
 from taskneurons.neurons.space import NeuronSpace
 from taskneurons.provenance import model_fingerprint
-from taskneurons.report.comparison import Comparison, MatrixSpec
+from taskneurons.store.settings import SettingsKey, read_keyed
 
-#: Every evaluation of a deactivation run, per example, with what they depend on (``key``).
-EVALUATIONS_FILE = "evaluations.json"
-
-
-@dataclass
-class DeactivationResult:
-    """Table 1 rows and the matrix, by the task metric and (label tasks) by gold-label NLL.
-
-    Attributes:
-        table: rows ``Original`` / ``Deactivate-Random`` / ``Deactivate-Task`` (accuracy % or
-            ROUGE-L), and ``matrix[i][j]``: task j's score with task i's neurons off.
-        nll: the same for the gold label's NLL (nats per example), when every task is scored
-            by label likelihood; else ``None``.
-        metric: task id -> metric name.
-        out_dir: where the files are.
-        specificity: ``"score"`` (and ``"nll"``) -> the statistics of the matrix: the mean
-            double-centred diagonal with its bootstrap interval and permutation p-value, and
-            the tasks whose row / column peaks on the diagonal.
-        sets: the deactivated task sets.
-        original: task id -> the evaluation with nothing off (pass it to a later call with
-            the same model, tasks and config to skip those evaluations, as a sweep does).
-    """
-
-    table: Comparison
-    nll: Comparison | None
-    metric: dict[str, str]
-    out_dir: Path
-    specificity: dict[str, Specificity] = field(default_factory=dict)
-    sets: dict[str, NeuronSet] = field(default_factory=dict)
-    original: dict[str, Any] = field(default_factory=dict, repr=False)
-
-    def summary(self) -> str:
-        """How many tasks lose more to their own neurons than to random ones, and diagonals."""
-        text = deactivation_summary(self.table)
-        if self.nll is not None:
-            text += "\nby gold-label NLL:\n" + deactivation_summary(
-                self.nll, higher_is_better=False
-            )
-        return text
-
-    def markdown(self) -> str:
-        """The tables and change matrices, each followed by its summary."""
-        corner = "deactivated \\ measured"
-        parts = [
-            self.table.markdown(),
-            self.table.change_markdown(corner),
-            deactivation_summary(self.table),
-        ]
-        if "score" in self.specificity:
-            parts.append("specificity: " + self.specificity["score"].summary)
-        if self.nll is not None:
-            parts += [
-                "Gold-label NLL (nats per example, lower is better)",
-                self.nll.markdown(),
-                self.nll.change_markdown(corner),
-                deactivation_summary(self.nll, higher_is_better=False),
-            ]
-            if "nll" in self.specificity:
-                parts.append("specificity by gold-label NLL: " + self.specificity["nll"].summary)
-        return "\n\n".join(parts)
+__all__ = ["EVALUATIONS_FILE", "DeactivationResult", "deactivation_experiment", "run_deactivate"]
 
 
 def deactivation_experiment(
@@ -144,36 +86,25 @@ def deactivation_experiment(
     for ns in neuron_sets.values():
         ns.check_space(space)
     test = {t.id: eval_examples(t, config.n_test, config.seed) for t in tasks}
-    controls = matched_random_sets(
-        {t.id: neuron_sets[t.id] for t in tasks},
-        space,
-        config.random_seed,
-        config.random_excludes_task,
-    )
+    own = {t.id: neuron_sets[t.id] for t in tasks}
+    controls = matched_random_sets(own, space, config.random_seed, config.random_excludes_task)
     conditions = _conditions(tasks, neuron_sets, controls, general, config)
     key = _evaluation_key(config, model, test, conditions)
-    runs = _saved_runs(Path(out_dir), key) if resume else None
-    if runs is None:
+    saved = read_keyed(Path(out_dir) / EVALUATIONS_FILE, key, _refusal) if resume else None
+    runs = runs_from_json(saved["runs"]) if saved is not None else None
+    if runs is None:  # the evaluations themselves, so a later cell can reuse ``original``
         runs = _run_conditions(
             model, tokenizer, tasks, conditions, test, config, space, progress, original
         )
-        _save_runs(Path(out_dir), key, runs)
+        saved = {"key": key.to_dict(), "runs": runs_to_json(runs)}
     runs["Deactivate-Task"] = {t.id: runs["matrix"][t.id][t.id] for t in tasks}
-    meta = experiment_meta(config, model, tasks, test, neuron_sets, controls)
     result = _result(tasks, runs, Path(out_dir), config)
-    result.sets = {t.id: neuron_sets[t.id] for t in tasks}
-    result.original = dict(runs["Original"])
-    _write(result, meta)
+    result.sets, result.original = own, dict(runs["Original"])
+    result.general = general if "Deactivate-General" in runs else None
+    result.meta = experiment_meta(config, model, tasks, test, neuron_sets, controls)
+    result.evaluations = saved
+    result.save()
     return result
-
-
-class _Eval(NamedTuple):
-    """One evaluation: the metric, the gold NLL, and both per example (in input order)."""
-
-    score: float
-    nll: float | None
-    scores: list[float]
-    nlls: list[float] | None
 
 
 def _conditions(tasks, neuron_sets, controls, general, config) -> list[tuple[str, dict]]:
@@ -198,7 +129,7 @@ def _conditions(tasks, neuron_sets, controls, general, config) -> list[tuple[str
 
 
 def _run_conditions(model, tokenizer, tasks, conditions, test, config, space, progress, original):
-    """``{row: {task: _Eval}}``, with ``"matrix": {i: {j: _Eval}}``."""
+    """``{row: {task: Evaluation}}``, with ``"matrix": {i: {j: Evaluation}}``."""
     by_id = {t.id: t for t in tasks}
     if original is not None and set(original) != set(by_id):
         raise ValueError(f"original evaluations of {sorted(original)}, tasks {sorted(by_id)}")
@@ -206,10 +137,10 @@ def _run_conditions(model, tokenizer, tasks, conditions, test, config, space, pr
     total += sum(len(m) for _, c in conditions for _, m in c.values())
     bar = tqdm(total=total, desc="deactivation", unit="eval", disable=not progress)
 
-    def run(task: Task) -> _Eval:
+    def run(task: Task) -> Evaluation:
         res = evaluate(model, tokenizer, task, test[task.id], config=config.eval, progress=False)
         bar.update()
-        return _Eval(res.score, res.gold_nll(), res.example_scores(), res.example_gold_nll())
+        return Evaluation(res.score, res.gold_nll(), res.example_scores(), res.example_gold_nll())
 
     runs: dict = {"Original": dict(original or {}) or {t.id: run(t) for t in tasks}}
     for row, cells in conditions:
@@ -232,74 +163,36 @@ def _digest(ns: NeuronSet) -> str:
     return h.hexdigest()[:16]
 
 
-def _evaluation_key(config: DeactivateConfig, model, test, conditions) -> dict:
-    """What the evaluations of a run depend on, JSON-normalised (compared on resume)."""
+def _evaluation_key(config: DeactivateConfig, model, test, conditions) -> SettingsKey:
+    """What the evaluations of a run depend on (compared on resume)."""
     cfg = {k: v for k, v in config.to_dict().items() if k not in ("n_boot", "n_permutations")}
-    key = {
-        "config": cfg,
-        "model": model_fingerprint(model),
-        "data_hash": {t: examples_hash(exs) for t, exs in test.items()},
-        "sets": {
+    return SettingsKey.of(
+        config=cfg,
+        model=model_fingerprint(model),
+        data_hash={t: examples_hash(exs) for t, exs in test.items()},
+        sets={
             row: {i: [_digest(ns), measured] for i, (ns, measured) in cells.items()}
             for row, cells in conditions
         },
-    }
-    return json.loads(json.dumps(key))
+    )
 
 
-def _save_runs(out: Path, key: dict, runs: dict) -> None:
-    rows = {
-        row: {
-            i: v._asdict() if row != "matrix" else {j: e._asdict() for j, e in v.items()}
-            for i, v in cells.items()
-        }
-        for row, cells in runs.items()
-    }
-    write_json_atomic(out / EVALUATIONS_FILE, {"key": key, "runs": rows})
-
-
-def _saved_runs(out: Path, key: dict) -> dict | None:
-    """The runs kept in ``out/evaluations.json`` (``None`` without one), checked against ``key``."""
-    path = out / EVALUATIONS_FILE
-    if not path.is_file():
-        return None
-    saved = json.loads(path.read_text())
-    if saved.get("key") != key:
-        differ = [k for k in key if saved.get("key", {}).get(k) != key[k]]
-        raise ValueError(
-            f"cannot resume from {path}: it was made with other {', '.join(differ)}; resume "
-            "with the same settings, model and sets, or use another folder"
-        )
-    return {
-        row: {
-            i: _Eval(**v) if row != "matrix" else {j: _Eval(**e) for j, e in v.items()}
-            for i, v in cells.items()
-        }
-        for row, cells in saved["runs"].items()
-    }
+def _refusal(path: Path, differ: list[str]) -> str:
+    return (
+        f"cannot resume from {path}: it was made with other {', '.join(differ)}; resume "
+        "with the same settings, model and sets, or use another folder"
+    )
 
 
 def _result(tasks: list[Task], runs: dict, out: Path, config: DeactivateConfig):
     names = [t.id for t in tasks]
-    rows = [r for r in (*ROW_NAMES, *EXTRA_ROWS) if r in runs]
-
-    def part(field_name: str) -> Comparison:
-        table = {r: {n: getattr(runs[r][n], field_name) for n in names} for r in rows}
-        matrix = {
-            i: {j: getattr(v, field_name) for j, v in row.items()}
-            for i, row in runs["matrix"].items()
-        }
-        return Comparison(names, table, matrix)
-
-    has_nll = all(v.nll is not None for v in runs["Original"].values())
-    result = DeactivationResult(
-        part("score"), part("nll") if has_nll else None, {t.id: t.metric for t in tasks}, out
-    )
-    readouts = [("score", result.table)] + ([("nll", result.nll)] if has_nll else [])
-    for readout, table in readouts:
+    table, nll = tables(names, runs)
+    result = DeactivationResult(table, nll, {t.id: t.metric for t in tasks}, out)
+    readouts = [("score", table)] + ([("nll", nll)] if nll is not None else [])
+    for readout, comparison in readouts:
         per = "scores" if readout == "score" else "nlls"
         result.specificity[readout] = specificity(
-            table,
+            comparison,
             {i: {j: getattr(v, per) for j, v in row.items()} for i, row in runs["matrix"].items()},
             {j: getattr(runs["Original"][j], per) for j in names},
             readout=readout,
@@ -308,45 +201,6 @@ def _result(tasks: list[Task], runs: dict, out: Path, config: DeactivateConfig):
             seed=config.seed,
         )
     return result
-
-
-def _write(result: DeactivationResult, meta: dict) -> None:
-    out = result.out_dir
-    result.table.write(
-        out,
-        "table1",
-        meta,
-        "Deactivation (accuracy % / ROUGE-L)",
-        MatrixSpec(
-            "matrix",
-            "Change of task j's score (points) with task i's neurons deactivated",
-            "Deactivate task i's neurons: change on task j",
-            corner="deactivated \\ measured",
-            ylabel="deactivated neurons of task i",
-        ),
-    )
-    if result.nll is not None:
-        result.nll.write(
-            out,
-            "table1_nll",
-            meta,
-            "Deactivation: gold label NLL (nats per example, lower is better)",
-            MatrixSpec(
-                "matrix_nll",
-                "Change of task j's gold label NLL (nats) with task i's neurons deactivated",
-                "Deactivate task i's neurons: change on task j (gold NLL)",
-                corner="deactivated \\ measured",
-                ylabel="deactivated neurons of task i",
-                cmap="RdBu_r",
-            ),
-        )
-    stats = {k: v.to_dict() for k, v in result.specificity.items()}
-    write_json_atomic(
-        out / "specificity.json", {"names": result.table.names, **stats, "meta": meta}
-    )
-    lines = [f"- {k}: {v.summary}" for k, v in result.specificity.items()]
-    write_text_atomic(out / "specificity.md", "# Specificity\n\n" + "\n".join(lines) + "\n")
-    write_json_atomic(out / "deactivate_config.json", meta)
 
 
 def run_deactivate(ctx: RunContext, config: DeactivateConfig, folder: Path) -> DeactivationResult:

@@ -8,7 +8,7 @@ Example:
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from torch import nn
@@ -19,16 +19,19 @@ from taskneurons.experiments.common import DETECT_CONFIG, GENERAL_FILE, check_de
 from taskneurons.experiments.run_context import RunContext
 from taskneurons.experiments.specificity.detect_stage import DetectConfig
 from taskneurons.neurons.neuron_set import NeuronSet
-from taskneurons.neurons.scoring import ScoredTasks, score_tasks
+from taskneurons.neurons.scores import NeuronScores
+from taskneurons.neurons.scoring import SCORES_FILE, ScoredTasks, score_tasks
 from taskneurons.neurons.selection.ranking import iou
 from taskneurons.neurons.space import NeuronSpace
 from taskneurons.provenance import model_fingerprint, provenance
 from taskneurons.report.plots import heatmap, layer_distribution
 from taskneurons.report.tables import markdown_table, write_table
+from taskneurons.store.run_folder import RunFolder
+from taskneurons.store.stored_result import StoredResult
 
 
 @dataclass
-class DetectionResult:
+class DetectionResult(StoredResult):
     """What :func:`detect_neurons` found.
 
     Attributes:
@@ -37,13 +40,26 @@ class DetectionResult:
         iou: pairwise IoU of the sets, ``[tasks][tasks]``, in task order.
         out_dir: where the files are.
         general: the general set of a ``specific`` selection (else ``None``).
+        meta: ``detect_config.json``: the settings, task list and model fingerprint.
+        scores: task id -> its relevance scores (``<task>/scores.safetensors``).
+
+    :meth:`save` writes the files :func:`detect_neurons` writes, but ``lape``'s activation
+    probabilities (written as they are measured); :meth:`load` reads them back (the per-layer
+    counts and IoU recomputed from the sets).
+
+    Example:
+        >>> res = DetectionResult.load("runs/x/detect")  # doctest: +SKIP
+        >>> res.save("runs/copy")  # the same files  # doctest: +SKIP
     """
 
+    RECORD = DETECT_CONFIG
     sets: dict[str, NeuronSet]
     per_layer: dict[str, list[int]]
     iou: list[list[float]]
     out_dir: Path
     general: NeuronSet | None = None
+    meta: dict = field(default_factory=dict, repr=False)
+    scores: dict[str, NeuronScores] = field(default_factory=dict, repr=False)
 
     @property
     def names(self) -> list[str]:
@@ -58,6 +74,42 @@ class DetectionResult:
 
     def iou_rows(self) -> list[list]:
         return [[a] + [round(v, 4) for v in self.iou[i]] for i, a in enumerate(self.names)]
+
+    def save(self, folder: str | os.PathLike | None = None) -> Path:
+        """Write the record, the scores, the sets and the summary into ``folder`` (default:
+        :attr:`out_dir`)."""
+        out = self.target(folder)
+        if self.meta:
+            self.write_meta(out)
+        for task, s in self.scores.items():
+            s.save(out / task / SCORES_FILE)
+        self.save_selection(out)
+        return out
+
+    def save_selection(self, folder: str | os.PathLike | None = None) -> None:
+        """The sets (``<task>/neurons.safetensors``), the general set and the summary tables."""
+        out = self.target(folder)
+        save_sets(out, self.sets, self.general)
+        write_detection_summary(self, out)
+
+    @classmethod
+    def from_files(cls, path: Path, meta: dict) -> DetectionResult:
+        """The detection in ``path`` (its ``detect_config.json`` names the tasks).
+
+        Raises:
+            FinishedRunError: no readable ``detect_config.json``.
+            FileNotFoundError: a task's set is missing.
+        """
+        run = RunFolder(path)
+        names = list(meta.get("tasks") or run.set_tasks())
+        sets = {t: NeuronSet.load(run.set_path(t)) for t in names}
+        general_path = run.path / GENERAL_FILE
+        general = NeuronSet.load(general_path) if general_path.is_file() else None
+        result = summarize_detection(sets, run.path, general)
+        result.meta = meta
+        paths = {t: run.path / t / SCORES_FILE for t in names}
+        result.scores = {t: NeuronScores.load(p) for t, p in paths.items() if p.is_file()}
+        return result
 
     def markdown(self) -> str:
         """Counts per task, the per-layer table and the pairwise IoU table."""
@@ -99,16 +151,15 @@ def detect_neurons(
     ids = [t.id for t in tasks]
     check_detect_out(out, config.to_dict(), ids, fingerprint)
     # recorded first, so the sets of a run that stops half-way are known too
-    write_json_atomic(
-        out / DETECT_CONFIG, provenance(config=config.to_dict(), tasks=ids, model=fingerprint)
-    )
+    record = provenance(config=config.to_dict(), tasks=ids, model=fingerprint)
+    write_json_atomic(out / DETECT_CONFIG, record)
     scored = score_tasks(
         model, tokenizer, tasks, config.attribution, config.selection, out, progress
     )
     sets, general = select_sets(scored, config)
-    save_sets(out, sets, general)
     result = summarize_detection(sets, out, general)
-    write_detection_summary(result)
+    result.meta, result.scores = record, dict(scored.scores)
+    result.save_selection(out)
     return result
 
 
@@ -159,9 +210,10 @@ def summarize_detection(
     return DetectionResult(sets, per_layer, matrix, Path(out_dir), general)
 
 
-def write_detection_summary(result: DetectionResult) -> None:
-    """``layer_counts.{md,csv,json,png}`` and ``iou.{md,csv,json,png}`` in ``result.out_dir``."""
-    out, names = result.out_dir, result.names
+def write_detection_summary(result: DetectionResult, out: Path | None = None) -> None:
+    """``layer_counts.{md,csv,json,png}`` and ``iou.{md,csv,json,png}`` in ``out`` (default:
+    ``result.out_dir``)."""
+    out, names = out if out is not None else result.out_dir, result.names
     write_table(
         out / "layer_counts", ["layer", *names], result.layer_rows(), title="Task neurons per layer"
     )

@@ -49,6 +49,7 @@ STAGE = register(
         name="detect",
         config=DetectConfig,
         run="taskneurons.experiments.specificity.detect:run_detect",
+        result="taskneurons.experiments.specificity.detect:DetectionResult",
         title="detect each task's neurons (relevance scores, top-k %)",
         order=10,
         files={

@@ -14,39 +14,78 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from torch import nn
 
-from taskneurons._io import write_json_atomic
 from taskneurons.data.tasks import Task
 from taskneurons.experiments.common import limited
 from taskneurons.experiments.run_context import RunContext
-from taskneurons.experiments.specificity.deactivation import (
-    DeactivationResult,
-    deactivation_experiment,
-)
+from taskneurons.experiments.specificity.deactivation import deactivation_experiment
+from taskneurons.experiments.specificity.deactivation_result import DeactivationResult
 from taskneurons.experiments.specificity.detect import DetectionResult, detect_neurons
 from taskneurons.experiments.specificity.multitask_stage import MultitaskConfig
 from taskneurons.models.saving import save_finetuned
 from taskneurons.provenance import model_fingerprint, provenance
+from taskneurons.store.run_folder import read_record
+from taskneurons.store.stored_result import StoredResult
 from taskneurons.training.loop import train
+
+#: The record of a multitask run.
+RECORD_FILE = "multitask_config.json"
 
 
 @dataclass
-class MultitaskResult:
-    """The fine-tuning summary, and detection and deactivation on the fine-tuned model."""
+class MultitaskResult(StoredResult):
+    """The fine-tuning summary, and detection and deactivation on the fine-tuned model.
 
+    Attributes:
+        train: the fine-tuning's ``steps`` and ``final_loss``.
+        detection, deactivation: on the fine-tuned model (``detect/``, ``deactivate/``).
+        out_dir: where the files are.
+        meta: ``multitask_config.json``: config, tuned and base model fingerprints.
+
+    :meth:`save` writes ``detect/``, ``deactivate/`` and the record; the fine-tuned model
+    (``model/``) and the training folder (``multitask/``) are written as the stage runs and
+    not by :meth:`save`. :meth:`load` reads the summary from ``multitask/train_result.json``.
+
+    Example:
+        >>> MultitaskResult.load("runs/multitask").train["steps"]  # doctest: +SKIP
+    """
+
+    RECORD = RECORD_FILE
     train: dict
     detection: DetectionResult
     deactivation: DeactivationResult
     out_dir: Path
+    meta: dict = field(default_factory=dict, repr=False)
 
     def markdown(self) -> str:
         loss = self.train["final_loss"]
         head = f"multi-task fine-tuning: {self.train['steps']} steps, final loss {loss:.4f}"
         return f"{head}\n\n{self.deactivation.markdown()}"
+
+    def save(self, folder: str | os.PathLike | None = None) -> Path:
+        """Write ``detect/``, ``deactivate/`` and ``multitask_config.json`` into ``folder``
+        (default: :attr:`out_dir`)."""
+        out = self.target(folder)
+        self.detection.save(out / "detect")
+        self.deactivation.save(out / "deactivate")
+        return self.write_meta(out)
+
+    @classmethod
+    def from_files(cls, path: Path, meta: dict) -> MultitaskResult:
+        """The multitask run in ``path``.
+
+        Raises:
+            FinishedRunError: a record is missing or unreadable.
+        """
+        summary = read_record(path / "multitask" / "train_result.json")
+        train = {k: summary[k] for k in ("steps", "final_loss")}
+        detection = DetectionResult.load(path / "detect")
+        deactivation = DeactivationResult.load(path / "deactivate")
+        return cls(train, detection, deactivation, path, meta)
 
 
 def multitask_experiment(
@@ -78,11 +117,10 @@ def multitask_experiment(
     table = deactivation_experiment(
         tuned, tokenizer, tasks, sets.sets, config.deactivate, out / "deactivate", progress
     )
-    write_json_atomic(
-        out / "multitask_config.json",
-        provenance(config=config.to_dict(), model=model_fingerprint(tuned), base_model=base),
-    )
-    return MultitaskResult(summary, sets, table, out)
+    meta = provenance(config=config.to_dict(), model=model_fingerprint(tuned), base_model=base)
+    result = MultitaskResult(summary, sets, table, out, meta)
+    result.write_meta(out)  # detect/ and deactivate/ were written by their stages
+    return result
 
 
 def model_record(tuned: nn.Module, base: dict, config: MultitaskConfig, summary: dict) -> dict:

@@ -47,6 +47,7 @@ STAGE = register(
         name="multitask",
         config=MultitaskConfig,
         run="taskneurons.experiments.specificity.multitask:run_multitask",
+        result="taskneurons.experiments.specificity.multitask:MultitaskResult",
         title="fine-tune on all tasks, then detect and deactivate (Table 1 on that model)",
         order=130,
         changes_model=True,

@@ -16,45 +16,113 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from torch import nn
 
 from taskneurons._io import write_json_atomic
 from taskneurons.data.tasks import Task
+from taskneurons.experiments.common import DETECT_CONFIG, GENERAL_FILE
 from taskneurons.experiments.run_context import RunContext
 from taskneurons.experiments.specificity.deactivate_stage import DeactivateConfig
-from taskneurons.experiments.specificity.deactivation import (
-    DeactivationResult,
-    deactivation_experiment,
-)
+from taskneurons.experiments.specificity.deactivation import deactivation_experiment
+from taskneurons.experiments.specificity.deactivation_result import DeactivationResult
 from taskneurons.experiments.specificity.detect import save_sets, select_sets
 from taskneurons.experiments.specificity.detect_stage import DetectConfig
 from taskneurons.experiments.specificity.sweep_grid import (
     HEADER,
+    cell_name,
+    cell_row,
+    cell_specs,
     mean_iou,
-    sweep_row,
     write_summary,
 )
 from taskneurons.experiments.specificity.sweep_stage import SweepConfig
+from taskneurons.neurons.neuron_set import NeuronSet
 from taskneurons.neurons.scoring import ScoredTasks, ScoreReuse, score_tasks
 from taskneurons.provenance import model_fingerprint, provenance
 from taskneurons.report.tables import markdown_table
+from taskneurons.store.run_folder import read_record
+from taskneurons.store.settings import SettingsKey
+from taskneurons.store.stored_result import StoredResult
+
+#: The record of a sweep.
+RECORD_FILE = "sweep_config.json"
 
 
 @dataclass
-class SweepResult:
-    """One deactivation result per (selection, k), and the summary rows."""
+class SweepResult(StoredResult):
+    """One deactivation result per (selection, k), and the summary rows.
 
+    Attributes:
+        cells: ``(selection, k)`` -> the cell's deactivation result (its sets included).
+        rows: the summary, a row per cell (:data:`~.sweep_grid.HEADER`).
+        out_dir: where the files are.
+        meta: ``sweep_config.json``: the grid, detect and deactivate settings, model, scores.
+        records: ``(selection, k)`` -> the cell's ``detect_config.json``.
+        generals: ``(selection, k)`` -> the cell's general set (``specific``), else ``None``.
+
+    :meth:`save` writes every cell folder (its sets as a detect folder, and its deactivation
+    files), the summary and the record; the relevance scores under ``scores/`` are written as
+    they are made. :meth:`load` reads them back (the rows recomputed from the cells).
+
+    Example:
+        >>> SweepResult.load("runs/sweep").cells[("topk", 1.0)].specificity  # doctest: +SKIP
+    """
+
+    RECORD = RECORD_FILE
     cells: dict[tuple[str, float], DeactivationResult]
     rows: list[list]
     out_dir: Path
+    meta: dict = field(default_factory=dict, repr=False)
+    records: dict[tuple[str, float], dict] = field(default_factory=dict, repr=False)
+    generals: dict[tuple[str, float], NeuronSet | None] = field(default_factory=dict, repr=False)
 
     def markdown(self) -> str:
         return markdown_table(HEADER, self.rows, digits=2)
+
+    def save(self, folder: str | os.PathLike | None = None) -> Path:
+        """Write every cell, ``sweep.*``, the plots and ``sweep_config.json`` into ``folder``
+        (default: :attr:`out_dir`)."""
+        out = self.target(folder)
+        for (method, k), cell in self.cells.items():
+            where = out / cell_name(method, k)
+            save_sets(where, cell.sets, self.generals.get((method, k)), self.records[(method, k)])
+            cell.save(where)
+        self.save_summary(out)
+        return out
+
+    def save_summary(self, folder: str | os.PathLike | None = None) -> None:
+        """``sweep.{md,csv,json}``, ``specificity_vs_k{,_nll}.png`` and ``sweep_config.json``."""
+        out = self.target(folder)
+        specs = {c: cell_specs(cell) for c, cell in self.cells.items()}
+        write_summary(out, self.rows, specs, self.meta)
+        write_json_atomic(out / RECORD_FILE, self.meta)
+
+    @classmethod
+    def from_files(cls, path: Path, meta: dict) -> SweepResult:
+        """The sweep in ``path``: every cell of its grid.
+
+        Raises:
+            FinishedRunError: the record or a cell's files are missing or unreadable.
+        """
+        where = str(path / RECORD_FILE)
+        grid = SweepConfig.from_dict(meta["sweep"], where=where)
+        detect = DetectConfig.from_dict(meta["detect"], where=where)
+        result = cls({}, [], path, meta)
+        for method in (s.method for s in grid.cells(detect.selection)):
+            for k in grid.k:
+                where = path / cell_name(method, k)
+                cell = result.cells[(method, k)] = DeactivationResult.load(where)
+                result.records[(method, k)] = read_record(where / DETECT_CONFIG)
+                general = where / GENERAL_FILE
+                result.generals[(method, k)] = (
+                    NeuronSet.load(general) if general.is_file() else None
+                )
+                result.rows.append(_row(method, k, cell))
+        return result
 
 
 def selection_sweep(
@@ -71,11 +139,9 @@ def selection_sweep(
 ) -> SweepResult:
     """Deactivation for every (selection, k) of ``config``, from scores computed once.
 
-    Writes ``scores/<task>/`` (scores, activation probabilities), ``<selection>-k<k>/`` (each
-    cell's sets as a detect folder, which ``neurons:`` of another run can name, and its
-    deactivation files), ``sweep.{md,csv,json}``, ``specificity_vs_k.png`` and
-    ``specificity_vs_k_nll.png`` (mean double-centred diagonal vs k, one line per
-    selection, 95 % bands) and ``sweep_config.json``.
+    Writes ``scores/<task>/`` (scores, activation probabilities) and the files of a
+    :class:`SweepResult` (``specificity_vs_k{,_nll}.png``: the mean double-centred diagonal
+    vs k, one line per selection, 95 % bands).
 
     ``scores_from``: a run or detect folder whose scores (and activation probabilities) of
     these tasks on this model are used instead of scoring again. ``resume``: continue an
@@ -96,33 +162,36 @@ def selection_sweep(
     )
     if resume and scores_from is None:
         _check_resumed_scores(scored, detect)
-    cells = {}
+    result, ids = SweepResult({}, [], out), [t.id for t in tasks]
     original = None  # the unmodified model's evaluations: the same in every cell
     for selection in selections:
         method = selection.method
         for k in config.k:
             cfg = dataclasses.replace(detect, k=k, selection=selection)
             sets, general = select_sets(scored, cfg)
-            folder = out / f"{method}-k{k:g}"
-            record = provenance(
-                config=cfg.to_dict(), tasks=[t.id for t in tasks], model=fingerprint
-            )
+            folder = out / cell_name(method, k)
+            record = provenance(config=cfg.to_dict(), tasks=ids, model=fingerprint)
             save_sets(folder, sets, general, record)
-            cells[(method, k)] = deactivation_experiment(
+            cell = deactivation_experiment(
                 model, tokenizer, tasks, sets, deactivate, folder, progress, general, original,
                 resume,
             )  # fmt: skip
-            original = cells[(method, k)].original
-    result = SweepResult(cells, [_row(m, k, cells[(m, k)]) for m, k in cells], out)
-    _write(result, config, detect, deactivate, fingerprint, tasks, scored.record(out))
+            result.cells[(method, k)], original = cell, cell.original
+            result.records[(method, k)], result.generals[(method, k)] = record, general
+    result.rows = [_row(m, k, result.cells[(m, k)]) for m, k in result.cells]
+    result.meta = provenance(
+        sweep=config.to_dict(), detect=detect.to_dict(), deactivate=deactivate.to_dict(),
+        model=fingerprint, tasks=ids, scores=scored.record(out),
+    )  # fmt: skip
+    result.save_summary()
     return result
 
 
 def _check_resumed_scores(scored: ScoredTasks, detect: DetectConfig) -> None:
     """Scores a resumed sweep found in its folder must be of ``detect.attribution``."""
-    want = json.loads(json.dumps(detect.attribution.to_dict()))
+    want = SettingsKey.of(config=detect.attribution.to_dict())
     for task, s in scored.scores.items():
-        if scored.origin[task] == "loaded" and s.meta.get("config") != want:
+        if scored.origin[task] == "loaded" and want.differing({"config": s.meta.get("config")}):
             raise ValueError(
                 f"cannot resume: {scored.paths[task]} was scored with other attribution "
                 "settings than detect.attribution; resume with the same settings or use "
@@ -131,29 +200,8 @@ def _check_resumed_scores(scored: ScoredTasks, detect: DetectConfig) -> None:
 
 
 def _row(method: str, k: float, cell: DeactivationResult) -> list:
-    rand, own = cell.table.row("Deactivate-Random"), cell.table.row("Deactivate-Task")
-    hurt = sum(own[n] < rand[n] for n in cell.sets)
     sizes = [len(ns) for ns in cell.sets.values()]
-    return sweep_row(method, k, sizes, mean_iou(cell.sets), hurt, _specs(cell))
-
-
-def _specs(cell: DeactivationResult) -> dict:
-    """Readout -> the cell's specificity statistics as a dict (what the summary reads)."""
-    return {r: s.to_dict() for r, s in cell.specificity.items()}
-
-
-def _write(result: SweepResult, config, detect, deactivate, fingerprint, tasks, scores) -> None:
-    meta = provenance(
-        sweep=config.to_dict(),
-        detect=detect.to_dict(),
-        deactivate=deactivate.to_dict(),
-        model=fingerprint,
-        tasks=[t.id for t in tasks],
-        scores=scores,
-    )
-    specs = {c: _specs(cell) for c, cell in result.cells.items()}
-    write_summary(result.out_dir, result.rows, specs, meta)
-    write_json_atomic(result.out_dir / "sweep_config.json", meta)
+    return cell_row(method, k, cell, sizes, mean_iou(cell.sets))
 
 
 def run_sweep(ctx: RunContext, config: SweepConfig, folder: Path) -> SweepResult:

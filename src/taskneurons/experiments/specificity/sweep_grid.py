@@ -2,9 +2,10 @@
 
 Used by a sweep as it finishes (:func:`~taskneurons.experiments.specificity.sweep.selection_sweep`) and by
 ``taskneurons analyze sweep RUN [RUN ...]``, which reads the cells of one or more finished or
-interrupted sweeps from their files (``<selection>-k<k>/specificity.json``, ``table1.json``,
-``deactivate_config.json`` and the saved sets) and lays them out as one grid, e.g. a k sweep
-run in parts. Nothing is evaluated again.
+interrupted sweeps (each ``<selection>-k<k>/`` folder read back as a
+:class:`~taskneurons.experiments.specificity.deactivation_result.DeactivationResult`, with its
+saved sets) and lays them out as one grid, e.g. a k sweep run in parts. Nothing is evaluated
+again.
 
 Example:
     >>> res = sweep_summary(["runs/sweep-k1-10", "runs/sweep-k-rest"], "runs/k-grid")  # doctest: +SKIP
@@ -21,13 +22,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from taskneurons._io import write_json_atomic
-from taskneurons.experiments.generalization.reanalysis import read_record
+from taskneurons.experiments.specificity.deactivation_result import (
+    EVALUATIONS_FILE,
+    RECORD_FILE,
+    SPECIFICITY_FILE,
+    DeactivationResult,
+)
 from taskneurons.neurons.neuron_set import NeuronSet
 from taskneurons.neurons.selection.ranking import iou
 from taskneurons.neurons.selection.selection_config import SelectionConfig
 from taskneurons.provenance import provenance
 from taskneurons.report.plots import line_plot
 from taskneurons.report.tables import markdown_table, write_table
+from taskneurons.store.run_folder import RunFolder, read_record
 
 HEADER = [
     "selection", "k %", "neurons/task", "mean IoU", "own > random",
@@ -38,6 +45,14 @@ HEADER = [
 #: A cell folder of a sweep: ``<selection>-k<k>`` (``topk-k0.1``, ``lape-k10``).
 CELL_NAME = re.compile(r"^(?P<method>[a-z]+)-k(?P<k>\d+(?:\.\d+)?(?:e-?\d+)?)$")
 
+
+def cell_name(method: str, k: float) -> str:
+    """The folder of a sweep's cell: ``<selection>-k<k>`` (``topk-k0.1``)."""
+    return f"{method}-k{k:g}"
+
+
+#: The readouts of a deactivation: the task metric and the gold-label NLL.
+READOUTS = ("score", "nll")
 #: ``readout`` (``score``, ``nll``) -> the statistics of :class:`Specificity.to_dict`.
 Specs = Mapping[str, Mapping | None]
 
@@ -57,7 +72,7 @@ def sweep_row(
     rows / columns peak on the diagonal."""
     n = len(sizes)
     row = [method, k, sum(sizes) / n, overlap, f"{hurt}/{n}"]
-    for readout in ("score", "nll"):
+    for readout in READOUTS:
         spec = specs.get(readout)
         if spec is None:
             row += [math.nan, "-", math.nan, "-"]
@@ -108,43 +123,48 @@ class SweepSummary:
         return f"{markdown_table(HEADER, self.rows, digits=2)}\n\nwritten to {self.out_dir}"
 
 
-def _saved_iou(folder: Path, names: Sequence[str]) -> float | None:
-    paths = [folder / t / "neurons.safetensors" for t in names]
-    if not all(p.is_file() for p in paths):
-        return None
-    return mean_iou({t: NeuronSet.load(p) for t, p in zip(names, paths, strict=True)})
-
-
 def read_cell(folder: Path, listed: Mapping[tuple[str, float], list] | None = None):
-    """``(row, specs)`` of a finished cell folder (``None`` when it is not finished).
+    """``(row, specs)`` of a finished cell folder (``None`` when it is not finished), from its
+    :class:`~taskneurons.experiments.specificity.deactivation_result.DeactivationResult`.
 
-    The mean IoU comes from the saved sets, else from ``listed`` (the run's ``sweep.json``
-    rows by cell), else is ``nan``.
+    The mean IoU comes from the sets saved in the cell, else from ``listed`` (the run's
+    ``sweep.json`` rows by cell), else is ``nan``.
     """
     match = CELL_NAME.match(folder.name)
-    files = [folder / n for n in ("specificity.json", "table1.json", "deactivate_config.json")]
-    if match is None or not all(p.is_file() for p in files):
+    names = (SPECIFICITY_FILE, "table1.json", RECORD_FILE, EVALUATIONS_FILE)
+    if match is None or not all((folder / n).is_file() for n in names):
         return None
-    spec, table, config = (read_record(p) for p in files)
+    cell = DeactivationResult.load(folder)
     method, k = match["method"], float(match["k"])
-    names = list(config["neuron_sets"])
-    sizes = [int(config["neuron_sets"][t]["count"]) for t in names]
-    by_row = {r[0]: dict(zip(table["header"][1:], r[1:], strict=False)) for r in table["rows"]}
-    hurt = sum(by_row["Deactivate-Task"][t] < by_row["Deactivate-Random"][t] for t in names)
-    overlap = _saved_iou(folder, names)
-    if overlap is None:
+    tasks = list(cell.meta["neuron_sets"])
+    sizes = [int(cell.meta["neuron_sets"][t]["count"]) for t in tasks]
+    if all(RunFolder(folder).set_path(t).is_file() for t in tasks):
+        overlap = mean_iou({t: cell.sets[t] for t in tasks})
+    else:
         overlap = (listed or {}).get((method, k), [math.nan] * 4)[3]
-    specs = {r: spec.get(r) for r in ("score", "nll")}
-    return sweep_row(method, k, sizes, overlap, hurt, specs), specs
+    return cell_row(method, k, cell, sizes, overlap), cell_specs(cell)
+
+
+def cell_specs(cell: DeactivationResult) -> dict:
+    """Readout -> the cell's specificity statistics as a dict (what the summary reads)."""
+    return {r: s.to_dict() for r, s in cell.specificity.items()}
+
+
+def cell_row(
+    method: str, k: float, cell: DeactivationResult, sizes: Sequence[int], overlap: float
+) -> list:
+    """The summary row of a cell (:func:`sweep_row`): how many tasks lose more to their own
+    neurons than to random ones, from its table."""
+    own, rand = cell.table.row("Deactivate-Task"), cell.table.row("Deactivate-Random")
+    hurt = sum(own[t] < rand[t] for t in own)
+    return sweep_row(method, k, sizes, overlap, hurt, cell_specs(cell))
 
 
 def _same_statistics(a: Specs, b: Specs) -> bool:
     """Whether two cells gave the same statistics (the same cell run twice)."""
     keys = ("statistic", "ci", "p_value", "rows", "columns")
     return all(
-        (a.get(r) or {}).get(key) == (b.get(r) or {}).get(key)
-        for r in ("score", "nll")
-        for key in keys
+        (a.get(r) or {}).get(key) == (b.get(r) or {}).get(key) for r in READOUTS for key in keys
     )
 
 

@@ -53,6 +53,7 @@ STAGE = register(
         name="sweep",
         config=SweepConfig,
         run="taskneurons.experiments.specificity.sweep:run_sweep",
+        result="taskneurons.experiments.specificity.sweep:SweepResult",
         title="deactivation over k x selection from scores computed once (where specificity lives)",
         order=40,
         uses=("detect", "deactivate"),

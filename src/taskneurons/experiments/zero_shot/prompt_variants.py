@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,12 @@ from taskneurons.experiments.run_context import RunContext
 from taskneurons.experiments.zero_shot.prompts_stage import PromptVariantsConfig
 from taskneurons.provenance import model_fingerprint, provenance
 from taskneurons.report.tables import markdown_table, write_table
+from taskneurons.store.run_folder import read_record
+from taskneurons.store.stored_result import StoredResult
 
+#: The record of a prompt-variants run, and its per-example scores.
+RECORD_FILE = "prompt_variants_config.json"
+EXAMPLES_FILE = "per_example.json"
 #: The row of the table that averages the tasks.
 MEAN_ROW = "Mean"
 #: What a per-example score is.
@@ -54,7 +59,7 @@ SCORE_UNIT = "points 0-100 per example: 100/0 (correct/wrong) or ROUGE-L F1 x 10
 
 
 @dataclass
-class PromptVariantsResult:
+class PromptVariantsResult(StoredResult):
     """The table and what it was computed from.
 
     Attributes:
@@ -67,14 +72,26 @@ class PromptVariantsResult:
         scores: ``scores[task][variant]``: ``[n_test]`` per-example scores (points).
         differences: ``differences[variant][task or MEAN_ROW]``: the paired statistics.
         out_dir: where the files were written.
+        meta: ``prompt_variants_config.json``: config, model, prompts, data hashes, statistics.
+        examples: ``per_example.json``: every per-example score, each task's metric and data
+            hash, and each variant's rendered prompt of its first test example.
+
+    :meth:`save` writes the files the experiment writes; :meth:`load` reads them back.
+
+    Example:
+        >>> PromptVariantsResult.load("runs/x/prompts").variants  # doctest: +SKIP
+        ['plain', 'chat']
     """
 
+    RECORD = RECORD_FILE
     header: list[str]
     rows: list[list[Any]]
     variants: list[str]
     scores: dict[str, dict[str, list[float]]]
     differences: dict[str, dict[str, MeanDifference]]
     out_dir: Path
+    meta: dict = field(default_factory=dict, repr=False)
+    examples: dict = field(default_factory=dict, repr=False)
 
     def markdown(self) -> str:
         ref = self.variants[0]
@@ -83,6 +100,37 @@ class PromptVariantsResult:
             "over the same test examples, with a bootstrap 95 % CI and a sign-flip p-value."
         )
         return note + "\n\n" + markdown_table(self.header, self.rows, digits=3)
+
+    def save(self, folder: str | os.PathLike | None = None) -> Path:
+        """Write ``prompt_variants.*``, ``per_example.json`` and the record into ``folder``
+        (default: :attr:`out_dir`)."""
+        out = self.target(folder)
+        write_table(
+            out / "prompt_variants", self.header, self.rows, meta=self.meta, digits=3,
+            title="Zero-shot score per prompt variant, paired differences to "
+            f"{self.variants[0]!r} (points)",
+        )  # fmt: skip
+        write_json_atomic(out / EXAMPLES_FILE, self.examples)
+        return self.write_meta(out)
+
+    @classmethod
+    def from_files(cls, path: Path, meta: dict) -> PromptVariantsResult:
+        """The prompt-variants run in ``path``.
+
+        Raises:
+            FinishedRunError: the table, the per-example scores or the record is missing.
+        """
+        table = read_record(path / "prompt_variants.json")
+        examples = read_record(path / EXAMPLES_FILE)
+        scores = {t: dict(v["scores"]) for t, v in examples["tasks"].items()}
+        differences = {
+            v: {task: MeanDifference(**d) for task, d in per.items()}
+            for v, per in meta["differences"].items()
+        }
+        return cls(
+            table["header"], table["rows"], list(examples["variants"]), scores, differences,
+            path, meta, examples,
+        )  # fmt: skip
 
 
 def prompt_variants_experiment(
@@ -118,7 +166,8 @@ def prompt_variants_experiment(
             scores[task.id][name] = res.example_scores()
     header, rows, diffs = _table(names, scores, config)
     result = PromptVariantsResult(header, rows, names, scores, diffs, Path(out_dir))
-    _write(result, config, model, tokenizer, tasks, test, prompts)
+    result.meta, result.examples = _records(result, config, model, tokenizer, tasks, test, prompts)
+    result.save()
     return result
 
 
@@ -187,7 +236,7 @@ def mean_row(
     return x, y
 
 
-def _write(
+def _records(
     result: PromptVariantsResult,
     config: PromptVariantsConfig,
     model: nn.Module,
@@ -195,8 +244,8 @@ def _write(
     tasks: list[Task],
     test: dict[str, list[Example]],
     prompts: dict[str, PromptConfig],
-) -> None:
-    out = result.out_dir
+) -> tuple[dict, dict]:
+    """The run's record (``meta``) and its per-example file (``examples``)."""
     meta = provenance(
         config=config.to_dict(),
         model=model_fingerprint(model),
@@ -210,11 +259,6 @@ def _write(
             for v, per in result.differences.items()
         },
     )
-    write_table(
-        out / "prompt_variants", result.header, result.rows, meta=meta, digits=3,
-        title="Zero-shot score per prompt variant, paired differences to "
-        f"{result.variants[0]!r} (points)",
-    )  # fmt: skip
     per_example = {
         "variants": result.variants,
         "reference": result.variants[0],
@@ -233,8 +277,7 @@ def _write(
         },
         "meta": meta,
     }
-    write_json_atomic(out / "per_example.json", per_example)
-    write_json_atomic(out / "prompt_variants_config.json", meta)
+    return meta, per_example
 
 
 def run_prompts(
