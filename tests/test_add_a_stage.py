@@ -109,3 +109,11 @@ def test_without_its_record_the_stage_is_unknown(tiny_folder):
     assert "count" not in [s.name for s in stages()]
     with pytest.raises(ConfigError, match="unknown stage 'count'"):
         ExperimentFile.from_dict({"experiment": "count", "tasks": ["x"]})
+
+
+def test_the_docs_list_the_registered_stages():
+    from taskneurons.experiments.stage import stages_markdown
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "architecture.md").read_text()
+    listed = docs.split("<!-- stages:", 1)[1].split("\n", 1)[1].split("<!-- /stages -->")[0]
+    assert listed.strip() == stages_markdown()

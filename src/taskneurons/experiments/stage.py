@@ -8,9 +8,9 @@ calling :func:`register`::
     STAGE = register(Stage(
         name="deactivate",                    # the name in `experiment:` and the section key
         config=DeactivateConfig,              # the section's dataclass (a Config)
-        run="taskneurons.experiments.specificity.deactivation:run_deactivate",
+        run=".deactivation:run_deactivate",   # beside this module; imported when it runs
         title="deactivate each task's neurons vs as many random ones (Table 1)",
-        order=20,                             # where it runs among the stages of a file
+        order=20,                             # where its section and command are listed
         needs=("sets",),                      # neuron sets: a detect stage runs first unless
     ))                                        # the file names a `neurons:` folder
 
@@ -151,3 +151,26 @@ def stage(name: str) -> Stage:
         known = ", ".join(s.name for s in stages())
         raise ValueError(f"unknown stage {name!r}; known: {known}")
     return _REGISTRY[name]
+
+
+def stages_markdown() -> str:
+    """The registered stages as a Markdown table (docs/architecture.md holds this very table).
+
+    Example:
+        >>> stages_markdown().splitlines()[0]
+        '| stage | section | what it does | needs, reads | config |'
+    """
+    rows = ["| stage | section | what it does | needs, reads | config |", "|---|---|---|---|---|"]
+    for s in stages():
+        section = s.config.__module__.split(".")[-2]
+        reads = [*(f"`{u}:`" for u in (*s.inherits, *s.uses))]
+        needs = ", ".join([*("neuron sets" for _ in s.needs), *reads]) or "-"
+        if s.changes_model:
+            needs += "; changes the model (runs last)"
+        rows.append(f"| `{s.name}` | `{section}/` | {s.title} | {needs} | `{s.config.__name__}` |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":  # python -m taskneurons.experiments.stage: the docs' stage table
+    # the registry lives in the imported module, not in this __main__ copy of it
+    print(importlib.import_module("taskneurons.experiments.stage").stages_markdown())

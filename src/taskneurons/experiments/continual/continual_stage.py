@@ -146,8 +146,8 @@ STAGE = register(
     Stage(
         name="continual",
         config=ContinualSuiteConfig,
-        run="taskneurons.experiments.continual.suite:run_continual",
-        result="taskneurons.experiments.continual.suite:ContinualSuiteResult",
+        run=".suite:run_continual",
+        result=".suite:ContinualSuiteResult",
         title="learn the tasks in order with each method; accuracy matrix, CL, FG, BWT, FWT",
         order=120,
         changes_model=True,

@@ -77,8 +77,8 @@ STAGE = register(
     Stage(
         name="budget",
         config=BudgetGridConfig,
-        run="taskneurons.experiments.finetuning.budget_grid:run_budget",
-        result="taskneurons.experiments.finetuning.budget_grid:BudgetGridResult",
+        run=".budget_grid:run_budget",
+        result=".budget_grid:BudgetGridResult",
         title="train own vs random neurons over optimizer x steps x k x seeds (Table 2 budgets)",
         order=50,
         uses=("detect",),

@@ -46,8 +46,8 @@ STAGE = register(
     Stage(
         name="crosstrain",
         config=CrossTrainingConfig,
-        run="taskneurons.experiments.finetuning.cross_training:run_crosstrain",
-        result="taskneurons.experiments.finetuning.cross_training:CrossTrainingResult",
+        run=".cross_training:run_crosstrain",
+        result=".cross_training:CrossTrainingResult",
         title="train each task's neurons on each task's data: the gain matrix's specificity",
         order=60,
         needs=("sets",),

@@ -52,8 +52,8 @@ STAGE = register(
     Stage(
         name="table2",
         config=NeuronTrainingConfig,
-        run="taskneurons.experiments.finetuning.table2:run_table2",
-        result="taskneurons.experiments.finetuning.table2:NeuronTrainingResult",
+        run=".table2:run_table2",
+        result=".table2:NeuronTrainingResult",
         title="train only each task's neurons vs as many random ones (Table 2, Figure 5 a)",
         order=30,
         needs=("sets",),

@@ -63,8 +63,8 @@ STAGE = register(
     Stage(
         name="controlled_overlap",
         config=ControlledOverlapConfig,
-        run="taskneurons.experiments.generalization.controlled_overlap:run_controlled_overlap",
-        result="taskneurons.experiments.generalization.controlled_overlap:ControlledOverlapResult",
+        run=".controlled_overlap:run_controlled_overlap",
+        result=".controlled_overlap:ControlledOverlapResult",
         title="fixed number of trained neurons, chosen overlap with the test tasks' (Tables 9-11)",
         order=100,
         uses=("detect",),

@@ -82,8 +82,8 @@ STAGE = register(
     Stage(
         name="generalization",
         config=GeneralizationConfig,
-        run="taskneurons.experiments.generalization.proportion_sweep:run_generalization",
-        result="taskneurons.experiments.generalization.proportion_sweep:GeneralizationResult",
+        run=".proportion_sweep:run_generalization",
+        result=".proportion_sweep:GeneralizationResult",
         title="train the groups' neurons at each proportion; ID and OOD scores (Fig. 2)",
         order=90,
         uses=("detect",),

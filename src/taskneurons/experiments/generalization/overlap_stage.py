@@ -34,8 +34,8 @@ STAGE = register(
     Stage(
         name="overlap",
         config=OverlapConfig,
-        run="taskneurons.experiments.generalization.overlap:run_overlap",
-        result="taskneurons.experiments.generalization.overlap:OverlapResult",
+        run=".overlap:run_overlap",
+        result=".overlap:OverlapResult",
         title="overlap of training and test tasks' neurons at each proportion (Table 8)",
         order=80,
         uses=("detect",),

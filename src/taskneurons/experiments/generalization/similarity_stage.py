@@ -84,8 +84,8 @@ STAGE = register(
     Stage(
         name="similarity",
         config=SimilarityConfig,
-        run="taskneurons.experiments.generalization.similarity:run_similarity",
-        result="taskneurons.experiments.generalization.similarity:SimilarityResult",
+        run=".similarity:run_similarity",
+        result=".similarity:SimilarityResult",
         title="per-layer parameter similarity of task neurons; correlation with OOD scores (Fig. 3, Table 4)",
         order=110,
         uses=("detect",),

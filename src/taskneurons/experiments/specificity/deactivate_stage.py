@@ -63,8 +63,8 @@ STAGE = register(
     Stage(
         name="deactivate",
         config=DeactivateConfig,
-        run="taskneurons.experiments.specificity.deactivation:run_deactivate",
-        result="taskneurons.experiments.specificity.deactivation_result:DeactivationResult",
+        run=".deactivation:run_deactivate",
+        result=".deactivation_result:DeactivationResult",
         title="deactivate each task's neurons vs as many random ones (Table 1, Figure 5 b)",
         order=20,
         needs=("sets",),

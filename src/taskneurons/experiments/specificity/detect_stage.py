@@ -48,8 +48,8 @@ STAGE = register(
     Stage(
         name="detect",
         config=DetectConfig,
-        run="taskneurons.experiments.specificity.detect:run_detect",
-        result="taskneurons.experiments.specificity.detect:DetectionResult",
+        run=".detect:run_detect",
+        result=".detect:DetectionResult",
         title="detect each task's neurons (relevance scores, top-k %)",
         order=10,
         files={

@@ -46,8 +46,8 @@ STAGE = register(
     Stage(
         name="multitask",
         config=MultitaskConfig,
-        run="taskneurons.experiments.specificity.multitask:run_multitask",
-        result="taskneurons.experiments.specificity.multitask:MultitaskResult",
+        run=".multitask:run_multitask",
+        result=".multitask:MultitaskResult",
         title="fine-tune on all tasks, then detect and deactivate (Table 1 on that model)",
         order=130,
         changes_model=True,

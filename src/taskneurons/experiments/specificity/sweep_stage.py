@@ -52,8 +52,8 @@ STAGE = register(
     Stage(
         name="sweep",
         config=SweepConfig,
-        run="taskneurons.experiments.specificity.sweep:run_sweep",
-        result="taskneurons.experiments.specificity.sweep:SweepResult",
+        run=".sweep:run_sweep",
+        result=".sweep:SweepResult",
         title="deactivation over k x selection from scores computed once (where specificity lives)",
         order=40,
         uses=("detect", "deactivate"),

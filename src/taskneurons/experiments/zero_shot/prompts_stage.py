@@ -82,8 +82,8 @@ STAGE = register(
     Stage(
         name="prompts",
         config=PromptVariantsConfig,
-        run="taskneurons.experiments.zero_shot.prompt_variants:run_prompts",
-        result="taskneurons.experiments.zero_shot.prompt_variants:PromptVariantsResult",
+        run=".prompt_variants:run_prompts",
+        result=".prompt_variants:PromptVariantsResult",
         title="zero-shot scores under several prompt variants (plain vs chat template), paired differences",
         order=70,
         files={
