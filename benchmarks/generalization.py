@@ -37,6 +37,7 @@ from taskneurons.experiments.generalization.generalization_stage import Generali
 from taskneurons.experiments.generalization.proportion_sweep import generalization_experiment
 from taskneurons.experiments.generalization.similarity import model_similarity
 from taskneurons.experiments.generalization.similarity_report import VARIANTS
+from taskneurons.experiments.run_context import RunContext
 from taskneurons.experiments.specificity.detect_stage import DetectConfig
 from taskneurons.models.loading import load_model
 
@@ -88,7 +89,8 @@ def main() -> int:
         "train": {"lr": 5e-4, "batch_size": 8, "prompt": prompt}, "eval": {"prompt": prompt},
     })  # fmt: skip
     with tempfile.TemporaryDirectory() as out:
-        res = generalization_experiment(model, tok, tasks, detect, config, out, progress=False)
+        ctx = RunContext.of(model, tok, tasks, progress=False, detect=detect)
+        res = generalization_experiment(ctx, config, out)
         sets = task_groups.GroupSets.select(res.scored.scores, detect)
     t = res.timings
     print(f"model {a.model}; tasks {[x.id for x in tasks]}; proportions {config.proportions}")
