@@ -25,9 +25,7 @@ from taskneurons.data.tasks import Task, examples_hash
 from taskneurons.evaluation.dispatch import evaluate
 from taskneurons.experiments.common import check_sets_cover, eval_examples, experiment_meta
 from taskneurons.experiments.run_context import RunContext
-from taskneurons.experiments.specificity.damage_summary import (
-    specificity,
-)
+from taskneurons.experiments.specificity.damage_summary import Resampling, specificity
 from taskneurons.experiments.specificity.deactivate_stage import DeactivateConfig
 from taskneurons.experiments.specificity.deactivation_result import (
     EVALUATIONS_FILE,
@@ -196,9 +194,7 @@ def _result(tasks: list[Task], runs: dict, out: Path, config: DeactivateConfig):
             {i: {j: getattr(v, per) for j, v in row.items()} for i, row in runs["matrix"].items()},
             {j: getattr(runs["Original"][j], per) for j in names},
             readout=readout,
-            n_boot=config.n_boot,
-            n_permutations=config.n_permutations,
-            seed=config.seed,
+            resampling=Resampling.of(config),
         )
     return result
 
