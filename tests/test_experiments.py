@@ -11,6 +11,7 @@ import yaml
 from taskneurons.cli import main
 from taskneurons.config import ConfigError
 from taskneurons.experiments.experiment_file import ExperimentFile, with_defaults
+from taskneurons.experiments.run_context import RunContext
 from taskneurons.experiments.runner import run_file
 from taskneurons.experiments.specificity.damage_summary import (
     deactivation_summary,
@@ -204,7 +205,10 @@ def test_specific_selection_general_set_and_specificity_controls(
 ):
     from taskneurons.data.load import load_task
     from taskneurons.experiments.specificity.deactivate_stage import DeactivateConfig
-    from taskneurons.experiments.specificity.deactivation import deactivation_experiment
+    from taskneurons.experiments.specificity.deactivation import (
+        DeactivationInputs,
+        deactivation_experiment,
+    )
     from taskneurons.experiments.specificity.detect import detect_neurons
     from taskneurons.experiments.specificity.detect_stage import DetectConfig
     from taskneurons.models.loading import load_model
@@ -227,7 +231,7 @@ def test_specific_selection_general_set_and_specificity_controls(
         DeactivateConfig(n_test=4, n_boot=50, n_permutations=10),
         tmp_path / "deactivate",
         progress=False,
-        general=general,
+        inputs=DeactivationInputs(general=general),
     )
     rows = list(res.table.rows)
     assert rows[:3] == ["Original", "Deactivate-Random", "Deactivate-Task"]
@@ -261,17 +265,20 @@ def test_selection_sweep_scores_once_and_writes_every_cell(
     monkeypatch.setattr(
         scoring, "relevance_scores", lambda *a, **k: calls.append(1) or real(*a, **k)
     )
-    res = selection_sweep(
+    ctx = RunContext.of(
         model,
         tok,
         tasks,
-        DetectConfig.from_dict(
+        progress=False,
+        detect=DetectConfig.from_dict(
             {"attribution": {"n_examples": 4}, "selection": {"method": "specific", "m": 2}}
         ),
-        DeactivateConfig(n_test=4, n_boot=20, n_permutations=10),
+        deactivate=DeactivateConfig(n_test=4, n_boot=20, n_permutations=10),
+    )
+    res = selection_sweep(
+        ctx,
         SweepConfig(k=[10.0, 30.0], selections=["topk", "specific", "lape"]),
         tmp_path / "sweep",
-        progress=False,
     )
     assert len(calls) == 2  # each task scored once for all six cells
     assert [r[:2] for r in res.rows] == [
@@ -316,9 +323,11 @@ def test_resumed_sweep_reuses_scores_and_finished_cells(
 
     def sweep(k, resume, deact=deact, scores_from=None, where=out):
         cfg = SweepConfig(k=k, selections=["topk", "specific"])
-        return selection_sweep(
-            model, tok, tasks, detect, deact, cfg, where, False, resume, scores_from
-        )
+        ctx = RunContext.of(
+            model, tok, tasks, False, neurons=scores_from, resume=resume, detect=detect,
+            deactivate=deact,
+        )  # fmt: skip
+        return selection_sweep(ctx, cfg, where)
 
     first = sweep([10.0], resume=False)
     scored, evaluated = [], []
