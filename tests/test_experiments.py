@@ -147,6 +147,23 @@ def test_with_defaults_keeps_what_a_section_sets():
     assert data["multitask"]["detect"]["k"] == 3  # the multitask stage detects the same way
 
 
+def test_run_context_of_builds_an_experiment_file(task_folders, tmp_path):
+    from taskneurons.data.load import load_task
+    from taskneurons.experiments.specificity.detect_stage import DetectConfig
+
+    tasks = [load_task(str(f)) for f in task_folders]
+    ctx = RunContext.of(None, None, tasks, progress=False, detect=DetectConfig(k=5))
+    assert ctx.config.tasks == [t.id for t in tasks] and ctx.tasks == tasks
+    assert ctx.config.detect.k == 5 and ctx.config.deactivate.n_test == 200  # the default
+    assert ctx.scores_source() is None and not ctx.progress and not ctx.config.resume
+    ctx = RunContext.of(None, None, tasks, neurons=tmp_path, resume=True)
+    assert ctx.scores_source() == str(tmp_path) and ctx.config.resume
+    with pytest.raises(TypeError, match="detect: expected a DetectConfig"):
+        RunContext.of(None, None, tasks, detect={"k": 5})
+    with pytest.raises(ValueError, match="unknown stage 'detekt'"):
+        RunContext.of(None, None, tasks, detekt=DetectConfig())
+
+
 def test_run_writes_config_readme_and_typed_results(tiny_folder, task_folders, tmp_path):
     path = _write(
         tmp_path,
