@@ -40,6 +40,7 @@ from taskneurons.experiments.generalization.similarity_report import VARIANTS
 from taskneurons.experiments.run_context import RunContext
 from taskneurons.experiments.specificity.detect_stage import DetectConfig
 from taskneurons.models.loading import load_model
+from taskneurons.neurons import scoring
 
 DATA = Path(
     os.environ.get(
@@ -71,13 +72,13 @@ def main() -> int:
     tasks = [load_task(str(DATA / t), seed=0) for t in [*train, *test]]
     model, tok = load_model(a.model)
     calls: list[str] = []
-    real = task_groups.relevance_scores
+    real = scoring.relevance_scores  # what score_tasks calls, once per task
 
     def counted(m, task, *args, **kwargs):
         calls.append(task.id)
         return real(m, task, *args, **kwargs)
 
-    task_groups.relevance_scores = counted
+    scoring.relevance_scores = counted
     prompt = {"max_length": 256}
     detect = DetectConfig.from_dict(
         {"k": a.k, "attribution": {"n_examples": a.n_examples, "prompt": prompt}}
