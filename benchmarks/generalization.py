@@ -37,8 +37,10 @@ from taskneurons.experiments.generalization.generalization_stage import Generali
 from taskneurons.experiments.generalization.proportion_sweep import generalization_experiment
 from taskneurons.experiments.generalization.similarity import model_similarity
 from taskneurons.experiments.generalization.similarity_report import VARIANTS
+from taskneurons.experiments.run_context import RunContext
 from taskneurons.experiments.specificity.detect_stage import DetectConfig
 from taskneurons.models.loading import load_model
+from taskneurons.neurons import scoring
 
 DATA = Path(
     os.environ.get(
@@ -70,13 +72,13 @@ def main() -> int:
     tasks = [load_task(str(DATA / t), seed=0) for t in [*train, *test]]
     model, tok = load_model(a.model)
     calls: list[str] = []
-    real = task_groups.relevance_scores
+    real = scoring.relevance_scores  # what score_tasks calls, once per task
 
     def counted(m, task, *args, **kwargs):
         calls.append(task.id)
         return real(m, task, *args, **kwargs)
 
-    task_groups.relevance_scores = counted
+    scoring.relevance_scores = counted
     prompt = {"max_length": 256}
     detect = DetectConfig.from_dict(
         {"k": a.k, "attribution": {"n_examples": a.n_examples, "prompt": prompt}}
@@ -88,7 +90,8 @@ def main() -> int:
         "train": {"lr": 5e-4, "batch_size": 8, "prompt": prompt}, "eval": {"prompt": prompt},
     })  # fmt: skip
     with tempfile.TemporaryDirectory() as out:
-        res = generalization_experiment(model, tok, tasks, detect, config, out, progress=False)
+        ctx = RunContext.of(model, tok, tasks, progress=False, detect=detect)
+        res = generalization_experiment(ctx, config, out)
         sets = task_groups.GroupSets.select(res.scored.scores, detect)
     t = res.timings
     print(f"model {a.model}; tasks {[x.id for x in tasks]}; proportions {config.proportions}")

@@ -10,6 +10,7 @@ import torch
 from taskneurons.data.load import load_task
 from taskneurons.experiments.finetuning.budget_grid import budget_grid
 from taskneurons.experiments.finetuning.budget_stage import BudgetGridConfig
+from taskneurons.experiments.run_context import RunContext
 from taskneurons.experiments.specificity.detect_stage import DetectConfig
 from taskneurons.models.loading import load_model
 
@@ -32,10 +33,9 @@ def test_budget_grid_runs_every_cell_and_restores_the_model(tiny_folder, task_fo
             "train": {"batch_size": 2},
         }
     )
-    res = budget_grid(
-        model, tok, tasks, DetectConfig.from_dict({"attribution": {"n_examples": 4}}),
-        config, tmp_path / "b", progress=False,
-    )  # fmt: skip
+    detect = DetectConfig.from_dict({"attribution": {"n_examples": 4}})
+    ctx = RunContext.of(model, tok, tasks, progress=False, detect=detect)
+    res = budget_grid(ctx, config, tmp_path / "b")
     assert list(res.curves) == [(tasks[0].id, o, k) for o in ("sgd", "adamw") for k in (10.0, 30.0)]
     rows = res.rows()
     assert len(rows) == 4 * 2 and [r[3] for r in rows[:2]] == [1, 3]

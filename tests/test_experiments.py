@@ -11,6 +11,7 @@ import yaml
 from taskneurons.cli import main
 from taskneurons.config import ConfigError
 from taskneurons.experiments.experiment_file import ExperimentFile, with_defaults
+from taskneurons.experiments.run_context import RunContext
 from taskneurons.experiments.runner import run_file
 from taskneurons.experiments.specificity.damage_summary import (
     deactivation_summary,
@@ -146,6 +147,23 @@ def test_with_defaults_keeps_what_a_section_sets():
     assert data["multitask"]["detect"]["k"] == 3  # the multitask stage detects the same way
 
 
+def test_run_context_of_builds_an_experiment_file(task_folders, tmp_path):
+    from taskneurons.data.load import load_task
+    from taskneurons.experiments.specificity.detect_stage import DetectConfig
+
+    tasks = [load_task(str(f)) for f in task_folders]
+    ctx = RunContext.of(None, None, tasks, progress=False, detect=DetectConfig(k=5))
+    assert ctx.config.tasks == [t.id for t in tasks] and ctx.tasks == tasks
+    assert ctx.config.detect.k == 5 and ctx.config.deactivate.n_test == 200  # the default
+    assert ctx.scores_source() is None and not ctx.progress and not ctx.config.resume
+    ctx = RunContext.of(None, None, tasks, neurons=tmp_path, resume=True)
+    assert ctx.scores_source() == str(tmp_path) and ctx.config.resume
+    with pytest.raises(TypeError, match="detect: expected a DetectConfig"):
+        RunContext.of(None, None, tasks, detect={"k": 5})
+    with pytest.raises(ValueError, match="unknown stage 'detekt'"):
+        RunContext.of(None, None, tasks, detekt=DetectConfig())
+
+
 def test_run_writes_config_readme_and_typed_results(tiny_folder, task_folders, tmp_path):
     path = _write(
         tmp_path,
@@ -204,7 +222,10 @@ def test_specific_selection_general_set_and_specificity_controls(
 ):
     from taskneurons.data.load import load_task
     from taskneurons.experiments.specificity.deactivate_stage import DeactivateConfig
-    from taskneurons.experiments.specificity.deactivation import deactivation_experiment
+    from taskneurons.experiments.specificity.deactivation import (
+        DeactivationInputs,
+        deactivation_experiment,
+    )
     from taskneurons.experiments.specificity.detect import detect_neurons
     from taskneurons.experiments.specificity.detect_stage import DetectConfig
     from taskneurons.models.loading import load_model
@@ -227,7 +248,7 @@ def test_specific_selection_general_set_and_specificity_controls(
         DeactivateConfig(n_test=4, n_boot=50, n_permutations=10),
         tmp_path / "deactivate",
         progress=False,
-        general=general,
+        inputs=DeactivationInputs(general=general),
     )
     rows = list(res.table.rows)
     assert rows[:3] == ["Original", "Deactivate-Random", "Deactivate-Task"]
@@ -261,17 +282,20 @@ def test_selection_sweep_scores_once_and_writes_every_cell(
     monkeypatch.setattr(
         scoring, "relevance_scores", lambda *a, **k: calls.append(1) or real(*a, **k)
     )
-    res = selection_sweep(
+    ctx = RunContext.of(
         model,
         tok,
         tasks,
-        DetectConfig.from_dict(
+        progress=False,
+        detect=DetectConfig.from_dict(
             {"attribution": {"n_examples": 4}, "selection": {"method": "specific", "m": 2}}
         ),
-        DeactivateConfig(n_test=4, n_boot=20, n_permutations=10),
+        deactivate=DeactivateConfig(n_test=4, n_boot=20, n_permutations=10),
+    )
+    res = selection_sweep(
+        ctx,
         SweepConfig(k=[10.0, 30.0], selections=["topk", "specific", "lape"]),
         tmp_path / "sweep",
-        progress=False,
     )
     assert len(calls) == 2  # each task scored once for all six cells
     assert [r[:2] for r in res.rows] == [
@@ -316,9 +340,11 @@ def test_resumed_sweep_reuses_scores_and_finished_cells(
 
     def sweep(k, resume, deact=deact, scores_from=None, where=out):
         cfg = SweepConfig(k=k, selections=["topk", "specific"])
-        return selection_sweep(
-            model, tok, tasks, detect, deact, cfg, where, False, resume, scores_from
-        )
+        ctx = RunContext.of(
+            model, tok, tasks, False, neurons=scores_from, resume=resume, detect=detect,
+            deactivate=deact,
+        )  # fmt: skip
+        return selection_sweep(ctx, cfg, where)
 
     first = sweep([10.0], resume=False)
     scored, evaluated = [], []

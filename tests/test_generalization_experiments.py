@@ -30,6 +30,7 @@ from taskneurons.experiments.generalization.similarity import (
 from taskneurons.experiments.generalization.similarity_report import correlation_rows, pair_values
 from taskneurons.experiments.generalization.similarity_stage import SimilarityConfig
 from taskneurons.experiments.generalization.task_groups import GroupSets, joined
+from taskneurons.experiments.run_context import RunContext
 from taskneurons.experiments.run_index import file_note
 from taskneurons.experiments.runner import run_file
 from taskneurons.experiments.specificity.detect_stage import DetectConfig
@@ -276,7 +277,8 @@ def test_similarity_with_neuron_training_restores_the_base(tiny_folder, four_tas
         "train": {"method": "neurons", "lr": 0.01, "batch_size": 2},
     })  # fmt: skip
     detect = DetectConfig.from_dict({"k": 20, "attribution": {"n_examples": 4}})
-    res = similarity_experiment(model, tok, tasks, detect, cfg, tmp_path, progress=False)
+    ctx = RunContext.of(model, tok, tasks, progress=False, detect=detect)
+    res = similarity_experiment(ctx, cfg, tmp_path)
     assert model_fingerprint(model) == before
     assert len(res.records) == 4 and len(res.records[0]["similarity"]["all"]) == 2
     assert (tmp_path / "similarity_records.json").is_file() and (
@@ -297,7 +299,9 @@ def test_overlap_stage_reuses_the_scores_of_an_earlier_run(
     )
     groups = [{"name": "g", "train": ["mood", "answer"], "test": ["polar", "pets"]}]
     cfg = OverlapConfig.from_dict({"groups": groups, "proportions": [50, 100]})
-    first = overlap_experiment(model, tok, tasks, detect, cfg, tmp_path / "a", progress=False)
+    first = overlap_experiment(
+        RunContext.of(model, tok, tasks, progress=False, detect=detect), cfg, tmp_path / "a"
+    )
     assert (tmp_path / "a" / "scores" / "mood" / PROBS_FILE).is_file()
 
     def refuse(*args, **kwargs):
@@ -305,9 +309,8 @@ def test_overlap_stage_reuses_the_scores_of_an_earlier_run(
 
     monkeypatch.setattr(scoring, "relevance_scores", refuse)
     monkeypatch.setattr(scoring, "activation_probability", refuse)
-    again = overlap_experiment(
-        model, tok, tasks, detect, cfg, tmp_path / "b", progress=False, source=tmp_path / "a"
-    )
+    ctx = RunContext.of(model, tok, tasks, progress=False, detect=detect, neurons=tmp_path / "a")
+    again = overlap_experiment(ctx, cfg, tmp_path / "b")
     assert again.rows == first.rows and set(again.scored.origin.values()) == {"loaded"}
     # the finished run, again with lape (from the saved activation probabilities) and topk
     lape = analyze_run("overlap", {"run": tmp_path / "a", "out": tmp_path / "c"})
@@ -333,9 +336,15 @@ def test_probabilities_measured_again_are_found_by_the_stage_and_by_analyze(
     groups = [{"name": "g", "train": ["mood", "answer"], "test": ["polar", "pets"]}]
     cfg = OverlapConfig.from_dict({"groups": groups, "proportions": [50, 100]})
     a, b = tmp_path / "a", tmp_path / "b"
-    overlap_experiment(model, tok, tasks, detect(0.0), cfg, a, progress=False)
+
+    def ctx(threshold, source=None):
+        return RunContext.of(
+            model, tok, tasks, progress=False, detect=detect(threshold), neurons=source
+        )
+
+    overlap_experiment(ctx(0.0), cfg, a)
     # b takes a's scores but another threshold: its probabilities are measured into b/scores
-    first = overlap_experiment(model, tok, tasks, detect(0.5), cfg, b, progress=False, source=a)
+    first = overlap_experiment(ctx(0.5, source=a), cfg, b)
     mine = b / "scores" / "mood" / PROBS_FILE
     assert NeuronScores.load(mine).meta["threshold"] == 0.5
 
@@ -343,7 +352,7 @@ def test_probabilities_measured_again_are_found_by_the_stage_and_by_analyze(
         raise AssertionError("measured again")
 
     monkeypatch.setattr(scoring, "activation_probability", refuse)
-    again = overlap_experiment(model, tok, tasks, detect(0.5), cfg, b, progress=False, source=a)
+    again = overlap_experiment(ctx(0.5, source=a), cfg, b)
     assert again.rows == first.rows  # b's own probabilities, not a's (threshold 0) nor new ones
     # analyze reads the same probabilities the stage used
     assert analyze_run("overlap", {"run": b}).text == first.markdown()

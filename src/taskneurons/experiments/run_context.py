@@ -3,10 +3,12 @@
 Example:
     >>> ctx = RunContext(config, model, tok, tasks)  # doctest: +SKIP
     >>> ctx.neuron_sets()["sst2"]  # this run's detect stage, or the file's ``neurons:``  # doctest: +SKIP
+    >>> ctx = RunContext.of(model, tok, tasks, detect=DetectConfig(k=5))  # no file  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from torch import nn
 from taskneurons.data.tasks import Task
 from taskneurons.experiments.common import GENERAL_FILE, detect_folder, load_neuron_sets
 from taskneurons.experiments.experiment_file import ExperimentFile
+from taskneurons.experiments.stage import stage as stage_named
 from taskneurons.neurons.neuron_set import NeuronSet
 
 
@@ -37,6 +40,46 @@ class RunContext:
     general: NeuronSet | None = None
     scored: Any = None
     detect_dir: Path | None = None
+
+    @classmethod
+    def of(
+        cls,
+        model: nn.Module,
+        tokenizer: Any,
+        tasks: list[Task],
+        progress: bool = True,
+        *,
+        neurons: str | os.PathLike | None = None,
+        resume: bool = False,
+        **sections: Any,
+    ) -> RunContext:
+        """A context without an experiment file, for calling an experiment from Python.
+
+        ``sections``: stage sections by stage name (``detect=DetectConfig(k=5)``); the others
+        keep their defaults. ``neurons``: a detect folder (or a run folder with ``scores/``)
+        whose sets and relevance scores are taken, as the file's ``neurons:``; ``resume`` as
+        the file's ``resume:``. The config's ``tasks`` are the tasks' ids.
+
+        Raises:
+            ValueError: a section that names no stage.
+            TypeError: a section that is not its stage's config class.
+
+        Example:
+            >>> ctx = RunContext.of(model, tok, tasks, progress=False,
+            ...                     detect=DetectConfig(k=5))  # doctest: +SKIP
+            >>> overlap_experiment(ctx, OverlapConfig(), "runs/overlap")  # doctest: +SKIP
+        """
+        for name, section in sections.items():
+            want = stage_named(name).config
+            if not isinstance(section, want):
+                raise TypeError(f"{name}: expected a {want.__name__}, got {type(section).__name__}")
+        config = ExperimentFile(
+            tasks=[t.id for t in tasks],
+            neurons=None if neurons is None else os.fspath(neurons),
+            resume=resume,
+            sections=sections,
+        )
+        return cls(config, model, tokenizer, list(tasks), progress)
 
     def neuron_sets(self) -> dict[str, NeuronSet]:
         """The sets of this run's ``detect`` stage, or those in the ``neurons`` folder.

@@ -13,8 +13,8 @@ their paired difference over test examples (random runs averaged per example) wi
 CI and a sign-flip p-value (:func:`~taskneurons.analysis.paired.mean_difference`).
 
 Example:
-    >>> res = budget_grid(model, tok, tasks, DetectConfig(), BudgetGridConfig(k=[1.0]),
-    ...                   "runs/budget")  # doctest: +SKIP
+    >>> ctx = RunContext.of(model, tok, tasks, detect=DetectConfig())  # doctest: +SKIP
+    >>> res = budget_grid(ctx, BudgetGridConfig(k=[1.0]), "runs/budget")  # doctest: +SKIP
     >>> print(res.markdown())  # doctest: +SKIP
 """
 
@@ -25,8 +25,6 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from torch import nn
-
 from taskneurons._io import write_json_atomic
 from taskneurons.analysis.paired import MeanDifference, mean_difference
 from taskneurons.data.tasks import Task
@@ -35,7 +33,6 @@ from taskneurons.experiments.common import eval_examples, limited
 from taskneurons.experiments.finetuning.budget_stage import BudgetGridConfig
 from taskneurons.experiments.run_context import RunContext
 from taskneurons.experiments.specificity.detect import select_sets
-from taskneurons.experiments.specificity.detect_stage import DetectConfig
 from taskneurons.neurons.neuron_set import NeuronSet
 from taskneurons.neurons.scoring import score_tasks
 from taskneurons.neurons.selection import matched_random_sets
@@ -46,6 +43,7 @@ from taskneurons.report.tables import markdown_table, write_table
 from taskneurons.store.run_folder import read_record
 from taskneurons.store.stored_result import StoredResult
 from taskneurons.training.loop import TrainOptions
+from taskneurons.training.train_config import TrainConfig
 from taskneurons.training.trained import trained
 
 #: The record of a budget grid.
@@ -140,63 +138,76 @@ class BudgetGridResult(StoredResult):
         return cls(curves, dict(meta["zero_shot"]), differences, steps, path, meta)
 
 
-def _curve(model, tokenizer, task, test, neurons, cfg, config, folder, progress):
-    """Train ``neurons`` on ``task``; per scored step its per-example scores ``[steps][n]``."""
-    scored: list[list[float]] = []
+@dataclass
+class _Training:
+    """What every training run of one budget grid shares: the run, the grid, the neuron space
+    and the folder."""
 
-    def on_step(step: int, record: dict) -> None:
-        if step in config.steps:
-            res = evaluate(model, tokenizer, task, test, config=config.eval, progress=False)
-            scored.append(res.example_scores())
+    ctx: RunContext
+    config: BudgetGridConfig
+    space: NeuronSpace
+    out: Path
 
-    with trained(
-        model, tokenizer, [task], cfg, neurons=neurons, out_dir=folder,
-        progress=progress, options=TrainOptions(on_step=on_step),
-    ) as res:  # fmt: skip
-        steps = res.steps
-    if len(scored) != len(config.steps):
-        raise RuntimeError(f"{task.id}: training stopped after {steps} of {cfg.max_steps} steps")
-    return scored
+    def cell(
+        self, task: Task, test: list, own: NeuronSet, opt: str, lr: float, k: float
+    ) -> dict[str, list[list[float]]]:
+        """One (task, optimizer, k): the own set's curve and each seed's random curve."""
+        config = self.config
+        cfg = dataclasses.replace(config.train, optimizer=opt, lr=lr, max_steps=max(config.steps))
+        folder = self.out / "runs" / task.id / f"{opt}-k{k:g}"
+        runs = {"task": self.curve(task, test, own, cfg, folder / "task")}
+        for seed in config.seeds:
+            control = matched_random_sets({task.id: own}, self.space, seed)[task.id]
+            runs[f"random{seed}"] = self.curve(task, test, control, cfg, folder / f"random{seed}")
+        return runs
 
+    def curve(
+        self, task: Task, test: list, neurons: NeuronSet, cfg: TrainConfig, folder: Path
+    ) -> list[list[float]]:
+        """Train ``neurons`` on ``task``; per scored step its per-example scores ``[steps][n]``."""
+        model, tokenizer, config = self.ctx.model, self.ctx.tokenizer, self.config
+        scored: list[list[float]] = []
 
-def _cell(model, tokenizer, task, test, own: NeuronSet, space, opt, lr, k, config, out, progress):
-    """One (task, optimizer, k): the own set's curve and each seed's random curve."""
-    cfg = dataclasses.replace(config.train, optimizer=opt, lr=lr, max_steps=max(config.steps))
-    folder = out / "runs" / task.id / f"{opt}-k{k:g}"
-    runs = {
-        "task": _curve(model, tokenizer, task, test, own, cfg, config, folder / "task", progress)
-    }
-    for seed in config.seeds:
-        control = matched_random_sets({task.id: own}, space, seed)[task.id]
-        runs[f"random{seed}"] = _curve(
-            model, tokenizer, task, test, control, cfg, config, folder / f"random{seed}", progress
-        )
-    return runs
+        def on_step(step: int, record: dict) -> None:
+            if step in config.steps:
+                res = evaluate(model, tokenizer, task, test, config=config.eval, progress=False)
+                scored.append(res.example_scores())
+
+        with trained(
+            model, tokenizer, [task], cfg, neurons=neurons, out_dir=folder,
+            progress=self.ctx.progress, options=TrainOptions(on_step=on_step),
+        ) as res:  # fmt: skip
+            steps = res.steps
+        if len(scored) != len(config.steps):
+            stopped = f"training stopped after {steps} of {cfg.max_steps} steps"
+            raise RuntimeError(f"{task.id}: {stopped}")
+        return scored
 
 
 def budget_grid(
-    model: nn.Module,
-    tokenizer,
-    tasks: list[Task],
-    detect: DetectConfig,
-    config: BudgetGridConfig,
-    out_dir: str | os.PathLike,
-    progress: bool = True,
+    ctx: RunContext, config: BudgetGridConfig, out_dir: str | os.PathLike
 ) -> BudgetGridResult:
     """Train own vs random neurons over the whole grid; write tables, curves and plots.
 
-    Writes ``scores/<task>/scores.safetensors``, ``runs/<task>/<optimizer>-k<k>/<task|randomS>/``
+    The ``budget`` stage itself (:data:`run_budget`): model, tokenizer and tasks come from
+    ``ctx``, the attribution and selection settings from ``ctx.config.detect``. Writes
+    ``scores/<task>/scores.safetensors``, ``runs/<task>/<optimizer>-k<k>/<task|randomS>/``
     (training logs), ``budget.{md,csv,json}``, ``curves.json``, ``learning_curves_<opt>.png``
     (score vs step, task and random per (task, k)), ``task_minus_random.png`` (the difference
     vs step per (optimizer, k), mean over tasks) and ``budget_config.json``.
+
+    Example:
+        >>> ctx = RunContext.of(model, tok, tasks, detect=DetectConfig())  # doctest: +SKIP
+        >>> budget_grid(ctx, BudgetGridConfig(k=[1.0]), "runs/budget").rows()[0]  # doctest: +SKIP
     """
-    out = Path(out_dir)
-    chosen = [t for t in tasks if config.tasks is None or t.id in config.tasks]
-    space = NeuronSpace(model, detect.attribution.definition)
+    out, detect, model, tokenizer = Path(out_dir), ctx.config.detect, ctx.model, ctx.tokenizer
+    chosen = [t for t in ctx.tasks if config.tasks is None or t.id in config.tasks]
+    training = _Training(ctx, config, NeuronSpace(model, detect.attribution.definition), out)
     fingerprint = model_fingerprint(model)
     scored = score_tasks(
-        model, tokenizer, tasks, detect.attribution, detect.selection, out / "scores", progress
-    )
+        model, tokenizer, ctx.tasks, detect.attribution, detect.selection, out / "scores",
+        ctx.progress,
+    )  # fmt: skip
     sets = {k: select_sets(scored, dataclasses.replace(detect, k=k))[0] for k in config.k}
     result = BudgetGridResult({}, {}, {}, list(config.steps), out)
     for task in chosen:
@@ -206,8 +217,7 @@ def budget_grid(
         train_task = limited(task, config.n_train, config.seed)
         for opt, lr in zip(config.optimizers, config.lrs, strict=True):
             for k in config.k:
-                runs = _cell(model, tokenizer, train_task, test, sets[k][task.id], space,
-                             opt, lr, k, config, out, progress)  # fmt: skip
+                runs = training.cell(train_task, test, sets[k][task.id], opt, lr, k)
                 _record(result, task.id, opt, k, runs, config)
     result.meta = provenance(
         budget=config.to_dict(), detect=detect.to_dict(), model=fingerprint,
@@ -257,8 +267,5 @@ def _plot(result: BudgetGridResult, config: BudgetGridConfig, out: Path) -> None
               xlabel="optimizer step", ylabel="score points")  # fmt: skip
 
 
-def run_budget(ctx: RunContext, config: BudgetGridConfig, folder: Path) -> BudgetGridResult:
-    """The ``budget`` stage, with the file's ``detect`` section."""
-    return budget_grid(
-        ctx.model, ctx.tokenizer, ctx.tasks, ctx.config.detect, config, folder, ctx.progress
-    )
+#: The ``budget`` stage (``Stage.run`` names it), with the file's ``detect`` section.
+run_budget = budget_grid

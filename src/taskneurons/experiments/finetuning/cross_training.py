@@ -27,7 +27,11 @@ from taskneurons.evaluation.dispatch import evaluate
 from taskneurons.experiments.common import check_sets_cover, eval_examples, limited
 from taskneurons.experiments.finetuning.crosstrain_stage import CrossTrainingConfig
 from taskneurons.experiments.run_context import RunContext
-from taskneurons.experiments.specificity.damage_summary import Specificity, specificity
+from taskneurons.experiments.specificity.damage_summary import (
+    Resampling,
+    Specificity,
+    specificity,
+)
 from taskneurons.neurons.neuron_set import NeuronSet
 from taskneurons.provenance import model_fingerprint, provenance
 from taskneurons.report.comparison import Comparison, MatrixSpec
@@ -155,8 +159,8 @@ def cross_training(
         {i: {j: mean(v) for j, v in row.items()} for i, row in per.items()},
     )
     stats = specificity(
-        table, per, zero, n_boot=config.n_boot, n_permutations=config.n_permutations,
-        seed=config.seed, baseline_row="Zero-shot", direction="rise",
+        table, per, zero, resampling=Resampling.of(config), baseline_row="Zero-shot",
+        direction="rise",
     )  # fmt: skip
     meta = provenance(
         config=config.to_dict(),

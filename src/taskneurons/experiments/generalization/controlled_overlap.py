@@ -20,7 +20,8 @@ mean vs overlap, one line per proportion, ± one standard deviation) and
 
 Example:
     >>> cfg = ControlledOverlapConfig(proportions=[30], overlaps=[0, 100], seeds=[0, 1])
-    >>> res = controlled_overlap_experiment(model, tok, tasks, DetectConfig(), cfg, "out")  # doctest: +SKIP
+    >>> ctx = RunContext.of(model, tok, tasks, detect=DetectConfig())  # doctest: +SKIP
+    >>> res = controlled_overlap_experiment(ctx, cfg, "out")  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -34,11 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from taskneurons._io import write_json_atomic
 from taskneurons.analysis.set_overlap import controlled_overlap
-from taskneurons.data.tasks import Task
 from taskneurons.evaluation.dispatch import evaluate
 from taskneurons.experiments.common import eval_examples, limited
 from taskneurons.experiments.generalization.controlled_overlap_stage import ControlledOverlapConfig
@@ -53,7 +52,6 @@ from taskneurons.experiments.generalization.task_groups import (
     stage_record,
 )
 from taskneurons.experiments.run_context import RunContext
-from taskneurons.experiments.specificity.detect_stage import DetectConfig
 from taskneurons.neurons.neuron_set import NeuronSet
 from taskneurons.report.plots import line_plot
 from taskneurons.report.tables import markdown_table, write_table
@@ -169,26 +167,23 @@ class ControlledOverlapResult(StoredResult):
 
 
 def controlled_overlap_experiment(
-    model: nn.Module,
-    tokenizer,
-    tasks: list[Task],
-    detect: DetectConfig,
-    config: ControlledOverlapConfig,
-    out_dir: str | os.PathLike,
-    progress: bool = True,
-    scored: ScoredTasks | None = None,
-    source: str | os.PathLike | None = None,
+    ctx: RunContext, config: ControlledOverlapConfig, out_dir: str | os.PathLike
 ) -> ControlledOverlapResult:
     """Train each drawn set on its group's training tasks and score the test tasks.
 
+    The ``controlled_overlap`` stage itself (:data:`run_controlled_overlap`): model,
+    tokenizer, tasks, the detect settings and the scores to reuse come from ``ctx``.
+
     Raises:
         ValueError: a group names a task the run does not have; a cell cannot be drawn.
+
+    Example:
+        >>> ctx = RunContext.of(model, tok, tasks, detect=DetectConfig(k=10))  # doctest: +SKIP
+        >>> controlled_overlap_experiment(ctx, ControlledOverlapConfig(), "out").rows  # doctest: +SKIP
     """
     start, out = time.perf_counter(), Path(out_dir)
-    chosen, scored, sets = prepare_sets(
-        model, tokenizer, tasks, config.groups, detect, out, "controlled_overlap.groups",
-        progress, scored, source,
-    )  # fmt: skip
+    model, tokenizer, progress = ctx.model, ctx.tokenizer, ctx.progress
+    chosen, scored, sets = prepare_sets(ctx, config.groups, out, "controlled_overlap.groups")
     timings = Timings(scoring=scored.seconds)
     cells = draw_cells(sets, config)
     timings.selection = time.perf_counter() - start - timings.scoring
@@ -218,7 +213,7 @@ def controlled_overlap_experiment(
     timings.total = time.perf_counter() - start
     result = ControlledOverlapResult(header, rows, records, timings, runs, out, scored)
     result.meta = stage_record(
-        "controlled_overlap", config, detect, sets, scored, out, model,
+        "controlled_overlap", config, ctx.config.detect, sets, scored, out, model,
         timings=timings.to_dict(), runs=runs,
         definition="overlap = share of the trained neurons drawn from the test tasks' union",
     )  # fmt: skip
@@ -305,13 +300,6 @@ def _write(
     write_json_atomic(out / RECORD_FILE, meta)
 
 
-def run_controlled_overlap(
-    ctx: RunContext, config: ControlledOverlapConfig, folder: Path
-) -> ControlledOverlapResult:
-    """The ``controlled_overlap`` stage: scores from earlier stages, ``neurons:`` or this run's detect."""
-    result = controlled_overlap_experiment(
-        ctx.model, ctx.tokenizer, ctx.tasks, ctx.config.detect, config, folder,
-        ctx.progress, ctx.scored, ctx.scores_source(),
-    )  # fmt: skip
-    ctx.scored = result.scored.merged(ctx.scored)
-    return result
+#: The ``controlled_overlap`` stage (``Stage.run`` names it): scores from earlier stages,
+#: ``neurons:`` or this run's detect.
+run_controlled_overlap = controlled_overlap_experiment

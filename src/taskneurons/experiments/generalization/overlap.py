@@ -12,7 +12,8 @@ Files: ``overlap.{md,csv,json}`` (one row per pair and proportion), ``overlap_vs
 .{md,csv,json,png}`` and ``overlap_config.json`` (settings, groups, scores files, provenance).
 
 Example:
-    >>> res = overlap_experiment(model, tok, tasks, DetectConfig(), OverlapConfig(), "out")  # doctest: +SKIP
+    >>> ctx = RunContext.of(model, tok, tasks, detect=DetectConfig())  # doctest: +SKIP
+    >>> res = overlap_experiment(ctx, OverlapConfig(), "out")  # doctest: +SKIP
     >>> res.rate("a", "a", 50.0)  # overlap rate in %  # doctest: +SKIP
 """
 
@@ -24,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from torch import nn
 
 from taskneurons._io import write_json_atomic
 from taskneurons.analysis.set_overlap import (
@@ -32,7 +32,6 @@ from taskneurons.analysis.set_overlap import (
     overlap_matrix,
     overlap_rate,
 )
-from taskneurons.data.tasks import Task
 from taskneurons.experiments.generalization.groups import TaskGroup
 from taskneurons.experiments.generalization.overlap_stage import OverlapConfig
 from taskneurons.experiments.generalization.task_groups import (
@@ -222,39 +221,30 @@ def write_overlap(
 
 
 def overlap_experiment(
-    model: nn.Module,
-    tokenizer,
-    tasks: list[Task],
-    detect: DetectConfig,
-    config: OverlapConfig,
-    out_dir: str | os.PathLike,
-    progress: bool = True,
-    scored: ScoredTasks | None = None,
-    source: str | os.PathLike | None = None,
+    ctx: RunContext, config: OverlapConfig, out_dir: str | os.PathLike
 ) -> OverlapResult:
-    """Score the groups' tasks once (or reuse ``scored``/``source``), write Table 8.
+    """Score the groups' tasks once (or reuse ``ctx``'s scores or its source), write Table 8.
+
+    The ``overlap`` stage itself (:data:`run_overlap`): model, tokenizer, tasks, the detect
+    settings and the scores to reuse come from ``ctx`` (:func:`.task_groups.prepare_sets`).
 
     Raises:
         ValueError: a group names a task the run does not have.
+
+    Example:
+        >>> ctx = RunContext.of(model, tok, tasks, detect=DetectConfig(k=10))  # doctest: +SKIP
+        >>> overlap_experiment(ctx, OverlapConfig(proportions=[50]), "out").rate("a", "a", 50.0)  # doctest: +SKIP
     """
-    out = Path(out_dir)
-    _, scored, sets = prepare_sets(
-        model, tokenizer, tasks, config.groups, detect, out, "overlap.groups", progress,
-        scored, source,
-    )  # fmt: skip
+    out, detect = Path(out_dir), ctx.config.detect
+    _, scored, sets = prepare_sets(ctx, config.groups, out, "overlap.groups")
     result = overlap_rows(sets, config.groups, config.proportions)
     result.out_dir, result.scored = out, scored
-    result.meta = stage_record("overlap", config, detect, sets, scored, out, model)
+    result.meta = stage_record("overlap", config, detect, sets, scored, out, ctx.model)
     result.title = "Overlap rates of training and test tasks' neurons (Table 8)"
     result.save()
     return result
 
 
-def run_overlap(ctx: RunContext, config: OverlapConfig, folder: Path) -> OverlapResult:
-    """The ``overlap`` stage: scores from earlier stages, ``neurons:`` or this run's detect."""
-    result = overlap_experiment(
-        ctx.model, ctx.tokenizer, ctx.tasks, ctx.config.detect, config, folder,
-        ctx.progress, ctx.scored, ctx.scores_source(),
-    )  # fmt: skip
-    ctx.scored = result.scored.merged(ctx.scored)
-    return result
+#: The ``overlap`` stage (``Stage.run`` names it): scores from earlier stages, ``neurons:`` or
+#: this run's detect.
+run_overlap = overlap_experiment

@@ -27,8 +27,9 @@ a bootstrap 95 % interval and a sign-flip p-value),
 with ``save_runs``, each training run's files under ``runs/``.
 
 Example:
-    >>> res = generalization_experiment(model, tok, tasks, DetectConfig(),
-    ...                                 GeneralizationConfig(proportions=[10, 100]), "out")  # doctest: +SKIP
+    >>> ctx = RunContext.of(model, tok, tasks, detect=DetectConfig())  # doctest: +SKIP
+    >>> res = generalization_experiment(ctx, GeneralizationConfig(proportions=[10, 100]),
+    ...                                 "out")  # doctest: +SKIP
     >>> res.timings  # seconds: scoring, selection, training, evaluation, total  # doctest: +SKIP
 """
 
@@ -39,10 +40,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from torch import nn
-
 from taskneurons._io import write_json_atomic
-from taskneurons.data.tasks import Task
 from taskneurons.evaluation.dispatch import evaluate
 from taskneurons.evaluation.result import EvalResult
 from taskneurons.experiments.common import eval_examples, limited
@@ -66,7 +64,6 @@ from taskneurons.experiments.generalization.task_groups import (
     stage_record,
 )
 from taskneurons.experiments.run_context import RunContext
-from taskneurons.experiments.specificity.detect_stage import DetectConfig
 from taskneurons.neurons.neuron_set import NeuronSet
 from taskneurons.report.tables import markdown_table, write_table
 from taskneurons.store.run_folder import read_record
@@ -219,27 +216,23 @@ def _plan(g: TaskGroup, mode: str, p: float, sets: GroupSets, single_neurons: st
 
 
 def generalization_experiment(
-    model: nn.Module,
-    tokenizer,
-    tasks: list[Task],
-    detect: DetectConfig,
-    config: GeneralizationConfig,
-    out_dir: str | os.PathLike,
-    progress: bool = True,
-    scored: ScoredTasks | None = None,
-    source: str | os.PathLike | None = None,
+    ctx: RunContext, config: GeneralizationConfig, out_dir: str | os.PathLike
 ) -> GeneralizationResult:
     """The proportion sweep of PAPER.md Figure 2 and the overlap rates of Table 8.
+
+    The ``generalization`` stage itself (:data:`run_generalization`): model, tokenizer, tasks,
+    the detect settings and the scores to reuse come from ``ctx``.
 
     Raises:
         ValueError: a group names a task the run does not have; a planned set is empty
             (raised before any training).
+
+    Example:
+        >>> ctx = RunContext.of(model, tok, tasks, detect=DetectConfig(k=10))  # doctest: +SKIP
+        >>> generalization_experiment(ctx, GeneralizationConfig(), "out").timings  # doctest: +SKIP
     """
-    start, out = time.perf_counter(), Path(out_dir)
-    chosen, scored, sets = prepare_sets(
-        model, tokenizer, tasks, config.groups, detect, out, "generalization.groups",
-        progress, scored, source,
-    )  # fmt: skip
+    start, out, model = time.perf_counter(), Path(out_dir), ctx.model
+    chosen, scored, sets = prepare_sets(ctx, config.groups, out, "generalization.groups")
     timings = Timings(scoring=scored.seconds)
     plans = {
         (g.name, mode, p): _plan(g, mode, p, sets, config.single_neurons)
@@ -253,7 +246,7 @@ def generalization_experiment(
                     "raise detect.k or the proportion"
                 )
     timings.selection = time.perf_counter() - start - timings.scoring
-    sweep = _Sweep(model, tokenizer, chosen, config, out, progress, timings)
+    sweep = _Sweep(model, ctx.tokenizer, chosen, config, out, ctx.progress, timings)
     sweep.zero_shot()
     in_domain = {g.name: set(g.train) for g in config.groups}
     for (group, mode, p), runs in plans.items():
@@ -267,7 +260,7 @@ def generalization_experiment(
         sweep.records, tables, changes, overlap, timings, sweep.runs, out, scored
     )
     result.meta = stage_record(
-        "generalization", config, detect, sets, scored, out, model,
+        "generalization", config, ctx.config.detect, sets, scored, out, model,
         timings=timings.to_dict(), runs=sweep.runs,
     )  # fmt: skip
     overlap.meta = result.meta
@@ -342,13 +335,6 @@ def _record(group, mode, p, model, neurons, task, domain, res) -> dict:
     }  # fmt: skip
 
 
-def run_generalization(
-    ctx: RunContext, config: GeneralizationConfig, folder: Path
-) -> GeneralizationResult:
-    """The ``generalization`` stage: scores from earlier stages, ``neurons:`` or this run's detect."""
-    result = generalization_experiment(
-        ctx.model, ctx.tokenizer, ctx.tasks, ctx.config.detect, config, folder,
-        ctx.progress, ctx.scored, ctx.scores_source(),
-    )  # fmt: skip
-    ctx.scored = result.scored.merged(ctx.scored)
-    return result
+#: The ``generalization`` stage (``Stage.run`` names it): scores from earlier stages,
+#: ``neurons:`` or this run's detect.
+run_generalization = generalization_experiment

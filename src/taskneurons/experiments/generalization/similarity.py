@@ -23,7 +23,8 @@ Files: ``similarity_records.json`` (every pair's per-layer similarities and scor
 ``similarity_config.json``.
 
 Example:
-    >>> res = similarity_experiment(model, tok, tasks, DetectConfig(), SimilarityConfig(), "out")  # doctest: +SKIP
+    >>> ctx = RunContext.of(model, tok, tasks, detect=DetectConfig())  # doctest: +SKIP
+    >>> res = similarity_experiment(ctx, SimilarityConfig(), "out")  # doctest: +SKIP
     >>> print(res.markdown())  # doctest: +SKIP
 """
 
@@ -40,7 +41,6 @@ from torch import nn
 
 from taskneurons._io import write_json_atomic
 from taskneurons.analysis.parameter_similarity import layer_similarity, neuron_vectors
-from taskneurons.data.tasks import Task
 from taskneurons.evaluation.dispatch import evaluate
 from taskneurons.experiments.common import eval_examples, limited
 from taskneurons.experiments.generalization.proportion_sweep import Timings
@@ -62,7 +62,6 @@ from taskneurons.experiments.generalization.task_groups import (
     stage_record,
 )
 from taskneurons.experiments.run_context import RunContext
-from taskneurons.experiments.specificity.detect_stage import DetectConfig
 from taskneurons.neurons.selection import random_like
 from taskneurons.neurons.space import NeuronSpace
 from taskneurons.report.tables import markdown_table
@@ -201,32 +200,29 @@ def model_similarity(
 
 
 def similarity_experiment(
-    model: nn.Module,
-    tokenizer,
-    tasks: list[Task],
-    detect: DetectConfig,
-    config: SimilarityConfig,
-    out_dir: str | os.PathLike,
-    progress: bool = True,
-    scored: ScoredTasks | None = None,
-    source: str | os.PathLike | None = None,
+    ctx: RunContext, config: SimilarityConfig, out_dir: str | os.PathLike
 ) -> SimilarityResult:
     """Train ``M_i`` per training task, compare neuron parameters per layer, score, correlate.
+
+    The ``similarity`` stage itself (:data:`run_similarity`): model, tokenizer, tasks, the
+    detect settings and the scores to reuse come from ``ctx``.
 
     Raises:
         ValueError: neurons other than ``ffn``; a group names a task the run does not have;
             ``layers`` beyond the model's layers.
+
+    Example:
+        >>> ctx = RunContext.of(model, tok, tasks, detect=DetectConfig(k=10))  # doctest: +SKIP
+        >>> print(similarity_experiment(ctx, SimilarityConfig(), "out").markdown())  # doctest: +SKIP
     """
+    model, detect = ctx.model, ctx.config.detect
     if detect.attribution.definition != "ffn":
         raise ValueError("similarity compares ffn neurons: set detect.attribution.definition: ffn")
     start, out = time.perf_counter(), Path(out_dir)
     check_layers(config.layers, NeuronSpace(model, "ffn").n_layers)
-    chosen, scored, sets = prepare_sets(
-        model, tokenizer, tasks, config.groups, detect, out, "similarity.groups", progress,
-        scored, source,
-    )  # fmt: skip
+    chosen, scored, sets = prepare_sets(ctx, config.groups, out, "similarity.groups")
     timings = Timings(scoring=scored.seconds)
-    runner = _Models(model, tokenizer, chosen, config, sets, timings, progress)
+    runner = _Models(model, ctx.tokenizer, chosen, config, sets, timings, ctx.progress)
     base = runner.zero_shot() if config.zero_shot else {}
     records = []
     for g in config.groups:
@@ -310,11 +306,6 @@ class _Models:
         return {j: (sims[j], scores[j]) for j in tests}
 
 
-def run_similarity(ctx: RunContext, config: SimilarityConfig, folder: Path) -> SimilarityResult:
-    """The ``similarity`` stage: scores from earlier stages, ``neurons:`` or this run's detect."""
-    result = similarity_experiment(
-        ctx.model, ctx.tokenizer, ctx.tasks, ctx.config.detect, config, folder,
-        ctx.progress, ctx.scored, ctx.scores_source(),
-    )  # fmt: skip
-    ctx.scored = result.scored.merged(ctx.scored)
-    return result
+#: The ``similarity`` stage (``Stage.run`` names it): scores from earlier stages, ``neurons:``
+#: or this run's detect.
+run_similarity = similarity_experiment

@@ -18,8 +18,8 @@ space side by side, :func:`joined`), which is what :mod:`taskneurons.analysis.se
 works on.
 
 Example:
-    >>> _, scored, sets = prepare_sets(model, tok, tasks, groups, DetectConfig(k=10), "runs/x",
-    ...                                "groups")  # doctest: +SKIP
+    >>> ctx = RunContext.of(model, tok, tasks, detect=DetectConfig(k=10))  # doctest: +SKIP
+    >>> _, scored, sets = prepare_sets(ctx, groups, "runs/x", "groups")  # doctest: +SKIP
     >>> len(sets.union(["amazonfood", "qqp"], 50))  # top 50 % of each set, joined  # doctest: +SKIP
 """
 
@@ -37,6 +37,7 @@ from taskneurons.analysis.set_overlap import proportion_of_set
 from taskneurons.config import Config
 from taskneurons.data.tasks import Task
 from taskneurons.experiments.generalization.groups import TaskGroup
+from taskneurons.experiments.run_context import RunContext
 from taskneurons.experiments.specificity.detect_stage import DetectConfig
 from taskneurons.neurons.neuron_set import NeuronSet
 from taskneurons.neurons.scores import NeuronScores
@@ -171,32 +172,32 @@ class GroupSets:
 
 
 def prepare_sets(
-    model: nn.Module,
-    tokenizer,
-    tasks: Sequence[Task],
-    groups: Sequence[TaskGroup],
-    detect: DetectConfig,
-    out_dir: str | os.PathLike,
-    key: str,
-    progress: bool = True,
-    scored: ScoredTasks | None = None,
-    source: str | os.PathLike | None = None,
+    ctx: RunContext, groups: Sequence[TaskGroup], out_dir: str | os.PathLike, key: str
 ) -> tuple[list[Task], ScoredTasks, GroupSets]:
     """The groups' tasks, their scores (once per task) and their sets: a stage's first step.
 
     Scores (and the activation probabilities a ``lape`` selection ranks) come from
-    :func:`~taskneurons.neurons.scoring.score_tasks`: from ``scored`` (an earlier stage), from
-    ``source``, from files saved in ``out_dir/scores/`` measured alike, else computed there.
+    :func:`~taskneurons.neurons.scoring.score_tasks` with ``ctx.config.detect``'s attribution:
+    from ``ctx.scored`` (an earlier stage), from :meth:`RunContext.scores_source`, from files
+    saved in ``out_dir/scores/`` measured alike, else computed there. They join ``ctx.scored``
+    for the later stages of the run. The sets are ``ctx.config.detect``'s.
 
     Raises:
         ValueError: a group names a task the run does not have (the message names ``key``).
+
+    Example:
+        >>> ctx = RunContext.of(model, tok, tasks, detect=DetectConfig(k=10))  # doctest: +SKIP
+        >>> chosen, scored, sets = prepare_sets(ctx, groups, "runs/x", "groups")  # doctest: +SKIP
     """
-    chosen = group_tasks(groups, tasks, key)
+    detect = ctx.config.detect
+    chosen = group_tasks(groups, ctx.tasks, key)
     folder = Path(out_dir) / "scores"
-    reuse = ScoreReuse(cached=scored, source=source)
+    reuse = ScoreReuse(cached=ctx.scored, source=ctx.scores_source())
     scored = score_tasks(
-        model, tokenizer, chosen, detect.attribution, detect.selection, folder, progress, reuse
-    )
+        ctx.model, ctx.tokenizer, chosen, detect.attribution, detect.selection, folder,
+        ctx.progress, reuse,
+    )  # fmt: skip
+    ctx.scored = scored.merged(ctx.scored)
     return chosen, scored, GroupSets.select(scored.scores, detect, scored.probabilities)
 
 

@@ -8,6 +8,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -113,14 +114,33 @@ class Specificity:
         return cls(**{**data, "ci": None if ci is None else (ci[0], ci[1])})
 
 
+@dataclass(frozen=True)
+class Resampling:
+    """How the specificity statistics resample: bootstrap draws of the test examples (the
+    interval), permutations of the tasks (the p-value), and their seed.
+
+    Example:
+        >>> Resampling(n_boot=200).n_permutations
+        10000
+    """
+
+    n_boot: int = 1000
+    n_permutations: int = 10_000
+    seed: int = 0
+
+    @classmethod
+    def of(cls, config: Any) -> Resampling:
+        """The ``n_boot``, ``n_permutations`` and ``seed`` of a stage's config
+        (``DeactivateConfig``, ``CrossTrainingConfig``)."""
+        return cls(config.n_boot, config.n_permutations, config.seed)
+
+
 def specificity(
     table: Comparison,
     per_example: dict[str, dict[str, list[float]]] | None = None,
     baseline: dict[str, list[float]] | None = None,
     readout: str = "score",
-    n_boot: int = 1000,
-    n_permutations: int = 10_000,
-    seed: int = 0,
+    resampling: Resampling | None = None,
     baseline_row: str = "Original",
     direction: str | None = None,
 ) -> Specificity:
@@ -132,7 +152,8 @@ def specificity(
             bootstrap intervals over the test examples (``None``: no interval).
         baseline: ``[j]`` -> task j's per-example values with nothing off.
         readout: ``"score"`` (higher is better; effect = drop) or ``"nll"`` (effect = rise).
-        n_boot, n_permutations, seed: resamples, permutations, and their seed.
+        resampling: bootstrap resamples, permutations and their seed (default
+            :class:`Resampling`: 1000, 10 000, 0).
         baseline_row: the row of ``table`` the effects are taken against.
         direction: ``"drop"`` or ``"rise"`` (see :func:`effects`); ``None``: from ``readout``
             (a training experiment, whose effect is a gain in score, passes ``"rise"``).
@@ -142,7 +163,10 @@ def specificity(
         ...                {"a": {"a": 50, "b": 70}, "b": {"a": 80, "b": 40}})
         >>> specificity(t).rows
         ['a', 'b']
+        >>> specificity(t, resampling=Resampling(n_permutations=100, seed=1)).p_value
+        0.5
     """
+    rs = resampling if resampling is not None else Resampling()
     names = table.names
     if direction is None:
         direction = "drop" if readout == "score" else "rise"
@@ -152,9 +176,9 @@ def specificity(
     if per_example is not None and baseline is not None:
         cols = [np.array([per_example[i][j] for i in names]) for j in names]  # [i, n_j] each
         base = [np.array(baseline[j]) for j in names]  # [n_j] each
-        boot = bootstrap(cols, base, direction=direction, n_boot=n_boot, seed=seed)
+        boot = bootstrap(cols, base, direction=direction, n_boot=rs.n_boot, seed=rs.seed)
         ci = boot
-    perm = permutation_test(E, n_permutations, seed)
+    perm = permutation_test(E, rs.n_permutations, rs.seed)
     dom = dominance(E, names)
     return Specificity(
         readout=readout,
@@ -164,5 +188,5 @@ def specificity(
         p_value=float(perm.p_value),
         rows=list(dom.row_tasks),
         columns=list(dom.column_tasks),
-        summary=summarize(E, names, ci=ci, n_permutations=n_permutations, seed=seed),
+        summary=summarize(E, names, ci=ci, n_permutations=rs.n_permutations, seed=rs.seed),
     )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,7 @@ from taskneurons.data.tasks import Task, examples_hash
 from taskneurons.evaluation.dispatch import evaluate
 from taskneurons.experiments.common import check_sets_cover, eval_examples, experiment_meta
 from taskneurons.experiments.run_context import RunContext
-from taskneurons.experiments.specificity.damage_summary import (
-    specificity,
-)
+from taskneurons.experiments.specificity.damage_summary import Resampling, specificity
 from taskneurons.experiments.specificity.deactivate_stage import DeactivateConfig
 from taskneurons.experiments.specificity.deactivation_result import (
     EVALUATIONS_FILE,
@@ -44,7 +43,35 @@ from taskneurons.neurons.space import NeuronSpace
 from taskneurons.provenance import model_fingerprint
 from taskneurons.store.settings import SettingsKey, read_keyed
 
-__all__ = ["EVALUATIONS_FILE", "DeactivationResult", "deactivation_experiment", "run_deactivate"]
+__all__ = [
+    "EVALUATIONS_FILE",
+    "DeactivationInputs",
+    "DeactivationResult",
+    "deactivation_experiment",
+    "run_deactivate",
+]
+
+
+@dataclass
+class DeactivationInputs:
+    """The optional inputs of :func:`deactivation_experiment`.
+
+    Attributes:
+        general: the general set of a ``specific`` detection, deactivated as a control when
+            ``config.general``.
+        original: :attr:`DeactivationResult.original` of an earlier call with the same model
+            weights, tasks and config (the Original row is then not re-evaluated).
+        resume: when ``out_dir`` holds ``evaluations.json``, its evaluations are used instead
+            of evaluating again (the tables and statistics are recomputed from them).
+
+    Example:
+        >>> DeactivationInputs(resume=True).general is None
+        True
+    """
+
+    general: NeuronSet | None = None
+    original: Mapping[str, Any] | None = None
+    resume: bool = False
 
 
 def deactivation_experiment(
@@ -55,9 +82,7 @@ def deactivation_experiment(
     config: DeactivateConfig,
     out_dir: str | os.PathLike,
     progress: bool = True,
-    general: NeuronSet | None = None,
-    original: Mapping[str, Any] | None = None,
-    resume: bool = False,
+    inputs: DeactivationInputs | None = None,
 ) -> DeactivationResult:
     """PAPER.md Table 1 rows, the task x task deactivation matrix (Figure 5) and controls.
 
@@ -66,21 +91,23 @@ def deactivation_experiment(
     ``deactivate_config.json``. When every task is scored by label likelihood, the same
     evaluations also give the gold label's mean NLL (:meth:`EvalResult.gold_nll`), written as
     ``table1_nll.*`` and ``matrix_nll.*`` (change in nats; a rise means the neurons
-    mattered), a readout that still moves when the model is at chance. ``general``: the
-    general set of a ``specific`` detection, deactivated as a control when
-    ``config.general``. ``original``: :attr:`DeactivationResult.original` of an earlier call
-    with the same model weights, tasks and config (the Original row is then not re-evaluated).
+    mattered), a readout that still moves when the model is at chance. ``inputs``: the
+    general set to deactivate as a control, the Original evaluations of an earlier call, and
+    whether to resume (:class:`DeactivationInputs`; default: none of them).
 
     Every evaluation is kept per example in ``evaluations.json`` with what it depends on (the
     config but its bootstrap and permutation counts, the model fingerprint, the test examples'
-    hashes and the deactivated sets' digests). ``resume``: when ``out_dir`` holds that file,
-    its evaluations are used instead of evaluating again (the tables and statistics are
-    recomputed from them).
+    hashes and the deactivated sets' digests), which ``inputs.resume`` compares.
 
     Raises:
         ValueError: ``resume`` and ``evaluations.json`` was made with other settings, model,
             examples or sets.
+
+    Example:
+        >>> res = deactivation_experiment(model, tok, tasks, det.sets, DeactivateConfig(), "out",
+        ...     inputs=DeactivationInputs(general=det.general))  # doctest: +SKIP
     """
+    given = inputs if inputs is not None else DeactivationInputs()
     check_sets_cover(tasks, neuron_sets)
     space = NeuronSpace(model, next(iter(neuron_sets.values())).definition)
     for ns in neuron_sets.values():
@@ -88,19 +115,18 @@ def deactivation_experiment(
     test = {t.id: eval_examples(t, config.n_test, config.seed) for t in tasks}
     own = {t.id: neuron_sets[t.id] for t in tasks}
     controls = matched_random_sets(own, space, config.random_seed, config.random_excludes_task)
-    conditions = _conditions(tasks, neuron_sets, controls, general, config)
+    conditions = _conditions(tasks, neuron_sets, controls, given.general, config)
     key = _evaluation_key(config, model, test, conditions)
-    saved = read_keyed(Path(out_dir) / EVALUATIONS_FILE, key, _refusal) if resume else None
+    saved = read_keyed(Path(out_dir) / EVALUATIONS_FILE, key, _refusal) if given.resume else None
     runs = runs_from_json(saved["runs"]) if saved is not None else None
     if runs is None:  # the evaluations themselves, so a later cell can reuse ``original``
-        runs = _run_conditions(
-            model, tokenizer, tasks, conditions, test, config, space, progress, original
-        )
+        bench = _Bench(model, tokenizer, tasks, test, config, space, progress)
+        runs = _run_conditions(bench, conditions, given.original)
         saved = {"key": key.to_dict(), "runs": runs_to_json(runs)}
     runs["Deactivate-Task"] = {t.id: runs["matrix"][t.id][t.id] for t in tasks}
     result = _result(tasks, runs, Path(out_dir), config)
     result.sets, result.original = own, dict(runs["Original"])
-    result.general = general if "Deactivate-General" in runs else None
+    result.general = given.general if "Deactivate-General" in runs else None
     result.meta = experiment_meta(config, model, tasks, test, neuron_sets, controls)
     result.evaluations = saved
     result.save()
@@ -128,17 +154,34 @@ def _conditions(tasks, neuron_sets, controls, general, config) -> list[tuple[str
     return out
 
 
-def _run_conditions(model, tokenizer, tasks, conditions, test, config, space, progress, original):
+@dataclass
+class _Bench:
+    """What every evaluation of one deactivation experiment uses."""
+
+    model: nn.Module
+    tokenizer: Any
+    tasks: list[Task]
+    test: dict[str, list]
+    config: DeactivateConfig
+    space: NeuronSpace
+    progress: bool
+
+
+def _run_conditions(bench: _Bench, conditions, original) -> dict:
     """``{row: {task: Evaluation}}``, with ``"matrix": {i: {j: Evaluation}}``."""
+    tasks, config = bench.tasks, bench.config
     by_id = {t.id: t for t in tasks}
     if original is not None and set(original) != set(by_id):
         raise ValueError(f"original evaluations of {sorted(original)}, tasks {sorted(by_id)}")
     total = (original is None) * len(tasks)
     total += sum(len(m) for _, c in conditions for _, m in c.values())
-    bar = tqdm(total=total, desc="deactivation", unit="eval", disable=not progress)
+    bar = tqdm(total=total, desc="deactivation", unit="eval", disable=not bench.progress)
 
     def run(task: Task) -> Evaluation:
-        res = evaluate(model, tokenizer, task, test[task.id], config=config.eval, progress=False)
+        res = evaluate(
+            bench.model, bench.tokenizer, task, bench.test[task.id], config=config.eval,
+            progress=False,
+        )  # fmt: skip
         bar.update()
         return Evaluation(res.score, res.gold_nll(), res.example_scores(), res.example_gold_nll())
 
@@ -146,7 +189,7 @@ def _run_conditions(model, tokenizer, tasks, conditions, test, config, space, pr
     for row, cells in conditions:
         runs[row] = {}
         for key, (neurons, measured) in cells.items():
-            with deactivate(model, neurons, mode=config.mode, space=space):
+            with deactivate(bench.model, neurons, mode=config.mode, space=bench.space):
                 values = {j: run(by_id[j]) for j in measured}
             if row == "matrix":
                 runs[row][key] = values
@@ -196,9 +239,7 @@ def _result(tasks: list[Task], runs: dict, out: Path, config: DeactivateConfig):
             {i: {j: getattr(v, per) for j, v in row.items()} for i, row in runs["matrix"].items()},
             {j: getattr(runs["Original"][j], per) for j in names},
             readout=readout,
-            n_boot=config.n_boot,
-            n_permutations=config.n_permutations,
-            seed=config.seed,
+            resampling=Resampling.of(config),
         )
     return result
 
@@ -206,6 +247,7 @@ def _result(tasks: list[Task], runs: dict, out: Path, config: DeactivateConfig):
 def run_deactivate(ctx: RunContext, config: DeactivateConfig, folder: Path) -> DeactivationResult:
     """The ``deactivate`` stage on the run's neuron sets (and the general set, if any)."""
     sets = ctx.neuron_sets()
+    inputs = DeactivationInputs(general=ctx.general)
     return deactivation_experiment(
-        ctx.model, ctx.tokenizer, ctx.tasks, sets, config, folder, ctx.progress, general=ctx.general
+        ctx.model, ctx.tokenizer, ctx.tasks, sets, config, folder, ctx.progress, inputs
     )

@@ -8,8 +8,9 @@ their own neurons than to random ones, and the mean double-centred diagonal of t
 matrix with its bootstrap interval and permutation p-value, by accuracy and by gold NLL.
 
 Example:
-    >>> res = selection_sweep(model, tok, tasks, DetectConfig(), DeactivateConfig(),
-    ...                       SweepConfig(k=[1, 10]), "runs/sweep")  # doctest: +SKIP
+    >>> ctx = RunContext.of(model, tok, tasks, detect=DetectConfig(),
+    ...                     deactivate=DeactivateConfig())  # doctest: +SKIP
+    >>> res = selection_sweep(ctx, SweepConfig(k=[1, 10]), "runs/sweep")  # doctest: +SKIP
     >>> print(res.markdown())  # doctest: +SKIP
 """
 
@@ -20,14 +21,13 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from torch import nn
-
 from taskneurons._io import write_json_atomic
-from taskneurons.data.tasks import Task
 from taskneurons.experiments.common import DETECT_CONFIG, GENERAL_FILE
 from taskneurons.experiments.run_context import RunContext
-from taskneurons.experiments.specificity.deactivate_stage import DeactivateConfig
-from taskneurons.experiments.specificity.deactivation import deactivation_experiment
+from taskneurons.experiments.specificity.deactivation import (
+    DeactivationInputs,
+    deactivation_experiment,
+)
 from taskneurons.experiments.specificity.deactivation_result import DeactivationResult
 from taskneurons.experiments.specificity.detect import save_sets, select_sets
 from taskneurons.experiments.specificity.detect_stage import DetectConfig
@@ -42,6 +42,7 @@ from taskneurons.experiments.specificity.sweep_grid import (
 from taskneurons.experiments.specificity.sweep_stage import SweepConfig
 from taskneurons.neurons.neuron_set import NeuronSet
 from taskneurons.neurons.scoring import ScoredTasks, ScoreReuse, score_tasks
+from taskneurons.neurons.selection.selection_config import SelectionConfig
 from taskneurons.provenance import model_fingerprint, provenance
 from taskneurons.report.tables import markdown_table
 from taskneurons.store.run_folder import read_record
@@ -126,43 +127,37 @@ class SweepResult(StoredResult):
 
 
 def selection_sweep(
-    model: nn.Module,
-    tokenizer,
-    tasks: list[Task],
-    detect: DetectConfig,
-    deactivate: DeactivateConfig,
-    config: SweepConfig,
-    out_dir: str | os.PathLike,
-    progress: bool = True,
-    resume: bool = False,
-    scores_from: str | os.PathLike | None = None,
+    ctx: RunContext, config: SweepConfig, out_dir: str | os.PathLike
 ) -> SweepResult:
     """Deactivation for every (selection, k) of ``config``, from scores computed once.
 
-    Writes ``scores/<task>/`` (scores, activation probabilities) and the files of a
-    :class:`SweepResult` (``specificity_vs_k{,_nll}.png``: the mean double-centred diagonal
-    vs k, one line per selection, 95 % bands).
+    The ``sweep`` stage itself (:data:`run_sweep`): model, tokenizer and tasks come from
+    ``ctx``, the attribution and selection settings from ``ctx.config.detect``, the
+    deactivation settings from ``ctx.config.deactivate``. Writes ``scores/<task>/`` (scores,
+    activation probabilities) and the files of a :class:`SweepResult`
+    (``specificity_vs_k{,_nll}.png``: the mean double-centred diagonal vs k, one line per
+    selection, 95 % bands).
 
-    ``scores_from``: a run or detect folder whose scores (and activation probabilities) of
-    these tasks on this model are used instead of scoring again. ``resume``: continue an
-    interrupted sweep in ``out_dir``: its saved scores are used (they must have been made with
-    ``detect.attribution``) and every cell whose evaluations were saved is not evaluated again
-    (see :func:`deactivation_experiment`), so a grid can also be extended cell by cell.
+    ``ctx.scores_source()`` (``neurons:``, a run or detect folder): its scores (and activation
+    probabilities) of these tasks on this model are used instead of scoring again.
+    ``ctx.config.resume``: continue an interrupted sweep in ``out_dir``: its saved scores are
+    used (they must have been made with ``detect.attribution``) and every cell whose
+    evaluations were saved is not evaluated again (see :func:`deactivation_experiment`), so a
+    grid can also be extended cell by cell.
 
     Raises:
         ValueError: ``resume`` and the saved scores or evaluations were made with other settings.
+
+    Example:
+        >>> ctx = RunContext.of(model, tok, tasks, detect=DetectConfig(),
+        ...                     deactivate=DeactivateConfig())  # doctest: +SKIP
+        >>> selection_sweep(ctx, SweepConfig(k=[1, 10]), "runs/sweep").rows  # doctest: +SKIP
     """
-    out = Path(out_dir)
-    fingerprint = model_fingerprint(model)
-    source = scores_from if scores_from is not None else (out if resume else None)
+    out, detect, resume = Path(out_dir), ctx.config.detect, ctx.config.resume
+    fingerprint = model_fingerprint(ctx.model)
     selections = config.cells(detect.selection)
-    reuse = ScoreReuse(source=source)
-    scored = score_tasks(
-        model, tokenizer, tasks, detect.attribution, selections, out / "scores", progress, reuse
-    )
-    if resume and scores_from is None:
-        _check_resumed_scores(scored, detect)
-    result, ids = SweepResult({}, [], out), [t.id for t in tasks]
+    scored = _scores(ctx, selections, out)
+    result, ids = SweepResult({}, [], out), [t.id for t in ctx.tasks]
     original = None  # the unmodified model's evaluations: the same in every cell
     for selection in selections:
         method = selection.method
@@ -173,18 +168,32 @@ def selection_sweep(
             record = provenance(config=cfg.to_dict(), tasks=ids, model=fingerprint)
             save_sets(folder, sets, general, record)
             cell = deactivation_experiment(
-                model, tokenizer, tasks, sets, deactivate, folder, progress, general, original,
-                resume,
+                ctx.model, ctx.tokenizer, ctx.tasks, sets, ctx.config.deactivate, folder,
+                ctx.progress, DeactivationInputs(general, original, resume),
             )  # fmt: skip
             result.cells[(method, k)], original = cell, cell.original
             result.records[(method, k)], result.generals[(method, k)] = record, general
     result.rows = [_row(m, k, result.cells[(m, k)]) for m, k in result.cells]
     result.meta = provenance(
-        sweep=config.to_dict(), detect=detect.to_dict(), deactivate=deactivate.to_dict(),
+        sweep=config.to_dict(), detect=detect.to_dict(), deactivate=ctx.config.deactivate.to_dict(),
         model=fingerprint, tasks=ids, scores=scored.record(out),
     )  # fmt: skip
     result.save_summary()
     return result
+
+
+def _scores(ctx: RunContext, selections: list[SelectionConfig], out: Path) -> ScoredTasks:
+    """Each task's scores (and the probabilities ``selections`` rank), scored once into
+    ``out/scores``: from ``ctx.scores_source()``, else, resuming, from ``out`` (checked)."""
+    detect, resume, scores_from = ctx.config.detect, ctx.config.resume, ctx.scores_source()
+    source = scores_from if scores_from is not None else (out if resume else None)
+    scored = score_tasks(
+        ctx.model, ctx.tokenizer, ctx.tasks, detect.attribution, selections, out / "scores",
+        ctx.progress, ScoreReuse(source=source),
+    )  # fmt: skip
+    if resume and scores_from is None:
+        _check_resumed_scores(scored, detect)
+    return scored
 
 
 def _check_resumed_scores(scored: ScoredTasks, detect: DetectConfig) -> None:
@@ -204,10 +213,6 @@ def _row(method: str, k: float, cell: DeactivationResult) -> list:
     return cell_row(method, k, cell, sizes, mean_iou(cell.sets))
 
 
-def run_sweep(ctx: RunContext, config: SweepConfig, folder: Path) -> SweepResult:
-    """The ``sweep`` stage, with the file's ``detect`` and ``deactivate`` sections."""
-    cfg = ctx.config
-    return selection_sweep(
-        ctx.model, ctx.tokenizer, ctx.tasks, cfg.detect, cfg.deactivate, config, folder,
-        ctx.progress, cfg.resume, ctx.scores_source(),
-    )  # fmt: skip
+#: The ``sweep`` stage (``Stage.run`` names it), with the file's ``detect`` and ``deactivate``
+#: sections.
+run_sweep = selection_sweep
