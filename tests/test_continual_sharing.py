@@ -21,6 +21,7 @@ from taskneurons.experiments.continual.method_run import (
     shares_training,
 )
 from taskneurons.experiments.continual.suite import _jobs, continual_suite
+from taskneurons.experiments.run_context import RunContext
 from test_continual import (
     EVAL,
     TRAIN,
@@ -260,7 +261,8 @@ def test_suite_trains_wncft_once_and_keeps_the_rows_in_order(tok, tasks, tmp_pat
         ["wncft-inferred", "wncft"]
     ]
     calls = _counting(monkeypatch, WNCFT)
-    res = continual_suite(tiny_model("llama"), tok, tasks, suite, tmp_path / "s", progress=False)
+    ctx = RunContext.of(tiny_model("llama"), tok, tasks, progress=False)
+    res = continual_suite(ctx, suite, tmp_path / "s")
     assert len(calls) == 3
     assert list(res.results) == ["wncft-inferred", "wncft"]
     assert [r.mode for r in res.results.values()] == ["inferred", "given"]
@@ -274,9 +276,8 @@ def test_suite_trains_wncft_once_and_keeps_the_rows_in_order(tok, tasks, tmp_pat
         path.unlink()
     jobs = _jobs(suite, tmp_path / "s", True)
     assert [[label for label, _ in job] for job in jobs] == [["wncft-inferred"], ["wncft"]]
-    again = continual_suite(
-        tiny_model("llama"), tok, tasks, suite, tmp_path / "s", resume=True, progress=False
-    )
+    ctx = RunContext.of(tiny_model("llama"), tok, tasks, progress=False, resume=True)
+    again = continual_suite(ctx, suite, tmp_path / "s")
     assert again.results["wncft-inferred"].resumed_from == 3
     assert again.results["wncft"].resumed_from is None
     for label in suite.methods:
@@ -290,7 +291,9 @@ def test_suite_methods_after_a_lora_method_start_from_the_base_model(tok, tasks,
     fields = {k: getattr(base, k) for k in ("train", "single_train", "eval", "n_train", "n_test")}
     suite = ContinualSuiteConfig(methods=["seqlora", "olora", "epi", "seqft"], **fields)
     model = tiny_model("llama")
-    res = continual_suite(model, tok, tasks[:2], suite, tmp_path / "s", progress=False)
+    res = continual_suite(
+        RunContext.of(model, tok, tasks[:2], progress=False), suite, tmp_path / "s"
+    )
     for label, cfg in suite.runs():
         alone = continual_experiment(
             tiny_model("llama"), tok, tasks[:2], cfg, tmp_path / label, progress=False

@@ -235,20 +235,16 @@ def test_specific_selection_general_set_and_specificity_controls(
     cfg = DetectConfig.from_dict(
         {"k": 30, "attribution": {"n_examples": 4}, "selection": {"method": "specific", "m": 2}}
     )
-    det = detect_neurons(model, tok, tasks, cfg, tmp_path / "detect", progress=False)
+    det = detect_neurons(RunContext.of(model, tok, tasks, progress=False), cfg, tmp_path / "detect")
     general = det.general
     assert general is not None and (tmp_path / "detect" / "general_neurons.safetensors").is_file()
     for ns in det.sets.values():  # own top-k minus the neurons in both tasks' top-k
         assert len(ns & general) == 0 and ns.meta["selection"]["method"] == "specific"
     res = deactivation_experiment(
-        model,
-        tok,
-        tasks,
-        det.sets,
+        RunContext.of(model, tok, tasks, progress=False),
         DeactivateConfig(n_test=4, n_boot=50, n_permutations=10),
         tmp_path / "deactivate",
-        progress=False,
-        inputs=DeactivationInputs(general=general),
+        DeactivationInputs(sets=det.sets, general=general),
     )
     rows = list(res.table.rows)
     assert rows[:3] == ["Original", "Deactivate-Random", "Deactivate-Task"]

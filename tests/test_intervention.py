@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from taskneurons.data.tasks import Example, Task
+from taskneurons.experiments.run_context import RunContext
 from taskneurons.neurons.intervention import Deactivation, deactivate, zero_neurons
 from taskneurons.neurons.neuron_set import NeuronSet, NeuronSetMismatchError
 from taskneurons.neurons.scores import NeuronScores
@@ -267,7 +268,8 @@ def test_deactivate_task_row_is_evaluate_under_deactivate(tmp_path, mode):
     sets = {t.id: _random_set(model, "ffn", k=10, seed=i) for i, t in enumerate(tasks)}
     eval_cfg = EvalConfig(prompt=PromptConfig(max_length=48), batch_size=4)
     config = DeactivateConfig(mode=mode, n_test=6, seed=3, eval=eval_cfg)
-    res = deactivation_experiment(model, tok, tasks, sets, config, tmp_path, progress=False)
+    ctx = RunContext.of(model, tok, tasks, progress=False, sets=sets)
+    res = deactivation_experiment(ctx, config, tmp_path)
     assert res.nll is not None
     for t in tasks:
         examples = eval_examples(t, config.n_test, config.seed)

@@ -14,6 +14,7 @@ from taskneurons.evaluation.dispatch import evaluate
 from taskneurons.evaluation.eval_config import EvalConfig
 from taskneurons.experiments.common import eval_examples
 from taskneurons.experiments.experiment_file import ExperimentFile, with_defaults
+from taskneurons.experiments.run_context import RunContext
 from taskneurons.experiments.runner import run_file
 from taskneurons.experiments.zero_shot.prompt_variants import MEAN_ROW, prompt_variants_experiment
 from taskneurons.experiments.zero_shot.prompts_stage import PromptVariantsConfig
@@ -47,7 +48,9 @@ def _config(variants=VARIANTS, **extra) -> PromptVariantsConfig:
 def test_scores_differences_and_files(setup, tmp_path):
     model, tok, tasks = setup
     config = _config()
-    res = prompt_variants_experiment(model, tok, tasks, config, tmp_path, progress=False)
+    res = prompt_variants_experiment(
+        RunContext.of(model, tok, tasks, progress=False), config, tmp_path
+    )
     names = [t.id for t in tasks]
     assert res.variants == ["plain", "chat", "same"]
     assert [r[0] for r in res.rows] == [*names, MEAN_ROW]
@@ -141,7 +144,8 @@ def test_chat_variant_without_a_chat_template_fails_before_evaluating(setup, tmp
     calls = []
     monkeypatch.setattr(pv, "evaluate", lambda *a, **k: calls.append(a))
     with pytest.raises(ValueError, match=r"\['chat'\] set chat_template: true, but the tokenizer"):
-        prompt_variants_experiment(model, tiny_tokenizer(), tasks, _config(), tmp_path / "x")
+        ctx = RunContext.of(model, tiny_tokenizer(), tasks)
+        prompt_variants_experiment(ctx, _config(), tmp_path / "x")
     assert calls == [] and not (tmp_path / "x").exists()
 
 

@@ -16,6 +16,7 @@ import pytest
 import torch
 from captum.attr import LayerGradientXActivation
 
+from taskneurons.experiments.run_context import RunContext
 from taskneurons.models.adapters import ADAPTER_TABLE, supported_families
 from taskneurons.neurons.attribution import relevance_scores
 from taskneurons.neurons.attribution_config import AttributionConfig
@@ -153,7 +154,8 @@ def test_neuron_training_experiment_keeps_base_weights(tmp_path, monkeypatch):
         train=TrainConfig(lr=0.1, max_steps=2, batch_size=4, prompt=prompt),
         eval=EvalConfig(prompt=prompt, batch_size=4),
     )
-    nt.neuron_training_experiment(model, tok, tasks, sets, config, tmp_path, progress=False)
+    ctx = RunContext.of(model, tok, tasks, progress=False, sets=sets)
+    nt.neuron_training_experiment(ctx, config, tmp_path)
     assert len(trained) == 2 * len(tasks)  # random + task neurons per task
     for res in trained:
         assert not res.delta.attached

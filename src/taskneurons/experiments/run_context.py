@@ -50,6 +50,7 @@ class RunContext:
         progress: bool = True,
         *,
         neurons: str | os.PathLike | None = None,
+        sets: dict[str, NeuronSet] | None = None,
         resume: bool = False,
         **sections: Any,
     ) -> RunContext:
@@ -57,8 +58,9 @@ class RunContext:
 
         ``sections``: stage sections by stage name (``detect=DetectConfig(k=5)``); the others
         keep their defaults. ``neurons``: a detect folder (or a run folder with ``scores/``)
-        whose sets and relevance scores are taken, as the file's ``neurons:``; ``resume`` as
-        the file's ``resume:``. The config's ``tasks`` are the tasks' ids.
+        whose sets and relevance scores are taken, as the file's ``neurons:``; ``sets``: each
+        task's set, given as they are (as a detect stage of the run would); ``resume`` as the
+        file's ``resume:``. The config's ``tasks`` are the tasks' ids.
 
         Raises:
             ValueError: a section that names no stage.
@@ -79,7 +81,7 @@ class RunContext:
             resume=resume,
             sections=sections,
         )
-        return cls(config, model, tokenizer, list(tasks), progress)
+        return cls(config, model, tokenizer, list(tasks), progress, sets=sets)
 
     def neuron_sets(self) -> dict[str, NeuronSet]:
         """The sets of this run's ``detect`` stage, or those in the ``neurons`` folder.

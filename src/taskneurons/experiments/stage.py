@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import textwrap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,7 +60,7 @@ class Stage:
         uses: other stages' sections it reads (the sweep reads ``detect`` and ``deactivate``);
             its command offers their flags too.
         files: the files it writes (name or stem, ``folder/`` for a folder) -> what each holds,
-            for the run's README.
+            for the run's README; or the same as text, one ``name: what it holds`` per line.
         result: ``"module:Class"`` of the result ``run`` returns; the class reads a finished
             stage's folder back (``Class.load(folder)``) and writes it (``result.save(folder)``).
     """
@@ -73,10 +74,12 @@ class Stage:
     changes_model: bool = False
     inherits: tuple[str, ...] = ()
     uses: tuple[str, ...] = ()
-    files: Mapping[str, str] = field(default_factory=dict)
+    files: Mapping[str, str] | str = field(default_factory=dict)
     result: str = ""
 
     def __post_init__(self) -> None:
+        if isinstance(self.files, str):
+            object.__setattr__(self, "files", _notes(self.files))
         unknown = sorted(set(self.needs) - set(NEEDS))
         if unknown:
             raise ValueError(f"stage {self.name!r}: unknown needs {unknown}; known: {NEEDS}")
@@ -110,6 +113,19 @@ class Stage:
         module, _, name = path.partition(":")
         package = self.config.__module__.rpartition(".")[0]
         return getattr(importlib.import_module(module, package=package), name)
+
+
+def _notes(text: str) -> dict[str, str]:
+    """``{name: note}`` of ``name: note`` lines (a more indented line continues the note)."""
+    notes: dict[str, str] = {}
+    name = ""
+    for line in textwrap.dedent(text).strip("\n").splitlines():
+        if line.startswith(" ") and name:
+            notes[name] += " " + line.strip()
+        else:
+            name, _, note = line.partition(": ")
+            notes[name] = note
+    return notes
 
 
 _REGISTRY: dict[str, Stage] = {}

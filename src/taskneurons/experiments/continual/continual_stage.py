@@ -142,21 +142,17 @@ def _check_shared(options: dict[str, Any], names: list[str]) -> None:
         raise ValueError(f"method.{key}: {hint}; none of the methods {names} takes it")
 
 
-STAGE = register(
-    Stage(
-        name="continual",
-        config=ContinualSuiteConfig,
-        run=".suite:run_continual",
-        result=".suite:ContinualSuiteResult",
-        title="learn the tasks in order with each method; accuracy matrix, CL, FG, BWT, FWT",
-        order=120,
-        changes_model=True,
-        files={
-            "table5": "final score per task, CL, BWT, FWT per method (Table 5 layout)",
-            "forgetting": "FG_j per stage for every method (Figure 4)",
-            "suite": "Table 5 rows and FG_j curves as JSON",
-            "reference_cache.json": "single-task and zero-shot scores shared by the methods",
-            "forgetting_*": "FG_j per stage of a run's methods (Figure 4)",
-        },
-    )
-)
+#: what the stage writes, for the run README
+FILES = """
+    table5: final score per task, CL, BWT, FWT per method (Table 5 layout)
+    forgetting: FG_j per stage for every method (Figure 4)
+    suite: Table 5 rows and FG_j curves as JSON
+    reference_cache.json: single-task and zero-shot scores shared by the methods
+    forgetting_*: FG_j per stage of a run's methods (Figure 4)
+"""
+
+STAGE = register(Stage(
+    name="continual", config=ContinualSuiteConfig, order=120, changes_model=True,
+    run=".suite:run_continual", result=".suite:ContinualSuiteResult", files=FILES,
+    title="learn the tasks in order with each method; accuracy matrix, CL, FG, BWT, FWT",
+))  # fmt: skip

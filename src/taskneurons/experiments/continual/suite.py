@@ -7,7 +7,7 @@ scores. The summary is the Table 5 layout (a row per method: each task's final s
 FWT) and the forgetting curves FG_j of every method in one figure (Figure 4).
 
 Example:
-    >>> res = continual_suite(model, tok, tasks, ContinualSuiteConfig(methods=["seqft", "ncft"]),
+    >>> res = continual_suite(RunContext.of(model, tok, tasks), ContinualSuiteConfig(methods=["seqft", "ncft"]),
     ...                       "runs/cl")  # doctest: +SKIP
     >>> print(res.markdown())  # doctest: +SKIP
 """
@@ -20,11 +20,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from torch import nn
-
 from taskneurons._io import write_json_atomic
 from taskneurons.continual.stage_checkpoint import checkpoint_stage
-from taskneurons.data.tasks import Task
 from taskneurons.experiments.continual.continual_result import ContinualResult
 from taskneurons.experiments.continual.continual_stage import ContinualConfig, ContinualSuiteConfig
 from taskneurons.experiments.continual.method_run import continual_experiments, shares_training
@@ -114,13 +111,7 @@ class ContinualSuiteResult(StoredResult):
 
 
 def continual_suite(
-    model: nn.Module,
-    tokenizer,
-    tasks: list[Task],
-    config: ContinualSuiteConfig,
-    out_dir: str | os.PathLike,
-    resume: bool = False,
-    progress: bool = True,
+    ctx: RunContext, config: ContinualSuiteConfig, out_dir: str | os.PathLike
 ) -> ContinualSuiteResult:
     """Run every method of ``config`` on the same order; write Table 5 and Figure 4.
 
@@ -131,6 +122,8 @@ def continual_suite(
     ``wncft-inferred``: :func:`_jobs`) run together, at the first one's place; the rows keep
     the order of ``methods``.
     """
+    model, tokenizer, tasks, progress = ctx.model, ctx.tokenizer, ctx.tasks, ctx.progress
+    resume = ctx.config.resume
     out = Path(out_dir)
     initial = ModelSnapshot.take(model)
     done: dict[str, ContinualResult] = {}
@@ -179,10 +172,4 @@ def _jobs(
     return jobs
 
 
-def run_continual(
-    ctx: RunContext, config: ContinualSuiteConfig, folder: Path
-) -> ContinualSuiteResult:
-    """The ``continual`` stage (it changes the model: the last stage of a run)."""
-    return continual_suite(
-        ctx.model, ctx.tokenizer, ctx.tasks, config, folder, ctx.config.resume, ctx.progress
-    )
+run_continual = continual_suite

@@ -73,22 +73,18 @@ class BudgetGridConfig(Config):
             raise ValueError("the budget grid trains neurons: train.method='neurons', merge off")
 
 
-STAGE = register(
-    Stage(
-        name="budget",
-        config=BudgetGridConfig,
-        run=".budget_grid:run_budget",
-        result=".budget_grid:BudgetGridResult",
-        title="train own vs random neurons over optimizer x steps x k x seeds (Table 2 budgets)",
-        order=50,
-        uses=("detect",),
-        files={
-            "budget": "Train-Task vs Train-Random per (task, optimizer, k, step), paired CI and p",
-            "curves.json": "learning curves: the score after every scored step, own and random sets",
-            "learning_curves_sgd": "score vs step with SGD, own set and mean of the random sets",
-            "learning_curves_adamw": "score vs step with AdamW, own set and mean of the random sets",
-            "task_minus_random": "Train-Task - Train-Random vs step per (optimizer, k)",
-            "budget_config.json": "budget-grid knobs, zero-shot scores and provenance",
-        },
-    )
-)
+#: what the stage writes, for the run README
+FILES = """
+    budget: Train-Task vs Train-Random per (task, optimizer, k, step), paired CI and p
+    curves.json: learning curves: the score after every scored step, own and random sets
+    learning_curves_sgd: score vs step with SGD, own set and mean of the random sets
+    learning_curves_adamw: score vs step with AdamW, own set and mean of the random sets
+    task_minus_random: Train-Task - Train-Random vs step per (optimizer, k)
+    budget_config.json: budget-grid knobs, zero-shot scores and provenance
+"""
+
+STAGE = register(Stage(
+    name="budget", config=BudgetGridConfig, order=50, uses=("detect",),
+    run=".budget_grid:run_budget", result=".budget_grid:BudgetGridResult", files=FILES,
+    title="train own vs random neurons over optimizer x steps x k x seeds (Table 2 budgets)",
+))  # fmt: skip

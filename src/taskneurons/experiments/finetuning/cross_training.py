@@ -9,7 +9,8 @@ experiment, with the effect taken as a gain. Every run starts from the same base
 the trained :class:`NeuronDelta` is detached after scoring, which restores the model exactly.
 
 Example:
-    >>> res = cross_training(model, tok, tasks, sets, CrossTrainingConfig(), "runs/x")  # doctest: +SKIP
+    >>> ctx = RunContext.of(model, tok, tasks, sets=sets)  # doctest: +SKIP
+    >>> res = cross_training(ctx, CrossTrainingConfig(), "runs/x")  # doctest: +SKIP
     >>> print(res.markdown())  # doctest: +SKIP
 """
 
@@ -18,8 +19,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from torch import nn
 
 from taskneurons._io import write_json_atomic, write_text_atomic
 from taskneurons.data.tasks import Task
@@ -32,7 +31,6 @@ from taskneurons.experiments.specificity.damage_summary import (
     Specificity,
     specificity,
 )
-from taskneurons.neurons.neuron_set import NeuronSet
 from taskneurons.provenance import model_fingerprint, provenance
 from taskneurons.report.comparison import Comparison, MatrixSpec
 from taskneurons.store.run_folder import read_record
@@ -117,19 +115,15 @@ class CrossTrainingResult(StoredResult):
 
 
 def cross_training(
-    model: nn.Module,
-    tokenizer,
-    tasks: list[Task],
-    neuron_sets: dict[str, NeuronSet],
-    config: CrossTrainingConfig,
-    out_dir: str | os.PathLike,
-    progress: bool = True,
+    ctx: RunContext, config: CrossTrainingConfig, out_dir: str | os.PathLike
 ) -> CrossTrainingResult:
     """Train every task's neurons on every task's data; the gain matrix and its statistics.
 
     Writes ``cross_training.{md,csv,json}``, ``cross_gain.{md,csv,json,png}`` (gain in points),
     ``specificity.{json,md}``, ``runs/<neurons>/<data>/`` and ``cross_training_config.json``.
     """
+    model, tokenizer, tasks, progress = ctx.model, ctx.tokenizer, ctx.tasks, ctx.progress
+    neuron_sets = ctx.neuron_sets()
     out = Path(out_dir)
     check_sets_cover(tasks, neuron_sets)
     names = [t.id for t in tasks]
@@ -173,10 +167,4 @@ def cross_training(
     return result
 
 
-def run_crosstrain(
-    ctx: RunContext, config: CrossTrainingConfig, folder: Path
-) -> CrossTrainingResult:
-    """The ``crosstrain`` stage on the run's neuron sets."""
-    return cross_training(
-        ctx.model, ctx.tokenizer, ctx.tasks, ctx.neuron_sets(), config, folder, ctx.progress
-    )
+run_crosstrain = cross_training

@@ -42,19 +42,16 @@ class CrossTrainingConfig(Config):
             raise ValueError("cross-training trains neurons: train.method='neurons', merge off")
 
 
-STAGE = register(
-    Stage(
-        name="crosstrain",
-        config=CrossTrainingConfig,
-        run=".cross_training:run_crosstrain",
-        result=".cross_training:CrossTrainingResult",
-        title="train each task's neurons on each task's data: the gain matrix's specificity",
-        order=60,
-        needs=("sets",),
-        files={
-            "cross_training": "task j's score after training task i's neurons on task j's data",
-            "cross_gain": "gain over zero-shot of task j from training task i's neurons on its data",
-            "cross_training_config.json": "cross-training knobs, neuron-set records, run summaries",
-        },
-    )
-)
+#: what the stage writes, for the run README
+FILES = """
+    cross_training: task j's score after training task i's neurons on task j's data
+    cross_gain: gain over zero-shot of task j from training task i's neurons on its data
+    cross_training_config.json: cross-training knobs, neuron-set records, run summaries
+"""
+
+STAGE = register(Stage(
+    name="crosstrain", config=CrossTrainingConfig, order=60, needs=("sets",),
+    run=".cross_training:run_crosstrain", result=".cross_training:CrossTrainingResult",
+    files=FILES,
+    title="train each task's neurons on each task's data: the gain matrix's specificity",
+))  # fmt: skip

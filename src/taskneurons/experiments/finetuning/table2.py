@@ -6,7 +6,8 @@ from the same base weights: the trained :class:`NeuronDelta` is detached after s
 restores the base model exactly.
 
 Example:
-    >>> res = neuron_training_experiment(model, tok, tasks, sets, NeuronTrainingConfig(), "out")  # doctest: +SKIP
+    >>> ctx = RunContext.of(model, tok, tasks, sets=sets)  # doctest: +SKIP
+    >>> res = neuron_training_experiment(ctx, NeuronTrainingConfig(), "out")  # doctest: +SKIP
     >>> res.table.row("Train-Task")  # task id -> accuracy %  # doctest: +SKIP
 """
 
@@ -15,8 +16,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from torch import nn
 
 from taskneurons.data.tasks import Task
 from taskneurons.evaluation.dispatch import evaluate
@@ -28,7 +27,6 @@ from taskneurons.experiments.common import (
 )
 from taskneurons.experiments.finetuning.table2_stage import NeuronTrainingConfig
 from taskneurons.experiments.run_context import RunContext
-from taskneurons.neurons.neuron_set import NeuronSet
 from taskneurons.neurons.selection import matched_random_sets
 from taskneurons.neurons.space import NeuronSpace
 from taskneurons.report.comparison import Comparison, MatrixSpec
@@ -112,13 +110,7 @@ def _scores(trained: str, change: list, names: list[str], rows: dict) -> dict[st
 
 
 def neuron_training_experiment(
-    model: nn.Module,
-    tokenizer,
-    tasks: list[Task],
-    neuron_sets: dict[str, NeuronSet],
-    config: NeuronTrainingConfig,
-    out_dir: str | os.PathLike,
-    progress: bool = True,
+    ctx: RunContext, config: NeuronTrainingConfig, out_dir: str | os.PathLike
 ) -> NeuronTrainingResult:
     """Zero-shot / Train-Random / Train-Task per task, and the task x task training matrix.
 
@@ -126,6 +118,9 @@ def neuron_training_experiment(
     score after training task i's neurons, in points), per-run training folders
     ``runs/<task>/<random|task>/`` and ``finetune_config.json``.
     """
+    model, tokenizer, progress = ctx.model, ctx.tokenizer, ctx.progress
+    tasks = [t for t in ctx.tasks if config.tasks is None or t.id in config.tasks]
+    neuron_sets = ctx.neuron_sets()
     out = Path(out_dir)
     check_sets_cover(tasks, neuron_sets)
     space = NeuronSpace(model, next(iter(neuron_sets.values())).definition)
@@ -162,9 +157,4 @@ def neuron_training_experiment(
     return result
 
 
-def run_table2(ctx: RunContext, config: NeuronTrainingConfig, folder: Path) -> NeuronTrainingResult:
-    """The ``table2`` stage on the run's neuron sets (``config.tasks``: a subset of the tasks)."""
-    tasks = [t for t in ctx.tasks if config.tasks is None or t.id in config.tasks]
-    return neuron_training_experiment(
-        ctx.model, ctx.tokenizer, tasks, ctx.neuron_sets(), config, folder, ctx.progress
-    )
+run_table2 = neuron_training_experiment

@@ -48,19 +48,15 @@ class NeuronTrainingConfig(Config):
             raise ValueError("neuron training keeps the base model: set train.merge=False")
 
 
-STAGE = register(
-    Stage(
-        name="table2",
-        config=NeuronTrainingConfig,
-        run=".table2:run_table2",
-        result=".table2:NeuronTrainingResult",
-        title="train only each task's neurons vs as many random ones (Table 2, Figure 5 a)",
-        order=30,
-        needs=("sets",),
-        files={
-            "table2": "Zero-shot / Train-Random / Train-Task (accuracy % / ROUGE-L)",
-            "train_matrix": "change of task j's score after training task i's neurons (points)",
-            "finetune_config.json": "neuron-training knobs, data hashes, per-run summaries",
-        },
-    )
-)
+#: what the stage writes, for the run README
+FILES = """
+    table2: Zero-shot / Train-Random / Train-Task (accuracy % / ROUGE-L)
+    train_matrix: change of task j's score after training task i's neurons (points)
+    finetune_config.json: neuron-training knobs, data hashes, per-run summaries
+"""
+
+STAGE = register(Stage(
+    name="table2", config=NeuronTrainingConfig, order=30, needs=("sets",),
+    run=".table2:run_table2", result=".table2:NeuronTrainingResult", files=FILES,
+    title="train only each task's neurons vs as many random ones (Table 2, Figure 5 a)",
+))  # fmt: skip

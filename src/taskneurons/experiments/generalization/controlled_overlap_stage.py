@@ -1,4 +1,6 @@
-"""The ``controlled_overlap`` stage: a fixed number of trained neurons, chosen overlap (Tables 9-11)."""
+"""The ``controlled_overlap`` stage: a fixed number of trained neurons, chosen overlap (Tables
+9-11).
+"""
 
 from __future__ import annotations
 
@@ -59,18 +61,15 @@ class ControlledOverlapConfig(Config):
         check_neuron_training(self.train)
 
 
-STAGE = register(
-    Stage(
-        name="controlled_overlap",
-        config=ControlledOverlapConfig,
-        run=".controlled_overlap:run_controlled_overlap",
-        result=".controlled_overlap:ControlledOverlapResult",
-        title="fixed number of trained neurons, chosen overlap with the test tasks' (Tables 9-11)",
-        order=100,
-        uses=("detect",),
-        files={
-            "controlled_overlap_config.json": "controlled-overlap knobs, seeds and provenance",
-            "controlled_overlap_*": "score vs overlap at fixed size, mean ± std over seeds",
-        },
-    )
-)
+#: what the stage writes, for the run README
+FILES = """
+    controlled_overlap_config.json: controlled-overlap knobs, seeds and provenance
+    controlled_overlap_*: score vs overlap at fixed size, mean ± std over seeds
+"""
+
+STAGE = register(Stage(
+    name="controlled_overlap", config=ControlledOverlapConfig, order=100, uses=("detect",),
+    run=".controlled_overlap:run_controlled_overlap",
+    result=".controlled_overlap:ControlledOverlapResult", files=FILES,
+    title="fixed number of trained neurons, chosen overlap with the test tasks' (Tables 9-11)",
+))  # fmt: skip

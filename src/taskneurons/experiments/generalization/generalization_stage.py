@@ -1,4 +1,6 @@
-"""The ``generalization`` stage: train the groups' neurons per proportion; ID and OOD scores (Figure 2)."""
+"""The ``generalization`` stage: train the groups' neurons per proportion; ID and OOD scores
+(Figure 2).
+"""
 
 from __future__ import annotations
 
@@ -78,23 +80,20 @@ def check_neuron_training(cfg: TrainConfig) -> None:
         raise ValueError("train.merge must stay false: every run starts from the base model")
 
 
-STAGE = register(
-    Stage(
-        name="generalization",
-        config=GeneralizationConfig,
-        run=".proportion_sweep:run_generalization",
-        result=".proportion_sweep:GeneralizationResult",
-        title="train the groups' neurons at each proportion; ID and OOD scores (Fig. 2)",
-        order=90,
-        uses=("detect",),
-        files={
-            "generalization_config.json": "proportion-sweep knobs, score sources, time split",
-            "evaluations": "every evaluation of the proportion sweep (group, mode, proportion, task)",
-            "evaluation_examples.json": "the same evaluations with each test example's score",
-            "figure2_*_change": "change of the ID/OOD means from zero-shot, paired CI and p",
-            "figure2_*_tasks": "score vs proportion, one line per test task",
-            "figure2_*_*": "ID mean, OOD mean and their average vs proportion (Figure 2)",
-            "figure2_*": "score per task, ID/OOD means per mode and proportion (Figure 2)",
-        },
-    )
-)
+#: what the stage writes, for the run README
+FILES = """
+    generalization_config.json: proportion-sweep knobs, score sources, time split
+    evaluations: every evaluation of the proportion sweep (group, mode, proportion, task)
+    evaluation_examples.json: the same evaluations with each test example's score
+    figure2_*_change: change of the ID/OOD means from zero-shot, paired CI and p
+    figure2_*_tasks: score vs proportion, one line per test task
+    figure2_*_*: ID mean, OOD mean and their average vs proportion (Figure 2)
+    figure2_*: score per task, ID/OOD means per mode and proportion (Figure 2)
+"""
+
+STAGE = register(Stage(
+    name="generalization", config=GeneralizationConfig, order=90, uses=("detect",),
+    run=".proportion_sweep:run_generalization", result=".proportion_sweep:GeneralizationResult",
+    files=FILES,
+    title="train the groups' neurons at each proportion; ID and OOD scores (Fig. 2)",
+))  # fmt: skip

@@ -30,20 +30,16 @@ class OverlapConfig(Config):
             raise ValueError("groups: give at least one group")
 
 
-STAGE = register(
-    Stage(
-        name="overlap",
-        config=OverlapConfig,
-        run=".overlap:run_overlap",
-        result=".overlap:OverlapResult",
-        title="overlap of training and test tasks' neurons at each proportion (Table 8)",
-        order=80,
-        uses=("detect",),
-        files={
-            "overlap": "overlap rate of training and test tasks' neurons per proportion (Table 8)",
-            "overlap_vs_proportion": "overlap rate vs proportion (Table 8 as a plot)",
-            "overlap_config.json": "overlap knobs and provenance",
-            "pairwise/": "pairwise IoU matrices of the tasks' sets per proportion",
-        },
-    )
-)
+#: what the stage writes, for the run README
+FILES = """
+    overlap: overlap rate of training and test tasks' neurons per proportion (Table 8)
+    overlap_vs_proportion: overlap rate vs proportion (Table 8 as a plot)
+    overlap_config.json: overlap knobs and provenance
+    pairwise/: pairwise IoU matrices of the tasks' sets per proportion
+"""
+
+STAGE = register(Stage(
+    name="overlap", config=OverlapConfig, order=80, uses=("detect",),
+    run=".overlap:run_overlap", result=".overlap:OverlapResult", files=FILES,
+    title="overlap of training and test tasks' neurons at each proportion (Table 8)",
+))  # fmt: skip

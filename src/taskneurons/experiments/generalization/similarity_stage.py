@@ -1,4 +1,6 @@
-"""The ``similarity`` stage: parameter similarity of task neurons and its link to OOD scores (Figure 3, Table 4)."""
+"""The ``similarity`` stage: parameter similarity of task neurons and its link to OOD scores
+(Figure 3, Table 4).
+"""
 
 from __future__ import annotations
 
@@ -80,23 +82,21 @@ class SimilarityConfig(Config):
             raise ValueError("n_boot must be >= 1 and confidence in (0, 1)")
 
 
-STAGE = register(
-    Stage(
-        name="similarity",
-        config=SimilarityConfig,
-        run=".similarity:run_similarity",
-        result=".similarity:SimilarityResult",
-        title="per-layer parameter similarity of task neurons; correlation with OOD scores (Fig. 3, Table 4)",
-        order=110,
-        uses=("detect",),
-        files={
-            "similarity_config.json": "similarity knobs, score sources and provenance",
-            "correlation": "Pearson/Spearman of similarity vs OOD score, p-values, bootstrap CIs",
-            "similarity_pairs": "per (training task, test task): mean similarity, score, zero-shot",
-            "similarity_records.json": "per-layer similarities and scores of every pair (input of `analyze similarity|correlate`)",
-            "figure3_*_without_general": "per-layer similarity without the general neurons",
-            "figure3_*_random": "per-layer similarity of random sets of the same sizes (control)",
-            "figure3_*": "per-layer cosine similarity of training and test tasks' neurons (Figure 3)",
-        },
-    )
-)
+#: what the stage writes, for the run README
+FILES = """
+    similarity_config.json: similarity knobs, score sources and provenance
+    correlation: Pearson/Spearman of similarity vs OOD score, p-values, bootstrap CIs
+    similarity_pairs: per (training task, test task): mean similarity, score, zero-shot
+    similarity_records.json: per-layer similarities and scores of every pair (input of
+        `analyze similarity|correlate`)
+    figure3_*_without_general: per-layer similarity without the general neurons
+    figure3_*_random: per-layer similarity of random sets of the same sizes (control)
+    figure3_*: per-layer cosine similarity of training and test tasks' neurons (Figure 3)
+"""
+
+STAGE = register(Stage(
+    name="similarity", config=SimilarityConfig, order=110, uses=("detect",),
+    run=".similarity:run_similarity", result=".similarity:SimilarityResult", files=FILES,
+    title="per-layer parameter similarity of task neurons; correlation with OOD scores "
+    "(Fig. 3, Table 4)",
+))  # fmt: skip

@@ -59,22 +59,19 @@ class DeactivateConfig(Config):
             raise ValueError(f"n_test must be >= 1 or None, got {self.n_test}")
 
 
-STAGE = register(
-    Stage(
-        name="deactivate",
-        config=DeactivateConfig,
-        run=".deactivation:run_deactivate",
-        result=".deactivation_result:DeactivationResult",
-        title="deactivate each task's neurons vs as many random ones (Table 1, Figure 5 b)",
-        order=20,
-        needs=("sets",),
-        files={
-            "table1": "Original / Deactivate-Random / Deactivate-Task (accuracy % / ROUGE-L)",
-            "table1_nll": "the same evaluations by gold-label NLL (nats per example)",
-            "matrix": "change of task j's score with task i's neurons off (points)",
-            "matrix_nll": "change of task j's gold-label NLL with task i's neurons off (nats)",
-            "deactivate_config.json": "deactivation knobs, data hashes, neuron-set records",
-            "specificity": "specificity statistics of the matrices (diagonal, CI, p-value)",
-        },
-    )
-)
+#: what the stage writes, for the run README
+FILES = """
+    table1: Original / Deactivate-Random / Deactivate-Task (accuracy % / ROUGE-L)
+    table1_nll: the same evaluations by gold-label NLL (nats per example)
+    matrix: change of task j's score with task i's neurons off (points)
+    matrix_nll: change of task j's gold-label NLL with task i's neurons off (nats)
+    deactivate_config.json: deactivation knobs, data hashes, neuron-set records
+    specificity: specificity statistics of the matrices (diagonal, CI, p-value)
+"""
+
+STAGE = register(Stage(
+    name="deactivate", config=DeactivateConfig, order=20, needs=("sets",),
+    run=".deactivation:run_deactivate", result=".deactivation_result:DeactivationResult",
+    files=FILES,
+    title="deactivate each task's neurons vs as many random ones (Table 1, Figure 5 b)",
+))  # fmt: skip

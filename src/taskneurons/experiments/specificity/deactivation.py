@@ -5,13 +5,15 @@ task i has, matched per layer and module (Deactivate-Random), and with task i's 
 (Deactivate-Task); and the score of every task j with task i's neurons off (the matrix).
 
 Example:
-    >>> res = deactivation_experiment(model, tok, tasks, sets, DeactivateConfig(), "out")  # doctest: +SKIP
+    >>> ctx = RunContext.of(model, tok, tasks, neurons="runs/detect")  # doctest: +SKIP
+    >>> res = deactivation_experiment(ctx, DeactivateConfig(), "out")  # doctest: +SKIP
     >>> res.table.row("Deactivate-Task")  # task id -> accuracy %  # doctest: +SKIP
     >>> print(res.markdown())  # tables, matrices and the two-line summaries  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from collections.abc import Mapping
@@ -57,8 +59,9 @@ class DeactivationInputs:
     """The optional inputs of :func:`deactivation_experiment`.
 
     Attributes:
+        sets: task id -> its set (``None``: the run's, :meth:`RunContext.neuron_sets`).
         general: the general set of a ``specific`` detection, deactivated as a control when
-            ``config.general``.
+            ``config.general`` (``None`` with ``sets`` ``None``: the run's).
         original: :attr:`DeactivationResult.original` of an earlier call with the same model
             weights, tasks and config (the Original row is then not re-evaluated).
         resume: when ``out_dir`` holds ``evaluations.json``, its evaluations are used instead
@@ -69,19 +72,16 @@ class DeactivationInputs:
         True
     """
 
+    sets: Mapping[str, NeuronSet] | None = None
     general: NeuronSet | None = None
     original: Mapping[str, Any] | None = None
     resume: bool = False
 
 
 def deactivation_experiment(
-    model: nn.Module,
-    tokenizer,
-    tasks: list[Task],
-    neuron_sets: dict[str, NeuronSet],
+    ctx: RunContext,
     config: DeactivateConfig,
     out_dir: str | os.PathLike,
-    progress: bool = True,
     inputs: DeactivationInputs | None = None,
 ) -> DeactivationResult:
     """PAPER.md Table 1 rows, the task x task deactivation matrix (Figure 5) and controls.
@@ -104,10 +104,15 @@ def deactivation_experiment(
             examples or sets.
 
     Example:
-        >>> res = deactivation_experiment(model, tok, tasks, det.sets, DeactivateConfig(), "out",
-        ...     inputs=DeactivationInputs(general=det.general))  # doctest: +SKIP
+        >>> ctx = RunContext.of(model, tok, tasks)  # doctest: +SKIP
+        >>> res = deactivation_experiment(ctx, DeactivateConfig(), "out",
+        ...     DeactivationInputs(sets=det.sets, general=det.general))  # doctest: +SKIP
     """
     given = inputs if inputs is not None else DeactivationInputs()
+    model, tokenizer, tasks, progress = ctx.model, ctx.tokenizer, ctx.tasks, ctx.progress
+    neuron_sets = given.sets if given.sets is not None else ctx.neuron_sets()
+    if given.sets is None and given.general is None:
+        given = dataclasses.replace(given, general=ctx.general)
     check_sets_cover(tasks, neuron_sets)
     space = NeuronSpace(model, next(iter(neuron_sets.values())).definition)
     for ns in neuron_sets.values():
@@ -244,10 +249,4 @@ def _result(tasks: list[Task], runs: dict, out: Path, config: DeactivateConfig):
     return result
 
 
-def run_deactivate(ctx: RunContext, config: DeactivateConfig, folder: Path) -> DeactivationResult:
-    """The ``deactivate`` stage on the run's neuron sets (and the general set, if any)."""
-    sets = ctx.neuron_sets()
-    inputs = DeactivationInputs(general=ctx.general)
-    return deactivation_experiment(
-        ctx.model, ctx.tokenizer, ctx.tasks, sets, config, folder, ctx.progress, inputs
-    )
+run_deactivate = deactivation_experiment

@@ -1,7 +1,8 @@
 """Detection: score every task, keep its top-k % neurons, write sets, tables and plots.
 
 Example:
-    >>> res = detect_neurons(model, tok, tasks, DetectConfig(k=10), "runs/detect")  # doctest: +SKIP
+    >>> ctx = RunContext.of(model, tok, tasks)  # doctest: +SKIP
+    >>> res = detect_neurons(ctx, DetectConfig(k=10), "runs/detect")  # doctest: +SKIP
     >>> print(res.markdown())  # neuron counts, per-layer table, pairwise IoU  # doctest: +SKIP
 """
 
@@ -11,10 +12,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from torch import nn
-
 from taskneurons._io import write_json_atomic
-from taskneurons.data.tasks import Task
 from taskneurons.experiments.common import DETECT_CONFIG, GENERAL_FILE, check_detect_out
 from taskneurons.experiments.run_context import RunContext
 from taskneurons.experiments.specificity.detect_stage import DetectConfig
@@ -127,12 +125,7 @@ class DetectionResult(StoredResult):
 
 
 def detect_neurons(
-    model: nn.Module,
-    tokenizer,
-    tasks: list[Task],
-    config: DetectConfig,
-    out_dir: str | os.PathLike,
-    progress: bool = True,
+    ctx: RunContext, config: DetectConfig, out_dir: str | os.PathLike
 ) -> DetectionResult:
     """Score every task, keep its top-k % neurons, and write scores, sets, tables and plots.
 
@@ -145,6 +138,7 @@ def detect_neurons(
             another model or another task list (its ``detect_config.json`` says so), which
             would be mixed with the new ones; the message names the folder and the keys.
     """
+    model, tokenizer, tasks, progress = ctx.model, ctx.tokenizer, ctx.tasks, ctx.progress
     out = Path(out_dir)
     NeuronSpace(model, config.attribution.definition)  # the definition fits: before any file
     fingerprint = model_fingerprint(model)
@@ -160,6 +154,7 @@ def detect_neurons(
     result = summarize_detection(sets, out, general)
     result.meta, result.scores = record, dict(scored.scores)
     result.save_selection(out)
+    ctx.sets, ctx.general, ctx.detect_dir = sets, general, out  # for the later stages of a run
     return result
 
 
@@ -235,8 +230,4 @@ def write_detection_summary(result: DetectionResult, out: Path | None = None) ->
     )
 
 
-def run_detect(ctx: RunContext, config: DetectConfig, folder: Path) -> DetectionResult:
-    """The ``detect`` stage: :func:`detect_neurons`; its sets serve the later stages of the run."""
-    result = detect_neurons(ctx.model, ctx.tokenizer, ctx.tasks, config, folder, ctx.progress)
-    ctx.sets, ctx.general, ctx.detect_dir = result.sets, result.general, folder
-    return result
+run_detect = detect_neurons

@@ -44,19 +44,16 @@ class DetectConfig(Config):
             raise ValueError(f"scope must be 'model' or 'layer', got {self.scope!r}")
 
 
-STAGE = register(
-    Stage(
-        name="detect",
-        config=DetectConfig,
-        run=".detect:run_detect",
-        result=".detect:DetectionResult",
-        title="detect each task's neurons (relevance scores, top-k %)",
-        order=10,
-        files={
-            "detect_config.json": "detection knobs and provenance",
-            "layer_counts": "task neurons per layer",
-            "iou": "pairwise IoU of the task neuron sets",
-            "general_neurons": "the general set: neurons in the top-k of most tasks",
-        },
-    )
-)
+#: what the stage writes, for the run README
+FILES = """
+    detect_config.json: detection knobs and provenance
+    layer_counts: task neurons per layer
+    iou: pairwise IoU of the task neuron sets
+    general_neurons: the general set: neurons in the top-k of most tasks
+"""
+
+STAGE = register(Stage(
+    name="detect", config=DetectConfig, order=10, run=".detect:run_detect",
+    result=".detect:DetectionResult", files=FILES,
+    title="detect each task's neurons (relevance scores, top-k %)",
+))  # fmt: skip

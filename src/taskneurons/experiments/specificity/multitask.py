@@ -6,7 +6,7 @@ holds it changed afterwards: in an experiment file, ``multitask`` is the last st
 Hugging Face folder that a later experiment file names as its ``model:``.
 
 Example:
-    >>> res = multitask_experiment(model, tok, tasks, MultitaskConfig(), "out")  # doctest: +SKIP
+    >>> res = multitask_experiment(RunContext.of(model, tok, tasks), MultitaskConfig(), "out")  # doctest: +SKIP
     >>> res.deactivation.table.row("Deactivate-Task")  # doctest: +SKIP
 """
 
@@ -19,10 +19,12 @@ from pathlib import Path
 
 from torch import nn
 
-from taskneurons.data.tasks import Task
 from taskneurons.experiments.common import limited
 from taskneurons.experiments.run_context import RunContext
-from taskneurons.experiments.specificity.deactivation import deactivation_experiment
+from taskneurons.experiments.specificity.deactivation import (
+    DeactivationInputs,
+    deactivation_experiment,
+)
 from taskneurons.experiments.specificity.deactivation_result import DeactivationResult
 from taskneurons.experiments.specificity.detect import DetectionResult, detect_neurons
 from taskneurons.experiments.specificity.multitask_stage import MultitaskConfig
@@ -89,12 +91,7 @@ class MultitaskResult(StoredResult):
 
 
 def multitask_experiment(
-    model: nn.Module,
-    tokenizer,
-    tasks: list[Task],
-    config: MultitaskConfig,
-    out_dir: str | os.PathLike,
-    progress: bool = True,
+    ctx: RunContext, config: MultitaskConfig, out_dir: str | os.PathLike
 ) -> MultitaskResult:
     """Fine-tune on all tasks together, detect each task's neurons on that model, deactivate.
 
@@ -102,6 +99,7 @@ def multitask_experiment(
     Figure 5 b matrix) and ``multitask_config.json`` under ``out_dir``; with
     ``config.save_model`` also ``model/`` (the fine-tuned model, written before detection).
     """
+    model, tokenizer, tasks, progress = ctx.model, ctx.tokenizer, ctx.tasks, ctx.progress
     out = Path(out_dir)
     train_tasks = [limited(t, config.n_train, config.seed) for t in tasks]
     cfg = config.train
@@ -113,9 +111,10 @@ def multitask_experiment(
     summary = {"steps": res.steps, "final_loss": res.final_loss}
     if config.save_model:
         save_finetuned(tuned, tokenizer, out / "model", model_record(tuned, base, config, summary))
-    sets = detect_neurons(tuned, tokenizer, tasks, config.detect, out / "detect", progress)
+    on_tuned = dataclasses.replace(ctx, model=tuned, sets=None, general=None, detect_dir=None)
+    sets = detect_neurons(on_tuned, config.detect, out / "detect")
     table = deactivation_experiment(
-        tuned, tokenizer, tasks, sets.sets, config.deactivate, out / "deactivate", progress
+        on_tuned, config.deactivate, out / "deactivate", DeactivationInputs(sets=sets.sets)
     )
     meta = provenance(config=config.to_dict(), model=model_fingerprint(tuned), base_model=base)
     result = MultitaskResult(summary, sets, table, out, meta)
@@ -140,6 +139,4 @@ def model_record(tuned: nn.Module, base: dict, config: MultitaskConfig, summary:
     )
 
 
-def run_multitask(ctx: RunContext, config: MultitaskConfig, folder: Path) -> MultitaskResult:
-    """The ``multitask`` stage (it changes the model: the last stage of a run)."""
-    return multitask_experiment(ctx.model, ctx.tokenizer, ctx.tasks, config, folder, ctx.progress)
+run_multitask = multitask_experiment

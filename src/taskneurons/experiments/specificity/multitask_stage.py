@@ -1,4 +1,6 @@
-"""The ``multitask`` stage: fine-tune on all tasks, then detect and deactivate (Table 1 on that model)."""
+"""The ``multitask`` stage: fine-tune on all tasks, then detect and deactivate (Table 1 on that
+model).
+"""
 
 from __future__ import annotations
 
@@ -42,19 +44,17 @@ class MultitaskConfig(Config):
             raise ValueError("the multi-task model is fine-tuned with method 'full' or 'lora'")
 
 
-STAGE = register(
-    Stage(
-        name="multitask",
-        config=MultitaskConfig,
-        run=".multitask:run_multitask",
-        result=".multitask:MultitaskResult",
-        title="fine-tune on all tasks, then detect and deactivate (Table 1 on that model)",
-        order=130,
-        changes_model=True,
-        inherits=("detect", "deactivate"),
-        files={
-            "multitask_config.json": "multi-task fine-tuning knobs, tuned and base model fingerprints",
-            "model/": "the fine-tuned model and tokenizer (Hugging Face folder, `taskneurons_model.json` records provenance): give this folder as `model:` in a later experiment file",
-        },
-    )
-)
+#: what the stage writes, for the run README
+FILES = """
+    multitask_config.json: multi-task fine-tuning knobs, tuned and base model fingerprints
+    model/: the fine-tuned model and tokenizer (Hugging Face folder,
+        `taskneurons_model.json` records provenance): give this folder as `model:` in a
+        later experiment file
+"""
+
+STAGE = register(Stage(
+    name="multitask", config=MultitaskConfig, order=130, changes_model=True,
+    inherits=("detect", "deactivate"), run=".multitask:run_multitask",
+    result=".multitask:MultitaskResult", files=FILES,
+    title="fine-tune on all tasks, then detect and deactivate (Table 1 on that model)",
+))  # fmt: skip

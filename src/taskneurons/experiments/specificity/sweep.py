@@ -167,10 +167,8 @@ def selection_sweep(
             folder = out / cell_name(method, k)
             record = provenance(config=cfg.to_dict(), tasks=ids, model=fingerprint)
             save_sets(folder, sets, general, record)
-            cell = deactivation_experiment(
-                ctx.model, ctx.tokenizer, ctx.tasks, sets, ctx.config.deactivate, folder,
-                ctx.progress, DeactivationInputs(general, original, resume),
-            )  # fmt: skip
+            inputs = DeactivationInputs(sets, general, original, resume)
+            cell = deactivation_experiment(ctx, ctx.config.deactivate, folder, inputs)
             result.cells[(method, k)], original = cell, cell.original
             result.records[(method, k)], result.generals[(method, k)] = record, general
     result.rows = [_row(m, k, result.cells[(m, k)]) for m, k in result.cells]

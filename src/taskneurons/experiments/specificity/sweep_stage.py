@@ -48,19 +48,15 @@ class SweepConfig(Config):
         ]
 
 
-STAGE = register(
-    Stage(
-        name="sweep",
-        config=SweepConfig,
-        run=".sweep:run_sweep",
-        result=".sweep:SweepResult",
-        title="deactivation over k x selection from scores computed once (where specificity lives)",
-        order=40,
-        uses=("detect", "deactivate"),
-        files={
-            "sweep": "one row per (selection, k): set size, overlap, specificity by accuracy and NLL",
-            "specificity_vs_k": "specificity statistic vs k, one line per selection (accuracy)",
-            "specificity_vs_k_nll": "specificity statistic vs k, one line per selection (gold NLL)",
-        },
-    )
-)
+#: what the stage writes, for the run README
+FILES = """
+    sweep: one row per (selection, k): set size, overlap, specificity by accuracy and NLL
+    specificity_vs_k: specificity statistic vs k, one line per selection (accuracy)
+    specificity_vs_k_nll: specificity statistic vs k, one line per selection (gold NLL)
+"""
+
+STAGE = register(Stage(
+    name="sweep", config=SweepConfig, order=40, uses=("detect", "deactivate"),
+    run=".sweep:run_sweep", result=".sweep:SweepResult", files=FILES,
+    title="deactivation over k x selection from scores computed once (where specificity lives)",
+))  # fmt: skip

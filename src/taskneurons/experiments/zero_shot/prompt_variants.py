@@ -21,7 +21,7 @@ Example:
     ... )
     >>> [cfg.prompt_for(v).chat_template for v in cfg.names()]
     [False, True]
-    >>> res = prompt_variants_experiment(model, tok, tasks, cfg, "runs/prompts")  # doctest: +SKIP
+    >>> res = prompt_variants_experiment(RunContext.of(model, tok, tasks), cfg, "runs/prompts")  # doctest: +SKIP
     >>> print(res.markdown())  # doctest: +SKIP
 """
 
@@ -134,12 +134,7 @@ class PromptVariantsResult(StoredResult):
 
 
 def prompt_variants_experiment(
-    model: nn.Module,
-    tokenizer,
-    tasks: list[Task],
-    config: PromptVariantsConfig,
-    out_dir: str | os.PathLike,
-    progress: bool = True,
+    ctx: RunContext, config: PromptVariantsConfig, out_dir: str | os.PathLike
 ) -> PromptVariantsResult:
     """Score every task zero-shot under every prompt variant; paired differences to the first.
 
@@ -151,6 +146,7 @@ def prompt_variants_experiment(
         ValueError: a variant asks for the chat template and the tokenizer has none (before
             any evaluation); no tasks.
     """
+    model, tokenizer, tasks, progress = ctx.model, ctx.tokenizer, ctx.tasks, ctx.progress
     if not tasks:
         raise ValueError("prompt variants: no tasks")
     names = config.names()
@@ -280,10 +276,4 @@ def _records(
     return meta, per_example
 
 
-def run_prompts(
-    ctx: RunContext, config: PromptVariantsConfig, folder: Path
-) -> PromptVariantsResult:
-    """The ``prompts`` stage."""
-    return prompt_variants_experiment(
-        ctx.model, ctx.tokenizer, ctx.tasks, config, folder, ctx.progress
-    )
+run_prompts = prompt_variants_experiment

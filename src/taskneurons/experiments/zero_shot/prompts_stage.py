@@ -78,18 +78,18 @@ class PromptVariantsConfig(Config):
         return build(PromptConfig, {**self.eval.prompt.to_dict(), **overrides}, where=where)
 
 
-STAGE = register(
-    Stage(
-        name="prompts",
-        config=PromptVariantsConfig,
-        run=".prompt_variants:run_prompts",
-        result=".prompt_variants:PromptVariantsResult",
-        title="zero-shot scores under several prompt variants (plain vs chat template), paired differences",
-        order=70,
-        files={
-            "prompt_variants": "zero-shot score per task and prompt variant; paired difference to the first variant (bootstrap 95 % CI, sign-flip p)",
-            "per_example.json": "per-example scores per task and variant (and a rendered prompt of each)",
-            "prompt_variants_config.json": "prompt-variant knobs and provenance",
-        },
-    )
-)
+#: what the stage writes, for the run README
+FILES = """
+    prompt_variants: zero-shot score per task and prompt variant; paired difference to the
+        first variant (bootstrap 95 % CI, sign-flip p)
+    per_example.json: per-example scores per task and variant (and a rendered prompt of
+        each)
+    prompt_variants_config.json: prompt-variant knobs and provenance
+"""
+
+STAGE = register(Stage(
+    name="prompts", config=PromptVariantsConfig, order=70, run=".prompt_variants:run_prompts",
+    result=".prompt_variants:PromptVariantsResult", files=FILES,
+    title="zero-shot scores under several prompt variants (plain vs chat template), paired "
+    "differences",
+))  # fmt: skip
