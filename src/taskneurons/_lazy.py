@@ -4,7 +4,7 @@ A package ``__init__`` that re-exported its heavy modules would load torch for a
 one of its torch-free modules (a config read by the CLI). Instead it lists its public names:
 
 Example:
-    >>> __getattr__, __dir__ = lazy_exports("json", {"dumps": "json"})
+    >>> __getattr__, __dir__ = lazy_exports("json", {"json": ["dumps", "loads"]})
     >>> __getattr__("dumps")([1])
     '[1]'
 """
@@ -12,14 +12,15 @@ Example:
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 
 def lazy_exports(
-    package: str, exports: Mapping[str, str]
+    package: str, modules: Mapping[str, Sequence[str]]
 ) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
-    """``(__getattr__, __dir__)`` for ``package``: ``exports`` maps a name to its module."""
+    """``(__getattr__, __dir__)`` for ``package``: ``modules`` maps a module to its public names."""
+    exports = {name: module for module, names in modules.items() for name in names}
 
     def __getattr__(name: str) -> Any:
         module = exports.get(name)

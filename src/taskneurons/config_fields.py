@@ -56,6 +56,23 @@ def flag(*names: str, help: str = "", kind: str | None = None, negate: bool = Fa
     return {"flag": Flag(tuple(names), help, kind, negate)}
 
 
+def train_examples(default: int | None) -> Any:
+    """The ``n_train`` field of a stage: train examples per task (``None``: all), ``--n-train``.
+
+    Example:
+        >>> train_examples(512).metadata["flag"].names
+        ('--n-train',)
+    """
+    meta = flag("--n-train", kind="count", help="train examples per task")
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def test_examples(default: int | None) -> Any:
+    """The ``n_test`` field of a stage: test examples per task (``None``: all), ``--n-test``."""
+    meta = flag("--n-test", kind="count", help="test examples per task")
+    return dataclasses.field(default=default, metadata=meta)
+
+
 #: ``field(metadata=NO_FLAGS)``: the command line offers no flag inside this nested config
 NO_FLAGS = {"flags": False}
 

@@ -28,12 +28,9 @@ from taskneurons._lazy import lazy_exports
 
 #: public name -> the module that defines it (imported on first use: configs stay torch-free)
 _EXPORTS = {
-    "METHODS": "taskneurons.continual.registry",
-    "ContinualMethod": "taskneurons.continual.base",
-    "MethodConfig": "taskneurons.continual.method_config",
-    "make_method": "taskneurons.continual.registry",
-    "run_stage": "taskneurons.continual.base",
-    "score_task": "taskneurons.continual.base",
+    "taskneurons.continual.registry": ("METHODS", "make_method"),
+    "taskneurons.continual.base": ("ContinualMethod", "run_stage", "score_task"),
+    "taskneurons.continual.method_config": ("MethodConfig",),
 }
-__all__ = sorted(_EXPORTS)
+__all__ = sorted(n for names in _EXPORTS.values() for n in names)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -21,14 +21,16 @@ from taskneurons._lazy import lazy_exports
 
 #: public name -> the module that defines it
 _EXPORTS = {
-    "evaluate": "taskneurons.evaluation.dispatch",
-    "EvalConfig": "taskneurons.evaluation.eval_config",
-    "EvalResult": "taskneurons.evaluation.result",
-    "content_free_log_prior": "taskneurons.evaluation.metrics",
-    "exact_match": "taskneurons.evaluation.metrics",
-    "majority_rate": "taskneurons.evaluation.metrics",
-    "normalize_text": "taskneurons.evaluation.metrics",
-    "rouge_l": "taskneurons.evaluation.metrics",
+    "taskneurons.evaluation.dispatch": ("evaluate",),
+    "taskneurons.evaluation.eval_config": ("EvalConfig",),
+    "taskneurons.evaluation.result": ("EvalResult",),
+    "taskneurons.evaluation.metrics": (
+        "content_free_log_prior",
+        "exact_match",
+        "majority_rate",
+        "normalize_text",
+        "rouge_l",
+    ),
 }
-__all__ = sorted(_EXPORTS)
+__all__ = sorted(n for names in _EXPORTS.values() for n in names)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

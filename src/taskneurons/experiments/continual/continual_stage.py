@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from taskneurons.config import Config, ConfigError, build, deep_merge
-from taskneurons.config_fields import NO_FLAGS, defaults_of, flag
+from taskneurons.config_fields import NO_FLAGS, defaults_of, flag, test_examples, train_examples
 from taskneurons.continual.method_config import MethodConfig
 from taskneurons.evaluation.eval_config import EvalConfig
 from taskneurons.experiments.stage import Stage, register
@@ -40,12 +40,8 @@ class ContinualConfig(Config):
         default_factory=lambda: TrainConfig(method="full", lr=2e-5), metadata=NO_FLAGS
     )
     eval: EvalConfig = field(default_factory=EvalConfig)
-    n_train: int | None = field(
-        default=512, metadata=flag("--n-train", kind="count", help="train examples per task")
-    )
-    n_test: int | None = field(
-        default=200, metadata=flag("--n-test", kind="count", help="test examples per task")
-    )
+    n_train: int | None = train_examples(512)
+    n_test: int | None = test_examples(200)
     seed: int = 0
     eval_unseen: bool = True
     reference_cache: str | None = None

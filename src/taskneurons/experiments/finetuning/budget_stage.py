@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from taskneurons.config import Config
-from taskneurons.config_fields import flag
+from taskneurons.config_fields import test_examples, train_examples
 from taskneurons.evaluation.eval_config import EvalConfig
 from taskneurons.experiments.stage import Stage, register
 from taskneurons.neurons.selection import check_k
@@ -40,12 +40,8 @@ class BudgetGridConfig(Config):
     steps: list[int] = field(default_factory=lambda: [4, 8, 16, 32])
     k: list[float] = field(default_factory=lambda: [0.1, 1.0, 10.0])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    n_train: int | None = field(
-        default=256, metadata=flag("--n-train", kind="count", help="train examples per task")
-    )
-    n_test: int | None = field(
-        default=100, metadata=flag("--n-test", kind="count", help="test examples per task")
-    )
+    n_train: int | None = train_examples(256)
+    n_test: int | None = test_examples(100)
     seed: int = 0
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

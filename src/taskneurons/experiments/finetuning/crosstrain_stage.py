@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from taskneurons.config import Config
-from taskneurons.config_fields import flag
+from taskneurons.config_fields import test_examples, train_examples
 from taskneurons.evaluation.eval_config import EvalConfig
 from taskneurons.experiments.stage import Stage, register
 from taskneurons.training.train_config import TrainConfig
@@ -25,12 +25,8 @@ class CrossTrainingConfig(Config):
         n_permutations: permutations for the p-value (exact up to 7 tasks).
     """
 
-    n_train: int | None = field(
-        default=256, metadata=flag("--n-train", kind="count", help="train examples per task")
-    )
-    n_test: int | None = field(
-        default=100, metadata=flag("--n-test", kind="count", help="test examples per task")
-    )
+    n_train: int | None = train_examples(256)
+    n_test: int | None = test_examples(100)
     seed: int = 0
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from taskneurons.config import Config
-from taskneurons.config_fields import flag
+from taskneurons.config_fields import test_examples, train_examples
 from taskneurons.evaluation.eval_config import EvalConfig
 from taskneurons.experiments.stage import Stage, register
 from taskneurons.training.train_config import TrainConfig
@@ -27,15 +27,11 @@ class NeuronTrainingConfig(Config):
     """
 
     tasks: list[str] | None = None
-    n_train: int | None = field(
-        default=512, metadata=flag("--n-train", kind="count", help="train examples per task")
-    )
-    n_test: int | None = field(
-        default=200, metadata=flag("--n-test", kind="count", help="test examples per task")
-    )
+    n_train: int | None = train_examples(512)
+    n_test: int | None = test_examples(200)
+    matrix: bool = True
     seed: int = 0
     random_seed: int = 0
-    matrix: bool = True
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 

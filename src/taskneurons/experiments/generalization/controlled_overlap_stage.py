@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from taskneurons.config import Config
-from taskneurons.config_fields import flag
+from taskneurons.config_fields import test_examples, train_examples
 from taskneurons.evaluation.eval_config import EvalConfig
 from taskneurons.experiments.generalization.generalization_stage import check_neuron_training
 from taskneurons.experiments.generalization.groups import TaskGroup, check_percents, default_groups
@@ -38,12 +38,8 @@ class ControlledOverlapConfig(Config):
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     target_proportion: float | None = 100.0
     in_domain: bool = False
-    n_train: int | None = field(
-        default=512, metadata=flag("--n-train", kind="count", help="train examples per task")
-    )
-    n_test: int | None = field(
-        default=200, metadata=flag("--n-test", kind="count", help="test examples per task")
-    )
+    n_train: int | None = train_examples(512)
+    n_test: int | None = test_examples(200)
     seed: int = 0
     save_runs: bool = False
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from taskneurons.config import Config
-from taskneurons.config_fields import flag
+from taskneurons.config_fields import test_examples, train_examples
 from taskneurons.evaluation.eval_config import EvalConfig
 from taskneurons.experiments.generalization.groups import TaskGroup, check_percents, default_groups
 from taskneurons.experiments.generalization.overlap_stage import PAPER_PROPORTIONS
@@ -45,12 +45,8 @@ class GeneralizationConfig(Config):
     modes: list[str] = field(default_factory=lambda: list(MODES))
     single_neurons: str = "union"
     zero_shot: bool = True
-    n_train: int | None = field(
-        default=512, metadata=flag("--n-train", kind="count", help="train examples per task")
-    )
-    n_test: int | None = field(
-        default=200, metadata=flag("--n-test", kind="count", help="test examples per task")
-    )
+    n_train: int | None = train_examples(512)
+    n_test: int | None = test_examples(200)
     seed: int = 0
     n_boot: int = 1000
     save_runs: bool = False

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from taskneurons.config import Config
-from taskneurons.config_fields import flag
+from taskneurons.config_fields import test_examples, train_examples
 from taskneurons.evaluation.eval_config import EvalConfig
 from taskneurons.experiments.generalization.groups import TaskGroup, check_percents, default_groups
 from taskneurons.experiments.stage import Stage, register
@@ -49,12 +49,8 @@ class SimilarityConfig(Config):
 
     groups: list[TaskGroup] = field(default_factory=default_groups)
     proportion: float = 100.0
-    n_train: int | None = field(
-        default=512, metadata=flag("--n-train", kind="count", help="train examples per task")
-    )
-    n_test: int | None = field(
-        default=200, metadata=flag("--n-test", kind="count", help="test examples per task")
-    )
+    n_train: int | None = train_examples(512)
+    n_test: int | None = test_examples(200)
     seed: int = 0
     zero_shot: bool = True
     layers: list[int] | None = None

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from taskneurons.config import Config
-from taskneurons.config_fields import flag
+from taskneurons.config_fields import flag, test_examples
 from taskneurons.evaluation.eval_config import EvalConfig
 from taskneurons.experiments.stage import Stage, register
 
@@ -38,9 +38,7 @@ class DeactivateConfig(Config):
     mode: DeactivationMode = field(
         default="activation", metadata=flag("--mode", help="activation hooks or zeroed parameters")
     )
-    n_test: int | None = field(
-        default=200, metadata=flag("--n-test", kind="count", help="test examples per task")
-    )
+    n_test: int | None = test_examples(200)
     seed: int = 0
     random_seed: int = 0
     random_excludes_task: bool = True

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from taskneurons.config import Config
-from taskneurons.config_fields import flag
+from taskneurons.config_fields import train_examples
 from taskneurons.experiments.specificity.deactivate_stage import DeactivateConfig
 from taskneurons.experiments.specificity.detect_stage import DetectConfig
 from taskneurons.experiments.stage import Stage, register
@@ -30,9 +30,7 @@ class MultitaskConfig(Config):
             ``model: <run folder>/model`` in a later experiment file loads it.
     """
 
-    n_train: int | None = field(
-        default=512, metadata=flag("--n-train", kind="count", help="train examples per task")
-    )
+    n_train: int | None = train_examples(512)
     seed: int = 0
     train: TrainConfig = field(default_factory=lambda: TrainConfig(method="full", lr=2e-5))
     detect: DetectConfig = field(default_factory=DetectConfig)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from taskneurons.config import Config, build
-from taskneurons.config_fields import flag
+from taskneurons.config_fields import test_examples
 from taskneurons.data.prompt_config import PromptConfig
 from taskneurons.evaluation.eval_config import EvalConfig
 from taskneurons.experiments.stage import Stage, register
@@ -32,9 +32,7 @@ class PromptVariantsConfig(Config):
     """
 
     variants: list[dict[str, Any]] = field(default_factory=_default_variants)
-    n_test: int | None = field(
-        default=200, metadata=flag("--n-test", kind="count", help="test examples per task")
-    )
+    n_test: int | None = test_examples(200)
     seed: int = 0
     eval: EvalConfig = field(default_factory=EvalConfig)
     n_boot: int = 2000

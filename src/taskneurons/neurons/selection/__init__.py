@@ -27,16 +27,11 @@ from taskneurons._lazy import lazy_exports
 _PACKAGE = "taskneurons.neurons.selection"
 #: public name -> the module that defines it
 _EXPORTS = {
-    "check_k": f"{_PACKAGE}.percent",
-    "count_for": f"{_PACKAGE}.percent",
-    "iou": f"{_PACKAGE}.ranking",
-    "top_k": f"{_PACKAGE}.ranking",
-    "matched_random_sets": f"{_PACKAGE}.random_sets",
-    "random_like": f"{_PACKAGE}.random_sets",
-    "SelectionConfig": f"{_PACKAGE}.selection_config",
-    "TaskSelection": f"{_PACKAGE}.task_selection",
-    "normalize_layers": f"{_PACKAGE}.task_selection",
-    "select": f"{_PACKAGE}.task_selection",
+    f"{_PACKAGE}.percent": ("check_k", "count_for"),
+    f"{_PACKAGE}.ranking": ("iou", "top_k"),
+    f"{_PACKAGE}.random_sets": ("matched_random_sets", "random_like"),
+    f"{_PACKAGE}.selection_config": ("SelectionConfig",),
+    f"{_PACKAGE}.task_selection": ("TaskSelection", "normalize_layers", "select"),
 }
-__all__ = sorted(_EXPORTS)
+__all__ = sorted(n for names in _EXPORTS.values() for n in names)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -112,6 +112,22 @@ def normalize_layers(scores: NeuronScores, normalize: Normalize) -> NeuronScores
     return NeuronScores(scores.definition, out, {**scores.meta, "normalize": normalize})
 
 
+def normalized(
+    scores: Mapping[str, NeuronScores], normalize: Normalize, min_tasks: int
+) -> dict[str, NeuronScores]:
+    """Each task's scores normalised per layer as ``normalize`` asks (:func:`normalize_layers`),
+    once the scores are checked: at least ``min_tasks`` tasks of one layout.
+
+    Example:
+        >>> s = NeuronScores("ffn", {"ffn": torch.tensor([[1.0, 3.0]])})
+        >>> normalized({"a": s}, "layer", 1)["a"].scores["ffn"].tolist()
+        [[0.5, 1.5]]
+    """
+    tasks = check_layout(scores, min_tasks)
+    check_normalize(normalize)
+    return {t: normalize_layers(scores[t], normalize) for t in tasks}
+
+
 def with_selection(neurons: NeuronSet, kind: str, selection: dict) -> NeuronSet:
     """``neurons`` with ``kind``, ``count``, ``size`` and ``selection`` set in its meta."""
     neurons.meta.update(kind=kind, count=len(neurons), size=neurons.size, selection=selection)

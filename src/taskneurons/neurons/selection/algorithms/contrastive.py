@@ -18,16 +18,9 @@ from typing import ClassVar, Literal
 import torch
 
 from taskneurons.neurons.scores import NeuronScores
+from taskneurons.neurons.selection import task_selection
 from taskneurons.neurons.selection.ranking import RankModules, Scope, check_k, top_k
 from taskneurons.neurons.selection.selection_config import SelectionConfig
-from taskneurons.neurons.selection.task_selection import (
-    Normalize,
-    TaskSelection,
-    check_layout,
-    check_normalize,
-    normalize_layers,
-    with_selection,
-)
 
 
 @dataclass
@@ -68,7 +61,7 @@ def contrastive_scores(
     mode: Literal["difference", "ratio"] = "difference",
     task_norm: Literal["mean", "z"] = "mean",
     eps: float = 0.1,
-    normalize: Normalize = None,
+    normalize: task_selection.Normalize = None,
 ) -> dict[str, NeuronScores]:
     """How much more each neuron matters to a task than to the others, per task.
 
@@ -89,15 +82,17 @@ def contrastive_scores(
         >>> contrastive_scores(s)["a"].scores["ffn"].tolist()  # [1.5, 1.5, 0] - [1, 0, 2]
         [[0.5, 1.5, -2.0]]
     """
-    tasks = check_layout(scores, 2)
-    check_normalize(normalize)
+    tasks = list(task_selection.normalized(scores, normalize, 2))  # the checks; normalised below
     if mode not in ("difference", "ratio"):
         raise ValueError(f"mode must be 'difference' or 'ratio', got {mode!r}")
     if task_norm not in ("mean", "z"):
         raise ValueError(f"task_norm must be 'mean' or 'z', got {task_norm!r}")
     if mode == "ratio" and (task_norm != "mean" or not eps > 0):
         raise ValueError("mode='ratio' needs task_norm='mean' and eps > 0")
-    normed = {t: _task_normalised(normalize_layers(scores[t], normalize), task_norm) for t in tasks}
+    normed = {
+        t: _task_normalised(task_selection.normalize_layers(scores[t], normalize), task_norm)
+        for t in tasks
+    }
     out = {}
     for t in tasks:
         contrast = {}
@@ -118,8 +113,8 @@ def select_contrastive(
     eps: float = 0.1,
     scope: Scope = "model",
     rank_modules: RankModules = "together",
-    normalize: Normalize = None,
-) -> TaskSelection:
+    normalize: task_selection.Normalize = None,
+) -> task_selection.TaskSelection:
     """Top ``k`` % of each task's :func:`contrastive_scores` (ranked by ``top_k``).
 
     Example:
@@ -139,5 +134,5 @@ def select_contrastive(
     out = {}
     for t in tasks:
         s = top_k(contrast[t], kf, scope=scope, rank_modules=rank_modules)
-        out[t] = with_selection(s, "contrastive", dict(info))
-    return TaskSelection(out, None, "contrastive")
+        out[t] = task_selection.with_selection(s, "contrastive", dict(info))
+    return task_selection.TaskSelection(out, None, "contrastive")

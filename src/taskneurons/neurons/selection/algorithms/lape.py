@@ -24,13 +24,9 @@ import torch
 from taskneurons.neurons.activation_probability import lape_entropy, probability_quantile
 from taskneurons.neurons.neuron_set import NeuronSet
 from taskneurons.neurons.scores import NeuronScores
+from taskneurons.neurons.selection import task_selection
 from taskneurons.neurons.selection.ranking import Scope, check_k, top_k
 from taskneurons.neurons.selection.selection_config import SelectionConfig
-from taskneurons.neurons.selection.task_selection import (
-    TaskSelection,
-    check_layout,
-    with_selection,
-)
 
 
 @dataclass
@@ -104,7 +100,7 @@ def select_lape(
     bar_quantile: float = 0.95,
     scope: Scope = "model",
     normalize: Literal["layer"] | None = None,
-) -> TaskSelection:
+) -> task_selection.TaskSelection:
     """LAPE (Tang et al. 2024): neurons whose activation probability is concentrated on tasks.
 
     ``probs[t]`` holds ``P[t, n]`` in ``[0, 1]`` (share of tokens where neuron ``n`` fires on
@@ -130,7 +126,7 @@ def select_lape(
         >>> sel["a"].masks["ffn"].tolist(), sel["b"].masks["ffn"].tolist()
         ([[True, False, False, False]], [[False, False, True, False]])
     """
-    tasks = check_layout(probs, 2)
+    tasks = task_selection.check_layout(probs, 2)
     kf = check_k(k)
     _check_options(normalize, assign, filter_quantile, bar_quantile)
     opts = {"filter_quantile": filter_quantile, "min_prob": float(min_prob), "assign": assign}
@@ -150,5 +146,5 @@ def select_lape(
     for t in tasks:
         base = top_k(probs[t], kf, scope=scope)  # for the meta top_k records
         chosen = NeuronSet(first.definition, masks[t], base.meta)
-        out[t] = with_selection(chosen, "lape", dict(info))
-    return TaskSelection(out, None, "lape")
+        out[t] = task_selection.with_selection(chosen, "lape", dict(info))
+    return task_selection.TaskSelection(out, None, "lape")

@@ -19,17 +19,9 @@ import torch
 
 from taskneurons.neurons.neuron_set import NeuronSet, _package_version
 from taskneurons.neurons.scores import NeuronScores
+from taskneurons.neurons.selection import task_selection
 from taskneurons.neurons.selection.ranking import RankModules, Scope, check_k, top_k
 from taskneurons.neurons.selection.selection_config import SelectionConfig
-from taskneurons.neurons.selection.task_selection import (
-    Normalize,
-    TaskSelection,
-    check_layout,
-    check_normalize,
-    normalize_layers,
-    top_k_sets,
-    with_selection,
-)
 from taskneurons.provenance import fingerprint_of
 
 
@@ -64,7 +56,7 @@ def _general_set(sets: Mapping[str, NeuronSet], m: int, info: dict) -> NeuronSet
     if len(fps) == 1 and fingerprint_of(first.meta) is not None:
         meta["model_fingerprint"] = fingerprint_of(first.meta)
     meta["version"] = _package_version()
-    return with_selection(NeuronSet(first.definition, masks, meta), "general", info)
+    return task_selection.with_selection(NeuronSet(first.definition, masks, meta), "general", info)
 
 
 def _fill(
@@ -87,8 +79,8 @@ def select_specific(
     fill: bool = False,
     scope: Scope = "model",
     rank_modules: RankModules = "together",
-    normalize: Normalize = None,
-) -> TaskSelection:
+    normalize: task_selection.Normalize = None,
+) -> task_selection.TaskSelection:
     """Each task's top ``k`` % minus the *general* neurons (in the top-k of >= ``m`` tasks).
 
     With ``T`` tasks, ``m`` (``2 <= m <= T``, default ``T``) sets how shared a neuron must be
@@ -99,7 +91,7 @@ def select_specific(
     layer has too few), so the sets match top-k in size.
 
     Returns:
-        A :class:`TaskSelection`; ``.general`` is the general set (meta kind ``"general"``).
+        A :class:`task_selection.TaskSelection`; ``.general`` is the general set (meta kind ``"general"``).
 
     Example:
         >>> s = {t: NeuronScores("ffn", {"ffn": torch.tensor([v])}) for t, v in
@@ -108,21 +100,19 @@ def select_specific(
         >>> sel["a"].masks["ffn"].tolist(), sel.general.masks["ffn"].tolist()
         ([[False, True, False, False]], [[True, False, False, False]])
     """
-    tasks = check_layout(scores, 2)
-    check_normalize(normalize)
-    kf = check_k(k)
+    normed = task_selection.normalized(scores, normalize, 2)
+    tasks, kf = list(normed), check_k(k)
     m = len(tasks) if m is None else int(m)
     if not 2 <= m <= len(tasks):
         raise ValueError(f"m must satisfy 2 <= m <= {len(tasks)} (the number of tasks), got {m}")
-    normed = {t: normalize_layers(scores[t], normalize) for t in tasks}
     info = {"method": "specific", "k": kf, "m": m, "fill": bool(fill), "scope": scope}
     info.update(rank_modules=rank_modules, normalize=normalize, tasks=tasks)
-    tops = top_k_sets(normed, kf, scope, rank_modules)
+    tops = task_selection.top_k_sets(normed, kf, scope, rank_modules)
     general = _general_set(tops, m, dict(info))
     info["n_general"] = len(general)
     out = {}
     for t in tasks:
         base = _fill(normed[t], general, kf, scope, rank_modules) if fill else tops[t] - general
         base.meta = {**tops[t].meta}
-        out[t] = with_selection(base, "specific", dict(info))
-    return TaskSelection(out, general, "specific")
+        out[t] = task_selection.with_selection(base, "specific", dict(info))
+    return task_selection.TaskSelection(out, general, "specific")

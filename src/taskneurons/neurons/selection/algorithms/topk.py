@@ -2,10 +2,9 @@
 
 Example:
     >>> import torch
-    >>> s = {t: NeuronScores("ffn", {"ffn": torch.tensor([v])}) for t, v in
-    ...      [("a", [3.0, 2.0, 1.0, 0.0]), ("b", [0.0, 1.0, 2.0, 3.0])]}
-    >>> TopkSelection().select(s, k=50)["b"].masks["ffn"].tolist()
-    [[False, False, True, True]]
+    >>> one = NeuronScores("ffn", {"ffn": torch.tensor([[3.0, 2.0, 1.0, 0.0]])})
+    >>> TopkSelection().select({"a": one}, k=50)["a"].masks["ffn"].tolist()
+    [[True, True, False, False]]
 """
 
 from __future__ import annotations
@@ -15,17 +14,9 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from taskneurons.neurons.scores import NeuronScores
+from taskneurons.neurons.selection import task_selection
 from taskneurons.neurons.selection.ranking import RankModules, Scope, check_k
 from taskneurons.neurons.selection.selection_config import SelectionConfig
-from taskneurons.neurons.selection.task_selection import (
-    Normalize,
-    TaskSelection,
-    check_layout,
-    check_normalize,
-    normalize_layers,
-    top_k_sets,
-    with_selection,
-)
 
 
 @dataclass
@@ -52,8 +43,8 @@ def select_topk(
     *,
     scope: Scope = "model",
     rank_modules: RankModules = "together",
-    normalize: Normalize = None,
-) -> TaskSelection:
+    normalize: task_selection.Normalize = None,
+) -> task_selection.TaskSelection:
     """The paper's selection: each task's top ``k`` % by (optionally layer-normalised) score.
 
     Args:
@@ -66,12 +57,10 @@ def select_topk(
         >>> sel["a"].meta["selection"]  # doctest: +SKIP
         {'method': 'topk', 'k': 10.0, 'scope': 'model', ...}
     """
-    tasks = check_layout(scores, 1)
-    check_normalize(normalize)
-    kf = check_k(k)
-    normed = {t: normalize_layers(scores[t], normalize) for t in tasks}
+    normed = task_selection.normalized(scores, normalize, 1)
+    tasks, kf = list(normed), check_k(k)
     info = {"method": "topk", "k": kf, "scope": scope, "rank_modules": rank_modules}
     info.update(normalize=normalize, tasks=tasks)
-    sets = top_k_sets(normed, kf, scope, rank_modules)
-    out = {t: with_selection(s, "top_k", dict(info)) for t, s in sets.items()}
-    return TaskSelection(out, None, "topk")
+    sets = task_selection.top_k_sets(normed, kf, scope, rank_modules)
+    out = {t: task_selection.with_selection(s, "top_k", dict(info)) for t, s in sets.items()}
+    return task_selection.TaskSelection(out, None, "topk")
