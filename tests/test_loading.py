@@ -132,3 +132,6 @@ def test_embedded_model_is_cached_as_safetensors(tmp_path, monkeypatch):
         assert torch.equal(p1, p2), n1
     assert tok2("Answer: Good")["input_ids"] == tok("Answer: Good")["input_ids"]
     assert model_fingerprint(model)["weights"] == model_fingerprint(again)["weights"]
+    # the first (dequantizing) load and the cached one are one model: results made with either
+    # are recognised by the other
+    assert model_fingerprint(model) == model_fingerprint(again)

@@ -95,6 +95,9 @@ def load_gguf(path: Path, dtype: torch.dtype, cache_dir: str | os.PathLike | Non
     model = AutoModelForCausalLM.from_pretrained(
         path.parent, gguf_file=path.name, dtype=torch.float32
     )
+    # dequantized: a plain float model, as the cached copy loads (and fingerprints) it
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
     cached.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{cached.name}.", dir=cached.parent))
     try:
