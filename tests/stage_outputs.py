@@ -6,7 +6,8 @@ file the runs wrote to a comparable form:
 
 * JSON, JSON Lines, YAML and safetensors metadata: the parsed values, minus what changes from run to
   run (``created``, ``command``, ``versions``, durations ``*_s`` / ``seconds``) and with the
-  temporary folder replaced by ``<BASE>``;
+  temporary folder replaced by ``<BASE>``; a checksum (``sha256:<hex>``) as ``<sha256>``: it is
+  there, but its value covers the volatile keys and the float bytes of another CPU;
 * text (Markdown, CSV): the text with every number cut out, plus the numbers;
 * tensors (safetensors, ``.pt``): dtype, shape and the values (long ones as sums and the first
   values); integer and bool tensors by an exact digest;
@@ -37,6 +38,8 @@ GOLDEN = Path(__file__).with_name("golden") / "stage_outputs.json"
 VOLATILE_KEYS = {"created", "command", "versions", "seconds", "transformers_version"}
 #: digests of records that hold the volatile keys
 VOLATILE_DIGESTS = {"meta_sha256", "suite_sha256"}
+#: a checksum a file records of its content (``taskneurons._io.checksum``): kept as ``<sha256>``
+CHECKSUM = re.compile(r"sha256:[0-9a-f]{64}")
 #: a duration in text ("2 s", "1.5 s")
 DURATION = re.compile(r"\b\d+(?:\.\d+)? s\b")
 NUMBER = re.compile(r"(?<![A-Za-z0-9_])[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
@@ -186,11 +189,13 @@ def _volatile(key: str) -> bool:
 
 
 def reduce_json(value: Any) -> Any:
-    """``value`` without the volatile keys, at any depth."""
+    """``value`` without the volatile keys, at any depth; checksums as ``<sha256>``."""
     if isinstance(value, dict):
         return {k: reduce_json(v) for k, v in value.items() if not _volatile(str(k))}
     if isinstance(value, list):
         return [reduce_json(v) for v in value]
+    if isinstance(value, str) and CHECKSUM.fullmatch(value):
+        return "<sha256>"
     return value
 
 
@@ -228,7 +233,7 @@ def _reduce_object(obj: Any) -> Any:
     if hasattr(obj, "tolist"):  # numpy arrays and scalars
         return _reduce_object(obj.tolist())
     if obj is None or isinstance(obj, (bool, int, float, str)):
-        return obj
+        return reduce_json(obj)
     return {"type": type(obj).__name__}
 
 

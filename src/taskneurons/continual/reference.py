@@ -6,8 +6,9 @@ by it. ``b(i)`` is the base model's zero-shot score; FWT subtracts it. Both are 
 every method of a comparison, so they are computed once and kept in a JSON cache keyed by the
 SHA-256 of: the kind, the model fingerprint (architecture and weights), the task id, the
 hashes of its train and test examples, the training config (``A(i)`` only) and the eval
-config. The base model (weights, ``requires_grad`` flags, modules) is restored after each
-training (:func:`~taskneurons.training.trained.trained`).
+config. The cache file carries the checksum of its content, verified when it is read. The base
+model (weights, ``requires_grad`` flags, modules) is restored after each training
+(:func:`~taskneurons.training.trained.trained`).
 
 Example:
     >>> refs = reference_scores(model, tok, tasks, test, TrainConfig(method="full"), EvalConfig(),
@@ -98,7 +99,7 @@ def reference_scores(
         cache_path: the JSON cache file (created when missing).
         progress: show training progress bars.
     """
-    cache = SettingsCache(cache_path, FORMAT, "reference cache")
+    cache = SettingsCache(cache_path, FORMAT, "reference cache", sealed=True)
     model_id = model_identity(model_fingerprint(model))
     out: dict[str, dict[str, float]] = {"single": {}, "zero_shot": {}}
     hits = 0

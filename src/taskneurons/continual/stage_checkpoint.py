@@ -5,8 +5,9 @@ method's tensors, from :meth:`~taskneurons.continual.base.ContinualMethod.state_
 ``checkpoint.json`` (the stage, the method's JSON-ready state and the run's record: config,
 model fingerprint, task order, data hashes, the accuracy matrix so far, reference scores and
 the stages' training summaries). Both files are written atomically and carry the stage, so a
-pair from two different stages is refused. A resumed run loads the state onto a fresh copy of
-the base model and continues with the next stage.
+pair from two different stages is refused, and a checksum of their content, so a file changed
+after it was written is refused too. A resumed run loads the state onto a fresh copy of the
+base model and continues with the next stage.
 
 Example:
     >>> write_checkpoint(out / "checkpoint", 0, method.state_dict(), {"matrix": [[80.0]]})  # doctest: +SKIP
@@ -25,7 +26,7 @@ from typing import Any
 
 import torch
 
-from taskneurons._io import read_tensors_with_sidecar, write_tensors_with_sidecar
+from taskneurons._io import check_record, read_tensors_with_sidecar, write_tensors_with_sidecar
 
 #: format tag of the checkpoint files
 FORMAT = "taskneurons.ContinualCheckpoint/1"
@@ -59,14 +60,20 @@ def checkpoint_stage(folder: str | os.PathLike) -> int | None:
     A cheap look before resuming (:func:`read_checkpoint` checks the pair of files).
 
     Raises:
+        ChangedFileError: ``checkpoint.json`` does not match the checksum saved in it.
         ValueError: an unreadable ``checkpoint.json``.
     """
     path = Path(folder) / SIDECAR
     if not path.is_file():
         return None
     try:
-        return int(json.loads(path.read_text(encoding="utf-8"))["stage"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not a readable continual checkpoint ({exc})") from None
+    data = check_record(data, path)
+    try:
+        return int(data["stage"])
+    except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{path}: not a readable continual checkpoint ({exc})") from None
 
 
@@ -95,6 +102,8 @@ def read_checkpoint(folder: str | os.PathLike) -> StageCheckpoint | None:
     """The checkpoint in ``folder``, or ``None`` when there is none.
 
     Raises:
+        ChangedFileError: a file does not match the checksum saved in it (both files carry
+            one: ``state.safetensors`` in its header, ``checkpoint.json`` as its ``checksum``).
         ValueError: damaged files, another format, or files of two different stages.
     """
     folder = Path(folder)

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from taskneurons.models.gguf import load_gguf
+from taskneurons.models.saving import check_saved_model
 
 
 class ModelLoadError(RuntimeError):
@@ -222,6 +223,7 @@ def _load_folder(folder: Path, dtype: torch.dtype, trust_remote_code: bool):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     _check_model_folder(folder)
+    check_saved_model(folder)  # a folder written by save_finetuned: its files as saved
     try:
         tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
     except _READ_ERRORS as exc:

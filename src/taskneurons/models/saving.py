@@ -4,6 +4,10 @@
 provenance record into a folder, atomically: everything goes into a hidden sibling folder first,
 which is renamed into place only once complete; a folder already there is replaced only then.
 So an experiment file can name the folder as its ``model:`` and never meets a half-written one.
+:func:`seal_saved_model` adds to that record the checksum of every other file of the folder
+(``file_checksums``) and its own (``checksum``); :func:`check_saved_model` (called by
+:func:`load_model` on a folder) verifies them, so weights changed after saving are refused
+instead of used.
 
 Example:
     >>> save_finetuned(model, tok, "runs/mt/model", {"note": "tuned"})  # doctest: +SKIP
@@ -13,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 from collections.abc import Iterator, Mapping
@@ -21,11 +26,20 @@ from typing import Any
 
 from torch import nn
 
-from taskneurons._io import write_json_atomic
+from taskneurons._io import (
+    ChangedFileError,
+    changed_message,
+    check_record,
+    file_checksum,
+    write_json_atomic,
+    write_json_sealed,
+)
 from taskneurons.models.gguf import save_plain_checkpoint
 
 #: The provenance record inside a folder written by :func:`save_finetuned`.
 MODEL_META = "taskneurons_model.json"
+#: The key of :data:`MODEL_META` holding the checksum of every other file, by relative path.
+FILES_KEY = "file_checksums"
 
 
 @contextlib.contextmanager
@@ -69,7 +83,8 @@ def save_finetuned(
     in ``config.json``, so ``load_model(folder, dtype=...)`` with the same dtype gives the very
     same weights); tied embeddings stay tied through the config. A model straight from a GGUF
     file (its first, uncached load) refuses ``save_pretrained``; it is written the way the GGUF
-    cache is (dequantized safetensors and config). ``meta`` becomes ``taskneurons_model.json``.
+    cache is (dequantized safetensors and config). ``meta`` becomes ``taskneurons_model.json``
+    (:func:`seal_saved_model` then adds the checksums of the files).
 
     Returns:
         ``folder``.
@@ -87,3 +102,48 @@ def save_finetuned(
         tokenizer.save_pretrained(tmp)
         write_json_atomic(tmp / MODEL_META, dict(meta))
     return folder
+
+
+def seal_saved_model(folder: str | os.PathLike) -> Path:
+    """Add to the ``taskneurons_model.json`` of a folder written by :func:`save_finetuned` the
+    checksum of every other file of the folder (:data:`FILES_KEY`) and its own (atomically).
+
+    Returns:
+        The record's path.
+    """
+    folder = Path(folder)
+    path = folder / MODEL_META
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p != path)
+    sums = {p.relative_to(folder).as_posix(): file_checksum(p) for p in files}
+    return write_json_sealed(path, {**meta, FILES_KEY: sums})
+
+
+def check_saved_model(folder: str | os.PathLike) -> None:
+    """Verify a folder written by :func:`save_finetuned` against the checksums in its
+    ``taskneurons_model.json`` (:func:`seal_saved_model`); a folder without them (any other
+    model folder, or one saved unsealed or before checksums) passes.
+
+    Raises:
+        ChangedFileError: ``taskneurons_model.json`` or a file it lists was changed after
+            saving (the message names the file), or a listed file is missing.
+        ValueError: ``taskneurons_model.json`` is not readable JSON.
+    """
+    folder = Path(folder)
+    path = folder / MODEL_META
+    if not path.is_file():
+        return
+    try:
+        record = check_record(json.loads(path.read_text(encoding="utf-8")), path)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not readable JSON ({exc})") from None
+    listed = record.get(FILES_KEY) if isinstance(record, dict) else None
+    for name, recorded in (listed or {}).items():
+        file = folder / name
+        if not file.is_file():
+            raise ChangedFileError(
+                f"{file} is missing; {path} lists it among the files of the saved model, so "
+                "the folder is incomplete: save the model again"
+            )
+        if file_checksum(file) != recorded:
+            raise ChangedFileError(changed_message(file, "content", f"in {path}"))

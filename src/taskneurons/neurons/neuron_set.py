@@ -311,7 +311,10 @@ class NeuronSet:
             **checks,
         }
         tensors = {m: t.contiguous() for m, t in self.masks.items()}
-        return write_tensors_with_sidecar(tensor_path, meta_path, tensors, header, sidecar)
+        # the mask and meta checksums above are this file kind's own (no generic seal)
+        return write_tensors_with_sidecar(
+            tensor_path, meta_path, tensors, header, sidecar, seal=False
+        )
 
     @classmethod
     def load(

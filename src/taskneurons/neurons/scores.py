@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from taskneurons._io import atomic_path, header_modules
+from taskneurons._io import atomic_path, check_header, header_modules, seal_header
 
 
 @dataclass
@@ -49,7 +49,8 @@ class NeuronScores:
         return torch.cat([t for t in self.scores.values()], dim=1).reshape(-1)
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Save as safetensors (tensors) with the metadata as JSON in the header."""
+        """Save as safetensors (tensors) with the metadata as JSON in the header, and the
+        checksum of both (:func:`~taskneurons._io.seal_header`)."""
         from safetensors.torch import save_file
 
         path = Path(path)
@@ -59,19 +60,26 @@ class NeuronScores:
             "modules": json.dumps(list(self.scores)),
             "meta": json.dumps(self.meta, default=str),
         }
+        tensors = {m: t.contiguous() for m, t in self.scores.items()}
         with atomic_path(path) as tmp:
-            save_file(
-                {m: t.contiguous() for m, t in self.scores.items()}, str(tmp), metadata=header
-            )
+            save_file(tensors, str(tmp), metadata=seal_header(header, tensors))
         return path
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> NeuronScores:
+        """The scores saved in ``path``.
+
+        Raises:
+            ChangedFileError: the file does not match the checksum saved in it (a file
+                written before checksums has none and is read as it is).
+            ValueError: not a scores file.
+        """
         from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
             scores = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+        header = check_header(header, scores, path)
         if "definition" not in header:
             raise ValueError(f"{path} is not a taskneurons scores file (no 'definition' in header)")
         order = header_modules(header, list(scores), Path(path))

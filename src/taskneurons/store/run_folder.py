@@ -30,6 +30,8 @@ from typing import Any
 
 import yaml
 
+from taskneurons._io import check_record
+
 #: the resolved experiment file of a run
 CONFIG_FILE = "config.yaml"
 #: the index of a run folder
@@ -50,7 +52,10 @@ def read_record(
     path: str | os.PathLike, what: str = "record", error: type[Exception] = FinishedRunError
 ) -> dict[str, Any]:
     """The JSON object in ``path`` (``error`` naming the file when there is none or it is not
-    one).
+    one); a record that carries a checksum is verified, and returned without it.
+
+    Raises:
+        ChangedFileError: the record does not match the checksum saved in it.
 
     Example:
         >>> read_record("runs/x/overlap_config.json")["groups"]  # doctest: +SKIP
@@ -64,7 +69,7 @@ def read_record(
         raise error(f"{path}: not a readable {what} ({exc})") from None
     if not isinstance(data, dict):
         raise error(f"{path}: not a {what} (expected a JSON object)")
-    return data
+    return check_record(data, path)
 
 
 class RunFolder:

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from taskneurons._io import check_record
+
 #: the fields of a model fingerprint that identify a model (not where it was loaded from)
 MODEL_IDENTITY = ("model_type", "arch", "weights", "n_params")
 
@@ -132,7 +134,8 @@ def read_keyed(
     """A result file that records its key (``{"key": ..., ...}``), checked against ``key``.
 
     ``None`` when there is no file; ``ValueError(refusal(path, names))`` when it was made with
-    other settings (``names``: the keys that differ).
+    other settings (``names``: the keys that differ); ``ChangedFileError`` when it does not
+    match the checksum saved in it.
 
     Example:
         >>> read_keyed("out/evaluations.json", key, lambda p, names: f"{p}: other {names}")  # doctest: +SKIP
@@ -140,6 +143,6 @@ def read_keyed(
     path = Path(path)
     if not path.is_file():
         return None
-    saved = json.loads(path.read_text(encoding="utf-8"))
+    saved = check_record(json.loads(path.read_text(encoding="utf-8")), path)
     key.check(saved.get("key"), lambda names: refusal(path, names))
     return saved

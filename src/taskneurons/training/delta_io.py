@@ -4,6 +4,8 @@ One ``.safetensors`` file holds ``delta/<param>`` (the trained slices, raw layou
 ``param.index_select(dim, positions)``), ``positions/<param>`` (``torch.long [n]``) and
 ``mask/<module>`` (the NeuronSet's masks); a JSON sidecar of the same name holds the format,
 definition, dtypes, NeuronSet meta, base-model fingerprint and each parameter's axis and count.
+Both carry a checksum (the header of the tensors' stored bytes and itself, the sidecar of its
+content), verified by :func:`read_delta`.
 :meth:`NeuronDelta.save` and :meth:`NeuronDelta.load` are thin wrappers around
 :func:`write_delta`, :func:`read_delta` and :func:`delta_state`.
 
@@ -109,6 +111,7 @@ def read_delta(
 
     Raises:
         FileNotFoundError: the file or its sidecar is missing.
+        ChangedFileError: either file does not match the checksum saved in it.
         ValueError: not a NeuronDelta file.
         NeuronSetMismatchError: the deltas were trained on another model.
     """

@@ -1,8 +1,9 @@
 """Training checkpoints: trainable tensors, optimizer, scheduler and RNG state, checked on resume.
 
-:func:`write_checkpoint` writes ``checkpoint.pt`` (main process, atomically);
-:func:`restore_checkpoint` checks it against the run (config, tasks, NeuronSet, base model) and
-loads it back.
+:func:`write_checkpoint` writes ``checkpoint.pt`` (main process, atomically) with the checksum
+of its state (tensors' stored bytes and every value, under ``"checksum"``);
+:func:`restore_checkpoint` verifies it, checks the state against the run (config, tasks,
+NeuronSet, base model) and loads it back.
 
 Example:
     >>> write_checkpoint(out / CHECKPOINT, 10, cfg, meta, named, opt, sched, acc)  # doctest: +SKIP
@@ -17,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from taskneurons._io import atomic_path
+from taskneurons._io import CHECKSUM_KEY, atomic_path, checksum, verify_checksum
 from taskneurons.neurons.neuron_set import NeuronSetMismatchError
 from taskneurons.provenance import check_same_model
 from taskneurons.store.settings import SettingsKey, normal
@@ -55,6 +56,8 @@ def _load_checkpoint(path: Path, config: TrainConfig, meta: dict) -> dict:
         raise ValueError(f"cannot read checkpoint {path}: {exc}") from exc
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a taskneurons training checkpoint")
+    recorded = state.pop(CHECKSUM_KEY, None)  # none in a checkpoint written before checksums
+    verify_checksum(recorded, state, path, "state")
     now = SettingsKey.of(**config.to_dict())
     saved = normal(state["config"])
     keys = sorted(set(saved) | set(now.values))
@@ -120,6 +123,7 @@ def write_checkpoint(
             "scheduler": scheduler.state_dict(),
             "rng": _rng_state(),
         }
+        state[CHECKSUM_KEY] = checksum(state)  # of the tensors' bytes and every value
         with atomic_path(path) as tmp:
             torch.save(state, tmp)
     accelerator.wait_for_everyone()
@@ -139,6 +143,7 @@ def restore_checkpoint(
         The optimizer steps the checkpoint was written after (where to resume).
 
     Raises:
+        ChangedFileError: the file does not match the checksum saved in it.
         ValueError: the file is not a checkpoint, or the config (except
             ``checkpoint_every``, ``log_every``, ``log_file``, ``merge``), tasks, NeuronSet or
             trainable tensors differ.

@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from taskneurons._io import write_json_atomic
+from taskneurons._io import write_json_sealed
 from taskneurons.continual.stage_checkpoint import checkpoint_stage
 from taskneurons.experiments.continual.continual_result import ContinualResult
 from taskneurons.experiments.continual.continual_stage import ContinualConfig, ContinualSuiteConfig
@@ -95,7 +95,7 @@ class ContinualSuiteResult(StoredResult):
         )
         curves = {k: [None if math.isnan(x) else x for x in v] for k, v in series.items()}
         suite = {"rows": self.rows(), "header": self.header(), "forgetting": curves}
-        write_json_atomic(out / SUITE_FILE, {**suite, "meta": self.meta})
+        write_json_sealed(out / SUITE_FILE, {**suite, "meta": self.meta})
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> ContinualSuiteResult:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from taskneurons._io import check_record
 from taskneurons.analysis.continual_metrics import bwt_half_width, cl_half_width
 from taskneurons.provenance import provenance
 from taskneurons.report.plots import forgetting_plot
@@ -185,7 +186,7 @@ def read_suite(folder: str | os.PathLike) -> dict[str, Any]:
             f"{folder}: no {SUITE_FILE}; give the folder of a finished `experiment: continual` run"
         )
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = check_record(json.loads(path.read_text(encoding="utf-8")), path)
         header, _, _ = data["header"], data["rows"], data["forgetting"]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise ContinualRunError(f"{path}: not a continual suite file ({exc})") from exc

@@ -40,7 +40,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from taskneurons._io import write_json_atomic
+from taskneurons._io import write_json_sealed
 from taskneurons.evaluation.dispatch import evaluate
 from taskneurons.evaluation.result import EvalResult
 from taskneurons.experiments.common import eval_examples, limited
@@ -171,7 +171,7 @@ class GeneralizationResult(StoredResult):
         rows = [[r[k] for k in keys] for r in self.records]
         title = "Every evaluation of the sweep"
         write_table(out / "evaluations", keys, rows, meta=self.meta, title=title)
-        write_json_atomic(out / EXAMPLES_FILE, {"records": self.records, "meta": self.meta})
+        write_json_sealed(out / EXAMPLES_FILE, {"records": self.records, "meta": self.meta})
         for g in config.groups:
             write_figure(out, g, self.tables[g.name], self.changes[g.name], config.modes, self.meta)
         write_overlap(self.overlap, self.meta, self.overlap.title, out)

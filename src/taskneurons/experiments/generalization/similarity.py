@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from taskneurons._io import write_json_atomic
+from taskneurons._io import write_json_sealed
 from taskneurons.analysis.parameter_similarity import layer_similarity, neuron_vectors
 from taskneurons.evaluation.dispatch import evaluate
 from taskneurons.experiments.common import eval_examples, limited
@@ -119,7 +119,7 @@ class SimilarityResult(StoredResult):
         into ``folder`` (default: :attr:`out_dir`)."""
         out = self.target(folder)
         config = SimilarityConfig.from_dict(self.meta["config"], where=RECORD_FILE)
-        write_json_atomic(out / RECORDS_FILE, {"records": self.records, "meta": self.meta})
+        write_json_sealed(out / RECORDS_FILE, {"records": self.records, "meta": self.meta})
         write_similarity(self.records, out, self.meta, config.layers)
         write_correlation(
             self.correlation, self.records, out, self.meta, config.layers, config.score

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from taskneurons._io import write_json_atomic, write_text_atomic
+from taskneurons._io import write_json_atomic, write_json_sealed, write_text_atomic
 from taskneurons.experiments.common import GENERAL_FILE
 from taskneurons.experiments.specificity.damage_summary import (
     EXTRA_ROWS,
@@ -158,7 +158,7 @@ class DeactivationResult(StoredResult):
         and ``deactivate_config.json`` into ``folder`` (default: :attr:`out_dir`)."""
         out = self.target(folder)
         if self.evaluations:
-            write_json_atomic(out / EVALUATIONS_FILE, self.evaluations)
+            write_json_sealed(out / EVALUATIONS_FILE, self.evaluations)
         self.table.write(out, "table1", self.meta, "Deactivation (accuracy % / ROUGE-L)", _spec())
         if self.nll is not None:
             title = "Deactivation: gold label NLL (nats per example, lower is better)"

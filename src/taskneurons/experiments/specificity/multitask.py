@@ -28,7 +28,7 @@ from taskneurons.experiments.specificity.deactivation import (
 from taskneurons.experiments.specificity.deactivation_result import DeactivationResult
 from taskneurons.experiments.specificity.detect import DetectionResult, detect_neurons
 from taskneurons.experiments.specificity.multitask_stage import MultitaskConfig
-from taskneurons.models.saving import save_finetuned
+from taskneurons.models.saving import save_finetuned, seal_saved_model
 from taskneurons.provenance import model_fingerprint, provenance
 from taskneurons.store.run_folder import read_record
 from taskneurons.store.stored_result import StoredResult
@@ -111,6 +111,7 @@ def multitask_experiment(
     summary = {"steps": res.steps, "final_loss": res.final_loss}
     if config.save_model:
         save_finetuned(tuned, tokenizer, out / "model", model_record(tuned, base, config, summary))
+        seal_saved_model(out / "model")
     on_tuned = dataclasses.replace(ctx, model=tuned, sets=None, general=None, detect_dir=None)
     sets = detect_neurons(on_tuned, config.detect, out / "detect")
     table = deactivation_experiment(
