@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from taskneurons.cli import main
 
@@ -268,3 +269,18 @@ def test_demo_runs_all_three_stages(tiny_folder, tmp_path, capsys):
         assert row in printed
     for f in ("detect/iou.png", "deactivate/table1.json", "table2/table2.json", "config.yaml"):
         assert (out / f).is_file(), f
+
+
+def test_detect_takes_the_selection_and_its_options(tiny_folder, task_folders, tmp_path, capsys):
+    tasks = ",".join(str(t) for t in task_folders)
+    argv = ["detect", "-m", str(tiny_folder), "-t", tasks, "--n-examples", "2", "--k", "30"]
+    out = tmp_path / "d"
+    assert main([*argv, "--selection", "specific", "--general-m", "2", "--out", str(out)]) == 0
+    selection = yaml.safe_load((out / "config.yaml").read_text())["detect"]["selection"]
+    assert selection["method"] == "specific" and selection["m"] == 2
+    assert (out / "general_neurons.safetensors").is_file()
+    capsys.readouterr()
+    bad = [*argv, "--selection", "topk", "--general-m", "2", "--out", str(tmp_path / "x")]
+    assert main(bad) == 2  # an option of another selection is refused, before any work
+    err = capsys.readouterr().err
+    assert "unknown key 'detect.selection.m'" in err and not (tmp_path / "x").exists()

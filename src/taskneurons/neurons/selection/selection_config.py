@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from taskneurons.config import Variant
+from taskneurons.config_fields import flag
 
 #: per-layer normalisations of the scores before ranking (see ``normalize_layers``)
 NORMALIZE: tuple[str | None, ...] = (None, "layer", "layer_z")
@@ -58,7 +59,9 @@ class SelectionConfig(Variant):
     order: ClassVar[int] = 100
 
     method: str = ""
-    normalize: Literal["layer", "layer_z"] | None = None
+    normalize: Literal["layer", "layer_z"] | None = field(
+        default=None, metadata=flag("--normalize", help="normalise each layer's scores first")
+    )
 
     def validate(self) -> None:
         super().validate()

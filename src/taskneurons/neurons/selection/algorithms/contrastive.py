@@ -12,11 +12,12 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 import torch
 
+from taskneurons.config_fields import flag
 from taskneurons.neurons.scores import NeuronScores
 from taskneurons.neurons.selection import task_selection
 from taskneurons.neurons.selection.ranking import RankModules, Scope, check_k, top_k
@@ -35,8 +36,14 @@ class ContrastiveSelection(SelectionConfig, name="contrastive"):
 
     order: ClassVar[int] = 2
     method: str = "contrastive"
-    mode: Literal["difference", "ratio"] = "difference"
-    task_norm: Literal["mean", "z"] = "mean"
+    mode: Literal["difference", "ratio"] = field(
+        default="difference",
+        metadata=flag("--contrast", help="contrastive: own score minus or over the others'"),
+    )
+    task_norm: Literal["mean", "z"] = field(
+        default="mean",
+        metadata=flag("--task-norm", help="contrastive: how each task's scores are scaled"),
+    )
     eps: float = 0.1
 
     def select(self, inputs: Mapping[str, NeuronScores], k: float, scope: str = "model"):

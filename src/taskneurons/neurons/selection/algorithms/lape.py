@@ -16,11 +16,12 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 import torch
 
+from taskneurons.config_fields import flag
 from taskneurons.neurons.activation_probability import lape_entropy, probability_quantile
 from taskneurons.neurons.neuron_set import NeuronSet
 from taskneurons.neurons.scores import NeuronScores
@@ -46,8 +47,12 @@ class LapeSelection(SelectionConfig, name="lape"):
     order: ClassVar[int] = 3
     method: str = "lape"
     normalize: Literal["layer"] | None = None  # type: ignore[assignment]
-    threshold: float = 0.0
-    tokens: Literal["answer", "all"] = "answer"
+    threshold: float = field(
+        default=0.0, metadata=flag("--threshold", help="lape: an activation above this counts")
+    )
+    tokens: Literal["answer", "all"] = field(
+        default="answer", metadata=flag("--tokens", help="lape: the tokens whose activations count")
+    )
     filter_quantile: float | None = 0.95
     min_prob: float = 0.0
     assign: Literal["bar", "top"] = "bar"

@@ -12,11 +12,12 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
 
+from taskneurons.config_fields import flag
 from taskneurons.neurons.neuron_set import NeuronSet, _package_version
 from taskneurons.neurons.scores import NeuronScores
 from taskneurons.neurons.selection import task_selection
@@ -36,8 +37,13 @@ class SpecificSelection(SelectionConfig, name="specific"):
 
     order: ClassVar[int] = 1
     method: str = "specific"
-    m: int | None = None
-    fill: bool = False
+    m: int | None = field(
+        default=None,
+        metadata=flag("--general-m", help="specific: general = in the top-k of m tasks"),
+    )
+    fill: bool = field(
+        default=False, metadata=flag("--fill", help="specific: refill each set to the top-k count")
+    )
 
     def select(self, inputs: Mapping[str, NeuronScores], k: float, scope: str = "model"):
         """:func:`select_specific` with these options."""
