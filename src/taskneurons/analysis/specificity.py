@@ -34,7 +34,7 @@ import numpy as np
 EXACT_MAX_TASKS = 7
 
 
-def _square(E) -> np.ndarray:
+def check_square(E) -> np.ndarray:
     """``E`` as a float64 ``[T, T]`` array, ``T >= 2``, all finite; ``ValueError`` otherwise."""
     E = np.asarray(E, dtype=np.float64)
     if E.ndim != 2 or E.shape[0] != E.shape[1] or E.shape[0] < 2:
@@ -104,7 +104,7 @@ def dominance(E, tasks: Sequence[str] | None = None) -> Dominance:
         >>> d.rows.tolist(), d.column_tasks
         ([True, False, True], ['b', 'c'])
     """
-    E = _square(E)
+    E = check_square(E)
     names = _names(tasks, len(E))
     diag = np.diag(E)  # [T]
     off = E.copy()
@@ -161,7 +161,7 @@ class PermutationResult:
     exact: bool
 
 
-def _permutations(T: int, n_permutations: int, seed: int) -> tuple[np.ndarray, bool]:
+def task_orders(T: int, n_permutations: int, seed: int) -> tuple[np.ndarray, bool]:
     """Column orders ``[n, T]``: all ``T!`` when ``T <= EXACT_MAX_TASKS`` (or ``T!`` is at most
     ``n_permutations``), else ``n_permutations`` random ones from ``default_rng(seed)``."""
     if T <= EXACT_MAX_TASKS or math.factorial(T) <= n_permutations:
@@ -184,10 +184,10 @@ def permutation_test(E, n_permutations: int = 10_000, seed: int = 0) -> Permutat
         >>> permutation_test(np.eye(4)).p_value  # only the identity order reaches 1.0
         0.041666666666666664
     """
-    E = _square(E)
+    E = check_square(E)
     D = double_centre(E)
     stat = float(np.diag(D).mean())
-    perms, exact = _permutations(len(E), int(n_permutations), seed)  # [n, T]
+    perms, exact = task_orders(len(E), int(n_permutations), seed)  # [n, T]
     null = D[np.arange(len(E))[None, :], perms].mean(axis=1)  # [n]
     tol = 1e-12 * max(1.0, float(np.abs(D).max()))
     hits = int((null >= stat - tol).sum())
@@ -317,7 +317,7 @@ def summarize(
         >>> summarize([[3.0, 1, 0], [1, 4, 1], [0, 2, 5]])
         'diagonal not above chance at the 0.05 level: mean double-centred diagonal 2.11, p = 0.167 (exact, 6 orders); rows 3/3, columns 3/3'
     """
-    E = _square(E)
+    E = check_square(E)
     perm = permutation_test(E, n_permutations, seed)
     dom = dominance(E, tasks)
     verdict = (
