@@ -203,9 +203,9 @@ def _build(cls: type, data: Any, where: str, prefix: str) -> Any:
     if not isinstance(data, Mapping):
         raise ConfigError(f"{here}{prefix or cls.__name__}: expected a mapping of settings")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted(set(data) - set(fields), key=str)
     if unknown:
-        keys = ", ".join(repr(prefix + k) for k in unknown)
+        keys = ", ".join(repr(prefix + str(k)) for k in unknown)
         owner = "" if where or prefix else f"{cls.__name__}: "
         raise ConfigError(f"{here}{owner}unknown key {keys}; known: {', '.join(sorted(fields))}")
     hints = typing.get_type_hints(cls)

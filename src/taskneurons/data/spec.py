@@ -11,7 +11,9 @@ pass; a spec file holds them, and its path is accepted anywhere a task spec is (
     labels: {0: Bad, 1: Good} # optional: the label list, or raw value -> label
     instruction: "Sentiment? Choose one from the option."
 
-The keys are the fields of :class:`~taskneurons.data.hf.HFTaskSpec`, the argument of
+A spec file with a ``recast`` key instead describes a task recast to ``yes``/``no``
+(:mod:`taskneurons.data.recast`). The keys are the fields of
+:class:`~taskneurons.data.hf.HFTaskSpec`, the argument of
 :func:`~taskneurons.data.hf.load_hf_task`; relative paths in ``hf`` are relative to the spec
 file's folder. The task id defaults to the file's stem (``mytask``).
 
@@ -31,6 +33,7 @@ import yaml
 
 from taskneurons.config import ConfigError, build
 from taskneurons.data.hf import HFTaskSpec, load_hf_task
+from taskneurons.data.recast import recast_task
 from taskneurons.data.tasks import Task, TaskFormatError
 
 #: Suffixes of task spec files (a ``.json`` file is one when it is an object with ``hf``).
@@ -59,7 +62,7 @@ def is_spec_file(path: Path) -> bool:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError):
         return False
-    return isinstance(data, dict) and "hf" in data
+    return isinstance(data, dict) and ("hf" in data or "recast" in data)
 
 
 def read_spec(path: str | os.PathLike) -> HFTaskSpec:
@@ -102,6 +105,9 @@ def load_spec_file(
             spec (the message starts with the spec file).
     """
     path = Path(path)
+    if "recast" in _read_mapping(path):  # a task recast to yes/no (data/recast.py)
+        task = recast_task(path, _read_mapping(path), id or path.stem)
+        return dataclasses.replace(task, name=name or task.name)
     spec = read_spec(path)
     spec = spec.replace(
         hf=_resolve(spec.hf, path.parent),
