@@ -109,11 +109,11 @@ def experiments(model: str, tasks: dict[str, str], base: Path) -> dict[str, dict
         "generalization": {
             **common, "tasks": list(tasks.values()), "groups": GROUPS, "detect": detect,
             "experiment": ["overlap", "generalization", "controlled_overlap", "similarity"],
-            "overlap": {"proportions": [50, 100]},
-            "generalization": {"proportions": [50, 100], "n_train": 4, "n_test": 4,
-                               "train": TRAIN},
-            "controlled_overlap": {"proportions": [50], "overlaps": [0, 100], "seeds": [0, 1],
-                                   "n_train": 4, "n_test": 4, "train": TRAIN},
+            "overlap": {"proportions": [50, 100], "proportion_of": "set"},
+            "generalization": {"proportions": [50, 100], "proportion_of": "set", "n_train": 4,
+                               "n_test": 4, "train": TRAIN},
+            "controlled_overlap": {"proportions": [50], "proportion_of": "set", "overlaps": [0, 100],
+                                   "seeds": [0, 1], "n_train": 4, "n_test": 4, "train": TRAIN},
             "similarity": {"n_train": 4, "n_test": 4, "n_boot": 20, "train": TRAIN},
         },
         "continual": {

@@ -413,9 +413,9 @@ def test_runner_runs_the_generalization_stages_end_to_end(
         "model": str(tiny_folder), "tasks": [str(p) for p in four_tasks], "out": str(tmp_path / "run"),
         "groups": [{"name": "g", "train": ["mood", "answer"], "test": ["polar", "pets"]}],
         "detect": {"k": 20, "attribution": {"n_examples": 4}},
-        "generalization": {"proportions": [50, 100], "n_train": 4, "n_test": 4,
+        "generalization": {"proportions": [50, 100], "proportion_of": "set", "n_train": 4, "n_test": 4,
                            "train": {"lr": 0.01, "batch_size": 2}},
-        "controlled_overlap": {"proportions": [50], "overlaps": [0, 100], "seeds": [0, 1], "n_train": 4,
+        "controlled_overlap": {"proportions": [50], "proportion_of": "set", "overlaps": [0, 100], "seeds": [0, 1], "n_train": 4,
                                "n_test": 4, "train": {"lr": 0.01, "batch_size": 2}},
         "similarity": {"n_train": 4, "n_test": 4, "n_boot": 20, "train": {"lr": 0.001, "batch_size": 2}},
     }))  # fmt: skip
@@ -494,3 +494,26 @@ def test_runner_runs_the_generalization_stages_end_to_end(
 
 def test_generalization_report_doctests_pass():
     assert doctest.testmod(generalization_report).failed == 0
+
+
+def test_the_paper_reading_of_a_proportion_is_of_all_neurons():
+    """PAPER.md Table 8 reaches 100 % overlap at 100 %: a proportion of *all* neurons."""
+    from taskneurons.analysis.set_overlap import overlap_rate
+    from taskneurons.neurons.selection.ranking import top_k
+
+    scores = {str(i): _scores(i, (2, 10)) for i in range(4)}  # 20 neurons per task
+    detect = DetectConfig(k=10)
+    model = GroupSets.select(scores, detect, reading="model")
+    per_set = GroupSets.select(scores, detect, reading="set")
+    for t, s in scores.items():
+        assert len(model.at(100, t)) == 20  # every neuron
+        assert len(per_set.at(100, t)) == len(per_set.sets[t]) == 2  # 10 % of 20
+        for p in (10, 30, 50):  # the top p % of all neurons by the task's own relevance
+            assert torch.equal(model.at(p, t).masks["ffn"], top_k(s, p).masks["ffn"])
+    both = [joined(model.union(["0", "1"], 100)), joined(model.union(["2", "3"], 100))]
+    assert overlap_rate(*both) == pytest.approx(1.0)
+    assert model.selection["proportion_of"] == "model"
+    # the target of a controlled-overlap cell without a target proportion: the whole sets
+    assert torch.equal(
+        joined(model.union(["2", "3"], None)), joined(per_set.union(["2", "3"], 100))
+    )

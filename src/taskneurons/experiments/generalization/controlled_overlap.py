@@ -2,8 +2,8 @@
 
 Per group and proportion ``p`` the number of trained neurons is fixed at ``N = |Nx|``, ``Nx``
 the union of the training tasks' top-``p`` % sets (from scores computed once per task). The
-*target* is the union of the out-of-domain test tasks' top-``q`` % sets (``q =
-target_proportion``, default 100; ``None``: ``q = p``). For every requested overlap ``o`` and
+*target* is the union of the out-of-domain test tasks' top-``q`` % (``q = target_proportion``;
+by default their whole sets at the detect ``k``). For every requested overlap ``o`` and
 seed ``s``, :func:`~taskneurons.analysis.set_overlap.controlled_overlap` draws exactly
 ``round(o N)`` neurons from the target and the other ``N - round(o N)`` from all the other
 neurons (a ``torch.Generator`` seeded with ``s``, so the draws of one seed are nested across
@@ -87,7 +87,7 @@ def draw_cells(sets: GroupSets, config: ControlledOverlapConfig) -> list[_Cell]:
     for g in config.groups:
         for p in config.proportions:
             nx = sets.union(g.train, p)
-            target_set = sets.union(g.test, config.target_proportion or p)
+            target_set = sets.union(g.test, config.target_proportion)
             target, n = joined(target_set), len(nx)
             natural = 100.0 * int((joined(nx) & target).sum()) / max(n, 1)
             for o in config.overlaps:
@@ -183,7 +183,9 @@ def controlled_overlap_experiment(
     """
     start, out = time.perf_counter(), Path(out_dir)
     model, tokenizer, progress = ctx.model, ctx.tokenizer, ctx.progress
-    chosen, scored, sets = prepare_sets(ctx, config.groups, out, "controlled_overlap.groups")
+    chosen, scored, sets = prepare_sets(
+        ctx, config.groups, out, "controlled_overlap.groups", config.proportion_of
+    )
     timings = Timings(scoring=scored.seconds)
     cells = draw_cells(sets, config)
     timings.selection = time.perf_counter() - start - timings.scoring

@@ -10,7 +10,12 @@ from taskneurons.config import Config
 from taskneurons.config_fields import test_examples, train_examples
 from taskneurons.evaluation.eval_config import EvalConfig
 from taskneurons.experiments.generalization.generalization_stage import check_neuron_training
-from taskneurons.experiments.generalization.groups import TaskGroup, check_percents, default_groups
+from taskneurons.experiments.generalization.groups import (
+    ProportionOf,
+    TaskGroup,
+    check_percents,
+    default_groups,
+)
 from taskneurons.experiments.stage import Stage, register
 from taskneurons.training.train_config import TrainConfig
 
@@ -22,10 +27,12 @@ class ControlledOverlapConfig(Config):
     Attributes:
         groups: the task groups (default PAPER.md Table 3).
         proportions: fix ``N`` = size of the union of the training tasks' top-``p`` % sets.
+        proportion_of: ``model`` (the paper's: top ``p`` % of all neurons under the selection)
+            or ``set`` (top ``p`` % of each task's set at the detect ``k``).
         overlaps: % of the ``N`` trained neurons drawn from the target, in ``[0, 100]``.
         seeds: one random draw (and training run) per seed and cell.
-        target_proportion: the target is the union of the test tasks' top-``q`` % sets
-            (``None``: the cell's proportion).
+        target_proportion: the target is the union of the test tasks' top-``q`` % (read as
+            ``proportion_of`` says); ``None``: their whole sets at the detect ``k``.
         in_domain: also score the training tasks.
         n_train, n_test, seed: data subsets (label-stratified, seeded; ``None``: all).
         save_runs: keep each training run's files under ``runs/``.
@@ -34,9 +41,10 @@ class ControlledOverlapConfig(Config):
 
     groups: list[TaskGroup] = field(default_factory=default_groups)
     proportions: list[float] = field(default_factory=lambda: [30.0, 50.0])
+    proportion_of: ProportionOf = "model"
     overlaps: list[float] = field(default_factory=lambda: [0.0, 25.0, 50.0, 75.0, 100.0])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    target_proportion: float | None = 100.0
+    target_proportion: float | None = None
     in_domain: bool = False
     n_train: int | None = train_examples(512)
     n_test: int | None = test_examples(200)

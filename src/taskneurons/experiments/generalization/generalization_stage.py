@@ -9,7 +9,12 @@ from dataclasses import dataclass, field
 from taskneurons.config import Config
 from taskneurons.config_fields import test_examples, train_examples
 from taskneurons.evaluation.eval_config import EvalConfig
-from taskneurons.experiments.generalization.groups import TaskGroup, check_percents, default_groups
+from taskneurons.experiments.generalization.groups import (
+    ProportionOf,
+    TaskGroup,
+    check_percents,
+    default_groups,
+)
 from taskneurons.experiments.generalization.overlap_stage import PAPER_PROPORTIONS
 from taskneurons.experiments.stage import Stage, register
 from taskneurons.training.train_config import TrainConfig
@@ -27,6 +32,8 @@ class GeneralizationConfig(Config):
     Attributes:
         groups: the task groups (default PAPER.md Table 3).
         proportions: percentages of each training task's set to train, in ``(0, 100]``.
+        proportion_of: ``model`` (the paper's: top ``p`` % of all neurons under the selection)
+            or ``set`` (top ``p`` % of each task's set at the detect ``k``).
         modes: ``joint`` (one model per group) and/or ``single`` (one model per task).
         single_neurons: ``single`` mode trains the ``union`` of the group's sets or the
             task's ``own`` set.
@@ -42,6 +49,7 @@ class GeneralizationConfig(Config):
 
     groups: list[TaskGroup] = field(default_factory=default_groups)
     proportions: list[float] = field(default_factory=lambda: list(PAPER_PROPORTIONS))
+    proportion_of: ProportionOf = "model"
     modes: list[str] = field(default_factory=lambda: list(MODES))
     single_neurons: str = "union"
     zero_shot: bool = True

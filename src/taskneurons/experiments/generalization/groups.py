@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from taskneurons.config import Config
 
@@ -66,3 +67,9 @@ def check_percents(values: Sequence[float], key: str, low_open: bool = True) -> 
             raise ValueError(f"{key}: {v!r} is not a percentage in {span}")
     if len(set(values)) != len(values):
         raise ValueError(f"{key}: a value is listed twice: {list(values)}")
+
+
+#: How a generalization stage reads a proportion ``p``: ``model``, the paper's (the top ``p`` %
+#: of all neurons under the selection, so 100 % is every neuron); ``set``, the top ``p`` % of
+#: each task's set at the detect ``k`` by its own relevance.
+ProportionOf = Literal["model", "set"]

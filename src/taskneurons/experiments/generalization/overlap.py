@@ -185,7 +185,8 @@ def recompute_overlap(
     and ``proportions``; and the sets it was computed from."""
     groups = [TaskGroup.from_dict(g, where=str(path)) for g in record["groups"]]
     scored = saved_inputs(path, record, detect)
-    sets = GroupSets.select(scored.scores, detect, scored.probabilities)
+    reading = (record.get("config") or {}).get("proportion_of", "set")  # older runs: "set"
+    sets = GroupSets.select(scored.scores, detect, scored.probabilities, reading)
     return overlap_rows(sets, groups, proportions), sets
 
 
@@ -236,7 +237,7 @@ def overlap_experiment(
         >>> overlap_experiment(ctx, OverlapConfig(proportions=[50]), "out").rate("a", "a", 50.0)  # doctest: +SKIP
     """
     out, detect = Path(out_dir), ctx.config.detect
-    _, scored, sets = prepare_sets(ctx, config.groups, out, "overlap.groups")
+    _, scored, sets = prepare_sets(ctx, config.groups, out, "overlap.groups", config.proportion_of)
     result = overlap_rows(sets, config.groups, config.proportions)
     result.out_dir, result.scored = out, scored
     result.meta = stage_record("overlap", config, detect, sets, scored, out, ctx.model)

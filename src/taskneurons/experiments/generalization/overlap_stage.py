@@ -5,7 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from taskneurons.config import Config
-from taskneurons.experiments.generalization.groups import TaskGroup, check_percents, default_groups
+from taskneurons.experiments.generalization.groups import (
+    ProportionOf,
+    TaskGroup,
+    check_percents,
+    default_groups,
+)
 from taskneurons.experiments.stage import Stage, register
 
 #: The proportions of PAPER.md Figure 2 and Table 8, in % of each task's set.
@@ -19,10 +24,13 @@ class OverlapConfig(Config):
     Attributes:
         groups: the task groups (default PAPER.md Table 3).
         proportions: percentages of each task's set, in ``(0, 100]``.
+        proportion_of: ``model`` (the paper's: top ``p`` % of all neurons under the selection)
+            or ``set`` (top ``p`` % of each task's set at the detect ``k``).
     """
 
     groups: list[TaskGroup] = field(default_factory=default_groups)
     proportions: list[float] = field(default_factory=lambda: list(PAPER_PROPORTIONS))
+    proportion_of: ProportionOf = "model"
 
     def validate(self) -> None:
         check_percents(self.proportions, "proportions")

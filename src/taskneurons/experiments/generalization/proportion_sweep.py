@@ -232,7 +232,9 @@ def generalization_experiment(
         >>> generalization_experiment(ctx, GeneralizationConfig(), "out").timings  # doctest: +SKIP
     """
     start, out, model = time.perf_counter(), Path(out_dir), ctx.model
-    chosen, scored, sets = prepare_sets(ctx, config.groups, out, "generalization.groups")
+    chosen, scored, sets = prepare_sets(
+        ctx, config.groups, out, "generalization.groups", config.proportion_of
+    )
     timings = Timings(scoring=scored.seconds)
     plans = {
         (g.name, mode, p): _plan(g, mode, p, sets, config.single_neurons)

@@ -26,7 +26,7 @@ Example:
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,12 +106,18 @@ class GroupSets:
         sets: task id -> the task's set at ``k`` under the selection.
         general: neurons in the top-k of at least ``m`` of the tasks (empty for one task).
         selection: the selection's name and options (for the records).
+        reading: how a proportion ``p`` is read (:data:`~.groups.ProportionOf`): ``set``, the
+            top ``p`` % of the task's set by its own relevance; ``model``, the task's set of the
+            selection at ``k = p`` (``chooser``), i.e. the top ``p`` % of all neurons.
+        chooser: ``k`` -> each task's set of the selection at that ``k`` (``model`` reading).
     """
 
     scores: dict[str, NeuronScores]
     sets: dict[str, NeuronSet]
     general: NeuronSet
     selection: dict
+    reading: str = "set"
+    chooser: Callable[[float], Mapping[str, NeuronSet]] | None = field(default=None, repr=False)
     _cache: dict = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -120,6 +126,7 @@ class GroupSets:
         scores: Mapping[str, NeuronScores],
         detect: DetectConfig,
         probabilities: Mapping[str, NeuronScores] | None = None,
+        reading: str = "set",
     ) -> GroupSets:
         """The sets of ``detect.selection`` at ``detect.k`` from scores computed once.
 
@@ -139,21 +146,29 @@ class GroupSets:
             general = split_like(torch.zeros_like(joined(first)), first, _set_meta(first))
         info = {**sel.record(detect.scope), "k": detect.k}
         info["m"] = general.meta.get("selection", {}).get("m", len(scores))
-        return cls(dict(scores), dict(chosen.sets), general, info)
+        if reading not in ("model", "set"):
+            raise ValueError(f"reading must be 'model' or 'set', got {reading!r}")
+        if reading == "model":
+            info["proportion_of"] = "model"
+        inputs = sel.inputs(dict(scores), probabilities)
+
+        def chooser(k: float) -> Mapping[str, NeuronSet]:
+            return sel.select(inputs, k, detect.scope).sets
+
+        return cls(dict(scores), dict(chosen.sets), general, info, reading, chooser)
 
     def at(self, percent: float, task: str, drop_general: bool = False) -> NeuronSet:
-        """Task ``task``'s top ``percent`` % of its set by its own relevance (minus general).
+        """Task ``task``'s top ``percent`` % (minus the general neurons), as :attr:`reading` says.
 
-        ``percent`` in ``(0, 100]``; ranking as
-        :func:`~taskneurons.analysis.set_overlap.proportion_of_set` (whole model, ties to
-        the lower neuron id). The general neurons are removed after the ranking.
+        ``percent`` in ``(0, 100]``. ``set`` reading: the top ``percent`` % of the task's set by
+        its own relevance, ranked as :func:`~taskneurons.analysis.set_overlap.proportion_of_set`
+        (whole model, ties to the lower neuron id); ``model`` reading: the task's set of the
+        selection at ``k = percent``. The general neurons are removed after the ranking.
         """
         key = (float(percent), task, drop_general)
         if key not in self._cache:
             base = self.sets[task]
-            mask = proportion_of_set(
-                joined_scores(self.scores[task], base.modules), joined(base), percent / 100.0
-            )
+            mask = self._top(percent, task)
             if drop_general:
                 mask = mask & ~joined(self.general)
             meta = _set_meta(base, kind="proportion", task=task, proportion=float(percent))
@@ -161,18 +176,42 @@ class GroupSets:
             self._cache[key] = split_like(mask, base, meta)
         return self._cache[key]
 
-    def union(self, tasks: Sequence[str], percent: float, drop_general: bool = False) -> NeuronSet:
-        """The union of the tasks' top ``percent`` % sets (see :meth:`at`)."""
-        masks = [joined(self.at(percent, t, drop_general)) for t in tasks]
+    def _top(self, percent: float, task: str) -> torch.Tensor:
+        """The task's top ``percent`` % as a joined mask ``[layers, sum of units]``."""
+        if self.reading == "model":
+            key = ("model", float(percent))
+            if key not in self._cache:
+                self._cache[key] = self.chooser(float(percent))
+            return joined(self._cache[key][task])
+        base = self.sets[task]
+        scores = joined_scores(self.scores[task], base.modules)
+        return proportion_of_set(scores, joined(base), percent / 100.0)
+
+    def union(
+        self, tasks: Sequence[str], percent: float | None, drop_general: bool = False
+    ) -> NeuronSet:
+        """The union of the tasks' top ``percent`` % sets (see :meth:`at`; ``None``: their
+        whole sets at the detect ``k``)."""
+        if percent is None:
+            masks = [joined(self.sets[t]) for t in tasks]
+            if drop_general:
+                masks = [m & ~joined(self.general) for m in masks]
+        else:
+            masks = [joined(self.at(percent, t, drop_general)) for t in tasks]
         mask = torch.stack(masks).any(dim=0)
         like = self.sets[tasks[0]]
-        meta = _set_meta(like, kind="union", tasks=list(tasks), proportion=float(percent))
+        proportion = None if percent is None else float(percent)
+        meta = _set_meta(like, kind="union", tasks=list(tasks), proportion=proportion)
         meta.update(selection=self.selection, without_general=drop_general)
         return split_like(mask, like, meta)
 
 
 def prepare_sets(
-    ctx: RunContext, groups: Sequence[TaskGroup], out_dir: str | os.PathLike, key: str
+    ctx: RunContext,
+    groups: Sequence[TaskGroup],
+    out_dir: str | os.PathLike,
+    key: str,
+    reading: str = "set",
 ) -> tuple[list[Task], ScoredTasks, GroupSets]:
     """The groups' tasks, their scores (once per task) and their sets: a stage's first step.
 
@@ -180,7 +219,8 @@ def prepare_sets(
     :func:`~taskneurons.neurons.scoring.score_tasks` with ``ctx.config.detect``'s attribution:
     from ``ctx.scored`` (an earlier stage), from :meth:`RunContext.scores_source`, from files
     saved in ``out_dir/scores/`` measured alike, else computed there. They join ``ctx.scored``
-    for the later stages of the run. The sets are ``ctx.config.detect``'s.
+    for the later stages of the run. The sets are ``ctx.config.detect``'s; ``reading``: how a
+    proportion is read (:meth:`GroupSets.at`).
 
     Raises:
         ValueError: a group names a task the run does not have (the message names ``key``).
@@ -198,7 +238,8 @@ def prepare_sets(
         ctx.progress, reuse,
     )  # fmt: skip
     ctx.scored = scored.merged(ctx.scored)
-    return chosen, scored, GroupSets.select(scored.scores, detect, scored.probabilities)
+    sets = GroupSets.select(scored.scores, detect, scored.probabilities, reading)
+    return chosen, scored, sets
 
 
 #: The name of a stage's record in its folder: ``<stage>_config.json``.
