@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from taskneurons.data.prompt_config import PromptConfig
 from taskneurons.data.tasks import Example, Task
 from taskneurons.experiments.run_context import RunContext
 from taskneurons.neurons.intervention import Deactivation, deactivate, zero_neurons
@@ -310,3 +311,67 @@ def test_the_deactivate_stage_offers_exactly_the_intervention_modes():
     from taskneurons.neurons.intervention import MODES
 
     assert typing.get_args(DeactivationMode) == MODES
+
+
+def test_mean_mode_holds_the_selected_units_at_their_values():
+    model = _model("llama")
+    space = NeuronSpace(model, "ffn")
+    neurons = NeuronSet.from_neurons(space, [(1, "ffn", 0), (1, "ffn", 42)])
+    values = space.zeros(torch.float32)
+    values["ffn"][1, 0], values["ffn"][1, 42], values["ffn"][1, 5] = 0.75, -2.0, 9.0
+    means = NeuronScores("ffn", values)
+    seen = {}
+    down = model.model.layers[1].mlp.down_proj
+    probe = down.register_forward_pre_hook(lambda m, a: seen.__setitem__("plain", a[0]))
+    _logits(model, _ids(model))
+    probe.remove()
+    before = _state(model)
+    with deactivate(model, neurons, mode="mean", values=means):
+        probe = down.register_forward_pre_hook(lambda m, a: seen.__setitem__("x", a[0]))
+        try:
+            _logits(model, _ids(model))
+        finally:
+            probe.remove()
+    x, plain = seen["x"], seen["plain"]  # [batch, pos, d_ff]
+    assert torch.all(x[..., 0] == 0.75) and torch.all(x[..., 42] == -2.0)
+    keep = [u for u in range(x.shape[-1]) if u not in (0, 42)]  # unit 5 is not in the set
+    assert torch.equal(x[..., keep], plain[..., keep])
+    _assert_same_state(model, before)
+    assert _hooks(model) == _hooks(_model("llama"))  # nothing left behind
+    zeros = NeuronScores("ffn", space.zeros(torch.float32))
+    ids = _ids(model)
+    with deactivate(model, neurons, mode="mean", values=zeros):
+        held_at_zero = _logits(model, ids)
+    with deactivate(model, neurons):
+        torch.testing.assert_close(held_at_zero, _logits(model, ids))  # = zero ablation
+    with pytest.raises(ValueError, match="mode 'mean' needs"):
+        zero_neurons(model, neurons, mode="mean")
+    wrong = NeuronScores("ffn", {"ffn": torch.zeros(1, 3)})
+    with pytest.raises(ValueError, match="do not fit"):
+        zero_neurons(model, neurons, mode="mean", values=wrong)
+
+
+def test_mean_activation_is_the_average_over_the_tokens():
+    from taskneurons.data.prompts import iter_batches
+    from taskneurons.neurons.activation_probability import mean_activation
+
+    model, tok = _model("llama"), tiny_tokenizer()
+    task = tiny_tasks(6)[0]
+    space = NeuronSpace(model, "ffn")
+    batches = list(iter_batches(tok, task, task.train, PromptConfig(max_length=48), 16))
+    means = mean_activation(model, batches, space)
+    acts = []  # oracle: the W2 inputs of every layer over every real token, averaged by hand
+    hooks = [
+        layer.mlp.down_proj.register_forward_pre_hook(lambda m, a, i=i: acts.append((i, a[0])))
+        for i, layer in enumerate(model.model.layers)
+    ]
+    batch = batches[0]
+    with torch.no_grad():
+        model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    for h in hooks:
+        h.remove()
+    real = batch["attention_mask"].bool()  # [batch, pos]
+    for layer, x in acts:  # x: [batch, pos, d_ff]
+        expected = x[real].mean(dim=0)  # [d_ff]
+        torch.testing.assert_close(means.scores["ffn"][layer], expected, rtol=1e-5, atol=1e-6)
+    assert means.meta["kind"] == "mean_activation"

@@ -65,11 +65,13 @@ def token_mask(batch: dict[str, torch.Tensor], tokens: Tokens) -> torch.Tensor:
 
 
 class _FiringCounter:
-    """Hooks counting, per neuron, the counted tokens where the activation exceeds a threshold."""
+    """Hooks summing, per neuron, ``per_token(activation)`` over the counted tokens (by default
+    whether the activation exceeds ``threshold``; the activation itself for a mean)."""
 
-    def __init__(self, space: NeuronSpace, threshold: float):
+    def __init__(self, space: NeuronSpace, threshold: float, per_token=None):
         self.space = space
         self.threshold = threshold
+        self.per_token = per_token or (lambda act: act > self.threshold)
         self.counts = space.zeros(torch.float64)  # [layers, units] per module
         self.mask: torch.Tensor | None = None  # [batch, pos, 1]
         self._handles: list = []
@@ -86,9 +88,9 @@ class _FiringCounter:
     def _make(self, layer: int, module: str):
         def count(act: torch.Tensor) -> torch.Tensor:
             mask = self.mask  # [batch, pos, 1]
-            fired = act.detach() > self.threshold  # [batch, pos, units] (OPT: [batch*pos, units])
-            fired = fired.reshape(mask.shape[0], mask.shape[1], -1) & mask
-            self.counts[module][layer] += fired.sum(dim=(0, 1)).to("cpu", torch.float64)
+            value = self.per_token(act.detach().float())  # [batch, pos, units] (OPT: [b*pos, u])
+            value = value.reshape(mask.shape[0], mask.shape[1], -1) * mask
+            self.counts[module][layer] += value.sum(dim=(0, 1)).to("cpu", torch.float64)
             return act
 
         return count
@@ -115,14 +117,16 @@ def _count(
     space: NeuronSpace,
     threshold: float,
     tokens: Tokens,
+    per_token=None,
 ) -> tuple[dict[str, torch.Tensor], int]:
-    """``(counts [layers, units] per module, n_tokens)``: one no-grad forward per batch."""
+    """``(sums [layers, units] per module, n_tokens)``: one no-grad forward per batch; the
+    sum of ``per_token(activation)`` (default: ``activation > threshold``)."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     n_tokens = 0
     try:
-        with torch.no_grad(), _FiringCounter(space, threshold) as counter:
+        with torch.no_grad(), _FiringCounter(space, threshold, per_token) as counter:
             for batch in batches:
                 mask = token_mask(batch, tokens)  # [batch, pos]
                 width = loss_width(batch["labels"]) if tokens == "answer" else mask.shape[1]
@@ -178,22 +182,61 @@ def activation_probability(
     meta: dict = {"kind": "activation_probability", "threshold": float(threshold)}
     meta.update(tokens=tokens, config=config.to_dict(), space=space.describe())
     meta["model_fingerprint"] = model_fingerprint(model)
-    if isinstance(data, Task):
-        if tokenizer is None:
-            raise ValueError("activation_probability on a Task needs the tokenizer")
-        exs = _examples(data, config, examples)
-        meta.update(task=data.id, task_source=data.source, n_examples=len(exs))
-        meta["data_hash"] = examples_hash(exs)
-        pcfg = PromptConfig(**{**asdict(config.prompt), "loss_on": "answer"})
-        batches: Iterable = iter_batches(tokenizer, data, exs, pcfg, config.batch_size)
-    else:
-        batches = data
+    batches = _batches(data, tokenizer, config, examples, meta)
     counts, n_tokens = _count(model, batches, space, float(threshold), tokens)
     if n_tokens == 0:
         raise ValueError(f"no {tokens!r} tokens to count (empty data or no answer tokens)")
     meta["n_tokens"] = n_tokens
     probs = {m: (c / n_tokens).to(torch.float32) for m, c in counts.items()}
     return NeuronScores(space.definition, probs, meta)
+
+
+def _batches(data, tokenizer, config: AttributionConfig, examples, meta: dict) -> Iterable:
+    """The batches to run: ``data`` itself, or a task's examples (recorded in ``meta``)."""
+    if not isinstance(data, Task):
+        return data
+    if tokenizer is None:
+        raise ValueError("counting activations on a Task needs the tokenizer")
+    exs = _examples(data, config, examples)
+    meta.update(task=data.id, task_source=data.source, n_examples=len(exs))
+    meta["data_hash"] = examples_hash(exs)
+    pcfg = PromptConfig(**{**asdict(config.prompt), "loss_on": "answer"})
+    return iter_batches(tokenizer, data, exs, pcfg, config.batch_size)
+
+
+def mean_activation(
+    model: nn.Module,
+    data: Task | Iterable[dict[str, torch.Tensor]],
+    space: NeuronSpace | None = None,
+    *,
+    tokenizer=None,
+    tokens: Tokens = "all",
+    config: AttributionConfig | None = None,
+) -> NeuronScores:
+    """Each neuron's mean activation over a task's tokens (the value a mean ablation holds it at).
+
+    Arguments as :func:`activation_probability`; ``tokens`` ``"all"`` (every token of the
+    examples, the default) or ``"answer"``.
+
+    Returns:
+        :class:`NeuronScores`, float32 ``[layers, units]`` per module; meta
+        ``kind="mean_activation"``, ``tokens``, ``n_tokens``, the task and data hash.
+
+    Example:
+        >>> means = mean_activation(model, task, tokenizer=tok)  # doctest: +SKIP
+        >>> with deactivate(model, neurons, mode="mean", values=means): ...  # doctest: +SKIP
+    """
+    config = config or AttributionConfig()
+    space = space if space is not None else NeuronSpace(model, config.definition)  # type: ignore[arg-type]
+    meta: dict = {"kind": "mean_activation", "tokens": tokens, "config": config.to_dict()}
+    meta.update(space=space.describe(), model_fingerprint=model_fingerprint(model))
+    batches = _batches(data, tokenizer, config, None, meta)
+    sums, n_tokens = _count(model, batches, space, 0.0, tokens, per_token=lambda act: act)
+    if n_tokens == 0:
+        raise ValueError(f"no {tokens!r} tokens to average over")
+    meta["n_tokens"] = n_tokens
+    means = {m: (v / n_tokens).to(torch.float32) for m, v in sums.items()}
+    return NeuronScores(space.definition, means, meta)
 
 
 def probability_quantile(p: torch.Tensor, q: float | None, per_layer: bool) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """Deactivation of a NeuronSet: reversible, scoped interventions on a model's neurons.
 
-Two modes, equivalent for the model's outputs (tests check the logits agree to 1e-5):
+Two modes that zero the neurons, equivalent for the model's outputs (tests check the logits
+agree to 1e-5), and one that holds them at their mean:
 
 * ``"activation"`` — forward hooks multiply the neurons' activations by 0: a forward
   pre-hook on W2 zeroes units of its input (``ffn`` definition, ``[batch, pos, d_ff]``), a
@@ -13,8 +14,11 @@ Two modes, equivalent for the model's outputs (tests check the logits agree to 1
   or compiled graphs), at the price of a copy of the selected slices. With PEFT adapters (LoRA)
   on the FFN linears only the base weights are zeroed, so the adapter's share of a unit stays;
   use activation mode there.
+* ``"mean"`` — mean ablation: the hooks of activation mode set each neuron to a given value
+  (``values``: its mean activation over a task, :func:`~taskneurons.neurons.activation_probability.mean_activation`)
+  instead of 0, so what is removed is the neuron's variation, not its average contribution.
 
-Both undo themselves on leaving the ``with`` block, also when it raises.
+All undo themselves on leaving the ``with`` block, also when it raises.
 
 Example:
     >>> with deactivate(model, task_neurons) as h:  # doctest: +SKIP
@@ -37,11 +41,12 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from taskneurons.neurons.neuron_set import NeuronSet, space_for
+from taskneurons.neurons.scores import NeuronScores
 from taskneurons.neurons.sites import hook_sites, owned_slices
 from taskneurons.neurons.space import NeuronSpace
 
-Mode = Literal["activation", "parameters"]
-MODES: tuple[str, ...] = ("activation", "parameters")
+Mode = Literal["activation", "parameters", "mean"]
+MODES: tuple[str, ...] = ("activation", "parameters", "mean")
 
 
 def _keep_mask(mask_row: torch.Tensor, like: nn.Module) -> torch.Tensor:
@@ -68,8 +73,9 @@ class Deactivation:
     Attributes:
         model: the model.
         neurons: the deactivated :class:`NeuronSet`.
-        mode: ``"activation"`` or ``"parameters"``.
+        mode: ``"activation"``, ``"parameters"`` or ``"mean"``.
         space: the model's :class:`NeuronSpace` under the set's definition.
+        values: ``"mean"`` mode: each neuron's value ``[layers, units]`` per module.
         active: ``True`` until :meth:`undo`.
         n_hooks: hooks registered (activation mode).
         n_values: parameter entries zeroed (parameter mode).
@@ -77,11 +83,19 @@ class Deactivation:
     Usable as a context manager: ``with zero_neurons(model, s): ...`` undoes on exit.
     """
 
-    def __init__(self, model: nn.Module, neurons: NeuronSet, mode: Mode, space: NeuronSpace):
+    def __init__(
+        self,
+        model: nn.Module,
+        neurons: NeuronSet,
+        mode: Mode,
+        space: NeuronSpace,
+        values: NeuronScores | None = None,
+    ):
         self.model = model
         self.neurons = neurons
         self.mode = mode
         self.space = space
+        self.values = values
         self.active = False
         self._hooks: list[RemovableHandle] = []
         # (param, dim, positions [n], original values) per zeroed slice, in zeroing order
@@ -106,7 +120,7 @@ class Deactivation:
     def _apply(self) -> None:
         self.active = True
         try:
-            if self.mode == "activation":
+            if self.mode in ("activation", "mean"):
                 self._add_hooks()
             else:
                 self._zero_parameters()
@@ -121,7 +135,10 @@ class Deactivation:
             if not bool(masks[module][layer].any()):
                 return None
             keep = _keep_mask(masks[module][layer], self.space.site_module(layer, module))
-            return lambda act: _scaled(act, keep)  # [batch, pos, units] * [units]
+            if self.values is None:
+                return lambda act: _scaled(act, keep)  # [batch, pos, units] * [units]
+            fill = self.values.scores[module][layer].to(keep) * (1 - keep)  # [units]
+            return lambda act: _scaled(act, keep) + fill.to(act)  # off units: their value
 
         self._hooks.extend(hook_sites(self.space, make_fn, modules=self.neurons.modules))
 
@@ -158,6 +175,7 @@ def zero_neurons(
     neurons: NeuronSet,
     mode: Mode = "activation",
     space: NeuronSpace | None = None,
+    values: NeuronScores | None = None,
 ) -> Deactivation:
     """Deactivate ``neurons`` now and return the handle that undoes it (``handle.undo()``).
 
@@ -169,9 +187,25 @@ def zero_neurons(
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    handle = Deactivation(model, neurons, mode, space_for(model, neurons, space, "deactivate"))
+    if (mode == "mean") != (values is not None):
+        raise ValueError("mode 'mean' needs the neurons' values, and only it takes them")
+    space = space_for(model, neurons, space, "deactivate")
+    if values is not None:
+        _check_values(values, space)
+    handle = Deactivation(model, neurons, mode, space, values)
     handle._apply()
     return handle
+
+
+def _check_values(values: NeuronScores, space: NeuronSpace) -> None:
+    """``ValueError`` unless ``values`` has the space's definition and shapes."""
+    shapes = {m: tuple(values.scores[m].shape) for m in values.modules}
+    want = {m: space.shape(m) for m in space.modules}
+    if values.definition != space.definition or shapes != want:
+        raise ValueError(
+            f"mean values of {values.definition!r} neurons {shapes} do not fit the model's "
+            f"{space.definition!r} neurons {want}"
+        )
 
 
 @contextlib.contextmanager
@@ -180,6 +214,7 @@ def deactivate(
     neurons: NeuronSet,
     mode: Mode = "activation",
     space: NeuronSpace | None = None,
+    values: NeuronScores | None = None,
 ) -> Iterator[Deactivation]:
     """Context manager: ``neurons`` are off inside the block and restored on exit (also on error).
 
@@ -189,8 +224,10 @@ def deactivate(
             model's :class:`NeuronSpace`. An empty set is a no-op.
         mode: ``"activation"`` (hooks multiply the activations, ``[batch, pos, units]``, by a
             per-layer 0/1 keep mask ``[units]``) or ``"parameters"`` (zero the owned parameter
-            slices; restored bit-exactly on exit).
+            slices; restored bit-exactly on exit) or ``"mean"`` (hooks set them to ``values``).
         space: the model's space, if already built (must belong to ``model``).
+        values: ``"mean"`` mode: each neuron's value, ``[layers, units]`` per module (e.g. its
+            mean activation over a task).
 
     Yields:
         The :class:`Deactivation` handle (``n_hooks``, ``n_values``, ``active``).
@@ -203,7 +240,7 @@ def deactivate(
         >>> with deactivate(model, task_neurons, mode="parameters"):  # doctest: +SKIP
         ...     acc = evaluate(model, task)
     """
-    handle = zero_neurons(model, neurons, mode=mode, space=space)
+    handle = zero_neurons(model, neurons, mode=mode, space=space, values=values)
     try:
         yield handle
     finally:

@@ -12,7 +12,7 @@ from taskneurons.evaluation.eval_config import EvalConfig
 from taskneurons.experiments.stage import Stage, register
 
 #: how neurons are switched off (:data:`taskneurons.neurons.intervention.MODES`)
-DeactivationMode = Literal["activation", "parameters"]
+DeactivationMode = Literal["activation", "parameters", "mean"]
 
 
 @dataclass
@@ -20,7 +20,9 @@ class DeactivateConfig(Config):
     """Knobs of the deactivation experiment.
 
     Attributes:
-        mode: ``activation`` (hooks) or ``parameters`` (zeroed slices, restored bit-exactly).
+        mode: ``activation`` (hooks) or ``parameters`` (zeroed slices, restored bit-exactly),
+            or ``mean`` (mean ablation: each neuron held at its mean activation over the
+            measured task's ``detect.attribution`` examples, its train examples).
         n_test: test examples per task (label-stratified subset with ``seed``; ``None``: all).
         seed: seed of the test subset.
         random_seed: seed of the random neuron sets (matched per layer and module).
@@ -36,7 +38,8 @@ class DeactivateConfig(Config):
     """
 
     mode: DeactivationMode = field(
-        default="activation", metadata=flag("--mode", help="activation hooks or zeroed parameters")
+        default="activation",
+        metadata=flag("--mode", help="zero by hooks or parameters, or hold at the mean"),
     )
     n_test: int | None = test_examples(200)
     seed: int = 0

@@ -38,8 +38,10 @@ from taskneurons.experiments.specificity.deactivation_result import (
     runs_to_json,
     tables,
 )
+from taskneurons.neurons.activation_probability import mean_activation
 from taskneurons.neurons.intervention import deactivate
 from taskneurons.neurons.neuron_set import NeuronSet
+from taskneurons.neurons.scores import NeuronScores
 from taskneurons.neurons.selection import matched_random_sets
 from taskneurons.neurons.space import NeuronSpace
 from taskneurons.provenance import model_fingerprint
@@ -125,7 +127,8 @@ def deactivation_experiment(
     saved = read_keyed(Path(out_dir) / EVALUATIONS_FILE, key, _refusal) if given.resume else None
     runs = runs_from_json(saved["runs"]) if saved is not None else None
     if runs is None:  # the evaluations themselves, so a later cell can reuse ``original``
-        bench = _Bench(model, tokenizer, tasks, test, config, space, progress)
+        means = _means(ctx, space) if config.mode == "mean" else None
+        bench = _Bench(model, tokenizer, tasks, test, config, space, progress, means)
         runs = _run_conditions(bench, conditions, given.original)
         saved = {"key": key.to_dict(), "runs": runs_to_json(runs)}
     runs["Deactivate-Task"] = {t.id: runs["matrix"][t.id][t.id] for t in tasks}
@@ -170,6 +173,16 @@ class _Bench:
     config: DeactivateConfig
     space: NeuronSpace
     progress: bool
+    means: dict[str, NeuronScores] | None = None
+
+
+def _means(ctx: RunContext, space: NeuronSpace) -> dict[str, NeuronScores]:
+    """Each task's mean activations over its ``detect.attribution`` (train) examples."""
+    cfg = ctx.config.detect.attribution
+    return {
+        t.id: mean_activation(ctx.model, t, space, tokenizer=ctx.tokenizer, config=cfg)
+        for t in ctx.tasks
+    }
 
 
 def _run_conditions(bench: _Bench, conditions, original) -> dict:
@@ -194,8 +207,11 @@ def _run_conditions(bench: _Bench, conditions, original) -> dict:
     for row, cells in conditions:
         runs[row] = {}
         for key, (neurons, measured) in cells.items():
-            with deactivate(bench.model, neurons, mode=config.mode, space=bench.space):
-                values = {j: run(by_id[j]) for j in measured}
+            values = {}
+            for j in measured:  # (mean mode: held at the measured task's means)
+                held = bench.means[j] if bench.means is not None else None
+                with deactivate(bench.model, neurons, config.mode, bench.space, held):
+                    values[j] = run(by_id[j])
             if row == "matrix":
                 runs[row][key] = values
             else:
