@@ -97,8 +97,9 @@ def experiments(model: str, tasks: dict[str, str], base: Path) -> dict[str, dict
             "sweep": {"k": [20, 40], "selections": ["topk", "specific", "contrastive", "lape"]},
         },
         "training": {
-            **common, "experiment": ["detect", "crosstrain", "budget", "prompts"], "tasks": two,
-            "detect": detect,
+            **common, "experiment": ["detect", "ablation_check", "crosstrain", "budget", "prompts"],
+            "tasks": two, "detect": detect,
+            "ablation_check": {"per_layer": 4, "top_k": 3, "n_examples": 4},
             "crosstrain": {"n_train": 4, "n_test": 4, "n_boot": 10, "train": {"batch_size": 2}},
             "budget": {"optimizers": ["sgd", "adamw"], "lrs": [0.1, 0.01], "steps": [1, 2],
                        "k": [20], "seeds": [0, 1], "n_train": 4, "n_test": 4, "n_boot": 10,

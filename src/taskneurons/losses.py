@@ -54,7 +54,8 @@ def per_example_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.
         logits_to_keep=keep,
         use_cache=False,
     )
-    logits = out.logits.float()  # [n_kept, vocab]
+    # at least float32 (a float64 model keeps its precision)
+    logits = out.logits.to(torch.promote_types(out.logits.dtype, torch.float32))  # [n_kept, vocab]
     if logits.dim() == 3:  # a model that ignores the boolean mask: select here
         logits = logits[keep]
     rows, cols = keep.nonzero(as_tuple=True)  # [n_kept] each

@@ -42,12 +42,10 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict
 
 import torch
 from torch import nn
 
-from taskneurons.data.prompt_config import PromptConfig
 from taskneurons.data.prompts import iter_batches
 from taskneurons.data.tasks import Example, Task, examples_hash, subset
 from taskneurons.losses import loss_width, per_example_loss
@@ -140,7 +138,7 @@ class _ScoreAccumulator:
         return act
 
 
-def _resolve_examples(task: Task, config: AttributionConfig) -> list[Example]:
+def scoring_examples(task: Task, config: AttributionConfig) -> list[Example]:
     """The task's ``config.split`` examples, ``config.n_examples`` of them (label-stratified)."""
     examples = task.split(config.split)
     if not examples:
@@ -166,7 +164,7 @@ def _task_batches(
     """
     if tokenizer is None:
         raise ValueError("relevance_scores on a Task needs the tokenizer")
-    exs = list(examples) if examples is not None else _resolve_examples(task, config)
+    exs = list(examples) if examples is not None else scoring_examples(task, config)
     if not exs:
         raise ValueError(f"task {task.id!r}: no examples to score")
     meta.update(
@@ -175,12 +173,11 @@ def _task_batches(
     if accelerator is not None and accelerator.num_processes > 1:
         with accelerator.split_between_processes(exs) as shard:
             exs = list(shard)
-    pcfg = PromptConfig(**{**asdict(config.prompt), "loss_on": config.loss})
     batches = iter_batches(
         tokenizer,
         task,
         exs,
-        pcfg,
+        config.scoring_prompt(),
         batch_size=config.batch_size,
         group_by_length=config.group_by_length,
     )

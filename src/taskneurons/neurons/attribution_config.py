@@ -7,6 +7,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -70,3 +71,8 @@ class AttributionConfig(Config):
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if isinstance(self.prompt, dict):
             self.prompt = PromptConfig(**self.prompt)
+
+    def scoring_prompt(self) -> PromptConfig:
+        """The prompt the scored examples are encoded with: :attr:`prompt`, its loss on
+        :attr:`loss`'s tokens."""
+        return dataclasses.replace(self.prompt, loss_on=self.loss)
