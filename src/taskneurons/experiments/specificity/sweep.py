@@ -39,6 +39,7 @@ from taskneurons.experiments.specificity.sweep_grid import (
     mean_iou,
     write_summary,
 )
+from taskneurons.experiments.specificity.sweep_joint import JOINT_HEADER, joint_rows
 from taskneurons.experiments.specificity.sweep_stage import SweepConfig
 from taskneurons.neurons.neuron_set import NeuronSet
 from taskneurons.neurons.scoring import ScoredTasks, ScoreReuse, score_tasks
@@ -82,7 +83,12 @@ class SweepResult(StoredResult):
     generals: dict[tuple[str, float], NeuronSet | None] = field(default_factory=dict, repr=False)
 
     def markdown(self) -> str:
-        return markdown_table(HEADER, self.rows, digits=2)
+        specs = {c: cell_specs(cell) for c, cell in self.cells.items()}
+        joint = markdown_table(JOINT_HEADER, joint_rows(specs), digits=4)
+        return (
+            f"{markdown_table(HEADER, self.rows, digits=2)}\n\nOne joint test per scope (the "
+            f"tasks relabelled once for all its cells):\n\n{joint}"
+        )
 
     def save(self, folder: str | os.PathLike | None = None) -> Path:
         """Write every cell, ``sweep.*``, the plots and ``sweep_config.json`` into ``folder``

@@ -18,7 +18,7 @@ import math
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from taskneurons._io import write_json_atomic
@@ -28,6 +28,7 @@ from taskneurons.experiments.specificity.deactivation_result import (
     SPECIFICITY_FILE,
     DeactivationResult,
 )
+from taskneurons.experiments.specificity.sweep_joint import JOINT_HEADER, write_joint
 from taskneurons.neurons.neuron_set import NeuronSet
 from taskneurons.neurons.selection.ranking import iou
 from taskneurons.neurons.selection.selection_config import SelectionConfig
@@ -85,10 +86,13 @@ def sweep_row(
 
 def write_summary(
     out: Path, rows: list[list], specs: Mapping[tuple[str, float], Specs], meta: dict
-) -> None:
-    """``sweep.{md,csv,json}`` and ``specificity_vs_k{,_nll}.png`` (one line per selection,
-    95 % bands, gaps where a cell is missing)."""
+) -> list[list]:
+    """``sweep.{md,csv,json}``, the joint tests and Holm-adjusted p-values
+    (:mod:`~taskneurons.experiments.specificity.sweep_joint`) and
+    ``specificity_vs_k{,_nll}.png`` (one line per selection, 95 % bands, gaps where a cell is
+    missing). Returns the joint tests' rows."""
     write_table(out / "sweep", HEADER, rows, meta=meta, digits=2, title="Selection sweep")
+    joint = write_joint(out, specs)
     ks = sorted({k for _, k in specs})
     methods = list(dict.fromkeys(m for m, _ in specs))
     for readout, suffix, label in (
@@ -109,6 +113,7 @@ def write_summary(
                 xlabel="k (% of neurons per task)", ylabel="mean double-centred diagonal",
                 intervals=bands, log_x=True,
             )  # fmt: skip
+    return joint
 
 
 @dataclass
@@ -118,9 +123,14 @@ class SweepSummary:
     rows: list[list]
     sources: dict[str, str]
     out_dir: Path
+    joint: list[list] = field(default_factory=list)
 
     def markdown(self) -> str:
-        return f"{markdown_table(HEADER, self.rows, digits=2)}\n\nwritten to {self.out_dir}"
+        joint = markdown_table(JOINT_HEADER, self.joint, digits=4)
+        return (
+            f"{markdown_table(HEADER, self.rows, digits=2)}\n\nOne joint test per scope (the "
+            f"tasks relabelled once for all its cells):\n\n{joint}\n\nwritten to {self.out_dir}"
+        )
 
 
 def read_cell(folder: Path, listed: Mapping[tuple[str, float], list] | None = None):
@@ -200,6 +210,7 @@ def sweep_summary(
     meta = provenance(
         runs=[str(r) for r in runs], cells={f"{m}-k{k:g}": s for (m, k), s in sources.items()}
     )
-    write_summary(folder, rows, {c: cells[c][1] for c in order}, meta)
+    joint = write_summary(folder, rows, {c: cells[c][1] for c in order}, meta)
     write_json_atomic(folder / "analysis_config.json", meta)
-    return SweepSummary(rows, {f"{m}-k{k:g}": s for (m, k), s in sources.items()}, folder)
+    named = {f"{m}-k{k:g}": s for (m, k), s in sources.items()}
+    return SweepSummary(rows, named, folder, joint)
