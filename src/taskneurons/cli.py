@@ -123,6 +123,7 @@ def cmd_run(args) -> int:
     from taskneurons.experiments.runner import run_file
 
     overrides = list(args.overrides) + ([f"out={args.out}"] if args.out else [])
+    overrides += ["overwrite=true"] if args.overwrite else []
     run = run_file(args.config, overrides)
     print(f"finished in {run.seconds:.0f} s; results in {run.out_dir}")
     return 0

@@ -129,6 +129,8 @@ def _add_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting, e.g. --set detect.k=5 --set table2.train.lr=1e-3")  # fmt: skip
     p.add_argument("--out", default=None, help="run folder (default: the file's `out`)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="empty the run folder first if it holds a run of other settings")  # fmt: skip
 
 
 def _add_analyze(p: argparse.ArgumentParser) -> None:
