@@ -161,13 +161,13 @@ def cmd_analyze(args) -> int:
     if args.analysis == "sweep":
         from taskneurons.experiments.specificity.sweep_grid import sweep_summary
 
-        print(sweep_summary(args.runs, args.out).markdown())
+        print(sweep_summary(args.runs, args.out, args.mixed).markdown())
         return 0
     if args.analysis != "table5":  # overlap, figure2, similarity, correlate
         print(analyze_run(args.analysis, vars(args)).markdown())
         return 0
 
-    result = continual_orders_table(args.runs, args.out)
+    result = continual_orders_table(args.runs, args.out, args.mixed)
     print(result.markdown())
     print("\nFG_j per stage (%):\n")
     print(result.forgetting_markdown())

@@ -133,17 +133,23 @@ def _add_run(p: argparse.ArgumentParser) -> None:
                    help="empty the run folder first if it holds a run of other settings")  # fmt: skip
 
 
+#: the help of ``analyze table5/sweep --mixed``
+MIXED = "lay out runs of other models, tasks or settings together (refused without it)"
+
+
 def _add_analyze(p: argparse.ArgumentParser) -> None:
     kinds = p.add_subparsers(dest="analysis", required=True)
     t5 = kinds.add_parser("table5", help="Table 5 over task orders: CL of every method on each "
                           "finished continual run")  # fmt: skip
     t5.add_argument("runs", nargs="+", type=Path, help="folders of `experiment: continual` runs")
     t5.add_argument("--out", type=Path, default=None, help="also write table5_orders.{md,csv,json}")
+    t5.add_argument("--mixed", action="store_true", help=MIXED)
     sw = kinds.add_parser(
         "sweep", help="one k x selection grid from finished or interrupted sweeps"
     )
     sw.add_argument("runs", nargs="+", type=Path, help="folders of `experiment: sweep` runs")
     sw.add_argument("--out", type=Path, default=None, help="default: RUN/analyze-sweep (first)")
+    sw.add_argument("--mixed", action="store_true", help=MIXED)
     helps = {
         "overlap": "Table 8 again from a finished generalization run's scores (other selection)",
         "figure2": "Figure 2 again from a finished generalization run (change from zero-shot, CIs)",
