@@ -116,7 +116,12 @@ def setting_changes(
 
 
 def listed(changes: Sequence[str]) -> str:
-    """The first :data:`SHOWN` changes, ``; ``-separated, and how many more there are."""
+    """The first :data:`SHOWN` changes, ``; ``-separated, and how many more there are.
+
+    Example:
+        >>> listed([f"k{i}: {i} vs 0" for i in range(10)]).split("; ")[-2:]
+        ['k7: 7 vs 0', 'and 2 more']
+    """
     more = len(changes) - SHOWN
     return "; ".join(changes[:SHOWN]) + (f"; and {more} more" if more > 0 else "")
 
@@ -137,7 +142,11 @@ class FolderClaim:
     held: dict[str, Any] | None = None
 
     def compare(self, now: Mapping[str, Any], skip: Sequence[str] = ()) -> None:
-        """Refuse settings ``now`` other than :attr:`held` (``ConfigError`` naming the keys)."""
+        """Refuse settings ``now`` other than :attr:`held` (``ConfigError`` naming the keys).
+
+        Example:
+            >>> claim.compare(run_settings(config, tasks))  # doctest: +SKIP
+        """
         if self.held is None:
             return
         stages = self.config.stages()
@@ -229,7 +238,12 @@ def deferred(config: ExperimentFile, key: str) -> bool:
 
 def overwrite_problem(config: ExperimentFile, out: Path) -> str | None:
     """Why ``overwrite`` must not empty ``out`` (``None``: it may): it holds the working
-    directory, the home folder, or a task, the model or the ``neurons:`` folder of the run."""
+    directory, the home folder, or a task, the model or the ``neurons:`` folder of the run.
+
+    Example:
+        >>> overwrite_problem(config, Path("data"))  # doctest: +SKIP
+        'it holds tasks[0] (data/mood), which this run reads; choose another out'
+    """
     root = out.resolve()
     places = {"the working directory": Path.cwd(), "the home folder": Path.home()}
     for what, path in places.items():
@@ -248,7 +262,11 @@ def overwrite_problem(config: ExperimentFile, out: Path) -> str | None:
 def check_stages(ctx: RunContext, folder: RunFolder | None) -> None:
     """What the stages refuse once the model is loaded, before the run writes anything: the
     ``neurons:`` sets of the stages that need them (loaded, checked against the model), and
-    each stage's ``check`` (``folder``: the run folder, ``None`` when it will be emptied)."""
+    each stage's ``check`` (``folder``: the run folder, ``None`` when it will be emptied).
+
+    Example:
+        >>> check_stages(RunContext(config, model, tok, tasks), RunFolder("runs/x"))  # doctest: +SKIP
+    """
     config, stages = ctx.config, ctx.config.stages()
     needs_sets = any("sets" in stage_named(s).needs for s in stages)
     if config.neurons is not None and needs_sets and "detect" not in stages:

@@ -106,7 +106,12 @@ class Stage:
         return self._named(self.run)
 
     def checker(self) -> Callable[..., Any] | None:
-        """The check function (its module imported now), or ``None`` when it declares none."""
+        """The check function (its module imported now), or ``None`` when it declares none.
+
+        Example:
+            >>> stage("sweep").checker() is None
+            True
+        """
         return self._named(self.check) if self.check else None
 
     def result_class(self) -> type:

@@ -110,6 +110,10 @@ class RunFolder:
         Raises:
             FinishedRunError: the file is not a readable record.
             ChangedFileError: it does not match the checksum saved in it.
+
+        Example:
+            >>> RunFolder("runs/sweep").held_settings()["sweep.k"]  # doctest: +SKIP
+            [1.0, 10.0]
         """
         if not self.run_record_path.is_file():
             return None

@@ -287,6 +287,9 @@ def check_orders(folders: Sequence[str | os.PathLike], suites: list[dict], mixed
     Raises:
         ContinualRunError: a run's model, tasks, data or settings are not the first run's
             (unless ``mixed``), or two runs of the same settings hold the same order.
+
+    Example:
+        >>> check_orders(folders, [read_suite(f) for f in folders], mixed=False)  # doctest: +SKIP
     """
     settings = [(str(f), suite_settings(s)) for f, s in zip(folders, suites, strict=True)]
     mismatch = None if mixed else first_mismatch(settings)

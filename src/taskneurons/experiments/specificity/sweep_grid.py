@@ -182,6 +182,9 @@ def check_one_grid(cells: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
     Raises:
         ValueError: a cell's model, tasks, data or settings are not the first cell's (the
             message names both folders and the keys).
+
+    Example:
+        >>> check_one_grid([("a/topk-k1", {"tasks": ["x"]}), ("b/topk-k5", {"tasks": ["x"]})])
     """
     mismatch = first_mismatch(cells)
     if mismatch is not None:
