@@ -40,7 +40,8 @@ def test_cl_per_order_and_means(tmp_path):
     (one / "ncft").mkdir()
     matrix = {"header": ["task", "1:a", "2:b"], "rows": [["a", 40.0, 30.0], ["b", None, 40.0]]}
     (one / "ncft" / "matrix.json").write_text(json.dumps(matrix))
-    res = continual_orders_table([one, two], tmp_path / "out")
+    # a 2-task and a 3-task run with different n_test: not one experiment, laid out on request
+    res = continual_orders_table([one, two], tmp_path / "out", mixed=True)
     assert res.header() == [
         "method", "CL o1", "± o1", "BWT o1", "BWT ± o1", "CL o2", "± o2", "BWT o2", "BWT ± o2",
         "mean CL", "mean BWT", "mean FG_N",

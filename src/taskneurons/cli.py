@@ -123,6 +123,7 @@ def cmd_run(args) -> int:
     from taskneurons.experiments.runner import run_file
 
     overrides = list(args.overrides) + ([f"out={args.out}"] if args.out else [])
+    overrides += ["overwrite=true"] if args.overwrite else []
     run = run_file(args.config, overrides)
     print(f"finished in {run.seconds:.0f} s; results in {run.out_dir}")
     return 0
@@ -160,13 +161,13 @@ def cmd_analyze(args) -> int:
     if args.analysis == "sweep":
         from taskneurons.experiments.specificity.sweep_grid import sweep_summary
 
-        print(sweep_summary(args.runs, args.out).markdown())
+        print(sweep_summary(args.runs, args.out, args.mixed).markdown())
         return 0
     if args.analysis != "table5":  # overlap, figure2, similarity, correlate
         print(analyze_run(args.analysis, vars(args)).markdown())
         return 0
 
-    result = continual_orders_table(args.runs, args.out)
+    result = continual_orders_table(args.runs, args.out, args.mixed)
     print(result.markdown())
     print("\nFG_j per stage (%):\n")
     print(result.forgetting_markdown())

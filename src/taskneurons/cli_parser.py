@@ -129,6 +129,12 @@ def _add_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting, e.g. --set detect.k=5 --set table2.train.lr=1e-3")  # fmt: skip
     p.add_argument("--out", default=None, help="run folder (default: the file's `out`)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="empty the run folder first if it holds a run of other settings")  # fmt: skip
+
+
+#: the help of ``analyze table5/sweep --mixed``
+MIXED = "lay out runs of other models, tasks or settings together (refused without it)"
 
 
 def _add_analyze(p: argparse.ArgumentParser) -> None:
@@ -137,11 +143,13 @@ def _add_analyze(p: argparse.ArgumentParser) -> None:
                           "finished continual run")  # fmt: skip
     t5.add_argument("runs", nargs="+", type=Path, help="folders of `experiment: continual` runs")
     t5.add_argument("--out", type=Path, default=None, help="also write table5_orders.{md,csv,json}")
+    t5.add_argument("--mixed", action="store_true", help=MIXED)
     sw = kinds.add_parser(
         "sweep", help="one k x selection grid from finished or interrupted sweeps"
     )
     sw.add_argument("runs", nargs="+", type=Path, help="folders of `experiment: sweep` runs")
     sw.add_argument("--out", type=Path, default=None, help="default: RUN/analyze-sweep (first)")
+    sw.add_argument("--mixed", action="store_true", help=MIXED)
     helps = {
         "overlap": "Table 8 again from a finished generalization run's scores (other selection)",
         "figure2": "Figure 2 again from a finished generalization run (change from zero-shot, CIs)",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -215,6 +215,47 @@ def check_detect_out(
             f"{folder} already holds a detection with other settings ({'; '.join(diff)}; "
             f"earlier vs now); its sets would be mixed with the new ones: {hint}"
         )
+
+
+# -- runs analysed together -------------------------------------------------------------------------
+#: knobs of an evaluation or attribution that change speed (and float rounding), not results
+SPEED_KEYS = ("batch_size", "sort_by_length", "group_by_length")
+
+
+def result_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """``settings`` (flat dotted keys) without the speed knobs of evaluations and attributions
+    (:data:`SPEED_KEYS`): what runs analysed together must share.
+
+    Example:
+        >>> result_settings({"eval.batch_size": 8, "train.batch_size": 2, "n_test": 4})
+        {'train.batch_size': 2, 'n_test': 4}
+    """
+
+    def speed(key: str) -> bool:
+        *parents, name = key.split(".")
+        return name in SPEED_KEYS and ("eval" in parents or "attribution" in parents)
+
+    return {k: v for k, v in settings.items() if not speed(k)}
+
+
+def first_mismatch(
+    runs: Sequence[tuple[str, Mapping[str, Any]]],
+) -> tuple[str, str, list[str]] | None:
+    """``(first label, other label, differences)`` of the first of ``runs`` (label, flat
+    settings) whose settings are not the first run's, else ``None``.
+
+    Example:
+        >>> first_mismatch([("a", {"n": 4}), ("b", {"n": 4}), ("c", {"n": 3})])
+        ('a', 'c', ['n: 4 vs 3'])
+    """
+    if not runs:
+        return None
+    first, base = runs[0]
+    for label, settings in runs[1:]:
+        diff = differences(base, settings)
+        if diff:
+            return first, label, diff
+    return None
 
 
 def _model_keys(fingerprint: Mapping[str, Any] | None) -> dict[str, Any]:

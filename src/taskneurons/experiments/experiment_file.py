@@ -76,6 +76,8 @@ class ExperimentFile(Config):
         strict: neuron sets from ``neurons`` must come from these very weights.
         resume: ``continual``: continue an interrupted run from its last finished stage;
             ``sweep``: reuse the scores and every finished (selection, k) cell in ``out``.
+        overwrite: empty ``out`` first when it holds results of other settings (or files no
+            run recorded); never written to ``config.yaml``, so a rerun of it empties nothing.
         groups: the task groups of every generalization stage that sets none (``None``: each
             section's own, by default PAPER.md Table 3).
         sections: each registered stage's knobs, by stage name (in a file: one top-level key
@@ -125,6 +127,12 @@ class ExperimentFile(Config):
     resume: bool = field(
         default=False,
         metadata=flag("--resume", help="continue an interrupted run (continual, sweep)"),
+    )
+    overwrite: bool = field(
+        default=False,
+        metadata=flag(
+            "--overwrite", help="empty the run folder first if it holds a run of other settings"
+        ),
     )
     groups: list[TaskGroup] | None = None
     sections: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -287,5 +295,7 @@ def with_defaults(data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def to_yaml(config: ExperimentFile) -> str:
-    """The resolved config as YAML (every knob, defaults filled)."""
-    return yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True)
+    """The resolved config as YAML (every knob, defaults filled; not ``overwrite``, an action
+    on the folder rather than a setting: a rerun of the file must not empty it)."""
+    data = {k: v for k, v in config.to_dict().items() if k != "overwrite"}
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)

@@ -7,7 +7,10 @@
    loads every task and checks the device, dtype, sizes and output folder *before* the model
    loads, so a typo costs no wait; once the model is loaded, checks every ``max_length``
    against its context length (the default 512 is lowered to it);
-2. writes ``config.yaml`` (the resolved file: every knob, defaults filled) into the run folder;
+2. takes the run folder only if it holds nothing, or results of the same settings
+   (:mod:`~taskneurons.experiments.run_acceptance`: checked before the model loads, and once it
+   is loaded with each stage's ``check``; ``overwrite`` empties it), then writes
+   ``run_settings.json`` and ``config.yaml`` (the resolved file: every knob, defaults filled);
 3. runs the stages in order; a run of one stage writes into the run folder itself, a run of
    several writes each stage into ``<out>/<stage>/``;
 4. writes ``README.md``, an index of what the folder holds, and returns a :class:`RunResult`
@@ -42,14 +45,13 @@ from taskneurons.experiments.experiment_file import (
     ExperimentFile,
     read_mapping,
     set_key,
-    to_yaml,
     with_defaults,
 )
+from taskneurons.experiments.run_acceptance import claim_folder
 from taskneurons.experiments.run_context import RunContext, RunResult
 from taskneurons.experiments.run_index import run_index
 from taskneurons.experiments.stage import stage as stage_named
 from taskneurons.models.loading import check_device, context_length, load_model, resolve_dtype
-from taskneurons.store.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -98,18 +100,20 @@ def run_experiment(
     Raises:
         ConfigError: a task, the ``neurons`` folder, the device, the dtype, a size or the output
             folder is not usable (the message names ``source`` and the key), before the model
-            is loaded; a ``max_length`` beyond the model's context length, before any work.
+            is loaded; a ``max_length`` beyond the model's context length, before any work;
+            an ``out`` folder holding results of other settings, or no record of them (see
+            :mod:`~taskneurons.experiments.run_acceptance`), leaving it as it was.
     """
     start = time.perf_counter()
     say = echo or (lambda text: None)
     tasks = load_tasks(config, source)
     check_settings(config, source)
     out = prepare_out(config, source)
+    claim = claim_folder(config, tasks, source)  # a folder of other settings: refused here
     model, tokenizer = load_model(config.model, dtype=config.dtype, device=config.device)
     config = fit_context(config, model, source, fit_max_length)
-    folder = RunFolder(out)
-    write_text_atomic(folder.config_path, to_yaml(config))
     ctx = RunContext(config, model, tokenizer, tasks, progress)
+    folder = claim.accept(ctx)  # the stages' checks; then run_settings.json and config.yaml
     run = RunResult(config, out)
     stages = config.stages()
     for n, (name, stage_dir) in enumerate(folder.stage_dirs(stages).items(), start=1):
@@ -157,15 +161,12 @@ def load_tasks(config: ExperimentFile, source: str) -> list[Task]:
 
 
 def prepare_out(config: ExperimentFile, source: str) -> Path:
-    """The run folder, created; ``ConfigError`` if it is a file or cannot be written."""
+    """The run folder (made once the run is accepted); ``ConfigError`` if it is a file or
+    cannot be written."""
     out = Path(config.out)
     problem = folder_problem(out)
     if problem:
         raise ConfigError(f"{source}: out: {problem}")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"{source}: out: cannot create {out} ({exc.strerror})") from None
     return out
 
 

@@ -63,6 +63,11 @@ class Stage:
             for the run's README; or the same as text, one ``name: what it holds`` per line.
         result: ``"module:Class"`` of the result ``run`` returns; the class reads a finished
             stage's folder back (``Class.load(folder)``) and writes it (``result.save(folder)``).
+        check: ``"module:function"`` of what the stage refuses once the model is loaded, called
+            as ``check(ctx, config, folder)`` before the run writes anything (``folder``:
+            where the stage will write; ``None`` when the run empties the folder first).
+        extends: keys of its section holding lists a resumed run may lengthen (the sweep's
+            ``k`` and ``selections``): the run folder then holds the longer grid.
     """
 
     name: str
@@ -76,6 +81,8 @@ class Stage:
     uses: tuple[str, ...] = ()
     files: Mapping[str, str] | str = field(default_factory=dict)
     result: str = ""
+    check: str = ""
+    extends: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if isinstance(self.files, str):
@@ -83,7 +90,8 @@ class Stage:
         unknown = sorted(set(self.needs) - set(NEEDS))
         if unknown:
             raise ValueError(f"stage {self.name!r}: unknown needs {unknown}; known: {NEEDS}")
-        for key, value in (("run", self.run), ("result", self.result or ":")):
+        named = (("run", self.run), ("result", self.result or ":"), ("check", self.check or ":"))
+        for key, value in named:
             if ":" not in value:
                 raise ValueError(f"stage {self.name!r}: {key} must be 'module:name', got {value!r}")
 
@@ -96,6 +104,15 @@ class Stage:
     def runner(self) -> Callable[..., Any]:
         """The run function (its module imported now)."""
         return self._named(self.run)
+
+    def checker(self) -> Callable[..., Any] | None:
+        """The check function (its module imported now), or ``None`` when it declares none.
+
+        Example:
+            >>> stage("sweep").checker() is None
+            True
+        """
+        return self._named(self.check) if self.check else None
 
     def result_class(self) -> type:
         """The class of the stage's result (its module imported now).

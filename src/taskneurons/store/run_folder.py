@@ -3,6 +3,7 @@
 A run of an experiment file writes (``taskneurons run``)::
 
     <out>/config.yaml               the resolved experiment file (rerunnable)
+    <out>/run_settings.json         the settings the folder's results were made with
     <out>/README.md                 an index of what the folder holds
     <out>/<files of the stage>      a run of one stage writes into the run folder itself
     <out>/<stage>/<files>           a run of several stages: one folder per stage
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,8 @@ from taskneurons._io import check_record
 CONFIG_FILE = "config.yaml"
 #: the index of a run folder
 INDEX_FILE = "README.md"
+#: the settings a run folder's results were made with (written when a run is accepted)
+RUN_RECORD = "run_settings.json"
 #: a stage's record: ``<stage>_config.json``
 RECORD_SUFFIX = "_config.json"
 #: a task's neuron set in a detection folder: ``<task>/neurons.safetensors``
@@ -94,6 +98,41 @@ class RunFolder:
     def index_path(self) -> Path:
         """``README.md``: what the folder holds."""
         return self.path / INDEX_FILE
+
+    @property
+    def run_record_path(self) -> Path:
+        """``run_settings.json``: the settings the folder's results were made with."""
+        return self.path / RUN_RECORD
+
+    def held_settings(self) -> dict[str, Any] | None:
+        """The settings in ``run_settings.json`` (``None`` without one).
+
+        Raises:
+            FinishedRunError: the file is not a readable record.
+            ChangedFileError: it does not match the checksum saved in it.
+
+        Example:
+            >>> RunFolder("runs/sweep").held_settings()["sweep.k"]  # doctest: +SKIP
+            [1.0, 10.0]
+        """
+        if not self.run_record_path.is_file():
+            return None
+        settings = read_record(self.run_record_path, "run record").get("settings")
+        if not isinstance(settings, dict):
+            raise FinishedRunError(f"{self.run_record_path}: not a run record (no settings)")
+        return settings
+
+    def clear(self) -> None:
+        """Remove everything in the folder (hidden files too), keeping the folder itself.
+
+        Example:
+            >>> RunFolder("runs/old").clear()  # doctest: +SKIP
+        """
+        for path in sorted(self.path.iterdir()) if self.path.is_dir() else []:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
 
     def settings(self) -> dict[str, Any]:
         """The mapping in ``config.yaml`` (``{}`` without one)."""
@@ -176,11 +215,11 @@ class RunFolder:
 
     def entries(self, folder: str | os.PathLike | None = None) -> list[Path]:
         """The result files and folders directly in ``folder`` (default: this one), sorted;
-        not ``config.yaml``, ``README.md`` or hidden files."""
+        not ``config.yaml``, ``README.md``, ``run_settings.json`` or hidden files."""
         folder = Path(folder) if folder is not None else self.path
         if not folder.is_dir():
             return []
-        skip = (CONFIG_FILE, INDEX_FILE)
+        skip = (CONFIG_FILE, INDEX_FILE, RUN_RECORD)
         return [
             p for p in sorted(folder.iterdir()) if p.name not in skip and not p.name.startswith(".")
         ]

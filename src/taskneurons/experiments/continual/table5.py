@@ -32,10 +32,12 @@ from typing import Any
 
 from taskneurons._io import check_record
 from taskneurons.analysis.continual_metrics import bwt_half_width, cl_half_width
+from taskneurons.experiments.common import first_mismatch, result_settings
 from taskneurons.provenance import provenance
 from taskneurons.report.plots import forgetting_plot
 from taskneurons.report.tables import markdown_table, write_table
 from taskneurons.store.run_folder import RunFolder, read_record
+from taskneurons.store.settings import flatten, model_identity, normal
 from taskneurons.store.stored_result import StoredResult
 
 #: The file an ``experiment: continual`` run writes its Table 5 rows to.
@@ -252,16 +254,80 @@ def _half_width(suite: dict[str, Any], row: list) -> float:
     return cl_half_width(final, [n_test] * len(final))
 
 
+#: suite settings that differ between the orders of one experiment (or name a file)
+ORDER_KEYS = ("order", "methods", "reference_cache")
+
+
+def suite_settings(suite: dict[str, Any]) -> dict[str, Any]:
+    """What the runs of one Table 5 share (flat keys): the suite's settings but the order and
+    methods, the tasks (sorted), and the model and data hashes the first method recorded
+    (speed knobs left out: :func:`~taskneurons.experiments.common.result_settings`).
+
+    Example:
+        >>> suite_settings(read_suite("runs/continual-order1"))["tasks"]  # doctest: +SKIP
+        ['agnews', 'amazon', 'dbpedia', 'yahoo']
+    """
+    config = suite.get("meta", {}).get("config")
+    config = {k: v for k, v in (config or {}).items() if k not in ORDER_KEYS}
+    header = suite["header"]
+    out = {"tasks": sorted(header[1 : header.index("CL")]), **flatten(config)}
+    records = (suite["folder"] / row[0] / "continual_config.json" for row in suite["rows"])
+    path = next((p for p in records if p.is_file()), None)
+    if path is not None:
+        record = read_record(path, "continual record", ContinualRunError)
+        out.update(flatten(model_identity(record.get("model")), "model."))
+        for key in ("train_hash", "test_hash"):
+            out.update(flatten(record.get(key) or {}, f"{key}."))
+    return result_settings(normal(out))
+
+
+def check_orders(folders: Sequence[str | os.PathLike], suites: list[dict], mixed: bool) -> None:
+    """Refuse runs that are not one experiment over distinct task orders.
+
+    Raises:
+        ContinualRunError: a run's model, tasks, data or settings are not the first run's
+            (unless ``mixed``), or two runs of the same settings hold the same order.
+
+    Example:
+        >>> check_orders(folders, [read_suite(f) for f in folders], mixed=False)  # doctest: +SKIP
+    """
+    settings = [(str(f), suite_settings(s)) for f, s in zip(folders, suites, strict=True)]
+    mismatch = None if mixed else first_mismatch(settings)
+    if mismatch is not None:
+        first, other, diff = mismatch
+        raise ContinualRunError(
+            f"{other} is not a run of the experiment of {first}: they differ in "
+            f"{'; '.join(diff)} (the first vs the other); Table 5 averages one experiment over "
+            "task orders: give runs of one model, task set and settings, or pass --mixed to lay "
+            "them out together anyway"
+        )
+    seen: dict[tuple, str] = {}
+    for (folder, values), suite in zip(settings, suites, strict=True):
+        header = suite["header"]
+        order = header[1 : header.index("CL")]
+        key = (json.dumps(values, sort_keys=True), tuple(order))
+        if key in seen:
+            raise ContinualRunError(
+                f"{seen[key]} and {folder} hold the same task order ({' -> '.join(order)}); "
+                "Table 5 averages over different orders: give each order once"
+            )
+        seen[key] = folder
+
+
 def continual_orders_table(
-    folders: Sequence[str | os.PathLike], out_dir: str | os.PathLike | None = None
+    folders: Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike | None = None,
+    mixed: bool = False,
 ) -> ContinualOrdersResult:
     """Table 5 across the finished continual runs in ``folders`` (columns in that order).
 
     Writes ``<out_dir>/table5_orders.{md,csv,json}``, ``forgetting_orders.{md,csv,json}`` and
-    ``forgetting_<run>.png`` per run when ``out_dir`` is given.
+    ``forgetting_<run>.png`` per run when ``out_dir`` is given. ``mixed``: lay out runs of other
+    models, tasks or settings side by side too (their means then mix experiments).
 
     Raises:
-        ContinualRunError: a folder without a finished run, or the same folder twice.
+        ContinualRunError: a folder without a finished run, the same folder twice, runs that
+            are not one experiment over distinct orders (:func:`check_orders`).
     """
     names = [Path(f).name for f in folders]
     if not folders:
@@ -269,6 +335,7 @@ def continual_orders_table(
     if len(set(names)) != len(names):
         raise ContinualRunError(f"run folders must have distinct names, got {names}")
     suites = [read_suite(f) for f in folders]
+    check_orders(folders, suites, mixed)
     result = _collect(suites, [Path(f) for f in folders])
     result.meta = provenance(
         runs=[

@@ -140,10 +140,9 @@ def detect_neurons(
     """
     model, tokenizer, tasks, progress = ctx.model, ctx.tokenizer, ctx.tasks, ctx.progress
     out = Path(out_dir)
-    NeuronSpace(model, config.attribution.definition)  # the definition fits: before any file
+    check_detect_run(ctx, config, out)  # before any file
     fingerprint = model_fingerprint(model)
     ids = [t.id for t in tasks]
-    check_detect_out(out, config.to_dict(), ids, fingerprint)
     # recorded first, so the sets of a run that stops half-way are known too
     record = provenance(config=config.to_dict(), tasks=ids, model=fingerprint)
     write_json_atomic(out / DETECT_CONFIG, record)
@@ -156,6 +155,23 @@ def detect_neurons(
     result.save_selection(out)
     ctx.sets, ctx.general, ctx.detect_dir = sets, general, out  # for the later stages of a run
     return result
+
+
+def check_detect_run(
+    ctx: RunContext, config: DetectConfig, out_dir: str | os.PathLike | None
+) -> None:
+    """What detection refuses before it writes anything: a neuron definition the model does not
+    have, and an ``out_dir`` holding a detection of other settings, model or tasks
+    (:func:`~taskneurons.experiments.common.check_detect_out`; ``None``: a folder that will be
+    emptied first). The runner calls it before the run folder is written (``Stage.check``).
+
+    Example:
+        >>> check_detect_run(ctx, DetectConfig(k=5), "runs/detect")  # doctest: +SKIP
+    """
+    NeuronSpace(ctx.model, config.attribution.definition)
+    if out_dir is not None:
+        ids = [t.id for t in ctx.tasks]
+        check_detect_out(Path(out_dir), config.to_dict(), ids, model_fingerprint(ctx.model))
 
 
 def save_sets(

@@ -54,6 +54,6 @@ FILES = """
 
 STAGE = register(Stage(
     name="detect", config=DetectConfig, order=10, run=".detect:run_detect",
-    result=".detect:DetectionResult", files=FILES,
+    result=".detect:DetectionResult", files=FILES, check=".detect:check_detect_run",
     title="detect each task's neurons (relevance scores, top-k %)",
 ))  # fmt: skip

@@ -20,8 +20,15 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from taskneurons._io import write_json_atomic
+from taskneurons.experiments.common import (
+    first_mismatch,
+    read_detect_config,
+    result_settings,
+    settings_of_record,
+)
 from taskneurons.experiments.specificity.deactivation_result import (
     EVALUATIONS_FILE,
     RECORD_FILE,
@@ -36,6 +43,7 @@ from taskneurons.provenance import provenance
 from taskneurons.report.plots import line_plot
 from taskneurons.report.tables import markdown_table, write_table
 from taskneurons.store.run_folder import RunFolder, read_record
+from taskneurons.store.settings import flatten, model_identity
 
 HEADER = [
     "selection", "k %", "neurons/task", "mean IoU", "own > random",
@@ -134,8 +142,9 @@ class SweepSummary:
 
 
 def read_cell(folder: Path, listed: Mapping[tuple[str, float], list] | None = None):
-    """``(row, specs)`` of a finished cell folder (``None`` when it is not finished), from its
-    :class:`~taskneurons.experiments.specificity.deactivation_result.DeactivationResult`.
+    """``(row, specs, settings)`` of a finished cell folder (``None`` when it is not finished),
+    from its :class:`~taskneurons.experiments.specificity.deactivation_result.DeactivationResult`
+    (``settings``: :func:`cell_settings`).
 
     The mean IoU comes from the sets saved in the cell, else from ``listed`` (the run's
     ``sweep.json`` rows by cell), else is ``nan``.
@@ -152,7 +161,49 @@ def read_cell(folder: Path, listed: Mapping[tuple[str, float], list] | None = No
         overlap = mean_iou({t: cell.sets[t] for t in tasks})
     else:
         overlap = (listed or {}).get((method, k), [math.nan] * 4)[3]
-    return cell_row(method, k, cell, sizes, overlap), cell_specs(cell)
+    row = cell_row(method, k, cell, sizes, overlap)
+    return row, cell_specs(cell), cell_settings(folder, cell.meta)
+
+
+def cell_settings(folder: Path, meta: Mapping[str, Any]) -> dict[str, Any]:
+    """What the cells of one grid share (flat keys): the model, the tasks and their data, the
+    deactivation settings, and the detection's but its ``k`` and selection (speed knobs left
+    out: :func:`~taskneurons.experiments.common.result_settings`).
+
+    Example:
+        >>> cell_settings(Path("runs/sweep/topk-k10"), meta)["tasks"]  # doctest: +SKIP
+        ['agnews', 'sst2']
+    """
+    model, hashes, config = (meta.get(key) for key in ("model", "data_hash", "config"))
+    hashes = hashes if isinstance(hashes, Mapping) else {}
+    out = {"tasks": sorted(hashes), **flatten(hashes, "data_hash.")}
+    out.update(flatten(model_identity(model if isinstance(model, Mapping) else None), "model."))
+    out.update(flatten(config if isinstance(config, Mapping) else {}, "deactivate."))
+    record = read_detect_config(folder)
+    detect = settings_of_record(record) if record is not None else {}
+    cell_keys = ("k", "tasks", "selection.", "model.")
+    out.update({f"detect.{k}": v for k, v in detect.items() if not k.startswith(cell_keys)})
+    return result_settings(out)
+
+
+def check_one_grid(cells: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+    """Refuse cells (folder, :func:`cell_settings`) that do not make one grid.
+
+    Raises:
+        ValueError: a cell's model, tasks, data or settings are not the first cell's (the
+            message names both folders and the keys).
+
+    Example:
+        >>> check_one_grid([("a/topk-k1", {"tasks": ["x"]}), ("b/topk-k5", {"tasks": ["x"]})])
+    """
+    mismatch = first_mismatch(cells)
+    if mismatch is not None:
+        first, other, diff = mismatch
+        raise ValueError(
+            f"{other} cannot join the grid of {first}: they differ in {'; '.join(diff)} "
+            "(the first vs the other); analyze such sweeps separately, or pass --mixed to lay "
+            "them out together anyway"
+        )
 
 
 def cell_specs(cell: DeactivationResult) -> dict:
@@ -179,23 +230,30 @@ def _same_statistics(a: Specs, b: Specs) -> bool:
 
 
 def sweep_summary(
-    runs: Sequence[str | os.PathLike], out: str | os.PathLike | None = None
+    runs: Sequence[str | os.PathLike], out: str | os.PathLike | None = None, mixed: bool = False
 ) -> SweepSummary:
     """Every finished cell of the sweep folders ``runs`` as one grid, written to ``out``.
 
+    ``mixed``: lay out cells of other models, tasks or settings together too.
+
     Raises:
-        ValueError: a folder holds no finished cell, or two folders hold the same cell with
-            different statistics (the same cell with the same ones is taken once).
+        ValueError: a folder holds no finished cell; two cells differ in model, tasks, data or
+            settings (:func:`check_one_grid`; unless ``mixed``); two folders hold the same cell
+            with different statistics (the same cell with the same ones is taken once).
     """
-    cells, sources = {}, {}
+    cells, sources, grid = {}, {}, []
     for run in map(Path, runs):
         listed = {}
         if (run / "sweep.json").is_file():
             listed = {(r[0], float(r[1])): r for r in read_record(run / "sweep.json")["rows"]}
-        found = [c for c in (read_cell(p, listed) for p in sorted(run.iterdir())) if c]
+        read = ((p, read_cell(p, listed)) for p in sorted(run.iterdir()))
+        found = [(p, c) for p, c in read if c]
         if not found:
             raise ValueError(f"{run}: no finished sweep cell (<selection>-k<k>/specificity.json)")
-        for row, specs in found:
+        grid += [(str(folder), settings) for folder, (_, _, settings) in found]
+        if not mixed:
+            check_one_grid(grid)
+        for _, (row, specs, _) in found:
             key = (row[0], row[1])
             if key in cells and not _same_statistics(cells[key][1], specs):
                 raise ValueError(

@@ -57,6 +57,6 @@ FILES = """
 
 STAGE = register(Stage(
     name="sweep", config=SweepConfig, order=40, uses=("detect", "deactivate"),
-    run=".sweep:run_sweep", result=".sweep:SweepResult", files=FILES,
+    run=".sweep:run_sweep", result=".sweep:SweepResult", files=FILES, extends=("k", "selections"),
     title="deactivation over k x selection from scores computed once (where specificity lives)",
 ))  # fmt: skip
