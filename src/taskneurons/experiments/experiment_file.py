@@ -172,6 +172,9 @@ class ExperimentFile(Config):
 
     def validate(self) -> None:
         stages = self.stages()
+        if not stages:
+            known = ", ".join([*(s.name for s in registered_stages()), *ALIASES])
+            raise ValueError(f"experiment: no stage to run; name one or a list of: {known}")
         changing = [s for s in stages if stage_named(s).changes_model]
         if len(changing) > 1:
             raise ValueError(

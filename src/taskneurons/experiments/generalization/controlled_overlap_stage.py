@@ -10,13 +10,18 @@ from taskneurons.config import Config
 from taskneurons.config_fields import test_examples, train_examples
 from taskneurons.evaluation.eval_config import EvalConfig
 from taskneurons.experiments.generalization.generalization_stage import check_neuron_training
-from taskneurons.experiments.generalization.groups import TaskGroup, check_percents, default_groups
+from taskneurons.experiments.generalization.groups import (
+    GroupsConfig,
+    TaskGroup,
+    check_percents,
+    default_groups,
+)
 from taskneurons.experiments.stage import Stage, register
 from taskneurons.training.train_config import TrainConfig
 
 
 @dataclass
-class ControlledOverlapConfig(Config):
+class ControlledOverlapConfig(GroupsConfig, Config):
     """Knobs of the controlled-overlap ablation (PAPER.md Tables 9–11).
 
     Attributes:

@@ -9,7 +9,12 @@ from dataclasses import dataclass, field
 from taskneurons.config import Config
 from taskneurons.config_fields import test_examples, train_examples
 from taskneurons.evaluation.eval_config import EvalConfig
-from taskneurons.experiments.generalization.groups import TaskGroup, check_percents, default_groups
+from taskneurons.experiments.generalization.groups import (
+    GroupsConfig,
+    TaskGroup,
+    check_percents,
+    default_groups,
+)
 from taskneurons.experiments.generalization.overlap_stage import PAPER_PROPORTIONS
 from taskneurons.experiments.stage import Stage, register
 from taskneurons.training.train_config import TrainConfig
@@ -21,7 +26,7 @@ SINGLE_NEURONS: tuple[str, ...] = ("union", "own")
 
 
 @dataclass
-class GeneralizationConfig(Config):
+class GeneralizationConfig(GroupsConfig, Config):
     """Knobs of the proportion sweep (PAPER.md Figure 2).
 
     Attributes:

@@ -5,7 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from taskneurons.config import Config
-from taskneurons.experiments.generalization.groups import TaskGroup, check_percents, default_groups
+from taskneurons.experiments.generalization.groups import (
+    GroupsConfig,
+    TaskGroup,
+    check_percents,
+    default_groups,
+)
 from taskneurons.experiments.stage import Stage, register
 
 #: The proportions of PAPER.md Figure 2 and Table 8, in % of each task's set.
@@ -13,7 +18,7 @@ PAPER_PROPORTIONS = [10.0, 30.0, 50.0, 70.0, 100.0]
 
 
 @dataclass
-class OverlapConfig(Config):
+class OverlapConfig(GroupsConfig, Config):
     """Knobs of the overlap analysis (PAPER.md Table 8).
 
     Attributes:
