@@ -234,11 +234,24 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     )
 
 
-#: phrases of library messages -> what a command-line user types instead, per command
+#: phrases of library messages (regular expressions) -> what a command-line user types
+#: instead, per command ("": every other command)
 _PHRASES = {
-    "pass strict=False": {
+    r"pass strict=False": {
         "deactivate": "pass --no-strict",
         "": "set strict: false in the experiment file",
+    },
+    r"pass resume=True or another folder": {
+        "run": "set resume: true in the experiment file, or another out:",
+        "": "pass --resume, or another --out",
+    },
+    r"pass resume=True": {
+        "run": "set resume: true in the experiment file",
+        "": "pass --resume",
+    },
+    r"load the model with dtype=(\w+)": {
+        "run": r"set dtype: \1 in the experiment file",
+        "": r"pass --dtype \1",
     },
 }
 
@@ -266,17 +279,18 @@ def cli_message(text: str, command: str) -> str:
         '--k must be in (0, 100], got 0'
     """
     for phrase, words in _PHRASES.items():
-        text = text.replace(phrase, words.get(command, words[""]))
+        text = re.sub(phrase, words.get(command, words[""]), text)
     prefix = f"taskneurons {command}: "
     if not text.startswith(prefix):
         return text
     text = text[len(prefix) :].removeprefix("ExperimentFile: ")
-    match = re.match(r"([\w.]+): (?:(\w+) )?", text)
+    match = re.match(r"([\w.]+): (?:(\w+)(:?) )?", text)
     if match is None:
         return text
-    key, field = match.groups()
-    if field and _flag_of(f"{key}.{field}", command):  # "detect: k must be ..."
-        return f"{_flag_of(f'{key}.{field}', command)} {text[len(key) + 2 + len(field) + 1 :]}"
+    key, field, colon = match.groups()
+    flag = _flag_of(f"{key}.{field}", command) if field else None
+    if flag:  # "detect: k must be ...", "continual: methods: ..."
+        return f"{flag}{colon} {text[match.end() :]}"
     flag = _flag_of(key, command)
     return f"{flag}: {text[len(key) + 2 :]}" if flag else text
 
