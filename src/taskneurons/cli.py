@@ -219,16 +219,16 @@ def _command(name: str):
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from taskneurons.data.tasks import TaskFormatError
-    from taskneurons.models.adapters import UnsupportedModelError
-    from taskneurons.models.loading import ModelLoadError
-    from taskneurons.provenance import ModelMismatchError
+    """The errors a refused input raises; imports nothing (it may run during an interrupt).
 
+    Every taskneurons error is a ``ValueError`` (``ConfigError``, ``TaskFormatError``,
+    ``UnsupportedModelError``, ``ModelMismatchError``, ...) but ``ModelLoadError``, which only
+    exists once its module has been imported.
+    """
+    loading = sys.modules.get("taskneurons.models.loading")
+    extra = (loading.ModelLoadError,) if loading is not None else ()
     return (
-        ModelLoadError,
-        TaskFormatError,
-        UnsupportedModelError,
-        ModelMismatchError,
+        *extra,
         ValueError,
         OSError,  # FileNotFoundError, PermissionError, IsADirectoryError, a full disk, ...
     )
@@ -319,9 +319,21 @@ def main(argv: list[str] | None = None) -> int:
 
     A refused input (a bad flag, a missing or unreadable file, a model that does not load, ...)
     prints one line ``taskneurons COMMAND: error: ...`` and returns 2; ``-v`` shows the
-    traceback instead. Programming errors are never caught.
+    traceback instead. Programming errors are never caught. An interrupt (Ctrl-C) anywhere,
+    start-up included, prints one line ``interrupted`` and returns 130 (nothing is imported
+    while handling it). A process group the run joined (``torchrun``) is left at the end.
     """
-    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        return _main(sys.argv[1:] if argv is None else list(argv))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        _end_process_group()
+
+
+def _main(argv: list[str]) -> int:
+    """:func:`main` but for interrupts and the process group."""
     try:
         args = build_parser(command_of(argv)).parse_args(argv)
         check_required(args)
@@ -332,20 +344,15 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    if not args.verbose:
-        _quiet_libraries()
     try:
+        if not args.verbose:
+            _quiet_libraries()
         return _command(args.command)(args)
     except _user_errors() as exc:
         if args.verbose:
             raise
         print(f"taskneurons {args.command}: error: {_describe(exc, args.command)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    finally:
-        _end_process_group()
 
 
 def _end_process_group() -> None:
