@@ -114,6 +114,20 @@ def folder_problem(path: str | os.PathLike) -> str | None:
     return None
 
 
+def read_json(path: str | os.PathLike) -> Any:
+    """The JSON value in the file ``path``; ``ValueError`` naming the file (and the line) when
+    it is not readable JSON (cut short by an interrupted write, edited)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"{path}: not readable JSON (line {exc.lineno}: {exc.msg}); the file was cut short or "
+            "edited: delete it to make it again"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not readable JSON ({exc.reason})") from None
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` to ``path`` through a temporary file and a rename."""
     with atomic_path(path) as tmp:
