@@ -44,7 +44,14 @@ from typing import Any
 
 import yaml
 
-from taskneurons.config import Config, ConfigError, build_section, deep_merge
+from taskneurons.config import (
+    Config,
+    ConfigError,
+    DuplicateKeyError,
+    build_section,
+    deep_merge,
+    load_yaml,
+)
 from taskneurons.config_fields import defaults_of, flag
 from taskneurons.data.prompt_config import PromptConfig
 from taskneurons.experiments.generalization.groups import TaskGroup
@@ -226,9 +233,11 @@ def read_mapping(path: str | os.PathLike) -> dict[str, Any]:
         if path.suffix == ".json":
             data = json.loads(text)
         else:
-            data = yaml.safe_load(text)
+            data = load_yaml(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+    except DuplicateKeyError as exc:
+        raise ConfigError(f"{path}:{exc.line}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML: {exc}") from None
     if data is None:
