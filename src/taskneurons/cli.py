@@ -21,6 +21,7 @@ from pathlib import Path
 from taskneurons.cli_flags import FlagUse
 from taskneurons.cli_parser import (
     DEFAULT_OUT,
+    FINETUNE,
     UsageError,
     build_parser,
     check_required,
@@ -138,7 +139,7 @@ def cmd_stages(args) -> int:
     else:
         data = {}
     if command == "finetune":
-        data["experiment"] = args.experiment or data.get("experiment", "table2")
+        data["experiment"] = args.experiment or _finetune_stages(data, args.config)
     elif command != "demo":
         data["experiment"] = command
     neurons = args.neurons if args.neurons is not None else data.get("neurons")
@@ -153,7 +154,21 @@ def cmd_stages(args) -> int:
     return code
 
 
+def _finetune_stages(data: dict, config: Path | None):
+    """The ``experiment`` of a file given to ``finetune --config``: only its stages (``table2``,
+    ``multitask``, ``all``; ``detect`` before them), never another experiment's."""
+    given = data.get("experiment", "table2")
+    names = [given] if isinstance(given, str) else given
+    if not isinstance(names, list) or any(n not in ("detect", *FINETUNE, "all") for n in names):
+        raise ValueError(
+            f"--config {config}: its experiment is {given!r}, not one finetune runs (table2, "
+            f"multitask or all): run that file with taskneurons run {config}"
+        )
+    return given
+
+
 def cmd_analyze(args) -> int:
+    _check_analyze_out(args.out)
     from taskneurons.experiments.continual.table5 import continual_orders_table
     from taskneurons.experiments.generalization.reanalysis import analyze_run
 
@@ -174,6 +189,15 @@ def cmd_analyze(args) -> int:
         print(f"written to {args.out}: table5_orders and forgetting_orders (.md, .csv, .json)")
         print("and forgetting_<run>.png per run")
     return 0
+
+
+def _check_analyze_out(out: Path | None) -> None:
+    """``analyze --out`` must be a folder that can be written, before any run is read."""
+    from taskneurons._io import folder_problem
+
+    problem = folder_problem(out) if out is not None else None
+    if problem:
+        raise ValueError(f"--out: {problem}")
 
 
 def _run_settings(data: dict, source: str, overrides: list, args) -> int:
