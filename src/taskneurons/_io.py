@@ -43,7 +43,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only on success.
 
     Nothing half-written is ever left at ``path``: on an exception the temporary file is removed.
-    The file gets the mode a plain ``open(path, "w")`` would give it (``0o666`` less the umask).
+    The file gets the mode a plain ``open(path, "w")`` would give it (``0o666`` less the umask),
+    also when the writer replaced the temporary file by one of its own (safetensors makes it
+    ``0600``). An ``OSError`` without a file name (a full disk) is raised naming ``path``.
 
     Example:
         >>> with atomic_path("out.json") as tmp:  # doctest: +SKIP
@@ -52,17 +54,29 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     tmp_path = Path(tmp)
-    try:  # mkstemp makes the file 0600; results get the permissions any tool's output gets
-        os.fchmod(fd, 0o666 & ~current_umask())
-    finally:
-        os.close(fd)
     try:
         yield tmp_path
+        give_umask_mode(tmp_path)  # mkstemp makes the file 0600, as a writer's own temp file
         os.replace(tmp_path, path)
+    except OSError as exc:
+        if exc.errno is None or exc.filename not in (None, tmp):
+            raise
+        raise type(exc)(exc.errno, exc.strerror, str(path)) from exc
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def give_umask_mode(path: str | os.PathLike) -> None:
+    """Give the file ``path`` (every file under it, for a folder) the mode of any tool's output:
+    ``0o666`` less the umask, whatever mode its writer chose."""
+    mode = 0o666 & ~current_umask()
+    p = Path(path)
+    for file in (p, *p.rglob("*")) if p.is_dir() else (p,):
+        if file.is_file() and not file.is_symlink():
+            os.chmod(file, mode)
 
 
 def current_umask() -> int:
@@ -98,6 +112,20 @@ def folder_problem(path: str | os.PathLike) -> str | None:
             return f"{existing} is not writable"
         return None
     return None
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """The JSON value in the file ``path``; ``ValueError`` naming the file (and the line) when
+    it is not readable JSON (cut short by an interrupted write, edited)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"{path}: not readable JSON (line {exc.lineno}: {exc.msg}); the file was cut short or "
+            "edited: delete it to make it again"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not readable JSON ({exc.reason})") from None
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:

@@ -21,6 +21,7 @@ from pathlib import Path
 from taskneurons.cli_flags import FlagUse
 from taskneurons.cli_parser import (
     DEFAULT_OUT,
+    FINETUNE,
     UsageError,
     build_parser,
     check_required,
@@ -139,7 +140,7 @@ def cmd_stages(args) -> int:
     else:
         data = {}
     if command == "finetune":
-        data["experiment"] = args.experiment or data.get("experiment", "table2")
+        data["experiment"] = args.experiment or _finetune_stages(data, args.config)
     elif command != "demo":
         data["experiment"] = command
     neurons = args.neurons if args.neurons is not None else data.get("neurons")
@@ -154,7 +155,21 @@ def cmd_stages(args) -> int:
     return code
 
 
+def _finetune_stages(data: dict, config: Path | None):
+    """The ``experiment`` of a file given to ``finetune --config``: only its stages (``table2``,
+    ``multitask``, ``all``; ``detect`` before them), never another experiment's."""
+    given = data.get("experiment", "table2")
+    names = [given] if isinstance(given, str) else given
+    if not isinstance(names, list) or any(n not in ("detect", *FINETUNE, "all") for n in names):
+        raise ValueError(
+            f"--config {config}: its experiment is {given!r}, not one finetune runs (table2, "
+            f"multitask or all): run that file with taskneurons run {config}"
+        )
+    return given
+
+
 def cmd_analyze(args) -> int:
+    _check_analyze_out(args.out)
     from taskneurons.experiments.continual.table5 import continual_orders_table
     from taskneurons.experiments.generalization.reanalysis import analyze_run
 
@@ -175,6 +190,15 @@ def cmd_analyze(args) -> int:
         print(f"written to {args.out}: table5_orders and forgetting_orders (.md, .csv, .json)")
         print("and forgetting_<run>.png per run")
     return 0
+
+
+def _check_analyze_out(out: Path | None) -> None:
+    """``analyze --out`` must be a folder that can be written, before any run is read."""
+    from taskneurons._io import folder_problem
+
+    problem = folder_problem(out) if out is not None else None
+    if problem:
+        raise ValueError(f"--out: {problem}")
 
 
 def _run_settings(data: dict, source: str, overrides: list, args) -> int:
@@ -220,26 +244,39 @@ def _command(name: str):
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from taskneurons.data.tasks import TaskFormatError
-    from taskneurons.models.adapters import UnsupportedModelError
-    from taskneurons.models.loading import ModelLoadError
-    from taskneurons.provenance import ModelMismatchError
+    """The errors a refused input raises; imports nothing (it may run during an interrupt).
 
+    Every taskneurons error is a ``ValueError`` (``ConfigError``, ``TaskFormatError``,
+    ``UnsupportedModelError``, ``ModelMismatchError``, ...) but ``ModelLoadError``, which only
+    exists once its module has been imported.
+    """
+    loading = sys.modules.get("taskneurons.models.loading")
+    extra = (loading.ModelLoadError,) if loading is not None else ()
     return (
-        ModelLoadError,
-        TaskFormatError,
-        UnsupportedModelError,
-        ModelMismatchError,
+        *extra,
         ValueError,
         OSError,  # FileNotFoundError, PermissionError, IsADirectoryError, a full disk, ...
     )
 
 
-#: phrases of library messages -> what a command-line user types instead, per command
+#: phrases of library messages (regular expressions) -> what a command-line user types
+#: instead, per command ("": every other command)
 _PHRASES = {
-    "pass strict=False": {
+    r"pass strict=False": {
         "deactivate": "pass --no-strict",
         "": "set strict: false in the experiment file",
+    },
+    r"pass resume=True or another folder": {
+        "run": "set resume: true in the experiment file, or another out:",
+        "": "pass --resume, or another --out",
+    },
+    r"pass resume=True": {
+        "run": "set resume: true in the experiment file",
+        "": "pass --resume",
+    },
+    r"load the model with dtype=(\w+)": {
+        "run": r"set dtype: \1 in the experiment file",
+        "": r"pass --dtype \1",
     },
 }
 
@@ -267,17 +304,18 @@ def cli_message(text: str, command: str) -> str:
         '--k must be in (0, 100], got 0'
     """
     for phrase, words in _PHRASES.items():
-        text = text.replace(phrase, words.get(command, words[""]))
+        text = re.sub(phrase, words.get(command, words[""]), text)
     prefix = f"taskneurons {command}: "
     if not text.startswith(prefix):
         return text
     text = text[len(prefix) :].removeprefix("ExperimentFile: ")
-    match = re.match(r"([\w.]+): (?:(\w+) )?", text)
+    match = re.match(r"([\w.]+): (?:(\w+)(:?) )?", text)
     if match is None:
         return text
-    key, field = match.groups()
-    if field and _flag_of(f"{key}.{field}", command):  # "detect: k must be ..."
-        return f"{_flag_of(f'{key}.{field}', command)} {text[len(key) + 2 + len(field) + 1 :]}"
+    key, field, colon = match.groups()
+    flag = _flag_of(f"{key}.{field}", command) if field else None
+    if flag:  # "detect: k must be ...", "continual: methods: ..."
+        return f"{flag}{colon} {text[match.end() :]}"
     flag = _flag_of(key, command)
     return f"{flag}: {text[len(key) + 2 :]}" if flag else text
 
@@ -306,9 +344,21 @@ def main(argv: list[str] | None = None) -> int:
 
     A refused input (a bad flag, a missing or unreadable file, a model that does not load, ...)
     prints one line ``taskneurons COMMAND: error: ...`` and returns 2; ``-v`` shows the
-    traceback instead. Programming errors are never caught.
+    traceback instead. Programming errors are never caught. An interrupt (Ctrl-C) anywhere,
+    start-up included, prints one line ``interrupted`` and returns 130 (nothing is imported
+    while handling it). A process group the run joined (``torchrun``) is left at the end.
     """
-    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        return _main(sys.argv[1:] if argv is None else list(argv))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        _end_process_group()
+
+
+def _main(argv: list[str]) -> int:
+    """:func:`main` but for interrupts and the process group."""
     try:
         args = build_parser(command_of(argv)).parse_args(argv)
         check_required(args)
@@ -319,20 +369,15 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    if not args.verbose:
-        _quiet_libraries()
     try:
+        if not args.verbose:
+            _quiet_libraries()
         return _command(args.command)(args)
     except _user_errors() as exc:
         if args.verbose:
             raise
         print(f"taskneurons {args.command}: error: {_describe(exc, args.command)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    finally:
-        _end_process_group()
 
 
 def _end_process_group() -> None:

@@ -35,6 +35,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar, Union
 
+import yaml
+
 from taskneurons._io import write_json_atomic
 
 C = TypeVar("C", bound="Config")
@@ -344,11 +346,46 @@ def _check_leaf(tp: Any, origin: Any, args: tuple, value: Any, where: str, key: 
     return value
 
 
+class DuplicateKeyError(ValueError):
+    """A YAML mapping gives ``key`` twice, on ``line`` and first on ``first`` (1-based)."""
+
+    def __init__(self, key: Any, line: int, first: int) -> None:
+        self.key, self.line, self.first = key, line, first
+        super().__init__(
+            f"duplicate key {key!r} (first on line {first}); only one of its values would be "
+            "used: give each key once"
+        )
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a mapping that gives a key twice (merge keys aside)."""
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+                    continue
+                key, line = self.construct_object(key_node), key_node.start_mark.line + 1
+                if key in seen:
+                    raise DuplicateKeyError(key, line, seen[key])
+                seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load``, but a key given twice in a mapping is a :class:`DuplicateKeyError`
+    (YAML itself keeps the last value silently)."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+
+
 __all__ = [
     "Config",
     "ConfigError",
+    "DuplicateKeyError",
     "Variant",
     "build",
     "build_section",
     "deep_merge",
+    "load_yaml",
 ]

@@ -25,6 +25,8 @@ def model_fingerprint(model: nn.Module) -> dict:
 
     ``arch`` hashes the config (which architecture and sizes); ``weights`` hashes a sample of
     weights (first and last FFN, embeddings) cast to float32, so a fine-tuned copy differs.
+    ``dtype``, only when it is not float32: the parameters' dtype (weights loaded as bfloat16
+    hash differently, and :func:`check_same_model` says so instead of "another model").
     """
     config = model.config
     cfg = config.to_dict()
@@ -52,7 +54,7 @@ def model_fingerprint(model: nn.Module) -> dict:
         tensors.append(emb.weight[:64])
     for t in tensors:
         h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return {
+    out = {
         "model_type": getattr(config, "model_type", None),
         "source": getattr(model, "taskneurons_source", {}).get("spec")
         or getattr(config, "_name_or_path", ""),
@@ -60,6 +62,10 @@ def model_fingerprint(model: nn.Module) -> dict:
         "arch": arch,
         "weights": h.hexdigest()[:16],
     }
+    dtype = next((p.dtype for p in model.parameters()), torch.float32)
+    if dtype != torch.float32:
+        out["dtype"] = str(dtype).removeprefix("torch.")
+    return out
 
 
 def library_versions() -> dict[str, str]:
@@ -126,6 +132,13 @@ def check_same_model(
     if not recorded:
         return
     now = model if isinstance(model, Mapping) else model_fingerprint(model)
+    was, dtype = recorded.get("dtype", "float32"), now.get("dtype", "float32")
+    if was != dtype and recorded.get("arch") == now.get("arch"):
+        raise error(
+            f"{subject} was made with the model loaded as {was}, but this model is loaded as "
+            f"{dtype} (same architecture, source {now.get('source') or '?'}), so its weights "
+            f"are rounded otherwise: load the model with dtype={was}"
+        )
     for key in ("arch", "weights") if strict else ("arch",):
         if key in recorded and recorded[key] != now.get(key):
             what = "architecture (config)" if key == "arch" else "weights"

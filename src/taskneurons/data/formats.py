@@ -95,11 +95,18 @@ def read_jsonl_examples(
     classification ``"output"`` must be one of ``labels``; other keys are ignored.
 
     Raises:
-        TaskFormatError: naming ``file:line`` and the fault.
+        TaskFormatError: naming ``file:line`` and the fault (a file holding a JSON array:
+            naming the file).
     """
     path = Path(path)
     examples: list[Example] = []
-    for lineno, line in jsonl_lines(read_text(path)):
+    lines = jsonl_lines(read_text(path))
+    if lines and lines[0][1].lstrip().startswith("["):
+        raise TaskFormatError(
+            f"{path}: this is a JSON array, not JSON Lines; a .jsonl file holds one JSON object "
+            'per line ({"input": ..., "output": ...})'
+        )
+    for lineno, line in lines:
         where = f"{path}:{lineno}"
         try:
             rec = json.loads(line)

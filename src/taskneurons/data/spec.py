@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from taskneurons.config import ConfigError, build
+from taskneurons.config import ConfigError, DuplicateKeyError, build, load_yaml
 from taskneurons.data.hf import HFTaskSpec, load_hf_task
 from taskneurons.data.recast import recast_task
 from taskneurons.data.tasks import Task, TaskFormatError
@@ -129,9 +129,11 @@ def _read_mapping(path: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise TaskFormatError(f"{path}: cannot read the task spec file ({exc})") from None
     try:
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+        data = json.loads(text) if path.suffix.lower() == ".json" else load_yaml(text)
     except json.JSONDecodeError as exc:
         raise TaskFormatError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
+    except DuplicateKeyError as exc:
+        raise TaskFormatError(f"{path}:{exc.line}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""

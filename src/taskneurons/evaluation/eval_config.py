@@ -75,14 +75,10 @@ class EvalConfig(Config):
 
     def validate(self) -> None:
         if self.batch_size < 1:
-            raise ValueError(f"EvalConfig.batch_size must be >= 1, got {self.batch_size}")
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
-            raise ValueError(
-                f"EvalConfig.max_new_tokens must be >= 1 or None, got {self.max_new_tokens}"
-            )
+            raise ValueError(f"max_new_tokens must be >= 1 or None, got {self.max_new_tokens}")
         if self.scoring not in ("cache", "concat"):
-            raise ValueError(
-                f"EvalConfig.scoring must be 'cache' or 'concat', got {self.scoring!r}"
-            )
+            raise ValueError(f"scoring must be 'cache' or 'concat', got {self.scoring!r}")
         if self.calibrate and not self.calibration_inputs:
-            raise ValueError("EvalConfig.calibrate needs at least one calibration input")
+            raise ValueError("calibrate needs at least one calibration input")

@@ -44,7 +44,14 @@ from typing import Any
 
 import yaml
 
-from taskneurons.config import Config, ConfigError, build_section, deep_merge
+from taskneurons.config import (
+    Config,
+    ConfigError,
+    DuplicateKeyError,
+    build_section,
+    deep_merge,
+    load_yaml,
+)
 from taskneurons.config_fields import defaults_of, flag
 from taskneurons.data.prompt_config import PromptConfig
 from taskneurons.experiments.generalization.groups import TaskGroup
@@ -180,6 +187,9 @@ class ExperimentFile(Config):
 
     def validate(self) -> None:
         stages = self.stages()
+        if not stages:
+            known = ", ".join([*(s.name for s in registered_stages()), *ALIASES])
+            raise ValueError(f"experiment: no stage to run; name one or a list of: {known}")
         changing = [s for s in stages if stage_named(s).changes_model]
         if len(changing) > 1:
             raise ValueError(
@@ -231,9 +241,11 @@ def read_mapping(path: str | os.PathLike) -> dict[str, Any]:
         if path.suffix == ".json":
             data = json.loads(text)
         else:
-            data = yaml.safe_load(text)
+            data = load_yaml(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+    except DuplicateKeyError as exc:
+        raise ConfigError(f"{path}:{exc.line}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML: {exc}") from None
     if data is None:

@@ -51,6 +51,7 @@ from taskneurons.experiments.run_acceptance import claim_folder
 from taskneurons.experiments.run_context import RunContext, RunResult
 from taskneurons.experiments.run_index import run_index
 from taskneurons.experiments.stage import stage as stage_named
+from taskneurons.experiments.stage_checks import check_stage_tasks, fit_sizes
 from taskneurons.models.loading import check_device, context_length, load_model, resolve_dtype
 
 log = logging.getLogger(__name__)
@@ -98,16 +99,20 @@ def run_experiment(
     default 512.
 
     Raises:
-        ConfigError: a task, the ``neurons`` folder, the device, the dtype, a size or the output
-            folder is not usable (the message names ``source`` and the key), before the model
-            is loaded; a ``max_length`` beyond the model's context length, before any work;
-            an ``out`` folder holding results of other settings, or no record of them (see
-            :mod:`~taskneurons.experiments.run_acceptance`), leaving it as it was.
+        ConfigError: a task, the ``neurons`` folder, the device, the dtype, a size, a stage's
+            settings against the tasks (:func:`check_stage_tasks`) or the output folder is not
+            usable (the message names ``source`` and the key), before the model is loaded; a
+            ``max_length`` beyond the model's context length, before any work; an ``out``
+            folder holding results of other settings, or no record of them (see
+            :mod:`~taskneurons.experiments.run_acceptance`), leaving it as it was. Sizes beyond
+            every task's split are lowered to it (:func:`fit_sizes`), and so recorded.
     """
     start = time.perf_counter()
     say = echo or (lambda text: None)
     tasks = load_tasks(config, source)
     check_settings(config, source)
+    check_stage_tasks(config, tasks, source)
+    config = fit_sizes(config, tasks)
     out = prepare_out(config, source)
     claim = claim_folder(config, tasks, source)  # a folder of other settings: refused here
     model, tokenizer = load_model(config.model, dtype=config.dtype, device=config.device)
@@ -146,12 +151,6 @@ def load_tasks(config: ExperimentFile, source: str) -> list[Task]:
             )
         first[task.id] = i
         tasks.append(task)
-    ids = [t.id for t in tasks]
-    wanted = config.table2.tasks
-    if wanted is not None and "table2" in config.stages():
-        unknown = [t for t in wanted if t not in ids]
-        if unknown:
-            raise ConfigError(f"{source}: table2.tasks: {unknown} are not among the tasks {ids}")
     if config.neurons is not None:
         try:
             detect_folder(config.neurons)

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from taskneurons._io import current_umask
+from taskneurons._io import current_umask, give_umask_mode
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +104,7 @@ def load_gguf(path: Path, dtype: torch.dtype, cache_dir: str | os.PathLike | Non
         tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes it 0700
         save_plain_checkpoint(model, tmp)
         tok.save_pretrained(tmp)
+        give_umask_mode(tmp)  # safetensors writes its files 0600
         if cached.exists():  # another process won the race
             shutil.rmtree(tmp)
         else:

@@ -23,11 +23,8 @@ import torch
 from torch import nn
 
 from taskneurons.models.gguf import load_gguf
+from taskneurons.models.model_folder import ModelLoadError, check_model_folder, unsupported
 from taskneurons.models.saving import check_saved_model
-
-
-class ModelLoadError(RuntimeError):
-    """A model spec could not be loaded; the message says why and what to do."""
 
 
 @dataclass(frozen=True)
@@ -102,17 +99,6 @@ def embedded_gguf_path(name: str = DEFAULT_MODEL) -> Path:
         )
     return path
 
-
-#: Patterns of the files that hold a checkpoint's weights (one must be in a model folder).
-WEIGHT_FILES = (
-    "*.safetensors",
-    "*.safetensors.index.json",
-    "pytorch_model*.bin",
-    "*.bin.index.json",
-)
-
-#: Files a tokenizer can be loaded from (one of them must be in a model folder).
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")
 
 #: Config attributes that bound the positions a model can take, first found wins.
 CONTEXT_ATTRS = ("max_position_embeddings", "n_positions", "max_sequence_length", "n_ctx")
@@ -197,32 +183,11 @@ def _missing_path_error(spec: str) -> ModelLoadError:
     return ModelLoadError(message)
 
 
-def _check_model_folder(folder: Path) -> None:
-    """Raise ``ModelLoadError`` naming what a model folder lacks (config, weights, tokenizer)."""
-    if not (folder / "config.json").is_file():
-        raise ModelLoadError(
-            f"{folder} is not a Hugging Face model folder (no config.json); give a folder "
-            f"saved with save_pretrained, a .gguf file, a hub id, or one of "
-            f"{sorted(EMBEDDED_MODELS)}"
-        )
-    if not any(f.is_file() for pattern in WEIGHT_FILES for f in folder.glob(pattern)):
-        raise ModelLoadError(
-            f"{folder} has a config.json but no model weights (no model.safetensors, "
-            "pytorch_model.bin or sharded index); save the model there with save_pretrained "
-            "or download it again"
-        )
-    if not any((folder / f).is_file() for f in TOKENIZER_FILES):
-        raise ModelLoadError(
-            f"{folder} has no tokenizer files (none of {', '.join(TOKENIZER_FILES)}); save the "
-            "tokenizer there with tokenizer.save_pretrained(folder)"
-        )
-
-
 def _load_folder(folder: Path, dtype: torch.dtype, trust_remote_code: bool):
     from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    _check_model_folder(folder)
+    check_model_folder(folder, list(EMBEDDED_MODELS))
     check_saved_model(folder)  # a folder written by save_finetuned: its files as saved
     try:
         tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
@@ -235,6 +200,9 @@ def _load_folder(folder: Path, dtype: torch.dtype, trust_remote_code: bool):
             folder, dtype=dtype, trust_remote_code=trust_remote_code
         )
     except (*_READ_ERRORS, SafetensorError) as exc:
+        problem = unsupported(folder)
+        if problem is not None:
+            raise problem from exc
         raise ModelLoadError(
             f"could not read the model in {folder} ({type(exc).__name__}: {_first_line(exc)}); "
             "if a weights file is damaged or incomplete (an interrupted download or copy), "

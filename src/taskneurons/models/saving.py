@@ -31,6 +31,7 @@ from taskneurons._io import (
     changed_message,
     check_record,
     file_checksum,
+    give_umask_mode,
     write_json_atomic,
     write_json_sealed,
 )
@@ -59,6 +60,7 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
+        give_umask_mode(tmp)  # save_pretrained writes safetensors as 0600
         if path.exists():
             shutil.rmtree(old, ignore_errors=True)
             os.replace(path, old)

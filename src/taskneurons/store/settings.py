@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from taskneurons._io import check_record
+from taskneurons._io import check_record, read_json
 
 #: the fields of a model fingerprint that identify a model (not where it was loaded from)
 MODEL_IDENTITY = ("model_type", "arch", "weights", "n_params")
@@ -143,6 +143,6 @@ def read_keyed(
     path = Path(path)
     if not path.is_file():
         return None
-    saved = check_record(json.loads(path.read_text(encoding="utf-8")), path)
+    saved = check_record(read_json(path), path)
     key.check(saved.get("key"), lambda names: refusal(path, names))
     return saved

@@ -32,6 +32,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from taskneurons._io import give_umask_mode
 from taskneurons.neurons.attribution import frozen_parameters
 from taskneurons.neurons.neuron_set import NeuronSet
 from taskneurons.training.neuron_delta import NeuronDelta
@@ -214,6 +215,7 @@ class LoraMethod(TrainMethod):
     def save(self, out_dir: Path, meta: dict) -> None:
         assert self.model is not None
         self.model.save_pretrained(str(out_dir / "lora"))
+        give_umask_mode(out_dir / "lora")  # safetensors writes its files 0600
 
     def merge(self) -> nn.Module:
         assert self.model is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,6 +11,7 @@ from taskneurons.config import Config, ConfigError, build, deep_merge
 from taskneurons.config_fields import NO_FLAGS, defaults_of, flag, test_examples, train_examples
 from taskneurons.continual.method_config import MethodConfig
 from taskneurons.evaluation.eval_config import EvalConfig
+from taskneurons.experiments.knob_checks import check_count, check_ids
 from taskneurons.experiments.stage import Stage, register
 from taskneurons.training.train_config import TrainConfig
 
@@ -58,6 +60,18 @@ class ContinualConfig(Config):
         if self.order is not None and len(set(self.order)) != len(self.order):
             raise ValueError(f"order repeats a task: {self.order}")
 
+    def check_tasks(self, tasks: Sequence[Any], key: str = "continual") -> None:
+        """Two tasks or more, and ``order`` lists each of them once."""
+        check_count(tasks, key, "BWT, FWT and forgetting compare tasks learnt one after another")
+        check_ids(self.order, tasks, f"{key}.order")
+        left = [t.id for t in tasks if self.order is not None and t.id not in self.order]
+        if left:
+            raise ValueError(
+                f"{key}.order: leaves out the tasks {left}; list every task of the run once "
+                "(CL, BWT and FWT average over them all), or leave order out to learn the "
+                "tasks as given"
+            )
+
 
 @dataclass
 class ContinualSuiteConfig(ContinualConfig):
@@ -81,6 +95,14 @@ class ContinualSuiteConfig(ContinualConfig):
 
     def validate(self) -> None:
         super().validate()
+        if self.methods is not None and not self.methods:
+            raise ValueError(
+                "methods: an empty list runs no method; name one or more, or leave methods out "
+                "to run method.name (default ncft)"
+            )
+        twice = sorted({m for m in self.methods or [] if self.methods.count(m) > 1})
+        if twice:
+            raise ValueError(f"methods: {twice} listed twice (each method has one results folder)")
         if isinstance(self.method, MethodConfig):  # one method's config: its options, shared
             self.method = self.method.to_dict()
         self.runs()  # every method's config built: names, options and values checked

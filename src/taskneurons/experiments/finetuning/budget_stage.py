@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from taskneurons.config import Config
 from taskneurons.config_fields import test_examples, train_examples
 from taskneurons.evaluation.eval_config import EvalConfig
+from taskneurons.experiments.knob_checks import check_counts, check_ids, check_not_empty
 from taskneurons.experiments.stage import Stage, register
 from taskneurons.neurons.selection import check_k
 from taskneurons.training.train_config import OPTIMIZERS, TrainConfig
@@ -48,6 +51,8 @@ class BudgetGridConfig(Config):
     n_boot: int = 2000
 
     def validate(self) -> None:
+        check_not_empty(self.tasks)
+        check_counts(self, "n_boot")
         if len(self.optimizers) != len(self.lrs) or not self.optimizers:
             raise ValueError("optimizers and lrs need one learning rate per optimizer")
         bad = [o for o in self.optimizers if o not in OPTIMIZERS]
@@ -67,6 +72,10 @@ class BudgetGridConfig(Config):
             check_k(k)
         if self.train.method != "neurons" or self.train.merge:
             raise ValueError("the budget grid trains neurons: train.method='neurons', merge off")
+
+    def check_tasks(self, tasks: Sequence[Any], key: str = "budget") -> None:
+        """``tasks`` names tasks of the run."""
+        check_ids(self.tasks, tasks, f"{key}.tasks")
 
 
 #: what the stage writes, for the run README

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from taskneurons.config import Config
 from taskneurons.config_fields import test_examples, train_examples
 from taskneurons.evaluation.eval_config import EvalConfig
+from taskneurons.experiments.knob_checks import check_count, check_counts
 from taskneurons.experiments.stage import Stage, register
 from taskneurons.training.train_config import TrainConfig
 
@@ -36,6 +39,11 @@ class CrossTrainingConfig(Config):
     def validate(self) -> None:
         if self.train.method != "neurons" or self.train.merge:
             raise ValueError("cross-training trains neurons: train.method='neurons', merge off")
+        check_counts(self, "n_boot", "n_permutations")
+
+    def check_tasks(self, tasks: Sequence[Any], key: str = "crosstrain") -> None:
+        """Its gain matrix and specificity statistics need two tasks or more."""
+        check_count(tasks, key)
 
 
 #: what the stage writes, for the run README

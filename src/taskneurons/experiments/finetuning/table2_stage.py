@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from taskneurons.config import Config
 from taskneurons.config_fields import test_examples, train_examples
 from taskneurons.evaluation.eval_config import EvalConfig
+from taskneurons.experiments.knob_checks import check_ids, check_not_empty
 from taskneurons.experiments.stage import Stage, register
 from taskneurons.training.train_config import TrainConfig
 
@@ -36,12 +39,17 @@ class NeuronTrainingConfig(Config):
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def validate(self) -> None:
+        check_not_empty(self.tasks)
         if self.train.method != "neurons":
             raise ValueError(
                 f"neuron training needs train.method='neurons', got {self.train.method!r}"
             )
         if self.train.merge:
             raise ValueError("neuron training keeps the base model: set train.merge=False")
+
+    def check_tasks(self, tasks: Sequence[Any], key: str = "table2") -> None:
+        """``tasks`` names tasks of the run."""
+        check_ids(self.tasks, tasks, f"{key}.tasks")
 
 
 #: what the stage writes, for the run README

@@ -11,6 +11,7 @@ from taskneurons.config_fields import test_examples, train_examples
 from taskneurons.evaluation.eval_config import EvalConfig
 from taskneurons.experiments.generalization.generalization_stage import check_neuron_training
 from taskneurons.experiments.generalization.groups import (
+    GroupsConfig,
     ProportionOf,
     TaskGroup,
     check_percents,
@@ -21,7 +22,7 @@ from taskneurons.training.train_config import TrainConfig
 
 
 @dataclass
-class ControlledOverlapConfig(Config):
+class ControlledOverlapConfig(GroupsConfig, Config):
     """Knobs of the controlled-overlap ablation (PAPER.md Tables 9–11).
 
     Attributes:

@@ -10,6 +10,7 @@ from taskneurons.config import Config
 from taskneurons.config_fields import test_examples, train_examples
 from taskneurons.evaluation.eval_config import EvalConfig
 from taskneurons.experiments.generalization.groups import (
+    GroupsConfig,
     ProportionOf,
     TaskGroup,
     check_percents,
@@ -26,7 +27,7 @@ SINGLE_NEURONS: tuple[str, ...] = ("union", "own")
 
 
 @dataclass
-class GeneralizationConfig(Config):
+class GeneralizationConfig(GroupsConfig, Config):
     """Knobs of the proportion sweep (PAPER.md Figure 2).
 
     Attributes:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from taskneurons.config import Config
 
@@ -52,6 +52,42 @@ def default_groups() -> list[TaskGroup]:
         TaskGroup("a", ["amazonfood", "qqp", "mnli"], ["sst2", "paws", "gptnli"]),
         TaskGroup("b", ["sciq", "e2e", "cnn_dailymail"], ["tweetqa", "commongen", "xsum"]),
     ]
+
+
+def check_groups(groups: Sequence[TaskGroup], tasks: Sequence[Any], key: str) -> None:
+    """``ValueError`` naming ``key`` unless every group's tasks are among ``tasks`` (the run's)
+    and the groups' names differ.
+
+    Example:
+        >>> class T:
+        ...     def __init__(self, id): self.id = id
+        >>> check_groups([TaskGroup("a", ["x"], ["y"])], [T("x")], "overlap.groups")
+        Traceback (most recent call last):
+        ...
+        ValueError: overlap.groups: group 'a' names tasks ['y'] that are not among the run's tasks ['x']; add them to tasks: or change the group
+    """
+    ids = [t.id for t in tasks]
+    for g in groups:
+        missing = [t for t in [*g.train, *g.test] if t not in ids]
+        if missing:
+            raise ValueError(
+                f"{key}: group {g.name!r} names tasks {missing} that are not among the run's "
+                f"tasks {ids}; add them to tasks: or change the group"
+            )
+    names = [g.name for g in groups]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{key}: two groups have one name: {names}")
+
+
+class GroupsConfig:
+    """What the configs holding ``groups`` share: the check of the groups against the run's
+    tasks, before the model loads."""
+
+    groups: list[TaskGroup]
+
+    def check_tasks(self, tasks: Sequence[Any], key: str) -> None:
+        """Every group names tasks of the run (``key``: the stage's section)."""
+        check_groups(self.groups, tasks, f"{key}.groups")
 
 
 def check_percents(values: Sequence[float], key: str, low_open: bool = True) -> None:

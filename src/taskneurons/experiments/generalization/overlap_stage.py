@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from taskneurons.config import Config
 from taskneurons.experiments.generalization.groups import (
+    GroupsConfig,
     ProportionOf,
     TaskGroup,
     check_percents,
@@ -18,7 +19,7 @@ PAPER_PROPORTIONS = [10.0, 30.0, 50.0, 70.0, 100.0]
 
 
 @dataclass
-class OverlapConfig(Config):
+class OverlapConfig(GroupsConfig, Config):
     """Knobs of the overlap analysis (PAPER.md Table 8).
 
     Attributes:

@@ -10,7 +10,12 @@ from dataclasses import dataclass, field
 from taskneurons.config import Config
 from taskneurons.config_fields import test_examples, train_examples
 from taskneurons.evaluation.eval_config import EvalConfig
-from taskneurons.experiments.generalization.groups import TaskGroup, check_percents, default_groups
+from taskneurons.experiments.generalization.groups import (
+    GroupsConfig,
+    TaskGroup,
+    check_percents,
+    default_groups,
+)
 from taskneurons.experiments.stage import Stage, register
 from taskneurons.training.train_config import TrainConfig
 
@@ -32,7 +37,7 @@ def _full_training() -> TrainConfig:
 
 
 @dataclass
-class SimilarityConfig(Config):
+class SimilarityConfig(GroupsConfig, Config):
     """Knobs of the parameter-similarity analysis (PAPER.md Figure 3, Table 4).
 
     Attributes:

@@ -36,7 +36,7 @@ from torch import nn
 from taskneurons.analysis.set_overlap import proportion_of_set
 from taskneurons.config import Config
 from taskneurons.data.tasks import Task
-from taskneurons.experiments.generalization.groups import TaskGroup
+from taskneurons.experiments.generalization.groups import TaskGroup, check_groups
 from taskneurons.experiments.run_context import RunContext
 from taskneurons.experiments.specificity.detect_stage import DetectConfig
 from taskneurons.neurons.neuron_set import NeuronSet
@@ -53,17 +53,7 @@ def group_tasks(groups: Sequence[TaskGroup], tasks: Sequence[Task], key: str) ->
         ValueError: a group names a task the run does not have (the message names ``key``,
             the group and the run's task ids).
     """
-    ids = [t.id for t in tasks]
-    for g in groups:
-        missing = [t for t in [*g.train, *g.test] if t not in ids]
-        if missing:
-            raise ValueError(
-                f"{key}: group {g.name!r} names tasks {missing} that are not among the run's "
-                f"tasks {ids}; add them to tasks: or change the group"
-            )
-    names = {g.name for g in groups}
-    if len(names) != len(groups):
-        raise ValueError(f"{key}: two groups have one name: {[g.name for g in groups]}")
+    check_groups(groups, tasks, key)
     wanted = {t for g in groups for t in [*g.train, *g.test]}
     return [t for t in tasks if t.id in wanted]
 

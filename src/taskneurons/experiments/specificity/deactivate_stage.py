@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from taskneurons.config import Config
 from taskneurons.config_fields import flag, test_examples
 from taskneurons.evaluation.eval_config import EvalConfig
+from taskneurons.experiments.knob_checks import check_count, check_counts
 from taskneurons.experiments.stage import Stage, register
 
 #: how neurons are switched off (:data:`taskneurons.neurons.intervention.MODES`)
@@ -58,6 +60,11 @@ class DeactivateConfig(Config):
             )
         if self.n_test is not None and self.n_test < 1:
             raise ValueError(f"n_test must be >= 1 or None, got {self.n_test}")
+        check_counts(self, "n_boot", "n_permutations")
+
+    def check_tasks(self, tasks: Sequence[Any], key: str = "deactivate") -> None:
+        """Its matrix and specificity statistics need two tasks or more."""
+        check_count(tasks, key)
 
 
 #: what the stage writes, for the run README

@@ -4,7 +4,9 @@ model).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from taskneurons.config import Config
 from taskneurons.config_fields import train_examples
@@ -40,6 +42,10 @@ class MultitaskConfig(Config):
     def validate(self) -> None:
         if self.train.method == "neurons":
             raise ValueError("the multi-task model is fine-tuned with method 'full' or 'lora'")
+
+    def check_tasks(self, tasks: Sequence[Any], key: str = "multitask") -> None:
+        """Its deactivation (matrix, specificity) needs two tasks or more."""
+        self.deactivate.check_tasks(tasks, key)
 
 
 #: what the stage writes, for the run README

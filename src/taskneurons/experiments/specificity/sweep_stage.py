@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from taskneurons.config import Config
+from taskneurons.experiments.knob_checks import check_count
 from taskneurons.experiments.stage import Stage, register
 from taskneurons.neurons.selection.percent import check_k
 from taskneurons.neurons.selection.selection_config import SelectionConfig
@@ -26,19 +29,26 @@ class SweepConfig(Config):
     selections: list[SelectionConfig | str] = field(default_factory=SelectionConfig.names)
 
     def validate(self) -> None:
+        if not self.k:
+            raise ValueError("k: an empty list sweeps nothing; give percentages, e.g. [1, 5, 10]")
         for k in self.k:
             check_k(k)
+        if len(set(self.k)) != len(self.k):
+            raise ValueError(f"k: a percentage is listed twice: {self.k}")
         known = SelectionConfig.names()
         names = [s if isinstance(s, str) else s.method for s in self.selections]
         unknown = [s for s in names if s not in known]
-        if unknown or not self.selections or not self.k:
+        if unknown or not self.selections:
             raise ValueError(
-                f"selections must be a non-empty list of {tuple(known)} (got "
-                f"{self.selections}) and k a non-empty list"
+                f"selections must be a non-empty list of {tuple(known)} (got {self.selections})"
             )
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise ValueError(f"selections: {twice} listed twice (a cell folder is <method>-k<k>)")
+
+    def check_tasks(self, tasks: Sequence[Any], key: str = "sweep") -> None:
+        """Every cell's deactivation matrix and specificity need two tasks or more."""
+        check_count(tasks, key)
 
     def cells(self, selection: SelectionConfig) -> list[SelectionConfig]:
         """Each selection of the grid as a config (names completed from ``selection``)."""
