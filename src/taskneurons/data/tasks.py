@@ -179,6 +179,17 @@ def examples_hash(examples: list[Example]) -> str:
     return h.hexdigest()[:16]
 
 
+def example_key(ex: Example) -> str:
+    """SHA-256 (first 16 hex digits) of one example: how a fine-tuned model records the
+    examples it was trained on, so that relevance scoring can leave them out.
+
+    Example:
+        >>> example_key(Example("great film", "Good")) == example_key(Example("great film", "Good"))
+        True
+    """
+    return examples_hash([ex])
+
+
 def subset(
     examples: Sequence[Example], n: int, seed: int = 0, labels: Sequence[str] | None = None
 ) -> list[Example]:

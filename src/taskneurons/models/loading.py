@@ -24,7 +24,7 @@ from torch import nn
 
 from taskneurons.models.gguf import load_gguf
 from taskneurons.models.model_folder import ModelLoadError, check_model_folder, unsupported
-from taskneurons.models.saving import check_saved_model
+from taskneurons.models.saving import check_saved_model, mark_tuned, read_tuned_on
 
 
 @dataclass(frozen=True)
@@ -302,6 +302,8 @@ def load_model(
     model.to(dev)
     model.eval()
     model.taskneurons_source = source
+    if source.get("kind") == "folder" and (keys := read_tuned_on(source["path"])) is not None:
+        mark_tuned(model, keys)
     return model, tok
 
 

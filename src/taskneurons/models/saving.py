@@ -106,6 +106,38 @@ def save_finetuned(
     return folder
 
 
+#: The model attribute (and ``taskneurons_model.json`` key) holding the keys
+#: (:func:`taskneurons.data.tasks.example_key`) of the examples the model was fine-tuned on.
+TUNED_ON = "tuned_on"
+
+
+def tuned_on(model: nn.Module) -> frozenset[str] | None:
+    """The keys of the examples ``model`` was fine-tuned on, ``None`` when it records none (a
+    base model, or one fine-tuned elsewhere or before this record existed).
+
+    Example:
+        >>> mark_tuned(model, {"3f2a..."}); "3f2a..." in tuned_on(model)  # doctest: +SKIP
+        True
+    """
+    return getattr(model, f"taskneurons_{TUNED_ON}", None)
+
+
+def mark_tuned(model: nn.Module, keys) -> None:
+    """Record on ``model`` that it was fine-tuned on the examples of ``keys`` (added to what it
+    records already)."""
+    setattr(model, f"taskneurons_{TUNED_ON}", frozenset(tuned_on(model) or ()) | set(keys))
+
+
+def read_tuned_on(folder: str | os.PathLike) -> frozenset[str] | None:
+    """The ``tuned_on`` keys a saved model folder's ``taskneurons_model.json`` records
+    (``None``: no record, or a record without them)."""
+    path = Path(folder) / MODEL_META
+    if not path.is_file():
+        return None
+    keys = json.loads(path.read_text(encoding="utf-8")).get(TUNED_ON)
+    return frozenset(keys) if keys is not None else None
+
+
 def seal_saved_model(folder: str | os.PathLike) -> Path:
     """Add to the ``taskneurons_model.json`` of a folder written by :func:`save_finetuned` the
     checksum of every other file of the folder (:data:`FILES_KEY`) and its own (atomically).

@@ -31,8 +31,10 @@ from torch import nn
 
 from taskneurons.data.prompt_config import PromptConfig
 from taskneurons.data.prompts import iter_batches
-from taskneurons.data.tasks import Example, Task, examples_hash, subset
+from taskneurons.data.tasks import Example, Task, examples_hash
 from taskneurons.losses import loss_width
+from taskneurons.models.saving import tuned_on
+from taskneurons.neurons.attribution import scoring_examples, tuned_overlap
 from taskneurons.neurons.attribution_config import AttributionConfig
 from taskneurons.neurons.scores import NeuronScores
 from taskneurons.neurons.sites import hook_sites
@@ -96,16 +98,10 @@ class _FiringCounter:
         return count
 
 
-def _examples(task: Task, config: AttributionConfig, examples: Sequence[Example] | None):
-    """The examples to run: ``examples``, else ``config.n_examples`` of ``config.split``
-    (label-stratified with ``config.seed``, as the relevance scores draw them)."""
-    if examples is not None:
-        exs = list(examples)
-    else:
-        exs = list(task.split(config.split))
-        if config.n_examples is not None and config.n_examples < len(exs):
-            labels = task.labels if task.kind == "classification" else None
-            exs = list(subset(exs, config.n_examples, seed=config.seed, labels=labels))
+def _examples(task: Task, config: AttributionConfig, examples, tuned) -> list[Example]:
+    """The examples to run: ``examples``, else those the relevance scores draw
+    (:func:`~taskneurons.neurons.attribution.scoring_examples`)."""
+    exs = list(examples) if examples is not None else scoring_examples(task, config, tuned)
     if not exs:
         raise ValueError(f"task {task.id!r}: no examples to run")
     return exs
@@ -182,7 +178,7 @@ def activation_probability(
     meta: dict = {"kind": "activation_probability", "threshold": float(threshold)}
     meta.update(tokens=tokens, config=config.to_dict(), space=space.describe())
     meta["model_fingerprint"] = model_fingerprint(model)
-    batches = _batches(data, tokenizer, config, examples, meta)
+    batches = _batches(data, tokenizer, config, examples, meta, tuned_on(model))
     counts, n_tokens = _count(model, batches, space, float(threshold), tokens)
     if n_tokens == 0:
         raise ValueError(f"no {tokens!r} tokens to count (empty data or no answer tokens)")
@@ -191,14 +187,16 @@ def activation_probability(
     return NeuronScores(space.definition, probs, meta)
 
 
-def _batches(data, tokenizer, config: AttributionConfig, examples, meta: dict) -> Iterable:
-    """The batches to run: ``data`` itself, or a task's examples (recorded in ``meta``)."""
+def _batches(data, tokenizer, config: AttributionConfig, examples, meta: dict, tuned) -> Iterable:
+    """The batches to run: ``data`` itself, or a task's examples (recorded in ``meta``; those
+    the model was fine-tuned on, ``tuned``, left out as the relevance scores leave them)."""
     if not isinstance(data, Task):
         return data
     if tokenizer is None:
         raise ValueError("counting activations on a Task needs the tokenizer")
-    exs = _examples(data, config, examples)
+    exs = _examples(data, config, examples, tuned)
     meta.update(task=data.id, task_source=data.source, n_examples=len(exs))
+    meta.update(tuned_overlap(exs, tuned))
     meta["data_hash"] = examples_hash(exs)
     pcfg = PromptConfig(**{**asdict(config.prompt), "loss_on": "answer"})
     return iter_batches(tokenizer, data, exs, pcfg, config.batch_size)
@@ -230,7 +228,7 @@ def mean_activation(
     space = space if space is not None else NeuronSpace(model, config.definition)  # type: ignore[arg-type]
     meta: dict = {"kind": "mean_activation", "tokens": tokens, "config": config.to_dict()}
     meta.update(space=space.describe(), model_fingerprint=model_fingerprint(model))
-    batches = _batches(data, tokenizer, config, None, meta)
+    batches = _batches(data, tokenizer, config, None, meta, tuned_on(model))
     sums, n_tokens = _count(model, batches, space, 0.0, tokens, per_token=lambda act: act)
     if n_tokens == 0:
         raise ValueError(f"no {tokens!r} tokens to average over")

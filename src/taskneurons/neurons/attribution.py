@@ -47,8 +47,9 @@ import torch
 from torch import nn
 
 from taskneurons.data.prompts import iter_batches
-from taskneurons.data.tasks import Example, Task, examples_hash, subset
+from taskneurons.data.tasks import Example, Task, example_key, examples_hash, subset
 from taskneurons.losses import loss_width, per_example_loss
+from taskneurons.models.saving import tuned_on
 from taskneurons.neurons.attribution_config import Aggregate, AttributionConfig
 from taskneurons.neurons.scores import NeuronScores
 from taskneurons.neurons.sites import hook_sites
@@ -138,15 +139,39 @@ class _ScoreAccumulator:
         return act
 
 
-def scoring_examples(task: Task, config: AttributionConfig) -> list[Example]:
-    """The task's ``config.split`` examples, ``config.n_examples`` of them (label-stratified)."""
+def scoring_examples(
+    task: Task, config: AttributionConfig, tuned: frozenset[str] | None = None
+) -> list[Example]:
+    """The task's ``config.split`` examples, ``config.n_examples`` of them (label-stratified),
+    drawn from those not in ``tuned`` (the keys of the examples the model was fine-tuned on,
+    :func:`~taskneurons.models.saving.tuned_on`) when ``config.exclude_tuned`` and any remain.
+
+    Example:
+        >>> exs = scoring_examples(task, AttributionConfig(n_examples=8), tuned_on(model))  # doctest: +SKIP
+    """
     examples = task.split(config.split)
     if not examples:
         raise ValueError(f"task {task.id!r} has no {config.split} examples to score")
+    if config.exclude_tuned and tuned:
+        fresh = [ex for ex in examples if example_key(ex) not in tuned]
+        examples = fresh or examples  # all of them tuned on: the overlap record says so
     if config.n_examples is not None and config.n_examples < len(examples):
         labels = task.labels if task.kind == "classification" else None
         examples = subset(examples, config.n_examples, seed=config.seed, labels=labels)
     return list(examples)
+
+
+def tuned_overlap(examples: Sequence[Example], tuned: frozenset[str] | None) -> dict:
+    """``{"tuned_overlap": n}``: how many of the scored ``examples`` the model was fine-tuned
+    on; empty when the model records no fine-tuning (``tuned`` is ``None``).
+
+    Example:
+        >>> tuned_overlap([Example("a", "b")], frozenset())
+        {'tuned_overlap': 0}
+    """
+    if tuned is None:
+        return {}
+    return {"tuned_overlap": sum(example_key(ex) in tuned for ex in examples)}
 
 
 def _task_batches(
@@ -156,20 +181,23 @@ def _task_batches(
     examples: Sequence[Example] | None,
     accelerator,
     meta: dict,
+    tuned: frozenset[str] | None = None,
 ) -> tuple[Iterable[dict[str, torch.Tensor]], int]:
     """This process's batches of a task's examples and how many there are.
 
     Records ``task``, ``task_source``, ``n_examples`` and ``data_hash`` (of all processes'
-    examples) in ``meta``. With several processes, each gets its shard of the examples.
+    examples) in ``meta``, and ``tuned_overlap`` when the model records its fine-tuning
+    examples (``tuned``). With several processes, each gets its shard of the examples.
     """
     if tokenizer is None:
         raise ValueError("relevance_scores on a Task needs the tokenizer")
-    exs = list(examples) if examples is not None else scoring_examples(task, config)
+    exs = list(examples) if examples is not None else scoring_examples(task, config, tuned)
     if not exs:
         raise ValueError(f"task {task.id!r}: no examples to score")
     meta.update(
         task=task.id, task_source=task.source, n_examples=len(exs), data_hash=examples_hash(exs)
     )
+    meta.update(tuned_overlap(exs, tuned))
     if accelerator is not None and accelerator.num_processes > 1:
         with accelerator.split_between_processes(exs) as shard:
             exs = list(shard)
@@ -330,7 +358,9 @@ def relevance_scores(
     batches: Iterable[dict[str, torch.Tensor]]
     n_batches: int | None
     if isinstance(data, Task):
-        batches, n_batches = _task_batches(data, tokenizer, config, examples, accelerator, meta)
+        batches, n_batches = _task_batches(
+            data, tokenizer, config, examples, accelerator, meta, tuned_on(model)
+        )
     else:
         batches, n_batches = _local_batches(data, accelerator), None
     start = time.perf_counter()

@@ -34,6 +34,11 @@ class AttributionConfig(Config):
         n_examples: how many examples (``None``: all), drawn label-stratified with ``seed``.
         seed: seed of the example subset.
         prompt: how examples become tokens.
+        exclude_tuned: leave out of the scored examples those the model records it was
+            fine-tuned on (a model fine-tuned and saved by this tool records them), so that the
+            data that selects neurons is disjoint from the data that trained them; the sets
+            record the overlap (``tuned_overlap``). Where every example of the split was used
+            for fine-tuning, they are scored anyway and the overlap says so.
         group_by_length: when scoring a task, batch its examples longest first so that
             little compute goes to padding (the scores are sums over examples, so the order
             only changes float rounding). Batches passed in ready-made are used as given.
@@ -61,6 +66,7 @@ class AttributionConfig(Config):
     seed: int = 0
     prompt: PromptConfig = field(default_factory=PromptConfig)
     group_by_length: bool = True
+    exclude_tuned: bool = True
 
     def validate(self) -> None:
         if self.aggregate not in AGGREGATES:

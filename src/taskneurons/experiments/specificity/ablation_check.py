@@ -38,6 +38,7 @@ from taskneurons.data.prompts import iter_batches
 from taskneurons.data.tasks import Task, examples_hash
 from taskneurons.experiments.run_context import RunContext
 from taskneurons.experiments.specificity.ablation_check_stage import AblationCheckConfig
+from taskneurons.models.saving import tuned_on
 from taskneurons.neurons.ablation_effects import ablation_effects
 from taskneurons.neurons.attribution import relevance_scores, scoring_examples
 from taskneurons.neurons.attribution_config import AttributionConfig
@@ -127,7 +128,7 @@ def _pool(scores, space: NeuronSpace, config: AblationCheckConfig) -> tuple[list
 
 def _task_effects(ctx: RunContext, task: Task, space, acfg, config) -> tuple[list[dict], str]:
     """Estimate and truth of every pooled neuron of one task, and the examples' hash."""
-    examples = scoring_examples(task, acfg)
+    examples = scoring_examples(task, acfg, tuned_on(ctx.model))
     scores = relevance_scores(ctx.model, task, space, tokenizer=ctx.tokenizer, config=acfg,
                               examples=examples, progress=ctx.progress)  # fmt: skip
     pool, drawn = _pool(scores, space, config)

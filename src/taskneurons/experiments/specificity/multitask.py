@@ -19,6 +19,7 @@ from pathlib import Path
 
 from torch import nn
 
+from taskneurons.data.tasks import example_key
 from taskneurons.experiments.common import limited
 from taskneurons.experiments.run_context import RunContext
 from taskneurons.experiments.specificity.deactivation import (
@@ -28,7 +29,13 @@ from taskneurons.experiments.specificity.deactivation import (
 from taskneurons.experiments.specificity.deactivation_result import DeactivationResult
 from taskneurons.experiments.specificity.detect import DetectionResult, detect_neurons
 from taskneurons.experiments.specificity.multitask_stage import MultitaskConfig
-from taskneurons.models.saving import save_finetuned, seal_saved_model
+from taskneurons.models.saving import (
+    TUNED_ON,
+    mark_tuned,
+    save_finetuned,
+    seal_saved_model,
+    tuned_on,
+)
 from taskneurons.provenance import model_fingerprint, provenance
 from taskneurons.store.run_folder import read_record
 from taskneurons.store.stored_result import StoredResult
@@ -108,6 +115,7 @@ def multitask_experiment(
     base = model_fingerprint(model)  # before training changes the weights in place
     res = train(model, tokenizer, train_tasks, cfg, out_dir=out / "multitask", progress=progress)
     tuned = res.model
+    mark_tuned(tuned, (example_key(ex) for t in train_tasks for ex in t.train))
     summary = {"steps": res.steps, "final_loss": res.final_loss}
     if config.save_model:
         save_finetuned(tuned, tokenizer, out / "model", model_record(tuned, base, config, summary))
@@ -127,7 +135,8 @@ def model_record(tuned: nn.Module, base: dict, config: MultitaskConfig, summary:
     """The ``taskneurons_model.json`` of a saved fine-tuned model.
 
     ``model_fingerprint`` is the saved model's own (what neuron sets detected on it record),
-    ``base_model`` the fingerprint of the model it was fine-tuned from.
+    ``base_model`` the fingerprint of the model it was fine-tuned from, ``tuned_on`` the keys
+    of the examples it was fine-tuned on (relevance scoring on it leaves them out).
     """
     dtype = str(next(tuned.parameters()).dtype).removeprefix("torch.")
     return provenance(
@@ -137,6 +146,7 @@ def model_record(tuned: nn.Module, base: dict, config: MultitaskConfig, summary:
         dtype=dtype,
         train=summary,
         config=config.to_dict(),
+        **{TUNED_ON: sorted(tuned_on(tuned) or ())},
     )
 
 

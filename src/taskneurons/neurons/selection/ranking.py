@@ -46,6 +46,7 @@ _INHERITED_KEYS = (
     "examples",
     "examples_hash",
     "data_hash",
+    "tuned_overlap",
     "seed",
 )
 
