@@ -30,48 +30,50 @@ def _file(tmp_path, task_folders, **settings) -> tuple:
     return path, out
 
 
-@pytest.mark.parametrize(
-    "settings, message",
-    [
-        ({"experiment": "budget", "budget": {"tasks": ["sst2"]}},
-         "budget.tasks: ['sst2'] are not among the tasks ['mood', 'answer']"),
-        ({"experiment": "budget", "budget": {"tasks": []}},
-         "budget: tasks: an empty list trains no task; give task ids, or null for all"),
-        ({"experiment": "table2", "table2": {"tasks": ["sst2"]}},
-         "table2.tasks: ['sst2'] are not among the tasks ['mood', 'answer']"),
-        ({"experiment": "budget", "budget": {"n_boot": 0}}, "budget: n_boot must be >= 1, got 0"),
-        ({"experiment": "deactivate", "deactivate": {"n_boot": 0}},
-         "deactivate: n_boot must be >= 1, got 0"),
-        ({"experiment": "deactivate", "deactivate": {"n_boot": -5}},
-         "deactivate: n_boot must be >= 1, got -5"),
-        ({"experiment": "deactivate", "deactivate": {"n_permutations": 0}},
-         "deactivate: n_permutations must be >= 1, got 0"),
-        ({"experiment": "crosstrain", "crosstrain": {"n_boot": 0}},
-         "crosstrain: n_boot must be >= 1, got 0"),
-        ({"experiment": "multitask", "multitask": {"deactivate": {"n_boot": 0}}},
-         "multitask.deactivate: n_boot must be >= 1, got 0"),
-        ({"experiment": "overlap", "groups": [{"name": "g", "train": ["mood"], "test": ["sst2"]}]},
-         "overlap.groups: group 'g' names tasks ['sst2'] that are not among the run's tasks "
-         "['mood', 'answer']; add them to tasks: or change the group"),
-        ({"experiment": "continual", "continual": {"order": ["mood", "sst2"]}},
-         "continual.order: ['sst2'] are not among the tasks ['mood', 'answer']"),
-        ({"experiment": "continual", "continual": {"order": ["mood"]}},
-         "continual.order: leaves out the tasks ['answer']; list every task of the run once"),
-        ({"experiment": "continual", "continual": {"methods": []}},
-         "continual: methods: an empty list runs no method; name one or more, or leave methods "
-         "out to run method.name (default ncft)"),
-        ({"experiment": "continual", "continual": {"methods": ["seqft", "epi", "seqft"]}},
-         "continual: methods: ['seqft'] listed twice (each method has one results folder)"),
-        ({"experiment": []}, "experiment: no stage to run; name one or a list of: detect, "),
-        ({"experiment": "sweep", "sweep": {"k": []}},
-         "sweep: k: an empty list sweeps nothing; give percentages, e.g. [1, 5, 10]"),
-        ({"experiment": "sweep", "sweep": {"selections": []}},
-         "sweep: selections must be a non-empty list of ('topk', 'specific', 'contrastive', "
-         "'lape') (got [])"),
-        ({"experiment": "sweep", "sweep": {"k": [5, 5.0]}},
-         "sweep: k: a percentage is listed twice: [5.0, 5.0]"),
-    ],
-)  # fmt: skip
+#: (settings of the experiment file, the message that follows its path); tests/test_probe.py
+#: runs them too, with a model that loads
+KNOB_CASES = [
+    ({"experiment": "budget", "budget": {"tasks": ["sst2"]}},
+     "budget.tasks: ['sst2'] are not among the tasks ['mood', 'answer']"),
+    ({"experiment": "budget", "budget": {"tasks": []}},
+     "budget: tasks: an empty list trains no task; give task ids, or null for all"),
+    ({"experiment": "table2", "table2": {"tasks": ["sst2"]}},
+     "table2.tasks: ['sst2'] are not among the tasks ['mood', 'answer']"),
+    ({"experiment": "budget", "budget": {"n_boot": 0}}, "budget: n_boot must be >= 1, got 0"),
+    ({"experiment": "deactivate", "deactivate": {"n_boot": 0}},
+     "deactivate: n_boot must be >= 1, got 0"),
+    ({"experiment": "deactivate", "deactivate": {"n_boot": -5}},
+     "deactivate: n_boot must be >= 1, got -5"),
+    ({"experiment": "deactivate", "deactivate": {"n_permutations": 0}},
+     "deactivate: n_permutations must be >= 1, got 0"),
+    ({"experiment": "crosstrain", "crosstrain": {"n_boot": 0}},
+     "crosstrain: n_boot must be >= 1, got 0"),
+    ({"experiment": "multitask", "multitask": {"deactivate": {"n_boot": 0}}},
+     "multitask.deactivate: n_boot must be >= 1, got 0"),
+    ({"experiment": "overlap", "groups": [{"name": "g", "train": ["mood"], "test": ["sst2"]}]},
+     "overlap.groups: group 'g' names tasks ['sst2'] that are not among the run's tasks "
+     "['mood', 'answer']; add them to tasks: or change the group"),
+    ({"experiment": "continual", "continual": {"order": ["mood", "sst2"]}},
+     "continual.order: ['sst2'] are not among the tasks ['mood', 'answer']"),
+    ({"experiment": "continual", "continual": {"order": ["mood"]}},
+     "continual.order: leaves out the tasks ['answer']; list every task of the run once"),
+    ({"experiment": "continual", "continual": {"methods": []}},
+     "continual: methods: an empty list runs no method; name one or more, or leave methods "
+     "out to run method.name (default ncft)"),
+    ({"experiment": "continual", "continual": {"methods": ["seqft", "epi", "seqft"]}},
+     "continual: methods: ['seqft'] listed twice (each method has one results folder)"),
+    ({"experiment": []}, "experiment: no stage to run; name one or a list of: detect, "),
+    ({"experiment": "sweep", "sweep": {"k": []}},
+     "sweep: k: an empty list sweeps nothing; give percentages, e.g. [1, 5, 10]"),
+    ({"experiment": "sweep", "sweep": {"selections": []}},
+     "sweep: selections must be a non-empty list of ('topk', 'specific', 'contrastive', "
+     "'lape') (got [])"),
+    ({"experiment": "sweep", "sweep": {"k": [5, 5.0]}},
+     "sweep: k: a percentage is listed twice: [5.0, 5.0]"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("settings, message", KNOB_CASES)
 def test_stage_settings_refused_before_the_model(settings, message, tmp_path, task_folders, capsys):
     path, out = _file(tmp_path, task_folders, **settings)
     refused(capsys, ["run", str(path)], f"{path}: {message}")

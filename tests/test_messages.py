@@ -156,12 +156,13 @@ def test_another_dtype_is_not_another_model(tiny_folder, task_folders, tmp_path,
     base = ["-m", str(tiny_folder), "-t", _tasks(task_folders)]
     assert main(["detect", *base, "--n-examples", "4", "--out", str(tmp_path / "d")]) == 0
     argv = ["deactivate", *base, "--neurons", str(tmp_path / "d"), "--out", str(tmp_path / "x")]
-    line = refused(
+    sets = tmp_path / "d" / "mood" / "neurons.safetensors"
+    line = refused(  # before the model loads (tests/test_probe.py)
         capsys,
         [*argv, "--dtype", "bfloat16"],
-        "taskneurons deactivate: error: neuron set was made with the model loaded as float32, "
-        f"but this model is loaded as bfloat16 (same architecture, source {tiny_folder}), so its "
-        "weights are rounded otherwise: pass --dtype float32",
+        f"taskneurons deactivate: error: neuron set {sets} was made with the model loaded as "
+        "float32, but this run loads it as bfloat16, so its weights are rounded otherwise: pass "
+        "--dtype float32",
     )
     assert "another model" not in line
 

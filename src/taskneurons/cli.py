@@ -346,15 +346,17 @@ def main(argv: list[str] | None = None) -> int:
     prints one line ``taskneurons COMMAND: error: ...`` and returns 2; ``-v`` shows the
     traceback instead. Programming errors are never caught. An interrupt (Ctrl-C) anywhere,
     start-up included, prints one line ``interrupted`` and returns 130 (nothing is imported
-    while handling it). A process group the run joined (``torchrun``) is left at the end.
+    while handling it). A process group the command started (``torchrun``: training makes an
+    ``Accelerator``) is ended when it returns; one the caller started is left to the caller.
     """
     try:
-        return _main(sys.argv[1:] if argv is None else list(argv))
+        from taskneurons.training.process_group import ending_started_group
+
+        with ending_started_group():
+            return _main(sys.argv[1:] if argv is None else list(argv))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    finally:
-        _end_process_group()
 
 
 def _main(argv: list[str]) -> int:
@@ -378,15 +380,6 @@ def _main(argv: list[str]) -> int:
             raise
         print(f"taskneurons {args.command}: error: {_describe(exc, args.command)}", file=sys.stderr)
         return 2
-
-
-def _end_process_group() -> None:
-    """Leave a torch.distributed process group this process joined (``torchrun``, ``accelerate
-    launch``), so the interpreter does not abort at exit ("terminate called without an active
-    exception")."""
-    dist = sys.modules.get("torch.distributed")
-    if dist is not None and dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
 
 
 if __name__ == "__main__":  # pragma: no cover

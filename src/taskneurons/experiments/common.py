@@ -10,9 +10,9 @@ from typing import Any
 from torch import nn
 
 from taskneurons.data.tasks import Example, Task, examples_hash, subset
-from taskneurons.neurons.neuron_set import NeuronSet
+from taskneurons.neurons.neuron_set import NeuronSet, NeuronSetMismatchError
 from taskneurons.neurons.selection.selection_config import own_keys
-from taskneurons.provenance import model_fingerprint, provenance
+from taskneurons.provenance import fingerprint_of, model_fingerprint, provenance
 from taskneurons.store.run_folder import RunFolder, read_record
 from taskneurons.store.settings import SettingsKey, flatten
 
@@ -83,6 +83,32 @@ def load_neuron_sets(
         sets[t.id] = NeuronSet.load(path, model=model, strict=strict)
     check_same_detection(folder, sets)
     return sets
+
+
+def check_sets_dtype(folder: str | os.PathLike, tasks: list[Task], dtype: str) -> None:
+    """Refuse, before the model loads, sets of ``folder`` made with the model loaded as another
+    dtype than ``dtype`` (the run's, e.g. ``"bfloat16"``): their model's weights were rounded
+    otherwise. A task without a set, or a set without a fingerprint, is left to
+    :func:`load_neuron_sets` once the model is loaded.
+
+    Raises:
+        NeuronSetMismatchError: the first such set (the message names it and both dtypes).
+        ValueError: a set is damaged or edited (the message names the file).
+
+    Example:
+        >>> check_sets_dtype("runs/detect", tasks, "bfloat16")  # doctest: +SKIP
+    """
+    run = RunFolder(detect_folder(folder))
+    for t in tasks:
+        path = run.set_path(t.id)
+        recorded = fingerprint_of(NeuronSet.load(path).meta) if path.is_file() else None
+        was = (recorded or {}).get("dtype", "float32")
+        if recorded is not None and was != dtype:
+            raise NeuronSetMismatchError(
+                f"neuron set {path} was made with the model loaded as {was}, but this run loads "
+                f"it as {dtype}, so its weights are rounded otherwise: load the model with "
+                f"dtype={was}"
+            )
 
 
 # -- one detection per folder -----------------------------------------------------------------------

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from taskneurons._io import write_json_sealed, write_text_atomic
+from taskneurons._io import check_record, read_json, write_json_sealed, write_text_atomic
 from taskneurons.config import ConfigError
 from taskneurons.data.tasks import Task, examples_hash
 from taskneurons.experiments.experiment_file import ExperimentFile, to_yaml
@@ -199,6 +199,8 @@ def claim_folder(config: ExperimentFile, tasks: Sequence[Task], source: str) -> 
             ``max_length`` ones compared once the model is loaded), or results without a
             record; with ``overwrite``, a folder that holds the working directory, the home
             folder or an input of the run.
+        ValueError: a file of a folder of the same settings refuses it
+            (:func:`check_held_files`).
     """
     folder = RunFolder(config.out)
     held_files = folder.entries()
@@ -220,7 +222,31 @@ def claim_folder(config: ExperimentFile, tasks: Sequence[Task], source: str) -> 
     claim = FolderClaim(config, source, held)
     now = run_settings(config, tasks)
     claim.compare(now, skip=[k for k in now if deferred(config, k)])
+    check_held_files(config, folder)
     return claim
+
+
+def check_held_files(config: ExperimentFile, folder: RunFolder) -> None:
+    """What a folder of results of the same settings refuses from its files alone, before the
+    model loads: with ``resume``, a JSON file cut short or changed since it was written (the
+    run would read it back); each stage's ``check_folder``.
+
+    Raises:
+        ValueError: naming the file (``ChangedFileError`` for a changed one), or the stage's.
+
+    Example:
+        >>> check_held_files(config, RunFolder("runs/sweep"))  # doctest: +SKIP
+    """
+    if config.resume:
+        for path in sorted(folder.path.rglob("*.json")):
+            data = read_json(path) if not path.name.startswith(".") else None
+            if isinstance(data, dict):
+                check_record(data, path)
+    stages = config.stages()
+    for name in stages:
+        check = stage_named(name).folder_checker()
+        if check is not None:
+            check(getattr(config, name), folder.stage_dir(name, stages), config.resume)
 
 
 def deferred(config: ExperimentFile, key: str) -> bool:

@@ -40,7 +40,7 @@ from taskneurons.data.prompt_config import PromptConfig
 from taskneurons.data.prompts import fit_max_length, truncation_report
 from taskneurons.data.tasks import Task, TaskFormatError
 from taskneurons.evaluation.dispatch import check_task_metric
-from taskneurons.experiments.common import detect_folder
+from taskneurons.experiments.common import check_sets_dtype, detect_folder
 from taskneurons.experiments.experiment_file import (
     ExperimentFile,
     read_mapping,
@@ -124,6 +124,7 @@ def run_experiment(
     tasks = load_tasks(config, source)
     check_settings(config, source)
     check_stage_tasks(config, tasks, source)
+    check_given_sets(config, tasks)
     config = fit_sizes(config, tasks)
     out = prepare_out(config, source)
     claim = claim_folder(config, tasks, source)  # a folder of other settings: refused here
@@ -219,6 +220,16 @@ def check_settings(config: ExperimentFile, source: str) -> None:
                 raise ConfigError(
                     f"{source}: {key}: must be at least 1 (or null for all examples), got {value}"
                 )
+
+
+def check_given_sets(config: ExperimentFile, tasks: list[Task]) -> None:
+    """The ``neurons:`` sets the stages will use, against the dtype the model will be loaded
+    as, before it loads (:func:`~taskneurons.experiments.common.check_sets_dtype`)."""
+    stages = config.stages()
+    needs_sets = any("sets" in stage_named(s).needs for s in stages)
+    if config.neurons is not None and needs_sets and "detect" not in stages:
+        dtype = str(resolve_dtype(config.dtype)).removeprefix("torch.")
+        check_sets_dtype(config.neurons, tasks, dtype)
 
 
 def _map_prompts(obj: Any, change: Callable[[PromptConfig], PromptConfig]) -> Any:

@@ -66,6 +66,10 @@ class Stage:
         check: ``"module:function"`` of what the stage refuses once the model is loaded, called
             as ``check(ctx, config, folder)`` before the run writes anything (``folder``:
             where the stage will write; ``None`` when the run empties the folder first).
+        check_folder: ``"module:function"`` of what the stage refuses from its folder and
+            settings alone, before the model loads, when the run takes a folder of results of
+            the same settings: ``check_folder(config, folder, resume)`` (``folder``: where
+            the stage writes), e.g. a continual run's checkpoints without ``resume``.
         extends: keys of its section holding lists a resumed run may lengthen (the sweep's
             ``k`` and ``selections``): the run folder then holds the longer grid.
     """
@@ -82,6 +86,7 @@ class Stage:
     files: Mapping[str, str] | str = field(default_factory=dict)
     result: str = ""
     check: str = ""
+    check_folder: str = ""
     extends: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -91,7 +96,7 @@ class Stage:
         if unknown:
             raise ValueError(f"stage {self.name!r}: unknown needs {unknown}; known: {NEEDS}")
         named = (("run", self.run), ("result", self.result or ":"), ("check", self.check or ":"))
-        for key, value in named:
+        for key, value in (*named, ("check_folder", self.check_folder or ":")):
             if ":" not in value:
                 raise ValueError(f"stage {self.name!r}: {key} must be 'module:name', got {value!r}")
 
@@ -113,6 +118,10 @@ class Stage:
             True
         """
         return self._named(self.check) if self.check else None
+
+    def folder_checker(self) -> Callable[..., Any] | None:
+        """The ``check_folder`` function (imported now), or ``None`` when it declares none."""
+        return self._named(self.check_folder) if self.check_folder else None
 
     def result_class(self) -> type:
         """The class of the stage's result (its module imported now).

@@ -73,6 +73,7 @@ from taskneurons.data.tasks import Task
 from taskneurons.neurons.neuron_set import NeuronSet
 from taskneurons.training.batches import TrainData, check_tasks
 from taskneurons.training.methods import TrainMethod, make_method
+from taskneurons.training.process_group import new_accelerator
 from taskneurons.training.run_files import (
     append_log,
     reset_log,
@@ -99,7 +100,8 @@ class TrainOptions:
         resume: continue from ``out_dir/checkpoint.pt`` when it exists (the model must be the
             same base model as in the interrupted run; the config must match except
             ``checkpoint_every``, ``log_every``, ``log_file`` and ``merge``).
-        accelerator: an ``accelerate.Accelerator`` (``None``: a new one).
+        accelerator: an ``accelerate.Accelerator`` (``None``: a new one; a process group it
+            starts, under ``torchrun``, is ended at exit: :mod:`.process_group`).
         on_step: called as ``on_step(step, record)`` after every optimizer step (and after
             the step's checkpoint), ``step`` counting from 1.
         params: train exactly these tensors (name -> parameter) of the model as it is, e.g.
@@ -218,9 +220,7 @@ def _prepare(
     t0: float,
 ) -> _Run:
     """Encode the data, set the method up, build the optimizer, resume, write the config."""
-    from accelerate import Accelerator
-
-    accelerator = options.accelerator or Accelerator()
+    accelerator = options.accelerator or new_accelerator()
     config = method.config
     data = TrainData.encode(tokenizer, tasks, config)
     meta = run_meta(tasks, neurons, model)

@@ -172,5 +172,6 @@ FILES = """
 STAGE = register(Stage(
     name="continual", config=ContinualSuiteConfig, order=120, changes_model=True,
     run=".suite:run_continual", result=".suite:ContinualSuiteResult", files=FILES,
+    check_folder=".suite:check_checkpoints",
     title="learn the tasks in order with each method; accuracy matrix, CL, FG, BWT, FWT",
 ))  # fmt: skip

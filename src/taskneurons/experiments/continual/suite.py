@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from taskneurons._io import write_json_sealed
-from taskneurons.continual.stage_checkpoint import checkpoint_stage
+from taskneurons.continual.stage_checkpoint import checkpoint_stage, has_checkpoint
 from taskneurons.experiments.continual.continual_result import ContinualResult
 from taskneurons.experiments.continual.continual_stage import ContinualConfig, ContinualSuiteConfig
 from taskneurons.experiments.continual.method_run import continual_experiments, shares_training
@@ -173,3 +173,20 @@ def _jobs(
 
 
 run_continual = continual_suite
+
+
+def check_checkpoints(config: ContinualSuiteConfig, folder: Path, resume: bool) -> None:
+    """Before the model loads: without ``resume``, a method's folder that holds a checkpoint of
+    an earlier run is refused (the run would start it afresh over it).
+
+    Example:
+        >>> check_checkpoints(config, Path("runs/cl"), resume=False)  # doctest: +SKIP
+        Traceback (most recent call last):
+        ValueError: runs/cl/seqft holds a checkpoint of an earlier run; pass resume=True or ...
+    """
+    for label, _ in config.runs():
+        if not resume and has_checkpoint(Path(folder) / label / "checkpoint"):
+            raise ValueError(
+                f"{Path(folder) / label} holds a checkpoint of an earlier run; pass resume=True "
+                "or another folder"
+            )
