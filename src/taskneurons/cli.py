@@ -229,7 +229,14 @@ def _load(spec: str, flags: dict):
     return model, tok
 
 
+def cmd_export(args) -> int:
+    from taskneurons.cli_export import run_export
+
+    return run_export(args)
+
+
 COMMANDS = {
+    "export": cmd_export,
     "info": cmd_info,
     "tasks": cmd_tasks,
     "eval": cmd_eval,

@@ -177,6 +177,15 @@ def _add_analysis_options(q: argparse.ArgumentParser, name: str) -> None:
         q.add_argument("--seed", type=int, default=None, help="bootstrap seed")
 
 
+def _add_export(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", type=Path, help="a detect folder or a run folder holding detect/")
+    p.add_argument("--out", type=Path, required=True,
+                   help="FILE.pth / .pt (LAPE's list of unit-index tensors) or FILE.json")  # fmt: skip
+    p.add_argument("--tasks", type=lambda v: [t for t in v.split(",") if t], default=None,
+                   help="comma-separated task ids (default: every set)")  # fmt: skip
+    p.add_argument("--general", action="store_true", help="add the general set (specific)")
+
+
 def commands() -> dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]]:
     """Command name -> (one-line help, the function that adds its arguments)."""
     out: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
@@ -193,6 +202,7 @@ def commands() -> dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]
         _add_finetune,
     )
     out["analyze"] = ("tables and figures from finished runs", _add_analyze)
+    out["export"] = ("neuron sets as LAPE .pth or JSON files other tools read", _add_export)
     out["demo"] = ("the whole flow on the embedded model and built-in tasks", _add_demo)
     return out
 
