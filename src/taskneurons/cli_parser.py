@@ -186,6 +186,11 @@ def _add_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--general", action="store_true", help="add the general set (specific)")
 
 
+def _add_report(p: argparse.ArgumentParser) -> None:
+    p.add_argument("runs", nargs="+", type=Path, help="run folders (side by side)")
+    p.add_argument("--out", type=Path, default=None, help="FILE.html (default: RUN/report.html)")
+
+
 def commands() -> dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]]:
     """Command name -> (one-line help, the function that adds its arguments)."""
     out: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
@@ -202,6 +207,7 @@ def commands() -> dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]
         _add_finetune,
     )
     out["analyze"] = ("tables and figures from finished runs", _add_analyze)
+    out["report"] = ("one self-contained HTML page of finished runs", _add_report)
     out["export"] = ("neuron sets as LAPE .pth or JSON files other tools read", _add_export)
     out["demo"] = ("the whole flow on the embedded model and built-in tasks", _add_demo)
     return out
