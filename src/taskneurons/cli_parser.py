@@ -189,6 +189,17 @@ def _add_export(p: argparse.ArgumentParser) -> None:
 def _add_report(p: argparse.ArgumentParser) -> None:
     p.add_argument("runs", nargs="+", type=Path, help="run folders (side by side)")
     p.add_argument("--out", type=Path, default=None, help="FILE.html (default: RUN/report.html)")
+    p.add_argument("--neuron", action="append", default=[], type=_read_neuron, metavar="L.U",
+                   help="a neuron card for FFN unit U of layer L (repeatable)")  # fmt: skip
+    p.add_argument("--cards", type=int, default=2, metavar="N",
+                   help="neuron cards of each task's N most relevant neurons (0: none)")  # fmt: skip
+
+
+def _read_neuron(value: str) -> tuple[int, int]:
+    layer, dot, unit = value.partition(".")
+    if not (dot and layer.isdigit() and unit.isdigit()):
+        raise argparse.ArgumentTypeError(f"expected LAYER.UNIT such as 12.803, got {value!r}")
+    return int(layer), int(unit)
 
 
 def commands() -> dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]]:

@@ -1,8 +1,9 @@
 """``taskneurons report``: one self-contained HTML page of finished run folders.
 
-``taskneurons report RUN [RUN ...] [--out FILE.html]`` reads each run through its result
-objects (:mod:`taskneurons.pages`) and writes one page, the runs side by side (default:
-``RUN/report.html`` of the first). ``taskneurons run``, ``demo`` and every stage command write
+``taskneurons report RUN [RUN ...] [--out FILE.html] [--neuron L.U ...] [--cards N]`` reads
+each run through its result objects (:mod:`taskneurons.pages`) and writes one page, the runs
+side by side (default: ``RUN/report.html`` of the first), with neuron cards of each task's
+``N`` top neurons (default 2; 0: none) and of every ``--neuron`` (the run's model is loaded). ``taskneurons run``, ``demo`` and every stage command write
 it at the end of a run (:func:`finished`).
 
 Example:
@@ -16,6 +17,9 @@ import argparse
 
 from taskneurons._io import folder_problem
 from taskneurons.pages.html_report import write_report
+from taskneurons.pages.neuron_cards import CardOptions
+from taskneurons.pages.run_cards import with_cards
+from taskneurons.pages.run_view import run_view
 from taskneurons.store.run_folder import RunFolder
 
 
@@ -37,7 +41,11 @@ def check_args(args: argparse.Namespace) -> None:
 def run_report(args: argparse.Namespace) -> int:
     """Write the page; print its path."""
     check_args(args)
-    path = write_report(args.runs, args.out)
+    options = CardOptions(per_task=args.cards, neurons=tuple(args.neuron))
+    views = [run_view(run) for run in args.runs]
+    if options.per_task > 0 or options.neurons:
+        views = [with_cards(view, run, options) for view, run in zip(views, args.runs, strict=True)]
+    path = write_report(args.runs, args.out, views)
     print(f"report: {path}")
     return 0
 
@@ -46,5 +54,8 @@ def finished(run) -> int:
     """After a run (a ``RunResult``): print where its results are, write its report into its
     folder and print the report's path; returns the exit status 0."""
     print(f"finished in {run.seconds:.0f} s; results in {run.out_dir}")
-    print(f"report: {write_report([run.out_dir])}")
+    view = run_view(run.out_dir)
+    if "detect" in run.results:  # neuron cards of each task's top neurons
+        view = with_cards(view, run.out_dir, CardOptions())
+    print(f"report: {write_report([run.out_dir], views=[view])}")
     return 0
