@@ -11,7 +11,8 @@ file the runs wrote to a comparable form:
 * text (Markdown, CSV): the text with every number cut out, plus the numbers;
 * tensors (safetensors, ``.pt``): dtype, shape and the values (long ones as sums and the first
   values); integer and bool tensors by an exact digest;
-* PNG: that it exists (pixels depend on the font library).
+* PNG: that it exists (pixels depend on the font library); the HTML report likewise (it
+  inlines the PNGs; ``tests/test_report_page.py`` checks its content).
 
 Numbers are compared with a small tolerance (another CPU may round float32 differently); the
 skeletons exactly (``check --exact``: numbers too). ``python tests/stage_outputs.py write`` records the golden file from the code
@@ -243,6 +244,8 @@ def reduce_file(path: Path, base: str) -> Any:
     suffix = path.suffix
     if suffix == ".png":
         return {"png": True}
+    if suffix == ".html":  # the report page: inlined PNGs and the time it was written
+        return {"html": True}
     if suffix == ".safetensors":
         from safetensors import safe_open
 

@@ -35,7 +35,10 @@ LAYERS = {
     "continual": 7,
     "experiments": 8,
     "cli_flags": 9,
+    "pages": 9,
     "cli_parser": 10,
+    "cli_export": 10,
+    "cli_report": 10,
     "cli": 11,
 }
 MAX_FUNCTION_LINES = 60

@@ -126,8 +126,9 @@ def cmd_run(args) -> int:
     overrides = list(args.overrides) + ([f"out={args.out}"] if args.out else [])
     overrides += ["overwrite=true"] if args.overwrite else []
     run = run_file(args.config, overrides)
-    print(f"finished in {run.seconds:.0f} s; results in {run.out_dir}")
-    return 0
+    from taskneurons.cli_report import finished
+
+    return finished(run)
 
 
 def cmd_stages(args) -> int:
@@ -215,8 +216,9 @@ def _run_settings(data: dict, source: str, overrides: list, args) -> int:
     fit = source == "taskneurons demo" or not mentions_key(data, "max_length")
     config = ExperimentFile.from_dict(with_defaults(data), where=source)
     run = run_experiment(config, source=source, fit_max_length=fit)
-    print(f"finished in {run.seconds:.0f} s; results in {run.out_dir}")
-    return 0
+    from taskneurons.cli_report import finished
+
+    return finished(run)
 
 
 def _load(spec: str, flags: dict):
@@ -239,7 +241,12 @@ COMMANDS = {
 
 
 def _command(name: str):
-    """The function that runs command ``name`` (every stage command runs its stages)."""
+    """The function that runs command ``name`` (every stage command runs its stages;
+    ``export`` and ``report`` are in their own modules)."""
+    if name in ("export", "report"):
+        from taskneurons import cli_export, cli_report
+
+        return cli_export.run_export if name == "export" else cli_report.run_report
     return COMMANDS.get(name, cmd_stages)
 
 

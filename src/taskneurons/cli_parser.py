@@ -177,6 +177,31 @@ def _add_analysis_options(q: argparse.ArgumentParser, name: str) -> None:
         q.add_argument("--seed", type=int, default=None, help="bootstrap seed")
 
 
+def _add_export(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", type=Path, help="a detect folder or a run folder holding detect/")
+    p.add_argument("--out", type=Path, required=True,
+                   help="FILE.pth / .pt (LAPE's list of unit-index tensors) or FILE.json")  # fmt: skip
+    p.add_argument("--tasks", type=lambda v: [t for t in v.split(",") if t], default=None,
+                   help="comma-separated task ids (default: every set)")  # fmt: skip
+    p.add_argument("--general", action="store_true", help="add the general set (specific)")
+
+
+def _add_report(p: argparse.ArgumentParser) -> None:
+    p.add_argument("runs", nargs="+", type=Path, help="run folders (side by side)")
+    p.add_argument("--out", type=Path, default=None, help="FILE.html (default: RUN/report.html)")
+    p.add_argument("--neuron", action="append", default=[], type=_read_neuron, metavar="L.U",
+                   help="a neuron card for FFN unit U of layer L (repeatable)")  # fmt: skip
+    p.add_argument("--cards", type=int, default=2, metavar="N",
+                   help="neuron cards of each task's N most relevant neurons (0: none)")  # fmt: skip
+
+
+def _read_neuron(value: str) -> tuple[int, int]:
+    layer, dot, unit = value.partition(".")
+    if not (dot and layer.isdigit() and unit.isdigit()):
+        raise argparse.ArgumentTypeError(f"expected LAYER.UNIT such as 12.803, got {value!r}")
+    return int(layer), int(unit)
+
+
 def commands() -> dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]]:
     """Command name -> (one-line help, the function that adds its arguments)."""
     out: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
@@ -193,6 +218,8 @@ def commands() -> dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]
         _add_finetune,
     )
     out["analyze"] = ("tables and figures from finished runs", _add_analyze)
+    out["report"] = ("one self-contained HTML page of finished runs", _add_report)
+    out["export"] = ("neuron sets as LAPE .pth or JSON files other tools read", _add_export)
     out["demo"] = ("the whole flow on the embedded model and built-in tasks", _add_demo)
     return out
 

@@ -12,6 +12,8 @@ from torch import nn
 from taskneurons.data.tasks import Example, Task, examples_hash, subset
 from taskneurons.neurons.neuron_set import NeuronSet, NeuronSetMismatchError
 from taskneurons.neurons.selection.selection_config import own_keys
+from taskneurons.neurons.set_formats import fit_sets, read_set_file
+from taskneurons.neurons.space import NeuronSpace
 from taskneurons.provenance import fingerprint_of, model_fingerprint, provenance
 from taskneurons.store.run_folder import RunFolder, read_record
 from taskneurons.store.settings import SettingsKey, flatten
@@ -63,7 +65,9 @@ def load_neuron_sets(
 ) -> dict[str, NeuronSet]:
     """Load ``folder/<task>/neurons.safetensors`` for every task, checked against ``model``.
 
-    ``folder`` is a ``detect`` output folder, or a run folder holding one as ``detect/``. The
+    ``folder`` is a ``detect`` output folder, or a run folder holding one as ``detect/``, or a
+    file ``taskneurons export`` wrote (LAPE ``.pth``, JSON; see
+    :mod:`~taskneurons.neurons.set_formats`). The
     sets must come from one detection: the same detect settings (k, scope, definition, model,
     attribution knobs) in every set, and those of the folder's ``detect_config.json``.
 
@@ -72,6 +76,8 @@ def load_neuron_sets(
         ValueError: a set is damaged or edited, or the sets mix detect settings (the message
             names the folder and the settings that differ).
     """
+    if Path(folder).is_file():  # a LAPE .pth or JSON export (taskneurons export)
+        return _sets_from_file(folder, tasks, model, strict)
     run = RunFolder(detect_folder(folder))
     folder, sets = run.path, {}
     for t in tasks:
@@ -98,6 +104,8 @@ def check_sets_dtype(folder: str | os.PathLike, tasks: list[Task], dtype: str) -
     Example:
         >>> check_sets_dtype("runs/detect", tasks, "bfloat16")  # doctest: +SKIP
     """
+    if Path(folder).is_file():  # an exported set file: checked against the model on load
+        return
     run = RunFolder(detect_folder(folder))
     for t in tasks:
         path = run.set_path(t.id)
@@ -109,6 +117,18 @@ def check_sets_dtype(folder: str | os.PathLike, tasks: list[Task], dtype: str) -
                 f"it as {dtype}, so its weights are rounded otherwise: load the model with "
                 f"dtype={was}"
             )
+
+
+def _sets_from_file(
+    path: str | os.PathLike, tasks: list[Task], model: nn.Module, strict: bool
+) -> dict[str, NeuronSet]:
+    """Each task's set from an exported file, fitted to ``model``'s space (a recorded model
+    fingerprint is checked as for a detect folder's sets)."""
+    found = read_set_file(path)
+    sets = fit_sets(found, lambda d: NeuronSpace(model, d), [t.id for t in tasks])
+    for s in sets.values():
+        s.check_model(model, strict=strict)
+    return sets
 
 
 # -- one detection per folder -----------------------------------------------------------------------

@@ -79,7 +79,8 @@ class ExperimentFile(Config):
         seed: the default of every seed of the stages.
         prompt: the default prompt of every stage.
         out: the run folder.
-        neurons: a detect output folder to take the neuron sets from (instead of detecting);
+        neurons: a detect output folder to take the neuron sets from (instead of detecting), or
+            an exported file (LAPE ``.pth``, JSON; :mod:`~taskneurons.neurons.set_formats`);
             the ``sweep`` and generalization stages take its relevance scores (a run folder
             with ``scores/`` works too).
         strict: neuron sets from ``neurons`` must come from these very weights.
@@ -122,7 +123,9 @@ class ExperimentFile(Config):
     neurons: str | None = field(
         default=None,
         metadata=flag(
-            "--neurons", help="a detect output folder to take the neuron sets (and scores) from"
+            "--neurons",
+            help="a detect output folder to take the neuron sets (and scores) from, or a file "
+            "taskneurons export wrote (LAPE .pth, JSON)",
         ),
     )
     strict: bool = field(

@@ -93,14 +93,18 @@ class RunContext:
             self.sets = load_neuron_sets(
                 self.config.neurons, self.tasks, self.model, strict=self.config.strict
             )
-            general = detect_folder(self.config.neurons) / GENERAL_FILE
-            if general.is_file():
+            from_file = Path(self.config.neurons).is_file()  # an exported file: no general set
+            general = None if from_file else detect_folder(self.config.neurons) / GENERAL_FILE
+            if general is not None and general.is_file():
                 self.general = NeuronSet.load(general, model=self.model, strict=self.config.strict)
         return self.sets
 
     def scores_source(self) -> Path | str | None:
         """Where saved relevance scores may be taken from: ``neurons:``, else this run's detect."""
-        return self.config.neurons if self.config.neurons is not None else self.detect_dir
+        neurons = self.config.neurons
+        if neurons is not None:
+            return None if Path(neurons).is_file() else neurons  # an exported file: no scores
+        return self.detect_dir
 
 
 @dataclass

@@ -54,6 +54,7 @@ from taskneurons.experiments.seed_repeats import SEEDS_KEY, run_seeds
 from taskneurons.experiments.stage import stage as stage_named
 from taskneurons.experiments.stage_checks import check_stage_tasks, fit_sizes
 from taskneurons.models.loading import check_device, context_length, load_model, resolve_dtype
+from taskneurons.neurons.set_formats import SetFileError, read_set_file
 
 log = logging.getLogger(__name__)
 
@@ -166,8 +167,11 @@ def load_tasks(config: ExperimentFile, source: str) -> list[Task]:
         tasks.append(task)
     if config.neurons is not None:
         try:
-            detect_folder(config.neurons)
-        except FileNotFoundError as exc:
+            if Path(config.neurons).is_file():
+                read_set_file(config.neurons)  # a malformed file is refused before the model
+            else:
+                detect_folder(config.neurons)
+        except (FileNotFoundError, SetFileError) as exc:
             raise ConfigError(f"{source}: neurons: {exc}") from None
     return tasks
 

@@ -1,21 +1,62 @@
-"""Result tables: Markdown for people, CSV for spreadsheets, JSON for programs."""
+"""Result tables: Markdown for people, CSV for spreadsheets, JSON for programs.
+
+Every table a result lays out goes through :func:`markdown_table`; inside
+:func:`captured_tables` each call is also recorded as a :class:`TableData` (its header, rows
+and digits), so an HTML page renders a result's tables from the values themselves.
+
+Example:
+    >>> with captured_tables() as tables:
+    ...     _ = markdown_table(["task", "acc"], [["sst2", 81.234]])
+    >>> tables[0].rows, format_cell(81.234, tables[0].digits)
+    ([['sst2', 81.234]], '81.2')
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from taskneurons._io import write_json_atomic, write_text_atomic
 
 
-def _fmt(value: Any, digits: int) -> str:
+def format_cell(value: Any, digits: int) -> str:
+    """A table cell as text: floats with ``digits`` decimals, anything else by ``str``."""
     if isinstance(value, float):
         return f"{value:.{digits}f}"
     return str(value)
+
+
+_fmt = format_cell
+
+
+@dataclass(frozen=True)
+class TableData:
+    """One table :func:`markdown_table` laid out: ``header``, ``rows``, ``digits``, ``text``."""
+
+    header: list[str]
+    rows: list[list[Any]]
+    digits: int
+    text: str
+
+
+_CAPTURED: ContextVar[list[TableData] | None] = ContextVar("captured_tables", default=None)
+
+
+@contextmanager
+def captured_tables() -> Iterator[list[TableData]]:
+    """Record every :func:`markdown_table` call made inside (in call order)."""
+    token = _CAPTURED.set([])
+    try:
+        yield _CAPTURED.get()  # type: ignore[misc]
+    finally:
+        _CAPTURED.reset(token)
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], digits: int = 1) -> str:
@@ -30,7 +71,11 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], digits:
     lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)]
     for row in rows:
         lines.append("| " + " | ".join(_fmt(v, digits) for v in row) + " |")
-    return "\n".join(lines)
+    text = "\n".join(lines)
+    captured = _CAPTURED.get()
+    if captured is not None:
+        captured.append(TableData([str(h) for h in header], [list(r) for r in rows], digits, text))
+    return text
 
 
 def csv_text(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

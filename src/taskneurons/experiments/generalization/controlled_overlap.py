@@ -143,6 +143,11 @@ class ControlledOverlapResult(StoredResult):
     def markdown(self) -> str:
         return markdown_table(self.header, self.rows) + "\n\n" + self.timings.line()
 
+    def details_markdown(self) -> str:
+        """What a report shows folded: every evaluation (``controlled_scores``)."""
+        keys = list(self.records[0]) if self.records else []
+        return markdown_table(keys, [[r[k] for k in keys] for r in self.records])
+
     def save(self, folder: str | os.PathLike | None = None) -> Path:
         """Write ``controlled_overlap.*``, ``controlled_scores.*``, the plots and the record
         into ``folder`` (default: :attr:`out_dir`)."""

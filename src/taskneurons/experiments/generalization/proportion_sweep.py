@@ -74,6 +74,10 @@ from taskneurons.training.trained import trained
 RECORD_FILE = "generalization_config.json"
 
 
+#: the columns of ``evaluations.*``
+EVALUATION_KEYS = ["group", "mode", "proportion", "model", "neurons", "task", "domain", "score"]
+
+
 @dataclass
 class Timings:
     """Seconds spent per kind of work (a stage's time split).
@@ -161,16 +165,21 @@ class GeneralizationResult(StoredResult):
         parts += ["overlap rates (%)\n\n" + self.overlap.markdown(), self.timings.line()]
         return "\n\n".join(parts)
 
+    def details_markdown(self) -> str:
+        """What a report shows folded: every evaluation (``evaluations``)."""
+        return markdown_table(
+            EVALUATION_KEYS, [[r[k] for k in EVALUATION_KEYS] for r in self.records]
+        )
+
     def save(self, folder: str | os.PathLike | None = None) -> Path:
         """Write ``evaluations.*``, ``evaluation_examples.json``, the Figure 2 tables and plots,
         the overlap files and ``generalization_config.json`` into ``folder`` (default:
         :attr:`out_dir`)."""
         out = self.target(folder)
         config = GeneralizationConfig.from_dict(self.meta["config"], where=RECORD_FILE)
-        keys = ["group", "mode", "proportion", "model", "neurons", "task", "domain", "score"]
-        rows = [[r[k] for k in keys] for r in self.records]
+        rows = [[r[k] for k in EVALUATION_KEYS] for r in self.records]
         title = "Every evaluation of the sweep"
-        write_table(out / "evaluations", keys, rows, meta=self.meta, title=title)
+        write_table(out / "evaluations", EVALUATION_KEYS, rows, meta=self.meta, title=title)
         write_json_sealed(out / EXAMPLES_FILE, {"records": self.records, "meta": self.meta})
         for g in config.groups:
             write_figure(out, g, self.tables[g.name], self.changes[g.name], config.modes, self.meta)

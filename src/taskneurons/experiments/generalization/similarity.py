@@ -47,10 +47,12 @@ from taskneurons.evaluation.dispatch import evaluate
 from taskneurons.experiments.common import eval_examples, limited
 from taskneurons.experiments.generalization.proportion_sweep import Timings
 from taskneurons.experiments.generalization.similarity_report import (
+    CORRELATION_HEADER,
     RECORDS_FILE,
     VARIANTS,
     correlation_rows,
     figure_rows,
+    pairs_table,
     variants_of,
     write_correlation,
     write_similarity,
@@ -115,6 +117,18 @@ class SimilarityResult(StoredResult):
         rows = [[r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[8], r[9]] for r in self.correlation]
         table4 = "correlation with the OOD score\n\n" + markdown_table(header, rows, digits=3)
         return "\n\n".join([*from_report, table4, self.timings.line()])
+
+    def details_markdown(self) -> str:
+        """What a report shows folded: the whole tables (every column, Table 4's intervals)."""
+        layers = self.meta.get("config", {}).get("layers")
+        parts = [
+            markdown_table(*figure_rows(self.records, g, variant, layers)[:2], digits=3)
+            for g in dict.fromkeys(r["group"] for r in self.records)
+            for variant in variants_of(self.records)
+        ]
+        parts.append(markdown_table(*pairs_table(self.records, layers), digits=3))
+        parts.append(markdown_table(CORRELATION_HEADER, self.correlation, digits=3))
+        return "\n\n".join(parts)
 
     def save(self, folder: str | os.PathLike | None = None) -> Path:
         """Write ``similarity_records.json``, the Figure 3 and Table 4 files and the record

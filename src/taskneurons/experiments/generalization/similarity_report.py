@@ -193,6 +193,17 @@ def write_similarity(
             )  # fmt: skip
             if variant == "all":
                 tables[g] = (header, rows)
+    header, rows = pairs_table(records, layers)
+    title = f"Similarity (mean over layers {layers_label(layers)}) and score of each pair"
+    write_table(out / "similarity_pairs", header, rows, meta=meta, digits=3, title=title)
+    return tables
+
+
+def pairs_table(
+    records: Sequence[dict], layers: Sequence[int] | None = None
+) -> tuple[list[str], list[list]]:
+    """``similarity_pairs``: per (train, test) pair the similarity of each variant, the score."""
+    variants = variants_of(records)
     header = ["group", "train task", "test task"]
     header += ["similarity" + variant_suffix(v).replace("_", " ") for v in variants]
     header += ["score", "zero-shot"]
@@ -202,9 +213,7 @@ def write_similarity(
         + [r["score"], math.nan if r.get("zero_shot") is None else r["zero_shot"]]
         for r in records
     ]
-    title = f"Similarity (mean over layers {layers_label(layers)}) and score of each pair"
-    write_table(out / "similarity_pairs", header, rows, meta=meta, digits=3, title=title)
-    return tables
+    return header, rows
 
 
 def write_correlation(

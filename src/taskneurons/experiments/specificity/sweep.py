@@ -39,7 +39,12 @@ from taskneurons.experiments.specificity.sweep_grid import (
     mean_iou,
     write_summary,
 )
-from taskneurons.experiments.specificity.sweep_joint import JOINT_HEADER, joint_rows
+from taskneurons.experiments.specificity.sweep_joint import (
+    HOLM_HEADER,
+    JOINT_HEADER,
+    holm_rows,
+    joint_rows,
+)
 from taskneurons.experiments.specificity.sweep_stage import SweepConfig
 from taskneurons.neurons.neuron_set import NeuronSet
 from taskneurons.neurons.scoring import ScoredTasks, ScoreReuse, score_tasks
@@ -89,6 +94,11 @@ class SweepResult(StoredResult):
             f"{markdown_table(HEADER, self.rows, digits=2)}\n\nOne joint test per scope (the "
             f"tasks relabelled once for all its cells):\n\n{joint}"
         )
+
+    def details_markdown(self) -> str:
+        """What a report shows folded: each cell's p-value, Holm-adjusted over the cells."""
+        specs = {c: cell_specs(cell) for c, cell in self.cells.items()}
+        return markdown_table(HOLM_HEADER, holm_rows(specs), digits=4)
 
     def save(self, folder: str | os.PathLike | None = None) -> Path:
         """Write every cell, ``sweep.*``, the plots and ``sweep_config.json`` into ``folder``

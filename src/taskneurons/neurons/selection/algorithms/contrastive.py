@@ -44,7 +44,9 @@ class ContrastiveSelection(SelectionConfig, name="contrastive"):
         default="mean",
         metadata=flag("--task-norm", help="contrastive: how each task's scores are scaled"),
     )
-    eps: float = 0.1
+    eps: float = field(
+        default=0.1, metadata=flag("--eps", help="contrastive ratio: added to the denominator")
+    )
 
     def select(self, inputs: Mapping[str, NeuronScores], k: float, scope: str = "model"):
         """:func:`select_contrastive` with these options."""

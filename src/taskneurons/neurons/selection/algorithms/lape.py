@@ -53,10 +53,21 @@ class LapeSelection(SelectionConfig, name="lape"):
     tokens: Literal["answer", "all"] = field(
         default="answer", metadata=flag("--tokens", help="lape: the tokens whose activations count")
     )
-    filter_quantile: float | None = 0.95
-    min_prob: float = 0.0
-    assign: Literal["bar", "top"] = "bar"
-    bar_quantile: float = 0.95
+    filter_quantile: float | None = field(
+        default=0.95,
+        metadata=flag(
+            "--filter-quantile", help="lape: keep neurons above this activation quantile"
+        ),
+    )
+    min_prob: float = field(
+        default=0.0, metadata=flag("--min-prob", help="lape: lowest activation probability kept")
+    )
+    assign: Literal["bar", "top"] = field(
+        default="bar", metadata=flag("--assign", help="lape: task by probability bar or top task")
+    )
+    bar_quantile: float = field(
+        default=0.95, metadata=flag("--bar-quantile", help="lape: quantile of the task bar")
+    )
 
     def select(self, inputs: Mapping[str, NeuronScores], k: float, scope: str = "model"):
         """:func:`select_lape` of the activation probabilities ``inputs``."""
