@@ -119,8 +119,9 @@ def _start(model, tokenizer, tasks, test, config, out, resume, progress) -> tupl
         matrix = np.array([[np.nan if v is None else v for v in row] for row in r["matrix"]])
         start = ckpt.stage + 1
         run = StageRun(
-            config, out, record, matrix, r["single"], r["zero_shot"], r["stages"], start, start
-        )
+            config, out, record, matrix, r["single"], r["zero_shot"], r["stages"], start, start,
+            list(r.get("routing", [])),
+        )  # fmt: skip
         return run, ckpt.state
     cache = Path(config.reference_cache) if config.reference_cache else out / "reference_cache.json"
     refs = reference_scores(
@@ -252,6 +253,7 @@ def _result(method: ContinualMethod, run: StageRun, order: list[str]) -> Continu
         stored_bytes_per_task=method.stored_bytes_per_task(),
         resumed_from=run.resumed_from,
         out_dir=run.out,
+        routing=run.routing,
     )
     result.meta = provenance(
         **run.record,
