@@ -83,8 +83,8 @@ class ContinualSuiteConfig(ContinualConfig):
             (:class:`~taskneurons.continual.method_config.MethodConfig`), and an option no
             listed method takes is refused. Without ``methods``, ``method.name`` names the one
             method to run (default ``ncft``).
-        methods: method names (``seqft``, ``seqlora``, ``olora``, ``epi``, ``pertask``,
-            ``ncft``, ``wncft``; ``wncft-inferred`` is W-NCFT without task ids).
+        methods: method names (``seqft``, ``seqlora``, ``olora``, ``epi``, ``migu``,
+            ``pertask``, ``ncft``, ``wncft``; ``wncft-inferred`` is W-NCFT without task ids).
     """
 
     method: dict[str, Any] = field(default_factory=dict, metadata={"options_of": MethodConfig})
