@@ -141,7 +141,8 @@ def test_wncft_with_one_task_is_ncft(tok, tasks):
 
 def test_wncft_identical_vectors_average_the_versions(tok, tasks):
     base = tiny_model("llama")
-    method = make_method(method_config(name="wncft", k=30.0), tiny_model("llama"), tok, TRAIN)
+    cfg = method_config(name="wncft", k=30.0, weighting="renormalised")
+    method = make_method(cfg, tiny_model("llama"), tok, TRAIN)
     for stage, task in enumerate(tasks):
         run_stage(method, task, stage)
     same = method.vectors[tasks[0].id]

@@ -1,4 +1,4 @@
-"""Continual learning: NCFT and W-NCFT against SeqFT, SeqLoRA, O-LoRA, EPI and per-task FT.
+"""Continual learning: NCFT and W-NCFT against SeqFT, SeqLoRA, O-LoRA, EPI, MIGU, per-task FT.
 
 One interface (:class:`~taskneurons.continual.base.ContinualMethod`: ``before_task``,
 ``train_task``, ``after_task``, ``answering``, ``routes``, ``state_dict``,
@@ -9,6 +9,7 @@ One interface (:class:`~taskneurons.continual.base.ContinualMethod`: ``before_ta
 * :mod:`.olora` — O-LoRA, a new LoRA per task with the orthogonality + L2 loss;
 * :mod:`.epi` — EPI-style private LoRAs, the task found from the input's feature;
 * :mod:`.pertask` — per-task FT, one model per task (upper bound);
+* :mod:`.migu` — MIGU, each step trains only the linear units with the largest outputs;
 * :mod:`.ncft` — NCFT, only the current task's neurons trained, then merged;
 * :mod:`.wncft` — W-NCFT, per-task versions of the neurons weighted by task similarity.
 

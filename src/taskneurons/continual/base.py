@@ -126,6 +126,11 @@ class ContinualMethod:
         """Yield the model that answers a test input (of ``task`` when given; else by ``route``)."""
         yield self.model
 
+    def weights_for(self, task: Task | None = None, route: Hashable = None) -> dict | None:
+        """The weight of each trained task (id -> weight) when answering as
+        :meth:`answering` does; ``None``: the method does not weigh tasks (the default)."""
+        return None
+
     def state_dict(self) -> dict[str, Any]:
         """Everything a stage checkpoint needs: tensors and JSON-ready values by key."""
         return {"trained": list(self.trained)}
@@ -154,13 +159,15 @@ def score_task(
     examples: Sequence[Example],
     config: EvalConfig,
     progress: bool = False,
+    trace: dict | None = None,
 ) -> float:
     """The method's score on ``examples`` of ``task`` (accuracy % or ROUGE-L x 100).
 
     Task-id methods answer under ``answering(task)``; routing methods group the inputs by
     :meth:`ContinualMethod.routes` and answer each group under ``answering(None, route)``
     (the score is the example-weighted mean of the groups' scores); the others answer under
-    ``answering(None)``.
+    ``answering(None)``. A method that weighs tasks (:meth:`ContinualMethod.weights_for`)
+    fills ``trace`` (when given) with :func:`routing_record`.
 
     Example:
         >>> score_task(method, tok, sst2, sst2.test[:50], EvalConfig())  # doctest: +SKIP
@@ -169,6 +176,8 @@ def score_task(
     examples = list(examples)
     if method.uses_task_id or not method.routes_inputs:
         given = task if method.uses_task_id else None
+        if trace is not None:
+            trace.update(routing_record(method, task, [(method.weights_for(given), len(examples))]))
         with method.answering(given) as model:
             return evaluate(
                 model, tokenizer, task, examples, config=config, progress=progress
@@ -176,6 +185,9 @@ def score_task(
     groups: dict[Hashable, list[int]] = {}
     for i, route in enumerate(method.routes([ex.input for ex in examples])):
         groups.setdefault(route, []).append(i)
+    if trace is not None:
+        parts = [(method.weights_for(None, r), len(idx)) for r, idx in groups.items()]
+        trace.update(routing_record(method, task, parts))
     total = 0.0
     for route, idx in groups.items():
         with method.answering(None, route) as model:
@@ -183,6 +195,30 @@ def score_task(
             res = evaluate(model, tokenizer, task, part, config=config, progress=progress)
         total += res.score * res.n
     return total / len(examples)
+
+
+def routing_record(
+    method: ContinualMethod, task: Task, parts: Sequence[tuple[dict | None, int]]
+) -> dict:
+    """What the task weights were on ``task``'s inputs: ``parts`` holds ``(weights, n inputs)``.
+
+    Returns ``{}`` when the method weighs no task, else ``n``, ``weights`` (the inputs' mean
+    weight of every trained task) and ``routing_accuracy``: the share (%) of inputs whose own
+    task gets the largest weight (``None`` while ``task`` is not trained: no right answer).
+
+    Example:
+        >>> routing_record(method, sst2, [({"sst2": 0.7, "agnews": 0.3}, 3),
+        ...                               ({"sst2": 0.2, "agnews": 0.8}, 1)])  # doctest: +SKIP
+        {'n': 4, 'weights': {'sst2': 0.575, 'agnews': 0.425}, 'routing_accuracy': 75.0}
+    """
+    parts = [(w, n) for w, n in parts if w is not None]
+    if not parts:
+        return {}
+    n = sum(k for _w, k in parts)
+    mean = {t: sum(w[t] * k for w, k in parts) / n for t in parts[0][0]}
+    right = sum(k for w, k in parts if max(w, key=w.__getitem__) == task.id)
+    accuracy = 100.0 * right / n if task.id in parts[0][0] else None
+    return {"n": n, "weights": mean, "routing_accuracy": accuracy}
 
 
 def tensor_bytes(tensors) -> int:

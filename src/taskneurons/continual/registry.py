@@ -5,7 +5,7 @@ one module each in :mod:`taskneurons.continual.strategies` (a new method is one 
 
 Example:
     >>> sorted(METHODS)
-    ['epi', 'ncft', 'olora', 'pertask', 'seqft', 'seqlora', 'wncft']
+    ['epi', 'migu', 'ncft', 'olora', 'pertask', 'seqft', 'seqlora', 'wncft']
 """
 
 from __future__ import annotations

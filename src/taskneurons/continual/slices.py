@@ -6,17 +6,29 @@ layout of :class:`~taskneurons.training.neuron_delta.NeuronDelta`: rows of W1 pa
 of W2, bias entries). After NCFT's stage ``t`` the slices of task ``t``'s neurons hold task
 ``t``'s *version* of them.
 
-:func:`combine` is W-NCFT's weighting. Given one logit ``s_t`` per version (cosine / T),
-every slice position takes
+:func:`combine` is W-NCFT's weighting; ``s_t`` is one logit per version (cosine / T) and
+``delta_t = V_t - base``. Two rules (``WncftConfig.weighting``):
 
-    value = sum_{t covers it} w_t * V_t   with   w_t = softmax over {t covering it} of s_t
+* ``"plain"`` (PAPER.md §4 as written: each neuron becomes the similarity-weighted combination
+  of the trained tasks' versions, a task's version of a neuron it did not train being the base
+  value)::
 
-i.e. the softmax over all trained tasks renormalised over the tasks whose version covers the
-position (``base + sum_t w_t * delta_t`` with ``delta_t = V_t - base``). A position covered by
-one task takes that task's version exactly (``w = 1``); positions no version covers are not in
-the result (they keep the base weights). Computed in float32 (or the wider dtype), per
-position with the covering tasks' largest logit subtracted, so no weight underflows to a
-0/0.
+      value = base + sum_{t covers it} w_t * delta_t   with   w = softmax over all tasks of s
+
+  With near-uniform weights (T = 1, cosines near 1) a neuron of one task keeps only ``1/N`` of
+  its trained change.
+* ``"renormalised"`` (this library's earlier rule): the softmax renormalised over the tasks
+  whose version covers the position::
+
+      value = sum_{t covers it} w_t * V_t   with   w_t = softmax over {t covering it} of s
+
+  A position covered by one task takes that task's version exactly (``w = 1``) whatever the
+  weights. Computed per position with the covering tasks' largest logit subtracted, so no
+  weight underflows to a 0/0.
+
+Under both rules positions no version covers are not in the result (they keep the base
+weights), and with one trained task the result is that task's version (the NCFT model).
+Sums run in float32 (or the wider dtype), weights in float64.
 
 Example:
     >>> v = read_slices(model, {"model.layers.0.mlp.down_proj.weight": (1, torch.tensor([3, 7]))})  # doctest: +SKIP
@@ -102,12 +114,20 @@ def _shape_for(dim: int, ndim: int) -> list[int]:
     return shape
 
 
-def combine(versions: Sequence[Version], logits: torch.Tensor) -> Version:
-    """Per-position softmax-weighted sum of ``versions`` (see the module docstring).
+def combine(
+    versions: Sequence[Version],
+    logits: torch.Tensor,
+    rule: str = "renormalised",
+    base: Version | None = None,
+) -> Version:
+    """W-NCFT's weighted combination of ``versions`` (see the module docstring).
 
     Args:
         versions: one :data:`Version` per trained task.
         logits: ``[len(versions)]`` similarity logits (cosine / temperature).
+        rule: ``"plain"`` or ``"renormalised"``.
+        base: the base values of the union of the versions' slices (``"plain"`` only;
+            :func:`read_slices` of the model at rest over :func:`union_layout`).
 
     Returns:
         The combined :data:`Version` over the union of the versions' slices.
@@ -117,10 +137,19 @@ def combine(versions: Sequence[Version], logits: torch.Tensor) -> Version:
         >>> v2 = {"w": (0, torch.tensor([1]), torch.tensor([[4.0]]))}
         >>> combine([v1, v2], torch.tensor([0.0, 0.0]))["w"][2].tolist()  # row 1: mean of 2, 4
         [[1.0], [3.0]]
+        >>> base = {"w": (0, torch.tensor([0, 1]), torch.tensor([[0.0], [0.0]]))}
+        >>> combine([v1, v2], torch.tensor([0.0, 0.0]), "plain", base)["w"][2].tolist()
+        [[0.5], [3.0]]
     """
     logits = torch.as_tensor(logits, dtype=torch.float64)
     if logits.shape != (len(versions),):
         raise ValueError(f"need one logit per version ({len(versions)}), got {tuple(logits.shape)}")
+    if rule == "plain":
+        if base is None:
+            raise ValueError("the plain rule needs the base values (base=read_slices(...))")
+        return _combine_plain(versions, torch.softmax(logits, 0), base)
+    if rule != "renormalised":
+        raise ValueError(f"rule must be 'plain' or 'renormalised', got {rule!r}")
     out: Version = {}
     for name, (dim, union) in union_layout([layout_of(v) for v in versions]).items():
         covering = [(t, v[name]) for t, v in enumerate(versions) if name in v]
@@ -143,6 +172,26 @@ def combine(versions: Sequence[Version], logits: torch.Tensor) -> Version:
             acc.index_add_(dim, idx[t].to(val.device), scaled)
         norm = wsum.to(wide).to(acc.device).view(_shape_for(dim, acc.dim()))
         out[name] = (dim, union, acc / norm)
+    return out
+
+
+def _combine_plain(versions: Sequence[Version], weights: torch.Tensor, base: Version) -> Version:
+    """``base + sum_t weights[t] * (V_t - base)`` over each version's own slices."""
+    out: Version = {}
+    for name, (dim, union) in union_layout([layout_of(v) for v in versions]).items():
+        _bdim, bpos, bval = base[name]
+        if not torch.equal(bpos.cpu(), union):
+            raise ValueError(f"base of {name} does not cover the versions' union of slices")
+        wide = torch.promote_types(bval.dtype, torch.float32)
+        acc = bval.to(wide).clone()  # [.., n, ..]
+        for t, version in enumerate(versions):
+            if name not in version:
+                continue
+            _d, pos, val = version[name]
+            idx = torch.searchsorted(union, pos.cpu()).to(acc.device)  # [n_t]
+            delta = val.to(acc.device, wide) - bval.to(acc.device, wide).index_select(dim, idx)
+            acc.index_add_(dim, idx, delta * float(weights[t]))
+        out[name] = (dim, union, acc)
     return out
 
 

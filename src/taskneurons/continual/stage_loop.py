@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -53,6 +53,9 @@ class StageRun:
         matrix: ``a[i, j]`` so far; single, zero_shot: A(i) and b(i) by task id.
         stages: the stages' training summaries; start: the next stage to run.
         resumed_from: the stage a resumed run continued with (``None``: not resumed).
+        routing: per stage, task id -> the task weights on its test inputs and the routing
+            accuracy (:func:`~taskneurons.continual.base.routing_record`; empty for methods
+            that weigh no task).
     """
 
     config: RunKnobs
@@ -64,11 +67,13 @@ class StageRun:
     stages: list[dict]
     start: int
     resumed_from: int | None
+    routing: list[dict] = field(default_factory=list)
 
     def saved(self) -> dict[str, Any]:
         """The checkpoint's record of the run so far (``nan`` as ``None``)."""
         matrix = [[None if math.isnan(v) else float(v) for v in row] for row in self.matrix]
         keep = {"single": self.single, "zero_shot": self.zero_shot, "stages": self.stages}
+        keep["routing"] = self.routing
         return {"run": self.record, "matrix": matrix, **keep}
 
 
@@ -108,6 +113,7 @@ def advance(
 def _score(method, tokenizer, ordered, test, run: StageRun, j: int, derive: set[int]) -> None:
     """Column ``j`` of ``run.matrix``; the rows of derived tasks from the references."""
     derived = method.derived
+    routing: dict[str, dict] = {}
     for i, task in enumerate(ordered):
         if task.id in derived or (i > j and i in derive):
             if i <= j:
@@ -116,4 +122,10 @@ def _score(method, tokenizer, ordered, test, run: StageRun, j: int, derive: set[
                 run.matrix[i, j] = run.zero_shot[task.id]
         elif i <= j or run.config.eval_unseen:
             examples = test[task.id]
-            run.matrix[i, j] = score_task(method, tokenizer, task, examples, run.config.eval)
+            trace: dict = {}
+            run.matrix[i, j] = score_task(
+                method, tokenizer, task, examples, run.config.eval, trace=trace
+            )
+            if trace:
+                routing[task.id] = trace
+    run.routing.append(routing)

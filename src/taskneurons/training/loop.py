@@ -37,7 +37,8 @@ tensors, optimizer, scheduler, RNG state, step), ``train_result.json``, and the 
 Hooks (:class:`TrainOptions`): ``on_step`` after every
 step; ``params`` trains given tensors of the model as it is instead of the config's method
 (one LoRA adapter of a model holding several: SeqLoRA, O-LoRA, EPI); ``regulariser`` adds a
-term to every step's loss (O-LoRA's penalty). The continual methods train through this one
+term to every step's loss (O-LoRA's penalty); ``before_step`` may change the gradients
+before each optimizer step (MIGU's magnitude mask). The continual methods train through this one
 loop too. A run that raises takes its NeuronDelta's hooks off again; full and LoRA
 fine-tuning change the model itself (:func:`~taskneurons.training.trained.trained` restores
 it, after a failed run too).
@@ -110,6 +111,8 @@ class TrainOptions:
         regulariser: a scalar term added to the loss once per optimizer step, after the
             micro-batches (and the sum across processes), before clipping, e.g. O-LoRA's;
             its last value is ``TrainResult.final_regulariser``.
+        before_step: called once per optimizer step after the gradients are complete, before
+            clipping and the step; it may change the gradients in place (e.g. MIGU's mask).
 
     Example:
         >>> opts = TrainOptions(params=stack.parameters("task1"), regulariser=penalty)  # doctest: +SKIP
@@ -120,6 +123,7 @@ class TrainOptions:
     on_step: Callable[[int, dict], None] | None = None
     params: Mapping[str, nn.Parameter] | None = None
     regulariser: Regulariser | None = None
+    before_step: Callable[[], None] | None = None
 
 
 @dataclass
@@ -234,7 +238,7 @@ def _prepare(
     assert method.model is not None
     parts = StepParts(
         method.model, params, optimizer, scheduler, accelerator, config.max_grad_norm,
-        options.regulariser,
+        options.regulariser, options.before_step,
     )  # fmt: skip
     start = 0
     ckpt_path = out / CHECKPOINT if out is not None else None

@@ -4,7 +4,8 @@ The loss of a step is the mean over its examples of the per-example loss (mean a
 NLL, nats), so it does not depend on how the step is split into micro-batches or processes:
 each process backpropagates ``sum(its losses) / n_step`` and the gradients (and losses) are
 summed across processes with ``accelerator.reduce``. A regulariser (O-LoRA's penalty) is then
-backpropagated once per step, on every process alike, before clipping:
+backpropagated once per step, on every process alike, and a ``before_step`` hook (MIGU's
+gradient mask) runs last, before clipping:
 
     loss = mean_examples NLL  +  regulariser()
 
@@ -42,6 +43,9 @@ class StepParts:
         accelerator: for the device, autocast and the cross-process sum.
         max_grad_norm: clip the global gradient norm to this (``None``: no clipping).
         regulariser: added to the loss once per step (``None``: none).
+        before_step: called once per step after the gradients are complete (and the
+            regulariser's added), before clipping and the optimizer step; it may change the
+            gradients in place (``None``: none).
     """
 
     model: nn.Module
@@ -51,6 +55,7 @@ class StepParts:
     accelerator: object
     max_grad_norm: float | None
     regulariser: Regulariser | None = None
+    before_step: Callable[[], None] | None = None
 
 
 @dataclass
@@ -147,6 +152,8 @@ def train_step(parts: StepParts, batches: Iterable[dict], n_step: int) -> StepOu
     if parts.regulariser is not None:
         reg = parts.regulariser()  # scalar; the same on every process, so added once
         reg.backward()
+    if parts.before_step is not None:
+        parts.before_step()
     grad_norm = None
     if parts.max_grad_norm is not None:
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, parts.max_grad_norm))

@@ -78,6 +78,13 @@ class EPI(ContinualMethod):
         protos = torch.stack([self.prototypes[t] for t in self.trained])  # [tasks, d]
         return [self.trained[int(similarity_logits(f, protos).argmax())] for f in feats]
 
+    def weights_for(self, task: Task | None = None, route: Hashable = None) -> dict | None:
+        """1 for the task the input is routed to, 0 for the other trained tasks."""
+        if not self.trained:
+            return None
+        chosen = route if route is not None else (task.id if task is not None else None)
+        return {t: float(t == chosen) for t in self.trained}
+
     @contextlib.contextmanager
     def answering(self, task: Task | None = None, route: Hashable = None) -> Iterator[nn.Module]:
         task_id = route if route is not None else (task.id if task is not None else None)

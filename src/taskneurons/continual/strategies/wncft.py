@@ -11,10 +11,22 @@ Inference (``answering``): ``s_t = cos(q, vector_t) / temperature`` for every tr
 where ``q`` is the test task's vector (``mode="given"``; for a task not trained yet, the
 vector of its train inputs, read but not trained on) or the test input's own feature
 (``mode="inferred"``: :meth:`WNCFT.routes`, no task id). Each neuron's slices take
-``sum_t w_t V_t`` with ``w = softmax(s)`` renormalised over the tasks whose neurons include it
-(:func:`~taskneurons.continual.slices.combine`): a neuron of one task takes that task's
-version whatever the weights; a neuron of several tasks their weighted mean; a neuron of no
-task keeps its base weights. With one trained task this is exactly the NCFT model.
+a weighted combination of the versions (:func:`~taskneurons.continual.slices.combine`), by
+``weighting``:
+
+* ``"plain"`` (the default: the paper's rule as PAPER.md §4 states it): ``w = softmax(s)`` over
+  all trained tasks and ``base + sum_t w_t (V_t - base)``, a task's version of a neuron it did
+  not train being the base value. At T = 1 the cosines of task vectors lie near 1, the weights
+  near ``1/N``, and each task's trained change is shrunk to about ``1/N`` (the ``weights``
+  recorded per stage show it); a small ``temperature`` sharpens them.
+* ``"renormalised"`` (this library's earlier rule, kept as an option and for the runs made
+  with it): ``w`` renormalised over the tasks whose neurons include the position, so a neuron of
+  one task takes that task's version whatever the weights, a neuron of several tasks their
+  weighted mean.
+
+A neuron of no task keeps its base weights; with one trained task both rules give exactly the
+NCFT model. :meth:`WNCFT.weights_for` is the weight of every trained task for a test task or
+input (recorded with the routing accuracy: how often the input's own task weighs most).
 
 Example:
     >>> method = WNCFT(model, tok, MethodConfig.make("wncft", mode="inferred"), TrainConfig())  # doctest: +SKIP
@@ -127,8 +139,23 @@ class WNCFT(NCFT):
             logits = torch.tensor(route, dtype=torch.float64)
         else:
             raise ValueError("W-NCFT answers by the task (mode 'given') or a route ('inferred')")
-        with self._written([combine(self.versions, logits)]):
+        rule = self.config.weighting
+        layout = union_layout([layout_of(v) for v in self.versions])
+        base = read_slices(self.model, layout) if rule == "plain" else None
+        with self._written([combine(self.versions, logits, rule, base)]):
             yield self.model
+
+    def weights_for(self, task: Task | None = None, route: Hashable = None) -> dict | None:
+        """``softmax(s)`` over the trained tasks, by task id (the test task's vector when
+        ``task`` is given, else the input's logits ``route``)."""
+        if not self.trained:
+            return None
+        if task is not None:
+            logits = self.logits(self.vector(task))
+        else:
+            logits = torch.tensor(route, dtype=torch.float64)
+        weights = torch.softmax(logits, 0).tolist()
+        return dict(zip(self.trained, weights, strict=True))
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
@@ -156,6 +183,11 @@ class WncftConfig(FeatureOptions, NeuronMethodConfig, name="wncft"):
             feature; no task id).
         temperature: softmax temperature of the cosine similarities (1.0 = the paper's plain
             softmax of cosines).
+        weighting: ``"plain"`` (the paper's rule, the default) or ``"renormalised"`` (the
+            softmax renormalised per neuron over the tasks that trained it); see the module
+            docstring.
+        n_vector_samples: train inputs per task vector (the paper's "up to 1000"; fewer when
+            the task has fewer: ``min(n_vector_samples, available)``).
     """
 
     method_class: ClassVar[Any] = WNCFT
@@ -163,6 +195,7 @@ class WncftConfig(FeatureOptions, NeuronMethodConfig, name="wncft"):
     name: str = "wncft"
     mode: Literal["given", "inferred"] = "given"
     temperature: float = 1.0
+    weighting: Literal["plain", "renormalised"] = "plain"
 
     def validate(self) -> None:
         super().validate()

@@ -1,8 +1,10 @@
 """The result of one continual-learning method on one task order: tables, files, read back.
 
 Files in a method's folder: ``matrix.{md,csv,json}`` (``a[i, j]``), ``heatmap.png``,
-``metrics.{md,csv,json}`` (CL, BWT, FWT, FG_j), ``tasks.{md,csv,json}`` (per task: b(i), A(i),
-a(i,i), final score), ``continual_config.json`` (the run's record + provenance) and
+``metrics.{md,csv,json}`` (CL, BWT, FWT, FG_j; the final routing accuracy of a method that
+weighs tasks), ``tasks.{md,csv,json}`` (per task: b(i), A(i), a(i,i), final score),
+``routing.{md,csv,json}`` (W-NCFT, EPI: per stage and task, the mean weight of every trained
+task on the task's test inputs and the routing accuracy), ``continual_config.json`` (the run's record + provenance) and
 ``result.json`` (everything, ``nan`` as ``null``), which :meth:`ContinualResult.load` reads.
 
 Example:
@@ -48,6 +50,8 @@ class ContinualResult(StoredResult):
         stored_bytes_per_task: the method's extra bytes per task at inference.
         resumed_from: the stage a resumed run continued with (``None``: not resumed).
         out_dir: where the files are.
+        routing: per stage, task id -> ``n``, ``weights`` and ``routing_accuracy``
+            (:func:`~taskneurons.continual.base.routing_record`; empty: no task weights).
         meta: ``continual_config.json``: the run's record (config, model, order, data hashes)
             and provenance.
 
@@ -72,6 +76,26 @@ class ContinualResult(StoredResult):
     resumed_from: int | None
     out_dir: Path
     meta: dict = field(default_factory=dict, repr=False)
+    routing: list[dict] = field(default_factory=list)
+
+    def routing_accuracy(self) -> float | None:
+        """After the last stage: the share (%) of test inputs of the trained tasks whose own
+        task weighs most (``None`` without routing records)."""
+        last = self.routing[-1] if self.routing else {}
+        parts = [r for r in last.values() if r.get("routing_accuracy") is not None]
+        if not parts:
+            return None
+        return sum(r["routing_accuracy"] * r["n"] for r in parts) / sum(r["n"] for r in parts)
+
+    def routing_rows(self) -> tuple[list[str], list[list[Any]]]:
+        """Header and rows of the routing table: stage, task, n, accuracy, weight per task."""
+        header = ["after stage", "task", "n", "routing accuracy %", *[f"w {t}" for t in self.order]]
+        rows = []
+        for j, stage in enumerate(self.routing):
+            for task, rec in stage.items():
+                weights = [rec["weights"].get(t) for t in self.order]
+                rows.append([j + 1, task, rec["n"], rec["routing_accuracy"], *weights])
+        return header, rows
 
     @property
     def label(self) -> str:
@@ -89,6 +113,8 @@ class ContinualResult(StoredResult):
         m = self.metrics
         rows = [["CL", m["cl"]], ["BWT", m["bwt"]], ["FWT", m["fwt"]]]
         rows += [[f"FG_{j + 1} (%)", v] for j, v in enumerate(m["forgetting"])]
+        if self.routing_accuracy() is not None:
+            rows.append(["routing accuracy (final, %)", self.routing_accuracy()])
         return [[k, _plain(v)] for k, v in rows]
 
     def task_rows(self) -> tuple[list[str], list[list[Any]]]:
@@ -126,6 +152,7 @@ class ContinualResult(StoredResult):
             "stages": self.stages,
             "stored_bytes_per_task": self.stored_bytes_per_task,
             "resumed_from": self.resumed_from,
+            "routing": self.routing,
         }
 
     def save(self, folder: str | os.PathLike | None = None) -> Path:
@@ -138,6 +165,10 @@ class ContinualResult(StoredResult):
         write_table(out / "metrics", ["metric", "value"], self.metric_rows(), meta, digits=2)
         t_header, t_rows = self.task_rows()
         write_table(out / "tasks", t_header, t_rows, meta)
+        if self.routing:
+            r_header, r_rows = self.routing_rows()
+            title = f"task weights and routing accuracy: {self.label}"
+            write_table(out / "routing", r_header, r_rows, meta, title=title)
         heatmap(
             self.matrix,
             self.order,
@@ -166,6 +197,7 @@ class ContinualResult(StoredResult):
             np.array([_nan(row) for row in data["matrix"]], dtype=float),
             dict(data["single"]), dict(data["zero_shot"]), metrics, list(data["stages"]),
             data["stored_bytes_per_task"], data["resumed_from"], path, meta,
+            list(data.get("routing", [])),
         )  # fmt: skip
 
 

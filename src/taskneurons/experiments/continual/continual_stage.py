@@ -5,12 +5,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from taskneurons.config import Config, ConfigError, build, deep_merge
 from taskneurons.config_fields import NO_FLAGS, defaults_of, flag, test_examples, train_examples
 from taskneurons.continual.method_config import MethodConfig
 from taskneurons.evaluation.eval_config import EvalConfig
+from taskneurons.experiments.continual.tune_config import TuneConfig
 from taskneurons.experiments.knob_checks import check_count, check_ids
 from taskneurons.experiments.stage import Stage, register
 from taskneurons.training.train_config import TrainConfig
@@ -33,6 +34,11 @@ class ContinualConfig(Config):
         reference_cache: the JSON cache of A(i) and b(i) (``None``:
             ``<out_dir>/reference_cache.json``); point the runs of several methods at one file
             to compute them once.
+        n_val: validation examples per task, carved from the train examples the run does not
+            train on and disjoint from the test inputs
+            (:func:`~taskneurons.data.validation.validation_split`; ``None``: no split).
+        score_on: score the matrix on the ``"test"`` examples (results) or on the
+            ``"validation"`` split (choosing hyper-parameters; needs ``n_val``).
     """
 
     order: list[str] | None = None
@@ -47,13 +53,17 @@ class ContinualConfig(Config):
     seed: int = 0
     eval_unseen: bool = True
     reference_cache: str | None = None
+    n_val: int | None = None
+    score_on: Literal["test", "validation"] = "test"
 
     def validate(self) -> None:
         if self.single_train.method not in ("full", "lora"):
             raise ValueError(
                 f"single_train.method must be 'full' or 'lora', got {self.single_train.method!r}"
             )
-        for name in ("n_train", "n_test"):
+        if self.score_on == "validation" and self.n_val is None:
+            raise ValueError("score_on: validation needs n_val (validation examples per task)")
+        for name in ("n_train", "n_test", "n_val"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1 or None, got {value}")
@@ -83,8 +93,11 @@ class ContinualSuiteConfig(ContinualConfig):
             (:class:`~taskneurons.continual.method_config.MethodConfig`), and an option no
             listed method takes is refused. Without ``methods``, ``method.name`` names the one
             method to run (default ``ncft``).
-        methods: method names (``seqft``, ``seqlora``, ``olora``, ``epi``, ``pertask``,
-            ``ncft``, ``wncft``; ``wncft-inferred`` is W-NCFT without task ids).
+        methods: method names (``seqft``, ``seqlora``, ``olora``, ``epi``, ``migu``,
+            ``pertask``, ``ncft``, ``wncft``; ``wncft-inferred`` is W-NCFT without task ids).
+        tune: each method's training values chosen from a grid on the validation split of
+            the first order by a fixed rule, then frozen (:mod:`.tune_config`,
+            :mod:`.lr_choice`); ``None``: every method trains with ``train`` as given.
     """
 
     method: dict[str, Any] = field(default_factory=dict, metadata={"options_of": MethodConfig})
@@ -92,6 +105,7 @@ class ContinualSuiteConfig(ContinualConfig):
         default=None,
         metadata=flag("--method", help="the continual-learning methods, comma-separated"),
     )
+    tune: TuneConfig | None = None
 
     def validate(self) -> None:
         super().validate()

@@ -42,6 +42,7 @@ from taskneurons.continual.registry import make_method
 from taskneurons.continual.stage_checkpoint import checkpoint_stage, has_checkpoint, read_checkpoint
 from taskneurons.continual.stage_loop import StageRun, advance, reference_stages
 from taskneurons.data.tasks import Task, examples_hash
+from taskneurons.data.validation import validation_split
 from taskneurons.experiments.common import eval_examples, limited
 from taskneurons.experiments.continual.continual_result import ContinualResult
 from taskneurons.experiments.continual.continual_stage import ContinualConfig
@@ -66,6 +67,21 @@ def order_tasks(tasks: Sequence[Task], order: Sequence[str] | None) -> list[Task
     if missing:
         raise ValueError(f"order names tasks {missing} that are not loaded; have {sorted(by_id)}")
     return [by_id[t] for t in order]
+
+
+def scored_examples(
+    config: ContinualConfig, whole: Sequence[Task], ordered: Sequence[Task]
+) -> dict[str, list]:
+    """Task id -> the examples the matrix is scored on: ``n_test`` test examples, or with
+    ``score_on="validation"`` ``n_val`` train examples outside the ones trained on
+    (``ordered[i].train``) and outside the test inputs (same ``seed``)."""
+    if config.score_on == "validation":
+        assert config.n_val is not None
+        return {
+            o.id: validation_split(w, o.train, config.n_val, config.seed)
+            for w, o in zip(whole, ordered, strict=True)
+        }
+    return {t.id: eval_examples(t, config.n_test, config.seed) for t in ordered}
 
 
 def continual_metrics(matrix: np.ndarray, single: Sequence[float], zero: Sequence[float]) -> dict:
@@ -119,8 +135,9 @@ def _start(model, tokenizer, tasks, test, config, out, resume, progress) -> tupl
         matrix = np.array([[np.nan if v is None else v for v in row] for row in r["matrix"]])
         start = ckpt.stage + 1
         run = StageRun(
-            config, out, record, matrix, r["single"], r["zero_shot"], r["stages"], start, start
-        )
+            config, out, record, matrix, r["single"], r["zero_shot"], r["stages"], start, start,
+            list(r.get("routing", [])),
+        )  # fmt: skip
         return run, ckpt.state
     cache = Path(config.reference_cache) if config.reference_cache else out / "reference_cache.json"
     refs = reference_scores(
@@ -216,8 +233,9 @@ def continual_experiments(
         raise ValueError(
             f"{', '.join(map(str, outs))}: checkpoints of different stages; resume each alone"
         )
-    ordered = [limited(t, config.n_train, config.seed) for t in order_tasks(tasks, config.order)]
-    test = {t.id: eval_examples(t, config.n_test, config.seed) for t in ordered}
+    whole = order_tasks(tasks, config.order)
+    ordered = [limited(t, config.n_train, config.seed) for t in whole]
+    test = scored_examples(config, whole, ordered)
     method = make_method(config.method, model, tokenizer, config.train, progress)
     started = [
         _start(model, tokenizer, ordered, test, c, o, resume, progress)
@@ -252,6 +270,7 @@ def _result(method: ContinualMethod, run: StageRun, order: list[str]) -> Continu
         stored_bytes_per_task=method.stored_bytes_per_task(),
         resumed_from=run.resumed_from,
         out_dir=run.out,
+        routing=run.routing,
     )
     result.meta = provenance(
         **run.record,

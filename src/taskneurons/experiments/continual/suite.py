@@ -24,6 +24,7 @@ from taskneurons._io import write_json_sealed
 from taskneurons.continual.stage_checkpoint import checkpoint_stage, has_checkpoint
 from taskneurons.experiments.continual.continual_result import ContinualResult
 from taskneurons.experiments.continual.continual_stage import ContinualConfig, ContinualSuiteConfig
+from taskneurons.experiments.continual.lr_choice import tune_methods
 from taskneurons.experiments.continual.method_run import continual_experiments, shares_training
 from taskneurons.experiments.run_context import RunContext
 from taskneurons.provenance import provenance
@@ -125,9 +126,10 @@ def continual_suite(
     model, tokenizer, tasks, progress = ctx.model, ctx.tokenizer, ctx.tasks, ctx.progress
     resume = ctx.config.resume
     out = Path(out_dir)
+    chosen = tune_methods(ctx, config, out) if config.tune is not None else {}
     initial = ModelSnapshot.take(model)
     done: dict[str, ContinualResult] = {}
-    for n, job in enumerate(_jobs(config, out, resume)):
+    for n, job in enumerate(_jobs(config, out, resume, chosen)):
         if n:
             initial.restore(model)
         runs = [(cfg, out / label) for label, cfg in job]
@@ -135,20 +137,24 @@ def continual_suite(
             model, tokenizer, tasks, runs, resume=resume, progress=progress
         )
         done.update({label: res for (label, _), res in zip(job, results, strict=True)})
-    result = ContinualSuiteResult(out_dir=out, meta=provenance(config=config.to_dict()))
+    meta = provenance(config=config.to_dict(), chosen_train=chosen)
+    result = ContinualSuiteResult(out_dir=out, meta=meta)
     result.results = {label: done[label] for label, _ in config.runs()}
     result.save_summary()
     return result
 
 
 def _jobs(
-    config: ContinualSuiteConfig, out: Path, resume: bool
+    config: ContinualSuiteConfig, out: Path, resume: bool, chosen: dict[str, dict] | None = None
 ) -> list[list[tuple[str, ContinualConfig]]]:
     """The runs in groups that train once: a run joins the first earlier one it shares its
     training with (:func:`~taskneurons.experiments.continual.method_run.shares_training`; another label);
-    when resuming, a group whose folders' checkpoints are at different stages is split up."""
+    when resuming, a group whose folders' checkpoints are at different stages is split up.
+    ``chosen``: run label -> its tuned training values (:func:`tune_methods`)."""
     groups: list[list[tuple[str, ContinualConfig]]] = []
     for label, cfg in config.runs():
+        if chosen and chosen.get(label):
+            cfg = cfg.replace(train=cfg.train.replace(**chosen[label]))
         if cfg.reference_cache is None:
             cfg = dataclasses.replace(cfg, reference_cache=str(out / "reference_cache.json"))
         group = next(

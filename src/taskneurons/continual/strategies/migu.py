@@ -1,0 +1,163 @@
+"""MIGU: magnitude-based gradient updating (Du et al. 2024), one model, no task ids, no replay.
+
+Every optimizer step updates only the output units (rows of ``W``, entries of the bias) of
+each linear layer whose outputs on the step's batch have the largest L1 magnitude: forward
+hooks sum ``|y|`` per output unit over the step's examples and their tokens (``[out]`` per
+layer, all micro-batches of the step; padded positions left out by the ``attention_mask`` the
+model is called with), and a ``before_step`` hook of the
+one training loop (:class:`~taskneurons.training.loop.TrainOptions`) keeps the gradients of
+the top ``fraction`` of each layer's units (``ceil(fraction * out)``, at least one) and zeroes
+the rest before clipping and the optimizer step. The trained tensors are the weights and
+biases of the model's linear layers but the LM head; embeddings and norms stay frozen.
+
+A unit left out of a step gets a zero gradient in that step. With SGD (no momentum, no weight
+decay) it is then unchanged by that step; with AdamW the moments of earlier steps still move
+it a little (as in MIGU's own code, which masks gradients the same way). Under several
+processes each process would select from its own micro-batches' magnitudes; run it on one.
+
+Example:
+    >>> method = MIGU(model, tok, MethodConfig.make("migu", fraction=0.3), TrainConfig())  # doctest: +SKIP
+    >>> run_stage(method, sst2, 0)["updated_share"]  # mean share of units kept per step  # doctest: +SKIP
+    0.3
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from taskneurons.continual.method_config import MethodConfig
+from taskneurons.continual.strategies.seqft import SeqFT
+from taskneurons.data.tasks import Task
+from taskneurons.training.loop import TrainOptions, train
+
+
+def linear_layers(model: nn.Module) -> dict[str, nn.Linear]:
+    """The model's ``nn.Linear`` modules by name, the LM head (output embeddings) left out.
+
+    Example:
+        >>> sorted(linear_layers(model))[:1]  # doctest: +SKIP
+        ['model.layers.0.mlp.down_proj']
+    """
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    return {
+        name: mod
+        for name, mod in model.named_modules()
+        if isinstance(mod, nn.Linear) and mod is not head
+    }
+
+
+class MagnitudeMask:
+    """Per step, the units of each linear layer with the largest summed ``|output|``.
+
+    Use as a context manager (it adds the forward hooks, and takes them off on exit) and pass
+    :meth:`before_step` to the training loop. ``selected[name]`` is the last step's unit mask
+    ``[out]`` of each layer; ``shares`` the kept share of all units, per step.
+    """
+
+    def __init__(self, model: nn.Module, layers: dict[str, nn.Linear], fraction: float) -> None:
+        self.model = model
+        self.layers = layers
+        self.fraction = fraction
+        self.sums: dict[str, torch.Tensor] = {}  # name -> [out] float32
+        self.selected: dict[str, torch.Tensor] = {}  # name -> [out] bool
+        self.shares: list[float] = []
+        self._handles: list[Any] = []
+        self._mask: torch.Tensor | None = None  # [b, pos] of the current forward
+
+    def __enter__(self) -> MagnitudeMask:
+        self._handles.append(
+            self.model.register_forward_pre_hook(self._read_mask, with_kwargs=True)
+        )
+        for name, layer in self.layers.items():
+            self._handles.append(layer.register_forward_hook(self._adder(name)))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def _read_mask(self, _module: nn.Module, _args: Any, kwargs: dict) -> None:
+        self._mask = kwargs.get("attention_mask")
+
+    def _adder(self, name: str):
+        def hook(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
+            y = output.detach().float().abs()  # [b, pos, out]
+            mask = self._mask
+            if mask is not None and tuple(mask.shape) == tuple(y.shape[:2]):
+                y = y * mask.to(y.device, y.dtype).unsqueeze(-1)  # real tokens only
+            total = y.reshape(-1, y.shape[-1]).sum(0)  # [out]
+            self.sums[name] = self.sums[name] + total if name in self.sums else total
+
+        return hook
+
+    def before_step(self) -> None:
+        """Zero the gradients of every unit outside its layer's top ``fraction``; reset."""
+        kept = total = 0
+        for name, layer in self.layers.items():
+            sums = self.sums.get(name)
+            if sums is None or layer.weight.grad is None:
+                continue
+            n = sums.numel()
+            keep = torch.zeros(n, dtype=torch.bool, device=sums.device)  # [out]
+            keep[torch.topk(sums, max(1, math.ceil(self.fraction * n))).indices] = True
+            drop = ~keep.to(layer.weight.grad.device)
+            layer.weight.grad[drop] = 0  # rows of [out, in]
+            if layer.bias is not None and layer.bias.grad is not None:
+                layer.bias.grad[drop] = 0
+            self.selected[name] = keep.cpu()
+            kept += int(keep.sum())
+            total += n
+        self.sums = {}
+        self.shares.append(kept / max(total, 1))
+
+
+class MIGU(SeqFT):
+    """One model; each step trains only the largest-magnitude units of every linear layer."""
+
+    name = "migu"
+
+    def train_task(self, task: Task, stage: int) -> dict:
+        layers = linear_layers(self.model)
+        params = {f"{n}.{k}": p for n, m in layers.items() for k, p in m.named_parameters()}
+        trainable = set(map(id, params.values()))
+        flags = [(p, p.requires_grad) for p in self.model.parameters()]
+        for p in self.model.parameters():
+            p.requires_grad_(id(p) in trainable)
+        cfg = self.stage_config(stage, method="full", merge=False)
+        try:
+            with MagnitudeMask(self.model, layers, self.config.fraction) as mask:
+                opts = TrainOptions(params=params, before_step=mask.before_step)
+                res = train(
+                    self.model, self.tokenizer, [task], cfg, progress=self.progress, options=opts
+                )
+        finally:
+            for p, flag in flags:
+                p.requires_grad_(flag)
+        share = sum(mask.shares) / max(len(mask.shares), 1)
+        return {**res.summary(), "fraction": self.config.fraction, "updated_share": share}
+
+
+@dataclass
+class MiguConfig(MethodConfig, name="migu"):
+    """MIGU's option.
+
+    Attributes:
+        fraction: share of each linear layer's output units updated per step (those with the
+            largest L1 output magnitude on the step's batch), in ``(0, 1]``.
+    """
+
+    method_class: ClassVar[Any] = MIGU
+
+    name: str = "migu"
+    fraction: float = 0.3
+
+    def validate(self) -> None:
+        super().validate()
+        if not 0 < self.fraction <= 1:
+            raise ValueError(f"fraction must be in (0, 1], got {self.fraction}")

@@ -1,0 +1,99 @@
+"""Fair training values: the validation split, the rule, the frozen choice across orders."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from taskneurons.data.tasks import Example, Task
+from taskneurons.data.validation import validation_split
+from taskneurons.experiments.common import limited
+from taskneurons.experiments.continual.continual_stage import ContinualConfig, ContinualSuiteConfig
+from taskneurons.experiments.continual.method_run import order_tasks, scored_examples
+from taskneurons.experiments.continual.suite import continual_suite
+from taskneurons.experiments.continual.tune_config import TuneConfig, candidates, choose
+from taskneurons.experiments.run_context import RunContext
+from test_continual import EVAL, TRAIN
+
+from tiny_models import tiny_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _task(task_id: str, words: list[str]) -> Task:
+    """24 train examples (two of them repeat a test input) and 6 test examples, two labels."""
+    train = [Example(f"{w} number {i}", "yes" if i % 2 else "no") for w in words for i in range(12)]
+    test = [Example(f"{words[0]} other {i}", "yes" if i % 2 else "no") for i in range(4)]
+    test += [Example(train[3].input, "yes"), Example(train[10].input, "yes")]  # leaked texts
+    return Task(id=task_id, kind="classification", instruction="Answer", labels=["yes", "no"],
+                metric="accuracy", train=train, test=test)  # fmt: skip
+
+
+def test_validation_split_is_disjoint_from_training_and_test():
+    tasks = [_task("a", ["cat", "dog"]), _task("b", ["red", "blue"])]
+    cfg = ContinualConfig(n_train=8, n_val=12, score_on="validation", eval=EVAL)
+    whole = order_tasks(tasks, None)
+    ordered = [limited(t, cfg.n_train, cfg.seed) for t in whole]
+    val = scored_examples(cfg, whole, ordered)
+    for w, o in zip(whole, ordered, strict=True):
+        inputs = [e.input for e in val[o.id]]
+        assert len(inputs) == len(set(inputs)) == 12
+        assert not set(inputs) & {e.input for e in o.train}  # not trained on
+        assert not set(inputs) & {e.input for e in w.test}  # not a test text (2 leaked ones)
+        assert set(inputs) <= {e.input for e in w.train}  # from the train split
+        assert sorted(e.output for e in val[o.id]) == ["no"] * 6 + ["yes"] * 6  # stratified
+    # 24 train - 8 used - the leaked texts not used: at most 16 are left
+    with pytest.raises(ValueError, match="validation examples asked for"):
+        validation_split(whole[0], ordered[0].train, 17)
+    test = scored_examples(cfg.replace(score_on="test", n_test=4), whole, ordered)
+    assert len(test["a"]) == 4 and set(test["a"]) <= set(whole[0].test)  # the test split
+
+
+def test_rule_picks_by_hand():
+    def row(lr, r, score):
+        return {"values": {"lr": lr, "lora_r": r}, "score": score}
+
+    table = [
+        row(1e-5, 4, 50.0),
+        row(1e-5, 8, 55.0),
+        row(1e-4, 4, 61.0),
+        row(1e-4, 8, 61.0),
+        row(1e-3, 4, 61.2),
+        row(1e-3, 8, float("nan")),
+    ]
+    assert choose(table) == {"lr": 1e-3, "lora_r": 4}  # the best score
+    assert choose(table, ties=0.5) == {"lr": 1e-4, "lora_r": 4}  # tie: smaller lr, then rank
+    assert choose(table[:4]) == {"lr": 1e-4, "lora_r": 4}  # exact tie: smaller rank
+    assert choose([row(1e-3, 8, float("nan")), row(1e-2, 8, 0.0)]) == {"lr": 1e-2, "lora_r": 8}
+    tune = TuneConfig(grid={"lr": [1e-4, 1e-3], "lora_r": [4, 8]})
+    assert len(candidates(tune, "seqlora")) == 4 and len(candidates(tune, "ncft")) == 2
+    with pytest.raises(ValueError, match="not a training key"):
+        TuneConfig(grid={"learning_rate": [1e-3]})
+
+
+def test_choice_is_made_on_the_first_order_and_frozen(tok, tmp_path):
+    tasks = [_task("a", ["cat", "dog"]), _task("b", ["red", "blue"])]
+    choice = tmp_path / "lr" / "lr_choice.json"
+    tune = TuneConfig(grid={"lr": [1e-3, 1e-2]}, order=["a", "b"], n_val=6, choice_file=str(choice))
+    fields = dict(train=TRAIN, single_train=TRAIN.replace(method="full"), eval=EVAL, n_train=8)
+    suite = ContinualSuiteConfig(methods=["seqft"], order=["b", "a"], n_test=4, tune=tune, **fields)
+    ctx = RunContext.of(tiny_model("llama"), tok, tasks, progress=False)
+    res = continual_suite(ctx, suite, tmp_path / "order2")
+    saved = json.loads(choice.read_text())["methods"]["seqft"]
+    scores = {row["values"]["lr"]: row["score"] for row in saved["rows"]}
+    assert set(scores) == {1e-3, 1e-2} and saved["record"]["order"] == ["a", "b"]
+    best = choose(saved["rows"])
+    assert saved["choice"] == best
+    assert res.results["seqft"].meta["config"]["train"]["lr"] == best["lr"]  # frozen choice used
+    assert (tmp_path / "lr" / "lr_choice.md").is_file()
+    mtime = choice.stat().st_mtime_ns
+    other = suite.replace(order=["a", "b"])  # another order: reads the choice, tunes nothing
+    again = continual_suite(RunContext.of(tiny_model("llama"), tok, tasks, progress=False),
+                            other, tmp_path / "order1")  # fmt: skip
+    assert choice.stat().st_mtime_ns == mtime
+    assert again.results["seqft"].meta["config"]["train"]["lr"] == best["lr"]
+    changed = suite.replace(n_train=6)
+    with pytest.raises(ValueError, match="chosen with other settings"):
+        continual_suite(RunContext.of(tiny_model("llama"), tok, tasks, progress=False),
+                        changed, tmp_path / "order3")  # fmt: skip

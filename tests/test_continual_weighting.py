@@ -1,0 +1,72 @@
+"""W-NCFT's weighting rules against hand computations; routing accuracy on separable tasks."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from taskneurons.continual.registry import make_method
+from taskneurons.data.tasks import Task
+from taskneurons.experiments.continual.method_run import continual_experiment
+from test_continual import TRAIN, _config, animal_task, method_config, mood_task
+
+from tiny_models import tiny_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+PARAM = "model.layers.0.mlp.down_proj.weight"
+
+
+def _hand_weights() -> tuple[float, float]:
+    """cos(q, v1) = 0.8, cos(q, v2) = 0.96, T = 0.5: logits 1.6, 1.92; softmax by hand."""
+    e = math.exp(1.92 - 1.6)  # 1.377128
+    return 1 / (1 + e), e / (1 + e)  # 0.420676, 0.579324
+
+
+@pytest.mark.parametrize("rule", ["plain", "renormalised"])
+def test_wncft_weighting_matches_a_hand_computation(tok, rule):
+    model = tiny_model("llama")
+    cfg = method_config(name="wncft", temperature=0.5, weighting=rule)
+    method = make_method(cfg, model, tok, TRAIN)
+    base = dict(model.named_parameters())[PARAM].detach().clone()  # [d_model, d_ff]
+    d = model.config.hidden_size
+    vec = lambda *xs: torch.tensor([*xs, *[0.0] * (d - len(xs))])  # noqa: E731
+    method.trained = ["a", "b"]
+    method.vectors = {"a": vec(1.0, 0.0), "b": vec(0.6, 0.8), "q": vec(0.8, 0.6)}
+    v1 = base[:, [0, 1]] + torch.tensor([1.0, 2.0])  # task a trained columns 0, 1
+    v2 = base[:, [1, 2]] + torch.tensor([4.0, -8.0])  # task b trained columns 1, 2
+    method.versions = [
+        {PARAM: (1, torch.tensor([0, 1]), v1)},
+        {PARAM: (1, torch.tensor([1, 2]), v2)},
+    ]
+    query = Task(id="q", kind="classification", instruction="", labels=["x"], metric="accuracy")
+    w1, w2 = _hand_weights()
+    assert method.weights_for(query) == pytest.approx({"a": 0.420676, "b": 0.579324}, abs=1e-6)
+    with method.answering(query) as m:
+        got = dict(m.named_parameters())[PARAM].detach()[:, :4].clone()
+    if rule == "plain":  # base + sum over all tasks of w_t * delta_t
+        want = [base[:, 0] + w1 * 1.0, base[:, 1] + w1 * 2.0 + w2 * 4.0, base[:, 2] - w2 * 8.0]
+    else:  # renormalised over the tasks that trained the column
+        want = [v1[:, 0], w1 * v1[:, 1] + w2 * v2[:, 0], v2[:, 1]]
+    torch.testing.assert_close(got[:, :3], torch.stack(want, 1), rtol=0, atol=1e-5)
+    assert torch.equal(got[:, 3], base[:, 3])  # no task trained column 3
+    assert torch.equal(dict(model.named_parameters())[PARAM].detach(), base)  # put back
+
+
+@pytest.mark.parametrize("name,kw", [("wncft", {"mode": "inferred"}), ("epi", {})])
+def test_routing_accuracy_is_100_on_separable_tasks(tok, tmp_path, name, kw):
+    cfg = _config(name, tmp_path / "cache.json", **kw)
+    tasks = [mood_task(), animal_task()]
+    res = continual_experiment(tiny_model("llama"), tok, tasks, cfg, tmp_path, progress=False)
+    assert res.routing_accuracy() == 100.0
+    final = res.routing[-1]
+    assert {t: r["routing_accuracy"] for t, r in final.items()} == {"mood": 100.0, "animal": 100.0}
+    assert res.routing[0]["animal"]["routing_accuracy"] is None  # not trained yet: no right task
+    for task, rec in final.items():
+        assert sum(rec["weights"].values()) == pytest.approx(1.0)
+        assert max(rec["weights"], key=rec["weights"].get) == task
+    saved = json.loads((tmp_path / "routing.json").read_text())
+    assert len(saved["rows"]) == 4  # two tasks scored after each of two stages
