@@ -20,6 +20,10 @@ How it is computed, in one forward and one backward per batch:
 * a task's examples are batched longest first (``group_by_length``), so batches carry
   little padding (about 5 % of the tokens instead of 21 % on 128 mixed examples of
   sst2/agnews/mnli);
+* with ``AttributionConfig(checkpointing=True)`` the decoder layers run under activation
+  checkpointing (same scores, about one more forward of compute, much less activation memory;
+  :mod:`~taskneurons.neurons.score_hooks`);
+* whatever the model's dtype (bf16, fp16), products are taken in float32 and summed in float64;
 * with an Accelerate ``Accelerator``, each process scores its shard of the examples and the
   sums are added across processes.
 
@@ -51,8 +55,12 @@ from taskneurons.data.tasks import Example, Task, example_key, examples_hash, su
 from taskneurons.losses import loss_width, per_example_loss
 from taskneurons.models.saving import tuned_on
 from taskneurons.neurons.attribution_config import Aggregate, AttributionConfig
+from taskneurons.neurons.score_hooks import (
+    CheckpointedAccumulator,
+    ScoreAccumulator,
+    checkpointed_layers,
+)
 from taskneurons.neurons.scores import NeuronScores
-from taskneurons.neurons.sites import hook_sites
 from taskneurons.neurons.space import NeuronSpace
 from taskneurons.provenance import model_fingerprint
 
@@ -68,75 +76,6 @@ def frozen_parameters(model: nn.Module) -> Iterator[None]:
     finally:
         for p, flag in flags:
             p.requires_grad_(flag)
-
-
-class _ScoreAccumulator:
-    """Hooks that accumulate per-example-reduced ``g·a`` at every NeuronSpace site."""
-
-    def __init__(self, space: NeuronSpace, aggregate: Aggregate):
-        self.space = space
-        self.aggregate = aggregate
-        # float64 running sums on CPU: [layers, units] per module (tiny next to activations)
-        self.sums = space.zeros(torch.float64)
-        self._token_mask: torch.Tensor | None = None  # [batch, pos, 1]
-        self._acts: dict[tuple[int, str], torch.Tensor] = {}  # this batch's activations
-        self._handles: list = []
-
-    def __enter__(self) -> _ScoreAccumulator:
-        self._handles = hook_sites(
-            self.space, lambda layer, module: lambda act: self._watch(act, layer, module)
-        )
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
-
-    def set_token_mask(self, attention_mask: torch.Tensor) -> None:
-        """Start a batch: its padding mask ``[batch, pos]``."""
-        self._token_mask = attention_mask[..., None]  # [batch, pos, 1]
-
-    def end_batch(self) -> None:
-        """Release the batch's tensors (activations not reached by the backward, the mask)."""
-        self._acts.clear()
-        self._token_mask = None
-
-    def _watch(self, act: torch.Tensor, layer: int, module: str) -> torch.Tensor:
-        if not act.requires_grad:
-            # nothing upstream needs a gradient: this activation is a leaf, start the graph here
-            act = act.detach().requires_grad_(True)
-        # The activation is kept in a dict, not in the hook's closure: a closure holding the
-        # tensor whose grad_fn holds the closure is a reference cycle that only the cyclic
-        # garbage collector frees, so activations of past batches would pile up.
-        key = (layer, module)
-        value = act.detach()
-        if self.space.site(module).kind == "output":
-            # the model may add into a linear's output in place (Falcon: mlp_out += attn_out),
-            # which would change a shared view; keep the activation's own values
-            value = value.clone()
-        self._acts[key] = value
-        acts, sums, acc = self._acts, self.sums, self
-
-        def on_grad(grad: torch.Tensor) -> None:
-            value = acts.pop(key)
-            prod = grad.float() * value.float()  # [batch, pos, units]
-            if acc._token_mask is not None:
-                # some families (OPT) run the FFN on flattened [batch*pos, units] states
-                mask = acc._token_mask
-                prod = prod.reshape(mask.shape[0], mask.shape[1], -1) * mask.to(prod.dtype)
-            if acc.aggregate == "token_abs":
-                per_example = prod.abs().sum(dim=1)  # [batch, units]
-            else:
-                per_example = prod.sum(dim=1)  # [batch, units]
-            if acc.aggregate == "example":
-                contrib = per_example.abs().sum(dim=0)  # [units]
-            else:
-                contrib = per_example.sum(dim=0)  # [units]
-            sums[module][layer] += contrib.to("cpu", torch.float64)
-
-        act.register_hook(on_grad)
-        return act
 
 
 def scoring_examples(
@@ -228,10 +167,13 @@ def _score_batches(
     batches: Iterable[dict[str, torch.Tensor]],
     n_batches: int | None,
     space: NeuronSpace,
-    aggregate: Aggregate,
+    config: AttributionConfig,
     progress: bool,
 ) -> tuple[dict[str, torch.Tensor], int, int]:
     """One forward and one backward per batch, parameters frozen, model in eval mode.
+
+    With ``config.checkpointing`` the decoder layers run under activation checkpointing and
+    the products are taken by module backward hooks (:mod:`~taskneurons.neurons.score_hooks`).
 
     Returns:
         ``(sums, n_examples, n_tokens)`` of this process: ``sums`` is module -> float64
@@ -246,7 +188,9 @@ def _score_batches(
     n_local = 0
     n_tokens = 0
     bar = tqdm(batches, total=n_batches, desc="relevance", unit="batch", disable=not progress)
-    with frozen_parameters(model), _ScoreAccumulator(space, aggregate) as acc:
+    accumulator = CheckpointedAccumulator if config.checkpointing else ScoreAccumulator
+    layers = checkpointed_layers(model) if config.checkpointing else contextlib.nullcontext()
+    with frozen_parameters(model), layers, accumulator(space, config.aggregate) as acc:
         for batch in bar:
             batch = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
             # the loss only runs the model on the first loss_width positions
@@ -364,8 +308,6 @@ def relevance_scores(
     else:
         batches, n_batches = _local_batches(data, accelerator), None
     start = time.perf_counter()
-    sums, n_local, n_tokens = _score_batches(
-        model, batches, n_batches, space, config.aggregate, progress
-    )
+    sums, n_local, n_tokens = _score_batches(model, batches, n_batches, space, config, progress)
     n_total, n_tokens = _sum_across_processes(sums, space, n_local, n_tokens, accelerator)
     return _neuron_scores(space, sums, n_total, n_tokens, config.aggregate, meta, start)
