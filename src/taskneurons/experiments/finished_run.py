@@ -22,7 +22,8 @@ from taskneurons.store.run_folder import FinishedRunError, RunFolder
 
 
 def load_run(folder: str | os.PathLike) -> RunResult:
-    """The run in ``folder``: its config and the result of every stage that wrote files.
+    """The run in ``folder``: its config and the result of every stage that wrote files (and
+    declares a result class to read them back with).
 
     Raises:
         FinishedRunError: ``folder`` has no ``config.yaml`` (not a run folder).
@@ -36,5 +37,6 @@ def load_run(folder: str | os.PathLike) -> RunResult:
     result = RunResult(config, run.path)
     dirs = run.stage_dirs(stages)
     for name in run.ran(stages):
-        result.results[name] = stage_named(name).result_class().load(dirs[name])
+        if stage_named(name).result:  # a stage that declares no result class is not read back
+            result.results[name] = stage_named(name).result_class().load(dirs[name])
     return result
