@@ -12,8 +12,8 @@ hand: docs/bad-inputs.md's block between ``<!-- messages:begin -->`` and
     python tests/bad_input_messages.py --write    # and replace the block in docs/bad-inputs.md
 
 Example:
-    >>> shorten("/tmp/tn-messages/test_a0/run/x.json /tmp/tn-messages/tiny-llama0", "/tmp/tn-messages")
-    'run/x.json tiny-llama'
+    >>> shorten("/tmp/m/test_a0/run/x.json /tmp/m/tiny-llama0 /tmp/m/test_a0", "/tmp/m")
+    'run/x.json tiny-llama .'
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ CAUSES = {
 def shorten(text: str, base: str) -> str:
     """``text`` with the pytest temporary folders under ``base`` cut to their given names."""
     text = re.sub(re.escape(base) + r"/test_[^/\s'\"]*?\d+/", "", text)
+    text = re.sub(re.escape(base) + r"/test_[^/\s'\"]*?\d+\b", ".", text)  # the test's folder
     return re.sub(re.escape(base) + r"/([A-Za-z][\w-]*?)\d+\b", r"\1", text)
 
 
@@ -65,25 +66,39 @@ def record(files: list[str], base: str) -> list[dict]:
     return [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
 
 
-def rows(records: list[dict], base: str) -> list[tuple[str, str, str, str]]:
-    """``(test, command, exit, line)`` of what a reader needs: refusals through the command
-    line, library refusals of tests that refused nothing through it, and child processes."""
+def rows(records: list[dict], base: str) -> list[tuple[str, ...]]:
+    """``(tests, command, exit, line)`` of what a reader needs: refusals through the command
+    line, library refusals of tests that refused nothing through it, and the Python child
+    processes; a row made by several tests comes once, naming them all."""
     refusing = {r["test"] for r in records if r["kind"] == "cli" and r["rc"] != 0}
-    out = []
+    found: dict[tuple[str, ...], list[str]] = {}
     for r in records:
-        test = r["test"].split("::", 1)[1]
+        line = r["line"]
         if r["kind"] == "cli" and r["rc"] != 0:
             command = "taskneurons " + " ".join(r["argv"])
         elif r["kind"] == "changed" and r["test"] not in refusing:
             command, r = "(library)", {**r, "rc": "raises"}
-        elif r["kind"] == "subprocess":
-            command = " ".join(Path(a).name if a == sys.executable else a for a in r["argv"])
+        elif r["kind"] == "subprocess" and r["argv"][0] == sys.executable:
+            command = " ".join(["python", *r["argv"][1:]])
+            if r["rc"] == 0:
+                held = "holds" if r["aborted"] else "does not hold"
+                line = f'(exit 0; stderr {held} "terminate called")'
         else:
             continue
-        row = tuple(shorten(str(x), base) for x in (test, command, r["rc"], r["line"]))
-        if row not in out:
-            out.append(row)
-    return out
+        key = tuple(shorten(str(x), base) for x in (command, r["rc"], line))
+        tests = found.setdefault(key, [])
+        if _test_name(r["test"]) not in tests:
+            tests.append(_test_name(r["test"]))
+    return [(", ".join(tests), *key) for key, tests in found.items()]
+
+
+def _test_name(nodeid: str) -> str:
+    """``file.py::test[id]`` -> ``test[id]``; a long parameter id cut to its first part."""
+    name = nodeid.split("::", 1)[1]
+    if "[" in name and len(name) > 60:
+        head, _, param = name.partition("[")
+        name = f"{head}[{param.split('-', 1)[0]}]"
+    return name
 
 
 def _code(text: str) -> str:

@@ -8,7 +8,8 @@ JSON line appended to ``$TN_RECORD_MESSAGES``, naming the test (``nodeid``) that
 * ``changed``: every ``ChangedFileError`` the library raised (a changed file, refused naming it),
   also the ones a test catches with ``pytest.raises``;
 * ``subprocess``: every child process a test waited for (``subprocess.run``, ``communicate``),
-  e.g. ``torchrun`` or a child sent a SIGINT: its command, exit status and last stderr line.
+  e.g. ``torchrun`` or a child sent a SIGINT: its command, exit status, last stderr line and
+  whether stderr holds "terminate called" (the abort of root cause 7).
 
 Example:
     >>> # TN_RECORD_MESSAGES=/tmp/m.jsonl pytest -p message_recorder tests/test_messages.py
@@ -90,15 +91,9 @@ def _record_messages(request, monkeypatch):
     def waited(self, *args, **kwargs):
         out, err = communicate(self, *args, **kwargs)
         argv = [str(a) for a in self.args] if isinstance(self.args, list) else [str(self.args)]
-        _record(
-            {
-                "test": test,
-                "kind": "subprocess",
-                "argv": argv,
-                "rc": self.returncode,
-                "line": _last_line(err),
-            }
-        )
+        text = err.decode(errors="replace") if isinstance(err, bytes) else err or ""
+        entry = {"test": test, "kind": "subprocess", "argv": argv, "rc": self.returncode}
+        _record({**entry, "line": _last_line(text), "aborted": "terminate called" in text})
         return out, err
 
     monkeypatch.setattr(cli, "_main", main)
