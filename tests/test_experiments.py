@@ -450,10 +450,11 @@ REPO = Path(__file__).resolve().parents[1]
 )
 def test_every_experiment_file_of_the_repo_is_valid(path, monkeypatch):
     from taskneurons.experiments.experiment_file import read_mapping
+    from taskneurons.experiments.seed_repeats import file_configs
 
     monkeypatch.chdir(REPO)  # the files name ../shared/data relative to the repository root
-    config = ExperimentFile.from_dict(with_defaults(read_mapping(path)), where=str(path))
-    assert config.stages()
+    for config in file_configs(read_mapping(path), str(path)):  # one per seed of ``seeds``
+        assert config.stages()
 
 
 def test_runner_runs_the_budget_and_crosstrain_stages(tiny_folder, task_folders, tmp_path):

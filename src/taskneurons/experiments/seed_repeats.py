@@ -64,6 +64,20 @@ def seed_settings(data: Mapping[str, Any], where: str) -> list[tuple[int, dict]]
     return [(s, {**rest, "seed": s, "out": str(out / f"seed-{s}")}) for s in seeds]
 
 
+def file_configs(data: Mapping[str, Any], where: str) -> list[Any]:
+    """The :class:`~taskneurons.experiments.experiment_file.ExperimentFile` of each run the
+    settings ``data`` ask for: one per seed of ``seeds``, else one (checked, nothing run).
+
+    Example:
+        >>> [c.seed for c in file_configs({"experiment": "detect", "tasks": ["sentiment"], "seeds": [0, 1]}, "x")]
+        [0, 1]
+    """
+    from taskneurons.experiments.experiment_file import ExperimentFile, with_defaults
+
+    runs = seed_settings(data, where) if SEEDS_KEY in data else [(None, dict(data))]
+    return [ExperimentFile.from_dict(with_defaults(one), where=where) for _, one in runs]
+
+
 def specificities(result: Any, prefix: str = "") -> dict[str, dict]:
     """``cell -> {readout: Specificity}`` of a stage's result: its own matrices, those of its
     ``deactivation`` (multitask) and of its ``cells`` (sweep: ``<selection>-k<k>``)."""
