@@ -3,7 +3,7 @@
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 
-.PHONY: install demo test test-fast lint bench
+.PHONY: install demo test test-fast lint bench screenshots
 
 install:
 	$(PIP) install torch==2.13.0
@@ -20,8 +20,12 @@ test-fast:
 	$(PYTHON) -m pytest -q -m "not slow"
 
 lint:
-	ruff check src tests benchmarks
-	ruff format --check src tests benchmarks
+	ruff check src tests benchmarks scripts
+	ruff format --check src tests benchmarks scripts
+
+# the demo's report seen in headless Chromium (apt-get install -y chromium): docs/report-*.png
+screenshots:
+	$(PYTHON) scripts/report_screenshots.py runs/demo/report.html --out docs
 
 bench:
 	$(PYTHON) benchmarks/eval_speed.py
