@@ -98,6 +98,11 @@ class ContinualSuiteConfig(ContinualConfig):
         tune: each method's training values chosen from a grid on the validation split of
             the first order by a fixed rule, then frozen (:mod:`.tune_config`,
             :mod:`.lr_choice`); ``None``: every method trains with ``train`` as given.
+        seeds: run the whole suite once per seed (``<out>/seed<s>/``), each seed setting the
+            training order of examples and LoRA's init (``train.seed``) and the methods' random
+            subsets (``method.seed``, ``method.attribution.seed``); the data (train, validation
+            and test examples: ``seed``) and the references stay fixed (:mod:`.seeds`).
+            ``None``: one run with the seeds as configured.
     """
 
     method: dict[str, Any] = field(default_factory=dict, metadata={"options_of": MethodConfig})
@@ -106,6 +111,7 @@ class ContinualSuiteConfig(ContinualConfig):
         metadata=flag("--method", help="the continual-learning methods, comma-separated"),
     )
     tune: TuneConfig | None = None
+    seeds: list[int] | None = None
 
     def validate(self) -> None:
         super().validate()
@@ -114,12 +120,37 @@ class ContinualSuiteConfig(ContinualConfig):
                 "methods: an empty list runs no method; name one or more, or leave methods out "
                 "to run method.name (default ncft)"
             )
+        if self.seeds is not None and (
+            len(self.seeds) < 2 or len(set(self.seeds)) != len(self.seeds)
+        ):
+            raise ValueError(f"seeds: give two or more different seeds, got {self.seeds}")
         twice = sorted({m for m in self.methods or [] if self.methods.count(m) > 1})
         if twice:
             raise ValueError(f"methods: {twice} listed twice (each method has one results folder)")
         if isinstance(self.method, MethodConfig):  # one method's config: its options, shared
             self.method = self.method.to_dict()
         self.runs()  # every method's config built: names, options and values checked
+
+    def for_seed(self, seed: int) -> ContinualSuiteConfig:
+        """The suite of one seed: ``train.seed``, and the listed methods' ``seed`` and
+        ``attribution.seed`` where they take them, set to ``seed``; nothing else changes.
+
+        Example:
+            >>> cfg = ContinualSuiteConfig(methods=["seqft", "wncft"], seeds=[0, 1])
+            >>> one = cfg.for_seed(1)
+            >>> one.train.seed, one.method["seed"], one.method["attribution"]["seed"], one.seed
+            (1, 1, 1, 0)
+        """
+        names = [_method_name(label) for label in self.labels()]
+        takes = {key for n in names for key in MethodConfig.keys(n)}
+        method = dict(self.method)
+        if "seed" in takes:
+            method["seed"] = seed
+        if "attribution" in takes:
+            att = method.get("attribution", {})
+            att = att.to_dict() if hasattr(att, "to_dict") else dict(att)
+            method["attribution"] = {**att, "seed": seed}
+        return self.replace(seeds=None, train=self.train.replace(seed=seed), method=method)
 
     def method_defaults(self, name: str) -> dict[str, Any]:
         """What method ``name`` takes from the suite unless ``method`` sets it: the suite's
@@ -185,6 +216,6 @@ FILES = """
 
 STAGE = register(Stage(
     name="continual", config=ContinualSuiteConfig, order=120, changes_model=True,
-    run=".suite:run_continual", result=".suite:ContinualSuiteResult", files=FILES,
+    run=".seeds:run_continual", result=".suite:ContinualSuiteResult", files=FILES,
     title="learn the tasks in order with each method; accuracy matrix, CL, FG, BWT, FWT",
 ))  # fmt: skip

@@ -112,7 +112,10 @@ class ContinualSuiteResult(StoredResult):
 
 
 def continual_suite(
-    ctx: RunContext, config: ContinualSuiteConfig, out_dir: str | os.PathLike
+    ctx: RunContext,
+    config: ContinualSuiteConfig,
+    out_dir: str | os.PathLike,
+    chosen: dict[str, dict] | None = None,
 ) -> ContinualSuiteResult:
     """Run every method of ``config`` on the same order; write Table 5 and Figure 4.
 
@@ -121,12 +124,14 @@ def continual_suite(
     restored before each next one (the LoRA layers an earlier method injected removed, the
     weights and ``requires_grad`` flags put back). Methods sharing one training (``wncft`` and
     ``wncft-inferred``: :func:`_jobs`) run together, at the first one's place; the rows keep
-    the order of ``methods``.
+    the order of ``methods``. ``chosen``: each label's tuned training values when already
+    known (else tuned here when ``config.tune`` is set; :mod:`.lr_choice`).
     """
     model, tokenizer, tasks, progress = ctx.model, ctx.tokenizer, ctx.tasks, ctx.progress
     resume = ctx.config.resume
     out = Path(out_dir)
-    chosen = tune_methods(ctx, config, out) if config.tune is not None else {}
+    if chosen is None:
+        chosen = tune_methods(ctx, config, out) if config.tune is not None else {}
     initial = ModelSnapshot.take(model)
     done: dict[str, ContinualResult] = {}
     for n, job in enumerate(_jobs(config, out, resume, chosen)):
@@ -176,6 +181,3 @@ def _jobs(
         stages = {checkpoint_stage(out / label / "checkpoint") for label, _ in group}
         jobs += [group] if len(stages) == 1 else [[run] for run in group]
     return jobs
-
-
-run_continual = continual_suite
