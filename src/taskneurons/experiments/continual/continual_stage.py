@@ -39,6 +39,9 @@ class ContinualConfig(Config):
             (:func:`~taskneurons.data.validation.validation_split`; ``None``: no split).
         score_on: score the matrix on the ``"test"`` examples (results) or on the
             ``"validation"`` split (choosing hyper-parameters; needs ``n_val``).
+        held_out: ids of loaded tasks that no method trains on: after the last task each is
+            scored (``n_test`` test examples) against its zero-shot score (general ability
+            kept); they are left out of ``order``.
     """
 
     order: list[str] | None = None
@@ -55,6 +58,7 @@ class ContinualConfig(Config):
     reference_cache: str | None = None
     n_val: int | None = None
     score_on: Literal["test", "validation"] = "test"
+    held_out: list[str] | None = None
 
     def validate(self) -> None:
         if self.single_train.method not in ("full", "lora"):
@@ -69,17 +73,23 @@ class ContinualConfig(Config):
                 raise ValueError(f"{name} must be >= 1 or None, got {value}")
         if self.order is not None and len(set(self.order)) != len(self.order):
             raise ValueError(f"order repeats a task: {self.order}")
+        both = sorted(set(self.order or []) & set(self.held_out or []))
+        if both:
+            raise ValueError(f"held_out: {both} also in order; a held-out task is never trained")
 
     def check_tasks(self, tasks: Sequence[Any], key: str = "continual") -> None:
         """Two tasks or more, and ``order`` lists each of them once."""
-        check_count(tasks, key, "BWT, FWT and forgetting compare tasks learnt one after another")
+        held = set(self.held_out or [])
+        check_ids(self.held_out, tasks, f"{key}.held_out")
+        trained = [t for t in tasks if t.id not in held]
+        check_count(trained, key, "BWT, FWT and forgetting compare tasks learnt one after another")
         check_ids(self.order, tasks, f"{key}.order")
-        left = [t.id for t in tasks if self.order is not None and t.id not in self.order]
+        left = [t.id for t in trained if self.order is not None and t.id not in self.order]
         if left:
             raise ValueError(
                 f"{key}.order: leaves out the tasks {left}; list every task of the run once "
                 "(CL, BWT and FWT average over them all), or leave order out to learn the "
-                "tasks as given"
+                "tasks as given, or name them in held_out"
             )
 
 

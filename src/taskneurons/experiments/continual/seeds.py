@@ -92,10 +92,14 @@ def _mean_result(runs: list[ContinualResult], out: Path) -> ContinualResult:
     metrics = continual_metrics(
         matrix, [first.single[t] for t in order], [first.zero_shot[t] for t in order]
     )
+    held = {}
+    for t, h in first.held_out.items():
+        score = float(np.mean([r.held_out[t]["score"] for r in runs]))
+        held[t] = {"score": score, "zero_shot": h["zero_shot"], "change": score - h["zero_shot"]}
     return ContinualResult(
         first.method, first.mode, order, matrix, first.single, first.zero_shot, metrics, [],
         first.stored_bytes_per_task, None, out,
-        meta=provenance(mean_over_seeds=len(runs), method=first.label),
+        meta=provenance(mean_over_seeds=len(runs), method=first.label), held_out=held,
     )  # fmt: skip
 
 

@@ -68,8 +68,21 @@ class ContinualSuiteResult(StoredResult):
             out.append([label, *final, m["cl"], m["bwt"], m["fwt"], mb])
         return out
 
+    def held_out_rows(self) -> list[list]:
+        """A row per method and held-out task: score after the last task, zero-shot, change."""
+        return [
+            [label, t, h["score"], h["zero_shot"], h["change"]]
+            for label, res in self.results.items()
+            for t, h in res.held_out.items()
+        ]
+
     def markdown(self) -> str:
-        return markdown_table(self.header(), self.rows())
+        text = markdown_table(self.header(), self.rows())
+        held = self.held_out_rows()
+        if held:
+            header = ["method", "held-out task", "after the last task", "zero-shot", "change"]
+            text += "\n\n" + markdown_table(header, held)
+        return text
 
     def save(self, folder: str | os.PathLike | None = None) -> Path:
         """Write each method's folder and the suite's tables into ``folder`` (default:
@@ -94,6 +107,11 @@ class ContinualSuiteResult(StoredResult):
             out / "forgetting.png",
             "FG_j: share of earlier tasks' single-task score kept (Figure 4)",
         )
+        held = self.held_out_rows()
+        if held:
+            header = ["method", "held-out task", "after the last task", "zero-shot", "change"]
+            title = "General ability kept: tasks none of the methods trained on"
+            write_table(out / "held_out", header, held, meta=self.meta, title=title)
         curves = {k: [None if math.isnan(x) else x for x in v] for k, v in series.items()}
         suite = {"rows": self.rows(), "header": self.header(), "forgetting": curves}
         write_json_sealed(out / SUITE_FILE, {**suite, "meta": self.meta})
