@@ -162,6 +162,24 @@ class ContinualSuiteConfig(ContinualConfig):
             method["attribution"] = {**att, "seed": seed}
         return self.replace(seeds=None, train=self.train.replace(seed=seed), method=method)
 
+    def check_tasks(self, tasks: Sequence[Any], key: str = "continual") -> None:
+        """As :meth:`ContinualConfig.check_tasks`; with ``tune``, its order's tasks are loaded
+        and each has ``tune.n_val`` train examples beyond the ``n_train`` it trains on."""
+        super().check_tasks(tasks, key)
+        if self.tune is None:
+            return
+        check_ids(self.tune.order, tasks, f"{key}.tune.order")
+        for t in tasks:
+            if self.tune.order is not None and t.id not in self.tune.order:
+                continue
+            used = min(self.n_train, len(t.train)) if self.n_train else len(t.train)
+            if len(t.train) - used < self.tune.n_val:
+                raise ValueError(
+                    f"{key}.tune.n_val: task {t.id!r} has {len(t.train)} train examples, "
+                    f"{used} trained on (n_train): {len(t.train) - used} left for "
+                    f"{self.tune.n_val} validation examples"
+                )
+
     def method_defaults(self, name: str) -> dict[str, Any]:
         """What method ``name`` takes from the suite unless ``method`` sets it: the suite's
         ``seed`` for its seeds and its training prompt (fitted to the model's context by the
