@@ -240,6 +240,7 @@ def continual_experiments(
     held = [limited(t, config.n_train, config.seed) for t in tasks if t.id in held_ids]
     held_test = {t.id: eval_examples(t, config.n_test, config.seed) for t in held}
     method = make_method(config.method, model, tokenizer, config.train, progress)
+    method.pools = feature_pools(tasks, {**test, **held_test})
     started = [
         _start(model, tokenizer, ordered, test, c, o, resume, progress)
         for (c, _), o in zip(runs, outs, strict=True)
@@ -256,6 +257,13 @@ def continual_experiments(
                 on_stage(j, run.matrix.copy())
     score_held_out(method, tokenizer, held, held_test, state)
     return [_result(method, run, [t.id for t in ordered]) for run in state]
+
+
+def feature_pools(tasks: Sequence[Task], scored: dict[str, list]) -> dict[str, list]:
+    """Task id -> the inputs its vector / prototype may draw from (``vector_source: task``):
+    the whole train split but the examples the matrix is scored on (validation when tuning)."""
+    skip = {tid: {e.input for e in exs} for tid, exs in scored.items()}
+    return {t.id: [e for e in t.train if e.input not in skip.get(t.id, set())] for t in tasks}
 
 
 def _held_zero_shot(model, tokenizer, held: list[Task], test: dict, runs: list[StageRun]) -> None:
