@@ -12,6 +12,7 @@ from taskneurons.analysis.seed_pairs import paired_tests, seed_interval
 from taskneurons.experiments.continual.continual_stage import ContinualSuiteConfig
 from taskneurons.experiments.continual.seeds import run_continual
 from taskneurons.experiments.continual.suite import continual_suite
+from taskneurons.experiments.continual.table5 import continual_orders_table
 from taskneurons.experiments.run_context import RunContext
 from test_continual import EVAL, TRAIN, animal_task, mood_task
 
@@ -69,6 +70,12 @@ def test_seeds_change_what_they_should_and_nothing_else(tok, tmp_path):
     assert [row[:2] for row in pairs["rows"]] == [["CL", "seqft - ncft"], ["BWT", "seqft - ncft"]]
     assert (tmp_path / "s" / "forgetting_seeds.png").is_file()
     assert (tmp_path / "s" / "suite.json").is_file()  # the mean suite, for analyze table5
+    table = continual_orders_table([tmp_path / "s"])
+    for row in seeds["rows"]:
+        if row[1] in ("CL", "BWT"):
+            pm = (table.cl_pm if row[1] == "CL" else table.bwt_pm)[row[0]][0]
+            assert pm == pytest.approx(row[3])  # the interval over seeds and test examples
+    assert table.cl["ncft"][0] == pytest.approx(res.results["ncft"].metrics["cl"])
 
 
 def _result(folder) -> dict:

@@ -92,6 +92,10 @@ def _mean_result(runs: list[ContinualResult], out: Path) -> ContinualResult:
     metrics = continual_metrics(
         matrix, [first.single[t] for t in order], [first.zero_shot[t] for t in order]
     )
+    # what the seeds share (model, order, data); the config of the first seed is left out
+    record = {
+        k: first.meta[k] for k in ("model", "order", "train_hash", "test_hash") if k in first.meta
+    }
     held = {}
     for t, h in first.held_out.items():
         score = float(np.mean([r.held_out[t]["score"] for r in runs]))
@@ -99,7 +103,7 @@ def _mean_result(runs: list[ContinualResult], out: Path) -> ContinualResult:
     return ContinualResult(
         first.method, first.mode, order, matrix, first.single, first.zero_shot, metrics, [],
         first.stored_bytes_per_task, None, out,
-        meta=provenance(mean_over_seeds=len(runs), method=first.label), held_out=held,
+        meta=provenance(**record, mean_over_seeds=len(runs), method=first.label), held_out=held,
     )  # fmt: skip
 
 
