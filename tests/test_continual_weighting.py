@@ -70,6 +70,14 @@ def test_routing_accuracy_is_100_on_separable_tasks(tok, tmp_path, name, kw):
         assert max(rec["weights"], key=rec["weights"].get) == task
     saved = json.loads((tmp_path / "routing.json").read_text())
     assert len(saved["rows"]) == 4  # two tasks scored after each of two stages
+    from taskneurons.experiments.continual.suite import ContinualSuiteResult
+
+    suite = ContinualSuiteResult(results={name: res}, out_dir=tmp_path / "suite")
+    [[label, accuracy, own]] = suite.routing_rows()
+    assert (label, accuracy) == (name, 100.0)
+    n = sum(r["n"] for r in final.values())
+    assert own == pytest.approx(sum(r["weights"][t] * r["n"] for t, r in final.items()) / n)
+    assert own > 0.5
 
 
 @pytest.mark.parametrize("source", ["task", "trained"])

@@ -34,6 +34,9 @@ from taskneurons.store.run_folder import read_record
 from taskneurons.store.stored_result import StoredResult
 from taskneurons.training.snapshot import ModelSnapshot
 
+#: the suite's routing table (methods that weigh tasks)
+ROUTING_HEADER = ["method", "routing accuracy (final, %)", "mean weight of the input's own task"]
+
 #: The Table 5 rows and FG_j curves of a suite, as JSON.
 SUITE_FILE = "suite.json"
 
@@ -68,6 +71,19 @@ class ContinualSuiteResult(StoredResult):
             out.append([label, *final, m["cl"], m["bwt"], m["fwt"], mb])
         return out
 
+    def routing_rows(self) -> list[list]:
+        """A row per method that weighs tasks: after the last task, the share (%) of test
+        inputs whose own task weighs most, and the mean weight of their own task."""
+        rows = []
+        for label, res in self.results.items():
+            last = res.routing[-1] if res.routing else {}
+            if not last:
+                continue
+            n = sum(r["n"] for r in last.values())
+            own = sum(r["weights"].get(t, 0.0) * r["n"] for t, r in last.items()) / max(n, 1)
+            rows.append([label, res.routing_accuracy(), own])
+        return rows
+
     def held_out_rows(self) -> list[list]:
         """A row per method and held-out task: score after the last task, zero-shot, change."""
         return [
@@ -82,6 +98,8 @@ class ContinualSuiteResult(StoredResult):
         if held:
             header = ["method", "held-out task", "after the last task", "zero-shot", "change"]
             text += "\n\n" + markdown_table(header, held)
+        if self.routing_rows():
+            text += "\n\n" + markdown_table(ROUTING_HEADER, self.routing_rows())
         return text
 
     def save(self, folder: str | os.PathLike | None = None) -> Path:
@@ -112,6 +130,10 @@ class ContinualSuiteResult(StoredResult):
             header = ["method", "held-out task", "after the last task", "zero-shot", "change"]
             title = "General ability kept: tasks none of the methods trained on"
             write_table(out / "held_out", header, held, meta=self.meta, title=title)
+        routing = self.routing_rows()
+        if routing:
+            title = "Task weights after the last task (W-NCFT, EPI): routing accuracy"
+            write_table(out / "routing", ROUTING_HEADER, routing, meta=self.meta, title=title)
         curves = {k: [None if math.isnan(x) else x for x in v] for k, v in series.items()}
         suite = {"rows": self.rows(), "header": self.header(), "forgetting": curves}
         write_json_sealed(out / SUITE_FILE, {**suite, "meta": self.meta})
