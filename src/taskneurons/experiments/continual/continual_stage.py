@@ -240,6 +240,12 @@ FILES = """
     suite: Table 5 rows and FG_j curves as JSON
     reference_cache.json: single-task and zero-shot scores shared by the methods
     forgetting_*: FG_j per stage of a run's methods (Figure 4)
+    held_out: each method's score on the tasks none trained on, against zero-shot
+    routing: W-NCFT's and EPI's routing accuracy after the last task
+    seeds: CL, BWT, FWT over seeds with intervals over seeds and test examples
+    seed_pairs: methods compared by paired t-tests over seeds, Holm-adjusted
+    lr_choice: the training values chosen per method on the validation split (tune)
+    seed*: the suite of one seed
 """
 
 STAGE = register(Stage(

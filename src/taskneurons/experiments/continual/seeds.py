@@ -6,8 +6,8 @@ seed sets the training order of examples, LoRA's init and the methods' random su
 train, validation and test examples and the references A(i), b(i) are the same for every seed,
 and a ``tune`` choice is made once, before the seeds). Then in ``<out>``:
 
-* ``<method>/`` and ``table5.*``, ``suite.json``, ``forgetting.png``: the suite of the seeds'
-  mean matrices (``a[i, j]`` averaged over seeds; CL, BWT, FWT and FG_j are linear in the
+* ``<method>/`` and ``table5.*``, ``suite.json``, ``forgetting.png`` (and ``held_out.*``,
+  ``routing.*``, averaged over seeds too): the suite of the seeds' mean matrices (``a[i, j]`` averaged over seeds; CL, BWT, FWT and FG_j are linear in the
   matrix, so they are the means over seeds), which ``analyze table5`` reads like any run
   (its CL ± there is over test examples only);
 * ``seeds.{md,csv,json}``: per method CL, BWT, FWT with their interval over seeds *and* test
@@ -103,8 +103,27 @@ def _mean_result(runs: list[ContinualResult], out: Path) -> ContinualResult:
     return ContinualResult(
         first.method, first.mode, order, matrix, first.single, first.zero_shot, metrics, [],
         first.stored_bytes_per_task, None, out,
-        meta=provenance(**record, mean_over_seeds=len(runs), method=first.label), held_out=held,
+        meta=provenance(**record, mean_over_seeds=len(runs), method=first.label),
+        routing=_mean_routing(runs), held_out=held,
     )  # fmt: skip
+
+
+def _mean_routing(runs: list[ContinualResult]) -> list[dict]:
+    """The routing records averaged over seeds (weights and accuracy; same inputs each seed)."""
+    out = []
+    for j, stage in enumerate(runs[0].routing):
+        mean = {}
+        for task, rec in stage.items():
+            recs = [r.routing[j][task] for r in runs]
+            acc = [r["routing_accuracy"] for r in recs]
+            weights = {t: float(np.mean([r["weights"][t] for r in recs])) for t in rec["weights"]}
+            mean[task] = {
+                "n": rec["n"],
+                "weights": weights,
+                "routing_accuracy": None if acc[0] is None else float(np.mean(acc)),
+            }
+        out.append(mean)
+    return out
 
 
 def _ses(res: ContinualResult, n_test: int | None) -> dict[str, float | None]:
