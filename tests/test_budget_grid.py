@@ -41,6 +41,11 @@ def test_budget_grid_runs_every_cell_and_restores_the_model(tiny_folder, task_fo
     assert len(rows) == 4 * 2 and [r[3] for r in rows[:2]] == [1, 3]
     for row in rows:
         assert row[6] == pytest.approx(row[4] - row[5])  # difference of the means
+    # Holm over the 8 cells, by hand: the r-th smallest p times (8 - r), running maximum, cap 1
+    ps = sorted(row[9] for row in rows)
+    steps = [min(1.0, p * (8 - r)) for r, p in enumerate(ps)]
+    by_hand = {p: max(steps[: r + 1]) for r, p in reversed(list(enumerate(ps)))}
+    assert [row[10] for row in rows] == pytest.approx([by_hand[row[9]] for row in rows])
     curve = res.curves[(tasks[0].id, "adamw", 30.0)]
     assert len(curve["task"]) == 2 and len(curve["random"]) == 2
     for k, v in model.state_dict().items():

@@ -35,9 +35,10 @@ from taskneurons.experiments.run_index import file_note
 from taskneurons.experiments.runner import run_file
 from taskneurons.experiments.specificity.detect_stage import DetectConfig
 from taskneurons.neurons import scoring
+from taskneurons.neurons.neuron_set import NeuronSet
 from taskneurons.neurons.scores import NeuronScores
 from taskneurons.neurons.scoring import PROBS_FILE, ScoreReuse
-from taskneurons.neurons.selection.random_sets import random_like
+from taskneurons.neurons.selection.random_sets import random_like, random_pair_like
 from taskneurons.neurons.space import NeuronSpace
 from taskneurons.provenance import model_fingerprint
 
@@ -262,6 +263,35 @@ def test_similarity_reads_weights_without_a_forward_pass(tiny_folder):
     again = model_similarity(model, sets, "a", ["b", "c"], 100, seed=7)
     assert again["b"]["random"][1] == pytest.approx(float(u @ v / (u.norm() * v.norm())))
     assert again["b"]["all"] == sims["b"]["all"] and again["b"]["random"] != sims["b"]["random"]
+    # the overlap-matched control: a random pair with both sets' counts and shared neurons
+    pa, pb = random_pair_like(sets.at(100, "a"), sets.at(100, "b"), space, 8)
+    u, v = want[joined(pa)[1]].double().mean(0), want[joined(pb)[1]].double().mean(0)
+    got = again["b"]["random_overlap"][1]
+    assert got == pytest.approx(float(u @ v / (u.norm() * v.norm())))
+
+
+def test_random_pair_matches_counts_and_overlap_per_layer(tiny_folder):
+    from taskneurons.models.loading import load_model
+
+    model, _ = load_model(str(tiny_folder))
+    space = NeuronSpace(model, "ffn")
+    d_ff = space.units["ffn"]
+    a = NeuronSet.from_neurons(space, [(0, "ffn", u) for u in range(10)] + [(1, "ffn", 0)])
+    # layer 0: 10 and 6 units, 4 shared; layer 1: 1 and 0; the union of layer 0 is 12 units
+    b = NeuronSet.from_neurons(space, [(0, "ffn", u) for u in (6, 7, 8, 9, 20, 21)])
+    pa, pb = random_pair_like(a, b, space, seed=3)
+    for layer, (na, nb, shared) in enumerate([(10, 6, 4), (1, 0, 0)]):
+        ma, mb = pa.masks["ffn"][layer], pb.masks["ffn"][layer]
+        assert (int(ma.sum()), int(mb.sum()), int((ma & mb).sum())) == (na, nb, shared)
+    assert not pa.masks["ffn"][2:].any() and pa.meta["n_shared"] == 4
+    again = random_pair_like(a, b, space, seed=3)
+    assert all(torch.equal(x.flat(), y.flat()) for x, y in zip(again, (pa, pb), strict=True))
+    other = random_pair_like(a, b, space, seed=4)
+    assert not torch.equal(other[0].flat(), pa.flat())
+    # a layer the two sets fill completely: the pair is the sets' layout again
+    full = NeuronSet.from_neurons(space, [(0, "ffn", u) for u in range(d_ff)])
+    fa, fb = random_pair_like(full, b, space, seed=0)
+    assert fa.masks["ffn"][0].all() and int((fa.masks["ffn"][0] & fb.masks["ffn"][0]).sum()) == 6
 
 
 def test_similarity_with_neuron_training_restores_the_base(tiny_folder, four_tasks, tmp_path):
@@ -443,7 +473,7 @@ def test_runner_runs_the_generalization_stages_end_to_end(
         "controlled_overlap/controlled_overlap.md", "controlled_overlap/controlled_scores.json",
         "controlled_overlap/controlled_overlap_g.png", "controlled_overlap/controlled_overlap_config.json",
         "similarity/similarity_records.json", "similarity/figure3_g.png", "similarity/figure3_g_without_general.csv",
-        "similarity/figure3_g_random.png",
+        "similarity/figure3_g_random.png", "similarity/figure3_g_random_overlap.md",
         "similarity/similarity_pairs.md", "similarity/correlation.json", "similarity/correlation.png",
         "similarity/similarity_config.json", "README.md", "config.yaml",
     ]:  # fmt: skip

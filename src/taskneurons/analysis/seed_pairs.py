@@ -6,7 +6,8 @@ of a metric (CL, BWT, FWT) with a standard error ``se_s`` over the test examples
 :func:`seed_interval` combines them as ``mean ± t(S-1) · sqrt(s²/S + mean se²)``: ``s²`` is the
 variance between seeds; the test-example variance is added once because every seed scores the
 *same* test examples, so that noise is common to all seeds and does not average out (the idea
-of ``taskneurons.analysis.seed_intervals.combine_seeds`` with ``shared_test=True``).
+of :func:`~taskneurons.analysis.seed_intervals.combine_seeds` with ``shared_test=True``,
+which computes it).
 
 :func:`paired_tests` compares methods on the same seeds: for each pair, a paired t-test over
 seeds of ``x_a,s - x_b,s`` (scipy's ``ttest_rel``, two-sided), Holm-adjusted across all the
@@ -33,12 +34,15 @@ import numpy as np
 from scipy import stats
 
 from taskneurons.analysis.grid_test import holm
+from taskneurons.analysis.seed_intervals import combine_seeds
 
 
 def seed_interval(
     values: Sequence[float], ses: Sequence[float] | None = None, level: float = 0.95
 ) -> dict[str, float]:
-    """Mean over seeds with its interval (see the module docstring).
+    """Mean over seeds with its interval (see the module docstring): :func:`~taskneurons.
+    analysis.seed_intervals.combine_seeds` with ``shared_test=True``, the standard errors
+    passed as the intervals ``value ± z se``.
 
     Args:
         values: the metric per seed (at least 2, finite).
@@ -48,24 +52,15 @@ def seed_interval(
     Returns:
         ``mean``, ``lo``, ``hi``, ``half_width``, ``between_sd``, ``within_se``, ``n_seeds``.
     """
-    x = np.asarray(values, dtype=float)  # [seeds]
-    if x.size < 2 or not np.all(np.isfinite(x)):
-        raise ValueError(f"need at least 2 finite values over seeds, got {x.tolist()}")
-    within = math.sqrt(float(np.mean(np.square(ses)))) if ses else 0.0
-    between = float(x.std(ddof=1))
-    half = float(stats.t.ppf(0.5 + level / 2, x.size - 1)) * math.sqrt(
-        between**2 / x.size + within**2
+    z = float(stats.norm.ppf(0.5 + level / 2))
+    intervals = (
+        None
+        if ses is None
+        else [(v - z * se, v + z * se) for v, se in zip(values, ses, strict=True)]
     )
-    mean = float(x.mean())
-    return {
-        "mean": mean,
-        "lo": mean - half,
-        "hi": mean + half,
-        "half_width": half,
-        "between_sd": between,
-        "within_se": within,
-        "n_seeds": int(x.size),
-    }
+    res = combine_seeds(values, intervals, shared_test=True, level=level)
+    out = {k: v for k, v in res.to_dict().items() if k != "shared_test"}
+    return {**out, "half_width": res.half_width}
 
 
 def paired_tests(values: Mapping[str, Sequence[float]]) -> list[dict]:

@@ -23,7 +23,9 @@ fine-tuned model); ``all`` means ``[table2, multitask]``. The generalization sta
 their task groups from their section or from the top-level ``groups`` (default PAPER.md
 Table 3) and their selection from ``detect``. A stage that needs neuron sets reads them from ``neurons:`` (a detect folder) or
 gets a ``detect`` stage run before it. The top-level ``seed`` and ``prompt`` are defaults: a
-section that sets its own keeps it. Unknown keys, wrong types and missing paths are
+section that sets its own keeps it. ``seeds: [0, 1, 2]`` instead of ``seed`` repeats the whole
+file once per seed into ``<out>/seed-<s>/`` and combines the specificity statistics over the
+seeds (:mod:`~taskneurons.experiments.seed_repeats`). Unknown keys, wrong types and missing paths are
 :class:`~taskneurons.config.ConfigError` naming the file and the key.
 
 Example:

@@ -50,6 +50,7 @@ from taskneurons.experiments.experiment_file import (
 from taskneurons.experiments.run_acceptance import claim_folder
 from taskneurons.experiments.run_context import RunContext, RunResult
 from taskneurons.experiments.run_index import run_index
+from taskneurons.experiments.seed_repeats import SEEDS_KEY, run_seeds
 from taskneurons.experiments.stage import stage as stage_named
 from taskneurons.experiments.stage_checks import check_stage_tasks, fit_sizes
 from taskneurons.models.loading import check_device, context_length, load_model, resolve_dtype
@@ -68,10 +69,21 @@ def run_file(
     """Run an experiment file with ``key=value`` overrides (see :func:`run_experiment`).
 
     A file (or override) that sets no ``max_length`` has it fitted to the model's context length.
+    A file with ``seeds: [...]`` runs once per seed into ``<out>/seed-<s>/`` and returns a
+    :class:`~taskneurons.experiments.seed_repeats.SeedsRun` (see that module).
     """
     data = read_mapping(path)
     for item in overrides or []:
         set_key(data, item)
+    if SEEDS_KEY in data:  # one run per seed, and their statistics combined
+        return run_seeds(str(path), data, lambda one: run_settings(one, path, progress, echo), echo)
+    return run_settings(data, path, progress, echo)
+
+
+def run_settings(
+    data: dict, path: str | os.PathLike, progress: bool, echo: Callable[[str], None] | None
+) -> RunResult:
+    """Run the settings ``data`` read from the file ``path`` (defaults resolved here)."""
     config = ExperimentFile.from_dict(with_defaults(data), where=str(path))
     fit = not mentions_key(data, "max_length")
     return run_experiment(config, str(path), progress, echo, fit_max_length=fit)

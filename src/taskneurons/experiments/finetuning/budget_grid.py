@@ -10,7 +10,9 @@ restored exactly after each run (the :class:`NeuronDelta` is detached).
 
 Per (task, optimizer, k, step) the summary holds Train-Task, Train-Random (mean over seeds) and
 their paired difference over test examples (random runs averaged per example) with a bootstrap
-CI and a sign-flip p-value (:func:`~taskneurons.analysis.paired.mean_difference`).
+CI and a sign-flip p-value (:func:`~taskneurons.analysis.paired.mean_difference`), and that p
+Holm-adjusted over every cell of the grid (:func:`~taskneurons.analysis.grid_test.holm`: the
+cells share test examples and runs, so they are read together, never one by one).
 
 Example:
     >>> ctx = RunContext.of(model, tok, tasks, detect=DetectConfig())  # doctest: +SKIP
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from taskneurons._io import write_json_atomic
+from taskneurons.analysis.grid_test import holm
 from taskneurons.analysis.paired import MeanDifference, mean_difference
 from taskneurons.data.tasks import Task
 from taskneurons.evaluation.dispatch import evaluate
@@ -51,7 +54,7 @@ RECORD_FILE = "budget_config.json"
 
 HEADER = [
     "task", "optimizer", "k", "step", "Train-Task", "Train-Random",
-    "task - random", "CI low", "CI high", "p",
+    "task - random", "CI low", "CI high", "p", "p (Holm)",
 ]  # fmt: skip
 
 
@@ -93,7 +96,8 @@ class BudgetGridResult(StoredResult):
                 d = self.differences[(task, opt, k, step)]
                 row = [task, opt, k, step, curve["task"][n], sum(rand) / len(rand)]
                 out.append(row + [d.mean, d.low, d.high, d.p_value])
-        return out
+        adjusted = holm([row[-1] for row in out]) if out else []
+        return [row + [float(a)] for row, a in zip(out, adjusted, strict=True)]
 
     def markdown(self) -> str:
         return markdown_table(HEADER, self.rows(), digits=2)

@@ -7,7 +7,9 @@ set). In ``M_i``, layer by layer, the cosine similarity of the mean parameter ve
 (:func:`~taskneurons.analysis.parameter_similarity.layer_similarity`; a neuron's vector is its gate and
 up rows and its down column), with every neuron of the sets, with the general neurons removed,
 and, as a control, for random sets of the same per-layer sizes (a cosine of mean vectors grows
-with the sets' sizes, since a large set's mean tends to the layer's mean). The weights are read
+with the sets' sizes, since a large set's mean tends to the layer's mean), and for random pairs
+that also share as many neurons as the two sets do (a shared neuron adds the same vector to both
+means, so overlap alone raises the cosine). The weights are read
 directly (:func:`layer_vectors`): the similarity pass runs no forward pass. ``M_i`` is then
 scored on every test task, and the base weights are restored (a CPU copy for ``full``; the
 detached delta for ``neurons``) before the next model.
@@ -62,7 +64,7 @@ from taskneurons.experiments.generalization.task_groups import (
     stage_record,
 )
 from taskneurons.experiments.run_context import RunContext
-from taskneurons.neurons.selection import random_like
+from taskneurons.neurons.selection import random_like, random_pair_like
 from taskneurons.neurons.space import NeuronSpace
 from taskneurons.report.tables import markdown_table
 from taskneurons.store.run_folder import read_record
@@ -161,6 +163,16 @@ def layer_vectors(space: NeuronSpace, layer: int) -> torch.Tensor:
     return neuron_vectors(rows, columns)
 
 
+def _overlap_pairs(mine, sets: GroupSets, tests, proportion: float, space, seed: int) -> dict:
+    """``{test task: (mask, mask)}``: a random pair matched to (train set, test set) in counts
+    and overlap per layer (``[layers, d_ff]`` each)."""
+    out = {}
+    for k, j in enumerate(tests, start=1):
+        pair = random_pair_like(mine, sets.at(proportion, j), space, seed + k)
+        out[j] = (joined(pair[0]), joined(pair[1]))
+    return out
+
+
 def model_similarity(
     model: nn.Module,
     sets: GroupSets,
@@ -174,7 +186,10 @@ def model_similarity(
     Variants (:data:`~.similarity_report.VARIANTS`): ``all``, ``without_general``, and
     ``random``: for each task a random set with its set's count in every layer
     (:func:`~taskneurons.neurons.selection.random_like`, seed ``seed + position`` of the task
-    in ``[train_task, *tests]``), the similarity that set sizes alone give. Each layer's
+    in ``[train_task, *tests]``), the similarity that set sizes alone give; and
+    ``random_overlap``: for each pair a random pair with the two sets' counts *and shared
+    neurons* in every layer (:func:`~taskneurons.neurons.selection.random_pair_like`, seed
+    ``seed + position`` of the test task), the similarity that sizes and overlap give. Each layer's
     vectors are read once (:func:`layer_vectors`) and compared for every test task and
     variant, then freed, so memory stays at one layer's FFN.
     """
@@ -188,13 +203,16 @@ def model_similarity(
             for k, t in enumerate(tasks)
         },
     }
+    pairs = _overlap_pairs(sets.at(proportion, train_task), sets, tests, proportion, space, seed)
     out = {j: {v: [] for v in VARIANTS} for j in tests}
     for layer in range(space.n_layers):
         params = [layer_vectors(space, layer)]
         for v in VARIANTS:
-            mine = masks[v][train_task][layer : layer + 1]
             for j in tests:
-                sim = layer_similarity(params, mine, masks[v][j][layer : layer + 1])
+                mine, theirs = (
+                    pairs[j] if v == "random_overlap" else (masks[v][train_task], masks[v][j])
+                )
+                sim = layer_similarity(params, mine[layer : layer + 1], theirs[layer : layer + 1])
                 out[j][v].append(float(sim[0]))
     return out
 

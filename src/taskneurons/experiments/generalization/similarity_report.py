@@ -39,12 +39,15 @@ from taskneurons.report.tables import write_table
 
 #: The similarity variants: all of the sets' neurons, without the general neurons, and a
 #: control: random sets with the two sets' per-layer counts (what set size alone gives).
-VARIANTS: tuple[str, ...] = ("all", "without_general", "random")
+#: A second control: random pairs with the two sets' per-layer counts and shared neurons (what
+#: size and overlap give; "excess over random" then cannot re-measure the overlap).
+VARIANTS: tuple[str, ...] = ("all", "without_general", "random", "random_overlap")
 #: How a variant is named in titles and file names.
 VARIANT_TITLES = {
     "all": "",
     "without_general": ", general neurons removed",
     "random": ", random sets of the same per-layer sizes (control)",
+    "random_overlap": ", random pairs of the same per-layer sizes and overlap (control)",
 }
 #: The file a similarity run writes its records to.
 RECORDS_FILE = "similarity_records.json"
@@ -56,7 +59,7 @@ CORRELATION_HEADER = [
 
 
 def variants_of(records: Sequence[dict]) -> list[str]:
-    """The variants every record holds, in :data:`VARIANTS` order (older runs lack ``random``)."""
+    """The variants every record holds, in :data:`VARIANTS` order (older runs lack the controls)."""
     return [v for v in VARIANTS if records and all(v in r["similarity"] for r in records)]
 
 

@@ -4,7 +4,7 @@
 * :mod:`~taskneurons.neurons.selection.ranking` — one task's top ``k`` % (:func:`top_k`), the
   overlap of two sets (:func:`iou`);
 * :mod:`~taskneurons.neurons.selection.random_sets` — the random control sets
-  (:func:`random_like`, :func:`matched_random_sets`);
+  (:func:`random_like`, :func:`matched_random_sets`, :func:`random_pair_like`);
 * :mod:`~taskneurons.neurons.selection.selection_config` — :class:`SelectionConfig`, the family
   of one config per selection method (no torch);
 * :mod:`~taskneurons.neurons.selection.task_selection` — what the selections of several tasks
@@ -29,7 +29,7 @@ _PACKAGE = "taskneurons.neurons.selection"
 _EXPORTS = {
     f"{_PACKAGE}.percent": ("check_k", "count_for"),
     f"{_PACKAGE}.ranking": ("iou", "top_k"),
-    f"{_PACKAGE}.random_sets": ("matched_random_sets", "random_like"),
+    f"{_PACKAGE}.random_sets": ("matched_random_sets", "random_like", "random_pair_like"),
     f"{_PACKAGE}.selection_config": ("SelectionConfig",),
     f"{_PACKAGE}.task_selection": ("TaskSelection", "normalize_layers", "select"),
 }

@@ -2,7 +2,8 @@
 
 * :func:`random_like` — a random set with the same count per ``(layer, module)`` as another set
   (the control of the paper's deactivation experiments), optionally avoiding another set;
-* :func:`matched_random_sets` — one per task, drawn outside the task's own set.
+* :func:`matched_random_sets` — one per task, drawn outside the task's own set;
+* :func:`random_pair_like` — two random sets matched to two sets in counts *and* overlap.
 
 Example:
     >>> task = top_k(scores, k=10)  # doctest: +SKIP
@@ -207,4 +208,50 @@ def matched_random_sets(
     return out
 
 
-__all__ = ["matched_random_sets", "random_like"]
+def random_pair_like(
+    first: NeuronSet, second: NeuronSet, space: NeuronSpace, seed: int
+) -> tuple[NeuronSet, NeuronSet]:
+    """Two random sets with the two sets' counts *and their overlap* in every layer and module.
+
+    The control for a comparison of two sets that share neurons (e.g. the parameter similarity
+    of two tasks' sets): independent random sets (:func:`random_like`) share almost nothing,
+    so "excess over random" would partly re-measure the overlap. Here, in every ``(layer,
+    module)``, one ``torch.randperm`` from a generator seeded by ``seed`` gives the shared units
+    (as many as ``first`` and ``second`` share there), then ``first``'s other units, then
+    ``second``'s — always possible, as the two sets' union fits the layer.
+
+    Example:
+        >>> a, b = random_pair_like(task_a, task_b, space, seed=0)  # doctest: +SKIP
+        >>> len(a & b) == len(task_a & task_b)  # doctest: +SKIP
+        True
+    """
+    first.check_space(space)
+    second.check_space(space)
+    gen = torch.Generator().manual_seed(int(seed))
+    pair: tuple[dict, dict] = ({}, {})
+    for m, (n_layers, units) in shapes_of(space).items():
+        both = first.masks[m] & second.masks[m]  # [layers, units]
+        for masks in pair:
+            masks[m] = torch.zeros((n_layers, units), dtype=torch.bool)
+        for layer in range(n_layers):
+            c = int(both[layer].sum())
+            a, b = int(first.masks[m][layer].sum()) - c, int(second.masks[m][layer].sum()) - c
+            perm = torch.randperm(units, generator=gen)
+            pair[0][m][layer, perm[: c + a]] = True
+            pair[1][m][layer, torch.cat([perm[:c], perm[c + a : c + a + b]])] = True
+    shared = int(sum(int((first.masks[m] & second.masks[m]).sum()) for m in first.masks))
+    return tuple(  # type: ignore[return-value]
+        NeuronSet(
+            first.definition,
+            masks,
+            {
+                **_random_like_meta(like, seed, like.counts_per_layer(), None, {}),
+                "kind": "random_pair_like",
+                "n_shared": shared,
+            },
+        )  # fmt: skip
+        for masks, like in zip(pair, (first, second), strict=True)
+    )
+
+
+__all__ = ["matched_random_sets", "random_like", "random_pair_like"]
