@@ -103,3 +103,23 @@ def test_seed_interval_and_paired_tests_by_hand():
     assert rows[0]["p_holm"] == pytest.approx(3 * p_ab) and rows[2]["p_holm"] == pytest.approx(
         3 * p_ab
     )
+
+
+def test_seed_means_of_routing_and_held_out_by_hand(tmp_path):
+    from taskneurons.experiments.continual.continual_result import ContinualResult
+    from taskneurons.experiments.continual.seeds import _mean_result
+
+    def result(acc, w, held):
+        routing = [{"a": {"n": 4, "weights": {"a": w}, "routing_accuracy": acc}}]
+        return ContinualResult(
+            "epi", None, ["a"], np.array([[acc]]), {"a": 80.0}, {"a": 40.0},
+            {"cl": acc, "bwt": math.nan, "fwt": math.nan, "forgetting": [math.nan]}, [], 0,
+            None, tmp_path, routing=routing,
+            held_out={"c": {"score": held, "zero_shot": 50.0, "change": held - 50.0}},
+        )  # fmt: skip
+
+    mean = _mean_result([result(100.0, 0.8, 60.0), result(50.0, 0.4, 40.0)], tmp_path)
+    assert mean.routing == [{"a": {"n": 4, "weights": {"a": pytest.approx(0.6)},
+                                   "routing_accuracy": 75.0}}]  # fmt: skip
+    assert mean.held_out == {"c": {"score": 50.0, "zero_shot": 50.0, "change": 0.0}}
+    assert mean.metrics["cl"] == 75.0 and mean.matrix.tolist() == [[75.0]]
