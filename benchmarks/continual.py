@@ -10,8 +10,15 @@ adds its orthogonality loss against stage 1's adapter, NCFT and W-NCFT detect th
 neurons on the tuned model first, EPI and W-NCFT keep per-task state. Also printed: what each
 method stores per task for inference (``stored_bytes_per_task``, MB).
 
+Learning rates: each method's chosen one from ``--lr-choice`` (an ``lr_choice.json`` written by
+a continual run's ``tune`` section, default the fair runs' file
+``runs/continual-fair-lr-smollm2-cpu/lr_choice.json``; W-NCFT inferred takes W-NCFT's), else
+``--lr`` (1e-4) for every method; the table says which. The time of a step hardly depends on
+the learning rate, but the rates are those the comparison runs with.
+
 Usage:
   python benchmarks/continual.py [--tasks sst2,agnews] [--n-train 32] [--batch-size 8]
+                                 [--methods seqft,migu] [--lr-choice PATH]
 """
 
 from __future__ import annotations
@@ -28,13 +35,24 @@ from _memory import PeakRSS  # benchmarks/ is on sys.path when a script runs
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
-METHODS = ("seqft", "seqlora", "olora", "epi", "pertask", "ncft", "wncft")
+METHODS = ("seqft", "seqlora", "olora", "epi", "migu", "pertask", "ncft", "wncft")
+DEFAULT_CHOICE = REPO / "runs" / "continual-fair-lr-smollm2-cpu" / "lr_choice.json"
+
+
+def chosen_lrs(path: Path, fallback: float) -> tuple[dict[str, float], str]:
+    """Method -> learning rate from an ``lr_choice.json`` (its chosen ``lr``), and the source."""
+    if not path.is_file():
+        return {m: fallback for m in METHODS}, f"lr {fallback:g} for every method (no {path})"
+    methods = json.loads(path.read_text())["methods"]
+    lrs = {m: float(v["choice"].get("lr", fallback)) for m, v in methods.items()}
+    return {m: lrs.get(m, fallback) for m in METHODS}, f"chosen lrs from {path}"
 
 
 def run_method(args) -> dict:
     """One method: stage 1 untimed, stage 2 timed (in this process)."""
     import torch
 
+    from taskneurons.config import build
     from taskneurons.continual.base import run_stage
     from taskneurons.continual.method_config import MethodConfig
     from taskneurons.continual.registry import make_method
@@ -52,21 +70,21 @@ def run_method(args) -> dict:
     prompt = {"max_length": args.max_length}
     train = TrainConfig.from_dict(
         {
-            "lr": 1e-4,
+            "lr": args.lr,
             "epochs": 1,
             "batch_size": args.batch_size,
             "seed": args.seed,
             "prompt": prompt,
         }
     )
-    method_cfg = MethodConfig.from_dict(
-        {
-            "name": args.method,
-            "k": 10.0,
-            "attribution": {"n_examples": args.n_train, "prompt": prompt},
-            "n_vector_samples": args.n_train,
-        }
-    )
+    options = {
+        "k": 10.0,
+        "attribution": {"n_examples": args.n_train, "prompt": prompt},
+        "n_vector_samples": args.n_train,
+    }
+    keys = MethodConfig.keys(args.method)
+    options = {k: v for k, v in options.items() if k in keys}
+    method_cfg = build(MethodConfig, {"name": args.method, **options})
     method = make_method(method_cfg, model, tok, train)
     run_stage(method, tasks[0], 0)
     start = time.perf_counter()
@@ -86,6 +104,7 @@ def _child(args, method: str) -> dict:
     cmd += ["--tasks", args.tasks, "--n-train", str(args.n_train), "--data", args.data]
     cmd += ["--batch-size", str(args.batch_size), "--max-length", str(args.max_length)]
     cmd += ["--seed", str(args.seed), "--threads", str(args.threads)]
+    cmd += ["--lr", str(args.lrs[method])]
     subprocess.run(cmd, check=True)
     result = json.loads(out.read_text())
     out.unlink()
@@ -96,18 +115,20 @@ def _report(args, results: dict, total: float) -> None:
     print(
         f"\ncontinual stage 2 of {args.tasks.replace(',', ' -> ')} on SmolLM2-135M float32, "
         f"{args.n_train} train examples per task, batch {args.batch_size}, max_length "
-        f"{args.max_length}, {args.threads} threads, {total:.0f} s in all\n"
+        f"{args.max_length}, {args.threads} threads, {args.lr_source}, {total:.0f} s in all\n"
     )
     base = results.get("seqft")
     print(
-        "| method | stage 2 s | peak extra MiB | stored MB/task | time / SeqFT | memory / SeqFT |"
+        "| method | lr | stage 2 s | peak extra MiB | stored MB/task | time / SeqFT "
+        "| memory / SeqFT |"
     )
-    print("|---|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for m, r in results.items():
         t = r["seconds"] / base["seconds"] if base else float("nan")
         mem = r["peak_extra_mib"] / max(base["peak_extra_mib"], 1e-9) if base else float("nan")
         print(
-            f"| {m} | {r['seconds']:.1f} | {r['peak_extra_mib']:.0f} | {r['stored_mb']:.1f} | "
+            f"| {m} | {args.lrs[m]:g} | {r['seconds']:.1f} | {r['peak_extra_mib']:.0f} | "
+            f"{r['stored_mb']:.1f} | "
             f"{t:.2f}x | {mem:.2f}x |"
         )
 
@@ -124,12 +145,15 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--lr-choice", type=Path, default=DEFAULT_CHOICE)
     ap.add_argument("--method", help=argparse.SUPPRESS)
     ap.add_argument("--json", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.method:  # child process
         Path(args.json).write_text(json.dumps(run_method(args)))
         return 0
+    args.lrs, args.lr_source = chosen_lrs(args.lr_choice, args.lr)
     start = time.perf_counter()
     results = {}
     for m in args.methods.split(","):

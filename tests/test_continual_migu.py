@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from transformers.pytorch_utils import Conv1D
 
 from taskneurons.continual.base import run_stage
 from taskneurons.continual.registry import METHODS, make_method
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 FRACTION = 0.3
 
 
-def _expected_rows(model, tok, task, cfg) -> dict[str, torch.Tensor]:
+def _expected_rows(model, tok, task, cfg, units: dict) -> dict[str, torch.Tensor]:
     """The oracle: top-30 % units of every linear layer by sum |output| over the real tokens
     of the one batch (padding left out), from a plain forward of the same examples."""
     data = TrainData.encode(tok, [task], cfg)
@@ -35,7 +36,7 @@ def _expected_rows(model, tok, task, cfg) -> dict[str, torch.Tensor]:
             )
         )
         for name, mod in model.named_modules()
-        if isinstance(mod, torch.nn.Linear) and name != "lm_head"
+        if isinstance(mod, (torch.nn.Linear, Conv1D)) and name != "lm_head"
     ]
     with torch.no_grad():
         for batch in data.micro_batches(chunk, 0, 1):
@@ -44,34 +45,40 @@ def _expected_rows(model, tok, task, cfg) -> dict[str, torch.Tensor]:
             model(input_ids=batch["input_ids"][:, :width], attention_mask=mask[-1].long())
     for h in hooks:
         h.remove()
+    units.update({n: s.numel() for n, s in sums.items()})
     return {
         n: torch.topk(s, math.ceil(FRACTION * s.numel())).indices.sort().values
         for n, s in sums.items()
     }
 
 
-@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
-def test_migu_updates_only_the_selected_fraction(tok, optimizer):
+@pytest.mark.parametrize(
+    "family,optimizer", [("llama", "adamw"), ("llama", "sgd"), ("gpt2", "adamw")]
+)
+def test_migu_updates_only_the_selected_fraction(tok, family, optimizer):
     assert "migu" in METHODS
     task = mood_task()
     # one step over all 12 train examples (the oracle sees the same batch)
     cfg = TRAIN.replace(max_steps=1, batch_size=16, optimizer=optimizer, lr=0.5, prompt=PROMPT)
-    model = tiny_model("llama")
+    model = tiny_model(family)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    expected = _expected_rows(tiny_model("llama"), tok, task, cfg)
+    units: dict[str, int] = {}  # layer -> its output units
+    expected = _expected_rows(tiny_model(family), tok, task, cfg, units)
     method = make_method(method_config(name="migu", fraction=FRACTION), model, tok, cfg)
     summary = run_stage(method, task, 0)
-    linear = {f"{n}.weight" for n in linear_layers(model)}
-    assert len(linear) == len(expected) > 0
+    layers = linear_layers(model)
+    assert len(layers) == len(expected) > 0
     for name, p in model.named_parameters():
         changed = p.detach() != before[name]
-        if name not in linear and not name.endswith(".bias"):
+        owner = name.rsplit(".", 1)[0]
+        if owner not in layers:
             assert not changed.any(), f"{name} is not a linear layer's and changed"
             continue
+        if isinstance(layers[owner], Conv1D) and name.endswith(".weight"):
+            changed = changed.T  # [in, out] -> [out, in]
         rows = changed.reshape(changed.shape[0], -1).any(1).nonzero().flatten()
         want = expected[name.rsplit(".", 1)[0]]
         assert torch.equal(rows, want), f"{name}: rows {rows.tolist()} != top {want.tolist()}"
     assert summary["updated_share"] == pytest.approx(
-        sum(len(v) for v in expected.values())
-        / sum(m.out_features for m in linear_layers(model).values())
+        sum(len(v) for v in expected.values()) / sum(units.values())
     )

@@ -70,6 +70,11 @@ def test_rule_picks_by_hand():
     assert len(candidates(tune, "seqlora")) == 4 and len(candidates(tune, "ncft")) == 2
     with pytest.raises(ValueError, match="not a training key"):
         TuneConfig(grid={"learning_rate": [1e-3]})
+    tasks = [_task("a", ["cat", "dog"]), _task("b", ["red", "blue"])]
+    suite = ContinualSuiteConfig(methods=["seqft"], n_train=8, tune=TuneConfig(n_val=16))
+    suite.check_tasks(tasks)  # 24 - 8 = 16 left: enough
+    with pytest.raises(ValueError, match=r"tune.n_val: task 'a' has 24 train examples"):
+        suite.replace(tune=TuneConfig(n_val=17)).check_tasks(tasks)
 
 
 def test_choice_is_made_on_the_first_order_and_frozen(tok, tmp_path):

@@ -70,3 +70,34 @@ def test_routing_accuracy_is_100_on_separable_tasks(tok, tmp_path, name, kw):
         assert max(rec["weights"], key=rec["weights"].get) == task
     saved = json.loads((tmp_path / "routing.json").read_text())
     assert len(saved["rows"]) == 4  # two tasks scored after each of two stages
+    from taskneurons.experiments.continual.suite import ContinualSuiteResult
+
+    suite = ContinualSuiteResult(results={name: res}, out_dir=tmp_path / "suite")
+    [[label, accuracy, own]] = suite.routing_rows()
+    assert (label, accuracy) == (name, 100.0)
+    n = sum(r["n"] for r in final.values())
+    assert own == pytest.approx(sum(r["weights"][t] * r["n"] for t, r in final.items()) / n)
+    assert own > 0.5
+
+
+@pytest.mark.parametrize("source", ["task", "trained"])
+def test_task_vectors_come_from_up_to_n_train_inputs_of_the_source(tok, tmp_path, source):
+    from taskneurons.continual.features import mean_features
+    from taskneurons.continual.stage_checkpoint import read_checkpoint
+    from taskneurons.experiments.common import limited
+    from test_continual_tuning import _task
+
+    tasks = [_task("a", ["cat", "dog"]), _task("b", ["red", "blue"])]
+    cfg = _config("wncft", tmp_path / "cache.json", vector_source=source, n_vector_samples=1000)
+    cfg = cfg.replace(n_test=None)  # all 6 test examples, 2 of whose texts are train texts
+    continual_experiment(tiny_model("llama"), tok, tasks, cfg, tmp_path / "r", progress=False)
+    state = read_checkpoint(tmp_path / "r" / "checkpoint").state
+    for i, task in enumerate(tasks):
+        test_inputs = {e.input for e in task.test}
+        if source == "task":  # the whole train split but the scored texts: 22 of 24
+            inputs = [e.input for e in task.train if e.input not in test_inputs]
+            assert len(inputs) == 22
+        else:  # only the 8 the stage trains on
+            inputs = [e.input for e in limited(task, 8, 0).train]
+        want = mean_features(tiny_model("llama"), tok, inputs, batch_size=8).mean(0)
+        torch.testing.assert_close(state[f"vector{i}"], want, rtol=0, atol=1e-5)

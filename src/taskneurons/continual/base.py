@@ -37,6 +37,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Hashable, Iterator, Sequence
 from typing import Any, ClassVar
 
@@ -62,6 +63,9 @@ class ContinualMethod:
 
     Attributes:
         trained: ids of the trained tasks, in stage order.
+        pools: task id -> every train example of the task (the experiment sets it; inputs
+            for task vectors and prototypes beyond the ``n_train`` trained on: see
+            :meth:`feature_task`).
         derived: ids of the tasks whose stage was taken from the reference scores
             (:meth:`derive_stage`; empty for a method without :meth:`reference_stages`).
     """
@@ -86,6 +90,16 @@ class ContinualMethod:
         self.progress = progress
         self.trained: list[str] = []
         self.derived: set[str] = set()
+        self.pools: dict[str, list[Example]] = {}
+
+    def feature_task(self, task: Task) -> Task:
+        """``task`` with the train examples its vector / prototype is drawn from: the task's
+        whole train split (``pools``) when the config's ``vector_source`` is ``"task"``, else
+        (``"trained"``, or no pool) the train examples the method is given."""
+        source = getattr(self.config, "vector_source", "trained")
+        if source == "task" and task.id in self.pools:
+            return dataclasses.replace(task, train=list(self.pools[task.id]))
+        return task
 
     @property
     def uses_task_id(self) -> bool:

@@ -84,13 +84,18 @@ class FeatureOptions:
     """Options of the methods that route a test input by its features (W-NCFT, EPI).
 
     Attributes:
-        n_vector_samples: train inputs per task for its vector / prototype (seeded).
+        n_vector_samples: train inputs per task for its vector / prototype (seeded,
+            label-stratified; ``min(n_vector_samples, available)``).
+        vector_source: where those inputs come from: ``"task"`` (the default; the task's whole
+            train split, inputs only, so up to 1000 as in the paper even when a stage trains
+            on fewer) or ``"trained"`` (only the ``n_train`` examples the stage trains on).
         feature_batch_size, feature_max_length: inputs per forward and tokens per input when
             computing features.
         seed: seed of the feature subsets.
     """
 
     n_vector_samples: int = 1000
+    vector_source: Literal["task", "trained"] = "task"
     feature_batch_size: int = 8
     feature_max_length: int = 256
     seed: int = 0

@@ -129,3 +129,37 @@ def reference_scores(
                 entry = cache.put(key, {"score": score})
             out[kind][task.id] = float(entry["score"])
     return ReferenceScores(out["single"], out["zero_shot"], hits, cache.path)
+
+
+def zero_shot_scores(
+    model: nn.Module,
+    tokenizer,
+    tasks: Sequence[Task],
+    test: Mapping[str, Sequence[Example]],
+    eval_config: EvalConfig,
+    cache_path: str | os.PathLike,
+) -> dict[str, float]:
+    """b(i) of every task alone (held-out tasks: no single-task training), from and into the
+    same cache as :func:`reference_scores` (same keys).
+
+    Example:
+        >>> zero_shot_scores(model, tok, [mmlu], test, EvalConfig(), "out/cache.json")  # doctest: +SKIP
+        {'mmlu': 27.0}
+    """
+    cache = SettingsCache(cache_path, FORMAT, "reference cache", sealed=True)
+    model_id = model_identity(model_fingerprint(model))
+    out = {}
+    for task in tasks:
+        key = SettingsKey.of(
+            kind="zero_shot", model=model_id, task=task.id,
+            train_hash=examples_hash(task.train), test_hash=examples_hash(list(test[task.id])),
+            eval=eval_config.to_dict(),
+        )  # fmt: skip
+        entry = cache.get(key)
+        if entry is None:
+            res = evaluate(
+                model, tokenizer, task, test[task.id], config=eval_config, progress=False
+            )
+            entry = cache.put(key, {"score": res.score})
+        out[task.id] = float(entry["score"])
+    return out

@@ -53,6 +53,7 @@ class StageRun:
         matrix: ``a[i, j]`` so far; single, zero_shot: A(i) and b(i) by task id.
         stages: the stages' training summaries; start: the next stage to run.
         resumed_from: the stage a resumed run continued with (``None``: not resumed).
+        held_out: held-out task id -> its score after the last stage (:func:`score_held_out`).
         routing: per stage, task id -> the task weights on its test inputs and the routing
             accuracy (:func:`~taskneurons.continual.base.routing_record`; empty for methods
             that weigh no task).
@@ -68,6 +69,7 @@ class StageRun:
     start: int
     resumed_from: int | None
     routing: list[dict] = field(default_factory=list)
+    held_out: dict[str, float] = field(default_factory=dict)
 
     def saved(self) -> dict[str, Any]:
         """The checkpoint's record of the run so far (``nan`` as ``None``)."""
@@ -129,3 +131,23 @@ def _score(method, tokenizer, ordered, test, run: StageRun, j: int, derive: set[
             if trace:
                 routing[task.id] = trace
     run.routing.append(routing)
+
+
+def score_held_out(
+    method: ContinualMethod,
+    tokenizer,
+    held: Sequence[Task],
+    test: Mapping[str, Sequence[Example]],
+    runs: Sequence[StageRun],
+) -> None:
+    """After the last stage: each run scores the tasks none trained on (general ability kept)."""
+    own = method.config
+    for run in runs:
+        method.config = run.config.method
+        try:
+            for task in held:
+                run.held_out[task.id] = score_task(
+                    method, tokenizer, task, test[task.id], run.config.eval
+                )
+        finally:
+            method.config = own

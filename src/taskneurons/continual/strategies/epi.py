@@ -63,7 +63,7 @@ class EPI(ContinualMethod):
         cfg = self.config
         with self.stack.disabled() as base:
             self.prototypes[task.id] = task_vector(
-                base, self.tokenizer, task, cfg.n_vector_samples, cfg.seed,
+                base, self.tokenizer, self.feature_task(task), cfg.n_vector_samples, cfg.seed,
                 cfg.feature_batch_size, cfg.feature_max_length,
             )  # fmt: skip
         super().after_task(task, stage)

@@ -1,7 +1,8 @@
 """MIGU: magnitude-based gradient updating (Du et al. 2024), one model, no task ids, no replay.
 
 Every optimizer step updates only the output units (rows of ``W``, entries of the bias) of
-each linear layer whose outputs on the step's batch have the largest L1 magnitude: forward
+each linear layer (``nn.Linear``; GPT-2's ``Conv1D``) whose outputs on the step's batch have
+the largest L1 magnitude: forward
 hooks sum ``|y|`` per output unit over the step's examples and their tokens (``[out]`` per
 layer, all micro-batches of the step; padded positions left out by the ``attention_mask`` the
 model is called with), and a ``before_step`` hook of the
@@ -29,6 +30,7 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
+from transformers.pytorch_utils import Conv1D
 
 from taskneurons.continual.method_config import MethodConfig
 from taskneurons.continual.strategies.seqft import SeqFT
@@ -36,8 +38,9 @@ from taskneurons.data.tasks import Task
 from taskneurons.training.loop import TrainOptions, train
 
 
-def linear_layers(model: nn.Module) -> dict[str, nn.Linear]:
-    """The model's ``nn.Linear`` modules by name, the LM head (output embeddings) left out.
+def linear_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """The model's linear layers by name (``nn.Linear``, and GPT-2's ``Conv1D`` whose weight is
+    ``[in, out]``), the LM head (output embeddings) left out.
 
     Example:
         >>> sorted(linear_layers(model))[:1]  # doctest: +SKIP
@@ -47,8 +50,14 @@ def linear_layers(model: nn.Module) -> dict[str, nn.Linear]:
     return {
         name: mod
         for name, mod in model.named_modules()
-        if isinstance(mod, nn.Linear) and mod is not head
+        if isinstance(mod, (nn.Linear, Conv1D)) and mod is not head
     }
+
+
+def _unit_axis(layer: nn.Module) -> int:
+    """The weight's axis of the output units: 0 for ``nn.Linear`` ``[out, in]``, 1 for
+    ``Conv1D`` ``[in, out]``."""
+    return 1 if isinstance(layer, Conv1D) else 0
 
 
 class MagnitudeMask:
@@ -59,7 +68,7 @@ class MagnitudeMask:
     ``[out]`` of each layer; ``shares`` the kept share of all units, per step.
     """
 
-    def __init__(self, model: nn.Module, layers: dict[str, nn.Linear], fraction: float) -> None:
+    def __init__(self, model: nn.Module, layers: dict[str, nn.Module], fraction: float) -> None:
         self.model = model
         self.layers = layers
         self.fraction = fraction
@@ -107,7 +116,7 @@ class MagnitudeMask:
             keep = torch.zeros(n, dtype=torch.bool, device=sums.device)  # [out]
             keep[torch.topk(sums, max(1, math.ceil(self.fraction * n))).indices] = True
             drop = ~keep.to(layer.weight.grad.device)
-            layer.weight.grad[drop] = 0  # rows of [out, in]
+            layer.weight.grad.index_fill_(_unit_axis(layer), drop.nonzero().flatten(), 0.0)
             if layer.bias is not None and layer.bias.grad is not None:
                 layer.bias.grad[drop] = 0
             self.selected[name] = keep.cpu()
@@ -124,6 +133,8 @@ class MIGU(SeqFT):
 
     def train_task(self, task: Task, stage: int) -> dict:
         layers = linear_layers(self.model)
+        if not layers:
+            raise ValueError("MIGU: the model has no linear layer besides the LM head")
         params = {f"{n}.{k}": p for n, m in layers.items() for k, p in m.named_parameters()}
         trainable = set(map(id, params.values()))
         flags = [(p, p.requires_grad) for p in self.model.parameters()]

@@ -110,7 +110,8 @@ class WNCFT(NCFT):
         if task.id not in self.vectors:
             cfg = self.config
             self.vectors[task.id] = task_vector(
-                self.model, self.tokenizer, task, cfg.n_vector_samples, cfg.seed,
+                self.model, self.tokenizer, self.feature_task(task), cfg.n_vector_samples,
+                cfg.seed,
                 cfg.feature_batch_size, cfg.feature_max_length,
             )  # fmt: skip
         return self.vectors[task.id]
@@ -187,7 +188,8 @@ class WncftConfig(FeatureOptions, NeuronMethodConfig, name="wncft"):
             softmax renormalised per neuron over the tasks that trained it); see the module
             docstring.
         n_vector_samples: train inputs per task vector (the paper's "up to 1000"; fewer when
-            the task has fewer: ``min(n_vector_samples, available)``).
+            the task has fewer: ``min(n_vector_samples, available)``, available as
+            ``vector_source`` says).
     """
 
     method_class: ClassVar[Any] = WNCFT

@@ -50,6 +50,8 @@ class ContinualResult(StoredResult):
         stored_bytes_per_task: the method's extra bytes per task at inference.
         resumed_from: the stage a resumed run continued with (``None``: not resumed).
         out_dir: where the files are.
+        held_out: task none trained on -> ``score`` after the last task, its ``zero_shot``
+            score and the ``change`` (general ability kept).
         routing: per stage, task id -> ``n``, ``weights`` and ``routing_accuracy``
             (:func:`~taskneurons.continual.base.routing_record`; empty: no task weights).
         meta: ``continual_config.json``: the run's record (config, model, order, data hashes)
@@ -77,6 +79,7 @@ class ContinualResult(StoredResult):
     out_dir: Path
     meta: dict = field(default_factory=dict, repr=False)
     routing: list[dict] = field(default_factory=list)
+    held_out: dict[str, dict] = field(default_factory=dict)
 
     def routing_accuracy(self) -> float | None:
         """After the last stage: the share (%) of test inputs of the trained tasks whose own
@@ -153,6 +156,7 @@ class ContinualResult(StoredResult):
             "stored_bytes_per_task": self.stored_bytes_per_task,
             "resumed_from": self.resumed_from,
             "routing": self.routing,
+            "held_out": self.held_out,
         }
 
     def save(self, folder: str | os.PathLike | None = None) -> Path:
@@ -165,6 +169,10 @@ class ContinualResult(StoredResult):
         write_table(out / "metrics", ["metric", "value"], self.metric_rows(), meta, digits=2)
         t_header, t_rows = self.task_rows()
         write_table(out / "tasks", t_header, t_rows, meta)
+        if self.held_out:
+            rows = [[t, h["score"], h["zero_shot"], h["change"]] for t, h in self.held_out.items()]
+            h_header = ["held-out task", "after the last task", "zero-shot", "change"]
+            write_table(out / "held_out", h_header, rows, meta, title="tasks none trained on")
         if self.routing:
             r_header, r_rows = self.routing_rows()
             title = f"task weights and routing accuracy: {self.label}"
@@ -197,7 +205,7 @@ class ContinualResult(StoredResult):
             np.array([_nan(row) for row in data["matrix"]], dtype=float),
             dict(data["single"]), dict(data["zero_shot"]), metrics, list(data["stages"]),
             data["stored_bytes_per_task"], data["resumed_from"], path, meta,
-            list(data.get("routing", [])),
+            list(data.get("routing", [])), dict(data.get("held_out", {})),
         )  # fmt: skip
 
 

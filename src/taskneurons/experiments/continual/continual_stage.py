@@ -39,6 +39,9 @@ class ContinualConfig(Config):
             (:func:`~taskneurons.data.validation.validation_split`; ``None``: no split).
         score_on: score the matrix on the ``"test"`` examples (results) or on the
             ``"validation"`` split (choosing hyper-parameters; needs ``n_val``).
+        held_out: ids of loaded tasks that no method trains on: after the last task each is
+            scored (``n_test`` test examples) against its zero-shot score (general ability
+            kept); they are left out of ``order``.
     """
 
     order: list[str] | None = None
@@ -55,6 +58,7 @@ class ContinualConfig(Config):
     reference_cache: str | None = None
     n_val: int | None = None
     score_on: Literal["test", "validation"] = "test"
+    held_out: list[str] | None = None
 
     def validate(self) -> None:
         if self.single_train.method not in ("full", "lora"):
@@ -69,17 +73,23 @@ class ContinualConfig(Config):
                 raise ValueError(f"{name} must be >= 1 or None, got {value}")
         if self.order is not None and len(set(self.order)) != len(self.order):
             raise ValueError(f"order repeats a task: {self.order}")
+        both = sorted(set(self.order or []) & set(self.held_out or []))
+        if both:
+            raise ValueError(f"held_out: {both} also in order; a held-out task is never trained")
 
     def check_tasks(self, tasks: Sequence[Any], key: str = "continual") -> None:
         """Two tasks or more, and ``order`` lists each of them once."""
-        check_count(tasks, key, "BWT, FWT and forgetting compare tasks learnt one after another")
+        held = set(self.held_out or [])
+        check_ids(self.held_out, tasks, f"{key}.held_out")
+        trained = [t for t in tasks if t.id not in held]
+        check_count(trained, key, "BWT, FWT and forgetting compare tasks learnt one after another")
         check_ids(self.order, tasks, f"{key}.order")
-        left = [t.id for t in tasks if self.order is not None and t.id not in self.order]
+        left = [t.id for t in trained if self.order is not None and t.id not in self.order]
         if left:
             raise ValueError(
                 f"{key}.order: leaves out the tasks {left}; list every task of the run once "
                 "(CL, BWT and FWT average over them all), or leave order out to learn the "
-                "tasks as given"
+                "tasks as given, or name them in held_out"
             )
 
 
@@ -98,6 +108,11 @@ class ContinualSuiteConfig(ContinualConfig):
         tune: each method's training values chosen from a grid on the validation split of
             the first order by a fixed rule, then frozen (:mod:`.tune_config`,
             :mod:`.lr_choice`); ``None``: every method trains with ``train`` as given.
+        seeds: run the whole suite once per seed (``<out>/seed<s>/``), each seed setting the
+            training order of examples and LoRA's init (``train.seed``) and the methods' random
+            subsets (``method.seed``, ``method.attribution.seed``); the data (train, validation
+            and test examples: ``seed``) and the references stay fixed (:mod:`.seeds`).
+            ``None``: one run with the seeds as configured.
     """
 
     method: dict[str, Any] = field(default_factory=dict, metadata={"options_of": MethodConfig})
@@ -106,6 +121,7 @@ class ContinualSuiteConfig(ContinualConfig):
         metadata=flag("--method", help="the continual-learning methods, comma-separated"),
     )
     tune: TuneConfig | None = None
+    seeds: list[int] | None = None
 
     def validate(self) -> None:
         super().validate()
@@ -114,12 +130,55 @@ class ContinualSuiteConfig(ContinualConfig):
                 "methods: an empty list runs no method; name one or more, or leave methods out "
                 "to run method.name (default ncft)"
             )
+        if self.seeds is not None and (
+            len(self.seeds) < 2 or len(set(self.seeds)) != len(self.seeds)
+        ):
+            raise ValueError(f"seeds: give two or more different seeds, got {self.seeds}")
         twice = sorted({m for m in self.methods or [] if self.methods.count(m) > 1})
         if twice:
             raise ValueError(f"methods: {twice} listed twice (each method has one results folder)")
         if isinstance(self.method, MethodConfig):  # one method's config: its options, shared
             self.method = self.method.to_dict()
         self.runs()  # every method's config built: names, options and values checked
+
+    def for_seed(self, seed: int) -> ContinualSuiteConfig:
+        """The suite of one seed: ``train.seed``, and the listed methods' ``seed`` and
+        ``attribution.seed`` where they take them, set to ``seed``; nothing else changes.
+
+        Example:
+            >>> cfg = ContinualSuiteConfig(methods=["seqft", "wncft"], seeds=[0, 1])
+            >>> one = cfg.for_seed(1)
+            >>> one.train.seed, one.method["seed"], one.method["attribution"]["seed"], one.seed
+            (1, 1, 1, 0)
+        """
+        names = [_method_name(label) for label in self.labels()]
+        takes = {key for n in names for key in MethodConfig.keys(n)}
+        method = dict(self.method)
+        if "seed" in takes:
+            method["seed"] = seed
+        if "attribution" in takes:
+            att = method.get("attribution", {})
+            att = att.to_dict() if hasattr(att, "to_dict") else dict(att)
+            method["attribution"] = {**att, "seed": seed}
+        return self.replace(seeds=None, train=self.train.replace(seed=seed), method=method)
+
+    def check_tasks(self, tasks: Sequence[Any], key: str = "continual") -> None:
+        """As :meth:`ContinualConfig.check_tasks`; with ``tune``, its order's tasks are loaded
+        and each has ``tune.n_val`` train examples beyond the ``n_train`` it trains on."""
+        super().check_tasks(tasks, key)
+        if self.tune is None:
+            return
+        check_ids(self.tune.order, tasks, f"{key}.tune.order")
+        for t in tasks:
+            if self.tune.order is not None and t.id not in self.tune.order:
+                continue
+            used = min(self.n_train, len(t.train)) if self.n_train else len(t.train)
+            if len(t.train) - used < self.tune.n_val:
+                raise ValueError(
+                    f"{key}.tune.n_val: task {t.id!r} has {len(t.train)} train examples, "
+                    f"{used} trained on (n_train): {len(t.train) - used} left for "
+                    f"{self.tune.n_val} validation examples"
+                )
 
     def method_defaults(self, name: str) -> dict[str, Any]:
         """What method ``name`` takes from the suite unless ``method`` sets it: the suite's
@@ -181,11 +240,17 @@ FILES = """
     suite: Table 5 rows and FG_j curves as JSON
     reference_cache.json: single-task and zero-shot scores shared by the methods
     forgetting_*: FG_j per stage of a run's methods (Figure 4)
+    held_out: each method's score on the tasks none trained on, against zero-shot
+    routing: W-NCFT's and EPI's routing accuracy after the last task
+    seeds: CL, BWT, FWT over seeds with intervals over seeds and test examples
+    seed_pairs: methods compared by paired t-tests over seeds, Holm-adjusted
+    lr_choice: the training values chosen per method on the validation split (tune)
+    seed*: the suite of one seed
 """
 
 STAGE = register(Stage(
     name="continual", config=ContinualSuiteConfig, order=120, changes_model=True,
-    run=".suite:run_continual", result=".suite:ContinualSuiteResult", files=FILES,
+    run=".seeds:run_continual", result=".suite:ContinualSuiteResult", files=FILES,
     check_folder=".suite:check_checkpoints",
     title="learn the tasks in order with each method; accuracy matrix, CL, FG, BWT, FWT",
 ))  # fmt: skip

@@ -83,12 +83,15 @@ def write_choices(path: Path, methods: dict[str, Any], tune: TuneConfig) -> None
 
 
 def tuning_config(cfg: Any, tune: TuneConfig) -> Any:
-    """A method's run config as tuned: the tuning order, scored on the validation split."""
+    """A method's run config as tuned: the tuning order, scored on the validation split (the
+    tasks seen so far only: the rule reads the last column; no held-out task)."""
     return cfg.replace(
         order=tune.order if tune.order is not None else cfg.order,
         score_on="validation",
         n_val=tune.n_val,
         reference_cache=None,
+        eval_unseen=False,
+        held_out=None,
     )
 
 

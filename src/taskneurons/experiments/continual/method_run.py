@@ -37,10 +37,10 @@ from torch import nn
 
 from taskneurons.analysis.continual_metrics import bwt, cl, forgetting, fwt
 from taskneurons.continual.base import ContinualMethod
-from taskneurons.continual.reference import reference_scores
+from taskneurons.continual.reference import reference_scores, zero_shot_scores
 from taskneurons.continual.registry import make_method
 from taskneurons.continual.stage_checkpoint import checkpoint_stage, has_checkpoint, read_checkpoint
-from taskneurons.continual.stage_loop import StageRun, advance, reference_stages
+from taskneurons.continual.stage_loop import StageRun, advance, reference_stages, score_held_out
 from taskneurons.data.tasks import Task, examples_hash
 from taskneurons.data.validation import validation_split
 from taskneurons.experiments.common import eval_examples, limited
@@ -233,24 +233,47 @@ def continual_experiments(
         raise ValueError(
             f"{', '.join(map(str, outs))}: checkpoints of different stages; resume each alone"
         )
-    whole = order_tasks(tasks, config.order)
+    held_ids = set(config.held_out or [])
+    whole = order_tasks([t for t in tasks if t.id not in held_ids], config.order)
     ordered = [limited(t, config.n_train, config.seed) for t in whole]
     test = scored_examples(config, whole, ordered)
+    held = [limited(t, config.n_train, config.seed) for t in tasks if t.id in held_ids]
+    held_test = {t.id: eval_examples(t, config.n_test, config.seed) for t in held}
     method = make_method(config.method, model, tokenizer, config.train, progress)
+    method.pools = feature_pools(tasks, {**test, **held_test})
     started = [
         _start(model, tokenizer, ordered, test, c, o, resume, progress)
         for (c, _), o in zip(runs, outs, strict=True)
     ]
+    state = [run for run, _ in started]
+    _held_zero_shot(model, tokenizer, held, held_test, state)
     if started[0][1] is not None:
         method.load_state_dict(started[0][1])
-    state = [run for run, _ in started]
     derive = reference_stages(method, config.single_train, len(ordered))
     for j in range(state[0].start, len(ordered)):
         advance(method, tokenizer, ordered, test, state, j, derive)
         for run in state:
             if on_stage is not None:
                 on_stage(j, run.matrix.copy())
+    score_held_out(method, tokenizer, held, held_test, state)
     return [_result(method, run, [t.id for t in ordered]) for run in state]
+
+
+def feature_pools(tasks: Sequence[Task], scored: dict[str, list]) -> dict[str, list]:
+    """Task id -> the inputs its vector / prototype may draw from (``vector_source: task``):
+    the whole train split but the examples the matrix is scored on (validation when tuning)."""
+    skip = {tid: {e.input for e in exs} for tid, exs in scored.items()}
+    return {t.id: [e for e in t.train if e.input not in skip.get(t.id, set())] for t in tasks}
+
+
+def _held_zero_shot(model, tokenizer, held: list[Task], test: dict, runs: list[StageRun]) -> None:
+    """b(i) of the held-out tasks into each fresh run's ``zero_shot`` (the model is still the
+    base model here; a resumed run has them from its checkpoint)."""
+    for run in runs:
+        if held and any(t.id not in run.zero_shot for t in held):
+            cfg = run.config
+            cache = cfg.reference_cache or run.out / "reference_cache.json"
+            run.zero_shot.update(zero_shot_scores(model, tokenizer, held, test, cfg.eval, cache))
 
 
 def _result(method: ContinualMethod, run: StageRun, order: list[str]) -> ContinualResult:
@@ -271,6 +294,10 @@ def _result(method: ContinualMethod, run: StageRun, order: list[str]) -> Continu
         resumed_from=run.resumed_from,
         out_dir=run.out,
         routing=run.routing,
+        held_out={
+            t: {"score": v, "zero_shot": run.zero_shot[t], "change": v - run.zero_shot[t]}
+            for t, v in run.held_out.items()
+        },
     )
     result.meta = provenance(
         **run.record,

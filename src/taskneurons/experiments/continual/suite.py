@@ -34,6 +34,9 @@ from taskneurons.store.run_folder import read_record
 from taskneurons.store.stored_result import StoredResult
 from taskneurons.training.snapshot import ModelSnapshot
 
+#: the suite's routing table (methods that weigh tasks)
+ROUTING_HEADER = ["method", "routing accuracy (final, %)", "mean weight of the input's own task"]
+
 #: The Table 5 rows and FG_j curves of a suite, as JSON.
 SUITE_FILE = "suite.json"
 
@@ -68,8 +71,36 @@ class ContinualSuiteResult(StoredResult):
             out.append([label, *final, m["cl"], m["bwt"], m["fwt"], mb])
         return out
 
+    def routing_rows(self) -> list[list]:
+        """A row per method that weighs tasks: after the last task, the share (%) of test
+        inputs whose own task weighs most, and the mean weight of their own task."""
+        rows = []
+        for label, res in self.results.items():
+            last = res.routing[-1] if res.routing else {}
+            if not last:
+                continue
+            n = sum(r["n"] for r in last.values())
+            own = sum(r["weights"].get(t, 0.0) * r["n"] for t, r in last.items()) / max(n, 1)
+            rows.append([label, res.routing_accuracy(), own])
+        return rows
+
+    def held_out_rows(self) -> list[list]:
+        """A row per method and held-out task: score after the last task, zero-shot, change."""
+        return [
+            [label, t, h["score"], h["zero_shot"], h["change"]]
+            for label, res in self.results.items()
+            for t, h in res.held_out.items()
+        ]
+
     def markdown(self) -> str:
-        return markdown_table(self.header(), self.rows())
+        text = markdown_table(self.header(), self.rows())
+        held = self.held_out_rows()
+        if held:
+            header = ["method", "held-out task", "after the last task", "zero-shot", "change"]
+            text += "\n\n" + markdown_table(header, held)
+        if self.routing_rows():
+            text += "\n\n" + markdown_table(ROUTING_HEADER, self.routing_rows())
+        return text
 
     def save(self, folder: str | os.PathLike | None = None) -> Path:
         """Write each method's folder and the suite's tables into ``folder`` (default:
@@ -94,6 +125,15 @@ class ContinualSuiteResult(StoredResult):
             out / "forgetting.png",
             "FG_j: share of earlier tasks' single-task score kept (Figure 4)",
         )
+        held = self.held_out_rows()
+        if held:
+            header = ["method", "held-out task", "after the last task", "zero-shot", "change"]
+            title = "General ability kept: tasks none of the methods trained on"
+            write_table(out / "held_out", header, held, meta=self.meta, title=title)
+        routing = self.routing_rows()
+        if routing:
+            title = "Task weights after the last task (W-NCFT, EPI): routing accuracy"
+            write_table(out / "routing", ROUTING_HEADER, routing, meta=self.meta, title=title)
         curves = {k: [None if math.isnan(x) else x for x in v] for k, v in series.items()}
         suite = {"rows": self.rows(), "header": self.header(), "forgetting": curves}
         write_json_sealed(out / SUITE_FILE, {**suite, "meta": self.meta})
@@ -112,7 +152,10 @@ class ContinualSuiteResult(StoredResult):
 
 
 def continual_suite(
-    ctx: RunContext, config: ContinualSuiteConfig, out_dir: str | os.PathLike
+    ctx: RunContext,
+    config: ContinualSuiteConfig,
+    out_dir: str | os.PathLike,
+    chosen: dict[str, dict] | None = None,
 ) -> ContinualSuiteResult:
     """Run every method of ``config`` on the same order; write Table 5 and Figure 4.
 
@@ -121,12 +164,14 @@ def continual_suite(
     restored before each next one (the LoRA layers an earlier method injected removed, the
     weights and ``requires_grad`` flags put back). Methods sharing one training (``wncft`` and
     ``wncft-inferred``: :func:`_jobs`) run together, at the first one's place; the rows keep
-    the order of ``methods``.
+    the order of ``methods``. ``chosen``: each label's tuned training values when already
+    known (else tuned here when ``config.tune`` is set; :mod:`.lr_choice`).
     """
     model, tokenizer, tasks, progress = ctx.model, ctx.tokenizer, ctx.tasks, ctx.progress
     resume = ctx.config.resume
     out = Path(out_dir)
-    chosen = tune_methods(ctx, config, out) if config.tune is not None else {}
+    if chosen is None:
+        chosen = tune_methods(ctx, config, out) if config.tune is not None else {}
     initial = ModelSnapshot.take(model)
     done: dict[str, ContinualResult] = {}
     for n, job in enumerate(_jobs(config, out, resume, chosen)):
@@ -178,9 +223,6 @@ def _jobs(
     return jobs
 
 
-run_continual = continual_suite
-
-
 def check_checkpoints(config: ContinualSuiteConfig, folder: Path, resume: bool) -> None:
     """Before the model loads: without ``resume``, a method's folder that holds a checkpoint of
     an earlier run is refused (the run would start it afresh over it).
@@ -190,9 +232,11 @@ def check_checkpoints(config: ContinualSuiteConfig, folder: Path, resume: bool) 
         Traceback (most recent call last):
         ValueError: runs/cl/seqft holds a checkpoint of an earlier run; pass resume=True or ...
     """
-    for label, _ in config.runs():
-        if not resume and has_checkpoint(Path(folder) / label / "checkpoint"):
-            raise ValueError(
-                f"{Path(folder) / label} holds a checkpoint of an earlier run; pass resume=True "
-                "or another folder"
-            )
+    roots = [Path(folder)] + [Path(folder) / f"seed{s}" for s in config.seeds or []]
+    for root in roots:
+        for label, _ in config.runs():
+            if not resume and has_checkpoint(root / label / "checkpoint"):
+                raise ValueError(
+                    f"{root / label} holds a checkpoint of an earlier run; pass resume=True "
+                    "or another folder"
+                )

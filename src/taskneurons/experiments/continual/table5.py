@@ -5,9 +5,10 @@ order). :func:`continual_orders_table` reads several such runs and lays them sid
 per method, a CL column per run (in the order given), the mean CL over the runs, and the mean
 BWT and final FG_N (the share of the earlier tasks' single-task scores kept after the last task,
 %). Each CL has the half-width of its 95 % normal-approximation CI from the final accuracies and
-the run's ``n_test`` (binomial errors, independent test sets); each BWT, one from the method's
-accuracy matrix (``<run>/<method>/matrix.json``; conservative, see
-:func:`~taskneurons.analysis.continual_metrics.bwt_half_width`). A method missing from a run has
+the run's ``n_test`` (binomial errors, independent test sets) -- or, for a run with seeds,
+the half-width over seeds and test examples of its ``seeds.json``; each BWT, one from the
+method's accuracy matrix (``<run>/<method>/matrix.json``; conservative, see
+:func:`~taskneurons.analysis.continual_metrics.bwt_half_width`), or again ``seeds.json``'s. A method missing from a run has
 no entry there and no mean. The result is written as
 ``table5_orders.{md,csv,json}``, whose meta names every run folder, its task order and its
 ``suite.json`` hash, beside the FG_j curves (PAPER.md Figure 4): ``forgetting_orders.{md,csv,json}``
@@ -213,17 +214,31 @@ def _collect(suites: list[dict[str, Any]], folders: Sequence[Path]) -> Continual
         header = suite["header"]
         result.orders.append(header[1 : header.index("CL")])
         rows = {row[0]: row for row in suite["rows"]}
+        over_seeds = _seed_half_widths(suite["folder"])
         for name in methods:
             row = rows.get(name)
             fg = suite["forgetting"].get(name) or [None]
             result.cl[name].append(_number(row[header.index("CL")]) if row else math.nan)
-            result.cl_pm[name].append(_half_width(suite, row) if row else math.nan)
+            cl_pm = over_seeds.get((name, "CL")) or (_half_width(suite, row) if row else math.nan)
+            result.cl_pm[name].append(cl_pm if row else math.nan)
             result.bwt[name].append(_number(row[header.index("BWT")]) if row else math.nan)
-            result.bwt_pm[name].append(
-                _bwt_half_width(suite["folder"] / name, suite) if row else math.nan
-            )
+            bwt_pm = over_seeds.get((name, "BWT"))
+            if bwt_pm is None:
+                bwt_pm = _bwt_half_width(suite["folder"] / name, suite) if row else math.nan
+            result.bwt_pm[name].append(bwt_pm if row else math.nan)
             result.final_forgetting[name].append(_number(fg[-1]) if row else math.nan)
     return result
+
+
+def _seed_half_widths(folder: Path) -> dict[tuple[str, str], float]:
+    """``(method, "CL" | "BWT") ->`` the 95 % half-width over seeds and test examples of a run
+    with seeds (its ``seeds.json``, :mod:`~taskneurons.experiments.continual.seeds`); ``{}``
+    for a run without seeds."""
+    path = folder / "seeds.json"
+    if not path.is_file():
+        return {}
+    rows = read_record(path, "seed table", ContinualRunError)["rows"]
+    return {(r[0], r[1]): _number(r[3]) for r in rows if r[1] in ("CL", "BWT")}
 
 
 def _bwt_half_width(method_dir: Path, suite: dict[str, Any]) -> float:
