@@ -42,6 +42,8 @@ class StepParts:
         accelerator: for the device, autocast and the cross-process sum.
         max_grad_norm: clip the global gradient norm to this (``None``: no clipping).
         regulariser: added to the loss once per step (``None``: none).
+        grad_filter: called on the summed gradients before the regulariser and clipping (the
+            masked neuron update zeroes the entries outside the selection there).
     """
 
     model: nn.Module
@@ -51,6 +53,7 @@ class StepParts:
     accelerator: object
     max_grad_norm: float | None
     regulariser: Regulariser | None = None
+    grad_filter: Callable[[], None] | None = None
 
 
 @dataclass
@@ -143,6 +146,8 @@ def train_step(parts: StepParts, batches: Iterable[dict], n_step: int) -> StepOu
         loss_sum += loss.detach()
     if acc.num_processes > 1:
         loss_sum = reduce_gradients(acc, params, loss_sum)
+    if parts.grad_filter is not None:
+        parts.grad_filter()
     reg = None
     if parts.regulariser is not None:
         reg = parts.regulariser()  # scalar; the same on every process, so added once
