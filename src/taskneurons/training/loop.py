@@ -235,10 +235,11 @@ def _prepare(
     named = method.setup(model, neurons)
     params = [p for _, p in named]
     optimizer, scheduler = make_optimizer(params, config, data.total_steps)
+    method.on_optimizer(optimizer)
     assert method.model is not None
     parts = StepParts(
         method.model, params, optimizer, scheduler, accelerator, config.max_grad_norm,
-        options.regulariser, options.before_step,
+        options.regulariser, options.before_step, method.grad_filter,
     )  # fmt: skip
     start = 0
     ckpt_path = out / CHECKPOINT if out is not None else None

@@ -35,7 +35,8 @@ from torch import nn
 from taskneurons._io import give_umask_mode
 from taskneurons.neurons.attribution import frozen_parameters
 from taskneurons.neurons.neuron_set import NeuronSet
-from taskneurons.training.neuron_delta import NeuronDelta
+from taskneurons.training.masked_step import fsdp_local_masks
+from taskneurons.training.neuron_delta import NeuronDelta, selection_masks
 from taskneurons.training.train_config import METHODS, TrainConfig, _delta_dtype
 
 NamedParams = list[tuple[str, nn.Parameter]]
@@ -71,6 +72,12 @@ class TrainMethod:
 
     def abort(self) -> None:
         """After a failed run: undo what :meth:`setup` added to the model (nothing by default)."""
+
+    #: called on the summed gradients before clipping and the step (``None``: nothing)
+    grad_filter: ClassVar[None] = None
+
+    def on_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        """See the run's optimizer once it is built (nothing by default)."""
 
     def save(self, out_dir: Path, meta: dict) -> None:
         """Write what was trained into ``out_dir`` (nothing by default)."""
@@ -132,6 +139,109 @@ class NeuronsMethod(TrainMethod):
     def merge(self) -> nn.Module:
         assert self.delta is not None and self.model is not None
         self.delta.merge()
+        return self.model
+
+
+class MaskedNeuronsMethod(NeuronsMethod):
+    """Train a NeuronSet's slices in the base weights by a masked optimizer step."""
+
+    name = "neurons"
+
+    def setup(self, model: nn.Module, neurons: NeuronSet | None) -> NamedParams:
+        assert neurons is not None
+        masks = selection_masks(model, neurons)
+        named = dict(model.named_parameters())
+        self.neurons, self.masks = neurons, masks
+        self.local = {id(named[n]): (named[n], m) for n, m in masks.items()}
+        self._flags = [(p, p.requires_grad) for p in model.parameters()]
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for n in masks:
+            named[n].requires_grad_(True)
+        self._original = {n: named[n].detach()[m].clone() for n, m in masks.items()}
+        self._original_by_id = {id(named[n]): v for n, v in self._original.items()}
+        self.model = model
+        return [(n, named[n]) for n in masks]
+
+    def shard(self, fsdp_model: nn.Module) -> None:
+        """Cut the masks to this process's shards of ``fsdp_model`` (the model of
+        :meth:`setup` wrapped in FSDP with ``use_orig_params=True``), before training it.
+        (:meth:`finish` needs whole parameters: gather the state dict under FSDP instead.)"""
+        self.local = fsdp_local_masks(fsdp_model, self.masks)
+
+    def grad_filter(self) -> None:
+        """Zero the gradient entries no selected neuron owns (before clipping and the step)."""
+        for param, mask in self.local.values():
+            if param.grad is not None:
+                param.grad.mul_(mask.to(param.grad.dtype))
+
+    def on_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        """Weight decay towards the base weights, on the selected entries only (as on a delta).
+
+        The optimizer's own decay is turned off (it would shrink every entry towards 0); before
+        each step, AdamW's decoupled decay ``W <- W0 + (1 - lr wd)(W - W0)`` or SGD's L2 term
+        ``grad += wd (W - W0)`` is applied to the selected entries (``W0``: their values
+        before training), which is what the delta method's decay of ``Δ = W - W0`` does.
+        """
+        wd = self.config.weight_decay
+        if wd == 0:
+            return
+        for group in optimizer.param_groups:
+            group["weight_decay"] = 0.0
+        decoupled = self.config.optimizer == "adamw"
+
+        def before(opt, args, kwargs):
+            with torch.no_grad():
+                for group in opt.param_groups:
+                    for p in group["params"]:
+                        if id(p) not in self.local:
+                            continue
+                        param, mask = self.local[id(p)]
+                        drift = param[mask] - self._original_by_id[id(p)]
+                        if decoupled:
+                            param[mask] = param[mask] - group["lr"] * wd * drift
+                        elif param.grad is not None:
+                            param.grad[mask] += wd * drift
+
+        optimizer.register_step_pre_hook(before)
+
+    def restore(self) -> None:
+        for p, flag in self._flags:
+            p.requires_grad_(flag)
+
+    def abort(self) -> None:
+        self._put_back()
+
+    def _put_back(self) -> None:
+        """The base weights' original selected slices again (bit-exact)."""
+        assert self.model is not None
+        named = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for n, original in self._original.items():
+                param, mask = self.local[id(named[n])]
+                param[mask] = original
+
+    def finish(self, out_dir, merge: bool, meta: dict) -> nn.Module:
+        """The change of the selected slices as a NeuronDelta; the base restored unless
+        ``merge``."""
+        assert self.model is not None
+        delta = NeuronDelta(self.model, self.neurons, strict=False)
+        named = dict(self.model.named_parameters())
+        slices = {n: delta.positions(n) for n in delta.names}  # name -> (dim, positions)
+        trained = {n: named[n].detach().index_select(d, p).clone() for n, (d, p) in slices.items()}
+        self._put_back()
+        state = {}
+        with torch.no_grad():
+            for n, (d, p) in slices.items():
+                state[n] = trained[n].float() - named[n].detach().index_select(d, p).float()
+                if merge:  # the trained values themselves, bit for bit
+                    named[n].index_copy_(d, p, trained[n])
+        delta.load_state_dict(state)
+        self.delta = delta
+        if out_dir is not None:
+            self.save(out_dir, meta)
+        if not merge:
+            delta.attach()
         return self.model
 
 
@@ -252,6 +362,8 @@ def make_method(
             raise ValueError("neurons and params exclude each other: train one or the other")
         return ParamsMethod(config, params)
     cls = TRAIN_METHODS[config.method]
+    if config.method == "neurons" and config.neuron_update == "masked":
+        cls = MaskedNeuronsMethod
     if cls.needs_neurons and neurons is None:
         raise ValueError(f"method {config.method!r} needs a NeuronSet (neurons=...)")
     if not cls.needs_neurons and neurons is not None:

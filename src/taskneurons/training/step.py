@@ -46,6 +46,8 @@ class StepParts:
         before_step: called once per step after the gradients are complete (and the
             regulariser's added), before clipping and the optimizer step; it may change the
             gradients in place (``None``: none).
+        grad_filter: called on the summed gradients before the regulariser and clipping (the
+            masked neuron update zeroes the entries outside the selection there).
     """
 
     model: nn.Module
@@ -56,6 +58,7 @@ class StepParts:
     max_grad_norm: float | None
     regulariser: Regulariser | None = None
     before_step: Callable[[], None] | None = None
+    grad_filter: Callable[[], None] | None = None
 
 
 @dataclass
@@ -148,6 +151,8 @@ def train_step(parts: StepParts, batches: Iterable[dict], n_step: int) -> StepOu
         loss_sum += loss.detach()
     if acc.num_processes > 1:
         loss_sum = reduce_gradients(acc, params, loss_sum)
+    if parts.grad_filter is not None:
+        parts.grad_filter()
     reg = None
     if parts.regulariser is not None:
         reg = parts.regulariser()  # scalar; the same on every process, so added once

@@ -52,6 +52,10 @@ class TrainConfig(Config):
         momentum: SGD momentum.
         seed: seed of the shuffling, LoRA's initialisation and dropout.
         delta_dtype: dtype of the NeuronDelta tensors (``"float32"``; also on a bf16 base).
+        neuron_update: how the ``neurons`` method trains: ``"delta"`` (a NeuronDelta beside
+            the frozen model: gradients and optimizer state for the selected slices only) or
+            ``"masked"`` (the FFN weights themselves, their gradients masked at every
+            optimizer step: works on FSDP-sharded parameters; full-size FFN gradients).
         save_dtype: dtype the trained deltas are written in (``None``: ``delta_dtype``, exact;
             ``"bfloat16"``/``"float16"`` halve the file).
         strict_fingerprint: require the NeuronSet's recorded model weights fingerprint to match
@@ -93,6 +97,7 @@ class TrainConfig(Config):
     momentum: float = 0.0
     seed: int = 0
     delta_dtype: str = "float32"
+    neuron_update: str = "delta"
     save_dtype: str | None = None
     strict_fingerprint: bool = True
     lora_r: int = 8
@@ -148,6 +153,10 @@ class TrainConfig(Config):
                 f"checkpoint_every must be >= 0, got {self.checkpoint_every}",
             ),
             (self.log_every >= 1, f"log_every must be >= 1, got {self.log_every}"),
+            (
+                self.neuron_update in ("delta", "masked"),
+                f"neuron_update must be 'delta' or 'masked', got {self.neuron_update!r}",
+            ),
         ]
         for ok, msg in checks:
             if not ok:
