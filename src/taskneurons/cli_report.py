@@ -57,7 +57,10 @@ def finished(run, source: str = "") -> int:
     print(f"finished in {run.seconds:.0f} s; results in {run.out_dir}")
     view = run_view(run.out_dir)
     if "detect" in run.results:  # neuron cards of each task's top neurons
-        view = with_cards(view, run.out_dir, CardOptions())
+        try:
+            view = with_cards(view, run.out_dir, CardOptions())
+        except (ValueError, OSError) as exc:  # the run's results stand; the page goes without
+            print(f"report: no neuron cards ({' '.join(str(exc).split())})")
     path = write_report([run.out_dir], views=[view])
     if source == "taskneurons demo":
         print("demo finished; every table above, with its statistics, plots and neuron cards:")
