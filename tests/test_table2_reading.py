@@ -20,3 +20,20 @@ def test_paired_differences_and_their_line():
     line = reading("a", pairs)
     assert line.startswith("a: Train-Task - Train-Random +50.0 points (95 % CI ")
     assert "4 test examples, one training run each" in line
+
+
+def test_the_iou_line_of_a_detection():
+    import torch
+
+    from taskneurons.experiments.specificity.detect import DetectionResult
+    from taskneurons.neurons.neuron_set import NeuronSet
+
+    a = torch.zeros(2, 10, dtype=torch.bool)
+    a[0, :2] = True  # 2 of 20 neurons: f = 0.1
+    b = torch.zeros(2, 10, dtype=torch.bool)
+    b[0, 1:3] = True  # shares 1 of 3: IoU 1/3
+    sets = {"a": NeuronSet("ffn", {"ffn": a}), "b": NeuronSet("ffn", {"ffn": b})}
+    result = DetectionResult(sets, {}, [[1.0, 1 / 3], [1 / 3, 1.0]], ".")
+    line = result.iou_reading().strip()
+    # random sets of a share f overlap by f^2 / (2f - f^2) = f / (2 - f) = 0.1 / 1.9
+    assert line.startswith("mean pairwise IoU 0.333, against 0.053 for two random sets of 10.0 %")
