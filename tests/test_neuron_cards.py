@@ -85,3 +85,20 @@ def test_report_neuron_flag(tiny_folder, task_folders, tmp_path, capsys):
     assert main(["report", str(out), "--neuron", "1.x"]) == 2
     assert main(["report", str(out), "--neuron", "9.0", "--out", str(page)]) == 2
     assert "outside the model's 2 layers" in capsys.readouterr().err
+
+
+def test_a_run_whose_cards_fail_still_gets_its_report(tiny_folder, task_folders, tmp_path, capsys,
+                                                       monkeypatch):  # fmt: skip
+    import taskneurons.cli_report as cli_report
+
+    def refuse(*args):
+        raise ValueError("model gone\nsecond line")
+
+    monkeypatch.setattr(cli_report, "with_cards", refuse)
+    out = tmp_path / "det"
+    argv = ["detect", "--model", str(tiny_folder), "--tasks", str(task_folders[0]), "--k", "10"]
+    assert main([*argv, "--n-examples", "2", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "report: no neuron cards (model gone second line)" in printed
+    assert printed.strip().endswith(f"report: {out / 'report.html'}")
+    assert "neuron cards" not in (out / "report.html").read_text()

@@ -150,10 +150,7 @@ def cmd_stages(args) -> int:
     source = (
         "taskneurons demo" if command == "demo" else str(args.config or f"taskneurons {command}")
     )
-    code = _run_settings(data, source, flag_settings(args, stage_command_flags(command)), args)
-    if command == "demo":
-        print("demo finished")
-    return code
+    return _run_settings(data, source, flag_settings(args, stage_command_flags(command)), args)
 
 
 def _finetune_stages(data: dict, config: Path | None):
@@ -218,7 +215,7 @@ def _run_settings(data: dict, source: str, overrides: list, args) -> int:
     run = run_experiment(config, source=source, fit_max_length=fit)
     from taskneurons.cli_report import finished
 
-    return finished(run)
+    return finished(run, source)
 
 
 def _load(spec: str, flags: dict):

@@ -50,12 +50,19 @@ def run_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def finished(run) -> int:
+def finished(run, source: str = "") -> int:
     """After a run (a ``RunResult``): print where its results are, write its report into its
-    folder and print the report's path; returns the exit status 0."""
+    folder (neuron cards when it detected sets) and print the report's path, last; returns
+    the exit status 0. ``source`` ``taskneurons demo`` adds the demo's closing line."""
     print(f"finished in {run.seconds:.0f} s; results in {run.out_dir}")
     view = run_view(run.out_dir)
     if "detect" in run.results:  # neuron cards of each task's top neurons
-        view = with_cards(view, run.out_dir, CardOptions())
-    print(f"report: {write_report([run.out_dir], views=[view])}")
+        try:
+            view = with_cards(view, run.out_dir, CardOptions())
+        except (ValueError, OSError) as exc:  # the run's results stand; the page goes without
+            print(f"report: no neuron cards ({' '.join(str(exc).split())})")
+    path = write_report([run.out_dir], views=[view])
+    if source == "taskneurons demo":
+        print("demo finished; every table above, with its statistics, plots and neuron cards:")
+    print(f"report: {path}")
     return 0

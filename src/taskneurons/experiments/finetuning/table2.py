@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from taskneurons.analysis.paired import mean_difference
 from taskneurons.data.tasks import Task
 from taskneurons.evaluation.dispatch import evaluate
 from taskneurons.experiments.common import (
@@ -66,10 +67,12 @@ class NeuronTrainingResult(StoredResult):
     meta: dict = field(default_factory=dict, repr=False)
 
     def markdown(self) -> str:
-        """The table, and the change matrix when there is one."""
+        """The table, the change matrix when there is one, and per task its paired
+        differences (a run of an older version recorded none)."""
         parts = [self.table.markdown()]
         if self.table.matrix is not None:
             parts.append(self.table.change_markdown("trained \\ measured"))
+        parts += [reading(t, pairs) for t, pairs in self.meta.get("paired", {}).items()]
         return "\n\n".join(parts)
 
     def save(self, folder: str | os.PathLike | None = None) -> Path:
@@ -131,11 +134,15 @@ def neuron_training_experiment(
         {t.id: neuron_sets[t.id] for t in tasks}, space, config.random_seed
     )
 
-    def score(task: Task) -> float:
+    examples: dict[str, dict[str, list[float]]] = {}  # row -> task -> per-example scores
+
+    def score(task: Task, row: str | None = None) -> float:
         res = evaluate(model, tokenizer, task, test[task.id], config=config.eval, progress=False)
+        if row is not None:
+            examples.setdefault(row, {})[task.id] = res.example_scores()
         return res.score
 
-    rows: dict[str, dict[str, float]] = {"Zero-shot": {t.id: score(t) for t in tasks}}
+    rows: dict[str, dict[str, float]] = {"Zero-shot": {t.id: score(t, "Zero-shot") for t in tasks}}
     rows.update({"Train-Random": {}, "Train-Task": {}})
     matrix: dict[str, dict[str, float]] | None = {} if config.matrix else None
     runs: dict[str, dict] = {}
@@ -146,15 +153,44 @@ def neuron_training_experiment(
                 model, tokenizer, [train_task], config.train, neurons=neurons,
                 out_dir=out / "runs" / t.id / kind, progress=progress,
             ) as res:  # fmt: skip
-                own = score(t)
-                rows["Train-Random" if kind == "random" else "Train-Task"][t.id] = own
+                row = "Train-Random" if kind == "random" else "Train-Task"
+                own = rows[row][t.id] = score(t, row)
                 if kind == "task" and matrix is not None:
                     matrix[t.id] = {j.id: (own if j.id == t.id else score(j)) for j in tasks}
             runs[f"{t.id}/{kind}"] = res.summary()
-    meta = experiment_meta(config, model, tasks, test, neuron_sets, controls, runs=runs)
+    paired = paired_differences(examples, config.seed)
+    meta = experiment_meta(
+        config, model, tasks, test, neuron_sets, controls, runs=runs, paired=paired
+    )
     result = NeuronTrainingResult(Comparison([t.id for t in tasks], rows, matrix), runs, out, meta)
     result.save()
     return result
 
 
 run_table2 = neuron_training_experiment
+
+#: the paired differences of Table 2, each row against another
+PAIRS = (("Train-Task", "Train-Random"), ("Train-Task", "Zero-shot"))
+
+
+def paired_differences(examples: dict[str, dict[str, list[float]]], seed: int) -> dict:
+    """Per task, Train-Task minus Train-Random and minus Zero-shot over the same test
+    examples: the mean, a bootstrap 95 % CI and a sign-flip p-value (``MeanDifference``)."""
+    return {
+        task: {
+            f"{a} - {b}": mean_difference(examples[a][task], examples[b][task], seed=seed).to_dict()
+            for a, b in PAIRS
+        }
+        for task in examples.get("Train-Task", {})
+    }
+
+
+def reading(task: str, pairs: dict) -> str:
+    """One line: how far training the task's neurons beats random ones and zero-shot."""
+    parts = [
+        f"{name} {d['mean']:+.1f} points (95 % CI {d['low']:.1f}..{d['high']:.1f}, "
+        f"p = {d['p_value']:.3f})"
+        for name, d in pairs.items()
+    ]
+    n = next(iter(pairs.values()))["n"]
+    return f"{task}: " + "; ".join(parts) + f"; {n} test examples, one training run each"

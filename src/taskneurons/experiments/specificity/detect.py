@@ -120,7 +120,21 @@ class DetectionResult(StoredResult):
         iou_table = markdown_table(["task", *self.names], self.iou_rows(), digits=3)
         return (
             f"{counts}\n\nTask neurons per layer\n\n{layers}\n\n"
-            f"Pairwise IoU of task neurons\n\n{iou_table}"
+            f"Pairwise IoU of task neurons\n\n{iou_table}{self.iou_reading()}"
+        )
+
+    def iou_reading(self) -> str:
+        """One line: the mean pairwise IoU against two random sets of the same share ``f``
+        (expected IoU ``f / (2 - f)``); descriptive, no test. Empty for one task."""
+        n = len(self.names)
+        pairs = [self.iou[i][j] for i in range(n) for j in range(i + 1, n)]
+        if not pairs:
+            return ""
+        f = sum(s.fraction() for s in self.sets.values()) / len(self.sets)
+        return (
+            f"\n\nmean pairwise IoU {sum(pairs) / len(pairs):.3f}, against {f / (2 - f):.3f} for "
+            f"two random sets of {f * 100:.1f} % each: how much the tasks' sets overlap "
+            "(descriptive, no test)"
         )
 
 
