@@ -30,6 +30,9 @@ import os, signal, sys, time
 from pathlib import Path
 
 point, exp, flag = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+# a shell starts background jobs with SIGINT ignored, and Python then keeps it ignored: give the
+# child the handler an interactive start gives it, whoever launched the tests
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def interrupt(*args, **kwargs):
