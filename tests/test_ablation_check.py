@@ -134,3 +134,28 @@ def test_the_check_is_seeded_and_finds_misses_on_a_plain_model(tiny_folder, task
     assert sum(e["random"] for e in a.effects["mood"]) == 6 * model.config.num_hidden_layers
     assert sum(e["top"] for e in a.effects["mood"]) == 3 and n >= 6 * 2
     assert -1.0 <= a.rows[0][2] <= 1.0
+
+
+def test_a_rerun_measures_only_the_tasks_left(tiny_folder, task_folders, tmp_path, monkeypatch):
+    """Each task's effects are kept as soon as they are measured: a rerun of the same settings
+    (after an interrupt) reuses them; other settings measure again."""
+    from taskneurons.experiments.specificity import ablation_check as module
+
+    model, tok = load_model(str(tiny_folder))
+    tasks = [load_task(str(f)) for f in task_folders]
+    ctx = RunContext.of(model, tok, tasks, progress=False)
+    cfg = AblationCheckConfig(per_layer=2, top_k=2, n_examples=4)
+    first = ablation_check_experiment(ctx, cfg, tmp_path / "a")
+    measured = []
+    real = module._task_effects
+
+    def counted(ctx, task, *args):
+        measured.append(task.id)
+        return real(ctx, task, *args)
+
+    monkeypatch.setattr(module, "_task_effects", counted)
+    again = ablation_check_experiment(ctx, cfg, tmp_path / "a")
+    assert measured == [] and again.effects == first.effects and again.rows == first.rows
+    other = ablation_check_experiment(ctx, AblationCheckConfig(per_layer=2, top_k=2, n_examples=4,
+                                                               seed=1), tmp_path / "a")  # fmt: skip
+    assert measured == [t.id for t in tasks] and other.effects != first.effects

@@ -45,11 +45,15 @@ from taskneurons.neurons.attribution_config import AttributionConfig
 from taskneurons.neurons.space import Neuron, NeuronSpace
 from taskneurons.provenance import model_fingerprint, provenance
 from taskneurons.report.tables import markdown_table, write_table
+from taskneurons.store.cache import SettingsCache
 from taskneurons.store.run_folder import read_record
+from taskneurons.store.settings import SettingsKey, model_identity
 from taskneurons.store.stored_result import StoredResult
 
 RECORD_FILE = "ablation_check_config.json"
 EFFECTS_FILE = "effects.json"
+#: each task's effects as soon as they are measured (what a rerun after an interrupt reuses)
+TASK_CACHE, CACHE_FORMAT = "task_effects.json", "taskneurons.AblationEffects/1"
 HEADER = [
     "task", "ablated", "Spearman (random)", "median layer Spearman", "min layer Spearman",
     "Spearman (top-k)", "missed of true top-k",
@@ -171,16 +175,26 @@ def ablation_check_experiment(
     """Check every task's relevance scores against ablation; write the tables and effects.
 
     Writes ``ablation_check.{md,csv,json}``, ``ablation_layers.{md,csv,json}``,
-    ``effects.json`` and ``ablation_check_config.json``.
+    ``effects.json`` and ``ablation_check_config.json``; each task's effects go into
+    ``task_effects.json`` as soon as they are measured (keyed by the task's train data, the
+    model and the settings), so a rerun after an interrupt measures only the tasks left.
     """
     if not ctx.tasks:
         raise ValueError("ablation check: no tasks")
     base: AttributionConfig = ctx.config.detect.attribution
     acfg = dataclasses.replace(base, n_examples=config.n_examples)
     space = NeuronSpace(ctx.model, acfg.definition)
+    cache = SettingsCache(Path(out_dir) / TASK_CACHE, CACHE_FORMAT, "ablation cache", sealed=True)
+    model_id = model_identity(model_fingerprint(ctx.model))
     effects, hashes, rows, by_layer = {}, {}, [], []
     for task in ctx.tasks:
-        effects[task.id], hashes[task.id] = _task_effects(ctx, task, space, acfg, config)
+        key = SettingsKey.of(task=task.id, train=examples_hash(task.train), model=model_id,
+                             config=config.to_dict(), attribution=acfg.to_dict())  # fmt: skip
+        entry = cache.get(key)  # a task finished by an interrupted run of the same settings
+        if entry is None:
+            found, digest = _task_effects(ctx, task, space, acfg, config)
+            entry = cache.put(key, {"effects": found, "data_hash": digest})
+        effects[task.id], hashes[task.id] = entry["effects"], entry["data_hash"]
         row, per_layer = _summary(task.id, effects[task.id], space.n_layers, config.top_k)
         rows.append(row)
         by_layer.append(per_layer)

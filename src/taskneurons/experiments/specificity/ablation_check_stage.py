@@ -52,6 +52,8 @@ FILES = """
         the estimate's top-k), and the share of the true top-k the estimate misses
     ablation_layers: Spearman per layer and task (random neurons of that layer)
     effects.json: every ablated neuron's estimate and true |ΔL|
+    task_effects.json: each task's effects as soon as measured (a rerun of the same settings
+        measures only the tasks left)
     ablation_check_config.json: knobs, scored examples' hashes, provenance
 """
 
