@@ -35,6 +35,7 @@ LAYERS = {
     "continual": 7,
     "experiments": 8,
     "cli_flags": 9,
+    "cli_estimate": 9,
     "cli_parser": 10,
     "cli": 11,
 }
