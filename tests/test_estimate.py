@@ -88,8 +88,9 @@ def test_cli_prints_every_stage_and_refuses_bad_input(capsys, tmp_path):
 @pytest.mark.slow
 def test_predicted_stage_times_within_3x_on_a_small_run(tmp_path):
     """The embedded model on two built-in tasks, 8 examples each: every stage's measured time
-    within 3x of the estimate (the CPU rates were measured on a loaded machine, and so run
-    the tests: a generous bound)."""
+    within 3x of the estimate, after scaling the estimate by how much slower than at the
+    calibration the machine runs a forward right now (the machine is shared by several jobs
+    and its speed changes several fold with their load)."""
     from taskneurons.experiments.estimate.plan import estimate
 
     data = {
@@ -106,7 +107,9 @@ def test_predicted_stage_times_within_3x_on_a_small_run(tmp_path):
     }  # fmt: skip
     path = tmp_path / "small.yaml"
     path.write_text(yaml.safe_dump(data))
-    est = {e.name: e.seconds for e in estimate(path, "cpu").stages}
+    # the machine's speed now against the calibration's (it is shared: load changes 5x)
+    slow = cpu_device().rates["forward"].flops_per_s / _forward_rate_now()
+    est = {e.name: e.seconds * slow for e in estimate(path, "cpu").stages}
     marks: list[tuple[str, float]] = []
     run_experiment(ExperimentFile.read(path), str(path), progress=False,
                    echo=lambda text: marks.append((text, time.perf_counter())))  # fmt: skip
@@ -115,8 +118,27 @@ def test_predicted_stage_times_within_3x_on_a_small_run(tmp_path):
         for (h, t0), (_, t1) in zip(marks[::2], marks[1::2], strict=True)
     }
     assert set(times) == set(est)
+    print(f"slower than at calibration: {slow:.2f}x; measured / predicted:",
+          {n: round(t / est[n], 2) for n, t in times.items()})  # fmt: skip
     for name, seconds in times.items():
         assert est[name] / 3 <= seconds <= est[name] * 3, (name, seconds, est[name])
+
+
+def _forward_rate_now() -> float:
+    """FLOP/s of a no-grad forward of the embedded model now (batch 8 x 64, median of 3)."""
+    import torch
+
+    from taskneurons.models.loading import load_model
+
+    model, _ = load_model("smollm2-135m")
+    ids = torch.randint(10, 40000, (8, 64), generator=torch.Generator().manual_seed(0))
+    times = []
+    with torch.no_grad():
+        for _ in range(4):
+            t0 = time.perf_counter()
+            model(input_ids=ids, logits_to_keep=1, use_cache=False)
+            times.append(time.perf_counter() - t0)
+    return 8 * 64 * KNOWN_SHAPES["smollm2-135m"].flops_per_token(64) / sorted(times[1:])[1]
 
 
 def test_cpu_calibration_is_recorded():
