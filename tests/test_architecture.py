@@ -36,6 +36,7 @@ LAYERS = {
     "experiments": 8,
     "cli_flags": 9,
     "pages": 9,
+    "cli_estimate": 9,
     "cli_parser": 10,
     "cli_export": 10,
     "cli_report": 10,

@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from taskneurons.cli_estimate import cmd_estimate
 from taskneurons.cli_flags import FlagUse
 from taskneurons.cli_parser import (
     DEFAULT_OUT,
@@ -233,6 +234,7 @@ COMMANDS = {
     "tasks": cmd_tasks,
     "eval": cmd_eval,
     "run": cmd_run,
+    "estimate": cmd_estimate,
     "analyze": cmd_analyze,
 }
 

@@ -14,6 +14,7 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
+from taskneurons.cli_estimate import add_estimate
 from taskneurons.cli_flags import (
     FlagUse,
     add_flags,
@@ -209,6 +210,7 @@ def commands() -> dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]
         "tasks": ("list the built-in demo tasks", lambda p: None),
         "eval": ("evaluate a model on a task", _add_eval),
         "run": ("run an experiment file (see experiments/)", _add_run),
+        "estimate": ("predicted time, peak memory and disk of every stage of a file", add_estimate),
     }
     for s in stages():
         out[s.name] = (s.title, lambda p, name=s.name: _add_stage(p, name))

@@ -1,0 +1,1 @@
+"""``taskneurons estimate``: predicted time, peak memory and disk of an experiment file."""

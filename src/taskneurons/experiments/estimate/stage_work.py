@@ -1,0 +1,239 @@
+"""Each stage's work, counted from its section of the experiment file and the task sizes.
+
+One function per stage returns a :class:`StageWork`: its jobs, the bytes it writes, and what
+it leaves out. The counts follow the stage's code (which evaluations, which trainings); the
+notes say where a count is simplified. A stage with no function here is reported as not
+modelled, never guessed.
+
+Example:
+    >>> work = stage_work("detect", experiment_file, sizes, shape)  # doctest: +SKIP
+    >>> [j.kind for j in work.jobs]  # one scoring job per task  # doctest: +SKIP
+    ['attribution', 'attribution']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from taskneurons.experiments.estimate.work import (
+    Job,
+    TaskSize,
+    evaluation_jobs,
+    scoring_job,
+    trainable_of,
+    training_job,
+)
+
+
+@dataclass
+class StageWork:
+    """The jobs of one stage, what it writes (bytes) and the notes on its count."""
+
+    name: str
+    jobs: list[Job] = field(default_factory=list)
+    disk: float = 0.0
+    notes: list[str] = field(default_factory=list)
+    modelled: bool = True
+
+
+def _scores(file, sizes: list[TaskSize], shape, work: StageWork) -> None:
+    """Score every task once (the file's ``detect`` section) and write its scores."""
+    attr = file.detect.attribution
+    for s in sizes:
+        work.jobs.append(scoring_job(s, attr.n_examples, attr.batch_size, attr.checkpointing))
+    work.disk += len(sizes) * shape.n_layers * shape.d_ff * 4 * 2  # scores + neuron masks
+
+
+def _evals(sizes: list[TaskSize], n_test, eval_cfg, times: int = 1) -> list[Job]:
+    jobs = []
+    for s in sizes:
+        for job in evaluation_jobs(s, n_test, eval_cfg.batch_size, eval_cfg.max_new_tokens):
+            job.n, job.tokens = job.n * times, job.tokens * times
+            jobs.append(job)
+    return jobs
+
+
+def detect(file, sizes, shape) -> StageWork:
+    work = StageWork("detect")
+    _scores(file, sizes, shape, work)
+    return work
+
+
+def _deactivation(sizes, cfg, cells: int = 1, original: bool = True) -> list[Job]:
+    t = len(sizes)
+    per_task = cells * ((t + 3) if t > 1 else 2) + (1 if original else 0)  # random, matrix,
+    return _evals(sizes, cfg.n_test, cfg.eval, per_task)  # others, general; original once
+
+
+def deactivate(file, sizes, shape) -> StageWork:
+    work = StageWork("deactivate", _deactivation(sizes, file.deactivate))
+    if file.deactivate.mode == "mean":
+        work.notes.append("mean mode's activation means are not counted")
+    return work
+
+
+def table2(file, sizes, shape) -> StageWork:
+    cfg = file.table2
+    chosen = [s for s in sizes if cfg.tasks is None or s.id in cfg.tasks]
+    k = float(file.detect.k)
+    trainable = trainable_of(shape, cfg.train, k)
+    work = StageWork("table2", _evals(chosen, cfg.n_test, cfg.eval))  # zero-shot
+    for s in chosen:
+        for _ in ("random", "task"):
+            work.jobs.append(training_job([s], cfg.n_train, cfg.train, trainable))
+            work.disk += trainable * 4  # the delta, float32
+        work.jobs += _evals([s], cfg.n_test, cfg.eval, 2)  # own task after each training
+        if cfg.matrix:
+            work.jobs += _evals([o for o in chosen if o.id != s.id], cfg.n_test, cfg.eval)
+    return work
+
+
+def sweep(file, sizes, shape) -> StageWork:
+    cfg = file.sweep
+    cells = len(cfg.k) * len(cfg.selections)
+    work = StageWork("sweep")
+    _scores(file, sizes, shape, work)
+    work.jobs += _deactivation(sizes, file.deactivate, cells)
+    work.notes.append(f"{cells} cells; the original scores are evaluated once")
+    return work
+
+
+def multitask(file, sizes, shape) -> StageWork:
+    cfg = file.multitask
+    work = StageWork("multitask")
+    work.jobs.append(training_job(sizes, cfg.n_train, cfg.train, trainable_of(shape, cfg.train, 0)))
+    attr = cfg.detect.attribution
+    work.jobs += [
+        scoring_job(s, attr.n_examples, attr.batch_size, attr.checkpointing) for s in sizes
+    ]
+    work.jobs += _deactivation(sizes, cfg.deactivate)
+    if cfg.save_model:
+        work.disk += shape.n_params * 4
+    return work
+
+
+_CONTINUAL_KIND = {"seqft": "full", "pertask": "full", "seqlora": "lora", "olora": "lora",
+                   "epi": "lora", "ncft": "neurons", "wncft": "neurons", "wncft-inferred": "neurons"}  # fmt: skip
+
+
+def continual(file, sizes, shape) -> StageWork:
+    import dataclasses
+
+    cfg = file.continual
+    methods = cfg.methods or [
+        cfg.method.get("name", "ncft") if isinstance(cfg.method, dict) else "ncft"
+    ]
+    k = float((cfg.method or {}).get("k", 10)) if isinstance(cfg.method, dict) else 10.0
+    work = StageWork("continual")
+    for m in methods:
+        train = dataclasses.replace(cfg.train, method=_CONTINUAL_KIND.get(m, "full"))
+        for i, s in enumerate(sizes):
+            work.jobs.append(training_job([s], cfg.n_train, train, trainable_of(shape, train, k)))
+            if train.method == "neurons":
+                work.jobs.append(
+                    scoring_job(
+                        s,
+                        (cfg.method or {}).get("attribution", {}).get("n_examples", 128)
+                        if isinstance(cfg.method, dict)
+                        else 128,
+                        8,
+                    )
+                )
+            seen = sizes if cfg.eval_unseen else sizes[: i + 1]
+            work.jobs += _evals(seen, cfg.n_test, cfg.eval)
+    for s in sizes:  # the single-task references
+        work.jobs.append(training_job([s], cfg.n_train, cfg.single_train, shape.n_params))
+        work.jobs += _evals([s], cfg.n_test, cfg.eval)
+    work.notes.append("pertask keeps a model per task; W-NCFT's task vectors are not counted")
+    return work
+
+
+def _group_sizes(cfg, sizes, which: str) -> list[list[TaskSize]]:
+    by_id = {s.id: s for s in sizes}
+    return [[by_id[t] for t in getattr(g, which) if t in by_id] for g in cfg.groups]
+
+
+def overlap(file, sizes, shape) -> StageWork:
+    work = StageWork("overlap")
+    if "detect" not in file.stages():
+        _scores(file, sizes, shape, work)
+    work.notes.append("selection from the scores only (no model pass) when detect ran")
+    return work
+
+
+def generalization(file, sizes, shape) -> StageWork:
+    cfg = file.generalization
+    work = StageWork("generalization")
+    k = float(file.detect.k)
+    for train, test in zip(
+        _group_sizes(cfg, sizes, "train"), _group_sizes(cfg, sizes, "test"), strict=True
+    ):
+        runs = [train] if "joint" in cfg.modes else []
+        runs += [[s] for s in train] if "single" in cfg.modes else []
+        for p in cfg.proportions:
+            for run in runs:
+                job = training_job(
+                    run, cfg.n_train, cfg.train, trainable_of(shape, cfg.train, k * p / 100)
+                )
+                work.jobs.append(job)
+                work.jobs += _evals(test + train, cfg.n_test, cfg.eval)
+        if cfg.zero_shot:
+            work.jobs += _evals(test + train, cfg.n_test, cfg.eval)
+    work.notes.append("each run evaluated on its group's train and test tasks")
+    return work
+
+
+def controlled_overlap(file, sizes, shape) -> StageWork:
+    cfg = file.controlled_overlap
+    work = StageWork("controlled_overlap")
+    k = float(file.detect.k)
+    n = len(cfg.proportions) * len(cfg.overlaps) * len(cfg.seeds)
+    for train, test in zip(
+        _group_sizes(cfg, sizes, "train"), _group_sizes(cfg, sizes, "test"), strict=True
+    ):
+        for _ in range(n):
+            work.jobs.append(
+                training_job(train, cfg.n_train, cfg.train, trainable_of(shape, cfg.train, k))
+            )
+            work.jobs += _evals(test, cfg.n_test, cfg.eval)
+    work.notes.append(f"{n} joint runs per group, each evaluated on the group's test tasks")
+    return work
+
+
+def similarity(file, sizes, shape) -> StageWork:
+    import dataclasses
+
+    cfg = file.similarity
+    work = StageWork("similarity")
+    full = dataclasses.replace(cfg.train, method="full")
+    for train, test in zip(
+        _group_sizes(cfg, sizes, "train"), _group_sizes(cfg, sizes, "test"), strict=True
+    ):
+        for s in train:
+            work.jobs.append(training_job([s], cfg.n_train, full, shape.n_params))
+            work.jobs += _evals(test, cfg.n_test, cfg.eval)
+        if cfg.zero_shot:
+            work.jobs += _evals(test, cfg.n_test, cfg.eval)
+    work.notes.append("one full fine-tuning per train task; the weight comparison is not counted")
+    return work
+
+
+def prompts(file, sizes, shape) -> StageWork:
+    cfg = file.prompts
+    return StageWork("prompts", _evals(sizes, cfg.n_test, cfg.eval, len(cfg.variants)))
+
+
+STAGE_WORK: dict[str, Callable] = {
+    f.__name__: f
+    for f in (detect, deactivate, table2, sweep, multitask, continual, overlap, generalization,
+              controlled_overlap, similarity, prompts)
+}  # fmt: skip
+
+
+def stage_work(name: str, file, sizes: list[TaskSize], shape) -> StageWork:
+    """The work of stage ``name`` (a :class:`StageWork` with ``modelled=False`` if unknown)."""
+    fn = STAGE_WORK.get(name)
+    if fn is None:
+        return StageWork(name, notes=["no cost model for this stage yet"], modelled=False)
+    return fn(file, sizes, shape)

@@ -1,0 +1,117 @@
+"""What a stage does, counted: jobs of one kind of work each, from the data sizes.
+
+A :class:`Job` is one kind of work (``forward``, ``attribution``, ``train_neurons``,
+``train_full``, ``train_lora``, ``decode``) done ``n`` times (batches, or generation steps) on
+``tokens`` tokens in all at ``context`` positions on average. The sizes of each task's
+examples come from :class:`TaskSize` (measured by :mod:`.lengths`).
+
+Example:
+    >>> size = TaskSize("t", "classification", 100, 50, 40.0, 2.0, 2, 1, 3)
+    >>> [j.kind for j in evaluation_jobs(size, 50, batch_size=8, max_new=None)]
+    ['forward']
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass
+class Job:
+    """One kind of work, ``n`` batches (or steps) of it.
+
+    Attributes:
+        kind: the work (a key of the device table's rates).
+        n: batches (``decode``: generation steps).
+        tokens: tokens processed in all (``decode``: new tokens over all rows).
+        context: mean positions a token attends over.
+        batch_tokens: tokens in one batch (memory; ``decode``: rows x context).
+        trainable: trainable scalars (training jobs; memory of gradients and AdamW).
+        checkpointing: attribution with activation checkpointing.
+    """
+
+    kind: str
+    n: int
+    tokens: float
+    context: float
+    batch_tokens: float
+    trainable: int = 0
+    checkpointing: bool = False
+
+
+@dataclass
+class TaskSize:
+    """The sizes of one task that the cost depends on (token counts are means)."""
+
+    id: str
+    kind: str
+    n_train: int
+    n_test: int
+    prompt: float
+    answer: float
+    n_labels: int
+    label_tokens: int
+    max_new_default: int
+
+
+def _batches(n: int, batch_size: int) -> int:
+    return math.ceil(n / max(batch_size, 1)) if n > 0 else 0
+
+
+def scoring_job(size: TaskSize, n: int | None, batch_size: int, ckpt: bool = False) -> Job:
+    """Relevance scores of ``n`` train examples (``None``: all)."""
+    n = size.n_train if n is None else min(n, size.n_train)
+    length = size.prompt + size.answer
+    bt = min(n, batch_size) * length
+    return Job("attribution", _batches(n, batch_size), n * length, length, bt, 0, ckpt)
+
+
+def evaluation_jobs(
+    size: TaskSize, n: int | None, batch_size: int, max_new: int | None
+) -> list[Job]:
+    """Evaluating ``n`` test examples: label scoring, or a prompt forward and greedy steps."""
+    n = size.n_test if n is None else min(n, size.n_test)
+    b = _batches(n, batch_size)
+    rows = min(n, batch_size)
+    if size.kind == "classification":  # prompt, then every label through the KV cache
+        tokens = n * (size.prompt + size.n_labels * size.label_tokens)
+        return [Job("forward", b, tokens, size.prompt, rows * size.prompt)]
+    new = max_new if max_new is not None else size.max_new_default
+    steps = b * new
+    ctx = size.prompt + new / 2
+    return [
+        Job("forward", b, n * size.prompt, size.prompt, rows * size.prompt),
+        Job("decode", steps, n * new, ctx, rows * (size.prompt + new)),
+    ]
+
+
+def training_job(sizes: list[TaskSize], n_train: int | None, train, trainable: int) -> Job:
+    """Training on the pooled train examples of ``sizes`` (``n_train`` per task)."""
+    pool = [s.n_train if n_train is None else min(n_train, s.n_train) for s in sizes]
+    n = sum(pool)
+    length = sum(p * (s.prompt + s.answer) for p, s in zip(pool, sizes, strict=True)) / max(n, 1)
+    step = train.batch_size * train.grad_accum
+    steps = train.max_steps or math.ceil(n / step) * train.epochs
+    micro = steps * train.grad_accum
+    tokens = micro * train.batch_size * length
+    bt = train.batch_size * length
+    return Job(f"train_{train.method}", micro, tokens, length, bt, trainable)
+
+
+def neuron_count(shape, k: float, definition: str = "ffn") -> int:
+    """Trainable scalars of a NeuronDelta on ``k`` % of the ``ffn`` neurons of every layer."""
+    per_neuron = (3 if shape.gated else 2) * shape.d_model
+    return int(k / 100 * shape.n_layers * shape.d_ff) * per_neuron
+
+
+def trainable_of(shape, train, k: float) -> int:
+    """Trainable scalars of a training run of ``train.method`` (neurons at ``k`` %)."""
+    if train.method == "neurons":
+        return neuron_count(shape, k)
+    if train.method == "full":
+        return shape.n_params
+    r = train.lora_r  # every linear of every layer: r x (in + out)
+    per_layer = 2 * r * shape.d_model + 2 * r * (shape.d_model + shape.kv_dim) // 2 * 2
+    per_layer += r * (shape.d_model + shape.d_ff) * (3 if shape.gated else 2)
+    return shape.n_layers * per_layer

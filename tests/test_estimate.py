@@ -1,0 +1,149 @@
+"""``taskneurons estimate`` (issue 26, build 4): shapes, counts, the CLI, and a timed tiny run.
+
+Oracles: parameter counts of real and tiny models (Llama-2-7b's published 6,738,415,616 minus
+its norm weights; ``numel`` of a tiny model's matrices), evaluation counts worked out by hand
+from the deactivation stage's conditions, and the measured stage times of a tiny run.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from taskneurons.cli import main
+from taskneurons.experiments.estimate.cost_model import estimate_stage
+from taskneurons.experiments.estimate.devices import GPUS, cpu_device, device
+from taskneurons.experiments.estimate.shapes import KNOWN_SHAPES, model_shape
+from taskneurons.experiments.estimate.stage_work import stage_work
+from taskneurons.experiments.estimate.work import TaskSize
+from taskneurons.experiments.experiment_file import ExperimentFile
+from taskneurons.experiments.runner import run_experiment
+
+from tiny_models import tiny_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_llama2_7b_parameter_count():
+    # published count 6,738,415,616 includes 65 RMSNorm weights of 4096 (2 per layer + final)
+    assert KNOWN_SHAPES["meta-llama/Llama-2-7b-hf"].n_params == 6_738_415_616 - 65 * 4096
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "phi3", "bloom"])
+def test_shape_from_config_counts_the_matrices(tmp_path, family):
+    model = tiny_model(family)
+    model.save_pretrained(tmp_path)
+    shape = model_shape(str(tmp_path))
+    matrices = {id(p): p.numel() for p in model.parameters() if p.dim() == 2}
+    assert shape.n_params == sum(matrices.values())
+    assert shape.n_layers == 2 and shape.d_model == 32
+
+
+def _size(tid: str, kind: str = "classification") -> TaskSize:
+    return TaskSize(tid, kind, 100, 50, 40.0, 2.0, 2, 1, 5)
+
+
+def test_deactivation_counts():
+    """T tasks: original, random, T matrix cells, others, general = T + 4 evaluations each."""
+    file = ExperimentFile.from_dict(
+        {
+            "experiment": "deactivate",
+            "tasks": ["a"],
+            "deactivate": {"n_test": 20, "eval": {"batch_size": 8}},
+        }
+    )
+    sizes = [_size(t) for t in "abc"]
+    work = stage_work("deactivate", file, sizes, KNOWN_SHAPES["smollm2-135m"])
+    assert sum(j.n for j in work.jobs) == 3 * (3 + 4) * 3  # 3 batches of 8 in 20 examples
+    assert {j.kind for j in work.jobs} == {"forward"}
+    gen = stage_work("deactivate", file, [_size("g", "generation")], KNOWN_SHAPES["smollm2-135m"])
+    kinds = {j.kind: j.n for j in gen.jobs}
+    # one task: original, random and its own cell (no others, general counted only for T > 1)
+    assert kinds == {"forward": 3 * 3, "decode": 3 * 3 * 5}
+
+
+def test_gpu_rates_reproduce_the_reference_figures():
+    shape = KNOWN_SHAPES["meta-llama/Llama-2-7b-hf"]
+    tokens_per_s = device("h100").rates["attribution"].flops_per_s / shape.flops_per_token(512)
+    assert tokens_per_s == pytest.approx(14_320, rel=1e-3)
+    assert set(GPUS) == {"h100", "h200", "a100", "24gb"}
+
+
+def test_cli_prints_every_stage_and_refuses_bad_input(capsys, tmp_path):
+    assert main(["estimate", str(ROOT / "src/taskneurons/experiments/demo.yaml")]) == 0
+    out = capsys.readouterr().out
+    for stage in ("detect", "deactivate", "table2", "Assumptions"):
+        assert stage in out
+    assert main(["estimate", str(tmp_path / "missing.yaml")]) == 2
+    assert main(["estimate", "experiments/paper-scale-llama2-7b.yaml", "--device", "tpu"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 2
+
+
+@pytest.mark.slow
+def test_predicted_stage_times_within_3x_on_a_small_run(tmp_path):
+    """The embedded model on two built-in tasks, 8 examples each: every stage's measured time
+    within 3x of the estimate, after scaling the estimate by how much slower than at the
+    calibration the machine runs a forward right now (the machine is shared by several jobs
+    and its speed changes several fold with their load)."""
+    from taskneurons.experiments.estimate.plan import estimate
+
+    data = {
+        "experiment": ["detect", "deactivate", "table2"],
+        "model": "smollm2-135m",
+        "tasks": ["sentiment", "country_city"],
+        "prompt": {"max_length": 256},
+        "out": str(tmp_path / "run"),
+        "detect": {"k": 10, "attribution": {"n_examples": 8}},
+        "deactivate": {"n_test": 8, "eval": {"batch_size": 8, "max_new_tokens": 8}},
+        "table2": {"n_train": 8, "n_test": 8, "matrix": False,
+                   "train": {"epochs": 1, "batch_size": 8},
+                   "eval": {"batch_size": 8, "max_new_tokens": 8}},
+    }  # fmt: skip
+    path = tmp_path / "small.yaml"
+    path.write_text(yaml.safe_dump(data))
+    # the machine's speed now against the calibration's (it is shared: load changes 5x)
+    slow = cpu_device().rates["forward"].flops_per_s / _forward_rate_now()
+    est = {e.name: e.seconds * slow for e in estimate(path, "cpu").stages}
+    marks: list[tuple[str, float]] = []
+    run_experiment(ExperimentFile.read(path), str(path), progress=False,
+                   echo=lambda text: marks.append((text, time.perf_counter())))  # fmt: skip
+    times = {
+        h.split()[2].rstrip(":"): t1 - t0
+        for (h, t0), (_, t1) in zip(marks[::2], marks[1::2], strict=True)
+    }
+    assert set(times) == set(est)
+    print(f"slower than at calibration: {slow:.2f}x; measured / predicted:",
+          {n: round(t / est[n], 2) for n, t in times.items()})  # fmt: skip
+    for name, seconds in times.items():
+        assert est[name] / 3 <= seconds <= est[name] * 3, (name, seconds, est[name])
+
+
+def _forward_rate_now() -> float:
+    """FLOP/s of a no-grad forward of the embedded model now (batch 8 x 64, median of 3)."""
+    import torch
+
+    from taskneurons.models.loading import load_model
+
+    model, _ = load_model("smollm2-135m")
+    ids = torch.randint(10, 40000, (8, 64), generator=torch.Generator().manual_seed(0))
+    times = []
+    with torch.no_grad():
+        for _ in range(4):
+            t0 = time.perf_counter()
+            model(input_ids=ids, logits_to_keep=1, use_cache=False)
+            times.append(time.perf_counter() - t0)
+    return 8 * 64 * KNOWN_SHAPES["smollm2-135m"].flops_per_token(64) / sorted(times[1:])[1]
+
+
+def test_cpu_calibration_is_recorded():
+    dev = cpu_device()
+    assert set(dev.rates) >= {"forward", "attribution", "train_neurons", "decode"}
+    assert all(r.flops_per_s > 0 for r in dev.rates.values())
+    assert "load" in dev.what
+    assert estimate_stage  # the cost model is importable without torch's model code
