@@ -130,7 +130,7 @@ class ContinualResult(StoredResult):
         return header, rows
 
     def markdown(self) -> str:
-        """The matrix, the metrics and the per-task table as Markdown."""
+        """The matrix, the metrics, the per-task table (and the routing table) as Markdown."""
         header, rows = self.matrix_rows()
         t_header, t_rows = self.task_rows()
         parts = [
@@ -140,6 +140,9 @@ class ContinualResult(StoredResult):
             markdown_table(t_header, _dashes(t_rows)),
             f"stored per task: {self.stored_bytes_per_task} bytes",
         ]
+        if self.routing:  # how often each input's own task weighs most, and the mean weights
+            r_header, r_rows = self.routing_rows()
+            parts.append(markdown_table(r_header, _dashes(r_rows)))
         return "\n\n".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
