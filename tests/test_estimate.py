@@ -49,22 +49,36 @@ def _size(tid: str, kind: str = "classification") -> TaskSize:
 
 
 def test_deactivation_counts():
-    """T tasks: original, random, T matrix cells, others, general = T + 4 evaluations each."""
-    file = ExperimentFile.from_dict(
-        {
-            "experiment": "deactivate",
-            "tasks": ["a"],
-            "deactivate": {"n_test": 20, "eval": {"batch_size": 8}},
-        }
-    )
+    """T tasks: original, random, T matrix cells, others = T + 3 evaluations each; a
+    ``specific`` selection adds its general set (T + 4)."""
+    spec = {"experiment": "deactivate", "tasks": ["a"]}
+    spec["deactivate"] = {"n_test": 20, "eval": {"batch_size": 8}}
+    file = ExperimentFile.from_dict(spec)
     sizes = [_size(t) for t in "abc"]
     work = stage_work("deactivate", file, sizes, KNOWN_SHAPES["smollm2-135m"])
-    assert sum(j.n for j in work.jobs) == 3 * (3 + 4) * 3  # 3 batches of 8 in 20 examples
+    assert sum(j.n for j in work.jobs) == 3 * (3 + 3) * 3  # 3 batches of 8 in 20 examples
     assert {j.kind for j in work.jobs} == {"forward"}
+    specific = ExperimentFile.from_dict({**spec, "detect": {"selection": {"method": "specific"}}})
+    work = stage_work("deactivate", specific, sizes, KNOWN_SHAPES["smollm2-135m"])
+    assert sum(j.n for j in work.jobs) == 3 * (3 + 4) * 3
     gen = stage_work("deactivate", file, [_size("g", "generation")], KNOWN_SHAPES["smollm2-135m"])
     kinds = {j.kind: j.n for j in gen.jobs}
     # one task: original, random and its own cell (no others, general counted only for T > 1)
     assert kinds == {"forward": 3 * 3, "decode": 3 * 3 * 5}
+
+
+def test_exact_match_generation_counts_steps_until_answers_are_decided():
+    """Rows stop once decided: a batch runs the longest gold answer's tokens + 1 steps (here
+    4 + 1 = 5 of 12 allowed); without ``stop_when_decided``, or for ROUGE-L, all 12."""
+    exact = TaskSize("g", "generation", 100, 50, 40.0, 2.0, 0, 0, 64, 4.0, True)
+    rouge = TaskSize("r", "generation", 100, 50, 40.0, 2.0, 0, 0, 64, 4.0, False)
+    spec = {"experiment": "deactivate", "tasks": ["a"]}
+    for stop, size, steps in ((True, exact, 5), (False, exact, 12), (True, rouge, 12)):
+        eval_cfg = {"batch_size": 50, "max_new_tokens": 12, "stop_when_decided": stop}
+        file = ExperimentFile.from_dict({**spec, "deactivate": {"n_test": 50, "eval": eval_cfg}})
+        work = stage_work("deactivate", file, [size], KNOWN_SHAPES["smollm2-135m"])
+        decode = [j for j in work.jobs if j.kind == "decode"]
+        assert [(j.n, j.tokens) for j in decode] == [(3 * steps, 3 * 50 * steps)]
 
 
 def test_gpu_rates_reproduce_the_reference_figures():

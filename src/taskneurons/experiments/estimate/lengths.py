@@ -72,4 +72,6 @@ def task_size(task, tokenizer, prompt_config) -> TaskSize:
         n_labels=len(labels),
         label_tokens=longest,
         max_new_default=default,
+        answer_longest=float(max(answers, default=0)),
+        exact_match=task.metric == "accuracy",
     )

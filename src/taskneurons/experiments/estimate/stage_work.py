@@ -48,7 +48,10 @@ def _scores(file, sizes: list[TaskSize], shape, work: StageWork) -> None:
 def _evals(sizes: list[TaskSize], n_test, eval_cfg, times: int = 1) -> list[Job]:
     jobs = []
     for s in sizes:
-        for job in evaluation_jobs(s, n_test, eval_cfg.batch_size, eval_cfg.max_new_tokens):
+        decided = eval_cfg.stop_when_decided
+        for job in evaluation_jobs(
+            s, n_test, eval_cfg.batch_size, eval_cfg.max_new_tokens, decided
+        ):
             job.n, job.tokens = job.n * times, job.tokens * times
             jobs.append(job)
     return jobs
@@ -60,14 +63,23 @@ def detect(file, sizes, shape) -> StageWork:
     return work
 
 
-def _deactivation(sizes, cfg, cells: int = 1, original: bool = True) -> list[Job]:
+def _deactivation(sizes, cfg, cells: int = 1, general: int = 0) -> list[Job]:
+    """Original once; each cell: random, the T sets, others (T > 1); ``general`` cells with a
+    general set (``specific`` selections) also deactivate it when ``cfg.general``."""
     t = len(sizes)
-    per_task = cells * ((t + 3) if t > 1 else 2) + (1 if original else 0)  # random, matrix,
-    return _evals(sizes, cfg.n_test, cfg.eval, per_task)  # others, general; original once
+    per_task = cells * ((t + 2) if t > 1 else 2) + 1
+    if t > 1 and cfg.general:
+        per_task += general
+    return _evals(sizes, cfg.n_test, cfg.eval, per_task)
+
+
+def _has_general(selection) -> bool:
+    return selection.method == "specific"
 
 
 def deactivate(file, sizes, shape) -> StageWork:
-    work = StageWork("deactivate", _deactivation(sizes, file.deactivate))
+    general = int(_has_general(file.detect.selection))
+    work = StageWork("deactivate", _deactivation(sizes, file.deactivate, 1, general))
     if file.deactivate.mode == "mean":
         work.notes.append("mean mode's activation means are not counted")
     return work
@@ -94,7 +106,8 @@ def sweep(file, sizes, shape) -> StageWork:
     cells = len(cfg.k) * len(cfg.selections)
     work = StageWork("sweep")
     _scores(file, sizes, shape, work)
-    work.jobs += _deactivation(sizes, file.deactivate, cells)
+    general = len(cfg.k) * sum(_has_general(c) for c in cfg.cells(file.detect.selection))
+    work.jobs += _deactivation(sizes, file.deactivate, cells, general)
     work.notes.append(f"{cells} cells; the original scores are evaluated once")
     return work
 
@@ -107,7 +120,7 @@ def multitask(file, sizes, shape) -> StageWork:
     work.jobs += [
         scoring_job(s, attr.n_examples, attr.batch_size, attr.checkpointing) for s in sizes
     ]
-    work.jobs += _deactivation(sizes, cfg.deactivate)
+    work.jobs += _deactivation(sizes, cfg.deactivate, 1, int(_has_general(cfg.detect.selection)))
     if cfg.save_model:
         work.disk += shape.n_params * 4
     return work

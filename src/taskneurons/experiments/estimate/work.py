@@ -53,6 +53,8 @@ class TaskSize:
     n_labels: int
     label_tokens: int
     max_new_default: int
+    answer_longest: float = 0.0
+    exact_match: bool = False
 
 
 def _batches(n: int, batch_size: int) -> int:
@@ -67,17 +69,40 @@ def scoring_job(size: TaskSize, n: int | None, batch_size: int, ckpt: bool = Fal
     return Job("attribution", _batches(n, batch_size), n * length, length, bt, 0, ckpt)
 
 
+def decode_steps(size: TaskSize, max_new: int, decided: bool) -> int:
+    """Greedy steps of one batch: ``max_new``, or fewer where answers stop once decided.
+
+    An exact-match task whose evaluation stops a row once its answer is decided
+    (``EvalConfig.stop_when_decided``) ends a batch when its last row is decided: assumed at
+    the longest gold answer's tokens plus one (the token that shows the answer is over, or
+    wrong), never more than ``max_new``. A model that keeps writing a prefix of a gold answer
+    runs longer; a ROUGE-L task always runs ``max_new`` steps.
+
+    Example:
+        >>> size = TaskSize("t", "generation", 10, 10, 20.0, 2.5, 0, 0, 64, 4.0, True)
+        >>> decode_steps(size, 12, True), decode_steps(size, 12, False), decode_steps(size, 3, True)
+        (5, 12, 3)
+    """
+    if decided and size.exact_match and size.answer_longest > 0:
+        return min(max_new, math.ceil(size.answer_longest) + 1)
+    return max_new
+
+
 def evaluation_jobs(
-    size: TaskSize, n: int | None, batch_size: int, max_new: int | None
+    size: TaskSize, n: int | None, batch_size: int, max_new: int | None, decided: bool = False
 ) -> list[Job]:
-    """Evaluating ``n`` test examples: label scoring, or a prompt forward and greedy steps."""
+    """Evaluating ``n`` test examples: label scoring, or a prompt forward and greedy steps.
+
+    ``decided``: rows of exact-match tasks stop once their answer is decided
+    (:func:`decode_steps`).
+    """
     n = size.n_test if n is None else min(n, size.n_test)
     b = _batches(n, batch_size)
     rows = min(n, batch_size)
     if size.kind == "classification":  # prompt, then every label through the KV cache
         tokens = n * (size.prompt + size.n_labels * size.label_tokens)
         return [Job("forward", b, tokens, size.prompt, rows * size.prompt)]
-    new = max_new if max_new is not None else size.max_new_default
+    new = decode_steps(size, max_new if max_new is not None else size.max_new_default, decided)
     steps = b * new
     ctx = size.prompt + new / 2
     return [
