@@ -12,6 +12,8 @@
   is as before: tensors, ``requires_grad`` flags, attributes, the modules' checkpointing flags
   and the embeddings' forward hooks (Transformers' ``enable_input_require_grads`` ones removed).
 * A model that cannot be checkpointed is refused with one line before training.
+* ``taskneurons estimate`` counts a checkpointed training job at the checkpointed
+  attribution rate (0.73x) and with each layer's input kept instead of its activations.
 """
 
 from __future__ import annotations
@@ -19,8 +21,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from taskneurons.experiments.estimate.cost_model import job_peak, job_seconds
+from taskneurons.experiments.estimate.devices import CHECKPOINT_SLOWDOWN, device
+from taskneurons.experiments.estimate.shapes import model_shape
+from taskneurons.experiments.estimate.work import TaskSize, training_job
 from taskneurons.models.adapters import get_adapter
 from taskneurons.training.loop import train
+from taskneurons.training.train_config import TrainConfig
 from taskneurons.training.trained import trained
 from test_trained import assert_same, everything
 from test_training import cfg, random_set, toy_task
@@ -120,3 +127,20 @@ def test_model_without_checkpointing_refused(tok):
         train(model, tok, toy_task(n=4), config, progress=False)
     assert "\n" not in str(err.value)
     assert_same(model, before)
+
+
+def test_estimate_counts_checkpointed_training():
+    """A training job with ``train.checkpointing``: the attribution rate ratio, less memory."""
+    shape = model_shape("meta-llama/Llama-2-7b-hf")
+    size = TaskSize("t", "classification", 1000, 100, 400.0, 2.0, 2, 1, 3)
+    dev = device("h100")
+    for method in ("neurons", "full", "lora"):
+        jobs = {
+            flag: training_job([size], None, TrainConfig(method=method, checkpointing=flag), 10**6)
+            for flag in (False, True)
+        }
+        assert jobs[True].checkpointing and not jobs[False].checkpointing
+        t = {f: job_seconds(j, shape, dev, 2) - j.n * dev.rates[j.kind].overhead_s
+             for f, j in jobs.items()}  # fmt: skip
+        assert t[True] == pytest.approx(t[False] / CHECKPOINT_SLOWDOWN)
+        assert job_peak(jobs[True], shape, 2) < job_peak(jobs[False], shape, 2) / 4
