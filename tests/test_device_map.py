@@ -188,11 +188,15 @@ def test_several_processes_and_bad_values_refused(tiny_folder, task_folders, tmp
     )
     with pytest.raises(ConfigError) as err:
         ExperimentFile.from_dict({**data, "device_map": "everywhere"}, "exp.yaml")
-    assert "device_map: 'everywhere' is not a device map; use auto, balanced" in str(err.value)
+    assert str(err.value) == (
+        "exp.yaml: device_map: 'everywhere' is not a device map; use auto, balanced, "
+        "balanced_low_0, sequential or a mapping of module names to devices "
+        "(0, 'cuda:1', 'cpu', 'disk')"
+    )
     with pytest.raises(ConfigError) as err:
         ExperimentFile.from_dict({**data, "device_map": {"lm_head": 1.5}}, "exp.yaml")
-    assert "device_map: lm_head: expected a device (0, 'cuda:1', 'cpu', 'disk'), got 1.5" in str(
-        err.value
+    assert str(err.value) == (
+        "exp.yaml: device_map: lm_head: expected a device (0, 'cuda:1', 'cpu', 'disk'), got 1.5"
     )
 
 
