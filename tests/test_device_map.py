@@ -8,7 +8,8 @@ plainly:
 
 * the model fingerprint (which reads offloaded weights through the hook) is the same;
 * evaluation (label log-likelihoods, and greedy generation), deactivated evaluation
-  (activation and mean modes) and relevance scores (plain and checkpointed) agree within
+  (activation and mean modes), relevance scores (plain and checkpointed), activation
+  probabilities (LAPE) and mean activations agree within
   ``rtol = 1e-5, atol = 1e-6`` (seen: bit-identical, the same kernels on the same values; the
   tolerance leaves room for a BLAS that splits an offloaded matmul differently);
 * Accelerate's hooks are still in place afterwards (checkpointed scoring patches the
@@ -36,6 +37,7 @@ from taskneurons.experiments.experiment_file import ExperimentFile
 from taskneurons.models.adapters import get_adapter
 from taskneurons.models.device_map import Placement
 from taskneurons.models.loading import load_model
+from taskneurons.neurons.activation_probability import activation_probability, mean_activation
 from taskneurons.neurons.attribution import relevance_scores
 from taskneurons.neurons.attribution_config import AttributionConfig
 from taskneurons.neurons.intervention import deactivate
@@ -114,6 +116,12 @@ def test_placed_model_gives_the_plain_results(tmp_path, family):
         ]
         assert float(scores[0].max()) > 0
         torch.testing.assert_close(scores[1], scores[0], **TOL)
+    config = AttributionConfig(n_examples=6, batch_size=3)
+    for measure in (activation_probability, mean_activation):  # LAPE; the mean mode's values
+        values = [
+            measure(m, task, tokenizer=tok, config=config).scores["ffn"] for m in (plain, placed)
+        ]
+        torch.testing.assert_close(values[1], values[0], **TOL)
     assert [n for n, m in placed.named_modules() if "forward" in vars(m)] == hooked
 
 

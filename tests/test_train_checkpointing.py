@@ -1,7 +1,8 @@
 """Training under activation checkpointing (``TrainConfig(checkpointing=True)``, issue 26).
 
 * The trained values with checkpointing are **bit-identical** to those without, for the
-  ``neurons`` (delta and masked update), ``full`` and ``lora`` methods: on CPU the recomputed
+  ``neurons`` (delta and masked update), ``full`` and ``lora`` methods and given tensors
+  (``TrainOptions.params``, as the continual methods train their adapters): on CPU the recomputed
   forward of a layer runs the same kernels on the same inputs in the same order, so it gives
   the same bits, and the backward then runs the same operations on them (dropout is 0 in the
   tiny models; under dropout PyTorch's checkpoint replays the RNG state).
@@ -26,7 +27,7 @@ from taskneurons.experiments.estimate.devices import CHECKPOINT_SLOWDOWN, device
 from taskneurons.experiments.estimate.shapes import model_shape
 from taskneurons.experiments.estimate.work import TaskSize, training_job
 from taskneurons.models.adapters import get_adapter
-from taskneurons.training.loop import train
+from taskneurons.training.loop import TrainOptions, train
 from taskneurons.training.train_config import TrainConfig
 from taskneurons.training.trained import trained
 from test_trained import assert_same, everything
@@ -43,6 +44,7 @@ CASES = [
     ("neurons", "llama", {"neuron_update": "masked"}),
     ("full", "llama", {}),
     ("lora", "gpt2", {"lora_r": 2}),
+    ("params", "llama", {}),
 ]
 
 
@@ -58,12 +60,19 @@ def _trained_values(family: str, method: str, extra: dict, checkpointing: bool):
     model = tiny_model(family)
     before, ckpt_before = everything(model), checkpoint_state(model)
     neurons = random_set(model, "ffn") if method == "neurons" else None
+    options = None
+    if method == "params":  # given tensors (the continual methods' adapters): layer 1's FFN
+        method, params = "full", {n: p for n, p in model.named_parameters() if ".1.mlp." in n}
+        options = TrainOptions(params=params)
     config = cfg(method=method, max_steps=3, checkpointing=checkpointing, **extra)
     calls = []
     # a pre-hook: PyTorch stops a recomputation once it has what the backward needs
     # (early stop), which may be before a module's forward hooks would run
     handle = get_adapter(model).w2(0).register_forward_pre_hook(lambda *a: calls.append(1))
-    with trained(model, _tok(), toy_task(n=12), config, neurons=neurons, progress=False) as res:
+    task = toy_task(n=12)
+    with trained(
+        model, _tok(), task, config, neurons=neurons, progress=False, options=options
+    ) as res:
         assert checkpoint_state(model) == ckpt_before  # checkpointing is off again
         if res.delta is not None:
             values = {k: v.clone() for k, v in res.delta.state_dict().items()}
@@ -72,7 +81,11 @@ def _trained_values(family: str, method: str, extra: dict, checkpointing: bool):
             )
         else:
             values = {n: p.detach().clone() for n, p in res.model.named_parameters()}
-            untouched = True
+            untouched = options is None or all(
+                torch.equal(p, before["params"][n])
+                for n, p in model.named_parameters()
+                if n not in options.params
+            )
     handle.remove()
     assert_same(model, before)
     assert checkpoint_state(model) == ckpt_before

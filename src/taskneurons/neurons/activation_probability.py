@@ -92,7 +92,8 @@ class _FiringCounter:
         def count(act: torch.Tensor) -> torch.Tensor:
             mask = self.mask  # [batch, pos, 1]
             value = self.per_token(act.detach().float())  # [batch, pos, units] (OPT: [b*pos, u])
-            value = value.reshape(mask.shape[0], mask.shape[1], -1) * mask
+            # a device_map runs layers on several devices: the mask goes to the layer's
+            value = value.reshape(mask.shape[0], mask.shape[1], -1) * mask.to(value.device)
             self.counts[module][layer] += value.sum(dim=(0, 1)).to("cpu", torch.float64)
             return act
 
