@@ -14,10 +14,10 @@ plainly:
   tolerance leaves room for a BLAS that splits an offloaded matmul differently);
 * Accelerate's hooks are still in place afterwards (checkpointed scoring patches the
   layers' ``forward``, which Accelerate also replaces: the patch puts Accelerate's back);
-* deactivation by ``parameters`` (it writes weights) is refused in one line, and so are, in
-  an experiment file before the model loads, a ``device_map`` with a stage that trains, under
-  several processes, with ``mode: parameters``, a GGUF model, ``disk`` without
-  ``offload_folder`` and a value that is no map;
+* deactivation by ``parameters`` (it writes weights) and training are refused in one line,
+  and so are, in an experiment file before the model loads, a ``device_map`` with a stage
+  that trains, under several processes, with ``mode: parameters``, a GGUF model, ``disk``
+  without ``offload_folder`` and a value that is no map;
 * a ``detect`` + ``deactivate`` run with the map writes the sets, scores and tables of the
   run without it.
 """
@@ -43,6 +43,8 @@ from taskneurons.neurons.attribution_config import AttributionConfig
 from taskneurons.neurons.intervention import deactivate
 from taskneurons.neurons.scores import NeuronScores
 from taskneurons.provenance import model_fingerprint
+from taskneurons.training.loop import train
+from taskneurons.training.train_config import TrainConfig
 from test_training import random_set, toy_task
 
 from tiny_models import tiny_model
@@ -137,6 +139,16 @@ def test_parameters_mode_refused_on_offloaded_weights(tmp_path):
     )
     with deactivate(plain, neurons, mode="parameters"):  # a layer kept on the CPU: allowed
         pass
+
+
+def test_training_a_placed_model_refused(tmp_path, tok):
+    plain, placed, _ = _pair(tmp_path, "llama")
+    with pytest.raises(ValueError) as err:
+        train(placed, tok, toy_task(n=4), TrainConfig(method="full", max_steps=1), progress=False)
+    assert str(err.value) == (  # docs/bad-inputs.md
+        "train: the model was placed by a device_map (Accelerate); training needs all its "
+        "weights on one device: load it without device_map"
+    )
 
 
 #: experiment-file settings -> the line each is refused with (docs/bad-inputs.md)

@@ -71,6 +71,7 @@ import torch
 from torch import nn
 
 from taskneurons.data.tasks import Task
+from taskneurons.models.placement import is_dispatched
 from taskneurons.neurons.neuron_set import NeuronSet
 from taskneurons.training.batches import TrainData, check_tasks
 from taskneurons.training.checkpointing import check_checkpointing, checkpointed_training
@@ -184,7 +185,7 @@ def train(
     Raises:
         ValueError: a task without train examples, a bad config, a missing or superfluous
             ``neurons``, an empty NeuronSet, a checkpoint that does not fit, ``checkpointing``
-            on a model that cannot be checkpointed.
+            on a model that cannot be checkpointed, a model placed by a ``device_map``.
         NeuronSetMismatchError: ``neurons`` belongs to another model.
 
     Example:
@@ -198,7 +199,7 @@ def train(
     task_list = check_tasks(tasks)
     method = make_method(config, neurons, options.params)
     out = _check_out_dir(out_dir, config, options.resume)
-    check_checkpointing(model, config.checkpointing)
+    _check_model(model, config)
     try:
         with checkpointed_training(model, config.checkpointing):
             run = _prepare(model, tokenizer, task_list, neurons, method, out, options, t0)
@@ -209,6 +210,17 @@ def train(
     finally:
         method.restore()
     return _finish(run, history, last)
+
+
+def _check_model(model: nn.Module, config: TrainConfig) -> None:
+    """Refuse, before training, a model placed by a device_map, and ``checkpointing`` on a
+    model that cannot be checkpointed."""
+    if is_dispatched(model):
+        raise ValueError(
+            "train: the model was placed by a device_map (Accelerate); training needs all its "
+            "weights on one device: load it without device_map"
+        )
+    check_checkpointing(model, config.checkpointing)
 
 
 def _check_out_dir(out_dir, config: TrainConfig, resume: bool) -> Path | None:
