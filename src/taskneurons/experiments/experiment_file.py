@@ -25,7 +25,9 @@ Table 3) and their selection from ``detect``. A stage that needs neuron sets rea
 gets a ``detect`` stage run before it. The top-level ``seed`` and ``prompt`` are defaults: a
 section that sets its own keeps it. ``seeds: [0, 1, 2]`` instead of ``seed`` repeats the whole
 file once per seed into ``<out>/seed-<s>/`` and combines the specificity statistics over the
-seeds (:mod:`~taskneurons.experiments.seed_repeats`). Unknown keys, wrong types and missing paths are
+seeds (:mod:`~taskneurons.experiments.seed_repeats`). ``device_map: auto`` (or a mapping of
+modules to devices, ``offload_folder:`` for ``disk``) spreads a model larger than one device
+(:mod:`~taskneurons.models.device_map`). Unknown keys, wrong types and missing paths are
 :class:`~taskneurons.config.ConfigError` naming the file and the key.
 
 Example:

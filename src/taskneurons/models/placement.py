@@ -7,6 +7,7 @@ the ``meta`` device between calls (its weights live in the hook's ``weights_map`
 library's code asks this module instead of ``next(model.parameters()).device``:
 
 * :func:`input_device`: where to put a batch (the map's first accelerator, else the CPU);
+* :func:`module_device`: where a module runs (masks for it are made there);
 * :func:`real_device`: a device a tensor made for a module may live on (``meta`` -> CPU);
 * :func:`onloaded`: a module's offloaded weights loaded for reading (fingerprints);
 * :func:`offloaded`: whether a parameter is a ``meta`` placeholder (cannot be written);
@@ -51,6 +52,20 @@ def input_device(model: nn.Module) -> torch.device:
         if p.device.type != "meta":
             return p.device
     return torch.device("cpu")
+
+
+def module_device(module: nn.Module) -> torch.device:
+    """Where ``module`` runs: its Accelerate hook's execution device, else its first
+    parameter's device (the CPU for an offloaded or parameterless module).
+
+    Example:
+        >>> module_device(torch.nn.Linear(2, 3))
+        device(type='cpu')
+    """
+    device = getattr(getattr(module, "_hf_hook", None), "execution_device", None)
+    if device is not None:
+        return torch.device("cuda", device) if isinstance(device, int) else torch.device(device)
+    return real_device(next(module.parameters(), None))
 
 
 def real_device(tensor: torch.Tensor | None) -> torch.device:

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from taskneurons.models.placement import offloaded, real_device
+from taskneurons.models.placement import module_device, offloaded
 from taskneurons.neurons.neuron_set import NeuronSet, space_for
 from taskneurons.neurons.scores import NeuronScores
 from taskneurons.neurons.sites import hook_sites, owned_slices
@@ -56,7 +56,7 @@ def _keep_mask(mask_row: torch.Tensor, like: nn.Module) -> torch.Tensor:
     ``mask_row`` is a ``torch.bool [units]`` row of a NeuronSet mask (``True`` = deactivate).
     """
     p = next(like.parameters(), None)
-    device = real_device(p)  # a weight a device_map offloaded is on meta: made on the CPU
+    device = module_device(like)  # where it runs (a device_map's offloaded weights: meta)
     dtype = p.dtype if p is not None and p.dtype.is_floating_point else torch.float32
     return (~mask_row).to(device=device, dtype=dtype)  # [units]
 
