@@ -84,7 +84,8 @@ def cmd_eval(args) -> int:
     data: dict = {}
     for key, value in flag_settings(args, eval_flags()):
         put_key(data, key, value)
-    model_flags = {k: data.pop(k) for k in ("model", "dtype", "device", "seed") if k in data}
+    keys = ("model", "dtype", "device", "device_map", "offload_folder", "seed")
+    model_flags = {k: data.pop(k) for k in keys if k in data}
     evaluation = data.get("eval", {})
     evaluation["prompt"] = data.get("prompt", {})
     config = EvalConfig.from_dict(evaluation, where="taskneurons eval")
@@ -220,11 +221,13 @@ def _run_settings(data: dict, source: str, overrides: list, args) -> int:
 
 
 def _load(spec: str, flags: dict):
+    from taskneurons.models.device_map import Placement
     from taskneurons.models.loading import load_model
 
     t0 = time.perf_counter()
     dtype, device = flags.get("dtype", "float32"), flags.get("device", "cpu")
-    model, tok = load_model(spec, dtype=dtype, device=device)
+    placement = Placement(flags.get("device_map"), flags.get("offload_folder"))
+    model, tok = load_model(spec, dtype=dtype, device=device, placement=placement)
     print(f"loaded {spec} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return model, tok
 

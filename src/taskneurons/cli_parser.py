@@ -95,10 +95,13 @@ def _add_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
 
+#: the top-level keys ``eval`` takes: how the model is loaded, the seed, the prompt
+MODEL_KEYS = ("model", "dtype", "device", "device_map", "offload_folder", "seed", "prompt")
+
+
 def eval_flags() -> list[FlagUse]:
     """``eval``'s flags: the model's, the prompt's and the evaluation config's."""
-    uses = [u for u in flags_of({}) if u.keys[0].split(".")[0] in ("model", "dtype", "device",
-                                                                   "seed", "prompt")]  # fmt: skip
+    uses = [u for u in flags_of({}) if u.keys[0].split(".")[0] in MODEL_KEYS]
     return uses + flags_of({"eval": EvalConfig}, top=None)
 
 

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from taskneurons.models.adapters import get_adapter
+from taskneurons.models.placement import onloaded
 
 
 def model_fingerprint(model: nn.Module) -> dict:
@@ -45,15 +46,14 @@ def model_fingerprint(model: nn.Module) -> dict:
     h = hashlib.sha256()
     try:
         adapter = get_adapter(model)
-        tensors = [adapter.w2(0).weight, adapter.w2(adapter.n_layers - 1).weight]
+        modules = [adapter.w2(0), adapter.w2(adapter.n_layers - 1)]
     except ValueError:
-        adapter = None
-        tensors = []
+        modules = []
     emb = model.get_input_embeddings()
-    if emb is not None:
-        tensors.append(emb.weight[:64])
-    for t in tensors:
-        h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    for i, module in enumerate([*modules, *([emb] if emb is not None else [])]):
+        with onloaded(module):  # weights a device_map offloaded: read from where they are
+            t = module.weight if i < len(modules) else module.weight[:64]
+            h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     out = {
         "model_type": getattr(config, "model_type", None),
         "source": getattr(model, "taskneurons_source", {}).get("spec")

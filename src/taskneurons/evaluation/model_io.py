@@ -20,15 +20,16 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
+from taskneurons.models.placement import grad_free, input_device
+
 T = TypeVar("T")
 
 
 def device_of(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter (``cpu`` for a model without parameters)."""
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")
+    """Where a batch for ``model`` goes: its first parameter's device, or the first device of
+    its ``device_map`` (:func:`~taskneurons.models.placement.input_device`; ``cpu`` for a
+    model without parameters)."""
+    return input_device(model)
 
 
 def forward_params(model: nn.Module) -> set[str]:
@@ -80,7 +81,8 @@ def run_batches(
 
     The batches are ``batch_size`` prompts, longest first when ``sort_by_length`` (a stable
     sort by ``length(prompt)``, so equal lengths keep their order). ``step(chunk)`` returns one value per prompt of
-    the chunk. The model runs in eval mode under ``torch.inference_mode()`` and gets its previous
+    the chunk. The model runs in eval mode under ``torch.inference_mode()`` (``no_grad`` for a
+    model a ``device_map`` placed: :func:`~taskneurons.models.placement.grad_free`) and gets its previous
     mode back afterwards, also on errors. ``progress`` shows a tqdm bar titled ``desc``.
     """
     from tqdm.auto import tqdm
@@ -92,7 +94,7 @@ def run_batches(
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode():
+        with grad_free(model):  # inference mode; no_grad under a device_map
             for idx in tqdm(
                 batches(order, batch_size), desc=desc, disable=not progress, leave=False
             ):

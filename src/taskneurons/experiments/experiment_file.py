@@ -25,7 +25,9 @@ Table 3) and their selection from ``detect``. A stage that needs neuron sets rea
 gets a ``detect`` stage run before it. The top-level ``seed`` and ``prompt`` are defaults: a
 section that sets its own keeps it. ``seeds: [0, 1, 2]`` instead of ``seed`` repeats the whole
 file once per seed into ``<out>/seed-<s>/`` and combines the specificity statistics over the
-seeds (:mod:`~taskneurons.experiments.seed_repeats`). Unknown keys, wrong types and missing paths are
+seeds (:mod:`~taskneurons.experiments.seed_repeats`). ``device_map: auto`` (or a mapping of
+modules to devices, ``offload_folder:`` for ``disk``) spreads a model larger than one device
+(:mod:`~taskneurons.models.device_map`). Unknown keys, wrong types and missing paths are
 :class:`~taskneurons.config.ConfigError` naming the file and the key.
 
 Example:
@@ -59,6 +61,7 @@ from taskneurons.data.prompt_config import PromptConfig
 from taskneurons.experiments.generalization.groups import TaskGroup
 from taskneurons.experiments.stage import stage as stage_named
 from taskneurons.experiments.stage import stages as registered_stages
+from taskneurons.models.device_map import check_device_map
 
 #: The experiment file of ``taskneurons demo`` (shipped with the package).
 DEMO_FILE = Path(__file__).with_name("demo.yaml")
@@ -75,6 +78,12 @@ class ExperimentFile(Config):
         experiment: a stage name, ``all``, or a list of stage names.
         model: model spec (``smollm2-135m``, a ``.gguf`` file, a folder, a hub id).
         dtype, device: how the model is loaded.
+        device_map: spread a model too large for one device over several (Accelerate's
+            big-model inference): ``auto``, ``balanced``, ``balanced_low_0``, ``sequential``
+            or a mapping of module names to devices (``0``, ``cuda:1``, ``cpu``, ``disk``);
+            ``None``: the whole model on ``device``. Not with stages that train, nor under
+            several processes (refused before the model loads).
+        offload_folder: where a ``device_map`` writes the modules it puts on ``disk``.
         tasks: task specs (folders, built-in names, ``hf:...``).
         seed: the default of every seed of the stages.
         prompt: the default prompt of every stage.
@@ -108,6 +117,19 @@ class ExperimentFile(Config):
         default="float32", metadata=flag("--dtype", help="float32 | bfloat16 | float16")
     )
     device: str = field(default="cpu", metadata=flag("--device", help="cpu, cuda, cuda:N or mps"))
+    device_map: str | dict[str, Any] | None = field(
+        default=None,
+        metadata=flag(
+            "--device-map",
+            kind="text",
+            help="spread the model over devices: auto, balanced, balanced_low_0, sequential "
+            "(a mapping of modules to devices in the file)",
+        ),
+    )
+    offload_folder: str | None = field(
+        default=None,
+        metadata=flag("--offload-folder", kind="text", help="where device_map's disk modules go"),
+    )
     tasks: list[str] = field(
         default_factory=list,
         metadata=flag(
@@ -205,6 +227,10 @@ class ExperimentFile(Config):
             raise ValueError(f"experiment: {changing[0]!r} changes the model, so it must come last")
         if not self.tasks:
             raise ValueError("tasks: no tasks; list at least one task")
+        try:
+            check_device_map(self.device_map)
+        except ValueError as exc:
+            raise ValueError(f"device_map: {exc}") from None
 
     def stages(self) -> list[str]:
         """The stages to run, in order (aliases expanded, a needed ``detect`` added)."""

@@ -44,8 +44,9 @@ from taskneurons.store.run_folder import RUN_RECORD, RunFolder
 from taskneurons.store.settings import SettingsKey, flatten, normal
 
 #: top-level keys of an experiment file that are not settings of its results (``tasks`` is
-#: recorded as the task ids and a digest of each task instead of the specs)
-NOT_SETTINGS = ("experiment", "out", "resume", "overwrite", "tasks")
+#: recorded as the task ids and a digest of each task instead of the specs; ``offload_folder``
+#: is where a device_map's disk modules go, a place like ``out``)
+NOT_SETTINGS = ("experiment", "out", "resume", "overwrite", "tasks", "offload_folder")
 #: how many differing keys a refusal names
 SHOWN = 8
 #: how a refusal says to start afresh

@@ -53,8 +53,16 @@ from taskneurons.experiments.run_index import run_index
 from taskneurons.experiments.seed_repeats import SEEDS_KEY, run_seeds
 from taskneurons.experiments.stage import stage as stage_named
 from taskneurons.experiments.stage_checks import check_stage_tasks, fit_sizes
-from taskneurons.models.loading import check_device, context_length, load_model, resolve_dtype
+from taskneurons.models.device_map import Placement, placement_problem
+from taskneurons.models.loading import (
+    EMBEDDED_MODELS,
+    check_device,
+    context_length,
+    load_model,
+    resolve_dtype,
+)
 from taskneurons.neurons.set_formats import SetFileError, read_set_file
+from taskneurons.training.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +137,8 @@ def run_experiment(
     config = fit_sizes(config, tasks)
     out = prepare_out(config, source)
     claim = claim_folder(config, tasks, source)  # a folder of other settings: refused here
-    model, tokenizer = load_model(config.model, dtype=config.dtype, device=config.device)
+    placement = Placement(config.device_map, config.offload_folder)
+    model, tokenizer = load_model(config.model, config.dtype, config.device, placement=placement)
     config = fit_context(config, model, source, fit_max_length)
     ctx = RunContext(config, model, tokenizer, tasks, progress)
     folder = claim.accept(ctx)  # the stages' checks; then run_settings.json and config.yaml
@@ -224,6 +233,37 @@ def check_settings(config: ExperimentFile, source: str) -> None:
                 raise ConfigError(
                     f"{source}: {key}: must be at least 1 (or null for all examples), got {value}"
                 )
+    check_placement(config, source)
+
+
+def check_placement(config: ExperimentFile, source: str) -> None:
+    """``device_map`` against the run, before the model loads: a stage that trains, several
+    processes, deactivation by ``parameters`` (offloaded weights cannot be written), a GGUF
+    model, ``disk`` without ``offload_folder`` (``ConfigError`` naming the key)."""
+    if config.device_map is None:
+        return
+    training, writing = [], []
+    for stage in config.stages():
+        for key, value in config_items(getattr(config, stage), f"{stage}."):
+            if isinstance(value, TrainConfig) and stage not in training:
+                training.append(stage)
+            if key.endswith(".mode") and value == "parameters":
+                writing.append(key)
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    problem = placement_problem(config.device_map, training, world)
+    if problem is None and writing:
+        problem = (
+            f"{writing[0]}: 'parameters' writes the weights, which a device_map may have "
+            "offloaded; use mode: activation"
+        )
+    try:
+        if problem is None:
+            placement = Placement(config.device_map, config.offload_folder)
+            placement.kwargs(config.model, list(EMBEDDED_MODELS))
+    except ValueError as exc:
+        problem = str(exc).removeprefix("device_map: ")
+    if problem is not None:
+        raise ConfigError(f"{source}: device_map: {problem}")
 
 
 def check_given_sets(config: ExperimentFile, tasks: list[Task]) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from taskneurons.models.device_map import Placement
 from taskneurons.models.gguf import load_gguf
 from taskneurons.models.model_folder import ModelLoadError, check_model_folder, unsupported
 from taskneurons.models.saving import check_saved_model, mark_tuned, read_tuned_on
@@ -183,7 +184,7 @@ def _missing_path_error(spec: str) -> ModelLoadError:
     return ModelLoadError(message)
 
 
-def _load_folder(folder: Path, dtype: torch.dtype, trust_remote_code: bool):
+def _load_folder(folder: Path, dtype: torch.dtype, trust_remote_code: bool, placed: dict):
     from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -197,7 +198,7 @@ def _load_folder(folder: Path, dtype: torch.dtype, trust_remote_code: bool):
         ) from exc
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            folder, dtype=dtype, trust_remote_code=trust_remote_code
+            folder, dtype=dtype, trust_remote_code=trust_remote_code, **placed
         )
     except (*_READ_ERRORS, SafetensorError) as exc:
         problem = unsupported(folder)
@@ -240,7 +241,7 @@ def _hub_reachable(spec: str, hint: str) -> bool:
     return True
 
 
-def _load_hub(spec: str, dtype: torch.dtype, trust_remote_code: bool):
+def _load_hub(spec: str, dtype: torch.dtype, trust_remote_code: bool, placed: dict):
     """A hub model: downloaded, or from the local cache only when the hub is unreachable."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -252,7 +253,7 @@ def _load_hub(spec: str, dtype: torch.dtype, trust_remote_code: bool):
     kwargs = {"trust_remote_code": trust_remote_code, "local_files_only": not online}
     try:
         tok = AutoTokenizer.from_pretrained(spec, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype, **kwargs, **placed)
     except Exception as exc:  # hub errors come in many classes; all mean the same here
         why = (
             f"({_first_line(exc)})"
@@ -273,6 +274,7 @@ def load_model(
     device: str | torch.device = "cpu",
     cache_dir: str | os.PathLike | None = None,
     trust_remote_code: bool = False,
+    placement: Placement | None = None,
 ):
     """Load a causal LM and its tokenizer, in eval mode.
 
@@ -284,6 +286,8 @@ def load_model(
         cache_dir: cache for dequantized GGUF weights (default ``$TASKNEURONS_CACHE`` or
             ``~/.cache/taskneurons``; see :mod:`taskneurons.models.gguf`).
         trust_remote_code: passed to Transformers for hub ids and folders.
+        placement: a ``device_map`` (and ``offload_folder``) for a folder or hub id: the
+            model is spread over devices by Accelerate instead of moved to ``device``.
 
     Returns:
         ``(model, tokenizer)``; ``model.taskneurons_source`` records the resolved spec.
@@ -292,14 +296,20 @@ def load_model(
         ModelLoadError: missing embedded package, a path that does not exist, a folder without
             config, weights or tokenizer files, a damaged weights file, an unknown or
             unreachable hub id (the hub is asked once; no retries when it cannot be reached).
-        ValueError: an unknown dtype or a device this machine lacks.
+        ValueError: an unknown dtype or a device this machine lacks; a bad ``device_map``,
+            or one for an embedded model or ``.gguf`` file.
+
+    Example:
+        >>> load_model("meta-llama/Llama-2-7b-hf", "bf16", placement=Placement("auto"))  # doctest: +SKIP
     """
     torch_dtype = resolve_dtype(dtype)
     dev = check_device(device)
-    model, tok, source = _load_spec(str(spec), torch_dtype, cache_dir, trust_remote_code)
+    placed = (placement or Placement()).kwargs(str(spec), list(EMBEDDED_MODELS))
+    model, tok, source = _load_spec(str(spec), torch_dtype, cache_dir, trust_remote_code, placed)
     if tok.pad_token_id is None and tok.eos_token_id is not None:
         tok.pad_token = tok.eos_token
-    model.to(dev)
+    if not placed:
+        model.to(dev)
     model.eval()
     model.taskneurons_source = source
     if source.get("kind") == "folder" and (keys := read_tuned_on(source["path"])) is not None:
@@ -312,6 +322,7 @@ def _load_spec(
     dtype: torch.dtype,
     cache_dir: str | os.PathLike | None,
     trust_remote_code: bool,
+    placed: dict,
 ) -> tuple[nn.Module, Any, dict]:
     """``(model, tokenizer, source record)``: ``spec`` loaded by its kind (embedded, ``.gguf``
     file, folder, hub id); a path that does not exist is never sent to the hub."""
@@ -333,11 +344,11 @@ def _load_spec(
         source.update(kind="gguf", gguf=str(path.resolve()), cache=str(cached))
     elif Path(spec).expanduser().exists():
         folder = Path(spec).expanduser()
-        model, tok = _load_folder(folder, dtype, trust_remote_code)
+        model, tok = _load_folder(folder, dtype, trust_remote_code, placed)
         source.update(kind="folder", path=str(folder.resolve()))
     elif _looks_like_path(spec):
         raise _missing_path_error(spec)
     else:
-        model, tok = _load_hub(spec, dtype, trust_remote_code)
+        model, tok = _load_hub(spec, dtype, trust_remote_code, placed)
         source.update(kind="hub", id=spec)
     return model, tok, source

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from taskneurons.losses import per_example_loss
+from taskneurons.models.placement import input_device
 from taskneurons.neurons.sites import hook_sites
 from taskneurons.neurons.space import Neuron, NeuronSpace
 
@@ -100,7 +101,7 @@ def ablation_effects(
 
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
-    device = next(model.parameters()).device
+    device = input_device(model)
     sums = torch.zeros(len(neurons), dtype=torch.float64)
     n_examples = 0
     was_training = model.training

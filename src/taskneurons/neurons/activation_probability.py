@@ -33,6 +33,7 @@ from taskneurons.data.prompt_config import PromptConfig
 from taskneurons.data.prompts import iter_batches
 from taskneurons.data.tasks import Example, Task, examples_hash
 from taskneurons.losses import loss_width
+from taskneurons.models.placement import input_device
 from taskneurons.models.saving import tuned_on
 from taskneurons.neurons.attribution import scoring_examples, tuned_overlap
 from taskneurons.neurons.attribution_config import AttributionConfig
@@ -91,7 +92,8 @@ class _FiringCounter:
         def count(act: torch.Tensor) -> torch.Tensor:
             mask = self.mask  # [batch, pos, 1]
             value = self.per_token(act.detach().float())  # [batch, pos, units] (OPT: [b*pos, u])
-            value = value.reshape(mask.shape[0], mask.shape[1], -1) * mask
+            # a device_map runs layers on several devices: the mask goes to the layer's
+            value = value.reshape(mask.shape[0], mask.shape[1], -1) * mask.to(value.device)
             self.counts[module][layer] += value.sum(dim=(0, 1)).to("cpu", torch.float64)
             return act
 
@@ -117,7 +119,7 @@ def _count(
 ) -> tuple[dict[str, torch.Tensor], int]:
     """``(sums [layers, units] per module, n_tokens)``: one no-grad forward per batch; the
     sum of ``per_token(activation)`` (default: ``activation > threshold``)."""
-    device = next(model.parameters()).device
+    device = input_device(model)
     was_training = model.training
     model.eval()
     n_tokens = 0

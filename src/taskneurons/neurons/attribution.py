@@ -53,6 +53,7 @@ from torch import nn
 from taskneurons.data.prompts import iter_batches
 from taskneurons.data.tasks import Example, Task, example_key, examples_hash, subset
 from taskneurons.losses import loss_width, per_example_loss
+from taskneurons.models.placement import input_device
 from taskneurons.models.saving import tuned_on
 from taskneurons.neurons.attribution_config import Aggregate, AttributionConfig
 from taskneurons.neurons.score_hooks import (
@@ -182,7 +183,7 @@ def _score_batches(
     """
     from tqdm.auto import tqdm
 
-    device = next(model.parameters()).device
+    device = input_device(model)  # the first device of a device_map
     was_training = model.training
     model.eval()
     n_local = 0

@@ -40,6 +40,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from taskneurons.models.placement import module_device, offloaded
 from taskneurons.neurons.neuron_set import NeuronSet, space_for
 from taskneurons.neurons.scores import NeuronScores
 from taskneurons.neurons.sites import hook_sites, owned_slices
@@ -55,7 +56,7 @@ def _keep_mask(mask_row: torch.Tensor, like: nn.Module) -> torch.Tensor:
     ``mask_row`` is a ``torch.bool [units]`` row of a NeuronSet mask (``True`` = deactivate).
     """
     p = next(like.parameters(), None)
-    device = p.device if p is not None else torch.device("cpu")
+    device = module_device(like)  # where it runs (a device_map's offloaded weights: meta)
     dtype = p.dtype if p is not None and p.dtype.is_floating_point else torch.float32
     return (~mask_row).to(device=device, dtype=dtype)  # [units]
 
@@ -143,8 +144,15 @@ class Deactivation:
         self._hooks.extend(hook_sites(self.space, make_fn, modules=self.neurons.modules))
 
     def _zero_parameters(self) -> None:
+        slices = list(owned_slices(self.space, self.neurons))
+        held = [s.name for s, _ in slices if offloaded(s.param)]
+        if held:
+            raise ValueError(
+                f"deactivation mode 'parameters' cannot change weights a device_map offloaded "
+                f"({held[0]}{' and others' if len(held) > 1 else ''}); use mode 'activation'"
+            )
         with torch.no_grad():
-            for s, positions in owned_slices(self.space, self.neurons):
+            for s, positions in slices:
                 pos = positions.to(s.param.device)  # [n]
                 original = s.param.index_select(s.dim, pos)  # a new tensor, not a view
                 self._saved.append((s.param, s.dim, pos, original))

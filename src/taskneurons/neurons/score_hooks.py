@@ -52,7 +52,7 @@ def add_products(acc: ScoreAccumulator, grad: torch.Tensor, value: torch.Tensor)
     if acc._token_mask is not None:
         # some families (OPT) run the FFN on flattened [batch*pos, units] states
         mask = acc._token_mask
-        prod = prod.reshape(mask.shape[0], mask.shape[1], -1) * mask.to(prod.dtype)
+        prod = prod.reshape(mask.shape[0], mask.shape[1], -1) * mask.to(prod.device, prod.dtype)
     if acc.aggregate == "token_abs":
         per_example = prod.abs().sum(dim=1)  # [batch, units]
     else:
@@ -178,14 +178,18 @@ def checkpointed_layers(model: nn.Module) -> Iterator[None]:
         ...     per_example_loss(model, batch).sum().backward()
     """
     layers = get_adapter(model).layers
-    patched = []
+    patched = []  # (layer, its own forward attribute or None): Accelerate's, under a device_map
     try:
         for layer in layers:
             forward = layer.forward
+            own = vars(layer).get("forward")
             layer.forward = functools.partial(checkpoint, forward, use_reentrant=False)
-            patched.append(layer)
+            patched.append((layer, own))
         with set_checkpoint_early_stop(False):
             yield
     finally:
-        for layer in patched:
-            del layer.forward
+        for layer, own in patched:
+            if own is None:
+                del layer.forward
+            else:
+                layer.forward = own

@@ -71,8 +71,10 @@ import torch
 from torch import nn
 
 from taskneurons.data.tasks import Task
+from taskneurons.models.placement import is_dispatched
 from taskneurons.neurons.neuron_set import NeuronSet
 from taskneurons.training.batches import TrainData, check_tasks
+from taskneurons.training.checkpointing import check_checkpointing, checkpointed_training
 from taskneurons.training.methods import TrainMethod, make_method
 from taskneurons.training.process_group import new_accelerator
 from taskneurons.training.run_files import (
@@ -100,7 +102,7 @@ class TrainOptions:
     Attributes:
         resume: continue from ``out_dir/checkpoint.pt`` when it exists (the model must be the
             same base model as in the interrupted run; the config must match except
-            ``checkpoint_every``, ``log_every``, ``log_file`` and ``merge``).
+            ``checkpoint_every``, ``log_every``, ``log_file``, ``merge`` and ``checkpointing``).
         accelerator: an ``accelerate.Accelerator`` (``None``: a new one; a process group it
             starts, under ``torchrun``, is ended at exit: :mod:`.process_group`).
         on_step: called as ``on_step(step, record)`` after every optimizer step (and after
@@ -174,12 +176,16 @@ def train(
         options: resume, the accelerator and the loop's hooks (``on_step``, ``params``,
             ``regulariser``): :class:`TrainOptions` (default: none of them).
 
+    With ``config.checkpointing`` the layers run under activation checkpointing for the run
+    (:func:`~taskneurons.training.checkpointing.checkpointed_training`; put back on return).
+
     Returns:
         A :class:`TrainResult`.
 
     Raises:
         ValueError: a task without train examples, a bad config, a missing or superfluous
-            ``neurons``, an empty NeuronSet, a checkpoint that does not fit.
+            ``neurons``, an empty NeuronSet, a checkpoint that does not fit, ``checkpointing``
+            on a model that cannot be checkpointed, a model placed by a ``device_map``.
         NeuronSetMismatchError: ``neurons`` belongs to another model.
 
     Example:
@@ -193,15 +199,28 @@ def train(
     task_list = check_tasks(tasks)
     method = make_method(config, neurons, options.params)
     out = _check_out_dir(out_dir, config, options.resume)
+    _check_model(model, config)
     try:
-        run = _prepare(model, tokenizer, task_list, neurons, method, out, options, t0)
-        history, last = _run_steps(run, progress)
+        with checkpointed_training(model, config.checkpointing):
+            run = _prepare(model, tokenizer, task_list, neurons, method, out, options, t0)
+            history, last = _run_steps(run, progress)
     except BaseException:
         method.abort()
         raise
     finally:
         method.restore()
     return _finish(run, history, last)
+
+
+def _check_model(model: nn.Module, config: TrainConfig) -> None:
+    """Refuse, before training, a model placed by a device_map, and ``checkpointing`` on a
+    model that cannot be checkpointed."""
+    if is_dispatched(model):
+        raise ValueError(
+            "train: the model was placed by a device_map (Accelerate); training needs all its "
+            "weights on one device: load it without device_map"
+        )
+    check_checkpointing(model, config.checkpointing)
 
 
 def _check_out_dir(out_dir, config: TrainConfig, resume: bool) -> Path | None:

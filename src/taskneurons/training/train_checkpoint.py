@@ -25,7 +25,7 @@ from taskneurons.store.settings import SettingsKey, normal
 from taskneurons.training.train_config import TrainConfig
 
 #: config fields that may change between a checkpoint and its resumption
-_RESUMABLE_CHANGES = ("checkpoint_every", "log_every", "log_file", "merge")
+_RESUMABLE_CHANGES = ("checkpoint_every", "log_every", "log_file", "merge", "checkpointing")
 
 
 #: file name of the checkpoint inside ``out_dir``
@@ -145,8 +145,8 @@ def restore_checkpoint(
     Raises:
         ChangedFileError: the file does not match the checksum saved in it.
         ValueError: the file is not a checkpoint, or the config (except
-            ``checkpoint_every``, ``log_every``, ``log_file``, ``merge``), tasks, NeuronSet or
-            trainable tensors differ.
+            ``checkpoint_every``, ``log_every``, ``log_file``, ``merge``, ``checkpointing``),
+            tasks, NeuronSet or trainable tensors differ.
         NeuronSetMismatchError: it was written for another base model.
     """
     state = _load_checkpoint(path, config, meta)

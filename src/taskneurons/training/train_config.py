@@ -68,6 +68,10 @@ class TrainConfig(Config):
             (0: never; needs ``out_dir``).
         log_every: write a log line every this many steps (and at the last step).
         log_file: name of the JSON-lines log inside ``out_dir``.
+        checkpointing: run the model's layers under activation checkpointing (Transformers',
+            non-reentrant): each layer keeps only its input during the forward and runs again
+            in the backward; the same trained values for less activation memory and about
+            one more forward of compute (:mod:`~taskneurons.training.checkpointing`).
 
     Example:
         >>> cfg = TrainConfig(method="lora", lr=5e-4, max_steps=100, lora_r=4)
@@ -109,6 +113,7 @@ class TrainConfig(Config):
     checkpoint_every: int = 0
     log_every: int = 1
     log_file: str = "train_log.jsonl"
+    checkpointing: bool = False
 
     def validate(self) -> None:
         if isinstance(self.prompt, dict):

@@ -7,8 +7,9 @@ Peak memory of a job, in the model's dtype (``b`` bytes per value):
 
 * weights: ``n_params x b`` (plus the device's base: the CPU process's own memory);
 * attribution and training keep ``8 d_model + 4 d_ff`` values per token and layer for the
-  backward (:meth:`ModelShape.act_values`); with checkpointing each layer's input only, plus
-  one layer's activations during its recomputation;
+  backward (:meth:`ModelShape.act_values`); with checkpointing (``attribution.checkpointing``,
+  ``train.checkpointing``) each layer's input only, plus one layer's activations during its
+  recomputation, and the job runs at ``CHECKPOINT_SLOWDOWN`` of the plain rate;
 * training adds ``16`` bytes per trainable scalar (float32 value, gradient, two AdamW moments;
   full fine-tuning: ``4 b`` per parameter: the gradient and two moments in the model's dtype);
 * evaluation: the KV cache (``2 x kv_dim`` values per token and layer) of one batch.
@@ -61,12 +62,13 @@ def job_seconds(job: Job, shape: ModelShape, dev: Device, b: int) -> float:
 def job_peak(job: Job, shape: ModelShape, b: int) -> float:
     """Peak bytes of ``job`` beyond the weights."""
     per_token = shape.act_values() * b
-    if job.kind == "attribution" and job.checkpointing:
-        return job.batch_tokens * (shape.n_layers * shape.d_model * b + per_token)
+    acts = job.batch_tokens * shape.n_layers * per_token  # every layer's, for the backward
+    if job.checkpointing:  # each layer's input; one layer's activations while it reruns
+        acts = job.batch_tokens * (shape.n_layers * shape.d_model * b + per_token)
     if job.kind in ("attribution", "train_neurons", "train_lora"):
-        return job.batch_tokens * shape.n_layers * per_token + job.trainable * 16
+        return acts + job.trainable * 16
     if job.kind == "train_full":
-        return job.batch_tokens * shape.n_layers * per_token + job.trainable * 3 * b
+        return acts + job.trainable * 3 * b
     kv = job.batch_tokens * shape.n_layers * 2 * shape.kv_dim * b
     return kv + job.batch_tokens * shape.d_ff * b
 

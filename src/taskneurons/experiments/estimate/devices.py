@@ -87,7 +87,8 @@ def _gpu(name: str, what: str, memory_gib: float, scale: float, bw_tbs: float, h
         "training the neurons runs at the attribution rate; full FT at 1/3 and LoRA at 1/2.2 "
         "of the forward rate (not measured)",
         "a generation step reads every weight at 60 % of the memory bandwidth (not measured)",
-        f"checkpointed attribution at {CHECKPOINT_SLOWDOWN:.2f}x the plain rate (H200 ratio)",
+        f"checkpointed attribution and training at {CHECKPOINT_SLOWDOWN:.2f}x the plain rate "
+        "(H200 attribution ratio)",
     ]
     if h200:
         assumed.insert(0, "H200 forward rate taken as H100's (same bf16 compute; not measured)")
@@ -134,7 +135,8 @@ def cpu_device(path: Path = CALIBRATION) -> Device:
     )
     assumed = [
         "CPU rates measured on SmolLM2-135M float32 and scaled by FLOPs to other shapes",
-        f"checkpointed attribution at {CHECKPOINT_SLOWDOWN:.2f}x the plain rate (H200 ratio)",
+        f"checkpointed attribution and training at {CHECKPOINT_SLOWDOWN:.2f}x the plain rate "
+        "(H200 attribution ratio)",
     ]
     base = float(table.get("base_rss_bytes", 0.6 * GIB))
     return Device("cpu", what, _ram_bytes(), rates, bandwidth, base, assumed)

@@ -28,7 +28,8 @@ class Job:
         context: mean positions a token attends over.
         batch_tokens: tokens in one batch (memory; ``decode``: rows x context).
         trainable: trainable scalars (training jobs; memory of gradients and AdamW).
-        checkpointing: attribution with activation checkpointing.
+        checkpointing: under activation checkpointing (attribution, or training with
+            ``train.checkpointing``).
     """
 
     kind: str
@@ -121,7 +122,8 @@ def training_job(sizes: list[TaskSize], n_train: int | None, train, trainable: i
     micro = steps * train.grad_accum
     tokens = micro * train.batch_size * length
     bt = train.batch_size * length
-    return Job(f"train_{train.method}", micro, tokens, length, bt, trainable)
+    ckpt = bool(getattr(train, "checkpointing", False))
+    return Job(f"train_{train.method}", micro, tokens, length, bt, trainable, ckpt)
 
 
 def neuron_count(shape, k: float, definition: str = "ffn") -> int:
