@@ -99,6 +99,26 @@ def test_cli_prints_every_stage_and_refuses_bad_input(capsys, tmp_path):
     assert len(err.strip().splitlines()) == 2
 
 
+def test_a_file_repeated_over_seeds_is_priced_per_seed(tmp_path):
+    """``seeds: [0, 1, 2]`` (what ``taskneurons run`` accepts) runs every stage three times:
+    three times the time and disk of the file with one ``seed``, the same peak; a bad
+    ``seeds`` is refused as ``run`` refuses it."""
+    from taskneurons.experiments.estimate.plan import estimate
+
+    spec = {"experiment": "deactivate", "tasks": ["sentiment", "country_city"], "out": "runs/x"}
+    one, three = tmp_path / "one.yaml", tmp_path / "three.yaml"
+    one.write_text(yaml.safe_dump({**spec, "seed": 0}))
+    three.write_text(yaml.safe_dump({**spec, "seeds": [0, 1, 2]}))
+    single, repeated = estimate(one, "cpu"), estimate(three, "cpu")
+    for a, b in zip(single.stages, repeated.stages, strict=True):
+        assert b.seconds == pytest.approx(3 * a.seconds)
+        assert b.disk_bytes == pytest.approx(3 * a.disk_bytes)
+        assert b.peak_bytes == a.peak_bytes
+    assert "seeds: 3 runs" in repeated.text
+    three.write_text(yaml.safe_dump({**spec, "seeds": [0]}))
+    assert main(["estimate", str(three)]) == 2
+
+
 @pytest.mark.slow
 def test_predicted_stage_times_within_3x_on_a_small_run(tmp_path):
     """The embedded model on two built-in tasks, 8 examples each: every stage's measured time

@@ -14,7 +14,7 @@ Example:
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from taskneurons.experiments.estimate.cost_model import (
     StageEstimate,
@@ -51,17 +51,18 @@ def estimate(
         local_tokenizer,
         task_size,
     )
-    from taskneurons.experiments.experiment_file import ExperimentFile
     from taskneurons.experiments.runner import load_tasks
 
     dev = device(device_name)
-    config = ExperimentFile.read(path, overrides)
+    configs = run_configs(path, overrides)
+    config = configs[0]
     shape = model_shape(config.model)
     tasks = load_tasks(config, str(path))
     tok = local_tokenizer(config.model)
     sizes = [task_size(t, tok, config.prompt) for t in tasks]
     stages = [estimate_stage(stage_work(name, config, sizes, shape), shape, dev, config.dtype)
               for name in config.stages()]  # fmt: skip
+    stages = [repeated(e, len(configs)) for e in stages]
     lengths = ", ".join(f"{s.id} {s.prompt:.0f}+{s.answer:.0f}" for s in sizes)
     header = [
         f"# Estimate: {path} on {dev.name}",
@@ -72,9 +73,32 @@ def estimate(
         f"{'tokenizer' if tok is not None else f'{CHARS_PER_TOKEN:.0f} characters per token'}): "
         f"{lengths}",
     ]
+    if len(configs) > 1:
+        header.append(f"- seeds: {len(configs)} runs of every stage, one per seed (priced alike)")
     if shape.source != "embedded" and not os.path.isdir(config.model):
         header.append(f"- download once: {human_bytes(shape.n_params * 2)} of weights (bf16 files)")
     return Estimate(stages, shape, sizes, report(stages, dev, header))
+
+
+def run_configs(path: str | os.PathLike, overrides: list[str] | None) -> list:
+    """The ``ExperimentFile`` of each run the file asks for (one per seed of ``seeds:``)."""
+    from taskneurons.experiments.experiment_file import read_mapping, set_key
+    from taskneurons.experiments.seed_repeats import file_configs
+
+    data = read_mapping(path)
+    for item in overrides or []:
+        set_key(data, item)
+    return file_configs(data, str(path))
+
+
+def repeated(e: StageEstimate, n: int) -> StageEstimate:
+    """``e`` run ``n`` times one after another: time and disk times ``n``, the same peak."""
+    if n == 1 or not e.modelled:
+        return e
+    by_kind = {k: v * n for k, v in e.by_kind.items()}
+    notes = [*e.notes, f"{n} runs (seeds); time and disk are their sum"]
+    return replace(e, seconds=e.seconds * n, disk_bytes=e.disk_bytes * n, by_kind=by_kind,
+                   notes=notes)  # fmt: skip
 
 
 def estimate_file(
