@@ -113,3 +113,19 @@ def test_bad_seeds_refused_before_anything_runs(tiny_folder, task_folders, tmp_p
     with pytest.raises(ConfigError, match=message):
         run_file(path, progress=False, echo=None)
     assert not (tmp_path / "exp").exists()
+
+
+def test_seeds_run_from_the_command_line_writes_one_report(
+    tiny_folder, task_folders, tmp_path, capsys
+):
+    """``taskneurons run`` of a file with ``seeds:`` ends with exit status 0 and one page of
+    the seed folders in the run's folder (it used to fail after the runs: no config.yaml)."""
+    from taskneurons.cli import main
+
+    path = _file(tmp_path, tiny_folder, task_folders, "seeds: [0, 1]\n")
+    assert main(["run", str(path)]) == 0
+    out = capsys.readouterr().out
+    page = tmp_path / "exp" / "report.html"
+    assert f"report: {page}" in out and page.is_file()
+    text = page.read_text()
+    assert "seed-0" in text and "seed-1" in text

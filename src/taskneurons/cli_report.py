@@ -14,9 +14,10 @@ Example:
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from taskneurons._io import folder_problem
-from taskneurons.pages.html_report import write_report
+from taskneurons.pages.html_report import REPORT_FILE, write_report
 from taskneurons.pages.neuron_cards import CardOptions
 from taskneurons.pages.run_cards import with_cards
 from taskneurons.pages.run_view import run_view
@@ -53,16 +54,24 @@ def run_report(args: argparse.Namespace) -> int:
 def finished(run, source: str = "") -> int:
     """After a run (a ``RunResult``): print where its results are, write its report into its
     folder (neuron cards when it detected sets) and print the report's path, last; returns
-    the exit status 0. ``source`` ``taskneurons demo`` adds the demo's closing line."""
+    the exit status 0. ``source`` ``taskneurons demo`` adds the demo's closing line. A run over
+    seeds (a ``SeedsRun``): one page of its seed folders side by side, in its folder."""
     print(f"finished in {run.seconds:.0f} s; results in {run.out_dir}")
+    runs = list(getattr(run, "runs", {}).values()) or [run]  # a SeedsRun: each seed's run
+    views = [_view(one) for one in runs]
+    path = write_report([one.out_dir for one in runs], Path(run.out_dir) / REPORT_FILE, views)
+    if source == "taskneurons demo":
+        print("demo finished; every table above, with its statistics, plots and neuron cards:")
+    print(f"report: {path}")
+    return 0
+
+
+def _view(run):
+    """The report view of one finished run, with neuron cards when it detected sets."""
     view = run_view(run.out_dir)
     if "detect" in run.results:  # neuron cards of each task's top neurons
         try:
             view = with_cards(view, run.out_dir, CardOptions())
         except (ValueError, OSError) as exc:  # the run's results stand; the page goes without
             print(f"report: no neuron cards ({' '.join(str(exc).split())})")
-    path = write_report([run.out_dir], views=[view])
-    if source == "taskneurons demo":
-        print("demo finished; every table above, with its statistics, plots and neuron cards:")
-    print(f"report: {path}")
-    return 0
+    return view
