@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 
 from taskneurons._io import folder_problem
+from taskneurons._ranks import console_process
 from taskneurons.pages.html_report import write_report
 from taskneurons.pages.neuron_cards import CardOptions
 from taskneurons.pages.run_cards import with_cards
@@ -53,7 +54,10 @@ def run_report(args: argparse.Namespace) -> int:
 def finished(run, source: str = "") -> int:
     """After a run (a ``RunResult``): print where its results are, write its report into its
     folder (neuron cards when it detected sets) and print the report's path, last; returns
-    the exit status 0. ``source`` ``taskneurons demo`` adds the demo's closing line."""
+    the exit status 0. ``source`` ``taskneurons demo`` adds the demo's closing line. Under
+    several processes only the main one does this."""
+    if not console_process():
+        return 0
     print(f"finished in {run.seconds:.0f} s; results in {run.out_dir}")
     view = run_view(run.out_dir)
     if "detect" in run.results:  # neuron cards of each task's top neurons
