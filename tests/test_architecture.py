@@ -17,6 +17,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "taskneurons"
 
 #: top-level module or sub-package -> layer (lower layers never import higher ones)
 LAYERS = {
+    "_ranks": -1,  # which process writes: what _io's atomic writes ask first
     "_io": 0,
     "_lazy": 0,
     "config": 1,

@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -30,6 +31,8 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+from taskneurons._ranks import one_writer, throwaway
 
 #: where a file keeps its checksum: a top-level key of a JSON record, an entry of a
 #: safetensors header, a key of a torch checkpoint's state
@@ -42,31 +45,37 @@ CHECKSUM_PREFIX = "sha256:"
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only on success.
 
-    Nothing half-written is ever left at ``path``: on an exception the temporary file is removed.
-    The file gets the mode a plain ``open(path, "w")`` would give it (``0o666`` less the umask),
-    also when the writer replaced the temporary file by one of its own (safetensors makes it
-    ``0600``). An ``OSError`` without a file name (a full disk) is raised naming ``path``.
+    Nothing half-written is ever left at ``path`` (on an exception the temporary file is removed).
+    The file gets the mode ``open(path, "w")`` would give it (``0o666`` less the umask), also when
+    the writer replaced the temporary file (safetensors makes it ``0600``). An ``OSError``
+    without a file name (a full disk) is raised naming ``path``. In a folder several processes
+    share (:mod:`taskneurons._ranks`) only the main one writes; the others get a throwaway file.
 
     Example:
         >>> with atomic_path("out.json") as tmp:  # doctest: +SKIP
         ...     tmp.write_text("{}")
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        give_umask_mode(tmp_path)  # mkstemp makes the file 0600, as a writer's own temp file
-        os.replace(tmp_path, path)
-    except OSError as exc:
-        if exc.errno is None or exc.filename not in (None, tmp):
-            raise
-        raise type(exc)(exc.errno, exc.strerror, str(path)) from exc
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+    with one_writer() as writes:  # several processes: the main one writes (taskneurons._ranks)
+        if not writes:
+            with throwaway(path) as skipped:
+                yield skipped
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
+        try:
+            yield tmp_path
+            give_umask_mode(tmp_path)  # mkstemp makes the file 0600, as a writer's own temp file
+            os.replace(tmp_path, path)
+        except OSError as exc:
+            if exc.errno is None or exc.filename not in (None, tmp):
+                raise
+            raise type(exc)(exc.errno, exc.strerror, str(path)) from exc
+        finally:
+            if tmp_path.exists():
+                tmp_path.unlink()
 
 
 def give_umask_mode(path: str | os.PathLike) -> None:
@@ -94,9 +103,7 @@ def current_umask() -> int:
 
 def folder_problem(path: str | os.PathLike) -> str | None:
     """Why files cannot be written under the folder ``path`` (made if missing); ``None``: fine.
-
-    Looks at ``path`` or, when it does not exist yet, its nearest existing parent: that must be
-    a folder the process can write to.
+    ``path``, or its nearest existing parent, must be a folder the process can write to.
 
     Example:
         >>> folder_problem("/etc/hostname/sub")  # doctest: +SKIP
@@ -146,8 +153,6 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     if hasattr(obj, "__dataclass_fields__"):
-        import dataclasses
-
         return dataclasses.asdict(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
@@ -155,10 +160,8 @@ def _json_default(obj: Any) -> Any:
 def read_tensors_with_sidecar(
     tensor_path: Path, meta_path: Path, fmt: str, what: str
 ) -> tuple[dict[str, str], dict[str, Any], dict[str, Any]]:
-    """Read a taskneurons safetensors file and its JSON sidecar, checking the format tag.
-
-    Returns:
-        ``(header, tensors, sidecar)``: the safetensors metadata, the tensors by name, the JSON.
+    """``(header, tensors, sidecar)`` of a taskneurons safetensors file and its JSON sidecar
+    (the safetensors metadata, the tensors by name, the JSON), its format tag checked.
 
     The checksums written by :func:`write_tensors_with_sidecar` are verified and left out of
     the header and the sidecar returned.

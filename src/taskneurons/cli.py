@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from taskneurons._ranks import console_process, quiet_other_processes
 from taskneurons.cli_estimate import cmd_estimate
 from taskneurons.cli_flags import FlagUse
 from taskneurons.cli_parser import (
@@ -380,6 +381,7 @@ def _main(argv: list[str]) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    quiet_other_processes()  # torchrun: the main process prints (taskneurons._ranks)
     try:
         if not args.verbose:
             _quiet_libraries()
@@ -387,7 +389,9 @@ def _main(argv: list[str]) -> int:
     except _user_errors() as exc:
         if args.verbose:
             raise
-        print(f"taskneurons {args.command}: error: {_describe(exc, args.command)}", file=sys.stderr)
+        message = f"taskneurons {args.command}: error: {_describe(exc, args.command)}"
+        if console_process():  # every process refuses alike; one says so
+            print(message, file=sys.stderr)
         return 2
 
 

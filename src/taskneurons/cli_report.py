@@ -17,6 +17,7 @@ import argparse
 from pathlib import Path
 
 from taskneurons._io import folder_problem
+from taskneurons._ranks import console_process
 from taskneurons.pages.html_report import REPORT_FILE, write_report
 from taskneurons.pages.neuron_cards import CardOptions
 from taskneurons.pages.run_cards import with_cards
@@ -55,7 +56,10 @@ def finished(run, source: str = "") -> int:
     """After a run (a ``RunResult``): print where its results are, write its report into its
     folder (neuron cards when it detected sets) and print the report's path, last; returns
     the exit status 0. ``source`` ``taskneurons demo`` adds the demo's closing line. A run over
-    seeds (a ``SeedsRun``): one page of its seed folders side by side, in its folder."""
+    seeds (a ``SeedsRun``): one page of its seed folders side by side, in its folder. Under
+    several processes only the main one does this."""
+    if not console_process():
+        return 0
     print(f"finished in {run.seconds:.0f} s; results in {run.out_dir}")
     runs = list(getattr(run, "runs", {}).values()) or [run]  # a SeedsRun: each seed's run
     views = [_view(one) for one in runs]

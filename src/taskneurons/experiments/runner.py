@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 from torch import nn
 
 from taskneurons._io import folder_problem, write_text_atomic
+from taskneurons._ranks import console_process, main_first, shared_folder
 from taskneurons.config import ConfigError
 from taskneurons.data.load import load_task
 from taskneurons.data.prompt_config import PromptConfig
@@ -62,6 +63,8 @@ from taskneurons.models.loading import (
     resolve_dtype,
 )
 from taskneurons.neurons.set_formats import SetFileError, read_set_file
+from taskneurons.store.run_folder import RunFolder
+from taskneurons.training.process_group import process_device, run_accelerator
 from taskneurons.training.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -135,14 +138,30 @@ def run_experiment(
     check_stage_tasks(config, tasks, source)
     check_given_sets(config, tasks)
     config = fit_sizes(config, tasks)
-    out = prepare_out(config, source)
+    prepare_out(config, source)
     claim = claim_folder(config, tasks, source)  # a folder of other settings: refused here
-    placement = Placement(config.device_map, config.offload_folder)
-    model, tokenizer = load_model(config.model, config.dtype, config.device, placement=placement)
-    config = fit_context(config, model, source, fit_max_length)
-    ctx = RunContext(config, model, tokenizer, tasks, progress)
-    folder = claim.accept(ctx)  # the stages' checks; then run_settings.json and config.yaml
-    run = RunResult(config, out)
+    accelerator = run_accelerator(config.device)  # several processes: the group starts here
+    if not console_process():  # several processes: the main one prints
+        progress, say = False, lambda text: None
+    with shared_folder(accelerator):  # several processes: the main one writes, between barriers
+        placement = Placement(config.device_map, config.offload_folder)
+        device = process_device(config.device, accelerator)
+        with main_first():  # a download or GGUF conversion cache, made once
+            model, tokenizer = load_model(config.model, config.dtype, device, placement=placement)
+        config = fit_context(config, model, source, fit_max_length)
+        ctx = RunContext(config, model, tokenizer, tasks, progress)
+        folder = claim.accept(ctx)  # the stages' checks; then run_settings.json and config.yaml
+        run = run_stages(ctx, folder, say)
+        run.seconds = time.perf_counter() - start
+        write_text_atomic(folder.index_path, run_index(run, source))
+    return run
+
+
+def run_stages(ctx: RunContext, folder: RunFolder, say: Callable[[str], None]) -> RunResult:
+    """Run the stages of ``ctx.config`` in order, into ``folder``; ``say`` gets each stage's
+    header and result text."""
+    config = ctx.config
+    run = RunResult(config, Path(config.out))
     stages = config.stages()
     for n, (name, stage_dir) in enumerate(folder.stage_dirs(stages).items(), start=1):
         stage = stage_named(name)
@@ -150,8 +169,6 @@ def run_experiment(
         run.results[name] = stage.runner()(ctx, getattr(config, name), stage_dir)
         truncation_report()  # a warning per task whose inputs were cut to max_length
         say(run.results[name].markdown() + "\n")
-    run.seconds = time.perf_counter() - start
-    write_text_atomic(folder.index_path, run_index(run, source))
     return run
 
 

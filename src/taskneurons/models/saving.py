@@ -35,6 +35,7 @@ from taskneurons._io import (
     write_json_atomic,
     write_json_sealed,
 )
+from taskneurons._ranks import one_writer
 from taskneurons.models.gguf import save_plain_checkpoint
 
 #: The provenance record inside a folder written by :func:`save_finetuned`.
@@ -96,6 +97,14 @@ def save_finetuned(
         is left.
     """
     folder = Path(folder)
+    with one_writer() as writes:  # several processes: the main one writes (taskneurons._ranks)
+        if writes:
+            _save_into(model, tokenizer, folder, meta)
+    return folder
+
+
+def _save_into(model: nn.Module, tokenizer, folder: Path, meta: Mapping[str, Any]) -> None:
+    """:func:`save_finetuned`'s write, in this process."""
     with atomic_folder(folder) as tmp:
         if getattr(model, "hf_quantizer", None) is not None:
             save_plain_checkpoint(model, tmp)
@@ -103,7 +112,6 @@ def save_finetuned(
             model.save_pretrained(tmp)  # model.safetensors + config.json
         tokenizer.save_pretrained(tmp)
         write_json_atomic(tmp / MODEL_META, dict(meta))
-    return folder
 
 
 #: The model attribute (and ``taskneurons_model.json`` key) holding the keys

@@ -50,6 +50,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import torch
 from torch import nn
 
+from taskneurons._ranks import shared_accelerator
 from taskneurons.data.prompts import iter_batches
 from taskneurons.data.tasks import Example, Task, example_key, examples_hash, subset
 from taskneurons.losses import loss_width, per_example_loss
@@ -284,7 +285,9 @@ def relevance_scores(
         config: the knobs (default :class:`AttributionConfig`).
         examples: score these examples of the task instead of drawing a subset.
         accelerator: an ``accelerate.Accelerator``; each process scores its shard, sums are
-            added across processes (every process returns the same scores).
+            added across processes (every process returns the same scores). ``None``: the
+            run's, in a ``taskneurons run`` under several processes
+            (:func:`~taskneurons._ranks.shared_accelerator`), else none.
         progress: show a progress bar.
 
     Returns:
@@ -294,6 +297,8 @@ def relevance_scores(
     config = config or AttributionConfig()
     if space is None:
         space = NeuronSpace(model, config.definition)
+    if accelerator is None:
+        accelerator = shared_accelerator()  # a run under several processes divides the examples
 
     meta: dict = {
         "config": config.to_dict(),

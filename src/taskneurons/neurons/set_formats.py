@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from taskneurons._io import write_json_atomic
+from taskneurons._io import atomic_path, write_json_atomic
 from taskneurons.neurons.neuron_files import plain_meta
 from taskneurons.neurons.neuron_set import NeuronSet, NeuronSetMismatchError
 from taskneurons.neurons.set_layout import shapes_of
@@ -111,7 +111,8 @@ def write_set_file(sets: Mapping[str, NeuronSet], path: str | os.PathLike) -> Pa
     path = Path(path)
     if path.suffix in LAPE_SUFFIXES:
         lists = [to_lape(s) for s in sets.values()]
-        torch.save(lists[0] if len(lists) == 1 else lists, path)
+        with atomic_path(path) as tmp:  # several processes: the main one writes
+            torch.save(lists[0] if len(lists) == 1 else lists, tmp)
         return path
     return write_json_atomic(path, to_json(sets))
 

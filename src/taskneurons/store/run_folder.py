@@ -33,6 +33,7 @@ from typing import Any
 import yaml
 
 from taskneurons._io import check_record
+from taskneurons._ranks import one_writer
 
 #: the resolved experiment file of a run
 CONFIG_FILE = "config.yaml"
@@ -128,11 +129,12 @@ class RunFolder:
         Example:
             >>> RunFolder("runs/old").clear()  # doctest: +SKIP
         """
-        for path in sorted(self.path.iterdir()) if self.path.is_dir() else []:
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
+        with one_writer() as writes:  # several processes: the main one removes
+            for path in sorted(self.path.iterdir()) if self.path.is_dir() and writes else []:
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
 
     def settings(self) -> dict[str, Any]:
         """The mapping in ``config.yaml`` (``{}`` without one)."""

@@ -70,6 +70,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from taskneurons._ranks import one_writer
 from taskneurons.data.tasks import Task
 from taskneurons.models.placement import is_dispatched
 from taskneurons.neurons.neuron_set import NeuronSet
@@ -265,13 +266,14 @@ def _prepare(
     if options.resume and ckpt_path is not None and ckpt_path.is_file():
         start = restore_checkpoint(ckpt_path, config, meta, named, optimizer, scheduler)
     run = _Run(method, parts, data, named, options, meta, out, start, n_params, was_training, t0)
-    if out is not None and run.main:
-        write_train_config(
-            out, config, meta, neurons, n_trainable=_count(named), n_params=n_params,
-            total_steps=data.total_steps, steps_per_epoch=data.steps_per_epoch,
-            world_size=accelerator.num_processes,
-        )  # fmt: skip
-        reset_log(out / config.log_file, start)
+    with one_writer(accelerator) as writes:  # several processes: the main one writes
+        if out is not None and writes:
+            write_train_config(
+                out, config, meta, neurons, n_trainable=_count(named), n_params=n_params,
+                total_steps=data.total_steps, steps_per_epoch=data.steps_per_epoch,
+                world_size=accelerator.num_processes,
+            )  # fmt: skip
+            reset_log(out / config.log_file, start)
     return run
 
 
@@ -330,8 +332,10 @@ def _log(run: _Run, record: dict, history: list[dict]) -> None:
     done = record["step"]
     if done % run.config.log_every == 0 or done == run.data.total_steps:
         history.append(record)
-        if run.out is not None and run.main:
-            append_log(run.out / run.config.log_file, record)
+        if run.out is not None:
+            with one_writer(run.parts.accelerator) as writes:
+                if writes:
+                    append_log(run.out / run.config.log_file, record)
 
 
 def _checkpoint(run: _Run, done: int) -> None:
@@ -348,8 +352,8 @@ def _checkpoint(run: _Run, done: int) -> None:
 
 def _finish(run: _Run, history: list[dict], last: StepOutcome | None) -> TrainResult:
     """Save (main process) and merge what was trained; write ``train_result.json``."""
-    save_to = run.out if run.main else None
-    model = run.method.finish(save_to, run.config.merge, run.meta)
+    with one_writer(run.parts.accelerator) as writes:  # every process merges, one saves
+        model = run.method.finish(run.out if writes else None, run.config.merge, run.meta)
     result = TrainResult(
         model=model,
         method=run.config.method,
@@ -365,6 +369,8 @@ def _finish(run: _Run, history: list[dict], last: StepOutcome | None) -> TrainRe
         config=run.config,
         final_regulariser=None if last is None else last.regulariser,
     )
-    if run.out is not None and run.main:
-        write_train_result(run.out, result, run.meta)
+    if run.out is not None:
+        with one_writer(run.parts.accelerator) as writes:
+            if writes:
+                write_train_result(run.out, result, run.meta)
     return result

@@ -29,6 +29,8 @@ import contextlib
 import sys
 from collections.abc import Iterator
 
+from taskneurons._ranks import world_size
+
 
 def group_running() -> bool:
     """Whether this process is in an initialised default process group (torch not imported:
@@ -53,9 +55,9 @@ def end_process_group() -> bool:
     return True
 
 
-def new_accelerator():
-    """An ``accelerate.Accelerator``; if making it started the process group (``torchrun``),
-    the group is ended at interpreter exit.
+def new_accelerator(**kwargs):
+    """An ``accelerate.Accelerator(**kwargs)``; if making it started the process group
+    (``torchrun``), the group is ended at interpreter exit.
 
     Example:
         >>> accelerator = new_accelerator()  # doctest: +SKIP
@@ -65,7 +67,7 @@ def new_accelerator():
     from accelerate import Accelerator
 
     running = group_running()
-    accelerator = Accelerator()
+    accelerator = Accelerator(**kwargs)
     if not running and group_running():
         atexit.register(end_process_group)
     return accelerator
@@ -85,3 +87,31 @@ def ending_started_group() -> Iterator[None]:
     finally:
         if not running:
             end_process_group()
+
+
+def run_accelerator(device: str):
+    """The accelerator of a run under ``torchrun`` / ``accelerate launch`` (``WORLD_SIZE`` > 1:
+    it starts the process group, on the CPU for a ``cpu`` run); ``None`` in one process, where
+    nothing is imported.
+
+    Example:
+        >>> run_accelerator("cpu") is None  # one process
+        True
+    """
+    if world_size() <= 1:
+        return None
+    return new_accelerator(cpu=str(device).split(":")[0] == "cpu")
+
+
+def process_device(device: str, accelerator) -> str:
+    """Where this process puts the model: ``device``, or under several processes the
+    accelerator's device of the same kind (``cuda`` -> ``cuda:<LOCAL_RANK>``).
+
+    Example:
+        >>> process_device("cuda", None)
+        'cuda'
+    """
+    if accelerator is None or accelerator.num_processes <= 1:
+        return device
+    mine = accelerator.device
+    return str(mine) if str(device).split(":")[0] == mine.type else device

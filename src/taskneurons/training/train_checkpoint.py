@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from taskneurons._io import CHECKSUM_KEY, atomic_path, checksum, verify_checksum
+from taskneurons._ranks import one_writer
 from taskneurons.neurons.neuron_set import NeuronSetMismatchError
 from taskneurons.provenance import check_same_model
 from taskneurons.store.settings import SettingsKey, normal
@@ -110,9 +111,12 @@ def write_checkpoint(
         meta: the run metadata (tasks, NeuronSet, model fingerprint; checked on resume).
         named: the trainable ``(name, tensor)`` pairs (stored on CPU).
         optimizer, scheduler: their ``state_dict()`` is stored.
-        accelerator: the ``accelerate.Accelerator``; every process waits for the write.
+        accelerator: the ``accelerate.Accelerator``; every process waits for the write
+            (:func:`~taskneurons._ranks.one_writer`).
     """
-    if accelerator.is_main_process:
+    with one_writer(accelerator) as writes:  # several processes: the main one writes
+        if not writes:
+            return
         state = {
             "format": CHECKPOINT_FORMAT,
             "step": step,
@@ -126,7 +130,6 @@ def write_checkpoint(
         state[CHECKSUM_KEY] = checksum(state)  # of the tensors' bytes and every value
         with atomic_path(path) as tmp:
             torch.save(state, tmp)
-    accelerator.wait_for_everyone()
 
 
 def restore_checkpoint(

@@ -1,0 +1,192 @@
+"""``taskneurons run FILE`` under ``torchrun --nproc_per_node 2`` gives the one-process run
+(issue 26).
+
+The oracle is the one-process run of the same file (``detect``: relevance scoring divided by
+examples; ``deactivate``; ``table2``: training divided by micro-batches) on a tiny random llama,
+on the CPU (gloo). Under two processes: exit status 0, the same files, the same neuron sets and
+delta masks (bit-identical), the same tables (numbers within 1e-5 relative: sums are added in
+another order), one copy of the console output (the stdout the one-process run prints), each
+relevance bar counting one process's shard, no temporary file left in the run folder or the
+temp folder. Rerun into its folder after a stage's result was deleted: the run is taken again
+and gives the same. A refusal once the process group runs exits 2 on both ranks, printed once,
+with no hang (every subprocess has a timeout).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+TESTS = Path(__file__).resolve().parent
+SRC = TESTS.parent / "src"
+#: tables: numbers within this relative tolerance of the one-process run's
+RTOL = 1e-5
+#: tensors: floats within these tolerances; masks, positions and every integer bit-identical
+TENSOR_RTOL, TENSOR_ATOL = 1e-4, 1e-7
+#: keys of JSON records that differ between any two runs (time, how launched, and the
+#: checksums of records holding them); ``world_size``: a training run records its processes
+VOLATILE = {"seconds", "tokens_per_s", "elapsed_s", "wall_s", "created", "command", "checksum"}
+VOLATILE |= {"meta_sha256", "world_size"}
+
+FILE = """\
+experiment: [detect, deactivate, table2]
+model: {model}
+tasks: [{tasks}]
+seed: 0
+prompt: {{max_length: 48}}
+detect:
+  k: 5
+  attribution: {{n_examples: 6, batch_size: 2}}
+deactivate:
+  n_test: 6
+  eval: {{batch_size: 3}}
+table2:
+  n_train: 6
+  n_test: 6
+  train: {{batch_size: 2, epochs: 1}}
+  eval: {{batch_size: 3}}
+"""
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run(root: Path, out: Path, processes: int, *more: str) -> subprocess.CompletedProcess:
+    """``taskneurons run FILE --set out=OUT`` in 1 process or under ``torchrun``."""
+    tmp = root / f"tmp-{out.name}"  # the processes' temp folder: must be left empty
+    tmp.mkdir(exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(SRC), "TMPDIR": str(tmp)}
+    cmd = [sys.executable]
+    if processes > 1:
+        cmd += ["-m", "torch.distributed.run", "--nproc_per_node", str(processes)]
+        cmd += ["--master_port", str(_free_port())]
+    cmd += ["-m", "taskneurons.cli", "run", str(root / "exp.yaml"), "--set", f"out={out}", *more]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, tiny_folder, task_folders):
+    """The file run once in one process and once under two: ``(root, one, two)``."""
+    root = tmp_path_factory.mktemp("rank-run")
+    tasks = ", ".join(str(f) for f in task_folders)
+    (root / "exp.yaml").write_text(FILE.format(model=tiny_folder, tasks=tasks))
+    one = _run(root, root / "one", 1)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = _run(root, root / "two", 2)
+    return root, one, two
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*"))
+
+
+def _console(text: str, out: Path) -> str:
+    """stdout without what differs between two runs: the folder, the time taken."""
+    text = text.replace(str(out), "OUT")
+    return re.sub(r"finished in \d+ s", "finished in N s", text)
+
+
+def _same_json(a, b, where: str) -> None:
+    """``b`` is ``a``: the same keys and strings, numbers within :data:`RTOL`."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and set(a) == set(b), where
+        for k in a:
+            if k not in VOLATILE:
+                _same_json(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _same_json(x, y, f"{where}[{i}]")
+    elif isinstance(a, float) and isinstance(b, (int, float)):
+        assert b == pytest.approx(a, rel=RTOL, abs=1e-12), where
+    elif isinstance(a, str) and isinstance(b, str) and "/" in a:
+        pass  # a path (the run folder's own, or the launcher's)
+    else:
+        assert a == b, where
+
+
+def _same_results(one: Path, two: Path) -> None:
+    """The same files; every table (JSON) alike; every tensor file alike."""
+    assert _files(two) == _files(one)
+    records = [p for p in _files(one) if p.endswith(".json")]
+    assert "deactivate/table1.json" in records and "table2/table2.json" in records
+    for name in records:  # tables, sets' sidecars, training records: alike but for VOLATILE
+        a, b = (json.loads((f / name).read_text()) for f in (one, two))
+        _same_json(a, b, name)
+    tensors = [p for p in _files(one) if p.endswith(".safetensors")]
+    assert sum("neurons.safetensors" in p for p in tensors) == 2
+    for name in tensors:
+        a, b = load_file(str(one / name)), load_file(str(two / name))
+        assert set(a) == set(b), name
+        for key in a:
+            if a[key].is_floating_point():
+                torch.testing.assert_close(
+                    b[key], a[key], rtol=TENSOR_RTOL, atol=TENSOR_ATOL, msg=f"{name} {key}"
+                )
+            else:  # neuron masks, delta positions: bit-identical
+                assert torch.equal(a[key], b[key]), f"{name} {key}"
+
+
+def _no_temp_files(root: Path, out: Path) -> None:
+    assert not [p for p in _files(out) if ".tmp" in p or ".skipped" in p]
+    assert list((root / f"tmp-{out.name}").rglob("*.skipped")) == []  # the others' writes
+
+
+def test_two_processes_give_the_one_process_run(runs):
+    root, one, two = runs
+    assert two.returncode == 0, two.stderr[-3000:]
+    _same_results(root / "one", root / "two")
+    _no_temp_files(root, root / "one")
+    _no_temp_files(root, root / "two")
+
+
+def test_two_processes_print_once(runs):
+    """stdout is the one-process run's, once; one progress bar per scoring, each of a shard
+    (3 examples in batches of 2 per process, against 6 in one process)."""
+    root, one, two = runs
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert one.stdout.count("== 1/3 detect") == 1
+    assert _console(two.stdout, root / "two") == _console(one.stdout, root / "one")
+    done = r"relevance: 100%\|[^|]*\| (\d+)/(\d+)"
+    assert [m[1] for m in re.findall(done, one.stderr)] == ["3", "3"]
+    assert [m[1] for m in re.findall(done, two.stderr)] == ["2", "2"]
+    started = r"train neurons:\s+0%\|[^|]*\| 0/"  # a bar's first line: one per training run
+    assert len(re.findall(started, two.stderr)) == len(re.findall(started, one.stderr)) == 4
+
+
+def test_a_rerun_under_two_processes_takes_its_folder_again(runs):
+    """A stage's result deleted, the file run again under two processes into its folder: it
+    is taken (same settings) and gives the one-process results again."""
+    root, one, two = runs
+    assert two.returncode == 0, two.stderr[-3000:]
+    (root / "two" / "table2" / "table2.json").unlink()
+    again = _run(root, root / "two", 2, "--set", "resume=true")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("== 3/3 table2") == 1
+    _same_results(root / "one", root / "two")
+    _no_temp_files(root, root / "two")
+
+
+def test_a_refusal_once_the_group_runs_is_printed_once(runs):
+    """A ``max_length`` beyond the model's context is refused once the model is loaded (the
+    process group running): both ranks exit 2, one message, nothing hangs."""
+    root, one, two = runs
+    res = _run(root, root / "refused", 2, "--set", "prompt.max_length=100000")
+    assert res.returncode != 0
+    assert res.stderr.count("taskneurons run: error:") == 1, res.stderr[-3000:]
+    assert "max_length" in res.stderr
+    assert not (root / "refused" / "run_settings.json").exists()
