@@ -253,10 +253,21 @@ class ExperimentFile(Config):
     @classmethod
     def read(cls, path: str | os.PathLike, overrides: list[str] | None = None) -> ExperimentFile:
         """Read an experiment file, apply ``--set key=value`` overrides, fill the defaults."""
-        data = read_mapping(path)
-        for item in overrides or []:
-            set_key(data, item)
-        return cls.from_dict(with_defaults(data), where=str(path))
+        return cls.from_dict(with_defaults(read_settings(path, overrides)), where=str(path))
+
+
+def read_settings(path: str | os.PathLike, overrides: list[str] | None = None) -> dict[str, Any]:
+    """The settings of an experiment file with ``--set key=value`` overrides applied (no
+    defaults filled: ``seeds:`` and the keys a file mentions stay visible).
+
+    Example:
+        >>> read_settings("exp.yaml", ["detect.k=5"])["detect"]["k"]  # doctest: +SKIP
+        5
+    """
+    data = read_mapping(path)
+    for item in overrides or []:
+        set_key(data, item)
+    return data
 
 
 def read_mapping(path: str | os.PathLike) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 from torch import nn
 
 from taskneurons._io import folder_problem, write_text_atomic
-from taskneurons._ranks import console_process, main_first, shared_folder
+from taskneurons._ranks import console_process, main_first, shared_folder, world_size
 from taskneurons.config import ConfigError
 from taskneurons.data.load import load_task
 from taskneurons.data.prompt_config import PromptConfig
@@ -44,8 +44,7 @@ from taskneurons.evaluation.dispatch import check_task_metric
 from taskneurons.experiments.common import check_sets_dtype, detect_folder
 from taskneurons.experiments.experiment_file import (
     ExperimentFile,
-    read_mapping,
-    set_key,
+    read_settings,
     with_defaults,
 )
 from taskneurons.experiments.run_acceptance import claim_folder
@@ -84,9 +83,7 @@ def run_file(
     A file with ``seeds: [...]`` runs once per seed into ``<out>/seed-<s>/`` and returns a
     :class:`~taskneurons.experiments.seed_repeats.SeedsRun` (see that module).
     """
-    data = read_mapping(path)
-    for item in overrides or []:
-        set_key(data, item)
+    data = read_settings(path, overrides)
     if SEEDS_KEY in data:  # one run per seed, and their statistics combined
         return run_seeds(str(path), data, lambda one: run_settings(one, path, progress, echo), echo)
     return run_settings(data, path, progress, echo)
@@ -266,8 +263,7 @@ def check_placement(config: ExperimentFile, source: str) -> None:
                 training.append(stage)
             if key.endswith(".mode") and value == "parameters":
                 writing.append(key)
-    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    problem = placement_problem(config.device_map, training, world)
+    problem = placement_problem(config.device_map, training, world_size())
     if problem is None and writing:
         problem = (
             f"{writing[0]}: 'parameters' writes the weights, which a device_map may have "

@@ -29,7 +29,7 @@ import contextlib
 import sys
 from collections.abc import Iterator
 
-from taskneurons._ranks import world_size
+from taskneurons._ranks import several, world_size
 
 
 def group_running() -> bool:
@@ -111,7 +111,7 @@ def process_device(device: str, accelerator) -> str:
         >>> process_device("cuda", None)
         'cuda'
     """
-    if accelerator is None or accelerator.num_processes <= 1:
+    if not several(accelerator):
         return device
     mine = accelerator.device
     return str(mine) if str(device).split(":")[0] == mine.type else device

@@ -82,13 +82,10 @@ def estimate(
 
 def run_configs(path: str | os.PathLike, overrides: list[str] | None) -> list:
     """The ``ExperimentFile`` of each run the file asks for (one per seed of ``seeds:``)."""
-    from taskneurons.experiments.experiment_file import read_mapping, set_key
+    from taskneurons.experiments.experiment_file import read_settings
     from taskneurons.experiments.seed_repeats import file_configs
 
-    data = read_mapping(path)
-    for item in overrides or []:
-        set_key(data, item)
-    return file_configs(data, str(path))
+    return file_configs(read_settings(path, overrides), str(path))
 
 
 def repeated(e: StageEstimate, n: int) -> StageEstimate:
