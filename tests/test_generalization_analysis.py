@@ -31,6 +31,8 @@ from taskneurons.analysis.set_overlap import (
     proportion_of_set,
     union,
 )
+from taskneurons.experiments.generalization import controlled_contrast
+from taskneurons.experiments.generalization.controlled_contrast import overlap_contrast
 
 
 def _m(*rows: str) -> torch.Tensor:
@@ -41,6 +43,7 @@ def _m(*rows: str) -> torch.Tensor:
 def test_doctests_pass():
     assert doctest.testmod(generalization).failed == 0
     assert doctest.testmod(similarity).failed == 0
+    assert doctest.testmod(controlled_contrast).failed == 0
 
 
 # --- overlap -------------------------------------------------------------------------------
@@ -146,6 +149,46 @@ def test_proportion_of_set_rejects_bad_input():
 
 
 # --- controlled overlap --------------------------------------------------------------------
+
+
+def _contrast_examples() -> dict:
+    """Two seeds, two OOD tasks of two examples; proportion 30: a gain; proportion 50: none."""
+    ex = {
+        ("g", 30.0, 100.0, 0, "t1"): [100, 100], ("g", 30.0, 100.0, 0, "t2"): [0, 100],
+        ("g", 30.0, 0.0, 0, "t1"): [0, 100], ("g", 30.0, 0.0, 0, "t2"): [0, 0],
+        ("g", 30.0, 100.0, 1, "t1"): [100, 0], ("g", 30.0, 100.0, 1, "t2"): [100, 100],
+        ("g", 30.0, 0.0, 1, "t1"): [100, 0], ("g", 30.0, 0.0, 1, "t2"): [0, 100],
+    }  # fmt: skip
+    for key in list(ex):
+        ex[("g", 50.0, *key[2:])] = [0, 100]
+    return ex
+
+
+def test_overlap_contrast_by_hand():
+    header, rows = overlap_contrast(
+        _contrast_examples(), [("g", ["t1", "t2"])], [30.0, 50.0], [0.0, 50.0, 100.0], [0, 1]
+    )
+    row = dict(zip(header, rows[0], strict=True))
+    # seed 0: differences [100, 0, 0, 100] -> 50; seed 1: [0, 0, 100, 0] -> 25
+    assert row["per-seed contrast"] == "50.00 / 25.00" and row["contrast"] == 37.5
+    assert (row["low overlap %"], row["high overlap %"], row["examples"]) == (0.0, 100.0, 4)
+    # over seeds: sd 17.68, t(1) = 12.71 -> half-width >= 12.71 * 17.68 / sqrt(2) = 158.9
+    assert row["CI low"] <= 37.5 - 158.8 and row["CI high"] >= 37.5 + 158.8
+    # seed-averaged differences [50, 0, 50, 50]: all three signs alike with probability 1/4
+    assert row["p"] == pytest.approx(0.25, abs=0.04)
+    assert row["p (Holm)"] == pytest.approx(2 * row["p"])  # two rows read
+    flat = dict(zip(header, rows[1], strict=True))
+    assert flat["contrast"] == 0.0 and flat["p"] == flat["p (Holm)"] == 1.0
+
+
+def test_overlap_contrast_refuses_what_it_cannot_read():
+    with pytest.raises(ValueError, match="two distinct overlaps"):
+        overlap_contrast(_contrast_examples(), [("g", ["t1"])], [30.0], [0.0, 0.0], [0, 1])
+    with pytest.raises(KeyError):
+        overlap_contrast(_contrast_examples(), [("g", ["t3"])], [30.0], [0.0, 100.0], [0, 1])
+    one = overlap_contrast(_contrast_examples(), [("g", ["t1"])], [30.0], [0.0, 100.0], [0])
+    assert one[1][0][one[0].index("contrast")] == 50.0  # one seed: that seed's difference
+
 
 TARGET = torch.zeros(2, 10, dtype=torch.bool)
 TARGET[0, :6] = True

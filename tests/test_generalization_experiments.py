@@ -483,6 +483,15 @@ def test_runner_runs_the_generalization_stages_end_to_end(
     controlled = run.results["controlled_overlap"]
     assert [r[2] for r in controlled.rows] == [0.0, 100.0]  # requested overlap %
     assert [r[5] for r in controlled.rows] == [0.0, 100.0]  # achieved overlap %
+    # the contrast (overlap 100 - overlap 0) equals the difference of the OOD means, seed-averaged
+    header, (contrast,) = controlled.contrast
+    ood = controlled.header.index("OOD mean")
+    want = controlled.rows[1][ood] - controlled.rows[0][ood]
+    assert contrast[header.index("contrast")] == pytest.approx(want, abs=1e-9)
+    assert contrast[header.index("examples")] == 8 and contrast[header.index("seeds")] == 2
+    back = type(controlled).load(out / "controlled_overlap")
+    assert back.contrast == (header, [list(contrast)])
+    assert (out / "controlled_overlap" / "controlled_contrast.md").is_file()
     # Figure 2 again from the saved per-example scores: the run's change table, to the digit
     assert main(["analyze", "figure2", str(out), "--out", str(tmp_path / "f2")]) == 0
     again = json.loads((tmp_path / "f2" / "figure2_g_change.json").read_text())

@@ -14,6 +14,9 @@ cell is reported as the mean and sample standard deviation over the seeds; the *
 overlap (the share of ``Nx`` itself that lies in the target) is given for reference.
 
 Files: ``controlled_overlap.{md,csv,json}`` (a row per group, proportion and overlap),
+``controlled_contrast.{md,csv,json}`` (per group and proportion: OOD at the highest minus the
+lowest overlap, paired over test examples, interval over seeds and examples, Holm-adjusted p;
+:mod:`.controlled_contrast`),
 ``controlled_scores.{md,csv,json}`` (every evaluation), ``controlled_overlap_<group>.png`` (OOD
 mean vs overlap, one line per proportion, ± one standard deviation) and
 ``controlled_overlap_config.json`` (settings, sets, scores files, training summaries).
@@ -40,6 +43,7 @@ from taskneurons._io import write_json_atomic
 from taskneurons.analysis.set_overlap import controlled_overlap
 from taskneurons.evaluation.dispatch import evaluate
 from taskneurons.experiments.common import eval_examples, limited
+from taskneurons.experiments.generalization.controlled_contrast import overlap_contrast
 from taskneurons.experiments.generalization.controlled_overlap_stage import ControlledOverlapConfig
 from taskneurons.experiments.generalization.groups import TaskGroup
 from taskneurons.experiments.generalization.proportion_sweep import Timings
@@ -120,6 +124,8 @@ class ControlledOverlapResult(StoredResult):
             score, ...).
         timings: the time split; runs: training summaries; out_dir: where the files are.
         scored: the scores used (for later stages of the run; ``None`` after :meth:`load`).
+        contrast: ``(header, rows)`` of the highest-minus-lowest-overlap contrast (``None`` in
+            a run folder written before it existed).
         meta: ``controlled_overlap_config.json``: settings, sets, scores files, summaries.
 
     :meth:`save` writes the tables, plots and the record (each training run's files under
@@ -139,9 +145,14 @@ class ControlledOverlapResult(StoredResult):
     out_dir: Path
     scored: ScoredTasks | None = None
     meta: dict = field(default_factory=dict, repr=False)
+    contrast: tuple[list[str], list[list]] | None = None
 
     def markdown(self) -> str:
-        return markdown_table(self.header, self.rows) + "\n\n" + self.timings.line()
+        text = markdown_table(self.header, self.rows)
+        if self.contrast is not None:
+            text += "\n\nOOD at the highest minus the lowest overlap:\n\n"
+            text += markdown_table(*self.contrast)
+        return text + "\n\n" + self.timings.line()
 
     def details_markdown(self) -> str:
         """What a report shows folded: every evaluation (``controlled_scores``)."""
@@ -168,7 +179,13 @@ class ControlledOverlapResult(StoredResult):
         records = [dict(zip(scores["header"], row, strict=True)) for row in scores["rows"]]
         timings = Timings.from_dict(meta["timings"])
         runs = dict(meta["runs"])
-        return cls(table["header"], table["rows"], records, timings, runs, path, None, meta)
+        contrast = None
+        if (path / "controlled_contrast.json").is_file():
+            found = read_record(path / "controlled_contrast.json")
+            contrast = (found["header"], found["rows"])
+        return cls(
+            table["header"], table["rows"], records, timings, runs, path, None, meta, contrast
+        )
 
 
 def controlled_overlap_experiment(
@@ -197,7 +214,7 @@ def controlled_overlap_experiment(
     by_id = {t.id: t for t in chosen}
     test = {t.id: eval_examples(t, config.n_test, config.seed) for t in chosen}
     train_sets = {t.id: limited(t, config.n_train, config.seed) for t in chosen}
-    records, runs = [], {}
+    records, runs, examples = [], {}, {}
     for c in cells:
         key = f"{c.group.name}/p{c.proportion:g}/o{c.overlap:g}/s{c.seed}"
         t0 = time.perf_counter()
@@ -210,15 +227,19 @@ def controlled_overlap_experiment(
             t0 = time.perf_counter()
             tests = [*c.group.test, *(c.group.train if config.in_domain else [])]
             for t in tests:
-                score = evaluate(
+                scored_t = evaluate(
                     model, tokenizer, by_id[t], test[t], config=config.eval, progress=False
-                ).score
-                records.append(_record(c, t, "out" if t in c.group.test else "in", score))
+                )
+                examples[(c.group.name, c.proportion, c.overlap, c.seed, t)] = (
+                    scored_t.example_scores()
+                )
+                records.append(_record(c, t, "out" if t in c.group.test else "in", scored_t.score))
         timings.evaluation += time.perf_counter() - t0
         runs[key] = {**res.summary(), "neurons": len(c.neurons), "achieved": c.achieved}
     header, rows = summary_rows(config, cells, records)
     timings.total = time.perf_counter() - start
     result = ControlledOverlapResult(header, rows, records, timings, runs, out, scored)
+    result.contrast = _contrast(config, examples)
     result.meta = stage_record(
         "controlled_overlap", config, ctx.config.detect, sets, scored, out, model,
         timings=timings.to_dict(), runs=runs,
@@ -226,6 +247,16 @@ def controlled_overlap_experiment(
     )  # fmt: skip
     result.save()
     return result
+
+
+def _contrast(config: ControlledOverlapConfig, examples: dict) -> tuple | None:
+    """The highest-minus-lowest-overlap contrast, or ``None`` with a single overlap."""
+    if len(set(config.overlaps)) < 2:
+        return None
+    groups = [(g.name, g.test) for g in config.groups]
+    proportions = [float(p) for p in config.proportions]
+    overlaps = [float(o) for o in config.overlaps]
+    return overlap_contrast(examples, groups, proportions, overlaps, config.seeds)
 
 
 def _record(c: _Cell, task: str, domain: str, score: float) -> dict:
@@ -285,6 +316,9 @@ def _write(
     keys = list(result.records[0]) if result.records else []
     rows = [[r[k] for k in keys] for r in result.records]
     write_table(out / "controlled_scores", keys, rows, meta=meta, title="Every evaluation")
+    if result.contrast is not None:
+        title = "OOD score at the highest minus the lowest overlap (paired over test examples)"
+        write_table(out / "controlled_contrast", *result.contrast, meta=meta, title=title)
     col = {name: i for i, name in enumerate(result.header)}
     for g in config.groups:
         series, bands = {}, {}

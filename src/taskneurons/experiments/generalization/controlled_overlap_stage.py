@@ -69,7 +69,10 @@ class ControlledOverlapConfig(GroupsConfig, Config):
 #: what the stage writes, for the run README
 FILES = """
     controlled_overlap_config.json: controlled-overlap knobs, seeds and provenance
+    controlled_overlap: a row per group, proportion and overlap: sizes, overlaps, OOD mean ± std over seeds
+    controlled_scores: every evaluation (group, proportion, overlap, seed, task, score)
     controlled_overlap_*: score vs overlap at fixed size, mean ± std over seeds
+    controlled_contrast: OOD at the highest minus the lowest overlap, CI over seeds and examples, Holm p
 """
 
 STAGE = register(Stage(
