@@ -67,6 +67,46 @@ def test_deactivation_counts():
     assert kinds == {"forward": 3 * 3, "decode": 3 * 3 * 5}
 
 
+def test_budget_crosstrain_and_ablation_check_counts():
+    """Counted by hand from each stage's loops (tasks of 100 train / 50 test, 42 tokens)."""
+    smol = KNOWN_SHAPES["smollm2-135m"]
+    sizes = [_size(t) for t in "ab"]
+    budget = ExperimentFile.from_dict({
+        "experiment": ["detect", "budget"], "tasks": ["a", "b"],
+        "budget": {"tasks": ["a"], "optimizers": ["sgd"], "lrs": [0.1], "steps": [2, 6],
+                   "k": [1, 2], "seeds": [0, 1], "n_test": 20, "n_train": 32,
+                   "train": {"batch_size": 4}, "eval": {"batch_size": 8}},
+    })  # fmt: skip
+    work = stage_work("budget", budget, sizes, smol)
+    trains = [j for j in work.jobs if j.kind == "train_neurons"]
+    # task a only: 2 k x (own + 2 random) runs of max(steps) = 6 steps of 4 examples
+    assert [j.n for j in trains] == [6] * 6 and trains[0].tokens == 6 * 4 * 42
+    # zero-shot once, then 6 runs x 2 scored steps, 3 batches of 8 in 20 examples each
+    assert sum(j.n for j in work.jobs if j.kind == "forward") == (1 + 6 * 2) * 3
+    assert not [j for j in work.jobs if j.kind == "attribution"]  # detect scored them
+    alone = ExperimentFile.from_dict({**budget.to_dict(), "experiment": "budget"})
+    assert len([j for j in stage_work("budget", alone, sizes, smol).jobs
+                if j.kind == "attribution"]) == 2  # fmt: skip
+    cross = ExperimentFile.from_dict({
+        "experiment": ["detect", "crosstrain"], "tasks": ["a", "b"],
+        "crosstrain": {"n_train": 16, "n_test": 20, "train": {"batch_size": 8, "epochs": 1},
+                       "eval": {"batch_size": 8}},
+    })  # fmt: skip
+    work = stage_work("crosstrain", cross, sizes, smol)
+    assert [j.n for j in work.jobs if j.kind == "train_neurons"] == [2] * 4  # 2 x 2 trainings
+    assert sum(j.n for j in work.jobs if j.kind == "forward") == (2 + 4) * 3
+    check = ExperimentFile.from_dict({
+        "experiment": "ablation_check", "tasks": ["a", "b"],
+        "detect": {"attribution": {"batch_size": 4}},
+        "ablation_check": {"per_layer": 2, "top_k": 3, "n_examples": 8, "chunk": 5},
+    })  # fmt: skip
+    work = stage_work("ablation_check", check, sizes, smol)
+    forward = [j for j in work.jobs if j.kind == "forward"]
+    # per task: (2 x 30 layers + 3 top + 1 clean) forwards of 2 batches of 4 examples
+    assert [j.n for j in forward] == [64 * 2] * 2 and forward[0].tokens == 64 * 8 * 42
+    assert [j.n for j in work.jobs if j.kind == "attribution"] == [2, 2]
+
+
 def test_exact_match_generation_counts_steps_until_answers_are_decided():
     """Rows stop once decided: a batch runs the longest gold answer's tokens + 1 steps (here
     4 + 1 = 5 of 12 allowed); without ``stop_when_decided``, or for ROUGE-L, all 12."""

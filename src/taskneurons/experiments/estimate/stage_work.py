@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -98,6 +99,62 @@ def table2(file, sizes, shape) -> StageWork:
         work.jobs += _evals([s], cfg.n_test, cfg.eval, 2)  # own task after each training
         if cfg.matrix:
             work.jobs += _evals([o for o in chosen if o.id != s.id], cfg.n_test, cfg.eval)
+    return work
+
+
+def budget(file, sizes, shape) -> StageWork:
+    """Zero-shot once per task; per optimizer and k, the own set and one random set per seed,
+    each trained ``max(steps)`` steps and scored after every step of ``steps``."""
+    import dataclasses
+
+    cfg = file.budget
+    chosen = [s for s in sizes if cfg.tasks is None or s.id in cfg.tasks]
+    work = StageWork("budget")
+    if "detect" not in file.stages():
+        _scores(file, sizes, shape, work)
+    train = dataclasses.replace(cfg.train, max_steps=max(cfg.steps))
+    for s in chosen:
+        work.jobs += _evals([s], cfg.n_test, cfg.eval)
+        for k in cfg.k:
+            runs = len(cfg.optimizers) * (1 + len(cfg.seeds))
+            for _ in range(runs):
+                work.jobs.append(
+                    training_job([s], cfg.n_train, train, trainable_of(shape, train, k))
+                )
+                work.disk += trainable_of(shape, train, k) * 4
+            work.jobs += _evals([s], cfg.n_test, cfg.eval, runs * len(cfg.steps))
+    work.notes.append(f"{1 + len(cfg.seeds)} runs (own set, random per seed) per optimizer and k")
+    return work
+
+
+def crosstrain(file, sizes, shape) -> StageWork:
+    """Zero-shot once per task; every task's set trained on every task's data and scored."""
+    cfg = file.crosstrain
+    k = float(file.detect.k)
+    work = StageWork("crosstrain", _evals(sizes, cfg.n_test, cfg.eval))
+    for _owner in sizes:
+        for data in sizes:
+            job = training_job([data], cfg.n_train, cfg.train, trainable_of(shape, cfg.train, k))
+            work.jobs.append(job)
+            work.jobs += _evals([data], cfg.n_test, cfg.eval)
+    work.notes.append(f"{len(sizes)} x {len(sizes)} trainings; the sets come from detect")
+    return work
+
+
+def ablation_check(file, sizes, shape) -> StageWork:
+    """Per task: scores of ``n_examples`` examples, a clean forward and one forward of those
+    examples per ablated neuron (``per_layer`` per layer and the estimate's ``top_k``)."""
+    cfg, attr = file.ablation_check, file.detect.attribution
+    work = StageWork("ablation_check")
+    neurons = cfg.per_layer * shape.n_layers + cfg.top_k
+    for s in sizes:
+        work.jobs.append(scoring_job(s, cfg.n_examples, attr.batch_size, attr.checkpointing))
+        n = min(cfg.n_examples, s.n_train)
+        length = s.prompt + s.answer
+        batches = (neurons + 1) * math.ceil(n / attr.batch_size)
+        rows = min(n, attr.batch_size) * cfg.chunk
+        work.jobs.append(Job("forward", batches, (neurons + 1) * n * length, length, rows * length))
+    work.notes.append("top-k neurons that are also random picks are counted twice")
     return work
 
 
@@ -239,8 +296,8 @@ def prompts(file, sizes, shape) -> StageWork:
 
 STAGE_WORK: dict[str, Callable] = {
     f.__name__: f
-    for f in (detect, deactivate, table2, sweep, multitask, continual, overlap, generalization,
-              controlled_overlap, similarity, prompts)
+    for f in (detect, ablation_check, deactivate, table2, budget, crosstrain, sweep, multitask,
+              continual, overlap, generalization, controlled_overlap, similarity, prompts)
 }  # fmt: skip
 
 
