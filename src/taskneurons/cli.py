@@ -174,6 +174,11 @@ def cmd_analyze(args) -> int:
     from taskneurons.experiments.continual.table5 import continual_orders_table
     from taskneurons.experiments.generalization.reanalysis import analyze_run
 
+    if args.analysis == "losses":
+        from taskneurons.training.loss_curves import write_loss_summary
+
+        print(write_loss_summary(args.run, args.out))
+        return 0
     if args.analysis == "sweep":
         from taskneurons.experiments.specificity.sweep_grid import sweep_summary
 

@@ -165,6 +165,11 @@ def _add_analyze(p: argparse.ArgumentParser) -> None:
         q.add_argument("run", type=Path, help="the run folder")
         q.add_argument("--out", type=Path, default=None, help="default: RUN/analyze-" + name)
         _add_analysis_options(q, name)
+    losses = kinds.add_parser(
+        "losses", help="training loss, early and late, of every training run in a finished run"
+    )
+    losses.add_argument("run", type=Path, help="the run folder")
+    losses.add_argument("--out", type=Path, default=None, help="default: RUN/analyze-losses")
 
 
 def _add_analysis_options(q: argparse.ArgumentParser, name: str) -> None:
