@@ -180,6 +180,8 @@ def multitask(file, sizes, shape) -> StageWork:
     work.jobs += _deactivation(sizes, cfg.deactivate, 1, int(_has_general(cfg.detect.selection)))
     if cfg.save_model:
         work.disk += shape.n_params * 4
+    if cfg.deactivate.mode == "mean":
+        work.notes.append("mean mode's activation means are not counted")
     return work
 
 
