@@ -151,7 +151,7 @@ class ControlledOverlapResult(StoredResult):
         text = markdown_table(self.header, self.rows)
         if self.contrast is not None:
             text += "\n\nOOD at the highest minus the lowest overlap:\n\n"
-            text += markdown_table(*self.contrast)
+            text += markdown_table(*self.contrast, 3)
         return text + "\n\n" + self.timings.line()
 
     def details_markdown(self) -> str:
@@ -318,7 +318,7 @@ def _write(
     write_table(out / "controlled_scores", keys, rows, meta=meta, title="Every evaluation")
     if result.contrast is not None:
         title = "OOD score at the highest minus the lowest overlap (paired over test examples)"
-        write_table(out / "controlled_contrast", *result.contrast, meta=meta, title=title)
+        write_table(out / "controlled_contrast", *result.contrast, meta=meta, digits=3, title=title)
     col = {name: i for i, name in enumerate(result.header)}
     for g in config.groups:
         series, bands = {}, {}
