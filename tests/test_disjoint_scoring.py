@@ -146,3 +146,44 @@ def test_a_saved_model_scored_later_leaves_its_examples_out(tiny_folder, task_fo
     assert meta["tuned_overlap"] == 0 and meta["n_examples"] == 3  # 6 - 3 left, all scored
     fresh = [e for e in task.train if _key(e) not in used]
     assert meta["data_hash"] in _orders(fresh)
+
+
+def test_multitask_sweep_runs_every_selection_on_the_fine_tuned_model(
+    tiny_folder, task_folders, tmp_path
+):
+    """``multitask.sweep``: the selection sweep on each seed's fine-tuned model. Oracle: its
+    cell of the multitask's own selection and k deactivates the same sets on the same model and
+    test examples as the multitask stage, so the two deactivation tables agree to the digit;
+    every cell scores only examples the fine-tuning did not use; the seeds summary reads them."""
+    from taskneurons.experiments.specificity.multitask import MultitaskResult
+
+    out = tmp_path / "mts"
+    run_file(
+        _write(
+            tmp_path, "mts",
+            f"experiment: multitask\nmodel: {tiny_folder}\nout: {out}\nseeds: [0, 1]\n"
+            f"tasks: [{task_folders[0]}, {task_folders[1]}]\n"
+            "detect: {k: 20, attribution: {n_examples: 2}, selection: {method: specific, m: null}}\n"
+            "deactivate: {n_test: 4, n_boot: 20}\n"
+            "multitask: {n_train: 4, train: {method: full, lr: 0.01, epochs: 1, batch_size: 2},\n"
+            "            sweep: {k: [20], selections: [topk, specific]}}\n",
+        ),
+        progress=False,
+        echo=None,
+    )  # fmt: skip
+    for seed in (0, 1):
+        folder = out / f"seed-{seed}"
+        result = MultitaskResult.load(folder)
+        assert sorted(result.sweep.cells) == [("specific", 20.0), ("topk", 20.0)]
+        same = result.sweep.cells[("specific", 20.0)]
+        mine = result.deactivation
+        assert same.meta["neuron_sets"] == mine.meta["neuron_sets"]  # the same sets and data
+        rows = {k: v for k, v in same.table.rows.items() if k != "Deactivate-General"}
+        assert rows == mine.table.rows and same.table.matrix == mine.table.matrix
+        assert same.nll.matrix == mine.nll.matrix  # (the sweep also turns the general set off)
+        for cell in ("topk-k20", "specific-k20"):
+            record = json.loads((folder / "sweep" / cell / "deactivate_config.json").read_text())
+            assert all(s["tuned_overlap"] == 0 for s in record["neuron_sets"].values())
+    summary = json.loads((out / "seeds.json").read_text())
+    cells = {row[1] for row in summary["rows"]}
+    assert {"", "sweep/topk-k20", "sweep/specific-k20"} <= cells

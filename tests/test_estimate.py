@@ -105,6 +105,21 @@ def test_budget_crosstrain_and_ablation_check_counts():
     # per task: (2 x 30 layers + 3 top + 1 clean) forwards of 2 batches of 4 examples
     assert [j.n for j in forward] == [64 * 2] * 2 and forward[0].tokens == 64 * 8 * 42
     assert [j.n for j in work.jobs if j.kind == "attribution"] == [2, 2]
+    spec = {
+        "experiment": "multitask", "tasks": ["a", "b"],
+        "multitask": {"n_train": 16, "train": {"batch_size": 8},
+                      "detect": {"k": 1, "selection": {"method": "specific", "m": None}},
+                      "deactivate": {"n_test": 20, "eval": {"batch_size": 8}}},
+    }  # fmt: skip
+    alone = stage_work("multitask", ExperimentFile.from_dict(spec), sizes, smol)
+    spec["multitask"]["sweep"] = {"k": [1], "selections": ["topk", "specific"]}
+    swept = stage_work("multitask", ExperimentFile.from_dict(spec), sizes, smol)
+    forward = lambda w: sum(j.n for j in w.jobs if j.kind == "forward")  # noqa: E731
+    # per task: original + (random, 2 sets, others) + general = 6 evaluations of 3 batches;
+    # the sweep: original + 2 cells x 4 + one general (specific) = 10 more
+    assert forward(alone) == 2 * 6 * 3 and forward(swept) == forward(alone) + 2 * 10 * 3
+    attribution = lambda w: len([j for j in w.jobs if j.kind == "attribution"])  # noqa: E731
+    assert attribution(swept) == attribution(alone) + 2
 
 
 def test_exact_match_generation_counts_steps_until_answers_are_decided():

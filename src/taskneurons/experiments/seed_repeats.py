@@ -86,6 +86,8 @@ def specificities(result: Any, prefix: str = "") -> dict[str, dict]:
         found[prefix] = dict(result.specificity)
     if getattr(result, "deactivation", None) is not None:
         found.update(specificities(result.deactivation, prefix))
+    if getattr(result, "sweep", None) is not None:  # multitask: its sweep's cells
+        found.update(specificities(result.sweep, f"{prefix}{'/' if prefix else ''}sweep"))
     for key, cell in (getattr(result, "cells", None) or {}).items():
         name = f"{key[0]}-k{key[1]:g}" if isinstance(key, tuple) else str(key)
         found.update(specificities(cell, f"{prefix}{'/' if prefix else ''}{name}"))

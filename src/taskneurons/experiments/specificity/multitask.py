@@ -29,6 +29,7 @@ from taskneurons.experiments.specificity.deactivation import (
 from taskneurons.experiments.specificity.deactivation_result import DeactivationResult
 from taskneurons.experiments.specificity.detect import DetectionResult, detect_neurons
 from taskneurons.experiments.specificity.multitask_stage import MultitaskConfig
+from taskneurons.experiments.specificity.sweep import SweepResult, selection_sweep
 from taskneurons.models.saving import (
     TUNED_ON,
     mark_tuned,
@@ -52,6 +53,7 @@ class MultitaskResult(StoredResult):
     Attributes:
         train: the fine-tuning's ``steps`` and ``final_loss``.
         detection, deactivation: on the fine-tuned model (``detect/``, ``deactivate/``).
+        sweep: the selection sweep on it (``sweep/``), with ``config.sweep``; else ``None``.
         out_dir: where the files are.
         meta: ``multitask_config.json``: config, tuned and base model fingerprints.
 
@@ -69,11 +71,15 @@ class MultitaskResult(StoredResult):
     deactivation: DeactivationResult
     out_dir: Path
     meta: dict = field(default_factory=dict, repr=False)
+    sweep: SweepResult | None = None
 
     def markdown(self) -> str:
         loss = self.train["final_loss"]
         head = f"multi-task fine-tuning: {self.train['steps']} steps, final loss {loss:.4f}"
-        return f"{head}\n\n{self.deactivation.markdown()}"
+        text = f"{head}\n\n{self.deactivation.markdown()}"
+        if self.sweep is not None:
+            text += "\n\nSelection sweep on the fine-tuned model:\n\n" + self.sweep.markdown()
+        return text
 
     def save(self, folder: str | os.PathLike | None = None) -> Path:
         """Write ``detect/``, ``deactivate/`` and ``multitask_config.json`` into ``folder``
@@ -94,7 +100,8 @@ class MultitaskResult(StoredResult):
         train = {k: summary[k] for k in ("steps", "final_loss")}
         detection = DetectionResult.load(path / "detect")
         deactivation = DeactivationResult.load(path / "deactivate")
-        return cls(train, detection, deactivation, path, meta)
+        sweep = SweepResult.load(path / "sweep") if (path / "sweep").is_dir() else None
+        return cls(train, detection, deactivation, path, meta, sweep)
 
 
 def multitask_experiment(
@@ -125,8 +132,15 @@ def multitask_experiment(
     table = deactivation_experiment(
         on_tuned, config.deactivate, out / "deactivate", DeactivationInputs(sets=sets.sets)
     )
+    sweep = None
+    if config.sweep is not None:  # with this section's detect and deactivate settings
+        sections = {**ctx.config.sections, "detect": config.detect, "deactivate": config.deactivate}
+        swept = dataclasses.replace(
+            on_tuned, config=dataclasses.replace(ctx.config, sections=sections)
+        )
+        sweep = selection_sweep(swept, config.sweep, out / "sweep")
     meta = provenance(config=config.to_dict(), model=model_fingerprint(tuned), base_model=base)
-    result = MultitaskResult(summary, sets, table, out, meta)
+    result = MultitaskResult(summary, sets, table, out, meta, sweep)
     result.write_meta(out)  # detect/ and deactivate/ were written by their stages
     return result
 

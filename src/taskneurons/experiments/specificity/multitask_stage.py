@@ -12,6 +12,7 @@ from taskneurons.config import Config
 from taskneurons.config_fields import train_examples
 from taskneurons.experiments.specificity.deactivate_stage import DeactivateConfig
 from taskneurons.experiments.specificity.detect_stage import DetectConfig
+from taskneurons.experiments.specificity.sweep_stage import SweepConfig
 from taskneurons.experiments.stage import Stage, register
 from taskneurons.training.train_config import TrainConfig
 
@@ -30,6 +31,11 @@ class MultitaskConfig(Config):
             ``taskneurons_model.json`` record (provenance, this config, the base and the tuned
             model's fingerprints) to ``model/`` in the stage's folder, right after fine-tuning;
             ``model: <run folder>/model`` in a later experiment file loads it.
+        sweep: also the selection sweep (k x selections, scores computed once) on the
+            fine-tuned model, with this section's ``detect`` and ``deactivate``, in ``sweep/``
+            (``None``: none). A sweep stage cannot follow ``multitask`` in one run (it changes
+            the model), so this is how a run over seeds gets every selection on its own
+            fine-tuned model.
     """
 
     n_train: int | None = train_examples(512)
@@ -38,6 +44,7 @@ class MultitaskConfig(Config):
     detect: DetectConfig = field(default_factory=DetectConfig)
     deactivate: DeactivateConfig = field(default_factory=DeactivateConfig)
     save_model: bool = False
+    sweep: SweepConfig | None = None
 
     def validate(self) -> None:
         if self.train.method == "neurons":
@@ -46,6 +53,8 @@ class MultitaskConfig(Config):
     def check_tasks(self, tasks: Sequence[Any], key: str = "multitask") -> None:
         """Its deactivation (matrix, specificity) needs two tasks or more."""
         self.deactivate.check_tasks(tasks, key)
+        if self.sweep is not None:
+            self.sweep.check_tasks(tasks, f"{key}.sweep")
 
 
 #: what the stage writes, for the run README
@@ -54,6 +63,7 @@ FILES = """
     model/: the fine-tuned model and tokenizer (Hugging Face folder,
         `taskneurons_model.json` records provenance): give this folder as `model:` in a
         later experiment file
+    sweep/: with `sweep:`, the selection sweep on the fine-tuned model (one folder per cell)
 """
 
 STAGE = register(Stage(
