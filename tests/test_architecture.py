@@ -38,6 +38,7 @@ LAYERS = {
     "cli_flags": 9,
     "pages": 9,
     "cli_estimate": 9,
+    "cli_analyze": 10,
     "cli_parser": 10,
     "cli_export": 10,
     "cli_report": 10,

@@ -169,44 +169,6 @@ def _finetune_stages(data: dict, config: Path | None):
     return given
 
 
-def cmd_analyze(args) -> int:
-    _check_analyze_out(args.out)
-    from taskneurons.experiments.continual.table5 import continual_orders_table
-    from taskneurons.experiments.generalization.reanalysis import analyze_run
-
-    if args.analysis == "losses":
-        from taskneurons.training.loss_curves import write_loss_summary
-
-        print(write_loss_summary(args.run, args.out))
-        return 0
-    if args.analysis == "sweep":
-        from taskneurons.experiments.specificity.sweep_grid import sweep_summary
-
-        print(sweep_summary(args.runs, args.out, args.mixed).markdown())
-        return 0
-    if args.analysis != "table5":  # overlap, figure2, similarity, correlate
-        print(analyze_run(args.analysis, vars(args)).markdown())
-        return 0
-
-    result = continual_orders_table(args.runs, args.out, args.mixed)
-    print(result.markdown())
-    print("\nFG_j per stage (%):\n")
-    print(result.forgetting_markdown())
-    if args.out is not None:
-        print(f"written to {args.out}: table5_orders and forgetting_orders (.md, .csv, .json)")
-        print("and forgetting_<run>.png per run")
-    return 0
-
-
-def _check_analyze_out(out: Path | None) -> None:
-    """``analyze --out`` must be a folder that can be written, before any run is read."""
-    from taskneurons._io import folder_problem
-
-    problem = folder_problem(out) if out is not None else None
-    if problem:
-        raise ValueError(f"--out: {problem}")
-
-
 def _run_settings(data: dict, source: str, overrides: list, args) -> int:
     """Run the settings ``data`` (a file, flags) with ``(key, value)`` flag overrides and the
     ``--set KEY=VALUE`` ones. A ``max_length`` the user did not set (the demo's, or none) is
@@ -244,17 +206,17 @@ COMMANDS = {
     "eval": cmd_eval,
     "run": cmd_run,
     "estimate": cmd_estimate,
-    "analyze": cmd_analyze,
 }
 
 
 def _command(name: str):
     """The function that runs command ``name`` (every stage command runs its stages;
-    ``export`` and ``report`` are in their own modules)."""
-    if name in ("export", "report"):
-        from taskneurons import cli_export, cli_report
+    ``export``, ``report`` and ``analyze`` are in their own modules)."""
+    if name in ("export", "report", "analyze"):
+        from taskneurons import cli_analyze, cli_export, cli_report
 
-        return cli_export.run_export if name == "export" else cli_report.run_report
+        runs = {"export": cli_export.run_export, "report": cli_report.run_report}
+        return runs.get(name, cli_analyze.cmd_analyze)
     return COMMANDS.get(name, cmd_stages)
 
 

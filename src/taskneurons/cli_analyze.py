@@ -1,0 +1,51 @@
+"""``taskneurons analyze KIND RUN ...``: tables and figures again from finished runs.
+
+``table5`` (continual orders), ``sweep`` (a k x selection grid), ``overlap`` / ``figure2`` /
+``similarity`` / ``correlate`` (generalization runs) and ``losses`` (every training run's loss,
+early and late). ``--out`` is checked before any run is read.
+
+Example::
+
+    taskneurons analyze losses runs/table2-six-tasks-sgd-smollm2-cpu
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from taskneurons._io import folder_problem
+from taskneurons.experiments.continual.table5 import continual_orders_table
+from taskneurons.experiments.generalization.reanalysis import analyze_run
+from taskneurons.experiments.specificity.sweep_grid import sweep_summary
+from taskneurons.training.loss_curves import write_loss_summary
+
+
+def cmd_analyze(args) -> int:
+    """Run ``taskneurons analyze`` (the parsed ``args``); 0 on success."""
+    _check_analyze_out(args.out)
+
+    if args.analysis == "losses":
+        print(write_loss_summary(args.run, args.out))
+        return 0
+    if args.analysis == "sweep":
+        print(sweep_summary(args.runs, args.out, args.mixed).markdown())
+        return 0
+    if args.analysis != "table5":  # overlap, figure2, similarity, correlate
+        print(analyze_run(args.analysis, vars(args)).markdown())
+        return 0
+
+    result = continual_orders_table(args.runs, args.out, args.mixed)
+    print(result.markdown())
+    print("\nFG_j per stage (%):\n")
+    print(result.forgetting_markdown())
+    if args.out is not None:
+        print(f"written to {args.out}: table5_orders and forgetting_orders (.md, .csv, .json)")
+        print("and forgetting_<run>.png per run")
+    return 0
+
+
+def _check_analyze_out(out: Path | None) -> None:
+    """``analyze --out`` must be a folder that can be written, before any run is read."""
+    problem = folder_problem(out) if out is not None else None
+    if problem:
+        raise ValueError(f"--out: {problem}")
