@@ -21,9 +21,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from taskneurons.report.tables import markdown_table, write_table
+from taskneurons.training.train_config import TrainConfig
 
 #: the file a training run logs its steps to (``TrainConfig.log_file``'s default)
-LOG_FILE = "train_log.jsonl"
+LOG_FILE = TrainConfig.log_file
 
 HEADER = ["run", "steps", "loss first quarter", "loss last quarter", "last loss"]
 

@@ -116,12 +116,13 @@ def budget(file, sizes, shape) -> StageWork:
     for s in chosen:
         work.jobs += _evals([s], cfg.n_test, cfg.eval)
         for k in cfg.k:
-            runs = len(cfg.optimizers) * (1 + len(cfg.seeds))
+            runs, trainable = (
+                len(cfg.optimizers) * (1 + len(cfg.seeds)),
+                trainable_of(shape, train, k),
+            )
             for _ in range(runs):
-                work.jobs.append(
-                    training_job([s], cfg.n_train, train, trainable_of(shape, train, k))
-                )
-                work.disk += trainable_of(shape, train, k) * 4
+                work.jobs.append(training_job([s], cfg.n_train, train, trainable))
+                work.disk += trainable * 4
             work.jobs += _evals([s], cfg.n_test, cfg.eval, runs * len(cfg.steps))
     work.notes.append(f"{1 + len(cfg.seeds)} runs (own set, random per seed) per optimizer and k")
     return work
