@@ -12,7 +12,7 @@ method stores per task for inference (``stored_bytes_per_task``, MB).
 
 Learning rates: each method's chosen one from ``--lr-choice`` (an ``lr_choice.json`` written by
 a continual run's ``tune`` section, default the fair runs' file
-``runs/continual-fair-lr-smollm2-cpu/lr_choice.json``; W-NCFT inferred takes W-NCFT's), else
+``results/continual-fair-lr-smollm2-cpu/lr_choice.json``; W-NCFT inferred takes W-NCFT's), else
 ``--lr`` (1e-4) for every method; the table says which. The time of a step hardly depends on
 the learning rate, but the rates are those the comparison runs with.
 
@@ -36,7 +36,7 @@ from _memory import PeakRSS  # benchmarks/ is on sys.path when a script runs
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
 METHODS = ("seqft", "seqlora", "olora", "epi", "migu", "pertask", "ncft", "wncft")
-DEFAULT_CHOICE = REPO / "runs" / "continual-fair-lr-smollm2-cpu" / "lr_choice.json"
+DEFAULT_CHOICE = REPO / "results" / "continual-fair-lr-smollm2-cpu" / "lr_choice.json"
 
 
 def chosen_lrs(path: Path, fallback: float) -> tuple[dict[str, float], str]:

@@ -380,3 +380,32 @@ def test_each_method_takes_only_its_own_options():
         ContinualSuiteConfig.from_dict({"methods": ["ncft"], "method": {"lambda_orth": 0.1}})
     with pytest.raises(ConfigError, match=r"methods: unknown \['ewc'\]; known: \['epi'"):
         ContinualSuiteConfig.from_dict({"methods": ["ewc"]})
+
+
+def test_a_finished_run_is_read_back_without_its_checkpoint(tok, tmp_path, monkeypatch):
+    """Only the small result files of a long run travel between machines: resuming a finished
+    run whose checkpoint is gone reads it back (no training, same matrix); another config or
+    no ``resume`` runs it again."""
+    import shutil
+
+    from taskneurons.continual.strategies.seqft import SeqFT
+
+    tasks = [mood_task(), animal_task()]
+    cfg = _config("seqft", tmp_path / "cache.json")
+    whole = continual_experiment(
+        tiny_model("llama"), tok, tasks, cfg, tmp_path / "a", progress=False
+    )
+    shutil.rmtree(tmp_path / "a" / "checkpoint")
+    trained = []
+    monkeypatch.setattr(SeqFT, "train_task", lambda self, *a, **k: trained.append(1) or {})
+    again = continual_experiment(
+        tiny_model("llama"), tok, tasks, cfg, tmp_path / "a", resume=True, progress=False
+    )
+    assert trained == []
+    np.testing.assert_array_equal(again.matrix, whole.matrix)
+    assert again.to_dict() == whole.to_dict()
+    other = cfg.replace(seed=1)  # another record: run afresh (here: the patched training)
+    continual_experiment(
+        tiny_model("llama"), tok, tasks, other, tmp_path / "a", resume=True, progress=False
+    )
+    assert trained

@@ -122,6 +122,43 @@ def test_budget_crosstrain_and_ablation_check_counts():
     assert attribution(swept) == attribution(alone) + 2
 
 
+def test_continual_counts_seeds_references_and_the_lr_grid(tmp_path):
+    """Counted by hand from the continual stage's loops: order a, b (2 steps of 8 each), c
+    held out, 3 batches of 8 per 20 test examples, 2 per 10 validation examples."""
+    smol = KNOWN_SHAPES["smollm2-135m"]
+    sizes = [_size(t) for t in "abc"]
+    spec = {
+        "experiment": "continual", "tasks": ["a", "b", "c"],
+        "continual": {
+            "order": ["a", "b"], "held_out": ["c"], "methods": ["seqft", "wncft", "wncft-inferred"],
+            "seeds": [0, 1], "n_train": 16, "n_test": 20, "eval": {"batch_size": 8},
+            "train": {"batch_size": 8, "epochs": 1}, "single_train": {"batch_size": 8, "epochs": 1},
+            "method": {"n_vector_samples": 16, "feature_batch_size": 8},
+        },
+    }  # fmt: skip
+    work = stage_work("continual", ExperimentFile.from_dict(spec), sizes, smol)
+    count = lambda w, kind: [j.n for j in w.jobs if j.kind == kind]  # noqa: E731
+    # references once: per task 1 training, zero-shot + A(i) = 2 x 3 batches; c's zero-shot 3
+    # per seed: seqft and wncft train each stage; every run scores a, b at both stages and c
+    # at the end (5 x 3 batches, 3 runs); wncft reads each task's vector (2 batches of 8)
+    assert count(work, "train_full") == [2] * (2 + 2 * 2)
+    assert count(work, "train_neurons") == [2] * (2 * 2)
+    assert len(count(work, "attribution")) == 2 * 2
+    assert sum(count(work, "forward")) == (2 * 6 + 3) + 2 * (3 * 5 * 3 + 2 * 2)
+    spec["continual"]["tune"] = {"grid": {"lr": [1e-4, 1e-3]}, "n_val": 10,
+                                 "choice_file": str(tmp_path / "lr_choice.json")}  # fmt: skip
+    tuned = stage_work("continual", ExperimentFile.from_dict(spec), sizes, smol)
+    # seqft and wncft (inferred takes wncft's choice) x 2 lrs; each scores a, then a and b,
+    # on the validation split (3 x 2 batches); wncft's vectors; the references on it once
+    grid = 4 * 3 * 2 + 2 * 2 * 2 + 2 * 2 * 2
+    assert sum(count(tuned, "forward")) == sum(count(work, "forward")) + grid
+    assert len(count(tuned, "train_full")) == 6 + 2 * 2 + 2
+    (tmp_path / "lr_choice.json").write_text('{"methods": {"seqft": {}}}')
+    chosen = stage_work("continual", ExperimentFile.from_dict(spec), sizes, smol)
+    assert sum(count(chosen, "forward")) == sum(count(tuned, "forward")) - 2 * 3 * 2
+    assert len(count(chosen, "train_full")) == 6 + 2
+
+
 def test_exact_match_generation_counts_steps_until_answers_are_decided():
     """Rows stop once decided: a batch runs the longest gold answer's tokens + 1 steps (here
     4 + 1 = 5 of 12 allowed); without ``stop_when_decided``, or for ROUGE-L, all 12."""

@@ -7,7 +7,9 @@ every stage every task is scored (the seen ones, and the unseen ones too unless
 ``j``. The single-task scores ``A(i)`` and the zero-shot scores ``b(i)`` come from a JSON
 cache shared by the methods (:mod:`taskneurons.continual.reference`). After each stage a
 checkpoint (method state + matrix so far) is written; ``resume=True`` continues an
-interrupted run from its last finished stage. :func:`continual_experiments` runs several
+interrupted run from its last finished stage, and reads a finished run back from its result
+files when its record matches, with or without its checkpoint (a long run's small result
+files can travel to another machine without the checkpoints). :func:`continual_experiments` runs several
 configs that differ only in W-NCFT's answering mode on one training (one folder each, as if
 run alone); per-task FT takes a stage whose training is exactly the one behind A(i) from the
 references instead of repeating it (:mod:`taskneurons.continual.strategies.pertask`).
@@ -28,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -44,7 +47,11 @@ from taskneurons.continual.stage_loop import StageRun, advance, reference_stages
 from taskneurons.data.tasks import Task, examples_hash
 from taskneurons.data.validation import validation_split
 from taskneurons.experiments.common import eval_examples, limited
-from taskneurons.experiments.continual.continual_result import ContinualResult
+from taskneurons.experiments.continual.continual_result import (
+    RECORD_FILE,
+    RESULT_FILE,
+    ContinualResult,
+)
 from taskneurons.experiments.continual.continual_stage import ContinualConfig
 from taskneurons.provenance import model_fingerprint, provenance
 from taskneurons.store.settings import SettingsKey, model_identity
@@ -107,6 +114,20 @@ def _run_record(config: ContinualConfig, model: nn.Module, tasks: list[Task], te
         train_hash={t.id: examples_hash(t.train) for t in tasks},
         test_hash={t.id: examples_hash(test[t.id]) for t in tasks},
     ).values
+
+
+def finished_run(
+    config: ContinualConfig, out: Path, model: nn.Module, tasks: list[Task], test: dict
+) -> ContinualResult | None:
+    """The run in ``out`` read back if it finished with this record (config, base model, order,
+    data: :func:`_run_record`), else ``None``; its checkpoint is not needed."""
+    if not ((out / RECORD_FILE).is_file() and (out / RESULT_FILE).is_file()):
+        return None
+    saved = json.loads((out / RECORD_FILE).read_text(encoding="utf-8"))
+    record = json.loads(json.dumps(_run_record(config, model, tasks, test)))
+    if any(saved.get(key) != value for key, value in record.items()):
+        return None
+    return ContinualResult.load(out)
 
 
 def _check_resumable(folder: Path, saved: dict, now: dict) -> None:
@@ -239,6 +260,12 @@ def continual_experiments(
     test = scored_examples(config, whole, ordered)
     held = [limited(t, config.n_train, config.seed) for t in tasks if t.id in held_ids]
     held_test = {t.id: eval_examples(t, config.n_test, config.seed) for t in held}
+    if resume:  # finished runs are read back (their checkpoints may be gone)
+        done = [
+            finished_run(c, o, model, ordered, test) for (c, _), o in zip(runs, outs, strict=True)
+        ]
+        if all(r is not None for r in done):
+            return done
     method = make_method(config.method, model, tokenizer, config.train, progress)
     method.pools = feature_pools(tasks, {**test, **held_test})
     started = [

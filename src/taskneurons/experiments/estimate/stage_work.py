@@ -17,6 +17,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from taskneurons.experiments.estimate.continual_work import continual_jobs
 from taskneurons.experiments.estimate.work import (
     Job,
     TaskSize,
@@ -195,40 +196,9 @@ def multitask(file, sizes, shape) -> StageWork:
     return work
 
 
-_CONTINUAL_KIND = {"seqft": "full", "pertask": "full", "seqlora": "lora", "olora": "lora",
-                   "epi": "lora", "ncft": "neurons", "wncft": "neurons", "wncft-inferred": "neurons"}  # fmt: skip
-
-
 def continual(file, sizes, shape) -> StageWork:
-    import dataclasses
-
-    cfg = file.continual
-    methods = cfg.methods or [
-        cfg.method.get("name", "ncft") if isinstance(cfg.method, dict) else "ncft"
-    ]
-    k = float((cfg.method or {}).get("k", 10)) if isinstance(cfg.method, dict) else 10.0
-    work = StageWork("continual")
-    for m in methods:
-        train = dataclasses.replace(cfg.train, method=_CONTINUAL_KIND.get(m, "full"))
-        for i, s in enumerate(sizes):
-            work.jobs.append(training_job([s], cfg.n_train, train, trainable_of(shape, train, k)))
-            if train.method == "neurons":
-                work.jobs.append(
-                    scoring_job(
-                        s,
-                        (cfg.method or {}).get("attribution", {}).get("n_examples", 128)
-                        if isinstance(cfg.method, dict)
-                        else 128,
-                        8,
-                    )
-                )
-            seen = sizes if cfg.eval_unseen else sizes[: i + 1]
-            work.jobs += _evals(seen, cfg.n_test, cfg.eval)
-    for s in sizes:  # the single-task references
-        work.jobs.append(training_job([s], cfg.n_train, cfg.single_train, shape.n_params))
-        work.jobs += _evals([s], cfg.n_test, cfg.eval)
-    work.notes.append("pertask keeps a model per task; W-NCFT's task vectors are not counted")
-    return work
+    jobs, notes = continual_jobs(file, sizes, shape)
+    return StageWork("continual", jobs, 0.0, notes)
 
 
 def _group_sizes(cfg, sizes, which: str) -> list[list[TaskSize]]:
