@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from taskneurons._io import folder_problem
+from taskneurons.experiments.continual.claims import SEEDS_FILE, order_claims, write_claims
 from taskneurons.experiments.continual.table5 import continual_orders_table
 from taskneurons.experiments.generalization.reanalysis import analyze_run
 from taskneurons.experiments.specificity.sweep_grid import sweep_summary
@@ -41,7 +42,25 @@ def cmd_analyze(args) -> int:
     if args.out is not None:
         print(f"written to {args.out}: table5_orders and forgetting_orders (.md, .csv, .json)")
         print("and forgetting_<run>.png per run")
+    _claims(args.runs, args.out)
     return 0
+
+
+def _claims(runs: list[str], out: str | None) -> None:
+    """The paper's claims over the runs' seeds (runs with ``seeds.json`` only)."""
+    if not all((Path(r) / SEEDS_FILE).is_file() for r in runs):
+        print("\nclaims: not decided (they need runs with seeds: seeds.json)")
+        return
+    rows = order_claims(runs)
+    for r in rows:
+        c = r["claim"]
+        print(
+            f"{c.text}: {c.metric} {c.a} - {c.b} = {r['mean']:.2f} ({r['lo']:.2f}..{r['hi']:.2f}),"
+            f" {r['n_units']} units, p {r['p']:.4f}, Holm {r['p_holm']:.4f}: {r['verdict']}"
+        )
+    if out is not None:
+        write_claims(rows, out, runs)
+        print(f"written to {out}: claims (.md, .csv, .json)")
 
 
 def _check_analyze_out(out: Path | None) -> None:

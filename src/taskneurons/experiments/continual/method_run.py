@@ -254,12 +254,7 @@ def continual_experiments(
         raise ValueError(
             f"{', '.join(map(str, outs))}: checkpoints of different stages; resume each alone"
         )
-    held_ids = set(config.held_out or [])
-    whole = order_tasks([t for t in tasks if t.id not in held_ids], config.order)
-    ordered = [limited(t, config.n_train, config.seed) for t in whole]
-    test = scored_examples(config, whole, ordered)
-    held = [limited(t, config.n_train, config.seed) for t in tasks if t.id in held_ids]
-    held_test = {t.id: eval_examples(t, config.n_test, config.seed) for t in held}
+    ordered, test, held, held_test = _examples(config, tasks)
     if resume:  # finished runs are read back (their checkpoints may be gone)
         done = [
             finished_run(c, o, model, ordered, test) for (c, _), o in zip(runs, outs, strict=True)
@@ -284,6 +279,16 @@ def continual_experiments(
                 on_stage(j, run.matrix.copy())
     score_held_out(method, tokenizer, held, held_test, state)
     return [_result(method, run, [t.id for t in ordered]) for run in state]
+
+
+def _examples(config: ContinualConfig, tasks: Sequence[Task]) -> tuple:
+    """``(ordered train tasks, their scored examples, held-out tasks, their test examples)``."""
+    held_ids = set(config.held_out or [])
+    whole = order_tasks([t for t in tasks if t.id not in held_ids], config.order)
+    ordered = [limited(t, config.n_train, config.seed) for t in whole]
+    test = scored_examples(config, whole, ordered)
+    held = [limited(t, config.n_train, config.seed) for t in tasks if t.id in held_ids]
+    return ordered, test, held, {t.id: eval_examples(t, config.n_test, config.seed) for t in held}
 
 
 def feature_pools(tasks: Sequence[Task], scored: dict[str, list]) -> dict[str, list]:

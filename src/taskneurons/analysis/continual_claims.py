@@ -1,0 +1,132 @@
+"""The paper's continual-learning claims, each decided by one statistic over orders and seeds.
+
+PAPER.md §4 (Table 5) makes directional claims: NCFT forgets less than SeqFT, SeqLoRA and EPI
+(and scores higher after the last task), W-NCFT beats NCFT, O-LoRA sits above W-NCFT. Each
+claim compares two methods on one metric; the units are the ``(order, seed)`` runs where both
+ran, ``d_u = metric(a) - metric(b)`` (the methods of one unit share the seed's data order and
+test examples).
+
+* **Estimate and interval**: the mean of ``d_u`` over the ``n`` units with
+  ``± t(n-1) · sqrt(s²/n + se²)``: ``s²`` the variance of ``d_u`` between units (seeds and
+  orders), ``se`` the test-example standard error of the difference, added once because every
+  unit scores the same test examples of the same tasks: per order ``sqrt(se_a² + se_b²)``
+  (each method's binomial se, treated as independent: conservative when the two methods err on
+  the same examples), averaged over the orders (as if fully shared across orders).
+* **p**: the exact two-sided sign-flip p of the mean of ``d_u`` (all ``2^n`` sign patterns;
+  a random 100,000 of them, seeded, beyond 16 units); the floor is ``2 / 2^n`` (2/512 at
+  3 orders x 3 seeds). **Holm** across the claims tested together.
+* **Verdict** (fixed here, before any run): ``held`` when the interval lies on the paper's side
+  of 0 and the Holm p < 0.05; ``not held`` when the interval lies on the other side of 0;
+  else ``undecided``.
+
+Example:
+    >>> r = claim_statistic([[3.0, 5.0, 4.0]], [0.0])
+    >>> r["mean"], r["n_units"], r["p"]
+    (4.0, 3, 0.25)
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+from taskneurons.analysis.grid_test import holm
+
+#: units up to which the sign-flip distribution is enumerated exactly
+EXACT_UNITS = 16
+
+
+@dataclass(frozen=True)
+class Claim:
+    """``metric(a) > metric(b)`` as the paper states it (``metric``: ``CL`` or ``BWT``)."""
+
+    metric: str
+    a: str
+    b: str
+    text: str
+
+
+#: PAPER.md §4's claims, in the order they are reported
+PAPER_CLAIMS = (
+    Claim("BWT", "ncft", "seqft", "NCFT forgets less than SeqFT"),
+    Claim("BWT", "ncft", "seqlora", "NCFT forgets less than SeqLoRA"),
+    Claim("BWT", "ncft", "epi", "NCFT forgets less than EPI"),
+    Claim("CL", "ncft", "seqft", "NCFT scores higher than SeqFT after the last task"),
+    Claim("CL", "ncft", "seqlora", "NCFT scores higher than SeqLoRA after the last task"),
+    Claim("CL", "ncft", "epi", "NCFT scores higher than EPI after the last task"),
+    Claim("CL", "wncft", "ncft", "W-NCFT beats NCFT"),
+    Claim("CL", "olora", "wncft", "O-LoRA scores above W-NCFT (its place in Table 5)"),
+)
+
+
+def sign_flip_p(d: Sequence[float], n_random: int = 100_000, seed: int = 0) -> float:
+    """Two-sided sign-flip p of ``mean(d)``: the share of sign patterns whose |mean| reaches
+    the observed one (exact up to :data:`EXACT_UNITS` values, else ``n_random`` patterns).
+
+    Example:
+        >>> sign_flip_p([1.0, 2.0])  # patterns: +3, +1, -1, -3 over 2; |mean| >= 1.5: 2 of 4
+        0.5
+    """
+    x = np.asarray(d, dtype=float)  # [units]
+    if x.size <= EXACT_UNITS:
+        signs = np.array(list(itertools.product((1.0, -1.0), repeat=x.size)))  # [2^n, units]
+    else:
+        signs = np.random.default_rng(seed).choice((1.0, -1.0), size=(n_random, x.size))
+    null = np.abs(signs @ x) / x.size  # [patterns]
+    observed = abs(float(x.mean()))
+    return float(np.mean(null >= observed - 1e-12 * max(1.0, observed)))
+
+
+def claim_statistic(diffs: Sequence[Sequence[float]], ses: Sequence[float]) -> dict:
+    """Mean difference, interval and sign-flip p of one claim (see the module docstring).
+
+    Args:
+        diffs: per order, ``metric(a) - metric(b)`` per seed.
+        ses: per order, the test-example se of that difference (``nan``: not known, left out).
+
+    Returns:
+        ``mean``, ``lo``, ``hi``, ``half_width``, ``between_sd``, ``test_se``, ``n_units``, ``p``.
+    """
+    d = np.array([v for order in diffs for v in order], dtype=float)  # [units]
+    if d.size < 2:
+        raise ValueError(f"a claim needs at least 2 (order, seed) units, got {d.size}")
+    known = [s for s in ses if not math.isnan(s)]
+    test_se = float(np.mean(known)) if known else 0.0
+    between = float(d.std(ddof=1))
+    half = float(stats.t.ppf(0.975, d.size - 1)) * math.sqrt(between**2 / d.size + test_se**2)
+    mean = float(d.mean())
+    return {
+        "mean": mean, "lo": mean - half, "hi": mean + half, "half_width": half,
+        "between_sd": between, "test_se": test_se, "n_units": int(d.size), "p": sign_flip_p(d),
+    }  # fmt: skip
+
+
+def verdict(lo: float, hi: float, p_holm: float, alpha: float = 0.05) -> str:
+    """``held`` / ``not held`` / ``undecided`` for a claim that the difference is above 0.
+
+    Example:
+        >>> verdict(1.0, 5.0, 0.01), verdict(-5.0, -1.0, 0.01), verdict(-1.0, 5.0, 0.01)
+        ('held', 'not held', 'undecided')
+    """
+    if lo > 0 and p_holm < alpha:
+        return "held"
+    if hi < 0:
+        return "not held"
+    return "undecided"
+
+
+def decide_claims(stats_by_claim: dict[Claim, dict]) -> list[dict]:
+    """Holm across the tested claims and each claim's verdict (input order kept)."""
+    claims = list(stats_by_claim)
+    adjusted = holm([stats_by_claim[c]["p"] for c in claims]) if claims else []
+    out = []
+    for claim, p_holm in zip(claims, adjusted, strict=True):
+        s = stats_by_claim[claim]
+        out.append({"claim": claim, **s, "p_holm": float(p_holm),
+                    "verdict": verdict(s["lo"], s["hi"], float(p_holm))})  # fmt: skip
+    return out

@@ -1,0 +1,86 @@
+"""The paper's continual claims over finished runs with seeds: ``claims.{md,csv,json}``.
+
+Reads each run folder's ``seeds.json`` (:mod:`.seeds`: every method's CL and BWT per seed,
+with its test-example se) and decides :data:`~taskneurons.analysis.continual_claims.
+PAPER_CLAIMS` whose two methods ran in every folder (:mod:`taskneurons.analysis.
+continual_claims`: one statistic per claim over the (order, seed) units, Holm across the
+claims, a verdict by a rule fixed before the runs).
+
+Example:
+    >>> rows = order_claims(["results/continual-fair-order1-smollm2-cpu"])  # doctest: +SKIP
+    >>> rows[0]["claim"].text, rows[0]["verdict"]  # doctest: +SKIP
+    ('NCFT forgets less than SeqFT', 'undecided')
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from taskneurons.analysis.continual_claims import PAPER_CLAIMS, claim_statistic, decide_claims
+from taskneurons.experiments.continual.table5 import ContinualRunError
+from taskneurons.report.tables import write_table
+from taskneurons.store.run_folder import read_record
+
+SEEDS_FILE = "seeds.json"
+HEADER = ["claim", "metric", "a - b", "mean", "low", "high", "units", "between-unit sd",
+          "test se", "p (sign flip)", "p (Holm)", "verdict"]  # fmt: skip
+
+
+def _per_seed(folder: Path) -> dict[tuple[str, str], tuple[dict[str, float], float]]:
+    """``(method, metric) -> ({seed column: value}, test-example se)`` from ``seeds.json``."""
+    table = read_record(folder / SEEDS_FILE, "seed table", ContinualRunError)
+    header = table["header"]
+    seeds = [i for i, h in enumerate(header) if str(h).startswith("seed ")]
+    se_col = header.index("within-seed se")
+    out = {}
+    for row in table["rows"]:
+        values = {header[i]: row[i] for i in seeds if row[i] is not None}
+        se = math.nan if row[se_col] is None else float(row[se_col])
+        out[(row[0], row[1])] = (values, se)
+    return out
+
+
+def order_claims(folders: Sequence[str | os.PathLike]) -> list[dict[str, Any]]:
+    """Every paper claim whose methods ran in all ``folders`` (runs with seeds), decided.
+
+    Raises:
+        ContinualRunError: a folder without ``seeds.json`` (a run without seeds).
+    """
+    tables = []
+    for f in folders:
+        if not (Path(f) / SEEDS_FILE).is_file():
+            raise ContinualRunError(f"{f}: no {SEEDS_FILE}; the claims need runs with seeds")
+        tables.append(_per_seed(Path(f)))
+    found = {}
+    for claim in PAPER_CLAIMS:
+        keys = [(claim.a, claim.metric), (claim.b, claim.metric)]
+        if not all(k in t for t in tables for k in keys):
+            continue
+        diffs, ses = [], []
+        for t in tables:
+            (va, sa), (vb, sb) = t[keys[0]], t[keys[1]]
+            diffs.append([va[s] - vb[s] for s in va if s in vb])
+            ses.append(math.sqrt(sa**2 + sb**2))
+        found[claim] = claim_statistic(diffs, ses)
+    return decide_claims(found)
+
+
+def write_claims(rows: list[dict[str, Any]], out: str | os.PathLike, folders: Sequence) -> None:
+    """``claims.{md,csv,json}`` in ``out``."""
+    table = [
+        [r["claim"].text, r["claim"].metric, f"{r['claim'].a} - {r['claim'].b}", r["mean"],
+         r["lo"], r["hi"], r["n_units"], r["between_sd"], r["test_se"], r["p"], r["p_holm"],
+         r["verdict"]]
+        for r in rows
+    ]  # fmt: skip
+    title = (
+        "The paper's continual claims over (order, seed) units: mean ± t(n-1) sqrt(s²/n + se²), "
+        "exact sign-flip p, Holm across the claims; held = interval above 0 and Holm p < 0.05, "
+        "not held = interval below 0, else undecided"
+    )
+    meta = {"runs": [str(f) for f in folders]}
+    write_table(Path(out) / "claims", HEADER, table, meta, digits=4, title=title)

@@ -1,0 +1,94 @@
+"""The paper's continual claims over orders and seeds: hand-computed statistics and verdicts,
+and the claims read from the seed tables the continual stage writes."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from taskneurons.analysis.continual_claims import (
+    PAPER_CLAIMS,
+    claim_statistic,
+    decide_claims,
+    sign_flip_p,
+    verdict,
+)
+from taskneurons.experiments.continual.claims import order_claims, write_claims
+from taskneurons.experiments.continual.seeds import write_seed_tables
+from taskneurons.experiments.continual.table5 import ContinualRunError
+
+
+def test_claim_statistic_by_hand():
+    # units 1, 2, 3 | 2, 4, 6: mean 3, s² = 16/5, test se mean(0.5, 1.0) = 0.75
+    r = claim_statistic([[1.0, 2.0, 3.0], [2.0, 4.0, 6.0]], [0.5, 1.0])
+    assert r["mean"] == 3.0 and r["n_units"] == 6
+    assert r["between_sd"] == pytest.approx(math.sqrt(3.2))
+    assert r["half_width"] == pytest.approx(2.570582 * math.sqrt(3.2 / 6 + 0.75**2), rel=1e-6)
+    assert r["p"] == pytest.approx(2 / 64)  # only all-plus and all-minus reach |mean| 3
+    assert claim_statistic([[1.0, -1.0]], [math.nan])["test_se"] == 0.0
+    with pytest.raises(ValueError, match="at least 2"):
+        claim_statistic([[1.0]], [0.0])
+
+
+def test_sign_flip_by_hand_and_beyond_the_exact_limit():
+    # 1, 2, -3: sums of the 8 sign patterns: ±6, ±0, ±2, ±4 -> |mean| >= 0 always
+    assert sign_flip_p([1.0, 2.0, -3.0]) == 1.0
+    # 1, -1, 4 (sum 4): the sums of the 8 patterns are ±4, ±6, ±2, ±4: 6 of 8 reach |4|
+    assert sign_flip_p([1.0, -1.0, 4.0]) == pytest.approx(6 / 8)
+    assert sign_flip_p([1.0, 1.0, 1.0, 5.0]) == pytest.approx(2 / 16)  # one flip gives 6 < 8
+    many = [1.0] * 20  # random patterns: only all-equal ones reach 1; about 2 / 2^20
+    assert sign_flip_p(many) < 1e-3
+
+
+def test_verdicts_and_holm_across_claims():
+    assert verdict(0.5, 3.0, 0.049) == "held"
+    assert verdict(0.5, 3.0, 0.051) == "undecided"
+    assert verdict(-3.0, -0.5, 0.9) == "not held"
+    a, b = PAPER_CLAIMS[:2]
+    rows = decide_claims(
+        {a: {"p": 0.04, "lo": 1.0, "hi": 2.0}, b: {"p": 0.01, "lo": 1.0, "hi": 2.0}}
+    )
+    assert [r["p_holm"] for r in rows] == pytest.approx([0.04, 0.02])
+    assert [r["verdict"] for r in rows] == ["held", "held"]
+
+
+def _suite(cl: dict[str, float], bwt: dict[str, float]) -> SimpleNamespace:
+    results = {}
+    for m in cl:
+        matrix = np.array([[60.0, 50.0], [np.nan, 70.0]])
+        metrics = {"cl": cl[m], "bwt": bwt[m], "fwt": math.nan, "forgetting": [math.nan, 90.0]}
+        results[m] = SimpleNamespace(metrics=metrics, matrix=matrix, order=["x", "y"])
+    return SimpleNamespace(results=results)
+
+
+def test_claims_from_the_seed_tables_of_two_orders(tmp_path):
+    """Two orders x 2 seeds from the stage's own seed-table writer: NCFT - SeqFT in BWT is
+    +10, +12 | +8, +14 (mean 11); claims whose methods did not run are left out."""
+    folders = []
+    for o, (d0, d1) in enumerate([(10.0, 12.0), (8.0, 14.0)]):
+        per_seed = {
+            s: _suite({"seqft": 40.0, "ncft": 50.0 + s}, {"seqft": -20.0, "ncft": -20.0 + d})
+            for s, d in ((0, d0), (1, d1))
+        }
+        folder = tmp_path / f"order{o}"
+        folder.mkdir()
+        write_seed_tables(per_seed, 100, folder)
+        folders.append(folder)
+    rows = order_claims(folders)
+    assert [r["claim"].text for r in rows] == [
+        "NCFT forgets less than SeqFT",
+        "NCFT scores higher than SeqFT after the last task",
+    ]
+    bwt, cl = rows
+    assert bwt["mean"] == pytest.approx(11.0) and bwt["n_units"] == 4
+    assert bwt["p"] == pytest.approx(2 / 16)  # every unit positive: the floor at 4 units
+    assert cl["mean"] == pytest.approx(10.5)  # 10, 11 in each order
+    assert bwt["p_holm"] == pytest.approx(2 / 16 * 2) and bwt["verdict"] == "undecided"
+    write_claims(rows, tmp_path / "out", folders)
+    assert "NCFT forgets less than SeqFT" in (tmp_path / "out" / "claims.md").read_text()
+    (tmp_path / "bare").mkdir()
+    with pytest.raises(ContinualRunError, match="seeds"):
+        order_claims([tmp_path / "bare"])
