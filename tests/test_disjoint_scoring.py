@@ -181,6 +181,9 @@ def test_multitask_sweep_runs_every_selection_on_the_fine_tuned_model(
         rows = {k: v for k, v in same.table.rows.items() if k != "Deactivate-General"}
         assert rows == mine.table.rows and same.table.matrix == mine.table.matrix
         assert same.nll.matrix == mine.nll.matrix  # (the sweep also turns the general set off)
+        scores = result.sweep.meta["scores"]  # detect/'s scores of this model, not made again
+        assert {s["origin"] for s in scores.values()} == {"loaded"}
+        assert all(s["path"].startswith("../detect/") for s in scores.values())
         for cell in ("topk-k20", "specific-k20"):
             record = json.loads((folder / "sweep" / cell / "deactivate_config.json").read_text())
             assert all(s["tuned_overlap"] == 0 for s in record["neuron_sets"].values())

@@ -180,10 +180,7 @@ def multitask(file, sizes, shape) -> StageWork:
         scoring_job(s, attr.n_examples, attr.batch_size, attr.checkpointing) for s in sizes
     ]
     work.jobs += _deactivation(sizes, cfg.deactivate, 1, int(_has_general(cfg.detect.selection)))
-    if cfg.sweep is not None:  # scored once more into sweep/, then every cell
-        work.jobs += [
-            scoring_job(s, attr.n_examples, attr.batch_size, attr.checkpointing) for s in sizes
-        ]
+    if cfg.sweep is not None:  # every cell, from the scores detect/ made
         cells = len(cfg.sweep.k) * len(cfg.sweep.selections)
         general = len(cfg.sweep.k) * sum(
             _has_general(c) for c in cfg.sweep.cells(cfg.detect.selection)

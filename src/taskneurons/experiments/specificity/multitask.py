@@ -135,9 +135,9 @@ def multitask_experiment(
     sweep = None
     if config.sweep is not None:  # with this section's detect and deactivate settings
         sections = {**ctx.config.sections, "detect": config.detect, "deactivate": config.deactivate}
-        swept = dataclasses.replace(
-            on_tuned, config=dataclasses.replace(ctx.config, sections=sections)
-        )
+        settings = dataclasses.replace(ctx.config, sections=sections, neurons=None)
+        # the scores detect/ just made on this model with these settings: not scored again
+        swept = dataclasses.replace(on_tuned, config=settings, detect_dir=out / "detect")
         sweep = selection_sweep(swept, config.sweep, out / "sweep")
     meta = provenance(config=config.to_dict(), model=model_fingerprint(tuned), base_model=base)
     result = MultitaskResult(summary, sets, table, out, meta, sweep)
