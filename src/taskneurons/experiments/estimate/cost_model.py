@@ -10,6 +10,10 @@ Peak memory of a job, in the model's dtype (``b`` bytes per value):
   backward (:meth:`ModelShape.act_values`); with checkpointing (``attribution.checkpointing``,
   ``train.checkpointing``) each layer's input only, plus one layer's activations during its
   recomputation, and the job runs at ``CHECKPOINT_SLOWDOWN`` of the plain rate;
+* training keeps the LM head's float32 logits at every position (``vocab`` values per token:
+  ``benchmarks/activation_memory.py`` measured 1.14x the per-token activation model without
+  them, 1434 KiB against 1260 KiB, the difference one float32 vocabulary row of 192 KiB);
+  attribution runs the head at the answer positions only;
 * training adds ``16`` bytes per trainable scalar (float32 value, gradient, two AdamW moments;
   full fine-tuning: ``4 b`` per parameter: the gradient and two moments in the model's dtype);
 * evaluation: the KV cache (``2 x kv_dim`` values per token and layer) of one batch.
@@ -65,6 +69,8 @@ def job_peak(job: Job, shape: ModelShape, b: int) -> float:
     acts = job.batch_tokens * shape.n_layers * per_token  # every layer's, for the backward
     if job.checkpointing:  # each layer's input; one layer's activations while it reruns
         acts = job.batch_tokens * (shape.n_layers * shape.d_model * b + per_token)
+    if job.kind.startswith("train_"):  # the LM head's logits at every position, float32
+        acts += job.batch_tokens * shape.vocab * 4
     if job.kind in ("attribution", "train_neurons", "train_lora"):
         return acts + job.trainable * 16
     if job.kind == "train_full":

@@ -1,6 +1,6 @@
 """Each task's token lengths, for the cost model (imports torch: loaded by ``estimate`` only).
 
-The mean prompt and answer lengths of up to 64 examples of a task, tokenized with the model's
+The mean (and the longest) prompt and answer lengths of up to 64 examples of a task, tokenized with the model's
 tokenizer when one is on this machine (no download), else 4 characters per token.
 
 Example:
@@ -74,4 +74,5 @@ def task_size(task, tokenizer, prompt_config) -> TaskSize:
         max_new_default=default,
         answer_longest=float(max(answers, default=0)),
         exact_match=task.metric == "accuracy",
+        prompt_longest=float(max(prompts, default=0)),
     )

@@ -43,7 +43,9 @@ class Job:
 
 @dataclass
 class TaskSize:
-    """The sizes of one task that the cost depends on (token counts are means)."""
+    """The sizes of one task that the cost depends on (token counts are means, but for
+    ``answer_longest`` and ``prompt_longest``: a batch is padded to its longest row, so peak
+    memory is counted at the longest prompt; time at the mean)."""
 
     id: str
     kind: str
@@ -56,6 +58,12 @@ class TaskSize:
     max_new_default: int
     answer_longest: float = 0.0
     exact_match: bool = False
+    prompt_longest: float = 0.0
+
+    @property
+    def padded(self) -> float:
+        """Positions of the longest prompt + answer (a batch's padded length, for memory)."""
+        return max(self.prompt, self.prompt_longest) + max(self.answer, self.answer_longest)
 
 
 def _batches(n: int, batch_size: int) -> int:
@@ -66,7 +74,7 @@ def scoring_job(size: TaskSize, n: int | None, batch_size: int, ckpt: bool = Fal
     """Relevance scores of ``n`` train examples (``None``: all)."""
     n = size.n_train if n is None else min(n, size.n_train)
     length = size.prompt + size.answer
-    bt = min(n, batch_size) * length
+    bt = min(n, batch_size) * size.padded
     return Job("attribution", _batches(n, batch_size), n * length, length, bt, 0, ckpt)
 
 
@@ -102,14 +110,18 @@ def evaluation_jobs(
     rows = min(n, batch_size)
     if size.kind == "classification":  # prompt, then every label through the KV cache
         tokens = n * (size.prompt + size.n_labels * size.label_tokens)
-        return [Job("forward", b, tokens, size.prompt, rows * size.prompt)]
+        return [Job("forward", b, tokens, size.prompt, rows * _longest_prompt(size))]
     new = decode_steps(size, max_new if max_new is not None else size.max_new_default, decided)
     steps = b * new
     ctx = size.prompt + new / 2
     return [
-        Job("forward", b, n * size.prompt, size.prompt, rows * size.prompt),
-        Job("decode", steps, n * new, ctx, rows * (size.prompt + new)),
+        Job("forward", b, n * size.prompt, size.prompt, rows * _longest_prompt(size)),
+        Job("decode", steps, n * new, ctx, rows * (_longest_prompt(size) + new)),
     ]
+
+
+def _longest_prompt(size: TaskSize) -> float:
+    return max(size.prompt, size.prompt_longest)
 
 
 def training_job(sizes: list[TaskSize], n_train: int | None, train, trainable: int) -> Job:
@@ -121,7 +133,7 @@ def training_job(sizes: list[TaskSize], n_train: int | None, train, trainable: i
     steps = train.max_steps or math.ceil(n / step) * train.epochs
     micro = steps * train.grad_accum
     tokens = micro * train.batch_size * length
-    bt = train.batch_size * length
+    bt = train.batch_size * max(s.padded for s in sizes)
     ckpt = bool(getattr(train, "checkpointing", False))
     return Job(f"train_{train.method}", micro, tokens, length, bt, trainable, ckpt)
 
