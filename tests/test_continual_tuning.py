@@ -102,3 +102,33 @@ def test_choice_is_made_on_the_first_order_and_frozen(tok, tmp_path):
     with pytest.raises(ValueError, match="chosen with other settings"):
         continual_suite(RunContext.of(tiny_model("llama"), tok, tasks, progress=False),
                         changed, tmp_path / "order3")  # fmt: skip
+
+
+def test_a_grid_and_suite_resume_from_their_result_files_alone(tok, tmp_path, monkeypatch):
+    """What ``results/`` keeps between machines: every run's small result files, no
+    checkpoint, and (here) no choice file yet. Resuming trains nothing and makes the same
+    choice and the same rows."""
+    import shutil
+
+    from taskneurons.continual.strategies.seqft import SeqFT
+
+    tasks = [_task("a", ["cat", "dog"]), _task("b", ["red", "blue"])]
+    choice = tmp_path / "lr" / "lr_choice.json"
+    tune = TuneConfig(grid={"lr": [1e-3, 1e-2]}, n_val=6, choice_file=str(choice))
+    fields = dict(train=TRAIN, single_train=TRAIN.replace(method="full"), eval=EVAL, n_train=8)
+    suite = ContinualSuiteConfig(methods=["seqft"], n_test=4, seeds=[0, 1], tune=tune, **fields)
+    first = continual_suite(
+        RunContext.of(tiny_model("llama"), tok, tasks, progress=False), suite, tmp_path / "o"
+    )
+    saved = json.loads(choice.read_text())
+    choice.unlink()
+    for folder in list(tmp_path.rglob("checkpoint")):
+        shutil.rmtree(folder)
+    trained = []
+    real = SeqFT.train_task
+    monkeypatch.setattr(SeqFT, "train_task", lambda *a, **k: trained.append(1) or real(*a, **k))
+    ctx = RunContext.of(tiny_model("llama"), tok, tasks, progress=False, resume=True)
+    again = continual_suite(ctx, suite, tmp_path / "o")
+    assert trained == []
+    assert json.loads(choice.read_text())["methods"] == saved["methods"]
+    assert again.rows() == first.rows()
