@@ -99,14 +99,14 @@ def _recorded(choice_file: str | None) -> set[str]:
     return set(json.loads(path.read_text(encoding="utf-8")).get("methods", {}))
 
 
-def _tuning(cfg, by_id: dict[str, TaskSize], shape) -> tuple[list[Job], str]:
-    """Every candidate of every method's grid not yet chosen, with the validation references."""
+def tuning_runs(cfg, by_id: dict[str, TaskSize], shape) -> tuple[list, list[Job]]:
+    """``([(label, values, jobs)] of every grid candidate not yet chosen, the validation
+    references' jobs)`` of the suite config ``cfg`` (its ``tune`` section)."""
     tune = cfg.tune
     labels, done = cfg.labels(), _recorded(tune.choice_file)
     order_ids = tune.order or cfg.order or [t for t in by_id if t not in (cfg.held_out or [])]
     val = _validation([by_id[t] for t in order_ids], tune.n_val)
-    jobs: list[Job] = []
-    runs = 0
+    runs, base = [], None
     for label, run in cfg.runs():
         if tuning_label(label, labels) != label or label in done:
             continue
@@ -115,14 +115,21 @@ def _tuning(cfg, by_id: dict[str, TaskSize], shape) -> tuple[list[Job], str]:
             held_out=None,
         )  # fmt: skip
         for values in candidates(tune, label):
-            jobs += _run_jobs(
-                label, base.replace(train=base.train.replace(**values)), val, [], shape
-            )
-            runs += 1
-    if runs:
-        jobs += _references(base, val, [], shape)
-    held = f"{len(done)} methods' choices read from {tune.choice_file}; " if done else ""
-    return jobs, f"lr grid: {held}{runs} candidate runs of the tuning order on the validation split"
+            cand = base.replace(train=base.train.replace(**values))
+            runs.append((label, values, _run_jobs(label, cand, val, [], shape)))
+    return runs, (_references(base, val, [], shape) if base is not None else [])
+
+
+def _tuning(cfg, by_id: dict[str, TaskSize], shape) -> tuple[list[Job], str]:
+    """Every candidate of every method's grid not yet chosen, with the validation references."""
+    runs, refs = tuning_runs(cfg, by_id, shape)
+    done = _recorded(cfg.tune.choice_file)
+    jobs = [j for _, _, run_jobs in runs for j in run_jobs] + refs
+    held = f"{len(done)} methods' choices read from {cfg.tune.choice_file}; " if done else ""
+    return (
+        jobs,
+        f"lr grid: {held}{len(runs)} candidate runs of the tuning order on the validation split",
+    )
 
 
 def continual_jobs(file, sizes: list[TaskSize], shape) -> tuple[list[Job], list[str]]:
