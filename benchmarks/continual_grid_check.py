@@ -43,11 +43,11 @@ def main(argv: list[str] | None = None) -> None:
     dev = device("cpu")
     # every candidate, chosen or not: price the grid as if no choice were recorded yet
     fresh = cfg.replace(tune=cfg.tune.replace(choice_file=None))
-    runs, refs = tuning_runs(fresh, {s.id: s for s in est.sizes}, est.shape)
+    runs, refs = tuning_runs(fresh, {s.id: s for s in est.sizes}, est.shape, Path(config.out))
     minutes = lambda jobs: sum(job_seconds(j, est.shape, dev, 4) for j in jobs) / 60  # noqa: E731
     grid = Path(cfg.tune.choice_file).parent / "tune"
     done = []
-    for label, values, jobs in runs:
+    for label, values, jobs, _ in runs:
         path = grid / label / _tag(values) / "continual_config.json"
         if path.is_file():
             done.append((_created(path), label, values, minutes(jobs)))

@@ -157,6 +157,24 @@ def test_continual_counts_seeds_references_and_the_lr_grid(tmp_path):
     chosen = stage_work("continual", ExperimentFile.from_dict(spec), sizes, smol)
     assert sum(count(chosen, "forward")) == sum(count(tuned, "forward")) - 2 * 3 * 2
     assert len(count(chosen, "train_full")) == 6 + 2
+    # what a resumed run reads back is not counted: a finished grid candidate (its scoring
+    # and vectors), and with resume a finished (seed, method) run (seqft's 2 trainings, 5
+    # evaluations of 3 batches)
+    finished = tmp_path / "tune" / "wncft" / "lr=0.0001"
+    finished.mkdir(parents=True)
+    (finished / "result.json").write_text("{}")
+    left = stage_work("continual", ExperimentFile.from_dict(spec), sizes, smol)
+    assert sum(count(left, "forward")) == sum(count(chosen, "forward")) - (3 * 2 + 2 * 2)
+    spec["out"] = str(tmp_path / "run")
+    (tmp_path / "run" / "seed0" / "seqft").mkdir(parents=True)
+    (tmp_path / "run" / "seed0" / "seqft" / "result.json").write_text("{}")
+    fresh = stage_work("continual", ExperimentFile.from_dict(spec), sizes, smol)
+    assert sum(count(fresh, "forward")) == sum(count(left, "forward"))  # no resume: runs again
+    resumed = stage_work(
+        "continual", ExperimentFile.from_dict({**spec, "resume": True}), sizes, smol
+    )
+    assert sum(count(resumed, "forward")) == sum(count(left, "forward")) - 5 * 3
+    assert len(count(resumed, "train_full")) == len(count(left, "train_full")) - 2
 
 
 def test_exact_match_generation_counts_steps_until_answers_are_decided():

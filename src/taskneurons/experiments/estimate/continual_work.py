@@ -99,11 +99,18 @@ def _recorded(choice_file: str | None) -> set[str]:
     return set(json.loads(path.read_text(encoding="utf-8")).get("methods", {}))
 
 
-def tuning_runs(cfg, by_id: dict[str, TaskSize], shape) -> tuple[list, list[Job]]:
-    """``([(label, values, jobs)] of every grid candidate not yet chosen, the validation
-    references' jobs)`` of the suite config ``cfg`` (its ``tune`` section)."""
+def _finished(folder: Path) -> bool:
+    """Whether a continual run in ``folder`` finished (it is read back, not run again)."""
+    return (folder / "result.json").is_file()
+
+
+def tuning_runs(cfg, by_id: dict[str, TaskSize], shape, out: Path) -> tuple[list, list[Job]]:
+    """``([(label, values, jobs, finished)] of every grid candidate not yet chosen, the
+    validation references' jobs)`` of the suite config ``cfg`` (its ``tune`` section) run in
+    ``out``; ``finished``: the candidate's folder holds its result (a resumed grid reads it)."""
     tune = cfg.tune
     labels, done = cfg.labels(), _recorded(tune.choice_file)
+    grid = (Path(tune.choice_file).parent if tune.choice_file else out) / "tune"
     order_ids = tune.order or cfg.order or [t for t in by_id if t not in (cfg.held_out or [])]
     val = _validation([by_id[t] for t in order_ids], tune.n_val)
     runs, base = [], None
@@ -116,20 +123,35 @@ def tuning_runs(cfg, by_id: dict[str, TaskSize], shape) -> tuple[list, list[Job]
         )  # fmt: skip
         for values in candidates(tune, label):
             cand = base.replace(train=base.train.replace(**values))
-            runs.append((label, values, _run_jobs(label, cand, val, [], shape)))
+            tag = ",".join(f"{k}={v}" for k, v in values.items())
+            jobs = _run_jobs(label, cand, val, [], shape)
+            runs.append((label, values, jobs, _finished(grid / label / tag)))
     return runs, (_references(base, val, [], shape) if base is not None else [])
 
 
-def _tuning(cfg, by_id: dict[str, TaskSize], shape) -> tuple[list[Job], str]:
-    """Every candidate of every method's grid not yet chosen, with the validation references."""
-    runs, refs = tuning_runs(cfg, by_id, shape)
+def _tuning(cfg, by_id: dict[str, TaskSize], shape, out: Path) -> tuple[list[Job], str]:
+    """The grid's candidates still to run, with the validation references."""
+    runs, refs = tuning_runs(cfg, by_id, shape, out)
+    left = [jobs for _, _, jobs, finished in runs if not finished]
     done = _recorded(cfg.tune.choice_file)
-    jobs = [j for _, _, run_jobs in runs for j in run_jobs] + refs
     held = f"{len(done)} methods' choices read from {cfg.tune.choice_file}; " if done else ""
-    return (
-        jobs,
-        f"lr grid: {held}{len(runs)} candidate runs of the tuning order on the validation split",
-    )
+    finished = f" ({len(runs) - len(left)} finished: read back)" if len(left) < len(runs) else ""
+    note = f"lr grid: {held}{len(runs)} candidate runs on the validation split{finished}"
+    return [j for jobs in left for j in jobs] + (refs if left else []), note
+
+
+def _suite_runs(cfg, out: Path, resume: bool) -> tuple[list[tuple[str, Any]], int]:
+    """Each seed's runs still to do (``resume``: a finished one is read back) and the count
+    of finished ones."""
+    roots = [out / f"seed{s}" for s in cfg.seeds] if cfg.seeds else [out]
+    todo, finished = [], 0
+    for root in roots:
+        for label, run in cfg.runs():
+            if resume and _finished(root / label):
+                finished += 1
+            else:
+                todo.append((label, run))
+    return todo, finished
 
 
 def continual_jobs(file, sizes: list[TaskSize], shape) -> tuple[list[Job], list[str]]:
@@ -138,19 +160,22 @@ def continual_jobs(file, sizes: list[TaskSize], shape) -> tuple[list[Job], list[
     by_id = {s.id: s for s in sizes}
     held = [by_id[t] for t in cfg.held_out or []]
     order = [by_id[t] for t in cfg.order or [s.id for s in sizes if s not in held]]
+    out = Path(file.out)
     runs = cfg.runs()
     seeds = len(cfg.seeds or [cfg.seed])
     jobs = _references(runs[0][1], order, held, shape)
-    for _ in range(seeds):
-        for label, run in runs:
-            jobs += _run_jobs(label, run, order, held, shape)
+    todo, finished = _suite_runs(cfg, out, bool(file.resume))
+    for label, run in todo:
+        jobs += _run_jobs(label, run, order, held, shape)
     notes = [
         f"{seeds} seed(s) x {len(runs)} runs; references once (shared cache; counted even when "
         "cached); pertask counted as training every stage",
         "W-NCFT inferred's per-example features and EPI's routing forwards are not counted",
     ]
+    if finished:
+        notes.append(f"{finished} finished (seed, method) runs in {out}: read back (resume)")
     if cfg.tune is not None:
-        tune_jobs, note = _tuning(cfg, by_id, shape)
+        tune_jobs, note = _tuning(cfg, by_id, shape, out)
         jobs += tune_jobs
         notes.append(note)
     return jobs, notes
