@@ -132,3 +132,30 @@ def test_a_grid_and_suite_resume_from_their_result_files_alone(tok, tmp_path, mo
     assert trained == []
     assert json.loads(choice.read_text())["methods"] == saved["methods"]
     assert again.rows() == first.rows()
+
+
+def test_every_method_is_recorded_with_the_base_model_it_was_tuned_on(tok, tmp_path):
+    """A method tuned after another (whose last candidate left the model trained, adapters
+    attached) records the base model's identity, so a later run on a fresh model reads the
+    choice back instead of refusing it."""
+    from taskneurons.provenance import model_fingerprint
+    from taskneurons.store.settings import model_identity
+
+    tasks = [_task("a", ["cat", "dog"]), _task("b", ["red", "blue"])]
+    choice = tmp_path / "lr" / "lr_choice.json"
+    tune = TuneConfig(grid={"lr": [1e-2]}, order=["a", "b"], n_val=6, choice_file=str(choice))
+    fields = dict(train=TRAIN, single_train=TRAIN.replace(method="full"), eval=EVAL, n_train=8)
+    methods = ["seqlora", "seqft", "olora"]
+    suite = ContinualSuiteConfig(methods=methods, n_test=4, tune=tune, **fields)
+    base = model_identity(model_fingerprint(tiny_model("llama")))
+    continual_suite(RunContext.of(tiny_model("llama"), tok, tasks, progress=False), suite,
+                    tmp_path / "o1")  # fmt: skip
+    saved = json.loads(choice.read_text())["methods"]
+    assert {label: saved[label]["record"]["model"] for label in methods} == dict.fromkeys(
+        methods, base
+    )
+    mtime = choice.stat().st_mtime_ns
+    other = suite.replace(order=["b", "a"])
+    continual_suite(RunContext.of(tiny_model("llama"), tok, tasks, progress=False), other,
+                    tmp_path / "o2")  # fmt: skip
+    assert choice.stat().st_mtime_ns == mtime

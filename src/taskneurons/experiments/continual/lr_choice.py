@@ -128,6 +128,7 @@ def tune_methods(ctx: Any, config: Any, out: Path) -> dict[str, dict[str, Any]]:
         if tuning_label(label, labels) != label:
             continue
         base = tuning_config(cfg, tune)
+        initial.restore(ctx.model)  # the base model, not the one the last candidate left
         record = tuning_record(base, tune, ctx.model, ctx.tasks)
         if label in methods:
             if methods[label]["record"] != record:
