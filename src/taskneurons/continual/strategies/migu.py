@@ -4,8 +4,9 @@ Every optimizer step updates only the output units (rows of ``W``, entries of th
 each linear layer (``nn.Linear``; GPT-2's ``Conv1D``) whose outputs on the step's batch have
 the largest L1 magnitude: forward
 hooks sum ``|y|`` per output unit over the step's examples and their tokens (``[out]`` per
-layer, all micro-batches of the step; padded positions left out by the ``attention_mask`` the
-model is called with), and a ``before_step`` hook of the
+layer, all micro-batches of the step; each example's real tokens up to its last position that
+predicts a loss token, so the sums do not depend on how the step is cut into micro-batches or
+padded), and a ``before_step`` hook of the
 one training loop (:class:`~taskneurons.training.loop.TrainOptions`) keeps the gradients of
 the top ``fraction`` of each layer's units (``ceil(fraction * out)``, at least one) and zeroes
 the rest before clipping and the optimizer step. The trained tensors are the weights and
@@ -14,7 +15,9 @@ biases of the model's linear layers but the LM head; embeddings and norms stay f
 A unit left out of a step gets a zero gradient in that step. With SGD (no momentum, no weight
 decay) it is then unchanged by that step; with AdamW the moments of earlier steps still move
 it a little (as in MIGU's own code, which masks gradients the same way). Under several
-processes each process would select from its own micro-batches' magnitudes; run it on one.
+processes (``torchrun``, ``accelerate launch``) the magnitudes are summed across them before
+the selection (one ``all_reduce`` per step), so each step keeps the units one process would
+keep on the whole step's batch.
 
 Example:
     >>> method = MIGU(model, tok, MethodConfig.make("migu", fraction=0.3), TrainConfig())  # doctest: +SKIP
@@ -29,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
@@ -92,7 +96,16 @@ class MagnitudeMask:
         self._handles = []
 
     def _read_mask(self, _module: nn.Module, _args: Any, kwargs: dict) -> None:
-        self._mask = kwargs.get("attention_mask")
+        """The positions counted: real tokens up to each example's last position that predicts
+        a loss token (``logits_to_keep`` as :func:`~taskneurons.losses.per_example_loss`
+        passes it), the positions the example's forward alone covers, whatever batch it is in."""
+        mask = kwargs.get("attention_mask")  # [b, pos]
+        keep = kwargs.get("logits_to_keep")  # [b, pos] bool, or an int (no per-example mask)
+        if mask is not None and isinstance(keep, torch.Tensor) and keep.shape == mask.shape:
+            pos = torch.arange(keep.shape[1], device=keep.device)  # [pos]
+            last = torch.where(keep.bool(), pos, -1).amax(1, keepdim=True)  # [b, 1]
+            mask = mask.bool() & (pos <= last)  # [b, pos]
+        self._mask = mask
 
     def _adder(self, name: str):
         def hook(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
@@ -105,11 +118,27 @@ class MagnitudeMask:
 
         return hook
 
+    def summed(self) -> dict[str, torch.Tensor]:
+        """The step's ``|output|`` sums, added across processes when several run (every
+        layer, zeros where this process saw no example: every process joins the sum)."""
+        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return self.sums
+        device = next(iter(self.layers.values())).weight.device
+        sizes = [layer.weight.shape[_unit_axis(layer)] for layer in self.layers.values()]
+        parts = [
+            self.sums.get(name, torch.zeros(n, device=device)).to(device)
+            for name, n in zip(self.layers, sizes, strict=True)
+        ]
+        flat = torch.cat(parts)  # [sum of out]
+        dist.all_reduce(flat)
+        return dict(zip(self.layers, flat.split(sizes), strict=True))
+
     def before_step(self) -> None:
         """Zero the gradients of every unit outside its layer's top ``fraction``; reset."""
         kept = total = 0
+        step_sums = self.summed()
         for name, layer in self.layers.items():
-            sums = self.sums.get(name)
+            sums = step_sums.get(name)
             if sums is None or layer.weight.grad is None:
                 continue
             n = sums.numel()
