@@ -7,7 +7,8 @@ candidates' ``continual_config.json`` (``created``: when each finished; the cand
 after another, so a candidate's time is the gap to the one before; the first one's gap runs
 from the run's start, ``run_settings.json``, and includes the validation references).
 Candidates that finished in another sitting than the one before them are marked (gap over 2x
-the prediction plus an hour: not a measurement).
+the prediction plus an hour: not a measurement), as is the first one once a later sitting
+resumed the run (``run_settings.json`` is rewritten then: a negative gap).
 
     python benchmarks/continual_grid_check.py experiments/continual-fair-order1-smollm2-cpu.yaml
 """
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
         measured = (created - previous).total_seconds() / 60
         previous = created
         note = " (+ references)" if i == 0 else ""
-        if measured > 2 * predicted + 60:
+        if measured < 0 or measured > 2 * predicted + 60:
             print(f"| {label} | {_tag(values)}{note} | {predicted:.1f} | another sitting | |")
             continue
         ratio = measured / predicted
