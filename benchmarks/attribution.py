@@ -134,7 +134,7 @@ def run_method(args) -> dict:
         elif args.method == "naive-frozen":
             scores = _naive_frozen(model, space, batches)
         else:
-            scores = _captum(model, space, batches)
+            scores = captum_scores(model, space, batches)
         seconds = time.perf_counter() - t0
     torch.save(scores, Path(args.json).with_suffix(".pt"))
     return {
@@ -205,8 +205,11 @@ def _naive_frozen(model, space, batches):
     return (sums / n).float()
 
 
-def _captum(model, space, batches):
-    """captum's LayerGradientXActivation at every down_proj input, parameters frozen."""
+def captum_scores(model, space, batches):
+    """captum's LayerGradientXActivation at every down_proj input, parameters frozen.
+
+    The batches on the model's device; the scores float32 ``[layers, d_ff]`` on the CPU (also
+    ``benchmarks/gpu.py``'s captum row)."""
     import torch
     from captum.attr import LayerGradientXActivation
 
@@ -235,7 +238,7 @@ def _captum(model, space, batches):
             mask = batch["attention_mask"][:, :width, None]  # [batch, width, 1]
             for i, a in enumerate(attrs):
                 a = a[0] if isinstance(a, tuple) else a  # [batch, width, d_ff]
-                sums[i] += (a.detach().double() * mask).sum(1).abs().sum(0)
+                sums[i] += (a.detach().double() * mask).sum(1).abs().sum(0).cpu()
             n += batch["input_ids"].shape[0]
     return (sums / n).float()
 

@@ -4,8 +4,10 @@ On a Llama-2-7b-shaped model with random weights in bf16 (batch 8 x 512 by defau
 GPU, in well under 8 minutes:
 
 * attribution tok/s and peak memory: ours (``relevance_scores``), ours with activation
-  checkpointing, and the naive reference with parameter gradients
-  (``reference_relevance_scores``); captum (frozen) is in ``benchmarks/attribution.py`` only;
+  checkpointing, captum's ``LayerGradientXActivation`` with every parameter frozen (as in
+  ``benchmarks/attribution.py``, ``captum_scores``; the row says so when captum is not
+  installed), and the naive reference with parameter gradients
+  (``reference_relevance_scores``);
 * one training step (forward, backward, AdamW) of a NeuronDelta on 10 % of the ``ffn``
   neurons, of the same neurons by the masked step, of LoRA r 8, of full fine-tuning: seconds
   and peak memory (``OOM`` when it does not fit);
@@ -115,11 +117,13 @@ def attribution_rows(model, dev, batches) -> list[tuple[str, float, float]]:
     tokens = sum(int(b["attention_mask"].sum()) for b in batches)
     space = NeuronSpace(model, "ffn")
     plain, ckpt = AttributionConfig(), AttributionConfig(checkpointing=True)
+    on_device = [{k: v.to(dev) for k, v in b.items()} for b in batches]
     methods = {
         "ours": lambda: relevance_scores(model, batches, space, config=plain, progress=False),
         "ours + checkpointing": lambda: relevance_scores(
             model, batches, space, config=ckpt, progress=False
         ),
+        "captum (frozen)": lambda: _captum(model, space, on_device),
         "naive (parameter gradients)": lambda: reference_relevance_scores(model, batches, space),
     }
     rows = []
@@ -128,12 +132,22 @@ def attribution_rows(model, dev, batches) -> list[tuple[str, float, float]]:
     return rows
 
 
+def _captum(model, space, batches):
+    from attribution import captum_scores  # benchmarks/attribution.py: needs captum
+
+    return captum_scores(model, space, batches)
+
+
 def _guarded(name: str, run, tokens: float) -> tuple[str, float, float]:
+    """``(name, per second, peak GiB)``; nan for both when it ran out of memory or its
+    library (captum) is not installed (the row's name says which)."""
     try:
         seconds, gib = run()
     except torch.OutOfMemoryError:
         torch.cuda.empty_cache()
         return (name, float("nan"), float("nan"))
+    except ModuleNotFoundError as err:
+        return (f"{name}: {err.name} not installed", float("nan"), float("nan"))
     return (name, tokens / seconds, gib)
 
 

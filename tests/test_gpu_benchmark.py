@@ -22,7 +22,8 @@ def test_gpu_benchmark_dry_run():
                          capture_output=True, text=True, timeout=600)  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
     out = res.stdout
-    rows = ["ours", "ours + checkpointing", "naive (parameter gradients)", "neurons (delta)",
+    rows = ["ours", "ours + checkpointing", "captum (frozen)", "naive (parameter gradients)",
+            "neurons (delta)",
             "neurons (masked step)", "lora r 8", "full", "forward (label scoring)",
             "greedy generation"]  # fmt: skip
     for row in rows:
