@@ -8,6 +8,7 @@ size cut to a few examples; everything else (tasks, groups, methods, k) as in th
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 ROOT = Path(__file__).resolve().parents[1]
 FILES = sorted((ROOT / "experiments").glob("*paper-scale*.yaml"))
+SCRIPT = ROOT / "scripts" / "estimate_headers.py"
 #: per first stage: the size overrides that make it run in seconds
 SMALL = {
     "detect": ["detect.attribution.n_examples=2"],
@@ -52,6 +54,19 @@ def test_valid_with_estimate_header(path):
     assert model_shape(config.model).n_params > 6e9
     head = path.read_text().split("\n# PAPER.md")[0]
     assert "taskneurons estimate" in head and "| **total** |" in head
+
+
+def test_headers_and_readme_tables_are_what_estimate_gives_now():
+    """``scripts/estimate_headers.py check``: every header and README table as ``estimate``
+    prints it today (a cost-model change must be followed by ``... write``)."""
+    spec = importlib.util.spec_from_file_location("estimate_headers", SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main(["check"]) == 0
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    for path in FILES:  # the README shows each file's total as the header does
+        total = path.read_text().split("| **total** |")[1].split("\n")[0]
+        assert f"| **total** |{total}" in text, path.name
 
 
 @pytest.fixture(scope="module")
