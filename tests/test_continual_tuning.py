@@ -159,3 +159,41 @@ def test_every_method_is_recorded_with_the_base_model_it_was_tuned_on(tok, tmp_p
     continual_suite(RunContext.of(tiny_model("llama"), tok, tasks, progress=False), other,
                     tmp_path / "o2")  # fmt: skip
     assert choice.stat().st_mtime_ns == mtime
+
+
+def test_tune_only_runs_the_grid_and_nothing_on_the_test_split(tok, tmp_path, monkeypatch):
+    """``tune.only``: every candidate runs on the validation split, the choice is written, no
+    run touches the test split (no test example is scored); the stage's suite is each method's
+    chosen candidate; a later run without ``only`` reads the same choice back."""
+    from taskneurons.experiments.continual import method_run
+    from taskneurons.experiments.continual.seeds import run_continual
+
+    tasks = [_task("a", ["cat", "dog"]), _task("b", ["red", "blue"])]
+    choice = tmp_path / "lr" / "lr_choice.json"
+    tune = TuneConfig(grid={"lr": [1e-3, 1e-2]}, n_val=6, choice_file=str(choice), only=True)
+    fields = dict(train=TRAIN, single_train=TRAIN.replace(method="full"), eval=EVAL, n_train=8)
+    suite = ContinualSuiteConfig(methods=["seqft", "ncft"], n_test=4, seeds=[0, 1], tune=tune,
+                                 **fields)  # fmt: skip
+    scored = []
+    real = method_run.scored_examples
+    monkeypatch.setattr(method_run, "scored_examples",
+                        lambda cfg, *a: scored.append(cfg.score_on) or real(cfg, *a))  # fmt: skip
+    ctx = RunContext.of(tiny_model("llama"), tok, tasks, progress=False)
+    res = run_continual(ctx, suite, tmp_path / "o")
+    assert scored and set(scored) == {"validation"}  # 2 methods x 2 candidates, no test run
+    saved = json.loads(choice.read_text())["methods"]
+    assert set(res.results) == {"seqft", "ncft"}
+    for label in ("seqft", "ncft"):  # the suite's row: the chosen candidate's validation CL
+        rows, pick = saved[label]["rows"], saved[label]["choice"]
+        assert pick == choose(rows)
+        chosen_score = next(r["score"] for r in rows if r["values"] == pick)
+        assert res.results[label].metrics["cl"] == pytest.approx(chosen_score)
+    assert not (tmp_path / "o" / "seed0").exists()
+    scored.clear()
+    full = suite.replace(tune=tune.replace(only=False), seeds=None)
+    again = run_continual(RunContext.of(tiny_model("llama"), tok, tasks, progress=False), full,
+                          tmp_path / "full")  # fmt: skip
+    assert set(scored) == {"test"}  # the choice read back: no candidate runs again
+    for label in ("seqft", "ncft"):
+        lr = again.results[label].meta["config"]["train"]["lr"]
+        assert lr == saved[label]["choice"]["lr"]

@@ -98,7 +98,7 @@ def tuning_config(cfg: Any, tune: TuneConfig) -> Any:
 def tuning_record(cfg: Any, tune: TuneConfig, model: Any, tasks: Sequence[Any]) -> dict:
     """What must match for a recorded choice to be reused: the tuned config (candidate values
     aside), the grid and rule, the base model and the train examples of the tasks."""
-    spec = {k: v for k, v in tune.to_dict().items() if k != "choice_file"}
+    spec = {k: v for k, v in tune.to_dict().items() if k not in ("choice_file", "only")}
     ids = set(cfg.order or [t.id for t in tasks])
     return normal(
         {
@@ -143,7 +143,7 @@ def tune_methods(ctx: Any, config: Any, out: Path) -> dict[str, dict[str, Any]]:
             initial.restore(ctx.model)
             run = base.replace(train=base.train.replace(**values))
             run = run.replace(reference_cache=str(path.parent / "tune" / "reference_cache.json"))
-            folder = path.parent / "tune" / label / _tag(values)
+            folder = candidate_folder(tune, out, label, values)
             res = continual_experiment(
                 ctx.model, ctx.tokenizer, ctx.tasks, run, folder, resume=True,
                 progress=ctx.progress,
@@ -153,6 +153,12 @@ def tune_methods(ctx: Any, config: Any, out: Path) -> dict[str, dict[str, Any]]:
         write_choices(path, methods, tune)
     initial.restore(ctx.model)
     return {label: methods[tuning_label(label, labels)]["choice"] for label in labels}
+
+
+def candidate_folder(tune: TuneConfig, out: Path, label: str, values: dict[str, Any]) -> Path:
+    """Where the grid candidate ``values`` of run label ``label`` runs (and is read back)."""
+    path = Path(tune.choice_file) if tune.choice_file else out / CHOICE_FILE
+    return path.parent / "tune" / label / _tag(values)
 
 
 def _tag(values: dict[str, Any]) -> str:

@@ -37,9 +37,10 @@ from taskneurons.analysis.continual_metrics import bwt_half_width, cl_half_width
 from taskneurons.analysis.seed_pairs import paired_tests, seed_interval
 from taskneurons.experiments.continual.continual_result import ContinualResult
 from taskneurons.experiments.continual.continual_stage import ContinualSuiteConfig
-from taskneurons.experiments.continual.lr_choice import tune_methods
+from taskneurons.experiments.continual.lr_choice import candidate_folder, tune_methods
 from taskneurons.experiments.continual.method_run import continual_metrics
 from taskneurons.experiments.continual.suite import ContinualSuiteResult, continual_suite
+from taskneurons.experiments.continual.tune_config import tuning_label
 from taskneurons.experiments.run_context import RunContext
 from taskneurons.provenance import provenance
 from taskneurons.report.plots import line_plot
@@ -52,7 +53,10 @@ Z95 = 1.959963984540054
 def run_continual(
     ctx: RunContext, config: ContinualSuiteConfig, out_dir: str | os.PathLike
 ) -> ContinualSuiteResult:
-    """The ``continual`` stage: one suite, or (with ``seeds``) :func:`continual_seeds`."""
+    """The ``continual`` stage: one suite, or (with ``seeds``) :func:`continual_seeds`, or
+    (``tune.only``) :func:`tuned_suite`."""
+    if config.tune is not None and config.tune.only:
+        return tuned_suite(ctx, config, out_dir)
     if config.seeds:
         return continual_seeds(ctx, config, out_dir)
     return continual_suite(ctx, config, out_dir)
@@ -81,6 +85,30 @@ def continual_seeds(
     mean.save()
     write_seed_tables(per_seed, config.n_test, out)
     return mean
+
+
+def tuned_suite(
+    ctx: RunContext, config: ContinualSuiteConfig, out_dir: str | os.PathLike
+) -> ContinualSuiteResult:
+    """``tune.only``: run the grid and write the choice; the suite of each tuned method's
+    chosen candidate (its run on the validation split, read back from its folder), no run on
+    the test split.
+
+    Example:
+        >>> suite = tuned_suite(ctx, config, "runs/grid")  # doctest: +SKIP
+        >>> suite.results["seqlora"].metrics["cl"]  # its mean validation score  # doctest: +SKIP
+        59.0
+    """
+    out = Path(out_dir)
+    chosen = tune_methods(ctx, config, out)
+    labels = config.labels()
+    meta = provenance(config=config.to_dict(), chosen_train=chosen, scored_on="validation")
+    suite = ContinualSuiteResult(out_dir=out, meta=meta)
+    for label in dict.fromkeys(tuning_label(lab, labels) for lab in labels):
+        folder = candidate_folder(config.tune, out, label, chosen[label])
+        suite.results[label] = ContinualResult.load(folder)
+    suite.save()
+    return suite
 
 
 def _mean_result(runs: list[ContinualResult], out: Path) -> ContinualResult:

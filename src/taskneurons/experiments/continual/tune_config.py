@@ -44,6 +44,9 @@ class TuneConfig(Config):
         n_val: validation examples per task.
         choice_file: where the choice is written and read back (``None``:
             ``<out>/lr_choice.json``); name one file in every order's experiment file.
+        only: run the grid, write the choice and stop: no run on the test split (the stage's
+            tables are each method's chosen candidate, scored on the validation split). Not
+            part of the choice's record: a later run with ``only: false`` reads it back.
     """
 
     grid: dict[str, list[Any]] = field(default_factory=lambda: {"lr": [1e-5, 1e-4, 1e-3]})
@@ -53,6 +56,7 @@ class TuneConfig(Config):
     order: list[str] | None = None
     n_val: int = 100
     choice_file: str | None = None
+    only: bool = False
 
     def validate(self) -> None:
         known = {f.name for f in dataclasses.fields(TrainConfig)} - {"method", "prompt"}

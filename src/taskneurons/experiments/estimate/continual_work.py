@@ -163,15 +163,20 @@ def continual_jobs(file, sizes: list[TaskSize], shape) -> tuple[list[Job], list[
     out = Path(file.out)
     runs = cfg.runs()
     seeds = len(cfg.seeds or [cfg.seed])
-    jobs = _references(runs[0][1], order, held, shape)
-    todo, finished = _suite_runs(cfg, out, bool(file.resume))
+    only = cfg.tune is not None and cfg.tune.only  # the grid alone: no run on the test split
+    jobs = [] if only else _references(runs[0][1], order, held, shape)
+    todo, finished = ([], 0) if only else _suite_runs(cfg, out, bool(file.resume))
     for label, run in todo:
         jobs += _run_jobs(label, run, order, held, shape)
-    notes = [
-        f"{seeds} seed(s) x {len(runs)} runs; references once (shared cache; counted even when "
-        "cached); pertask counted as training every stage",
-        "W-NCFT inferred's per-example features and EPI's routing forwards are not counted",
-    ]
+    notes = (
+        ["tune.only: the lr grid alone, no run on the test split"]
+        if only
+        else [
+            f"{seeds} seed(s) x {len(runs)} runs; references once (shared cache; counted even when "
+            "cached); pertask counted as training every stage",
+            "W-NCFT inferred's per-example features and EPI's routing forwards are not counted",
+        ]
+    )
     if finished:
         notes.append(f"{finished} finished (seed, method) runs in {out}: read back (resume)")
     if cfg.tune is not None:
