@@ -189,6 +189,7 @@ def test_tune_only_runs_the_grid_and_nothing_on_the_test_split(tok, tmp_path, mo
         chosen_score = next(r["score"] for r in rows if r["values"] == pick)
         assert res.results[label].metrics["cl"] == pytest.approx(chosen_score)
     assert not (tmp_path / "o" / "seed0").exists()
+    assert "scored on the validation split" in (tmp_path / "o" / "table5.md").read_text()
     scored.clear()
     full = suite.replace(tune=tune.replace(only=False), seeds=None)
     again = run_continual(RunContext.of(tiny_model("llama"), tok, tasks, progress=False), full,

@@ -115,6 +115,8 @@ class ContinualSuiteResult(StoredResult):
         """``table5.{md,csv,json}``, ``forgetting.png`` and ``suite.json``."""
         out = self.target(folder)
         title = "Continual learning: final score per task, CL, BWT, FWT (Table 5 layout)"
+        if self.meta.get("scored_on") == "validation":  # tune.only: the chosen candidates
+            title += ", scored on the validation split (tune.only: the grid's chosen values)"
         write_table(out / "table5", self.header(), self.rows(), meta=self.meta, title=title)
         series = {
             label: [float(v) for v in res.metrics["forgetting"]]
