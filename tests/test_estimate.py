@@ -177,6 +177,30 @@ def test_continual_counts_seeds_references_and_the_lr_grid(tmp_path):
     assert len(count(resumed, "train_full")) == len(count(left, "train_full")) - 2
 
 
+def test_tune_only_counts_the_grid_alone(tmp_path):
+    """``tune.only``: the grid's candidates and the validation references, no seed run and
+    no test-split reference (the same hand count as above: 2 lrs x (seqft, wncft))."""
+    smol = KNOWN_SHAPES["smollm2-135m"]
+    sizes = [_size(t) for t in "abc"]
+    spec = {
+        "experiment": "continual", "tasks": ["a", "b", "c"],
+        "continual": {
+            "order": ["a", "b"], "held_out": ["c"], "methods": ["seqft", "wncft", "wncft-inferred"],
+            "seeds": [0, 1], "n_train": 16, "n_test": 20, "eval": {"batch_size": 8},
+            "train": {"batch_size": 8, "epochs": 1}, "single_train": {"batch_size": 8, "epochs": 1},
+            "method": {"n_vector_samples": 16, "feature_batch_size": 8},
+            "tune": {"grid": {"lr": [1e-4, 1e-3]}, "n_val": 10, "only": True,
+                     "choice_file": str(tmp_path / "lr_choice.json")},
+        },
+    }  # fmt: skip
+    work = stage_work("continual", ExperimentFile.from_dict(spec), sizes, smol)
+    count = lambda kind: [j.n for j in work.jobs if j.kind == kind]  # noqa: E731
+    assert sum(count("forward")) == 4 * 3 * 2 + 2 * 2 * 2 + 2 * 2 * 2
+    assert len(count("train_full")) == 2 * 2 + 2  # seqft's candidates; the references once
+    assert len(count("train_neurons")) == 2 * 2  # wncft's candidates
+    assert any("tune.only" in note for note in work.notes)
+
+
 def test_exact_match_generation_counts_steps_until_answers_are_decided():
     """Rows stop once decided: a batch runs the longest gold answer's tokens + 1 steps (here
     4 + 1 = 5 of 12 allowed); without ``stop_when_decided``, or for ROUGE-L, all 12."""
