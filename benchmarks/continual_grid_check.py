@@ -20,6 +20,7 @@ import json
 from datetime import datetime
 from pathlib import Path
 
+from taskneurons.experiments.continual.tune_config import candidate_folder, candidate_tag
 from taskneurons.experiments.estimate.continual_work import tuning_runs
 from taskneurons.experiments.estimate.cost_model import job_seconds
 from taskneurons.experiments.estimate.devices import device
@@ -28,10 +29,6 @@ from taskneurons.experiments.estimate.plan import estimate, run_configs
 
 def _created(path: Path) -> datetime:
     return datetime.fromisoformat(json.loads(path.read_text(encoding="utf-8"))["created"])
-
-
-def _tag(values: dict) -> str:
-    return ",".join(f"{k}={v}" for k, v in values.items())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -46,10 +43,9 @@ def main(argv: list[str] | None = None) -> None:
     fresh = cfg.replace(tune=cfg.tune.replace(choice_file=None))
     runs, refs = tuning_runs(fresh, {s.id: s for s in est.sizes}, est.shape, Path(config.out))
     minutes = lambda jobs: sum(job_seconds(j, est.shape, dev, 4) for j in jobs) / 60  # noqa: E731
-    grid = Path(cfg.tune.choice_file).parent / "tune"
     done = []
     for label, values, jobs, _ in runs:
-        path = grid / label / _tag(values) / "continual_config.json"
+        path = candidate_folder(cfg.tune, Path(config.out), label, values) / "continual_config.json"
         if path.is_file():
             done.append((_created(path), label, values, minutes(jobs)))
     previous = _created(Path(config.out) / "run_settings.json")
@@ -62,11 +58,13 @@ def main(argv: list[str] | None = None) -> None:
         previous = created
         note = " (+ references)" if i == 0 else ""
         if measured < 0 or measured > 2 * predicted + 60:
-            print(f"| {label} | {_tag(values)}{note} | {predicted:.1f} | another sitting | |")
+            print(
+                f"| {label} | {candidate_tag(values)}{note} | {predicted:.1f} | another sitting | |"
+            )
             continue
         ratio = measured / predicted
         print(
-            f"| {label} | {_tag(values)}{note} | {predicted:.1f} | {measured:.1f} | {ratio:.2f} |"
+            f"| {label} | {candidate_tag(values)}{note} | {predicted:.1f} | {measured:.1f} | {ratio:.2f} |"
         )
     print(f"\n{len(done)} of {len(runs)} candidates finished")
 

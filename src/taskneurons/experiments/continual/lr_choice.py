@@ -38,7 +38,9 @@ from taskneurons.data.tasks import examples_hash
 from taskneurons.experiments.continual.method_run import continual_experiment
 from taskneurons.experiments.continual.tune_config import (
     TuneConfig,
+    candidate_folder,
     candidates,
+    choice_path,
     choose,
     tuning_label,
 )
@@ -46,8 +48,6 @@ from taskneurons.provenance import model_fingerprint
 from taskneurons.report.tables import markdown_table
 from taskneurons.store.settings import model_identity, normal
 from taskneurons.training.snapshot import ModelSnapshot
-
-CHOICE_FILE = "lr_choice.json"
 
 
 def read_choices(path: Path) -> dict[str, Any]:
@@ -119,7 +119,7 @@ def tune_methods(ctx: Any, config: Any, out: Path) -> dict[str, dict[str, Any]]:
     <values>/``, resumable) and are added to the file. The model is restored after each run.
     """
     tune = config.tune
-    path = Path(tune.choice_file) if tune.choice_file else out / CHOICE_FILE
+    path = choice_path(tune, out)
     methods = read_choices(path)
     runs = config.runs()
     labels = [label for label, _ in runs]
@@ -153,14 +153,3 @@ def tune_methods(ctx: Any, config: Any, out: Path) -> dict[str, dict[str, Any]]:
         write_choices(path, methods, tune)
     initial.restore(ctx.model)
     return {label: methods[tuning_label(label, labels)]["choice"] for label in labels}
-
-
-def candidate_folder(tune: TuneConfig, out: Path, label: str, values: dict[str, Any]) -> Path:
-    """Where the grid candidate ``values`` of run label ``label`` runs (and is read back)."""
-    path = Path(tune.choice_file) if tune.choice_file else out / CHOICE_FILE
-    return path.parent / "tune" / label / _tag(values)
-
-
-def _tag(values: dict[str, Any]) -> str:
-    """A folder name for a candidate, e.g. ``lr=0.001,lora_r=8``."""
-    return ",".join(f"{k}={v}" for k, v in values.items())

@@ -37,10 +37,10 @@ from taskneurons.analysis.continual_metrics import bwt_half_width, cl_half_width
 from taskneurons.analysis.seed_pairs import paired_tests, seed_interval
 from taskneurons.experiments.continual.continual_result import ContinualResult
 from taskneurons.experiments.continual.continual_stage import ContinualSuiteConfig
-from taskneurons.experiments.continual.lr_choice import candidate_folder, tune_methods
+from taskneurons.experiments.continual.lr_choice import tune_methods
 from taskneurons.experiments.continual.method_run import continual_metrics
 from taskneurons.experiments.continual.suite import ContinualSuiteResult, continual_suite
-from taskneurons.experiments.continual.tune_config import tuning_label
+from taskneurons.experiments.continual.tune_config import candidate_folder, tuning_label
 from taskneurons.experiments.run_context import RunContext
 from taskneurons.provenance import provenance
 from taskneurons.report.plots import line_plot

@@ -21,11 +21,14 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from taskneurons.config import Config
 from taskneurons.training.train_config import TrainConfig
 
+#: the choice file's name when ``choice_file`` is not given (in the run's folder)
+CHOICE_FILE = "lr_choice.json"
 #: the methods whose training is a LoRA adapter (the only ones a ``lora_*`` grid key applies to)
 LORA_METHODS = ("seqlora", "olora", "epi")
 
@@ -84,6 +87,27 @@ def candidates(tune: TuneConfig, label: str) -> list[dict[str, Any]]:
         grid = {k: v for k, v in grid.items() if not k.startswith("lora_")}
     keys = list(grid)
     return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*grid.values())]
+
+
+def choice_path(tune: TuneConfig, out: Path) -> Path:
+    """The choice file of a suite run in ``out``: ``choice_file``, else ``out/lr_choice.json``."""
+    return Path(tune.choice_file) if tune.choice_file else Path(out) / CHOICE_FILE
+
+
+def candidate_tag(values: dict[str, Any]) -> str:
+    """A folder name for a candidate, e.g. ``lr=0.001,lora_r=8``."""
+    return ",".join(f"{k}={v}" for k, v in values.items())
+
+
+def candidate_folder(tune: TuneConfig, out: Path, label: str, values: dict[str, Any]) -> Path:
+    """Where the grid candidate ``values`` of run label ``label`` runs (and is read back):
+    ``<choice file's folder>/tune/<label>/<tag>``.
+
+    Example:
+        >>> candidate_folder(TuneConfig(), Path("run"), "ncft", {"lr": 0.001}).as_posix()
+        'run/tune/ncft/lr=0.001'
+    """
+    return choice_path(tune, out).parent / "tune" / label / candidate_tag(values)
 
 
 def choose(rows: Sequence[dict[str, Any]], ties: float = 0.0) -> dict[str, Any]:

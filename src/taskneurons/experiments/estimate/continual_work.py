@@ -22,7 +22,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from taskneurons.experiments.continual.tune_config import candidates, tuning_label
+from taskneurons.experiments.continual.tune_config import (
+    candidate_folder,
+    candidates,
+    tuning_label,
+)
 from taskneurons.experiments.estimate.work import (
     Job,
     TaskSize,
@@ -110,7 +114,6 @@ def tuning_runs(cfg, by_id: dict[str, TaskSize], shape, out: Path) -> tuple[list
     ``out``; ``finished``: the candidate's folder holds its result (a resumed grid reads it)."""
     tune = cfg.tune
     labels, done = cfg.labels(), _recorded(tune.choice_file)
-    grid = (Path(tune.choice_file).parent if tune.choice_file else out) / "tune"
     order_ids = tune.order or cfg.order or [t for t in by_id if t not in (cfg.held_out or [])]
     val = _validation([by_id[t] for t in order_ids], tune.n_val)
     runs, base = [], None
@@ -123,9 +126,10 @@ def tuning_runs(cfg, by_id: dict[str, TaskSize], shape, out: Path) -> tuple[list
         )  # fmt: skip
         for values in candidates(tune, label):
             cand = base.replace(train=base.train.replace(**values))
-            tag = ",".join(f"{k}={v}" for k, v in values.items())
             jobs = _run_jobs(label, cand, val, [], shape)
-            runs.append((label, values, jobs, _finished(grid / label / tag)))
+            runs.append(
+                (label, values, jobs, _finished(candidate_folder(tune, out, label, values)))
+            )
     return runs, (_references(base, val, [], shape) if base is not None else [])
 
 
