@@ -14,6 +14,7 @@ runs it, so a change to the cost model cannot leave a stale table behind).
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
@@ -29,8 +30,10 @@ README_FROM = "What `taskneurons estimate` printed for the paper-scale files on 
 README_TO = "The GPU rates behind these are"
 
 
+@functools.cache
 def _tables(path: Path) -> tuple[list[str], str, str]:
-    """The H100 stage table's lines, and the 24 GB card's total time and fit."""
+    """The H100 stage table's lines, and the 24 GB card's total time and fit (priced once per
+    file: the header and the README show the same table)."""
     h100 = estimate(path, "h100").text.splitlines()
     card = estimate(path, "24gb").text.splitlines()
     total = next(line for line in card if line.startswith("| **total** |")).split("|")[2].strip()
@@ -51,15 +54,16 @@ def header(path: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def with_readme_tables(text: str) -> str:
+def with_readme_tables(path: Path) -> str:
     """The README's text with every paper-scale file's H100 table as the estimate gives it."""
+    text = path.read_text(encoding="utf-8")
     start = text.index("\n", text.index(README_FROM) + len(README_FROM))
     start = text.index("\n\n", start) + 2  # after the paragraph that names them
     end = text.index(README_TO)
     blocks = []
     for path in FILES:
         rel = path.relative_to(ROOT).as_posix()
-        table, total, fit = _tables(path)
+        table = _tables(path)[0]
         blocks.append("\n".join([f"`taskneurons estimate {rel} --device h100`", "", *table]))
     return text[:start] + "\n\n".join(blocks) + "\n\n" + text[end:]
 
@@ -77,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     stale = []
     for path, make in [*((p, with_header) for p in FILES), (README, with_readme_tables)]:
-        new = make(path) if make is with_header else make(path.read_text(encoding="utf-8"))
+        new = make(path)
         if new != path.read_text(encoding="utf-8"):
             stale.append(path.name)
             if args.mode == "write":

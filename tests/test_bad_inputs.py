@@ -23,13 +23,13 @@ from taskneurons.config import ConfigError
 from taskneurons.data.prompts import truncation_report
 
 
-def _write_task(folder: Path, task_id: str, pairs, labels) -> Path:
-    """A classification task folder (the same examples in both splits)."""
+def _write_task(folder: Path, task_id: str, pairs, labels, test_pairs=None) -> Path:
+    """A classification task folder (``pairs`` in both splits, or ``test_pairs`` as test)."""
     folder.mkdir(parents=True, exist_ok=True)
     meta = {"id": task_id, "kind": "classification", "labels": labels, "instruction": "Classify ."}
     (folder / "task.json").write_text(json.dumps(meta))
-    lines = "".join(json.dumps({"input": f"Text : {x}", "output": y}) + "\n" for x, y in pairs)
-    for split in ("train", "test"):
+    for split, rows in (("train", pairs), ("test", pairs if test_pairs is None else test_pairs)):
+        lines = "".join(json.dumps({"input": f"Text : {x}", "output": y}) + "\n" for x, y in rows)
         (folder / f"{split}.jsonl").write_text(lines)
     return folder
 

@@ -122,12 +122,9 @@ def test_budget_crosstrain_and_ablation_check_counts():
     assert attribution(swept) == attribution(alone)  # the sweep reads detect/'s scores
 
 
-def test_continual_counts_seeds_references_and_the_lr_grid(tmp_path):
-    """Counted by hand from the continual stage's loops: order a, b (2 steps of 8 each), c
-    held out, 3 batches of 8 per 20 test examples, 2 per 10 validation examples."""
-    smol = KNOWN_SHAPES["smollm2-135m"]
-    sizes = [_size(t) for t in "abc"]
-    spec = {
+def _continual_spec() -> dict:
+    """A continual file: order a, b (2 steps of 8 each), c held out, 2 seeds, W-NCFT."""
+    return {
         "experiment": "continual", "tasks": ["a", "b", "c"],
         "continual": {
             "order": ["a", "b"], "held_out": ["c"], "methods": ["seqft", "wncft", "wncft-inferred"],
@@ -136,6 +133,14 @@ def test_continual_counts_seeds_references_and_the_lr_grid(tmp_path):
             "method": {"n_vector_samples": 16, "feature_batch_size": 8},
         },
     }  # fmt: skip
+
+
+def test_continual_counts_seeds_references_and_the_lr_grid(tmp_path):
+    """Counted by hand from the continual stage's loops: order a, b (2 steps of 8 each), c
+    held out, 3 batches of 8 per 20 test examples, 2 per 10 validation examples."""
+    smol = KNOWN_SHAPES["smollm2-135m"]
+    sizes = [_size(t) for t in "abc"]
+    spec = _continual_spec()
     work = stage_work("continual", ExperimentFile.from_dict(spec), sizes, smol)
     count = lambda w, kind: [j.n for j in w.jobs if j.kind == kind]  # noqa: E731
     # references once: per task 1 training, zero-shot + A(i) = 2 x 3 batches; c's zero-shot 3
@@ -182,17 +187,9 @@ def test_tune_only_counts_the_grid_alone(tmp_path):
     no test-split reference (the same hand count as above: 2 lrs x (seqft, wncft))."""
     smol = KNOWN_SHAPES["smollm2-135m"]
     sizes = [_size(t) for t in "abc"]
-    spec = {
-        "experiment": "continual", "tasks": ["a", "b", "c"],
-        "continual": {
-            "order": ["a", "b"], "held_out": ["c"], "methods": ["seqft", "wncft", "wncft-inferred"],
-            "seeds": [0, 1], "n_train": 16, "n_test": 20, "eval": {"batch_size": 8},
-            "train": {"batch_size": 8, "epochs": 1}, "single_train": {"batch_size": 8, "epochs": 1},
-            "method": {"n_vector_samples": 16, "feature_batch_size": 8},
-            "tune": {"grid": {"lr": [1e-4, 1e-3]}, "n_val": 10, "only": True,
-                     "choice_file": str(tmp_path / "lr_choice.json")},
-        },
-    }  # fmt: skip
+    spec = _continual_spec()
+    spec["continual"]["tune"] = {"grid": {"lr": [1e-4, 1e-3]}, "n_val": 10, "only": True,
+                                 "choice_file": str(tmp_path / "lr_choice.json")}  # fmt: skip
     work = stage_work("continual", ExperimentFile.from_dict(spec), sizes, smol)
     count = lambda kind: [j.n for j in work.jobs if j.kind == kind]  # noqa: E731
     assert sum(count("forward")) == 4 * 3 * 2 + 2 * 2 * 2 + 2 * 2 * 2

@@ -236,19 +236,14 @@ continual:
 def _continual_tasks(root: Path) -> list[Path]:
     """Two tasks of 8 train and 4 other test examples (W-NCFT's and EPI's vectors draw from
     the train inputs that are not scored)."""
+    from test_bad_inputs import _write_task
+
     words = {"mood": (["good", "bad"], "film"), "answer": (["yes", "no"], "question")}
     folders = []
     for name, (labels, noun) in words.items():
-        folder = root / name
-        folder.mkdir()
-        info = {"id": name, "name": name, "kind": "classification", "labels": labels}
-        info.update(instruction="Classify the text .", metric="accuracy")
-        (folder / "task.json").write_text(json.dumps(info))
-        for split, n in (("train", 8), ("test", 4)):
-            rows = [{"input": f"{split} {noun} {'very ' * i}{i}", "output": labels[i % 2]}
-                    for i in range(n)]  # fmt: skip
-            (folder / f"{split}.jsonl").write_text("\n".join(map(json.dumps, rows)) + "\n")
-        folders.append(folder)
+        train, test = ([(f"{split} {noun} {'very ' * i}{i}", labels[i % 2]) for i in range(n)]
+                       for split, n in (("train", 8), ("test", 4)))  # fmt: skip
+        folders.append(_write_task(root / name, name, train, labels, test_pairs=test))
     return folders
 
 
