@@ -1,6 +1,6 @@
 """``taskneurons analyze KIND RUN ...``: tables and figures again from finished runs.
 
-``table5`` (continual orders), ``sweep`` (a k x selection grid), ``overlap`` / ``figure2`` /
+``table5`` (continual orders), ``reuse`` (NCFT's neurons that later tasks train again), ``sweep`` (a k x selection grid), ``overlap`` / ``figure2`` /
 ``similarity`` / ``correlate`` (generalization runs) and ``losses`` (every training run's loss,
 early and late). ``--out`` is checked before any run is read.
 
@@ -15,6 +15,7 @@ from pathlib import Path
 
 from taskneurons._io import folder_problem
 from taskneurons.experiments.continual.claims import SEEDS_FILE, order_claims, write_claims
+from taskneurons.experiments.continual.reuse_tables import reuse_markdown, reuse_rows, write_reuse
 from taskneurons.experiments.continual.table5 import continual_orders_table
 from taskneurons.experiments.generalization.reanalysis import analyze_run
 from taskneurons.experiments.specificity.sweep_grid import sweep_summary
@@ -27,6 +28,13 @@ def cmd_analyze(args) -> int:
 
     if args.analysis == "losses":
         print(write_loss_summary(args.run, args.out))
+        return 0
+    if args.analysis == "reuse":
+        rows, layers = reuse_rows(args.runs)
+        print(reuse_markdown(rows))
+        if args.out is not None:
+            write_reuse(rows, layers, args.out, args.runs)
+            print(f"written to {args.out}: neuron_reuse and neuron_reuse_layers (.md, .csv, .json)")
         return 0
     if args.analysis == "sweep":
         print(sweep_summary(args.runs, args.out, args.mixed).markdown())
