@@ -54,10 +54,11 @@ def has_checkpoint(folder: str | os.PathLike) -> bool:
     return (Path(folder) / SIDECAR).is_file()
 
 
-def checkpoint_stage(folder: str | os.PathLike) -> int | None:
-    """The stage of the checkpoint in ``folder`` (from ``checkpoint.json`` alone), or ``None``.
+def checkpoint_sidecar(folder: str | os.PathLike) -> dict[str, Any] | None:
+    """``checkpoint.json`` of the checkpoint in ``folder`` (its checksum checked), or ``None``.
 
-    A cheap look before resuming (:func:`read_checkpoint` checks the pair of files).
+    A cheap look (the tensors are not read): its ``stage``, the method's JSON-ready ``state``
+    and the run's ``record`` (:func:`read_checkpoint` checks the pair of files).
 
     Raises:
         ChangedFileError: ``checkpoint.json`` does not match the checksum saved in it.
@@ -70,10 +71,25 @@ def checkpoint_stage(folder: str | os.PathLike) -> int | None:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not a readable continual checkpoint ({exc})") from None
-    data = check_record(data, path)
+    return check_record(data, path)
+
+
+def checkpoint_stage(folder: str | os.PathLike) -> int | None:
+    """The stage of the checkpoint in ``folder`` (from ``checkpoint.json`` alone), or ``None``.
+
+    A cheap look before resuming (:func:`read_checkpoint` checks the pair of files).
+
+    Raises:
+        ChangedFileError: ``checkpoint.json`` does not match the checksum saved in it.
+        ValueError: an unreadable ``checkpoint.json``.
+    """
+    data = checkpoint_sidecar(folder)
+    if data is None:
+        return None
     try:
         return int(data["stage"])
     except (KeyError, TypeError, ValueError) as exc:
+        path = Path(folder) / SIDECAR
         raise ValueError(f"{path}: not a readable continual checkpoint ({exc})") from None
 
 

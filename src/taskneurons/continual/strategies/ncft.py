@@ -109,14 +109,29 @@ class NCFT(ContinualMethod):
         self.versions = [
             version_from_state(state, f"version{i}/") for i in range(len(self.trained))
         ]
-        self.neuron_sets = {}
-        for i, tid in enumerate(self.trained):
-            prefix = f"neurons{i}/"
-            masks = {k[len(prefix) :]: v.bool() for k, v in state.items() if k.startswith(prefix)}
-            self.neuron_sets[tid] = NeuronSet(state[f"definition{i}"], masks)
+        self.neuron_sets = neuron_sets_in(state)
         if self.keeps_merged:
             for version in self.versions:
                 write_slices(self.model, version)
+
+
+def holds_neuron_sets(state: dict[str, Any]) -> bool:
+    """Whether a method's state (or the JSON part of it, ``checkpoint.json``'s) holds the
+    trained tasks' neuron sets that :meth:`NCFT.state_dict` writes."""
+    return "definition0" in state
+
+
+def neuron_sets_in(state: dict[str, Any]) -> dict[str, NeuronSet]:
+    """Task id -> its neuron set, in training order, from a state :meth:`NCFT.state_dict`
+    wrote (``{}`` for a state that holds none: :func:`holds_neuron_sets`)."""
+    if not holds_neuron_sets(state):
+        return {}
+    sets = {}
+    for i, tid in enumerate(state["trained"]):
+        prefix = f"neurons{i}/"
+        masks = {k[len(prefix) :]: v.bool() for k, v in state.items() if k.startswith(prefix)}
+        sets[tid] = NeuronSet(state[f"definition{i}"], masks)
+    return sets
 
 
 @dataclass

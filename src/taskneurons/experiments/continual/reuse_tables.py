@@ -20,12 +20,12 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from taskneurons.analysis.neuron_reuse import reuse_counts
-from taskneurons.continual.stage_checkpoint import read_checkpoint
+from taskneurons.continual.stage_checkpoint import checkpoint_sidecar, read_checkpoint
+from taskneurons.continual.strategies.ncft import holds_neuron_sets, neuron_sets_in
 from taskneurons.experiments.continual.continual_result import RESULT_FILE, ContinualResult
 from taskneurons.experiments.continual.table5 import ContinualRunError
 from taskneurons.report.tables import markdown_table, write_table
@@ -47,29 +47,20 @@ def _method_folders(run: Path) -> list[tuple[str, Path]]:
     ]
 
 
-def _task_sets(state: dict[str, Any]) -> dict[str, list]:
-    """Module name -> the trained tasks' masks ``[layers, d_ff]`` in order (empty: no sets)."""
-    trained = list(state.get("trained", []))
-    modules: dict[str, list] = {}
-    for i in range(len(trained)):
-        prefix = f"neurons{i}/"
-        for key in sorted(k for k in state if k.startswith(prefix)):
-            modules.setdefault(key[len(prefix) :], []).append(state[key].bool())
-    return {m: sets for m, sets in modules.items() if len(sets) == len(trained)}
-
-
 def _run_counts(folder: Path) -> tuple[ContinualResult, dict[str, tuple]] | None:
-    """The finished run in ``folder`` and its ``module -> reuse_counts``; ``None``: no sets."""
+    """The finished run in ``folder`` and its ``module -> reuse_counts``; ``None``: a method
+    without neuron sets (told from ``checkpoint.json``, its tensors left unread)."""
+    sidecar = checkpoint_sidecar(folder / "checkpoint")
+    if sidecar is None or not holds_neuron_sets(sidecar["state"]):
+        return None
     ckpt = read_checkpoint(folder / "checkpoint")
-    if ckpt is None:
-        return None
-    sets = _task_sets(ckpt.state)
-    if not sets:
-        return None
+    assert ckpt is not None
     result = ContinualResult.load(folder)
     if list(ckpt.state["trained"]) != list(result.order):
         raise ContinualRunError(f"{folder}: checkpoint of another task order than its result")
-    return result, {module: reuse_counts(masks) for module, masks in sets.items()}
+    sets = list(neuron_sets_in(ckpt.state).values())  # in training order
+    modules = sets[0].masks  # one definition for every task
+    return result, {m: reuse_counts([s.masks[m] for s in sets]) for m in modules}
 
 
 def _task_rows(run: str, seed: str, result: ContinualResult, counts: dict) -> list[list]:
