@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from taskneurons.cli import main
 from taskneurons.experiments.continual.method_run import continual_experiment
 from taskneurons.experiments.continual.reuse_tables import HEADER, reuse_rows
 from taskneurons.experiments.continual.table5 import ContinualRunError
+from taskneurons.experiments.continual.task_neurons import NEURONS_DIR, load_task_neurons
 from test_continual import _config, animal_task, mood_task, people_task
 
 from tiny_models import tiny_model
@@ -118,3 +120,36 @@ def test_analyze_reuse_prints_and_writes_the_tables(runs, tmp_path, capsys):
             assert (tmp_path / "out" / f"{stem}.{ext}").is_file()
     meta = json.loads((tmp_path / "out" / "neuron_reuse.json").read_text())["meta"]
     assert meta["runs"] == [str(runs)]
+
+
+def test_an_ncft_run_keeps_its_task_sets_beside_its_result(runs):
+    from taskneurons.continual.stage_checkpoint import read_checkpoint
+
+    ncft = runs / "seed0" / "ncft"
+    state = read_checkpoint(ncft / "checkpoint").state
+    sets = load_task_neurons(ncft, state["trained"])
+    assert list(sets) == state["trained"]
+    for i, neurons in enumerate(sets.values()):
+        assert torch.equal(neurons.masks["ffn"], state[f"neurons{i}/ffn"].bool())
+    assert not (runs / "seed0" / "seqft" / NEURONS_DIR).exists()
+
+
+def test_reuse_reads_the_task_sets_without_the_checkpoint(runs, tmp_path):
+    with_checkpoint = tmp_path / "a" / "run" / "seed0" / "ncft"
+    with_sets = tmp_path / "b" / "run" / "seed0" / "ncft"
+    shutil.copytree(
+        runs / "seed0" / "ncft", with_checkpoint, ignore=shutil.ignore_patterns(NEURONS_DIR)
+    )
+    shutil.copytree(runs / "seed0" / "ncft", with_sets, ignore=shutil.ignore_patterns("checkpoint"))
+    assert not (with_sets / "checkpoint").exists() and (with_sets / NEURONS_DIR).is_dir()
+    assert reuse_rows([with_sets.parents[1]]) == reuse_rows([with_checkpoint.parents[1]])
+    assert reuse_rows([with_sets.parents[1]]) == reuse_rows([runs])
+
+
+def test_a_missing_task_set_is_named(runs, tmp_path):
+    folder = tmp_path / "ncft"
+    shutil.copytree(runs / "seed0" / "ncft", folder, ignore=shutil.ignore_patterns("checkpoint"))
+    order = json.loads((folder / "result.json").read_text())["order"]
+    shutil.rmtree(folder / NEURONS_DIR / order[1])
+    with pytest.raises(FileNotFoundError, match=rf"no neuron set for tasks \['{order[1]}'\]"):
+        load_task_neurons(folder, order)

@@ -47,6 +47,7 @@ from taskneurons.continual.method_config import MethodConfig
 from taskneurons.data.tasks import Example, Task
 from taskneurons.evaluation.dispatch import evaluate
 from taskneurons.evaluation.eval_config import EvalConfig
+from taskneurons.neurons.neuron_set import NeuronSet
 from taskneurons.training.train_config import TrainConfig
 
 
@@ -152,6 +153,11 @@ class ContinualMethod:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`'s state on a fresh copy of the base model."""
         self.trained = list(state["trained"])
+
+    def task_neuron_sets(self) -> dict[str, NeuronSet]:
+        """Task id -> the neurons the method trained for it, in training order (``{}``: the
+        method trains no neuron sets, the default)."""
+        return {}
 
     def stored_bytes_per_task(self) -> int:
         """Bytes kept per trained task for inference, beyond the one shared model (mean)."""

@@ -93,6 +93,9 @@ class NCFT(ContinualMethod):
         summary, _delta = self._train_neurons(task, stage)
         return summary
 
+    def task_neuron_sets(self) -> dict[str, NeuronSet]:
+        return dict(self.neuron_sets)
+
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
         for i, version in enumerate(self.versions):

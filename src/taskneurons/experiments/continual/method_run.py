@@ -17,8 +17,9 @@ references instead of repeating it (:mod:`taskneurons.continual.strategies.perta
 Files in ``out_dir``: ``matrix.{md,csv,json}`` (``a[i, j]``), ``heatmap.png``,
 ``metrics.{md,csv,json}`` (CL, BWT, FWT, FG_j), ``tasks.{md,csv,json}`` (per task: b(i),
 A(i), a(i,i), final score), ``continual_config.json`` (resolved config + provenance),
-``result.json``, ``checkpoint/`` and, unless ``reference_cache`` names another file,
-``reference_cache.json``.
+``result.json``, ``checkpoint/``, for NCFT and W-NCFT each task's neuron set
+(``neurons/<task>/neurons.safetensors``, :mod:`~taskneurons.experiments.continual.task_neurons`)
+and, unless ``reference_cache`` names another file, ``reference_cache.json``.
 
 Example:
     >>> cfg = ContinualConfig(order=["dbpedia", "amazon", "yahoo", "agnews"],
@@ -53,6 +54,7 @@ from taskneurons.experiments.continual.continual_result import (
     ContinualResult,
 )
 from taskneurons.experiments.continual.continual_stage import ContinualConfig
+from taskneurons.experiments.continual.task_neurons import save_task_neurons
 from taskneurons.provenance import model_fingerprint, provenance
 from taskneurons.store.settings import SettingsKey, model_identity
 
@@ -337,5 +339,7 @@ def _result(method: ContinualMethod, run: StageRun, order: list[str]) -> Continu
         stored_bytes_per_task=result.stored_bytes_per_task,
         stages=result.stages,
     )
+    if method.task_neuron_sets():  # before result.json: a finished run has them
+        save_task_neurons(run.out, method.task_neuron_sets())
     result.save()
     return result

@@ -1,13 +1,16 @@
 """Which earlier neurons later tasks train again, beside what each task forgot: ``neuron_reuse.*``.
 
-For every finished run of a neuron-training method (NCFT, W-NCFT: a method whose checkpoint
-holds each task's neuron set) in the run folders given (with seeds: ``seed<s>/<method>/``; else
-``<method>/``), the task sets are read from the last stage checkpoint and
+For every finished run of a neuron-training method (NCFT, W-NCFT: a method that trains each
+task's neuron set) in the run folders given (with seeds: ``seed<s>/<method>/``; else
+``<method>/``), the task sets are read from the run's ``neurons/``
+(:mod:`~taskneurons.experiments.continual.task_neurons`), or for a run written before runs kept
+them there, from its last stage checkpoint, and
 :func:`~taskneurons.analysis.neuron_reuse.reuse_counts` gives, per task but the last, the share
 of its neurons a later task's set holds too, the share random sets matched in size and layer
 would give, and what the task forgot (``a(i, i) − a(i, N)``, points). ``neuron_reuse_layers``
 pools the tasks per layer: where in the model the reuse sits. The checkpoints stay on the
-machine that ran (``results/**/checkpoint/`` is not tracked), so this runs there.
+machine that ran (``results/**/checkpoint/`` is not tracked); ``neurons/`` travels with the
+result files.
 
 Example:
     >>> rows, layers = reuse_rows(["results/continual-fair-order1-smollm2-cpu"])  # doctest: +SKIP
@@ -28,6 +31,8 @@ from taskneurons.continual.stage_checkpoint import checkpoint_sidecar, read_chec
 from taskneurons.continual.strategies.ncft import holds_neuron_sets, neuron_sets_in
 from taskneurons.experiments.continual.continual_result import RESULT_FILE, ContinualResult
 from taskneurons.experiments.continual.table5 import ContinualRunError
+from taskneurons.experiments.continual.task_neurons import has_task_neurons, load_task_neurons
+from taskneurons.neurons.neuron_set import NeuronSet
 from taskneurons.report.tables import markdown_table, write_table
 
 HEADER = ["run", "seed", "method", "task", "neurons", "reused later", "reused %", "chance %",
@@ -36,29 +41,40 @@ LAYER_HEADER = ["method", "module", "layer", "neurons", "reused %", "chance %"]
 
 
 def _method_folders(run: Path) -> list[tuple[str, Path]]:
-    """``(seed, folder)`` of every finished method run under ``run`` (seed ``""``: no seeds)."""
+    """``(seed, folder)`` of every finished method run under ``run`` (seed ``""``: no seeds)
+    that may hold neuron sets: in ``neurons/`` or in its checkpoint."""
     seeds = sorted(p for p in run.glob("seed*") if p.is_dir())
     roots = [(p.name.removeprefix("seed"), p) for p in seeds] or [("", run)]
     return [
         (seed, m)
         for seed, root in roots
         for m in sorted(p for p in root.iterdir() if p.is_dir())
-        if (m / RESULT_FILE).is_file() and (m / "checkpoint").is_dir()
+        if (m / RESULT_FILE).is_file() and (has_task_neurons(m) or (m / "checkpoint").is_dir())
     ]
 
 
-def _run_counts(folder: Path) -> tuple[ContinualResult, dict[str, tuple]] | None:
-    """The finished run in ``folder`` and its ``module -> reuse_counts``; ``None``: a method
-    without neuron sets (told from ``checkpoint.json``, its tensors left unread)."""
+def _task_sets(folder: Path, result: ContinualResult) -> list[NeuronSet] | None:
+    """The run's task sets in training order: from ``neurons/``, else from its last checkpoint;
+    ``None``: a method without neuron sets (told from ``checkpoint.json``, tensors unread)."""
+    if has_task_neurons(folder):
+        return list(load_task_neurons(folder, result.order).values())
     sidecar = checkpoint_sidecar(folder / "checkpoint")
     if sidecar is None or not holds_neuron_sets(sidecar["state"]):
         return None
     ckpt = read_checkpoint(folder / "checkpoint")
     assert ckpt is not None
-    result = ContinualResult.load(folder)
     if list(ckpt.state["trained"]) != list(result.order):
         raise ContinualRunError(f"{folder}: checkpoint of another task order than its result")
-    sets = list(neuron_sets_in(ckpt.state).values())  # in training order
+    return list(neuron_sets_in(ckpt.state).values())
+
+
+def _run_counts(folder: Path) -> tuple[ContinualResult, dict[str, tuple]] | None:
+    """The finished run in ``folder`` and its ``module -> reuse_counts``; ``None``: a method
+    without neuron sets."""
+    result = ContinualResult.load(folder)
+    sets = _task_sets(folder, result)
+    if sets is None:
+        return None
     modules = sets[0].masks  # one definition for every task
     return result, {m: reuse_counts([s.masks[m] for s in sets]) for m in modules}
 
@@ -93,7 +109,7 @@ def reuse_rows(folders: Sequence[str | os.PathLike]) -> tuple[list[list], list[l
         if not found:
             raise ContinualRunError(
                 f"{folder}: no finished run of a neuron-training method (ncft, wncft) with its "
-                "checkpoint; neuron reuse reads the task sets from it"
+                "task sets (in neurons/ or its checkpoint); neuron reuse reads them from there"
             )
         for seed, (result, counts) in found:
             rows += _task_rows(folder.name, seed, result, counts)
