@@ -198,3 +198,63 @@ def test_tune_only_runs_the_grid_and_nothing_on_the_test_split(tok, tmp_path, mo
     for label in ("seqft", "ncft"):
         lr = again.results[label].meta["config"]["train"]["lr"]
         assert lr == saved[label]["choice"]["lr"]
+
+
+def test_lr_grid_forgetting_script_reads_each_candidate_run(tok, tmp_path):
+    """``scripts/lr_grid_forgetting.py``: per candidate, CL as the choice file has it, BWT and
+    its half-width worked out here from the candidate's ``matrix.json``."""
+    import importlib.util
+    import math
+    from pathlib import Path
+
+    tasks = [_task("a", ["cat", "dog"]), _task("b", ["red", "blue"])]
+    choice = tmp_path / "lr" / "lr_choice.json"
+    tune = TuneConfig(grid={"lr": [1e-3, 3e-2]}, n_val=6, choice_file=str(choice), only=True)
+    fields = dict(train=TRAIN, single_train=TRAIN.replace(method="full"), eval=EVAL, n_train=8)
+    suite = ContinualSuiteConfig(methods=["seqft"], n_test=4, tune=tune, **fields)
+    continual_suite(RunContext.of(tiny_model("llama"), tok, tasks, progress=False), suite,
+                    tmp_path / "o")  # fmt: skip
+    path = Path(__file__).resolve().parents[1] / "scripts" / "lr_grid_forgetting.py"
+    spec = importlib.util.spec_from_file_location("lr_grid_forgetting", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    saved = json.loads(choice.read_text())["methods"]["seqft"]
+    got = script.rows(choice)
+    assert [r[:3] for r in got] == [["seqft", "lr", "lr=0.001"], ["seqft", "lr", "lr=0.03"]]
+    for row, cand in zip(got, saved["rows"], strict=True):
+        tag = f"lr={cand['values']['lr']}"
+        a = json.loads((tmp_path / "lr" / "tune" / "seqft" / tag / "matrix.json").read_text())
+        a = [r[1:] for r in a["rows"]]  # [task, stage] accuracies, 2 tasks
+        assert row[3] == pytest.approx(cand["score"])
+        assert row[4] == pytest.approx(a[0][1] - a[0][0])  # BWT: the first task's change
+        var = (a[0][1] * (100 - a[0][1]) + a[0][0] * (100 - a[0][0])) / 6  # n_val = 6
+        assert row[5] == pytest.approx(1.96 * math.sqrt(var))
+        assert row[6] == ("yes" if cand["values"] == saved["choice"] else "")
+
+
+def test_lr_grid_forgetting_row_by_hand(tmp_path):
+    """A candidate whose first task drops from 80 to 60 % on 50 validation examples."""
+    import importlib.util
+    import math
+    from pathlib import Path
+
+    import numpy as np
+
+    from taskneurons.experiments.continual.continual_result import ContinualResult
+
+    folder = tmp_path / "grid" / "tune" / "ncft" / "lr=0.001"
+    ContinualResult(method="ncft", mode=None, order=["a", "b"],
+                    matrix=np.array([[80.0, 60.0], [np.nan, 70.0]]), single={"a": 80.0, "b": 70.0},
+                    zero_shot={"a": 50.0, "b": 50.0},
+                    metrics={"cl": 0.0, "bwt": 0.0, "fwt": 0.0, "forgetting": [np.nan, 0.0]},
+                    stages=[], stored_bytes_per_task=0, resumed_from=None,
+                    out_dir=folder, meta={"config": {"n_val": 50}}).save()  # fmt: skip
+    path = Path(__file__).resolve().parents[1] / "scripts" / "lr_grid_forgetting.py"
+    spec = importlib.util.spec_from_file_location("lr_grid_forgetting", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    row = script.candidate_row(folder, "ncft", {"lr": 0.001}, chosen=True)
+    # from the matrix (not the stored metrics): CL (60 + 70) / 2; BWT 60 - 80; variance
+    # (60 * 40 + 80 * 20) / 50 = 80
+    assert row == ["ncft", "grid", "lr=0.001", 65.0, -20.0, pytest.approx(1.96 * math.sqrt(80)),
+                   "yes"]  # fmt: skip

@@ -1,0 +1,67 @@
+"""Forgetting against the learning rate: each lr-grid candidate's validation CL and BWT.
+
+The choice file (``lr_choice.json``) keeps each candidate's mean validation score (CL), the
+rule's input. A method that forgets more than another may do so because its chosen learning
+rate is larger; the candidates' own runs (``tune/<method>/<values>/``) hold the matrix that
+says how BWT moves with the rate, at the rates two methods share too.
+
+    python scripts/lr_grid_forgetting.py results/continual-fair-lr-smollm2-cpu/lr_choice.json \\
+        [results/continual-fair-lr-edge-smollm2-cpu/lr_choice.json ...] [--methods seqft,ncft]
+
+Prints a Markdown table: method, the grid (the choice file's folder), candidate, validation CL,
+BWT with its conservative 95 % half-width over the validation examples
+(:func:`~taskneurons.analysis.continual_metrics.bwt_half_width`; one seed), and whether that
+file chose it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from taskneurons.analysis.continual_metrics import bwt, bwt_half_width, cl
+from taskneurons.experiments.continual.continual_result import RECORD_FILE, ContinualResult
+from taskneurons.experiments.continual.tune_config import candidate_tag
+from taskneurons.report.tables import markdown_table
+
+HEADER = ["method", "grid", "candidate", "validation CL", "BWT", "BWT ± (95 %)", "chosen"]
+
+
+def candidate_row(folder: Path, label: str, values: dict, chosen: bool) -> list:
+    """One candidate's row, read from its run folder ``<grid>/tune/<label>/<values>``."""
+    result = ContinualResult.load(folder)
+    record = json.loads((folder / RECORD_FILE).read_text(encoding="utf-8"))
+    n_val = record["config"]["n_val"]
+    half = bwt_half_width(result.matrix, [n_val] * len(result.order))
+    grid = folder.parents[2].name
+    return [label, grid, candidate_tag(values), cl(result.matrix), bwt(result.matrix), half,
+            "yes" if chosen else ""]  # fmt: skip
+
+
+def rows(choice_file: Path) -> list[list]:
+    """Every candidate of ``choice_file`` with a finished run beside it."""
+    data = json.loads(choice_file.read_text(encoding="utf-8"))["methods"]
+    out = []
+    for label, method in data.items():
+        for row in method["rows"]:
+            folder = choice_file.parent / "tune" / label / candidate_tag(row["values"])
+            out.append(
+                candidate_row(folder, label, row["values"], row["values"] == method["choice"])
+            )
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("choice_files", nargs="+", type=Path, help="lr_choice.json files")
+    parser.add_argument("--methods", help="comma-separated run labels to show (default: all)")
+    args = parser.parse_args(argv)
+    keep = set(args.methods.split(",")) if args.methods else None
+    table = [r for path in args.choice_files for r in rows(path) if keep is None or r[0] in keep]
+    table.sort(key=lambda r: r[0])  # stable: each method's candidates in grid order
+    print(markdown_table(HEADER, table, digits=1))
+
+
+if __name__ == "__main__":
+    main()
