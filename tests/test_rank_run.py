@@ -102,17 +102,24 @@ def _console(text: str, out: Path) -> str:
     return re.sub(r"finished in \d+ s", "finished in N s", text)
 
 
-def _same_json(a, b, where: str) -> None:
-    """``b`` is ``a``: the same keys and strings, numbers within :data:`RTOL`."""
+#: digests of a model trained in the run (an NCFT task set found after an earlier stage
+#: records the weights it was found on): within tolerance in 2 processes, so not bit-equal
+TRAINED_DIGESTS = ("model_fingerprint.weights",)
+
+
+def _same_json(a, b, where: str, trained: bool = False) -> None:
+    """``b`` is ``a``: the same keys and strings, numbers within :data:`RTOL` (``trained``:
+    :data:`TRAINED_DIGESTS` left out)."""
     if isinstance(a, dict):
         assert isinstance(b, dict) and set(a) == set(b), where
         for k in a:
-            if k not in VOLATILE:
-                _same_json(a[k], b[k], f"{where}.{k}")
+            skip = trained and f"{where}.{k}".endswith(TRAINED_DIGESTS)
+            if k not in VOLATILE and not skip:
+                _same_json(a[k], b[k], f"{where}.{k}", trained)
     elif isinstance(a, list):
         assert isinstance(b, list) and len(a) == len(b), where
         for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            _same_json(x, y, f"{where}[{i}]")
+            _same_json(x, y, f"{where}[{i}]", trained)
     elif isinstance(a, float) and isinstance(b, (int, float)):
         assert b == pytest.approx(a, rel=RTOL, abs=1e-12), where
     elif isinstance(a, str) and isinstance(b, str) and "/" in a:
@@ -131,7 +138,7 @@ def _same_results(one: Path, two: Path, trained: bool = False) -> None:
         assert sum("neurons.safetensors" in p for p in _files(one)) == 2
     for name in records:  # tables, sets' sidecars, training records: alike but for VOLATILE
         a, b = (json.loads((f / name).read_text()) for f in (one, two))
-        _same_json(a, b, name)
+        _same_json(a, b, name, trained)
     tensors = [p for p in _files(one) if p.endswith(".safetensors")]
     for name in tensors:
         a, b = load_file(str(one / name)), load_file(str(two / name))

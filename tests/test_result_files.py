@@ -40,8 +40,9 @@ STAGES = [
 #: What a stage writes as it runs but is not part of its result (files below these folders
 #: or with these names): training runs' folders, the relevance scores a stage shares with the
 #: later ones (scores/), lape's activation probabilities, checkpoints, the reference cache, the
-#: saved model and the multi-task training folder.
-NOT_RESULTS = ("runs", "scores", "checkpoint", "model", "multitask")
+#: saved model, the multi-task training folder and an NCFT run's task sets (neurons/, written
+#: by the run beside its result: taskneurons.experiments.continual.task_neurons).
+NOT_RESULTS = ("runs", "scores", "checkpoint", "model", "multitask", "neurons")
 NOT_RESULT_FILES = ("activation_probability.safetensors", "reference_cache.json")
 
 #: Fields a loaded result does not have as the stage had them (see each class's docstring):
