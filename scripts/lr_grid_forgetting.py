@@ -17,12 +17,16 @@ file chose it.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from taskneurons.analysis.continual_metrics import bwt, bwt_half_width, cl
-from taskneurons.experiments.continual.continual_result import RECORD_FILE, ContinualResult
-from taskneurons.experiments.continual.tune_config import candidate_tag
+from taskneurons.experiments.continual.continual_result import ContinualResult
+from taskneurons.experiments.continual.lr_choice import read_choices
+from taskneurons.experiments.continual.tune_config import (
+    TuneConfig,
+    candidate_folder,
+    candidate_tag,
+)
 from taskneurons.report.tables import markdown_table
 
 HEADER = ["method", "grid", "candidate", "validation CL", "BWT", "BWT ± (95 %)", "chosen"]
@@ -31,8 +35,7 @@ HEADER = ["method", "grid", "candidate", "validation CL", "BWT", "BWT ± (95 %)"
 def candidate_row(folder: Path, label: str, values: dict, chosen: bool) -> list:
     """One candidate's row, read from its run folder ``<grid>/tune/<label>/<values>``."""
     result = ContinualResult.load(folder)
-    record = json.loads((folder / RECORD_FILE).read_text(encoding="utf-8"))
-    n_val = record["config"]["n_val"]
+    n_val = result.meta["config"]["n_val"]
     half = bwt_half_width(result.matrix, [n_val] * len(result.order))
     grid = folder.parents[2].name
     return [label, grid, candidate_tag(values), cl(result.matrix), bwt(result.matrix), half,
@@ -41,11 +44,11 @@ def candidate_row(folder: Path, label: str, values: dict, chosen: bool) -> list:
 
 def rows(choice_file: Path) -> list[list]:
     """Every candidate of ``choice_file`` with a finished run beside it."""
-    data = json.loads(choice_file.read_text(encoding="utf-8"))["methods"]
+    tune = TuneConfig(choice_file=str(choice_file))
     out = []
-    for label, method in data.items():
+    for label, method in read_choices(choice_file).items():
         for row in method["rows"]:
-            folder = choice_file.parent / "tune" / label / candidate_tag(row["values"])
+            folder = candidate_folder(tune, choice_file.parent, label, row["values"])
             out.append(
                 candidate_row(folder, label, row["values"], row["values"] == method["choice"])
             )

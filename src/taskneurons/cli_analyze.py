@@ -1,8 +1,8 @@
 """``taskneurons analyze KIND RUN ...``: tables and figures again from finished runs.
 
-``table5`` (continual orders), ``reuse`` (NCFT's neurons that later tasks train again), ``sweep`` (a k x selection grid), ``overlap`` / ``figure2`` /
-``similarity`` / ``correlate`` (generalization runs) and ``losses`` (every training run's loss,
-early and late). ``--out`` is checked before any run is read.
+``table5`` (continual orders), ``reuse`` (NCFT's neurons that later tasks train again),
+``sweep`` (a k x selection grid), ``overlap`` / ``figure2`` / ``similarity`` / ``correlate``
+(generalization runs) and ``losses`` (every training run's loss, early and late). ``--out`` is checked before any run is read.
 
 Example::
 

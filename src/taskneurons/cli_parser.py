@@ -150,7 +150,7 @@ def _add_analyze(p: argparse.ArgumentParser) -> None:
     t5.add_argument("--mixed", action="store_true", help=MIXED)
     reuse = kinds.add_parser("reuse", help="neurons of each task that later tasks train again "
                              "(NCFT, W-NCFT), against chance and forgetting")  # fmt: skip
-    reuse.add_argument("runs", nargs="+", type=Path, help="folders of continual runs (checkpoints)")
+    reuse.add_argument("runs", nargs="+", type=Path, help="folders of continual runs")
     reuse.add_argument("--out", type=Path, default=None, help="also write neuron_reuse{,_layers}.*")
     sw = kinds.add_parser(
         "sweep", help="one k x selection grid from finished or interrupted sweeps"

@@ -339,7 +339,8 @@ def _result(method: ContinualMethod, run: StageRun, order: list[str]) -> Continu
         stored_bytes_per_task=result.stored_bytes_per_task,
         stages=result.stages,
     )
-    if method.task_neuron_sets():  # before result.json: a finished run has them
-        save_task_neurons(run.out, method.task_neuron_sets())
+    sets = method.task_neuron_sets()
+    if sets:  # before result.json: a finished run has them
+        save_task_neurons(run.out, sets)
     result.save()
     return result
