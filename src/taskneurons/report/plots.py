@@ -165,10 +165,18 @@ def line_plot(
         ax.axhline(0.0, color="grey", linewidth=0.8)
     if log_x:
         ax.set_xscale("log")
+    if all(float(v).is_integer() for v in x):  # stages, steps: no ticks between them
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel(labels.xlabel)
     ax.set_ylabel(labels.ylabel)
     ax.set_title(labels.title)
-    ax.legend(fontsize=8)
+    if len(series) > 4:  # many lines: the legend beside the axes, off the data
+        fig.set_size_inches(8.5, 4)
+        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    else:
+        ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return _save(plt, fig, path)
