@@ -258,3 +258,8 @@ def test_lr_grid_forgetting_row_by_hand(tmp_path):
     # (60 * 40 + 80 * 20) / 50 = 80
     assert row == ["ncft", "grid", "lr=0.001", 65.0, -20.0, pytest.approx(1.96 * math.sqrt(80)),
                    "yes"]  # fmt: skip
+    # the first task from the stage that learns it: 80 then 60; the second only at stage 2
+    assert script.task_scores(folder, "a") == "80.0 → 60.0"
+    assert script.task_scores(folder, "b") == "70.0"
+    with pytest.raises(ValueError, match="'c' is not in"):
+        script.task_scores(folder, "c")
