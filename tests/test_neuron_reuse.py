@@ -153,3 +153,17 @@ def test_a_missing_task_set_is_named(runs, tmp_path):
     shutil.rmtree(folder / NEURONS_DIR / order[1])
     with pytest.raises(FileNotFoundError, match=rf"no neuron set for tasks \['{order[1]}'\]"):
         load_task_neurons(folder, order)
+
+
+def test_a_neuron_run_without_its_sets_is_left_out_with_a_warning(runs, tmp_path):
+    """An NCFT run whose sets were kept nowhere (no neurons/, no checkpoint: made before runs
+    kept them, elsewhere) is named in a warning; the other seeds' rows are as before."""
+    root = tmp_path / "run"
+    shutil.copytree(runs / "seed0", root / "seed0")
+    shutil.copytree(runs / "seed0" / "ncft", root / "seed1" / "ncft",
+                    ignore=shutil.ignore_patterns(NEURONS_DIR, "checkpoint"))  # fmt: skip
+    with pytest.warns(UserWarning, match=r"seed1[/\\]ncft: left out"):
+        rows, _ = reuse_rows([root])
+    assert [r[1] for r in rows] == ["0", "0"]
+    with pytest.warns(UserWarning), pytest.raises(ContinualRunError, match="no finished run"):
+        reuse_rows([root / "seed1"])

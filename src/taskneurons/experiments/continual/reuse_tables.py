@@ -21,17 +21,24 @@ Example:
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from taskneurons.analysis.neuron_reuse import reuse_counts
+from taskneurons.continual.base import ContinualMethod
+from taskneurons.continual.registry import METHODS
 from taskneurons.continual.stage_checkpoint import checkpoint_sidecar, read_checkpoint
 from taskneurons.continual.strategies.ncft import holds_neuron_sets, neuron_sets_in
 from taskneurons.experiments.continual.continual_result import RESULT_FILE, ContinualResult
 from taskneurons.experiments.continual.table5 import ContinualRunError
-from taskneurons.experiments.continual.task_neurons import has_task_neurons, load_task_neurons
+from taskneurons.experiments.continual.task_neurons import (
+    NEURONS_DIR,
+    has_task_neurons,
+    load_task_neurons,
+)
 from taskneurons.neurons.neuron_set import NeuronSet
 from taskneurons.report.tables import markdown_table, write_table
 
@@ -41,16 +48,22 @@ LAYER_HEADER = ["method", "module", "layer", "neurons", "reused %", "chance %"]
 
 
 def _method_folders(run: Path) -> list[tuple[str, Path]]:
-    """``(seed, folder)`` of every finished method run under ``run`` (seed ``""``: no seeds)
-    that may hold neuron sets: in ``neurons/`` or in its checkpoint."""
+    """``(seed, folder)`` of every finished method run under ``run`` (seed ``""``: no seeds)."""
     seeds = sorted(p for p in run.glob("seed*") if p.is_dir())
     roots = [(p.name.removeprefix("seed"), p) for p in seeds] or [("", run)]
     return [
         (seed, m)
         for seed, root in roots
         for m in sorted(p for p in root.iterdir() if p.is_dir())
-        if (m / RESULT_FILE).is_file() and (has_task_neurons(m) or (m / "checkpoint").is_dir())
+        if (m / RESULT_FILE).is_file()
     ]
+
+
+def trains_neuron_sets(method: str) -> bool:
+    """Whether the registered ``method`` trains a neuron set per task (overrides
+    :meth:`~taskneurons.continual.base.ContinualMethod.task_neuron_sets`)."""
+    cls = METHODS.get(method)
+    return cls is not None and cls.task_neuron_sets is not ContinualMethod.task_neuron_sets
 
 
 def _task_sets(folder: Path, result: ContinualResult) -> list[NeuronSet] | None:
@@ -70,8 +83,17 @@ def _task_sets(folder: Path, result: ContinualResult) -> list[NeuronSet] | None:
 
 def _run_counts(folder: Path) -> tuple[ContinualResult, dict[str, tuple]] | None:
     """The finished run in ``folder`` and its ``module -> reuse_counts``; ``None``: a method
-    without neuron sets."""
+    without neuron sets, or (with a warning) a neuron-training run whose sets were not kept."""
     result = ContinualResult.load(folder)
+    if not trains_neuron_sets(result.method):
+        return None
+    if not has_task_neurons(folder) and not (folder / "checkpoint").is_dir():
+        warnings.warn(
+            f"{folder}: left out: its task sets are neither in {NEURONS_DIR}/ nor in a "
+            "checkpoint (a run made before runs kept them, on another machine)",
+            stacklevel=2,
+        )
+        return None
     sets = _task_sets(folder, result)
     if sets is None:
         return None
