@@ -312,3 +312,26 @@ def test_cpu_calibration_is_recorded():
     assert all(r.flops_per_s > 0 for r in dev.rates.values())
     assert "load" in dev.what
     assert estimate_stage  # the cost model is importable without torch's model code
+
+
+def test_continual_peak_counts_the_weight_copies_held_in_host_memory():
+    """Snapshots and per-task models, counted by hand: the suite's snapshot (1), the seeds'
+    (1), per-task FT's base and one model per task (1 + 2 tasks): 5 copies on the CPU; on a
+    GPU they sit in host RAM and are named in a note instead."""
+    smol = KNOWN_SHAPES["smollm2-135m"]
+    sizes = [_size(t) for t in "abc"]
+    spec = _continual_spec()
+    plain = stage_work("continual", ExperimentFile.from_dict(spec), sizes, smol)
+    assert plain.host_copies == 1 + 1  # the suite's snapshot, the seeds'
+    spec["continual"]["methods"] = ["seqft", "wncft", "pertask"]
+    work = stage_work("continual", ExperimentFile.from_dict(spec), sizes, smol)
+    assert work.host_copies == 1 + 1 + (1 + 2)
+    cpu = cpu_device()
+    bare = estimate_stage(work.__class__("continual", work.jobs), smol, cpu, "float32")
+    est = estimate_stage(work, smol, cpu, "float32")
+    assert est.peak_bytes - bare.peak_bytes == pytest.approx(5 * smol.n_params * 4)
+    gpu = estimate_stage(work, smol, device("h100"), "bfloat16")
+    assert gpu.peak_bytes == estimate_stage(
+        work.__class__("continual", work.jobs), smol, device("h100"), "bfloat16"
+    ).peak_bytes
+    assert any("host RAM beside the GPU: 5 copies" in n for n in gpu.notes)

@@ -188,3 +188,23 @@ def continual_jobs(file, sizes: list[TaskSize], shape) -> tuple[list[Job], list[
         jobs += tune_jobs
         notes.append(note)
     return jobs, notes
+
+
+def continual_copies(file) -> int:
+    """Copies of the model's weights the continual stage holds in host memory at its peak:
+    the suite's snapshot of the model it restores between methods, one more with seeds or a
+    grid (the snapshot the seeds, or the grid, restore from), and per-task FT's base and one
+    model per task while it runs (the other methods keep a small share: adapters, neuron
+    versions, not counted).
+
+    Example:
+        >>> continual_copies(file)  # doctest: +SKIP
+        7
+    """
+    cfg = file.continual
+    outer = 1 if (cfg.seeds or cfg.tune is not None) else 0
+    labels = {label for label, _ in cfg.runs()}
+    n_tasks = max(len(cfg.order or []), len(cfg.tune.order or []) if cfg.tune else 0)
+    if not n_tasks:
+        n_tasks = len(file.tasks) - len(cfg.held_out or [])
+    return 1 + outer + ((1 + n_tasks) if "pertask" in labels else 0)

@@ -5,7 +5,9 @@ the LM head at one position and one read of every weight at the device's bandwid
 
 Peak memory of a job, in the model's dtype (``b`` bytes per value):
 
-* weights: ``n_params x b`` (plus the device's base: the CPU process's own memory);
+* weights: ``n_params x b`` (plus the device's base: the CPU process's own memory); on the
+  CPU, plus the copies of the weights a stage holds in host memory (``StageWork.host_copies``:
+  snapshots, per-task models; on a GPU they sit in host RAM, named in a note);
 * attribution and training keep ``8 d_model + 4 d_ff`` values per token and layer for the
   backward (:meth:`ModelShape.act_values`); with checkpointing (``attribution.checkpointing``,
   ``train.checkpointing``) each layer's input only, plus one layer's activations during its
@@ -83,13 +85,20 @@ def estimate_stage(work: StageWork, shape: ModelShape, dev: Device, dtype: str) 
     """Seconds, peak memory and disk of one stage's work on ``dev``."""
     b = BYTES.get(dtype, 4)
     weights = shape.n_params * b + dev.base_bytes
+    copies = work.host_copies * shape.n_params * b  # [bytes] host memory: snapshots, models
+    notes = list(work.notes)
+    if dev.name == "cpu":
+        weights += copies
+    elif copies:
+        notes.append(f"host RAM beside the GPU: {work.host_copies} copies of the weights, "
+                     f"{human_bytes(copies)}")  # fmt: skip
     by_kind: dict[str, float] = {}
     peak = weights if work.jobs else 0.0
     for job in work.jobs:
         by_kind[job.kind] = by_kind.get(job.kind, 0.0) + job_seconds(job, shape, dev, b)
         peak = max(peak, weights + job_peak(job, shape, b))
     seconds = sum(by_kind.values())
-    return StageEstimate(work.name, seconds, peak, work.disk, by_kind, work.notes, work.modelled)
+    return StageEstimate(work.name, seconds, peak, work.disk, by_kind, notes, work.modelled)
 
 
 def human_seconds(s: float) -> str:

@@ -17,7 +17,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from taskneurons.experiments.estimate.continual_work import continual_jobs
+from taskneurons.experiments.estimate.continual_work import continual_copies, continual_jobs
 from taskneurons.experiments.estimate.work import (
     Job,
     TaskSize,
@@ -30,13 +30,16 @@ from taskneurons.experiments.estimate.work import (
 
 @dataclass
 class StageWork:
-    """The jobs of one stage, what it writes (bytes) and the notes on its count."""
+    """The jobs of one stage, what it writes (bytes) and the notes on its count;
+    ``host_copies``: copies of the model's weights the stage holds in host memory beside the
+    model throughout (snapshots to restore, per-task models)."""
 
     name: str
     jobs: list[Job] = field(default_factory=list)
     disk: float = 0.0
     notes: list[str] = field(default_factory=list)
     modelled: bool = True
+    host_copies: int = 0
 
 
 def _scores(file, sizes: list[TaskSize], shape, work: StageWork) -> None:
@@ -195,7 +198,7 @@ def multitask(file, sizes, shape) -> StageWork:
 
 def continual(file, sizes, shape) -> StageWork:
     jobs, notes = continual_jobs(file, sizes, shape)
-    return StageWork("continual", jobs, 0.0, notes)
+    return StageWork("continual", jobs, 0.0, notes, host_copies=continual_copies(file))
 
 
 def _group_sizes(cfg, sizes, which: str) -> list[list[TaskSize]]:
