@@ -331,7 +331,10 @@ def test_continual_peak_counts_the_weight_copies_held_in_host_memory():
     est = estimate_stage(work, smol, cpu, "float32")
     assert est.peak_bytes - bare.peak_bytes == pytest.approx(5 * smol.n_params * 4)
     gpu = estimate_stage(work, smol, device("h100"), "bfloat16")
-    assert gpu.peak_bytes == estimate_stage(
-        work.__class__("continual", work.jobs), smol, device("h100"), "bfloat16"
-    ).peak_bytes
+    assert (
+        gpu.peak_bytes
+        == estimate_stage(
+            work.__class__("continual", work.jobs), smol, device("h100"), "bfloat16"
+        ).peak_bytes
+    )
     assert any("host RAM beside the GPU: 5 copies" in n for n in gpu.notes)
