@@ -326,15 +326,9 @@ def test_continual_peak_counts_the_weight_copies_held_in_host_memory():
     spec["continual"]["methods"] = ["seqft", "wncft", "pertask"]
     work = stage_work("continual", ExperimentFile.from_dict(spec), sizes, smol)
     assert work.host_copies == 1 + 1 + (1 + 2)
-    cpu = cpu_device()
-    bare = estimate_stage(work.__class__("continual", work.jobs), smol, cpu, "float32")
-    est = estimate_stage(work, smol, cpu, "float32")
-    assert est.peak_bytes - bare.peak_bytes == pytest.approx(5 * smol.n_params * 4)
-    gpu = estimate_stage(work, smol, device("h100"), "bfloat16")
-    assert (
-        gpu.peak_bytes
-        == estimate_stage(
-            work.__class__("continual", work.jobs), smol, device("h100"), "bfloat16"
-        ).peak_bytes
-    )
+    bare = work.__class__("continual", work.jobs)  # the same jobs, no copies
+    est, est0 = (estimate_stage(w, smol, cpu_device(), "float32") for w in (work, bare))
+    assert est.peak_bytes - est0.peak_bytes == pytest.approx(5 * smol.n_params * 4)
+    gpu, gpu0 = (estimate_stage(w, smol, device("h100"), "bfloat16") for w in (work, bare))
+    assert gpu.peak_bytes == gpu0.peak_bytes
     assert any("host RAM beside the GPU: 5 copies" in n for n in gpu.notes)
