@@ -101,3 +101,64 @@ def test_task_vectors_come_from_up_to_n_train_inputs_of_the_source(tok, tmp_path
             inputs = [e.input for e in limited(task, 8, 0).train]
         want = mean_features(tiny_model("llama"), tok, inputs, batch_size=8).mean(0)
         torch.testing.assert_close(state[f"vector{i}"], want, rtol=0, atol=1e-5)
+
+
+GATE = "model.layers.1.mlp.gate_proj.weight"
+
+
+def _plain_by_hand(base: dict, versions: list, weights: list[float]) -> dict:
+    """``base + sum_t w_t (V_t - base)`` written slice by slice on full copies of the weights."""
+    want = {name: value.clone() for name, value in base.items()}
+    for w, version in zip(weights, versions, strict=True):
+        for name, (dim, pos, val) in version.items():
+            old = want[name].index_select(dim, pos)
+            want[name].index_copy_(dim, pos, old + (val - base[name].index_select(dim, pos)) * w)
+    return want
+
+
+def test_wncft_inferred_answers_each_route_with_its_own_weights_bit_for_bit(tok):
+    """Many routes in a row (the per-input answering of W-NCFT inferred): each gives exactly
+    the plain rule's weights, the model is put back after each, and new versions are used."""
+    model = tiny_model("llama")
+    method = make_method(method_config(name="wncft", mode="inferred"), model, tok, TRAIN)
+    params = dict(model.named_parameters())
+    base = {n: params[n].detach().clone() for n in (PARAM, GATE)}
+    gen = torch.Generator().manual_seed(0)
+
+    def version(cols: list[int], rows: list[int]) -> dict:
+        c, r = torch.tensor(cols), torch.tensor(rows)
+        return {
+            PARAM: (1, c, base[PARAM][:, c] + torch.randn(len(base[PARAM]), len(c), generator=gen)),
+            GATE: (0, r, base[GATE][r] + torch.randn(len(r), base[GATE].shape[1], generator=gen)),
+        }
+
+    method.trained = ["a", "b"]
+    method.versions = [version([0, 3], [1]), version([3, 5], [1, 2])]
+    for step, route in enumerate([(0.9, 0.2), (0.1, 0.7), (0.1, 0.7), (0.5, 0.5, 0.3)]):
+        if step == 2:  # b's version is another one now (a reloaded state): so are the answers
+            method.versions = [method.versions[0], version([3, 5], [1, 2])]
+        if step == 3:  # a third task
+            method.trained.append("c")
+            method.versions = [*method.versions, version([5, 6], [0])]
+        weights = torch.softmax(torch.tensor(route, dtype=torch.float64), 0).tolist()
+        want = _plain_by_hand(base, method.versions, weights)
+        with method.answering(None, route) as m:
+            got = dict(m.named_parameters())
+            for name in want:
+                assert torch.equal(got[name].detach(), want[name]), (step, name)
+        for name in base:
+            assert torch.equal(params[name].detach(), base[name])  # put back bit for bit
+
+
+def test_wncft_inferred_with_one_trained_task_answers_every_input_alike(tok):
+    """With one trained task its weight is 1 whatever the input: one route for all inputs."""
+    model = tiny_model("llama")
+    method = make_method(method_config(name="wncft", mode="inferred"), model, tok, TRAIN)
+    method.trained = ["a"]
+    method.vectors = {"a": torch.randn(model.config.hidden_size)}
+    routes = method.routes(["a cat", "the dog sleeps", "red"])
+    assert routes == [(0.0,)] * 3
+    assert method.weights_for(None, routes[0]) == {"a": 1.0}
+    method.trained = ["a", "b"]
+    method.vectors["b"] = torch.randn(model.config.hidden_size)
+    assert len(set(method.routes(["a cat", "the dog sleeps", "red"]))) == 3  # own logits again

@@ -175,24 +175,69 @@ def combine(
     return out
 
 
-def _combine_plain(versions: Sequence[Version], weights: torch.Tensor, base: Version) -> Version:
-    """``base + sum_t weights[t] * (V_t - base)`` over each version's own slices."""
-    out: Version = {}
-    for name, (dim, union) in union_layout([layout_of(v) for v in versions]).items():
+#: per version: parameter name -> ``(idx [n_t] into the union's positions, delta = V_t - base)``
+Deltas = list[dict[str, tuple[torch.Tensor, torch.Tensor]]]
+
+
+def plain_deltas(versions: Sequence[Version], base: Version) -> Deltas:
+    """Each version's change from ``base`` (``V_t - base``, in the wider of its dtype and
+    float32) at its positions in the union of the slices: what the plain rule weighs.
+
+    Computed once per set of versions, they make :func:`combine_deltas` cheap for many weights
+    (W-NCFT inferred answers each input under its own weights).
+
+    Example:
+        >>> v1 = {"w": (0, torch.tensor([1]), torch.tensor([[4.0]]))}
+        >>> v2 = {"w": (0, torch.tensor([0]), torch.tensor([[2.0]]))}
+        >>> base = {"w": (0, torch.tensor([0, 1]), torch.tensor([[0.0], [1.0]]))}
+        >>> plain_deltas([v1, v2], base)  # index into the union [0, 1], V_t - base
+        [{'w': (tensor([1]), tensor([[3.]]))}, {'w': (tensor([0]), tensor([[2.]]))}]
+    """
+    union = union_layout([layout_of(v) for v in versions])
+    deltas: Deltas = [{} for _ in versions]
+    for name, (dim, positions) in union.items():
         _bdim, bpos, bval = base[name]
-        if not torch.equal(bpos.cpu(), union):
+        if not torch.equal(bpos.cpu(), positions):
             raise ValueError(f"base of {name} does not cover the versions' union of slices")
         wide = torch.promote_types(bval.dtype, torch.float32)
-        acc = bval.to(wide).clone()  # [.., n, ..]
         for t, version in enumerate(versions):
             if name not in version:
                 continue
             _d, pos, val = version[name]
-            idx = torch.searchsorted(union, pos.cpu()).to(acc.device)  # [n_t]
-            delta = val.to(acc.device, wide) - bval.to(acc.device, wide).index_select(dim, idx)
-            acc.index_add_(dim, idx, delta * float(weights[t]))
-        out[name] = (dim, union, acc)
+            idx = torch.searchsorted(positions, pos.cpu()).to(bval.device)  # [n_t]
+            delta = val.to(bval.device, wide) - bval.to(wide).index_select(dim, idx)
+            deltas[t][name] = (idx, delta)
+    return deltas
+
+
+def combine_deltas(deltas: Deltas, weights: torch.Tensor, base: Version) -> Version:
+    """The plain rule from :func:`plain_deltas`: ``base + sum_t weights[t] * delta_t``.
+
+    Example:
+        >>> base = {"w": (0, torch.tensor([0, 1]), torch.tensor([[0.0], [1.0]]))}
+        >>> deltas = [{"w": (torch.tensor([1]), torch.tensor([[3.0]]))}]
+        >>> combine_deltas(deltas, torch.tensor([0.5]), base)["w"][2].tolist()
+        [[0.0], [2.5]]
+    """
+    if tuple(weights.shape) != (len(deltas),):
+        raise ValueError(f"need one weight per version ({len(deltas)}), got {tuple(weights.shape)}")
+    out: Version = {}
+    for name, (dim, positions, bval) in base.items():
+        if not any(name in parts for parts in deltas):
+            continue  # a slice no version covers keeps its base value
+        wide = torch.promote_types(bval.dtype, torch.float32)
+        acc = bval.to(wide).clone()  # [.., n, ..]
+        for t, parts in enumerate(deltas):
+            if name in parts:
+                idx, delta = parts[name]
+                acc.index_add_(dim, idx, delta * float(weights[t]))
+        out[name] = (dim, positions, acc)
     return out
+
+
+def _combine_plain(versions: Sequence[Version], weights: torch.Tensor, base: Version) -> Version:
+    """``base + sum_t weights[t] * (V_t - base)`` over each version's own slices."""
+    return combine_deltas(plain_deltas(versions, base), weights, base)
 
 
 def version_state(version: Version, prefix: str) -> dict[str, torch.Tensor]:

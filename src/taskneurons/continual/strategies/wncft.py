@@ -50,8 +50,12 @@ from taskneurons.continual.base import tensor_bytes
 from taskneurons.continual.features import mean_features, similarity_logits, task_vector
 from taskneurons.continual.method_config import FeatureOptions, NeuronMethodConfig
 from taskneurons.continual.slices import (
+    Deltas,
+    Version,
     combine,
+    combine_deltas,
     layout_of,
+    plain_deltas,
     read_slices,
     union_layout,
     version_bytes,
@@ -74,6 +78,7 @@ class WNCFT(NCFT):
     def __init__(self, model, tokenizer, config, train, progress=False) -> None:
         super().__init__(model, tokenizer, config, train, progress)
         self.vectors: dict[str, torch.Tensor] = {}
+        self._deltas: tuple[list[Version], Version, Deltas] | None = None
 
     @property
     def uses_task_id(self) -> bool:
@@ -122,12 +127,34 @@ class WNCFT(NCFT):
         return similarity_logits(query, vectors, self.config.temperature)
 
     def routes(self, texts: Sequence[str]) -> list[Hashable]:
-        """Each input's logits against the trained tasks' vectors, as a tuple of floats."""
+        """Each input's logits against the trained tasks' vectors, as a tuple of floats.
+
+        With one trained task its weight is 1 whatever the logit, so every input gets the
+        route ``(0.0,)`` and the inputs are answered together (the same model either way).
+        """
+        if len(self.trained) == 1:
+            return [(0.0,)] * len(texts)
         cfg = self.config
         feats = mean_features(
             self.model, self.tokenizer, list(texts), cfg.feature_batch_size, cfg.feature_max_length
         )  # [n, d]
         return [tuple(self.logits(f).tolist()) for f in feats]
+
+    def _plain_deltas(self) -> tuple[Version, Deltas]:
+        """The base values of the versions' slices and each version's change from them
+        (:func:`~taskneurons.continual.slices.plain_deltas`), read at rest once per list of
+        versions and reused while it stays the same (the versions are kept, so their ids are
+        not reused)."""
+        held = self._deltas
+        if (
+            held is None
+            or len(held[0]) != len(self.versions)
+            or any(a is not b for a, b in zip(held[0], self.versions, strict=True))
+        ):
+            layout = union_layout([layout_of(v) for v in self.versions])
+            base = read_slices(self.model, layout)
+            held = self._deltas = (list(self.versions), base, plain_deltas(self.versions, base))
+        return held[1], held[2]
 
     @contextlib.contextmanager
     def answering(self, task: Task | None = None, route: Hashable = None) -> Iterator[nn.Module]:
@@ -140,10 +167,12 @@ class WNCFT(NCFT):
             logits = torch.tensor(route, dtype=torch.float64)
         else:
             raise ValueError("W-NCFT answers by the task (mode 'given') or a route ('inferred')")
-        rule = self.config.weighting
-        layout = union_layout([layout_of(v) for v in self.versions])
-        base = read_slices(self.model, layout) if rule == "plain" else None
-        with self._written([combine(self.versions, logits, rule, base)]):
+        if self.config.weighting == "plain":
+            base, deltas = self._plain_deltas()
+            combined = combine_deltas(deltas, torch.softmax(logits, 0), base)
+        else:
+            combined = combine(self.versions, logits, "renormalised")
+        with self._written([combined]):
             yield self.model
 
     def weights_for(self, task: Task | None = None, route: Hashable = None) -> dict | None:
