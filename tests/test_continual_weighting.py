@@ -162,3 +162,17 @@ def test_wncft_inferred_with_one_trained_task_answers_every_input_alike(tok):
     method.trained = ["a", "b"]
     method.vectors["b"] = torch.randn(model.config.hidden_size)
     assert len(set(method.routes(["a cat", "the dog sleeps", "red"]))) == 3  # own logits again
+
+
+def test_task_vector_shows_a_bar_over_its_forwards_and_the_same_vector(tok, capsys):
+    from taskneurons.continual.features import task_vector
+    from test_continual_tuning import _task
+
+    task = _task("a", ["cat", "dog"])
+    model = tiny_model("llama")
+    quiet = task_vector(model, tok, task, n=20, batch_size=4)
+    assert "features of a" not in capsys.readouterr().err
+    shown = task_vector(model, tok, task, n=20, batch_size=4, progress=True)
+    err = capsys.readouterr().err
+    assert "features of a" in err and "/5 " in err  # 20 inputs in batches of 4
+    assert torch.equal(quiet, shown)

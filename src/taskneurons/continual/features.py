@@ -44,6 +44,7 @@ def mean_features(
     texts: Sequence[str],
     batch_size: int = 8,
     max_length: int = 256,
+    progress: str | None = None,
 ) -> torch.Tensor:
     """Mean last-layer hidden state of each text, ``[n, d]`` float32 (CPU).
 
@@ -53,18 +54,22 @@ def mean_features(
         texts: the input texts.
         batch_size: texts per forward.
         max_length: tokens kept per text.
+        progress: the title of a tqdm bar over the batches (``None``: no bar).
 
     Example:
         >>> mean_features(model, tok, ["good film"]).shape  # doctest: +SKIP
         torch.Size([1, 576])
     """
+    from tqdm.auto import tqdm
+
     device = device_of(model)
     was_training = model.training
     model.eval()
     out = []
     try:
         with torch.inference_mode():
-            for i in range(0, len(texts), batch_size):
+            starts = range(0, len(texts), batch_size)
+            for i in tqdm(starts, desc=progress, disable=progress is None, leave=False):
                 ids, mask = _batch(tokenizer, texts[i : i + batch_size], max_length)
                 res = model(
                     input_ids=ids.to(device),
@@ -89,8 +94,10 @@ def task_vector(
     seed: int = 0,
     batch_size: int = 8,
     max_length: int = 256,
+    progress: bool = False,
 ) -> torch.Tensor:
-    """Mean feature ``[d]`` of up to ``n`` train inputs of ``task`` (label-stratified, seeded).
+    """Mean feature ``[d]`` of up to ``n`` train inputs of ``task`` (label-stratified, seeded);
+    ``progress`` shows a bar over the forwards (they are ``n / batch_size``: minutes on a CPU).
 
     Raises:
         ValueError: the task has no train examples.
@@ -99,7 +106,9 @@ def task_vector(
         raise ValueError(f"task {task.id!r} has no train examples to make its vector from")
     labels = task.labels if task.kind == "classification" else None
     exs = subset(task.train, n, seed=seed, labels=labels)
-    return mean_features(model, tokenizer, [e.input for e in exs], batch_size, max_length).mean(0)
+    title = f"features of {task.id}" if progress else None
+    inputs = [e.input for e in exs]
+    return mean_features(model, tokenizer, inputs, batch_size, max_length, title).mean(0)
 
 
 def similarity_logits(

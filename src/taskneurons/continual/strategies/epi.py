@@ -64,7 +64,7 @@ class EPI(ContinualMethod):
         with self.stack.disabled() as base:
             self.prototypes[task.id] = task_vector(
                 base, self.tokenizer, self.feature_task(task), cfg.n_vector_samples, cfg.seed,
-                cfg.feature_batch_size, cfg.feature_max_length,
+                cfg.feature_batch_size, cfg.feature_max_length, self.progress,
             )  # fmt: skip
         super().after_task(task, stage)
 

@@ -117,7 +117,7 @@ class WNCFT(NCFT):
             self.vectors[task.id] = task_vector(
                 self.model, self.tokenizer, self.feature_task(task), cfg.n_vector_samples,
                 cfg.seed,
-                cfg.feature_batch_size, cfg.feature_max_length,
+                cfg.feature_batch_size, cfg.feature_max_length, self.progress,
             )  # fmt: skip
         return self.vectors[task.id]
 
