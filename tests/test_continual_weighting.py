@@ -176,3 +176,21 @@ def test_task_vector_shows_a_bar_over_its_forwards_and_the_same_vector(tok, caps
     err = capsys.readouterr().err
     assert "features of a" in err and "/5 " in err  # 20 inputs in batches of 4
     assert torch.equal(quiet, shown)
+
+
+def test_mean_features_are_each_texts_own_mean_last_hidden_state(tok):
+    """Oracle: one unpadded forward per text, ``hidden_states[-1]`` averaged over its tokens;
+    batching and right padding change nothing but rounding, and the model's mode comes back."""
+    from taskneurons.continual.features import mean_features
+
+    model = tiny_model("llama").train()
+    texts = ["a cat", "the dog sleeps on the red mat", "blue", "two birds sing"]
+    got = mean_features(model, tok, texts, batch_size=3)  # batches of 3 and 1, padded
+    assert got.shape == (4, model.config.hidden_size) and not got.requires_grad
+    assert model.training
+    with torch.no_grad():
+        for row, text in zip(got, texts, strict=True):
+            ids = torch.tensor([tok(text)["input_ids"]])
+            hidden = model(input_ids=ids, output_hidden_states=True).hidden_states[-1]
+            torch.testing.assert_close(row, hidden[0].float().mean(0), rtol=0, atol=1e-5)
+    assert mean_features(model, tok, [], batch_size=3).numel() == 0

@@ -22,7 +22,7 @@ from torch import nn
 
 from taskneurons.data.prompts import pad_id_of
 from taskneurons.data.tasks import Task, subset
-from taskneurons.evaluation.model_io import device_of
+from taskneurons.evaluation.model_io import device_of, run_batches
 
 
 def _batch(tokenizer, texts: Sequence[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -44,46 +44,45 @@ def mean_features(
     texts: Sequence[str],
     batch_size: int = 8,
     max_length: int = 256,
-    progress: str | None = None,
+    progress: bool = False,
+    desc: str = "features",
 ) -> torch.Tensor:
     """Mean last-layer hidden state of each text, ``[n, d]`` float32 (CPU).
 
     Args:
-        model: a causal LM (run in eval mode under ``torch.inference_mode()``).
+        model: a causal LM (run in eval mode without gradients:
+            :func:`~taskneurons.evaluation.model_io.run_batches`).
         tokenizer: its tokenizer.
-        texts: the input texts.
+        texts: the input texts, in batches of ``batch_size`` in their own order.
         batch_size: texts per forward.
         max_length: tokens kept per text.
-        progress: the title of a tqdm bar over the batches (``None``: no bar).
+        progress: show a tqdm bar over the batches, titled ``desc``.
+        desc: the bar's title.
 
     Example:
         >>> mean_features(model, tok, ["good film"]).shape  # doctest: +SKIP
         torch.Size([1, 576])
     """
-    from tqdm.auto import tqdm
-
     device = device_of(model)
-    was_training = model.training
-    model.eval()
-    out = []
-    try:
-        with torch.inference_mode():
-            starts = range(0, len(texts), batch_size)
-            for i in tqdm(starts, desc=progress, disable=progress is None, leave=False):
-                ids, mask = _batch(tokenizer, texts[i : i + batch_size], max_length)
-                res = model(
-                    input_ids=ids.to(device),
-                    attention_mask=mask.to(device),
-                    output_hidden_states=True,
-                    use_cache=False,
-                    logits_to_keep=1,
-                )
-                hidden = res.hidden_states[-1].float()  # [b, pos, d]
-                m = mask.to(device).unsqueeze(-1).float()  # [b, pos, 1]
-                out.append(((hidden * m).sum(1) / m.sum(1).clamp(min=1)).cpu())  # [b, d]
-    finally:
-        model.train(was_training)
-    return torch.cat(out) if out else torch.zeros(0)
+
+    def step(chunk: list[str]) -> torch.Tensor:
+        ids, mask = _batch(tokenizer, chunk, max_length)
+        res = model(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            output_hidden_states=True,
+            use_cache=False,
+            logits_to_keep=1,
+        )
+        hidden = res.hidden_states[-1].float()  # [b, pos, d]
+        m = mask.to(device).unsqueeze(-1).float()  # [b, pos, 1]
+        return ((hidden * m).sum(1) / m.sum(1).clamp(min=1)).cpu()  # [b, d]
+
+    rows = run_batches(
+        model, list(texts), step, batch_size=batch_size, sort_by_length=False,
+        desc=desc, progress=progress,
+    )  # fmt: skip
+    return torch.stack(rows) if rows else torch.zeros(0)
 
 
 def task_vector(
@@ -106,9 +105,11 @@ def task_vector(
         raise ValueError(f"task {task.id!r} has no train examples to make its vector from")
     labels = task.labels if task.kind == "classification" else None
     exs = subset(task.train, n, seed=seed, labels=labels)
-    title = f"features of {task.id}" if progress else None
     inputs = [e.input for e in exs]
-    return mean_features(model, tokenizer, inputs, batch_size, max_length, title).mean(0)
+    feats = mean_features(
+        model, tokenizer, inputs, batch_size, max_length, progress, f"features of {task.id}"
+    )  # [n, d]
+    return feats.mean(0)
 
 
 def similarity_logits(

@@ -147,7 +147,7 @@ def combine(
     if rule == "plain":
         if base is None:
             raise ValueError("the plain rule needs the base values (base=read_slices(...))")
-        return _combine_plain(versions, torch.softmax(logits, 0), base)
+        return combine_deltas(plain_deltas(versions, base), torch.softmax(logits, 0), base)
     if rule != "renormalised":
         raise ValueError(f"rule must be 'plain' or 'renormalised', got {rule!r}")
     out: Version = {}
@@ -233,11 +233,6 @@ def combine_deltas(deltas: Deltas, weights: torch.Tensor, base: Version) -> Vers
                 acc.index_add_(dim, idx, delta * float(weights[t]))
         out[name] = (dim, positions, acc)
     return out
-
-
-def _combine_plain(versions: Sequence[Version], weights: torch.Tensor, base: Version) -> Version:
-    """``base + sum_t weights[t] * (V_t - base)`` over each version's own slices."""
-    return combine_deltas(plain_deltas(versions, base), weights, base)
 
 
 def version_state(version: Version, prefix: str) -> dict[str, torch.Tensor]:
