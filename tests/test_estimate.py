@@ -154,8 +154,9 @@ def test_continual_counts_seeds_references_and_the_lr_grid(tmp_path):
                                  "choice_file": str(tmp_path / "lr_choice.json")}  # fmt: skip
     tuned = stage_work("continual", ExperimentFile.from_dict(spec), sizes, smol)
     # seqft and wncft (inferred takes wncft's choice) x 2 lrs; each scores a, then a and b,
-    # on the validation split (3 x 2 batches); wncft's vectors; the references on it once
-    grid = 4 * 3 * 2 + 2 * 2 * 2 + 2 * 2 * 2
+    # on the validation split (3 x 2 batches); wncft's vectors once for both lrs (one cache
+    # file keeps them: the second candidate reads them); the references on it once
+    grid = 4 * 3 * 2 + 2 * 2 + 2 * 2 * 2
     assert sum(count(tuned, "forward")) == sum(count(work, "forward")) + grid
     assert len(count(tuned, "train_full")) == 6 + 2 * 2 + 2
     (tmp_path / "lr_choice.json").write_text('{"methods": {"seqft": {}}}')
@@ -192,7 +193,7 @@ def test_tune_only_counts_the_grid_alone(tmp_path):
                                  "choice_file": str(tmp_path / "lr_choice.json")}  # fmt: skip
     work = stage_work("continual", ExperimentFile.from_dict(spec), sizes, smol)
     count = lambda kind: [j.n for j in work.jobs if j.kind == kind]  # noqa: E731
-    assert sum(count("forward")) == 4 * 3 * 2 + 2 * 2 * 2 + 2 * 2 * 2
+    assert sum(count("forward")) == 4 * 3 * 2 + 2 * 2 + 2 * 2 * 2  # vectors once: see above
     assert len(count("train_full")) == 2 * 2 + 2  # seqft's candidates; the references once
     assert len(count("train_neurons")) == 2 * 2  # wncft's candidates
     assert any("tune.only" in note for note in work.notes)
@@ -332,3 +333,19 @@ def test_continual_peak_counts_the_weight_copies_held_in_host_memory():
     gpu, gpu0 = (estimate_stage(w, smol, device("h100"), "bfloat16") for w in (work, bare))
     assert gpu.peak_bytes == gpu0.peak_bytes
     assert any("host RAM beside the GPU: 5 copies" in n for n in gpu.notes)
+
+
+def test_continual_counts_each_task_vector_once_per_seed(tmp_path):
+    """W-NCFT and EPI read the same vectors from one cache: per seed one vector job per task
+    (2 batches of 8), not one per method; the seeds draw other subsets: counted again."""
+    smol = KNOWN_SHAPES["smollm2-135m"]
+    sizes = [_size(t) for t in "abc"]
+    spec = _continual_spec()
+    vector = lambda w: [j for j in w.jobs if j.kind == "forward" and j.context * 16 == j.tokens]  # noqa: E731
+    spec["continual"]["methods"] = ["wncft"]
+    one = stage_work("continual", ExperimentFile.from_dict(spec), sizes, smol)
+    spec["continual"]["methods"] = ["wncft", "epi"]
+    both = stage_work("continual", ExperimentFile.from_dict(spec), sizes, smol)
+    assert len(vector(one)) == len(vector(both)) == 2 * 2  # 2 seeds x 2 tasks
+    spec["continual"]["seeds"] = [0, 1, 2]
+    assert len(vector(stage_work("continual", ExperimentFile.from_dict(spec), sizes, smol))) == 6

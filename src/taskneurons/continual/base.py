@@ -41,9 +41,12 @@ import dataclasses
 from collections.abc import Hashable, Iterator, Sequence
 from typing import Any, ClassVar
 
+import torch
 from torch import nn
 
+from taskneurons.continual.features import mean_features, task_vector
 from taskneurons.continual.method_config import MethodConfig
+from taskneurons.continual.vector_cache import TaskVectorCache
 from taskneurons.data.tasks import Example, Task
 from taskneurons.evaluation.dispatch import evaluate
 from taskneurons.evaluation.eval_config import EvalConfig
@@ -69,6 +72,8 @@ class ContinualMethod:
             :meth:`feature_task`).
         derived: ids of the tasks whose stage was taken from the reference scores
             (:meth:`derive_stage`; empty for a method without :meth:`reference_stages`).
+        vector_cache: where task vectors are kept across runs (the experiment sets it;
+            ``None``: each is computed: :meth:`task_vector`).
     """
 
     #: the method's name (its config's ``name``)
@@ -92,6 +97,8 @@ class ContinualMethod:
         self.trained: list[str] = []
         self.derived: set[str] = set()
         self.pools: dict[str, list[Example]] = {}
+        self.vector_cache: TaskVectorCache | None = None
+        self._input_features: dict[tuple[str, ...], torch.Tensor] = {}
 
     def feature_task(self, task: Task) -> Task:
         """``task`` with the train examples its vector / prototype is drawn from: the task's
@@ -101,6 +108,30 @@ class ContinualMethod:
         if source == "task" and task.id in self.pools:
             return dataclasses.replace(task, train=list(self.pools[task.id]))
         return task
+
+    def task_vector(self, model: nn.Module, task: Task) -> torch.Tensor:
+        """``task``'s vector / prototype ``[d]`` on ``model`` (the base model): the mean feature
+        of up to ``n_vector_samples`` inputs of :meth:`feature_task`, from :attr:`vector_cache`
+        when set (:class:`~taskneurons.continual.vector_cache.TaskVectorCache`)."""
+        cfg, source = self.config, self.feature_task(task)
+        if self.vector_cache is not None:
+            return self.vector_cache.vector(model, self.tokenizer, source, cfg, self.progress)
+        return task_vector(
+            model, self.tokenizer, source, cfg.n_vector_samples, cfg.seed,
+            cfg.feature_batch_size, cfg.feature_max_length, self.progress,
+        )  # fmt: skip
+
+    def input_features(self, model: nn.Module, texts: Sequence[str]) -> torch.Tensor:
+        """Features ``[n, d]`` of test inputs on ``model``, the base model, which no stage
+        changes: computed once per list of texts and kept (the same batches, so the same
+        values at every stage)."""
+        key = tuple(texts)
+        if key not in self._input_features:
+            cfg = self.config
+            self._input_features[key] = mean_features(
+                model, self.tokenizer, list(texts), cfg.feature_batch_size, cfg.feature_max_length
+            )  # [n, d]
+        return self._input_features[key]
 
     @property
     def uses_task_id(self) -> bool:

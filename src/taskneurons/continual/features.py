@@ -85,6 +85,19 @@ def mean_features(
     return torch.stack(rows) if rows else torch.zeros(0)
 
 
+def vector_inputs(task: Task, n: int = 1000, seed: int = 0) -> list[str]:
+    """The inputs ``task``'s vector is the mean feature of: up to ``n`` of its train inputs
+    (label-stratified for a classification task, seeded).
+
+    Raises:
+        ValueError: the task has no train examples.
+    """
+    if not task.train:
+        raise ValueError(f"task {task.id!r} has no train examples to make its vector from")
+    labels = task.labels if task.kind == "classification" else None
+    return [e.input for e in subset(task.train, n, seed=seed, labels=labels)]
+
+
 def task_vector(
     model: nn.Module,
     tokenizer,
@@ -95,17 +108,13 @@ def task_vector(
     max_length: int = 256,
     progress: bool = False,
 ) -> torch.Tensor:
-    """Mean feature ``[d]`` of up to ``n`` train inputs of ``task`` (label-stratified, seeded);
+    """Mean feature ``[d]`` of :func:`vector_inputs` (up to ``n`` train inputs of ``task``);
     ``progress`` shows a bar over the forwards (they are ``n / batch_size``: minutes on a CPU).
 
     Raises:
         ValueError: the task has no train examples.
     """
-    if not task.train:
-        raise ValueError(f"task {task.id!r} has no train examples to make its vector from")
-    labels = task.labels if task.kind == "classification" else None
-    exs = subset(task.train, n, seed=seed, labels=labels)
-    inputs = [e.input for e in exs]
+    inputs = vector_inputs(task, n, seed)
     feats = mean_features(
         model, tokenizer, inputs, batch_size, max_length, progress, f"features of {task.id}"
     )  # [n, d]

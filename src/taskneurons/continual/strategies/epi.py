@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from taskneurons.continual.base import ContinualMethod, tensor_bytes
-from taskneurons.continual.features import mean_features, similarity_logits, task_vector
+from taskneurons.continual.features import similarity_logits
 from taskneurons.continual.lora import AdapterStack
 from taskneurons.continual.method_config import FeatureOptions, MethodConfig
 from taskneurons.data.tasks import Task
@@ -60,21 +60,14 @@ class EPI(ContinualMethod):
 
     def after_task(self, task: Task, stage: int) -> None:
         self.stack.activate([self.stack.names[-1]])  # frozen
-        cfg = self.config
         with self.stack.disabled() as base:
-            self.prototypes[task.id] = task_vector(
-                base, self.tokenizer, self.feature_task(task), cfg.n_vector_samples, cfg.seed,
-                cfg.feature_batch_size, cfg.feature_max_length, self.progress,
-            )  # fmt: skip
+            self.prototypes[task.id] = self.task_vector(base, task)
         super().after_task(task, stage)
 
     def routes(self, texts: Sequence[str]) -> list[Hashable]:
         """The id of the trained task whose prototype is nearest (cosine) to each input."""
-        cfg = self.config
         with self.stack.disabled() as base:
-            feats = mean_features(
-                base, self.tokenizer, list(texts), cfg.feature_batch_size, cfg.feature_max_length
-            )  # [n, d]
+            feats = self.input_features(base, texts)  # [n, d]
         protos = torch.stack([self.prototypes[t] for t in self.trained])  # [tasks, d]
         return [self.trained[int(similarity_logits(f, protos).argmax())] for f in feats]
 

@@ -47,7 +47,7 @@ import torch
 from torch import nn
 
 from taskneurons.continual.base import tensor_bytes
-from taskneurons.continual.features import mean_features, similarity_logits, task_vector
+from taskneurons.continual.features import similarity_logits
 from taskneurons.continual.method_config import FeatureOptions, NeuronMethodConfig
 from taskneurons.continual.slices import (
     Deltas,
@@ -113,12 +113,7 @@ class WNCFT(NCFT):
     def vector(self, task: Task) -> torch.Tensor:
         """Task ``task``'s vector ``[d]`` (computed once, on the base model)."""
         if task.id not in self.vectors:
-            cfg = self.config
-            self.vectors[task.id] = task_vector(
-                self.model, self.tokenizer, self.feature_task(task), cfg.n_vector_samples,
-                cfg.seed,
-                cfg.feature_batch_size, cfg.feature_max_length, self.progress,
-            )  # fmt: skip
+            self.vectors[task.id] = self.task_vector(self.model, task)
         return self.vectors[task.id]
 
     def logits(self, query: torch.Tensor) -> torch.Tensor:
@@ -134,10 +129,7 @@ class WNCFT(NCFT):
         """
         if len(self.trained) == 1:
             return [(0.0,)] * len(texts)
-        cfg = self.config
-        feats = mean_features(
-            self.model, self.tokenizer, list(texts), cfg.feature_batch_size, cfg.feature_max_length
-        )  # [n, d]
+        feats = self.input_features(self.model, texts)  # [n, d]
         return [tuple(self.logits(f).tolist()) for f in feats]
 
     def _plain_deltas(self) -> tuple[Version, Deltas]:

@@ -33,7 +33,8 @@ class ContinualConfig(Config):
         eval_unseen: also score the tasks not trained yet (needed for FWT).
         reference_cache: the JSON cache of A(i) and b(i) (``None``:
             ``<out_dir>/reference_cache.json``); point the runs of several methods at one file
-            to compute them once.
+            to compute them once. W-NCFT's task vectors and EPI's prototypes are kept beside
+            it in ``task_vectors.json`` (:mod:`taskneurons.continual.vector_cache`).
         n_val: validation examples per task, carved from the train examples the run does not
             train on and disjoint from the test inputs
             (:func:`~taskneurons.data.validation.validation_split`; ``None``: no split).
@@ -239,6 +240,7 @@ FILES = """
     forgetting: FG_j per stage for every method (Figure 4)
     suite: Table 5 rows and FG_j curves as JSON
     reference_cache.json: single-task and zero-shot scores shared by the methods
+    task_vectors.json: W-NCFT's task vectors and EPI's prototypes shared by the methods
     forgetting_*: FG_j per stage of a run's methods (Figure 4)
     held_out: each method's score on the tasks none trained on, against zero-shot
     routing: W-NCFT's and EPI's routing accuracy after the last task

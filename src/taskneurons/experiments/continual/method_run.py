@@ -19,7 +19,10 @@ Files in ``out_dir``: ``matrix.{md,csv,json}`` (``a[i, j]``), ``heatmap.png``,
 A(i), a(i,i), final score), ``continual_config.json`` (resolved config + provenance),
 ``result.json``, ``checkpoint/``, for NCFT and W-NCFT each task's neuron set
 (``neurons/<task>/neurons.safetensors``, :mod:`~taskneurons.experiments.continual.task_neurons`)
-and, unless ``reference_cache`` names another file, ``reference_cache.json``.
+and, unless ``reference_cache`` names another file, ``reference_cache.json`` and, beside it,
+``task_vectors.json``: the task vectors of W-NCFT and EPI's prototypes, computed once on the
+base model for every method, mode, seed and order that shares the file
+(:mod:`taskneurons.continual.vector_cache`).
 
 Example:
     >>> cfg = ContinualConfig(order=["dbpedia", "amazon", "yahoo", "agnews"],
@@ -45,6 +48,7 @@ from taskneurons.continual.reference import reference_scores, zero_shot_scores
 from taskneurons.continual.registry import make_method
 from taskneurons.continual.stage_checkpoint import checkpoint_stage, has_checkpoint, read_checkpoint
 from taskneurons.continual.stage_loop import StageRun, advance, reference_stages, score_held_out
+from taskneurons.continual.vector_cache import VECTOR_FILE, TaskVectorCache
 from taskneurons.data.tasks import Task, examples_hash
 from taskneurons.data.validation import validation_split
 from taskneurons.experiments.common import eval_examples, limited
@@ -162,12 +166,18 @@ def _start(model, tokenizer, tasks, test, config, out, resume, progress) -> tupl
             list(r.get("routing", [])),
         )  # fmt: skip
         return run, ckpt.state
-    cache = Path(config.reference_cache) if config.reference_cache else out / "reference_cache.json"
+    cache = reference_cache_path(config, out)
     refs = reference_scores(
         model, tokenizer, tasks, test, config.single_train, config.eval, cache, progress
     )
     empty = np.full((n, n), np.nan)
     return StageRun(config, out, record, empty, refs.single, refs.zero_shot, [], 0, None), None
+
+
+def reference_cache_path(config: ContinualConfig, out: Path) -> Path:
+    """The JSON cache of A(i) and b(i): ``config.reference_cache``, else in the run folder.
+    The task vectors are kept beside it (:data:`VECTOR_FILE`), shared as widely."""
+    return Path(config.reference_cache) if config.reference_cache else out / "reference_cache.json"
 
 
 def shares_training(a: ContinualConfig, b: ContinualConfig) -> bool:
@@ -263,8 +273,7 @@ def continual_experiments(
         ]
         if all(r is not None for r in done):
             return done
-    method = make_method(config.method, model, tokenizer, config.train, progress)
-    method.pools = feature_pools(tasks, {**test, **held_test})
+    method = _make(config, model, tokenizer, tasks, {**test, **held_test}, outs[0], progress)
     started = [
         _start(model, tokenizer, ordered, test, c, o, resume, progress)
         for (c, _), o in zip(runs, outs, strict=True)
@@ -281,6 +290,16 @@ def continual_experiments(
                 on_stage(j, run.matrix.copy())
     score_held_out(method, tokenizer, held, held_test, state)
     return [_result(method, run, [t.id for t in ordered]) for run in state]
+
+
+def _make(config, model, tokenizer, tasks, scored: dict, out: Path, progress: bool):
+    """The run's method on the base ``model``: its feature pools (``scored`` left out) and
+    the task vector cache beside the reference cache."""
+    vectors = TaskVectorCache(reference_cache_path(config, out).with_name(VECTOR_FILE), model)
+    method = make_method(config.method, model, tokenizer, config.train, progress)
+    method.pools = feature_pools(tasks, scored)
+    method.vector_cache = vectors
+    return method
 
 
 def _examples(config: ContinualConfig, tasks: Sequence[Task]) -> tuple:

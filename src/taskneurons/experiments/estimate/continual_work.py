@@ -3,8 +3,9 @@
 The count follows :mod:`taskneurons.experiments.continual`: the single-task references A(i)
 and the zero-shot scores b(i) once (one cache serves every seed and method); per seed and run
 label, each stage trains the method on its task (``neurons`` methods score the task first),
-W-NCFT / EPI read the task's vector or prototype from up to ``n_vector_samples`` train inputs,
-and the seen tasks (all of them with ``eval_unseen``) are scored; after the last stage the
+W-NCFT / EPI read the task's vector or prototype from up to ``n_vector_samples`` train inputs
+(counted once per task and feature settings: one cache file keeps them for every method and
+seed that shares it, :mod:`taskneurons.continual.vector_cache`), and the seen tasks (all of them with ``eval_unseen``) are scored; after the last stage the
 held-out tasks are scored. W-NCFT inferred shares W-NCFT's training and scores on its own.
 With ``tune``, every candidate of every method's grid runs the tuning order scored on the
 validation split, unless the choice file already holds that method's choice.
@@ -57,8 +58,17 @@ def _vector_job(size: TaskSize, method: Any) -> Job:
     return Job("forward", -(-n // batch), n * size.prompt, size.prompt, min(n, batch) * size.prompt)
 
 
-def _run_jobs(label: str, cfg, order: list[TaskSize], held: list[TaskSize], shape) -> list[Job]:
-    """One run of one label over ``order``: training, vectors and scoring at every stage."""
+def _vector_key(size: TaskSize, method: Any) -> tuple:
+    """What a task vector depends on beyond the base model (its cache key, in effect)."""
+    return (size.id, method.seed, method.n_vector_samples, method.feature_batch_size,
+            method.feature_max_length)  # fmt: skip
+
+
+def _run_jobs(
+    label: str, cfg, order: list[TaskSize], held: list[TaskSize], shape, vectors: set
+) -> list[Job]:
+    """One run of one label over ``order``: training, vectors and scoring at every stage;
+    ``vectors``: the keys of the task vectors counted so far (one cache file keeps each)."""
     method = cfg.method
     train = dataclasses.replace(cfg.train, method=TRAINING_KIND.get(method.name, "full"))
     trainable = trainable_of(shape, train, getattr(method, "k", 0.0))
@@ -70,7 +80,8 @@ def _run_jobs(label: str, cfg, order: list[TaskSize], held: list[TaskSize], shap
             if train.method == "neurons":
                 att = method.attribution
                 jobs.append(scoring_job(s, att.n_examples, att.batch_size, att.checkpointing))
-            if hasattr(method, "n_vector_samples"):
+            if hasattr(method, "n_vector_samples") and _vector_key(s, method) not in vectors:
+                vectors.add(_vector_key(s, method))
                 jobs.append(_vector_job(s, method))
         seen = order if cfg.eval_unseen else order[: i + 1]
         jobs += _evals(seen, _scored(cfg), cfg.eval)
@@ -116,7 +127,7 @@ def tuning_runs(cfg, by_id: dict[str, TaskSize], shape, out: Path) -> tuple[list
     labels, done = cfg.labels(), _recorded(tune.choice_file)
     order_ids = tune.order or cfg.order or [t for t in by_id if t not in (cfg.held_out or [])]
     val = _validation([by_id[t] for t in order_ids], tune.n_val)
-    runs, base = [], None
+    runs, base, vectors = [], None, set()
     for label, run in cfg.runs():
         if tuning_label(label, labels) != label or label in done:
             continue
@@ -126,7 +137,7 @@ def tuning_runs(cfg, by_id: dict[str, TaskSize], shape, out: Path) -> tuple[list
         )  # fmt: skip
         for values in candidates(tune, label):
             cand = base.replace(train=base.train.replace(**values))
-            jobs = _run_jobs(label, cand, val, [], shape)
+            jobs = _run_jobs(label, cand, val, [], shape, vectors)
             runs.append(
                 (label, values, jobs, _finished(candidate_folder(tune, out, label, values)))
             )
@@ -147,10 +158,10 @@ def _tuning(cfg, by_id: dict[str, TaskSize], shape, out: Path) -> tuple[list[Job
 def _suite_runs(cfg, out: Path, resume: bool) -> tuple[list[tuple[str, Any]], int]:
     """Each seed's runs still to do (``resume``: a finished one is read back) and the count
     of finished ones."""
-    roots = [out / f"seed{s}" for s in cfg.seeds] if cfg.seeds else [out]
+    roots = [(out / f"seed{s}", cfg.for_seed(s)) for s in cfg.seeds] if cfg.seeds else [(out, cfg)]
     todo, finished = [], 0
-    for root in roots:
-        for label, run in cfg.runs():
+    for root, seeded in roots:
+        for label, run in seeded.runs():
             if resume and _finished(root / label):
                 finished += 1
             else:
@@ -170,15 +181,17 @@ def continual_jobs(file, sizes: list[TaskSize], shape) -> tuple[list[Job], list[
     only = cfg.tune is not None and cfg.tune.only  # the grid alone: no run on the test split
     jobs = [] if only else _references(runs[0][1], order, held, shape)
     todo, finished = ([], 0) if only else _suite_runs(cfg, out, bool(file.resume))
+    vectors: set = set()
     for label, run in todo:
-        jobs += _run_jobs(label, run, order, held, shape)
+        jobs += _run_jobs(label, run, order, held, shape, vectors)
     notes = (
         ["tune.only: the lr grid alone, no run on the test split"]
         if only
         else [
             f"{seeds} seed(s) x {len(runs)} runs; references once (shared cache; counted even when "
             "cached); pertask counted as training every stage",
-            "W-NCFT inferred's per-example features and EPI's routing forwards are not counted",
+            "W-NCFT inferred's per-example features and EPI's routing forwards are not counted; "
+            "task vectors once per task and settings (shared cache; counted even when cached)",
         ]
     )
     if finished:
