@@ -39,11 +39,16 @@ STAGES = [
 
 #: What a stage writes as it runs but is not part of its result (files below these folders
 #: or with these names): training runs' folders, the relevance scores a stage shares with the
-#: later ones (scores/), lape's activation probabilities, checkpoints, the reference cache, the
+#: later ones (scores/), lape's activation probabilities, checkpoints, the reference cache and
+#: the task vectors kept beside it, the
 #: saved model, the multi-task training folder and an NCFT run's task sets (neurons/, written
 #: by the run beside its result: taskneurons.experiments.continual.task_neurons).
 NOT_RESULTS = ("runs", "scores", "checkpoint", "model", "multitask", "neurons")
-NOT_RESULT_FILES = ("activation_probability.safetensors", "reference_cache.json")
+NOT_RESULT_FILES = (
+    "activation_probability.safetensors",
+    "reference_cache.json",
+    "task_vectors.json",
+)
 
 #: Fields a loaded result does not have as the stage had them (see each class's docstring):
 #: the scores a stage passes on to the next ones of its run, what a budget grid's files do not
