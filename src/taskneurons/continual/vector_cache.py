@@ -27,7 +27,7 @@ import os
 import torch
 from torch import nn
 
-from taskneurons.continual.features import mean_features, vector_inputs
+from taskneurons.continual.features import task_vector, vector_inputs
 from taskneurons.continual.method_config import FeatureOptions
 from taskneurons.data.tasks import Task
 from taskneurons.provenance import model_fingerprint
@@ -89,10 +89,9 @@ class TaskVectorCache:
             self.hits += 1
             return torch.tensor(entry["vector"], dtype=torch.float32)
         self.misses += 1
-        feats = mean_features(
-            model, tokenizer, inputs, options.feature_batch_size, options.feature_max_length,
-            progress, f"features of {task.id}",
-        )  # [n, d]  # fmt: skip
-        vec = feats.mean(0)  # [d]
+        vec = task_vector(
+            model, tokenizer, task, options.n_vector_samples, options.seed,
+            options.feature_batch_size, options.feature_max_length, progress,
+        )  # [d]; draws the same inputs (seeded)  # fmt: skip
         self.cache.put(key, {"vector": vec.tolist()})
         return vec

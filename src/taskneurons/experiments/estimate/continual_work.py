@@ -5,8 +5,8 @@ and the zero-shot scores b(i) once (one cache serves every seed and method); per
 label, each stage trains the method on its task (``neurons`` methods score the task first),
 W-NCFT / EPI read the task's vector or prototype from up to ``n_vector_samples`` train inputs
 (counted once per task and feature settings: one cache file keeps them for every method and
-seed that shares it, :mod:`taskneurons.continual.vector_cache`), and the seen tasks (all of them with ``eval_unseen``) are scored; after the last stage the
-held-out tasks are scored. W-NCFT inferred shares W-NCFT's training and scores on its own.
+seed that shares it, :mod:`taskneurons.continual.vector_cache`), and the seen tasks (all of
+them with ``eval_unseen``) are scored; after the last stage the held-out tasks are scored. W-NCFT inferred shares W-NCFT's training and scores on its own.
 With ``tune``, every candidate of every method's grid runs the tuning order scored on the
 validation split, unless the choice file already holds that method's choice.
 
