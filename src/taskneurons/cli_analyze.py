@@ -1,6 +1,7 @@
 """``taskneurons analyze KIND RUN ...``: tables and figures again from finished runs.
 
 ``table5`` (continual orders), ``reuse`` (NCFT's neurons that later tasks train again),
+``temperature`` (W-NCFT's final scores at other softmax temperatures, no training),
 ``sweep`` (a k x selection grid), ``overlap`` / ``figure2`` / ``similarity`` / ``correlate``
 (generalization runs) and ``losses`` (every training run's loss, early and late). ``--out`` is checked before any run is read.
 
@@ -14,11 +15,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from taskneurons._io import folder_problem
+from taskneurons.experiments.continual import temperature_sweep as ts
 from taskneurons.experiments.continual.claims import SEEDS_FILE, order_claims, write_claims
 from taskneurons.experiments.continual.reuse_tables import reuse_markdown, reuse_rows, write_reuse
 from taskneurons.experiments.continual.table5 import continual_orders_table
 from taskneurons.experiments.generalization.reanalysis import analyze_run
 from taskneurons.experiments.specificity.sweep_grid import sweep_summary
+from taskneurons.provenance import provenance
 from taskneurons.training.loss_curves import write_loss_summary
 
 
@@ -36,6 +39,8 @@ def cmd_analyze(args) -> int:
             write_reuse(rows, layers, args.out, args.runs)
             print(f"written to {args.out}: neuron_reuse and neuron_reuse_layers (.md, .csv, .json)")
         return 0
+    if args.analysis == "temperature":
+        return _temperatures(args)
     if args.analysis == "sweep":
         print(sweep_summary(args.runs, args.out, args.mixed).markdown())
         return 0
@@ -51,6 +56,19 @@ def cmd_analyze(args) -> int:
         print(f"written to {args.out}: table5_orders and forgetting_orders (.md, .csv, .json)")
         print("and forgetting_<run>.png per run")
     _claims(args.runs, args.out)
+    return 0
+
+
+def _temperatures(args) -> int:
+    """``analyze temperature``: the sweep printed, and written with ``--out``."""
+    sweep = ts.TemperatureSweep(args.temperatures, args.modes, progress=True)
+    rows = ts.sweep_runs(args.runs, sweep)
+    print(ts.temperature_markdown(rows))
+    if args.out is not None:
+        meta = provenance(runs=[str(r) for r in args.runs], temperatures=args.temperatures,
+                          modes=args.modes)  # fmt: skip
+        ts.write_temperatures(rows, args.out, meta)
+        print(f"written to {args.out}: wncft_temperature{{,_tasks}} (.md, .csv, .json)")
     return 0
 
 

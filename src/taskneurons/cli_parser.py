@@ -152,6 +152,14 @@ def _add_analyze(p: argparse.ArgumentParser) -> None:
                              "(NCFT, W-NCFT), against chance and forgetting")  # fmt: skip
     reuse.add_argument("runs", nargs="+", type=Path, help="folders of continual runs")
     reuse.add_argument("--out", type=Path, default=None, help="also write neuron_reuse{,_layers}.*")
+    temp = kinds.add_parser("temperature", help="W-NCFT's final scores again at other softmax "
+                            "temperatures, from its last checkpoint (no training)")  # fmt: skip
+    temp.add_argument("runs", nargs="+", type=Path, help="W-NCFT folders of finished continual "
+                      "runs (e.g. RUN/seed0/wncft)")  # fmt: skip
+    temp.add_argument("--temperatures", nargs="+", type=float, default=[1.0, 0.1, 0.03, 0.01])
+    temp.add_argument("--modes", nargs="+", choices=["given", "inferred"],
+                      default=["given", "inferred"], help="answering modes to score")  # fmt: skip
+    temp.add_argument("--out", type=Path, default=None, help="also write wncft_temperature*.*")
     sw = kinds.add_parser(
         "sweep", help="one k x selection grid from finished or interrupted sweeps"
     )

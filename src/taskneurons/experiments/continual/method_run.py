@@ -266,7 +266,7 @@ def continual_experiments(
         raise ValueError(
             f"{', '.join(map(str, outs))}: checkpoints of different stages; resume each alone"
         )
-    ordered, test, held, held_test = _examples(config, tasks)
+    ordered, test, held, held_test = run_examples(config, tasks)
     if resume:  # finished runs are read back (their checkpoints may be gone)
         done = [
             finished_run(c, o, model, ordered, test) for (c, _), o in zip(runs, outs, strict=True)
@@ -302,7 +302,7 @@ def _make(config, model, tokenizer, tasks, scored: dict, out: Path, progress: bo
     return method
 
 
-def _examples(config: ContinualConfig, tasks: Sequence[Task]) -> tuple:
+def run_examples(config: ContinualConfig, tasks: Sequence[Task]) -> tuple:
     """``(ordered train tasks, their scored examples, held-out tasks, their test examples)``."""
     held_ids = set(config.held_out or [])
     whole = order_tasks([t for t in tasks if t.id not in held_ids], config.order)
