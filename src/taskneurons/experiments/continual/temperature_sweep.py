@@ -134,14 +134,14 @@ def temperature_rows(
         ContinualRunError: not a finished W-NCFT run, no last-stage checkpoint, or another
             model or other test examples than the run's.
     """
+    from tqdm.auto import tqdm
+
     sweep.validate()
     path = Path(folder)
     record = wncft_record(path)
     method, config, ordered, test = _checked_method(model, tokenizer, tasks, path, record)
     final = ContinualResult.load(path).matrix[:, -1]  # [tasks]
     own = (config.method.temperature, config.method.mode)
-    from tqdm.auto import tqdm
-
     cells = list(itertools.product(sweep.temperatures, sweep.modes, range(len(ordered))))
     rows = []
     for temperature, mode, i in tqdm(cells, desc=f"temperatures {path.name}",
