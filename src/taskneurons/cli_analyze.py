@@ -63,11 +63,12 @@ def _temperatures(args) -> int:
     """``analyze temperature``: the sweep printed, and written with ``--out``."""
     sweep = ts.TemperatureSweep(args.temperatures, args.modes, progress=True)
     rows = ts.sweep_runs(args.runs, sweep)
-    print(ts.temperature_markdown(rows))
+    summary = ts.summary_rows(rows)
+    print(ts.temperature_markdown(rows, summary))
     if args.out is not None:
         meta = provenance(runs=[str(r) for r in args.runs], temperatures=args.temperatures,
                           modes=args.modes)  # fmt: skip
-        ts.write_temperatures(rows, args.out, meta)
+        ts.write_temperatures(rows, summary, args.out, meta)
         print(f"written to {args.out}: wncft_temperature{{,_tasks}} (.md, .csv, .json)")
     return 0
 

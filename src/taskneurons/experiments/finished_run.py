@@ -30,9 +30,7 @@ def load_run(folder: str | os.PathLike) -> RunResult:
         ConfigError: its ``config.yaml`` is not a valid experiment file.
     """
     run = RunFolder(folder)
-    if not run.config_path.is_file():
-        raise FinishedRunError(f"{run.path}: no {run.config_path.name} (not a run folder)")
-    config = ExperimentFile.from_dict(run.settings(), where=str(run.config_path))
+    config = run_config(run)
     stages = config.stages()
     result = RunResult(config, run.path)
     dirs = run.stage_dirs(stages)
@@ -40,3 +38,15 @@ def load_run(folder: str | os.PathLike) -> RunResult:
         if stage_named(name).result:  # a stage that declares no result class is not read back
             result.results[name] = stage_named(name).result_class().load(dirs[name])
     return result
+
+
+def run_config(run: RunFolder) -> ExperimentFile:
+    """The experiment file of the run in ``run`` (its ``config.yaml``), checked.
+
+    Raises:
+        FinishedRunError: no ``config.yaml`` there (not a run folder).
+        ConfigError: its ``config.yaml`` is not a valid experiment file.
+    """
+    if not run.config_path.is_file():
+        raise FinishedRunError(f"{run.path}: no {run.config_path.name} (not a run folder)")
+    return ExperimentFile.from_dict(run.settings(), where=str(run.config_path))

@@ -45,7 +45,7 @@ from taskneurons.experiments.continual.continual_result import (
 from taskneurons.experiments.continual.continual_stage import ContinualConfig
 from taskneurons.experiments.continual.method_run import run_examples
 from taskneurons.experiments.continual.table5 import ContinualRunError
-from taskneurons.experiments.experiment_file import ExperimentFile
+from taskneurons.experiments.finished_run import run_config
 from taskneurons.experiments.runner import load_tasks
 from taskneurons.models import loading
 from taskneurons.provenance import model_fingerprint
@@ -155,11 +155,11 @@ def temperature_rows(
     return rows
 
 
-def run_root(folder: str | os.PathLike) -> Path:
+def run_root(folder: str | os.PathLike) -> RunFolder:
     """The run folder (``config.yaml``) that holds the method folder ``folder``."""
     path = Path(folder).resolve()
-    for candidate in [path, *path.parents]:
-        if RunFolder(candidate).config_path.is_file():
+    for candidate in map(RunFolder, [path, *path.parents]):
+        if candidate.config_path.is_file():
             return candidate
     raise ContinualRunError(f"{folder}: not inside a run folder (no config.yaml above it)")
 
@@ -174,15 +174,13 @@ def sweep_runs(folders: Sequence[str | os.PathLike], sweep: TemperatureSweep) ->
         wncft_record(folder)
         roots.append(run_root(folder))
     rows: list[list] = []
-    loaded: dict[tuple, tuple] = {}
+    held_key, model, tokenizer = None, None, None  # one model in memory at a time
     for folder, root in zip(folders, roots, strict=True):
-        source = str(RunFolder(root).config_path)
-        config = ExperimentFile.from_dict(RunFolder(root).settings(), where=source)
+        config = run_config(root)
         key = (config.model, config.dtype, config.device)
-        if key not in loaded:
-            loaded = {key: loading.load_model(config.model, config.dtype, config.device)}
-        model, tokenizer = loaded[key]
-        tasks = load_tasks(config, source)
+        if key != held_key:
+            held_key, (model, tokenizer) = key, loading.load_model(*key)
+        tasks = load_tasks(config, str(root.config_path))
         rows += temperature_rows(model, tokenizer, tasks, folder, sweep)
     return rows
 
@@ -200,10 +198,11 @@ def summary_rows(rows: Sequence[Sequence[Any]]) -> list[list]:
     groups: dict[tuple, list[Sequence[Any]]] = {}
     for row in rows:
         groups.setdefault(tuple(row[:3]), []).append(row)
+    ncft = {run: ncft_mean(run) for run, _t, _m in groups}  # read once per run
     out = []
     for (run, temperature, mode), part in groups.items():
         means = [_mean([r[k] for r in part]) for k in (4, 5, 6, 7)]
-        out.append([run, temperature, mode, means[0], means[1], ncft_mean(run), *means[2:]])
+        out.append([run, temperature, mode, means[0], means[1], ncft[run], *means[2:]])
     return out
 
 
@@ -220,19 +219,23 @@ def ncft_mean(wncft_folder: str | os.PathLike) -> float | None:
     return None if cl is None or math.isnan(cl) else float(cl)
 
 
-def temperature_markdown(rows: Sequence[Sequence[Any]]) -> str:
-    """The summary table, then the per-task table."""
+def temperature_markdown(rows: Sequence[Sequence[Any]], summary: Sequence[Sequence[Any]]) -> str:
+    """The summary table (:func:`summary_rows` of ``rows``), then the per-task table."""
     return (
-        markdown_table(SUMMARY_HEADER, summary_rows(rows), digits=2)
+        markdown_table(SUMMARY_HEADER, summary, digits=2)
         + "\n\n"
         + markdown_table(HEADER, rows, digits=2)
     )
 
 
-def write_temperatures(rows: Sequence[Sequence[Any]], out: str | os.PathLike, meta: dict) -> None:
-    """``wncft_temperature{,_tasks}.{md,csv,json}`` in ``out``."""
+def write_temperatures(
+    rows: Sequence[Sequence[Any]], summary: Sequence[Sequence[Any]], out: str | os.PathLike,
+    meta: dict,
+) -> None:  # fmt: skip
+    """``wncft_temperature{,_tasks}.{md,csv,json}`` in ``out`` (``summary``: :func:`summary_rows`
+    of ``rows``)."""
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     title = "W-NCFT's final scores at other softmax temperatures"
-    write_table(folder / "wncft_temperature", SUMMARY_HEADER, summary_rows(rows), meta, 2, title)
+    write_table(folder / "wncft_temperature", SUMMARY_HEADER, summary, meta, 2, title)
     write_table(folder / "wncft_temperature_tasks", HEADER, rows, meta, 2, title + ", per task")
