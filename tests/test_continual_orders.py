@@ -86,3 +86,16 @@ def test_bad_folders_are_refused(tmp_path):
         continual_orders_table([tmp_path / "bad", tmp_path / "x" / "bad"])
     with pytest.raises(ContinualRunError, match="no run folders"):
         continual_orders_table([])
+
+
+def test_an_unfinished_run_over_seeds_is_refused_not_read_as_its_first_seed(tmp_path):
+    run = tmp_path / "order2"
+    run.mkdir()
+    rows = [["ncft", 30, 40, 35.0, -1.0, None, 0.5]]
+    for seed in (0, 1):
+        _suite(run / f"seed{seed}", ["a", "b"], rows, {"ncft": [None, 90.0]})
+    (run / "seed2").mkdir()
+    with pytest.raises(ContinualRunError, match="has not finished .only seed0, seed1 have"):
+        continual_orders_table([run])
+    # one seed's folder is a finished run of its own
+    assert continual_orders_table([run / "seed0"]).cl == {"ncft": [35.0]}

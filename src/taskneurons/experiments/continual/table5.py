@@ -26,6 +26,7 @@ import hashlib
 import json
 import math
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -180,13 +181,20 @@ def read_suite(folder: str | os.PathLike) -> dict[str, Any]:
     ``folder`` that holds it.
 
     Raises:
-        ContinualRunError: no ``suite.json`` there (not a continual run, or not finished), or
-            one without the ``header``/``rows``/``forgetting`` it should hold.
+        ContinualRunError: no ``suite.json`` there (not a continual run, or not finished; a run
+            over seeds counts as finished once all its seeds are), or one without the
+            ``header``/``rows``/``forgetting`` it should hold.
     """
     path = RunFolder(folder).find(SUITE_FILE)
     if path is None:
         raise ContinualRunError(
             f"{folder}: no {SUITE_FILE}; give the folder of a finished `experiment: continual` run"
+        )
+    if path.parent != Path(folder) and re.fullmatch(r"seed\d+", path.parent.name):
+        done = sorted(p.parent.name for p in Path(folder).glob(f"seed*/{SUITE_FILE}"))
+        raise ContinualRunError(
+            f"{folder}: a run over seeds that has not finished (only {', '.join(done)} "
+            f"have a {SUITE_FILE}); resume it, or give one seed's folder"
         )
     try:
         data = check_record(json.loads(path.read_text(encoding="utf-8")), path)
