@@ -12,6 +12,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+import yaml
 
 from taskneurons.cli import main
 from taskneurons.experiments.finished_run import load_run
@@ -136,3 +137,31 @@ def test_the_report_of_every_stage_is_valid_self_contained_and_complete(tmp_path
             rows = getattr(result, "rows", None)  # e.g. the sweep grid's rows
             for row in rows if isinstance(rows, list) else []:
                 assert all(_shown(v, page.cells) for v in row if not isinstance(v, list))
+
+
+def test_a_continual_run_over_seeds_shows_its_intervals_and_paired_tests(
+    tiny_folder, task_folders, tmp_path
+):
+    """The oracle: the ``seeds`` and ``seed_pairs`` tables the seeds' code wrote (their
+    ``.json``); the page shows every value of them, under their titles, and FG_j once."""
+    out = tmp_path / "run"
+    train = {"lr": 0.01, "batch_size": 2, "epochs": 1}
+    data = {
+        "experiment": "continual", "model": str(tiny_folder), "seed": 0, "out": str(out),
+        "tasks": [str(f) for f in task_folders], "prompt": {"max_length": 64},
+        "continual": {"methods": ["seqft", "ncft"], "n_train": 4, "n_test": 4, "seeds": [0, 1],
+                      "train": train, "single_train": train, "method": {"k": 20}},
+    }  # fmt: skip
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(data))
+    assert main(["run", str(tmp_path / "exp.yaml")]) == 0
+    page = parsed(out / "report.html")
+    for name in ("seeds", "seed_pairs", "table5"):
+        table = json.loads((out / f"{name}.json").read_text())
+        values = [*table["header"], *[v for row in table["rows"] for v in row]]
+        assert [v for v in values if not _shown(v, page.cells)] == [], name
+    text = (out / "report.html").read_text()
+    assert "CL, BWT, FWT over 2 seeds: mean ± t(S-1)" in text
+    assert "paired t-test, Holm-adjusted across the pairs" in text
+    assert "(Table 5 layout) (mean over 2 seeds)" in text
+    assert text.count('alt="forgetting.png"') == 1 and "FG_j curves" not in text
+    assert "routing accuracy" not in text  # neither method weighs tasks: no empty table

@@ -33,6 +33,8 @@ from taskneurons.report.plots import forgetting_plot
 from taskneurons.report.tables import TableData, captured_tables, format_cell
 from taskneurons.store.run_folder import RunFolder
 
+#: the FG_j plot a continual suite writes (drawn here for a result without it)
+FORGETTING_PNG = "forgetting.png"
 #: provenance keys shown from a stage's record
 PROVENANCE_KEYS = ("created", "command", "versions", "model", "data_hash", "tuned_overlap")
 
@@ -136,9 +138,10 @@ def section_of(title: str, result: Any, subtitle: str = "") -> Section:
                 section.children.append(child)
         elif isinstance(value, dict) and value and all(map(_is_result, value.values())):
             _add_nested(section, value)
-    section.pictures += _forgetting_curves(result)
-    if hasattr(result, "details_markdown"):  # long tables a result prints only here
-        blocks = blocks_of(result, "details_markdown")
+    if not any(name == FORGETTING_PNG for name, _ in section.pictures):
+        section.pictures += _forgetting_curves(result)
+    blocks = blocks_of(result, "details_markdown") if hasattr(result, "details_markdown") else []
+    if blocks:  # long tables a result prints only here
         section.children.append(Section("details", "every value", blocks, folded=True))
     return section
 

@@ -140,7 +140,7 @@ class ContinualResult(StoredResult):
             markdown_table(t_header, _dashes(t_rows)),
             f"stored per task: {self.stored_bytes_per_task} bytes",
         ]
-        if self.routing:  # how often each input's own task weighs most, and the mean weights
+        if any(self.routing):  # how often each input's own task weighs most, and the mean weights
             r_header, r_rows = self.routing_rows()
             parts.append(markdown_table(r_header, _dashes(r_rows)))
         return "\n\n".join(parts)

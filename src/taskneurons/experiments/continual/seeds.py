@@ -39,7 +39,13 @@ from taskneurons.experiments.continual.continual_result import ContinualResult
 from taskneurons.experiments.continual.continual_stage import ContinualSuiteConfig
 from taskneurons.experiments.continual.lr_choice import tune_methods
 from taskneurons.experiments.continual.method_run import continual_metrics
-from taskneurons.experiments.continual.suite import ContinualSuiteResult, continual_suite
+from taskneurons.experiments.continual.suite import (
+    PAIRS_TITLE,
+    ContinualSuiteResult,
+    continual_suite,
+    seed_tables,
+    seeds_title,
+)
 from taskneurons.experiments.continual.tune_config import candidate_folder, tuning_label
 from taskneurons.experiments.run_context import RunContext
 from taskneurons.provenance import provenance
@@ -84,6 +90,7 @@ def continual_seeds(
         mean.results[label] = _mean_result([s.results[label] for s in per_seed.values()], out)
     mean.save()
     write_seed_tables(per_seed, config.n_test, out)
+    mean.over_seeds = seed_tables(out)
     return mean
 
 
@@ -194,11 +201,8 @@ def write_seed_tables(
     meta = {"seeds": seeds, "n_test": n_test}
     header = ["method", "metric", "mean", "±", "low", "high", "between-seed sd",
               "within-seed se", *[f"seed {s}" for s in seeds]]  # fmt: skip
-    title = (
-        f"CL, BWT, FWT over {len(seeds)} seeds: mean ± t(S-1) sqrt(s^2/S + se^2) "
-        "(se: test examples, shared by the seeds; none for FWT)"
-    )
-    write_table(out / "seeds", header, seed_rows(per_seed, n_test), meta, digits=2, title=title)
+    rows = seed_rows(per_seed, n_test)
+    write_table(out / "seeds", header, rows, meta, digits=2, title=seeds_title(len(seeds)))
     pair_rows = []
     labels = list(next(iter(per_seed.values())).results)
     for metric in ("cl", "bwt"):
@@ -206,9 +210,8 @@ def write_seed_tables(
         for r in paired_tests(values):
             pair_rows.append([metric.upper(), r["pair"], r["mean_difference"], r["t"], r["p"],
                               r["p_holm"]])  # fmt: skip
-    title = "Methods compared over seeds: paired t-test, Holm-adjusted across the pairs"
     header = ["metric", "pair", "mean difference", "t", "p", "p (Holm)"]
-    write_table(out / "seed_pairs", header, pair_rows, meta, digits=4, title=title)
+    write_table(out / "seed_pairs", header, pair_rows, meta, digits=4, title=PAIRS_TITLE)
     _write_forgetting(per_seed, labels, out, meta)
 
 

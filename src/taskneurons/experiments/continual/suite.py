@@ -36,6 +36,25 @@ from taskneurons.training.snapshot import ModelSnapshot
 
 #: the suite's routing table (methods that weigh tasks)
 ROUTING_HEADER = ["method", "routing accuracy (final, %)", "mean weight of the input's own task"]
+#: the suite's held-out table (tasks none of the methods trained on)
+HELD_HEADER = ["method", "held-out task", "after the last task", "zero-shot", "change"]
+#: the titles of the suite's tables (its files and its Markdown)
+TABLE5_TITLE = "Continual learning: final score per task, CL, BWT, FWT (Table 5 layout)"
+HELD_TITLE = "General ability kept: tasks none of the methods trained on"
+ROUTING_TITLE = "Task weights after the last task (W-NCFT, EPI): routing accuracy"
+#: the tables over seeds a run with ``seeds`` writes beside its mean suite
+#: (:func:`~taskneurons.experiments.continual.seeds.write_seed_tables`)
+SEED_TABLES = ("seeds", "seed_pairs")
+PAIRS_TITLE = "Methods compared over seeds: paired t-test, Holm-adjusted across the pairs"
+
+
+def seeds_title(n_seeds: int) -> str:
+    """The title of the ``seeds`` table of a run over ``n_seeds`` seeds."""
+    return (
+        f"CL, BWT, FWT over {n_seeds} seeds: mean ± t(S-1) sqrt(s^2/S + se^2) "
+        "(se: test examples, shared by the seeds; none for FWT)"
+    )
+
 
 #: The Table 5 rows and FG_j curves of a suite, as JSON.
 SUITE_FILE = "suite.json"
@@ -57,6 +76,10 @@ class ContinualSuiteResult(StoredResult):
     results: dict[str, ContinualResult] = field(default_factory=dict)
     out_dir: Path = Path(".")
     meta: dict = field(default_factory=dict, repr=False)
+    #: a run with seeds: its ``seeds`` and ``seed_pairs`` tables (``{"header", "rows",
+    #: "meta"}``), read back from their files; shown by :meth:`markdown` and
+    #: :meth:`details_markdown`, written by the seeds' code, not by :meth:`save`
+    over_seeds: dict[str, dict] = field(default_factory=dict, repr=False)
 
     def header(self) -> list[str]:
         order = next(iter(self.results.values())).order
@@ -93,14 +116,27 @@ class ContinualSuiteResult(StoredResult):
         ]
 
     def markdown(self) -> str:
-        text = markdown_table(self.header(), self.rows())
-        held = self.held_out_rows()
-        if held:
-            header = ["method", "held-out task", "after the last task", "zero-shot", "change"]
-            text += "\n\n" + markdown_table(header, held)
+        """Table 5 (of the seeds' mean matrices in a run with seeds), the held-out and routing
+        tables, and the intervals over seeds, each under its title."""
+        mean = f" (mean over {len(self.meta['seeds'])} seeds)" if self.meta.get("seeds") else ""
+        text = f"{TABLE5_TITLE}{mean}\n\n" + markdown_table(self.header(), self.rows())
+        if self.held_out_rows():
+            text += f"\n\n{HELD_TITLE}\n\n" + markdown_table(HELD_HEADER, self.held_out_rows())
         if self.routing_rows():
-            text += "\n\n" + markdown_table(ROUTING_HEADER, self.routing_rows())
+            text += f"\n\n{ROUTING_TITLE}\n\n" + markdown_table(ROUTING_HEADER, self.routing_rows())
+        seeds = self.over_seeds.get("seeds")
+        if seeds:
+            text += f"\n\n{seeds_title(len(seeds['meta']['seeds']))}\n\n"
+            text += markdown_table(seeds["header"], seeds["rows"], digits=2)
         return text
+
+    def details_markdown(self) -> str:
+        """A run with seeds: every pair of methods compared over seeds (paired t, Holm);
+        ``""`` otherwise."""
+        pairs = self.over_seeds.get("seed_pairs")
+        if not pairs:
+            return ""
+        return f"{PAIRS_TITLE}\n\n" + markdown_table(pairs["header"], pairs["rows"], digits=4)
 
     def save(self, folder: str | os.PathLike | None = None) -> Path:
         """Write each method's folder and the suite's tables into ``folder`` (default:
@@ -114,7 +150,7 @@ class ContinualSuiteResult(StoredResult):
     def save_summary(self, folder: str | os.PathLike | None = None) -> None:
         """``table5.{md,csv,json}``, ``forgetting.png`` and ``suite.json``."""
         out = self.target(folder)
-        title = "Continual learning: final score per task, CL, BWT, FWT (Table 5 layout)"
+        title = TABLE5_TITLE
         if self.meta.get("scored_on") == "validation":  # tune.only: the chosen candidates
             title += ", scored on the validation split (tune.only: the grid's chosen values)"
         write_table(out / "table5", self.header(), self.rows(), meta=self.meta, title=title)
@@ -129,13 +165,10 @@ class ContinualSuiteResult(StoredResult):
         )
         held = self.held_out_rows()
         if held:
-            header = ["method", "held-out task", "after the last task", "zero-shot", "change"]
-            title = "General ability kept: tasks none of the methods trained on"
-            write_table(out / "held_out", header, held, meta=self.meta, title=title)
+            write_table(out / "held_out", HELD_HEADER, held, meta=self.meta, title=HELD_TITLE)
         routing = self.routing_rows()
         if routing:
-            title = "Task weights after the last task (W-NCFT, EPI): routing accuracy"
-            write_table(out / "routing", ROUTING_HEADER, routing, meta=self.meta, title=title)
+            write_table(out / "routing", ROUTING_HEADER, routing, self.meta, title=ROUTING_TITLE)
         curves = {k: [None if math.isnan(x) else x for x in v] for k, v in series.items()}
         suite = {"rows": self.rows(), "header": self.header(), "forgetting": curves}
         write_json_sealed(out / SUITE_FILE, {**suite, "meta": self.meta})
@@ -150,7 +183,13 @@ class ContinualSuiteResult(StoredResult):
         path = Path(folder)
         suite = read_record(path / SUITE_FILE)
         results = {row[0]: ContinualResult.load(path / row[0]) for row in suite["rows"]}
-        return cls(results, path, suite["meta"])
+        return cls(results, path, suite["meta"], seed_tables(path))
+
+
+def seed_tables(folder: Path) -> dict[str, dict]:
+    """The :data:`SEED_TABLES` in ``folder`` (``{}`` for a run without seeds)."""
+    files = {name: folder / f"{name}.json" for name in SEED_TABLES}
+    return {name: read_record(path) for name, path in files.items() if path.is_file()}
 
 
 def continual_suite(
