@@ -3,11 +3,13 @@ and the claims read from the seed tables the continual stage writes."""
 
 from __future__ import annotations
 
+import json
 import math
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from taskneurons.analysis.continual_claims import (
     PAPER_CLAIMS,
@@ -17,6 +19,11 @@ from taskneurons.analysis.continual_claims import (
     verdict,
 )
 from taskneurons.experiments.continual.claims import order_claims, write_claims
+from taskneurons.experiments.continual.order_means import (
+    forgetting_rows,
+    order_mean_rows,
+    write_order_means,
+)
 from taskneurons.experiments.continual.seeds import write_seed_tables
 from taskneurons.experiments.continual.table5 import ContinualRunError
 
@@ -92,3 +99,44 @@ def test_claims_from_the_seed_tables_of_two_orders(tmp_path):
     (tmp_path / "bare").mkdir()
     with pytest.raises(ContinualRunError, match="seeds"):
         order_claims([tmp_path / "bare"])
+
+
+def test_means_over_orders_and_seeds_by_hand(tmp_path):
+    """Two orders x 2 seeds: CL of NCFT is 50, 51 | 50, 51 (4 units); its interval is
+    t(3) sqrt(s²/4 + se²) with se the test-example se the seed table recorded; FG_2 per unit
+    from each seed's suite.json: 80, 82 | 84, 90; SeqFT (absent from order 1) is left out."""
+    folders = []
+    for o in range(2):
+        methods = ("seqft", "ncft") if o else ("ncft",)
+        per_seed = {
+            s: _suite({m: 50.0 + s for m in methods}, {m: -10.0 - s for m in methods})
+            for s in (0, 1)
+        }
+        folder = tmp_path / f"order{o}"
+        folder.mkdir()
+        write_seed_tables(per_seed, 100, folder)
+        for s, fg in zip((0, 1), [(80.0, 82.0), (84.0, 90.0)][o], strict=True):
+            suite = {"header": ["method", "x", "y", "CL", "BWT"], "rows": [],
+                     "forgetting": {m: [None, fg] for m in methods}}  # fmt: skip
+            (folder / f"seed{s}").mkdir()
+            (folder / f"seed{s}" / "suite.json").write_text(json.dumps(suite))
+        folders.append(folder)
+    rows = order_mean_rows(folders)
+    assert [r[:2] for r in rows] == [["ncft", "CL"], ["ncft", "BWT"], ["ncft", "FWT"]]
+    seeds = json.loads((folders[0] / "seeds.json").read_text())
+    se = next(r[7] for r in seeds["rows"] if r[:2] == ["ncft", "CL"])  # within-seed se
+    s2 = np.var([50.0, 51.0, 50.0, 51.0], ddof=1)
+    half = stats.t.ppf(0.975, 3) * math.sqrt(s2 / 4 + se**2)
+    assert rows[0][2:4] == [pytest.approx(50.5), pytest.approx(half)] and rows[0][6] == 4
+    assert rows[1][2] == pytest.approx(-10.5)
+    assert math.isnan(rows[2][2]) and rows[2][6] == 4  # no FWT in these runs: no interval
+    fg = forgetting_rows(folders)
+    fg_half = stats.t.ppf(0.975, 3) * np.std([80.0, 82.0, 84.0, 90.0], ddof=1) / 2
+    assert fg == [["ncft", 2, pytest.approx(84.0), pytest.approx(84.0 - fg_half),
+                   pytest.approx(84.0 + fg_half), 4]]  # fmt: skip
+    write_order_means(rows, fg, tmp_path / "out", {"runs": [str(f) for f in folders]})
+    saved = json.loads((tmp_path / "out" / "order_means.json").read_text())
+    assert saved["rows"][0][2] == pytest.approx(50.5)
+    assert (tmp_path / "out" / "forgetting_over_orders.png").stat().st_size > 0
+    with pytest.raises(ContinualRunError, match="seeds"):
+        order_mean_rows([tmp_path / "out"])

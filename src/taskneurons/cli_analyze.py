@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from taskneurons._io import folder_problem
+from taskneurons.experiments.continual import order_means as om
 from taskneurons.experiments.continual import temperature_sweep as ts
 from taskneurons.experiments.continual.claims import SEEDS_FILE, order_claims, write_claims
 from taskneurons.experiments.continual.reuse_tables import reuse_markdown, reuse_rows, write_reuse
@@ -55,7 +56,7 @@ def cmd_analyze(args) -> int:
     if args.out is not None:
         print(f"written to {args.out}: table5_orders and forgetting_orders (.md, .csv, .json)")
         print("and forgetting_<run>.png per run")
-    _claims(args.runs, args.out)
+    _over_seeds(args.runs, args.out)
     return 0
 
 
@@ -73,11 +74,17 @@ def _temperatures(args) -> int:
     return 0
 
 
-def _claims(runs: list[str], out: str | None) -> None:
-    """The paper's claims over the runs' seeds (runs with ``seeds.json`` only)."""
+def _over_seeds(runs: list[str], out: str | None) -> None:
+    """Runs with seeds (``seeds.json``) only: the means over (order, seed) units with their
+    intervals, and the paper's claims."""
     if not all((Path(r) / SEEDS_FILE).is_file() for r in runs):
         print("\nclaims: not decided (they need runs with seeds: seeds.json)")
         return
+    means, fg = om.order_mean_rows(runs), om.forgetting_rows(runs)
+    print("\n" + om.order_means_markdown(means, fg) + "\n")
+    if out is not None:
+        om.write_order_means(means, fg, out, provenance(runs=[str(r) for r in runs]))
+        print(f"written to {out}: order_means and forgetting_over_orders (.md, .csv, .json, .png)")
     rows = order_claims(runs)
     for r in rows:
         c = r["claim"]

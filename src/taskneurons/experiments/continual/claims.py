@@ -30,7 +30,7 @@ HEADER = ["claim", "metric", "a - b", "mean", "low", "high", "units", "between-u
           "test se", "p (sign flip)", "p (Holm)", "verdict"]  # fmt: skip
 
 
-def _per_seed(folder: Path) -> dict[tuple[str, str], tuple[dict[str, float], float]]:
+def per_seed(folder: Path) -> dict[tuple[str, str], tuple[dict[str, float], float]]:
     """``(method, metric) -> ({seed column: value}, test-example se)`` from ``seeds.json``."""
     table = read_record(folder / SEEDS_FILE, "seed table", ContinualRunError)
     header = table["header"]
@@ -54,7 +54,7 @@ def order_claims(folders: Sequence[str | os.PathLike]) -> list[dict[str, Any]]:
     for f in folders:
         if not (Path(f) / SEEDS_FILE).is_file():
             raise ContinualRunError(f"{f}: no {SEEDS_FILE}; the claims need runs with seeds")
-        tables.append(_per_seed(Path(f)))
+        tables.append(per_seed(Path(f)))
     found = {}
     for claim in PAPER_CLAIMS:
         keys = [(claim.a, claim.metric), (claim.b, claim.metric)]

@@ -1,0 +1,151 @@
+"""Each method over task orders and seeds: CL, BWT, FWT and FG_j with their intervals.
+
+``analyze table5`` prints each order's values and their plain means over orders; for runs over
+seeds (``seeds.json`` in every run folder) this gives those means their intervals, over the
+same units as the claims (:mod:`.claims`): every (order, seed) run of a method is one unit,
+and the mean over the units is given ± t(n-1) sqrt(s²/n + se²)
+(:func:`~taskneurons.analysis.seed_pairs.seed_interval`: ``s`` the sd between units, so the
+differences between orders count as variation, not only those between seeds; ``se`` the
+test-example se of the units, shared by them: every order scores the same test examples;
+none for FWT). With the same number of seeds in every order the mean is the table's mean over
+orders. FG_j per stage (PAPER.md Figure 4) is averaged over the same units, its band the
+t-interval over them (no test-example term), when every order has the same length. Only
+methods that ran in every folder are shown.
+
+Written as ``order_means.{md,csv,json}``, ``forgetting_over_orders.{md,csv,json}`` and
+``forgetting_over_orders.png``.
+
+Example:
+    >>> rows = order_mean_rows(["runs/order1", "runs/order2"])  # doctest: +SKIP
+    >>> rows[0][:3]  # doctest: +SKIP
+    ['seqft', 'CL', 59.8]
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from taskneurons.analysis.seed_pairs import seed_interval
+from taskneurons.experiments.continual.claims import SEEDS_FILE, per_seed
+from taskneurons.experiments.continual.table5 import ContinualRunError, read_suite
+from taskneurons.report.plots import line_plot
+from taskneurons.report.tables import markdown_table, write_table
+from taskneurons.store.run_folder import read_record
+
+MEANS_HEADER = ["method", "metric", "mean", "±", "low", "high", "units", "between-unit sd",
+                "test se"]  # fmt: skip
+FG_HEADER = ["method", "stage j", "FG_j mean (%)", "low", "high", "units"]
+MEANS_TITLE = (
+    "CL, BWT, FWT over (order, seed) units: mean ± t(n-1) sqrt(s²/n + se²) "
+    "(s: between units, orders included; se: test examples, shared; none for FWT)"
+)
+
+
+def _common(methods: list[list[str]]) -> list[str]:
+    """The methods every folder ran (in the first folder's order)."""
+    return [m for m in dict.fromkeys(methods[0]) if all(m in other for other in methods[1:])]
+
+
+def _tables(folders: Sequence[str | os.PathLike]) -> list[dict]:
+    for f in folders:
+        if not (Path(f) / SEEDS_FILE).is_file():
+            raise ContinualRunError(f"{f}: no {SEEDS_FILE}; means over units need runs with seeds")
+    return [per_seed(Path(f)) for f in folders]
+
+
+def order_mean_rows(folders: Sequence[str | os.PathLike]) -> list[list[Any]]:
+    """A row per method and metric (CL, BWT, FWT): :data:`MEANS_HEADER`.
+
+    Raises:
+        ContinualRunError: a folder without ``seeds.json`` (a run without seeds).
+    """
+    tables = _tables(folders)
+    rows = []
+    for method in _common([[m for m, _ in t] for t in tables]):
+        for metric in ("CL", "BWT", "FWT"):
+            values, ses = [], []
+            for table in tables:
+                per, se = table[(method, metric)]
+                values += list(per.values())
+                ses += [0.0 if math.isnan(se) else se] * len(per)
+            rows.append([method, metric, *_interval(values, ses)])
+    return rows
+
+
+def _interval(values: list[float], ses: list[float]) -> list[float]:
+    """mean, ±, low, high, units, between-unit sd, test se (``nan`` but the count when a
+    unit has no value, or with fewer than 2 units)."""
+    if len(values) < 2 or not all(math.isfinite(v) for v in values):
+        return [math.nan] * 4 + [len(values), math.nan, math.nan]
+    c = seed_interval(values, ses)
+    return [c["mean"], c["half_width"], c["lo"], c["hi"], c["n_seeds"], c["between_sd"],
+            c["within_se"]]  # fmt: skip
+
+
+def _seed_curves(folder: Path) -> dict[str, list[list[float]]]:
+    """method -> FG_j per stage of every seed of the run in ``folder``."""
+    seeds = read_record(folder / SEEDS_FILE, "seed table", ContinualRunError)["meta"]["seeds"]
+    out: dict[str, list[list[float]]] = {}
+    for s in seeds:
+        suite = read_suite(folder / f"seed{s}")
+        for method, curve in suite["forgetting"].items():
+            out.setdefault(method, []).append([math.nan if v is None else v for v in curve])
+    return out
+
+
+def forgetting_rows(folders: Sequence[str | os.PathLike]) -> list[list[Any]]:
+    """A row per method and stage j = 2..N: :data:`FG_HEADER`; ``[]`` when the orders differ
+    in length (their stages are not comparable)."""
+    per_order = [_seed_curves(Path(f)) for f in folders]
+    lengths = {len(c) for curves in per_order for runs in curves.values() for c in runs}
+    if len(lengths) != 1:
+        return []
+    rows = []
+    for method in _common([list(curves) for curves in per_order]):
+        units = np.array([c for curves in per_order for c in curves[method]], dtype=float)
+        for j in range(1, units.shape[1]):  # FG_1 is undefined
+            col = units[:, j]  # [units]
+            if col.size < 2 or not np.all(np.isfinite(col)):
+                rows.append([method, j + 1, math.nan, math.nan, math.nan, int(col.size)])
+                continue
+            c = seed_interval(col)
+            rows.append([method, j + 1, c["mean"], c["lo"], c["hi"], int(col.size)])
+    return rows
+
+
+def order_means_markdown(rows: list[list[Any]], fg_rows: list[list[Any]]) -> str:
+    """Both tables, each under its title."""
+    text = f"{MEANS_TITLE}\n\n" + markdown_table(MEANS_HEADER, rows, digits=2)
+    if fg_rows:
+        text += "\n\nFG_j over (order, seed) units (band: 95 % t)\n\n"
+        text += markdown_table(FG_HEADER, fg_rows)
+    return text
+
+
+def write_order_means(
+    rows: list[list[Any]], fg_rows: list[list[Any]], out: str | os.PathLike, meta: dict
+) -> None:
+    """``order_means.*``, and ``forgetting_over_orders.*`` with its plot when ``fg_rows``."""
+    out = Path(out)
+    write_table(out / "order_means", MEANS_HEADER, rows, meta, digits=2, title=MEANS_TITLE)
+    if not fg_rows:
+        return
+    title = "FG_j over (order, seed) units (95 % t)"
+    write_table(out / "forgetting_over_orders", FG_HEADER, fg_rows, meta, title=title)
+    stages = sorted({r[1] for r in fg_rows})
+    means = {r[0]: [] for r in fg_rows}
+    bands = {r[0]: [] for r in fg_rows}
+    for method, _, mean, lo, hi, _ in fg_rows:
+        means[method].append(mean)
+        bands[method].append((lo, hi))
+    line_plot(
+        stages, means, out / "forgetting_over_orders.png", intervals=bands, zero_line=False,
+        title="FG_j over orders and seeds (band: 95 % t-interval)", xlabel="stage j",
+        ylabel="FG_j (%)",
+    )  # fmt: skip
