@@ -120,9 +120,17 @@ def test_means_over_orders_and_seeds_by_hand(tmp_path):
                      "forgetting": {m: [None, fg] for m in methods}}  # fmt: skip
             (folder / f"seed{s}").mkdir()
             (folder / f"seed{s}" / "suite.json").write_text(json.dumps(suite))
+            held = [["ncft", "z", 60.0 + 10 * o, 50.0, 10.0 + 10 * o + s]]  # change 10, 11 | 20, 21
+            (folder / f"seed{s}" / "held_out.json").write_text(json.dumps({"rows": held}))
         folders.append(folder)
     rows = order_mean_rows(folders)
-    assert [r[:2] for r in rows] == [["ncft", "CL"], ["ncft", "BWT"], ["ncft", "FWT"]]
+    assert [r[:2] for r in rows] == [
+        ["ncft", "CL"], ["ncft", "BWT"], ["ncft", "FWT"], ["ncft", "z change"],
+    ]  # fmt: skip
+    # held-out change: a paired difference, its interval over the units alone
+    held_sd = np.std([10.0, 11.0, 20.0, 21.0], ddof=1)
+    assert rows[3][2:4] == [pytest.approx(15.5), pytest.approx(stats.t.ppf(0.975, 3) * held_sd / 2)]
+    assert rows[3][-1] == 0.0
     seeds = json.loads((folders[0] / "seeds.json").read_text())
     se = next(r[7] for r in seeds["rows"] if r[:2] == ["ncft", "CL"])  # within-seed se
     s2 = np.var([50.0, 51.0, 50.0, 51.0], ddof=1)

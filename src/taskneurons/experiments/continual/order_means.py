@@ -1,4 +1,4 @@
-"""Each method over task orders and seeds: CL, BWT, FWT and FG_j with their intervals.
+"""Each method over task orders and seeds: CL, BWT, FWT, held-out change, FG_j, with intervals.
 
 ``analyze table5`` prints each order's values and their plain means over orders; for runs over
 seeds (``seeds.json`` in every run folder) this gives those means their intervals, over the
@@ -7,7 +7,9 @@ and the mean over the units is given ± t(n-1) sqrt(s²/n + se²)
 (:func:`~taskneurons.analysis.seed_pairs.seed_interval`: ``s`` the sd between units, so the
 differences between orders count as variation, not only those between seeds; ``se`` the
 test-example se of the units, shared by them: every order scores the same test examples;
-none for FWT). With the same number of seeds in every order the mean is the table's mean over
+none for FWT). Each held-out task's change against zero-shot (the general ability kept) is
+treated as FWT is: a difference of two scores on the same test examples, whose test-example
+noise is paired and not recorded, so its interval is over the units alone. With the same number of seeds in every order the mean is the table's mean over
 orders. FG_j per stage (PAPER.md Figure 4) is averaged over the same units, its band the
 t-interval over them (no test-example term), when every order has the same length. Only
 methods that ran in every folder are shown.
@@ -38,12 +40,15 @@ from taskneurons.report.plots import line_plot
 from taskneurons.report.tables import markdown_table, write_table
 from taskneurons.store.run_folder import read_record
 
+#: each seed's held-out table (:mod:`.suite`)
+HELD_FILE = "held_out.json"
 MEANS_HEADER = ["method", "metric", "mean", "±", "low", "high", "units", "between-unit sd",
                 "test se"]  # fmt: skip
 FG_HEADER = ["method", "stage j", "FG_j mean (%)", "low", "high", "units"]
 MEANS_TITLE = (
-    "CL, BWT, FWT over (order, seed) units: mean ± t(n-1) sqrt(s²/n + se²) "
-    "(s: between units, orders included; se: test examples, shared; none for FWT)"
+    "CL, BWT, FWT and held-out change over (order, seed) units: mean ± t(n-1) sqrt(s²/n + "
+    "se²) (s: between units, orders included; se: test examples, shared; none for FWT and the "
+    "held-out change, paired differences)"
 )
 
 
@@ -52,29 +57,44 @@ def _common(methods: list[list[str]]) -> list[str]:
     return [m for m in dict.fromkeys(methods[0]) if all(m in other for other in methods[1:])]
 
 
-def _tables(folders: Sequence[str | os.PathLike]) -> list[dict]:
-    for f in folders:
-        if not (Path(f) / SEEDS_FILE).is_file():
-            raise ContinualRunError(f"{f}: no {SEEDS_FILE}; means over units need runs with seeds")
-    return [per_seed(Path(f)) for f in folders]
+Units = dict[tuple[str, str], tuple[list[float], list[float]]]
+
+
+def _units(folder: Path) -> Units:
+    """``(method, metric) ->`` (its value on each seed, their test-example se): CL, BWT, FWT
+    from ``seeds.json``, then ``"<task> change"`` (after the last task against zero-shot; no
+    test-example se, see the module docstring) from each seed's ``held_out.json``."""
+    if not (folder / SEEDS_FILE).is_file():
+        raise ContinualRunError(f"{folder}: no {SEEDS_FILE}; means over units need runs with seeds")
+    out: Units = {}
+    for key, (per, se) in per_seed(folder).items():
+        out[key] = (list(per.values()), [0.0 if math.isnan(se) else se] * len(per))
+    meta = read_record(folder / SEEDS_FILE, "seed table", ContinualRunError)["meta"]
+    for s in meta["seeds"]:
+        path = folder / f"seed{s}" / HELD_FILE
+        rows = (
+            read_record(path, "held-out table", ContinualRunError)["rows"] if path.is_file() else []
+        )
+        for method, task, _, _, change in rows:
+            values, ses = out.setdefault((method, f"{task} change"), ([], []))
+            values.append(float(change))
+            ses.append(0.0)
+    return out
 
 
 def order_mean_rows(folders: Sequence[str | os.PathLike]) -> list[list[Any]]:
-    """A row per method and metric (CL, BWT, FWT): :data:`MEANS_HEADER`.
+    """A row per method and metric that every folder has (CL, BWT, FWT, then each held-out
+    task's change against zero-shot): :data:`MEANS_HEADER`.
 
     Raises:
         ContinualRunError: a folder without ``seeds.json`` (a run without seeds).
     """
-    tables = _tables(folders)
+    units = [_units(Path(f)) for f in folders]
     rows = []
-    for method in _common([[m for m, _ in t] for t in tables]):
-        for metric in ("CL", "BWT", "FWT"):
-            values, ses = [], []
-            for table in tables:
-                per, se = table[(method, metric)]
-                values += list(per.values())
-                ses += [0.0 if math.isnan(se) else se] * len(per)
-            rows.append([method, metric, *_interval(values, ses)])
+    for key in [k for k in units[0] if all(k in u for u in units[1:])]:
+        values = [v for u in units for v in u[key][0]]
+        ses = [se for u in units for se in u[key][1]]
+        rows.append([*key, *_interval(values, ses)])
     return rows
 
 
