@@ -16,6 +16,7 @@ from pathlib import Path
 
 from taskneurons._io import folder_problem
 from taskneurons.experiments.continual import order_means as om
+from taskneurons.experiments.continual import temperature_choice as tc
 from taskneurons.experiments.continual import temperature_sweep as ts
 from taskneurons.experiments.continual.claims import SEEDS_FILE, order_claims, write_claims
 from taskneurons.experiments.continual.reuse_tables import reuse_markdown, reuse_rows, write_reuse
@@ -61,7 +62,10 @@ def cmd_analyze(args) -> int:
 
 
 def _temperatures(args) -> int:
-    """``analyze temperature``: the sweep printed, and written with ``--out``."""
+    """``analyze temperature``: the sweep (or the choice on validation) printed, and written
+    with ``--out``."""
+    if args.choose_on_validation is not None:
+        return _temperature_choice(args)
     sweep = ts.TemperatureSweep(args.temperatures, args.modes, progress=True)
     rows = ts.sweep_runs(args.runs, sweep)
     summary = ts.summary_rows(rows)
@@ -71,6 +75,24 @@ def _temperatures(args) -> int:
                           modes=args.modes)  # fmt: skip
         ts.write_temperatures(rows, summary, args.out, meta)
         print(f"written to {args.out}: wncft_temperature{{,_tasks}} (.md, .csv, .json)")
+    return 0
+
+
+def _temperature_choice(args) -> int:
+    """``analyze temperature --choose-on-validation N``: T chosen per run and mode on the
+    validation split, then scored on the test split."""
+    choice = tc.TemperatureChoice(
+        args.choose_on_validation, args.temperatures, args.modes, args.ties, progress=True
+    )
+    rows, val = tc.chosen_rows(args.runs, choice)
+    summary = tc.difference_summary(rows)
+    print(tc.choice_markdown(rows, summary))
+    if args.out is not None:
+        meta = provenance(runs=[str(r) for r in args.runs], temperatures=args.temperatures,
+                          modes=args.modes, n_val=args.choose_on_validation, ties=args.ties)  # fmt: skip
+        tc.write_choice(rows, val, summary, args.out, meta)
+        print(f"written to {args.out}: wncft_temperature_choice{{,_summary}}, "
+              "wncft_temperature_validation (.md, .csv, .json)")  # fmt: skip
     return 0
 
 

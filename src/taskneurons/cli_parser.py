@@ -160,6 +160,12 @@ def _add_analyze(p: argparse.ArgumentParser) -> None:
     temp.add_argument("--modes", nargs="+", choices=["given", "inferred"],
                       default=["given", "inferred"], help="answering modes to score")  # fmt: skip
     temp.add_argument("--out", type=Path, default=None, help="also write wncft_temperature*.*")
+    temp.add_argument("--choose-on-validation", type=int, default=None, metavar="N_VAL",
+                      help="choose T per run and mode on N_VAL validation examples per task "
+                      "(the best mean; ties within --ties points to the larger T), then "
+                      "score only that T on the test examples")  # fmt: skip
+    temp.add_argument("--ties", type=float, default=0.0, help="with --choose-on-validation: "
+                      "the tie margin in points (default 0)")  # fmt: skip
     sw = kinds.add_parser(
         "sweep", help="one k x selection grid from finished or interrupted sweeps"
     )

@@ -21,11 +21,12 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,10 @@ MODES = ("given", "inferred")
 
 @dataclass
 class TemperatureSweep:
-    """What to score: the temperatures (each > 0) and W-NCFT's answering modes.
+    """What to score: the temperatures (each > 0), W-NCFT's answering modes, and on which
+    examples: the run's test examples, or (``split="validation"``) ``n_val`` train examples
+    per task outside those trained on and the test inputs (the lr grid's validation split:
+    :func:`~taskneurons.experiments.continual.method_run.scored_examples`).
 
     Example:
         >>> TemperatureSweep(temperatures=[1.0, 0.1]).modes
@@ -72,14 +76,21 @@ class TemperatureSweep:
     temperatures: list[float] = field(default_factory=lambda: [1.0, 0.1, 0.03, 0.01])
     modes: list[str] = field(default_factory=lambda: list(MODES))
     progress: bool = False
+    split: str = "test"
+    n_val: int | None = None
 
     def validate(self) -> None:
-        """Refuse an empty list, a temperature <= 0 or an unknown mode (before any work)."""
+        """Refuse an empty list, a temperature <= 0, an unknown mode or split, a validation
+        split without ``n_val`` >= 1 (before any work)."""
         if not self.temperatures or any(not t > 0 for t in self.temperatures):
             raise ValueError(f"temperatures must be > 0 (at least one), got {self.temperatures}")
         bad = [m for m in self.modes if m not in MODES]
         if not self.modes or bad:
             raise ValueError(f"modes must be among {list(MODES)}, got {self.modes}")
+        if self.split not in ("test", "validation"):
+            raise ValueError(f"split must be 'test' or 'validation', got {self.split!r}")
+        if self.split == "validation" and not (self.n_val or 0) >= 1:
+            raise ValueError(f"the validation split needs n_val >= 1, got {self.n_val}")
 
 
 def wncft_record(folder: str | os.PathLike) -> dict[str, Any]:
@@ -98,9 +109,11 @@ def wncft_record(folder: str | os.PathLike) -> dict[str, Any]:
     return record
 
 
-def _checked_method(model: nn.Module, tokenizer, tasks: Sequence[Task], folder: Path, record):
-    """``(method at its last stage, config, ordered tasks, test examples)``; refuses a model,
-    data or checkpoint other than the run's."""
+def _checked_method(
+    model: nn.Module, tokenizer, tasks: Sequence[Task], folder: Path, record, sweep
+):  # fmt: skip
+    """``(method at its last stage, config, ordered tasks, the examples to score)``: the
+    sweep's split; refuses a model, data or checkpoint other than the run's."""
     config = ContinualConfig.from_dict(record["config"], where=str(folder / RECORD_FILE))
     ordered, test, _held, _held_test = run_examples(config, tasks)
     now = {t.id: examples_hash(test[t.id]) for t in ordered}
@@ -114,6 +127,9 @@ def _checked_method(model: nn.Module, tokenizer, tasks: Sequence[Task], folder: 
                                 "the run ran: results/**/checkpoint/ is not tracked)")  # fmt: skip
     method = make_method(config.method, model, tokenizer, config.train, progress=False)
     method.load_state_dict(ckpt.state)
+    if sweep.split == "validation":
+        valid = dataclasses.replace(config, score_on="validation", n_val=sweep.n_val)
+        test = run_examples(valid, tasks)[1]
     return method, config, ordered, test
 
 
@@ -128,7 +144,7 @@ def temperature_rows(
 
     ``model`` is the run's base model (W-NCFT keeps it at rest, so it is the base model again
     afterwards) and ``tasks`` its loaded tasks. ``run's score`` is the recorded final score
-    where temperature and mode are the run's own, else ``None``.
+    where temperature and mode are the run's own (on the test split), else ``None``.
 
     Raises:
         ContinualRunError: not a finished W-NCFT run, no last-stage checkpoint, or another
@@ -139,9 +155,9 @@ def temperature_rows(
     sweep.validate()
     path = Path(folder)
     record = wncft_record(path)
-    method, config, ordered, test = _checked_method(model, tokenizer, tasks, path, record)
+    method, config, ordered, test = _checked_method(model, tokenizer, tasks, path, record, sweep)
     final = ContinualResult.load(path).matrix[:, -1]  # [tasks]
-    own = (config.method.temperature, config.method.mode)
+    own = (config.method.temperature, config.method.mode, "test")
     cells = list(itertools.product(sweep.temperatures, sweep.modes, range(len(ordered))))
     rows = []
     for temperature, mode, i in tqdm(cells, desc=f"temperatures {path.name}",
@@ -149,7 +165,7 @@ def temperature_rows(
         method.config = config.method.replace(temperature=temperature, mode=mode)
         task, trace = ordered[i], {}
         score = score_task(method, tokenizer, task, test[task.id], config.eval, trace=trace)
-        recorded = float(final[i]) if (temperature, mode) == own else None
+        recorded = float(final[i]) if (temperature, mode, sweep.split) == own else None
         row = [path.as_posix(), temperature, mode, task.id, score, recorded]
         rows.append(row + [trace["routing_accuracy"], trace["weights"][task.id]])
     return rows
@@ -165,15 +181,21 @@ def run_root(folder: str | os.PathLike) -> RunFolder:
 
 
 def sweep_runs(folders: Sequence[str | os.PathLike], sweep: TemperatureSweep) -> list[list]:
-    """:func:`temperature_rows` of every W-NCFT folder, each on the model and tasks of the run
-    that holds it (its ``config.yaml``; one model load per model). Every folder is checked
-    (a finished W-NCFT run inside a run folder) before any model loads."""
+    """:func:`temperature_rows` of every W-NCFT folder (:func:`each_run`)."""
     sweep.validate()
+    return each_run(folders, lambda *run: temperature_rows(*run, sweep))
+
+
+def each_run(folders: Sequence[str | os.PathLike], rows_of: Callable[..., list]) -> list:
+    """``rows_of(model, tokenizer, tasks, folder)`` of every W-NCFT folder, concatenated, each
+    on the model and tasks of the run that holds it (its ``config.yaml``; one model load per
+    model). Every folder is checked (a finished W-NCFT run inside a run folder) before any
+    model loads."""
     roots = []
     for folder in folders:
         wncft_record(folder)
         roots.append(run_root(folder))
-    rows: list[list] = []
+    rows: list = []
     held_key, model, tokenizer = None, None, None  # one model in memory at a time
     for folder, root in zip(folders, roots, strict=True):
         config = run_config(root)
@@ -181,7 +203,7 @@ def sweep_runs(folders: Sequence[str | os.PathLike], sweep: TemperatureSweep) ->
         if key != held_key:
             held_key, (model, tokenizer) = key, loading.load_model(*key)
         tasks = load_tasks(config, str(root.config_path))
-        rows += temperature_rows(model, tokenizer, tasks, folder, sweep)
+        rows += rows_of(model, tokenizer, tasks, folder)
     return rows
 
 
