@@ -14,7 +14,6 @@ import math
 from pathlib import Path
 
 import pytest
-import yaml
 from scipy import stats
 
 from taskneurons.cli import main
@@ -23,6 +22,8 @@ from taskneurons.data.tasks import examples_hash
 from taskneurons.experiments.common import limited
 from taskneurons.experiments.continual import temperature_choice as tc
 from taskneurons.experiments.continual import temperature_sweep as ts
+
+from wncft_suites import finished_wncft_suite
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -47,17 +48,7 @@ def suite(tmp_path_factory, tiny_folder) -> Path:
     root = tmp_path_factory.mktemp("choice")
     tasks = [_task(root / "mood", "mood", ["good", "bad"]),
              _task(root / "answer", "answer", ["yes", "no"])]  # fmt: skip
-    data = {
-        "experiment": "continual", "model": str(tiny_folder), "seed": 0, "out": str(root / "run"),
-        "tasks": [str(f) for f in tasks], "prompt": {"max_length": 64},
-        "continual": {"methods": ["ncft", "wncft", "wncft-inferred"], "n_train": 4, "n_test": 4,
-                      "train": TRAIN, "single_train": TRAIN,
-                      "method": {"k": 20, "attribution": {"n_examples": 4},
-                                 "vector_source": "trained", "n_vector_samples": 4}},
-    }  # fmt: skip
-    (root / "exp.yaml").write_text(yaml.safe_dump(data))
-    assert main(["run", str(root / "exp.yaml")]) == 0
-    return root / "run"
+    return finished_wncft_suite(root, tiny_folder, tasks, 4, TRAIN)
 
 
 def test_pick_temperature_by_hand():

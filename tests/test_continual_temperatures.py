@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from taskneurons.cli import main
 from taskneurons.continual.stage_checkpoint import read_checkpoint
@@ -26,6 +25,7 @@ from taskneurons.models.loading import load_model
 
 from tiny_models import tiny_model
 from tiny_tokenizer import tiny_tokenizer
+from wncft_suites import finished_wncft_suite
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -35,18 +35,7 @@ TRAIN = {"lr": 0.05, "batch_size": 2, "epochs": 8}  # enough that the scores mov
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory, tiny_folder, task_folders) -> Path:
     root = tmp_path_factory.mktemp("temperature")
-    data = {
-        "experiment": "continual", "model": str(tiny_folder), "seed": 0, "out": str(root / "run"),
-        "tasks": [str(f) for f in task_folders], "prompt": {"max_length": 64},
-        "continual": {"methods": ["ncft", "wncft", "wncft-inferred"], "n_train": 6, "n_test": 6,
-                      "train": TRAIN, "single_train": TRAIN,
-                      "method": {"k": 20, "attribution": {"n_examples": 4},
-                                 "vector_source": "trained", "n_vector_samples": 6}},
-    }  # fmt: skip
-    path = root / "exp.yaml"
-    path.write_text(yaml.safe_dump(data))
-    assert main(["run", str(path)]) == 0
-    return root / "run"
+    return finished_wncft_suite(root, tiny_folder, list(task_folders), 6, TRAIN)
 
 
 @pytest.fixture

@@ -60,10 +60,13 @@ class TemperatureChoice:
     ties: float = 0.0
     progress: bool = False
 
-    def sweep(self, split: str, temperatures: list[float] | None = None) -> ts.TemperatureSweep:
-        """The sweep of ``split`` over ``temperatures`` (default: the grid)."""
+    def sweep(
+        self, split: str, temperatures: list[float] | None = None, modes: list[str] | None = None
+    ) -> ts.TemperatureSweep:
+        """The sweep of ``split`` over ``temperatures`` and ``modes`` (default: the choice's)."""
         temps = self.temperatures if temperatures is None else temperatures
-        return ts.TemperatureSweep(temps, self.modes, self.progress, split, self.n_val)
+        modes = self.modes if modes is None else modes
+        return ts.TemperatureSweep(temps, modes, self.progress, split, self.n_val)
 
     def validate(self) -> None:
         """Refuse a bad grid, mode or ``n_val`` (:meth:`TemperatureSweep.validate`) or a
@@ -88,19 +91,20 @@ def pick_temperature(means: Mapping[float, float], ties: float = 0.0) -> float:
 def _chosen(model, tokenizer, tasks, folder, choice: TemperatureChoice) -> tuple[list, list]:
     """One run: its validation rows (every T and mode) and a :data:`HEADER` row per mode."""
     val = ts.temperature_rows(model, tokenizer, tasks, folder, choice.sweep("validation"))
+    ncft = ts.ncft_result(folder)  # loaded once: its CL and its final column
+    n_test = ts.wncft_record(folder)["config"].get("n_test")
     out = []
     for mode in choice.modes:
         means = {t: float(np.mean([r[4] for r in val if r[1:3] == [t, mode]]))
                  for t in choice.temperatures}  # fmt: skip
         t = pick_temperature(means, choice.ties)
-        sweep = choice.sweep("test", [t])
-        sweep.modes = [mode]
+        sweep = choice.sweep("test", [t], [mode])
         test = [r[4] for r in ts.temperature_rows(model, tokenizer, tasks, folder, sweep)]
-        own = _recorded_cl(Path(folder), mode)
-        ncft = ts.ncft_mean(folder)
-        diff = None if ncft is None else float(np.mean(test)) - ncft
-        out.append([Path(folder).as_posix(), mode, t, means[t], float(np.mean(test)), own, ncft,
-                    diff, _cl_se(test, folder)])  # fmt: skip
+        cl, ncft_cl = float(np.mean(test)), ts.final_cl(ncft)
+        diff = None if ncft_cl is None else cl - ncft_cl
+        out.append([Path(folder).as_posix(), mode, t, means[t], cl,
+                    _recorded_cl(Path(folder), mode), ncft_cl, diff,
+                    _cl_se(test, n_test, ncft)])  # fmt: skip
     return out, val
 
 
@@ -112,18 +116,14 @@ def _recorded_cl(folder: Path, mode: str) -> float | None:
     return float(ContinualResult.load(path).metrics["cl"])
 
 
-def _cl_se(scores: Sequence[float], folder: str | os.PathLike) -> float:
-    """The test-example se of the CL of ``scores`` and of NCFT's (independent: conservative)."""
-    config = ts.wncft_record(folder)["config"]
-    n = config.get("n_test")
-    if not isinstance(n, int):
+def _cl_se(scores: Sequence[float], n_test: Any, ncft: ContinualResult | None) -> float:
+    """The test-example se of the CL of ``scores`` (``n_test`` examples per task) and of NCFT's
+    (independent: conservative); nan without ``n_test`` or NCFT's run."""
+    if not isinstance(n_test, int) or ncft is None:
         return math.nan
-    ncft = Path(folder).parent / "ncft"
-    own = cl_half_width(list(scores), [n] * len(scores), z=1.0)
-    if not (ncft / RESULT_FILE).is_file():
-        return math.nan
-    final = [float(v) for v in ContinualResult.load(ncft).matrix[:, -1]]
-    return math.hypot(own, cl_half_width(final, [n] * len(final), z=1.0))
+    own = cl_half_width(list(scores), [n_test] * len(scores), z=1.0)
+    final = [float(v) for v in ncft.matrix[:, -1]]
+    return math.hypot(own, cl_half_width(final, [n_test] * len(final), z=1.0))
 
 
 def chosen_rows(

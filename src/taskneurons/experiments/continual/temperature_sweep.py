@@ -232,13 +232,21 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return None if any(v is None for v in values) else float(np.mean(values))
 
 
+def ncft_result(wncft_folder: str | os.PathLike) -> ContinualResult | None:
+    """The finished NCFT run beside ``wncft_folder`` (same seed and order), else ``None``."""
+    folder = Path(wncft_folder).parent / "ncft"
+    return ContinualResult.load(folder) if (folder / RESULT_FILE).is_file() else None
+
+
+def final_cl(result: ContinualResult | None) -> float | None:
+    """The final CL ``result`` recorded, ``None`` for no run or an undefined CL."""
+    cl = None if result is None else result.metrics["cl"]
+    return None if cl is None or math.isnan(cl) else float(cl)
+
+
 def ncft_mean(wncft_folder: str | os.PathLike) -> float | None:
     """The final CL of the finished NCFT run beside ``wncft_folder``, else ``None``."""
-    folder = Path(wncft_folder).parent / "ncft"
-    if not (folder / RESULT_FILE).is_file():
-        return None
-    cl = ContinualResult.load(folder).metrics["cl"]
-    return None if cl is None or math.isnan(cl) else float(cl)
+    return final_cl(ncft_result(wncft_folder))
 
 
 def temperature_markdown(rows: Sequence[Sequence[Any]], summary: Sequence[Sequence[Any]]) -> str:
