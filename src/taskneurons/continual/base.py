@@ -128,9 +128,10 @@ class ContinualMethod:
         key = tuple(texts)
         if key not in self._input_features:
             cfg = self.config
-            self._input_features[key] = mean_features(
-                model, self.tokenizer, list(texts), cfg.feature_batch_size, cfg.feature_max_length
-            )  # [n, d]
+            self._input_features[key] = mean_features(  # [n, d]
+                model, self.tokenizer, list(texts), cfg.feature_batch_size,
+                cfg.feature_max_length, self.progress, "input features",
+            )  # fmt: skip
         return self._input_features[key]
 
     @property

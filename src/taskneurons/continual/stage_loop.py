@@ -126,7 +126,7 @@ def _score(method, tokenizer, ordered, test, run: StageRun, j: int, derive: set[
             examples = test[task.id]
             trace: dict = {}
             run.matrix[i, j] = score_task(
-                method, tokenizer, task, examples, run.config.eval, trace=trace
+                method, tokenizer, task, examples, run.config.eval, method.progress, trace
             )
             if trace:
                 routing[task.id] = trace
@@ -147,7 +147,7 @@ def score_held_out(
         try:
             for task in held:
                 run.held_out[task.id] = score_task(
-                    method, tokenizer, task, test[task.id], run.config.eval
+                    method, tokenizer, task, test[task.id], run.config.eval, method.progress
                 )
         finally:
             method.config = own
