@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from taskneurons.cli import main
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 SRC = Path(__file__).resolve().parents[1] / "src"
+PROGRESS_BAR = re.compile(r"^[^|]*: *\d+%\|")  # a tqdm line: "eval mood (score):   0%|..."
 
 #: a child process that runs ``taskneurons run FILE`` and sends itself a SIGINT at one point
 CHILD = """
@@ -90,7 +92,7 @@ def _interrupted(proc: subprocess.Popen, started: bool = False) -> None:
     lines = err.strip().splitlines()
     if started:
         assert "Traceback" not in err and lines[-1] == "interrupted", err[-3000:]
-        lines = [line for line in lines if line.strip() and not line.startswith("train ")]
+        lines = [line for line in lines if line.strip() and not PROGRESS_BAR.match(line)]
     assert lines == ["interrupted"], err[-3000:]
 
 
