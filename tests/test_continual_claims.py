@@ -148,3 +148,28 @@ def test_means_over_orders_and_seeds_by_hand(tmp_path):
     assert (tmp_path / "out" / "forgetting_over_orders.png").stat().st_size > 0
     with pytest.raises(ContinualRunError, match="seeds"):
         order_mean_rows([tmp_path / "out"])
+
+
+def test_fg_j_counts_orders_that_begin_alike_once(tmp_path):
+    """Orders a b c and a b d under seeds 0, 1: FG_2 (after a b) is the same model in both
+    orders, 80 | 82, so it has 2 units, not 4; FG_3 differs by order: 70, 75 | 60, 65."""
+    folders = []
+    for o, (last, fg3) in enumerate([("c", (70.0, 75.0)), ("d", (60.0, 65.0))]):
+        per_seed = {s: _suite({"ncft": 50.0 + s}, {"ncft": -10.0 - s}) for s in (0, 1)}
+        folder = tmp_path / f"order{o}"
+        folder.mkdir()
+        write_seed_tables(per_seed, 100, folder)
+        for s, fg2 in zip((0, 1), (80.0, 82.0), strict=True):
+            meta = {"config": {"order": ["a", "b", last], "seed": s}}
+            suite = {"header": ["method", "a", "b", last, "CL", "BWT"], "rows": [], "meta": meta,
+                     "forgetting": {"ncft": [None, fg2, fg3[s]]}}  # fmt: skip
+            (folder / f"seed{s}").mkdir()
+            (folder / f"seed{s}" / "suite.json").write_text(json.dumps(suite))
+        folders.append(folder)
+    fg2, fg3 = forgetting_rows(folders)
+    half2 = stats.t.ppf(0.975, 1) * np.std([80.0, 82.0], ddof=1) / math.sqrt(2)
+    assert fg2 == ["ncft", 2, pytest.approx(81.0), pytest.approx(81.0 - half2),
+                   pytest.approx(81.0 + half2), 2]  # fmt: skip
+    half3 = stats.t.ppf(0.975, 3) * np.std([70.0, 75.0, 60.0, 65.0], ddof=1) / 2
+    assert fg3 == ["ncft", 3, pytest.approx(67.5), pytest.approx(67.5 - half3),
+                   pytest.approx(67.5 + half3), 4]  # fmt: skip

@@ -11,7 +11,9 @@ none for FWT). Each held-out task's change against zero-shot (the general abilit
 treated as FWT is: a difference of two scores on the same test examples, whose test-example
 noise is paired and not recorded, so its interval is over the units alone. With the same number of seeds in every order the mean is the table's mean over
 orders. FG_j per stage (PAPER.md Figure 4) is averaged over the same units, its band the
-t-interval over them (no test-example term), when every order has the same length. Only
+t-interval over them (no test-example term), when every order has the same length; orders
+that begin with the same j tasks train the same model up to stage j, so there such a unit
+counts once (:func:`forgetting_rows`). Only
 methods that ran in every folder are shown.
 
 Written as ``order_means.{md,csv,json}``, ``forgetting_over_orders.{md,csv,json}`` and
@@ -45,6 +47,7 @@ HELD_FILE = "held_out.json"
 MEANS_HEADER = ["method", "metric", "mean", "±", "low", "high", "units", "between-unit sd",
                 "test se"]  # fmt: skip
 FG_HEADER = ["method", "stage j", "FG_j mean (%)", "low", "high", "units"]
+FG_TITLE = "FG_j over distinct (first j tasks, seed) units (band: 95 % t)"
 MEANS_TITLE = (
     "CL, BWT, FWT and held-out change over (order, seed) units: mean ± t(n-1) sqrt(s²/n + "
     "se²) (s: between units, orders included; se: test examples, shared; none for FWT and the "
@@ -108,29 +111,37 @@ def _interval(values: list[float], ses: list[float]) -> list[float]:
             c["within_se"]]  # fmt: skip
 
 
-def _seed_curves(folder: Path) -> dict[str, list[list[float]]]:
-    """method -> FG_j per stage of every seed of the run in ``folder``."""
+def _seed_curves(folder: Path) -> dict[str, list[tuple[tuple, list[float]]]]:
+    """method -> ``((task order or None, seed), FG_j per stage)`` of every seed of the run in
+    ``folder`` (the order from the seed's recorded config)."""
     seeds = read_record(folder / SEEDS_FILE, "seed table", ContinualRunError)["meta"]["seeds"]
-    out: dict[str, list[list[float]]] = {}
+    out: dict[str, list[tuple[tuple, list[float]]]] = {}
     for s in seeds:
         suite = read_suite(folder / f"seed{s}")
+        order = suite.get("meta", {}).get("config", {}).get("order")
+        key = (None if order is None else tuple(order), s)
         for method, curve in suite["forgetting"].items():
-            out.setdefault(method, []).append([math.nan if v is None else v for v in curve])
+            out.setdefault(method, []).append((key, [math.nan if v is None else v for v in curve]))
     return out
 
 
 def forgetting_rows(folders: Sequence[str | os.PathLike]) -> list[list[Any]]:
     """A row per method and stage j = 2..N: :data:`FG_HEADER`; ``[]`` when the orders differ
-    in length (their stages are not comparable)."""
+    in length (their stages are not comparable).
+
+    FG_j depends only on the first j tasks of an order: two orders that begin alike (orders 1
+    and 2 of the standard benchmark share dbpedia -> amazon) train the same model up to there
+    under the same seed, so a unit of stage j is a distinct (first j tasks, seed, value); the
+    same value of the same prefix and seed in two orders counts once (``units``)."""
     per_order = [_seed_curves(Path(f)) for f in folders]
-    lengths = {len(c) for curves in per_order for runs in curves.values() for c in runs}
+    lengths = {len(c) for curves in per_order for runs in curves.values() for _k, c in runs}
     if len(lengths) != 1:
         return []
     rows = []
     for method in _common([list(curves) for curves in per_order]):
-        units = np.array([c for curves in per_order for c in curves[method]], dtype=float)
-        for j in range(1, units.shape[1]):  # FG_1 is undefined
-            col = units[:, j]  # [units]
+        units = [u for curves in per_order for u in curves[method]]
+        for j in range(1, len(units[0][1])):  # FG_1 is undefined
+            col = np.array(_distinct(units, j), dtype=float)  # [distinct units]
             if col.size < 2 or not np.all(np.isfinite(col)):
                 rows.append([method, j + 1, math.nan, math.nan, math.nan, int(col.size)])
                 continue
@@ -139,11 +150,21 @@ def forgetting_rows(folders: Sequence[str | os.PathLike]) -> list[list[Any]]:
     return rows
 
 
+def _distinct(units: list[tuple[tuple, list[float]]], j: int) -> list[float]:
+    """FG at stage index ``j`` of every unit, once per (first j + 1 tasks, seed, value); a unit
+    whose order is not recorded counts on its own."""
+    seen: dict[tuple, float] = {}
+    for n, ((order, seed), curve) in enumerate(units):
+        prefix = (n,) if order is None else order[: j + 1]
+        seen.setdefault((prefix, seed, curve[j]), curve[j])
+    return list(seen.values())
+
+
 def order_means_markdown(rows: list[list[Any]], fg_rows: list[list[Any]]) -> str:
     """Both tables, each under its title."""
     text = f"{MEANS_TITLE}\n\n" + markdown_table(MEANS_HEADER, rows, digits=2)
     if fg_rows:
-        text += "\n\nFG_j over (order, seed) units (band: 95 % t)\n\n"
+        text += f"\n\n{FG_TITLE}\n\n"
         text += markdown_table(FG_HEADER, fg_rows)
     return text
 
@@ -156,8 +177,7 @@ def write_order_means(
     write_table(out / "order_means", MEANS_HEADER, rows, meta, digits=2, title=MEANS_TITLE)
     if not fg_rows:
         return
-    title = "FG_j over (order, seed) units (95 % t)"
-    write_table(out / "forgetting_over_orders", FG_HEADER, fg_rows, meta, title=title)
+    write_table(out / "forgetting_over_orders", FG_HEADER, fg_rows, meta, title=FG_TITLE)
     stages = sorted({r[1] for r in fg_rows})
     means = {r[0]: [] for r in fg_rows}
     bands = {r[0]: [] for r in fg_rows}
