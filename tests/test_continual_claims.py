@@ -56,10 +56,31 @@ def test_verdicts_and_holm_across_claims():
     assert verdict(-3.0, -0.5, 0.9) == "not held"
     a, b = PAPER_CLAIMS[:2]
     rows = decide_claims(
-        {a: {"p": 0.04, "lo": 1.0, "hi": 2.0}, b: {"p": 0.01, "lo": 1.0, "hi": 2.0}}
-    )
+        {a: {"p": 0.04, "p_clusters": 0.04, "lo": 1.0, "hi": 2.0},
+         b: {"p": 0.01, "p_clusters": 0.01, "lo": 1.0, "hi": 2.0}}
+    )  # fmt: skip
     assert [r["p_holm"] for r in rows] == pytest.approx([0.04, 0.02])
     assert [r["verdict"] for r in rows] == ["held", "held"]
+    # the clusters' Holm p decides when larger: 0.02 x 2 = 0.04 for a, 0.06 x 1 for b
+    rows = decide_claims(
+        {a: {"p": 0.04, "p_clusters": 0.02, "lo": 1.0, "hi": 2.0},
+         b: {"p": 0.01, "p_clusters": 0.06, "lo": 1.0, "hi": 2.0}}
+    )  # fmt: skip
+    assert [r["p_holm_clusters"] for r in rows] == pytest.approx([0.04, 0.06])
+    assert [r["verdict"] for r in rows] == ["held", "undecided"]
+
+
+def test_sign_flip_over_clusters_by_hand():
+    # 1, 2 | 3 (clusters a, a | b): cluster sums 3, 3; patterns ±6, ±0 -> |mean| 2 in 2 of 4
+    assert sign_flip_p([1.0, 2.0, 3.0], clusters=["a", "a", "b"]) == pytest.approx(2 / 4)
+    assert sign_flip_p([1.0, 2.0, 3.0]) == pytest.approx(2 / 8)  # units alone
+    # 1 | -1, 4 (a | b, b): sums 1, 3; patterns ±4, ±2 -> |4| in 2 of 4
+    assert sign_flip_p([1.0, -1.0, 4.0], clusters=["a", "b", "b"]) == pytest.approx(2 / 4)
+    r = claim_statistic([[1.0, 2.0], [3.0]], [0.0, 0.0], clusters=["a", "a", "b"])
+    assert (r["n_clusters"], r["p_clusters"], r["p"]) == (2, pytest.approx(0.5), 0.25)
+    assert claim_statistic([[1.0, 2.0]], [0.0])["p_clusters"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="cluster labels"):
+        claim_statistic([[1.0, 2.0]], [0.0], clusters=["a"])
 
 
 def _suite(cl: dict[str, float], bwt: dict[str, float]) -> SimpleNamespace:
@@ -152,10 +173,14 @@ def test_means_over_orders_and_seeds_by_hand(tmp_path):
 
 def test_fg_j_counts_orders_that_begin_alike_once(tmp_path):
     """Orders a b c and a b d under seeds 0, 1: FG_2 (after a b) is the same model in both
-    orders, 80 | 82, so it has 2 units, not 4; FG_3 differs by order: 70, 75 | 60, 65."""
+    orders, 80 | 82, so it has 2 units, not 4; FG_3 differs by order: 70, 75 | 60, 65; the
+    claims' clusters are the seeds (both orders begin with a)."""
     folders = []
     for o, (last, fg3) in enumerate([("c", (70.0, 75.0)), ("d", (60.0, 65.0))]):
-        per_seed = {s: _suite({"ncft": 50.0 + s}, {"ncft": -10.0 - s}) for s in (0, 1)}
+        per_seed = {
+            s: _suite({"ncft": 50.0 + s, "seqft": 40.0}, {"ncft": -10.0 - s, "seqft": -20.0})
+            for s in (0, 1)
+        }
         folder = tmp_path / f"order{o}"
         folder.mkdir()
         write_seed_tables(per_seed, 100, folder)
@@ -173,3 +198,7 @@ def test_fg_j_counts_orders_that_begin_alike_once(tmp_path):
     half3 = stats.t.ppf(0.975, 3) * np.std([70.0, 75.0, 60.0, 65.0], ddof=1) / 2
     assert fg3 == ["ncft", 3, pytest.approx(67.5), pytest.approx(67.5 - half3),
                    pytest.approx(67.5 + half3), 4]  # fmt: skip
+    # the claims: the same two orders' units of one seed flip together (2 clusters of 2)
+    bwt = order_claims(folders)[0]  # NCFT - SeqFT: 10, 9 | 10, 9
+    assert (bwt["n_units"], bwt["p"]) == (4, pytest.approx(2 / 16))
+    assert (bwt["n_clusters"], bwt["p_clusters"]) == (2, pytest.approx(2 / 4))  # ±38, ±2

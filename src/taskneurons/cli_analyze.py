@@ -112,7 +112,9 @@ def _over_seeds(runs: list[str], out: str | None) -> None:
         c = r["claim"]
         print(
             f"{c.text}: {c.metric} {c.a} - {c.b} = {r['mean']:.2f} ({r['lo']:.2f}..{r['hi']:.2f}),"
-            f" {r['n_units']} units, p {r['p']:.4f}, Holm {r['p_holm']:.4f}: {r['verdict']}"
+            f" {r['n_units']} units, p {r['p']:.4f}, Holm {r['p_holm']:.4f};"
+            f" {r['n_clusters']} clusters, p {r['p_clusters']:.4f},"
+            f" Holm {r['p_holm_clusters']:.4f}: {r['verdict']}"
         )
     if out is not None:
         write_claims(rows, out, runs)

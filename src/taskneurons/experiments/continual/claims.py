@@ -27,7 +27,8 @@ from taskneurons.store.run_folder import read_record
 
 SEEDS_FILE = "seeds.json"
 HEADER = ["claim", "metric", "a - b", "mean", "low", "high", "units", "between-unit sd",
-          "test se", "p (sign flip)", "p (Holm)", "verdict"]  # fmt: skip
+          "test se", "p (sign flip)", "p (Holm)", "clusters", "p (clusters)",
+          "p (clusters, Holm)", "verdict"]  # fmt: skip
 
 
 def per_seed(folder: Path) -> dict[tuple[str, str], tuple[dict[str, float], float]]:
@@ -44,8 +45,19 @@ def per_seed(folder: Path) -> dict[tuple[str, str], tuple[dict[str, float], floa
     return out
 
 
+def run_order(folder: Path, seed_column: str) -> tuple[str, ...] | None:
+    """The task order the seed of ``seed_column`` (``"seed 0"``) of the run in ``folder`` ran
+    (its ``suite.json``'s recorded config), ``None`` when not recorded."""
+    path = folder / seed_column.replace(" ", "") / "suite.json"
+    if not path.is_file():
+        return None
+    order = read_record(path, "suite", ContinualRunError).get("meta", {}).get("config", {})
+    return None if order.get("order") is None else tuple(order["order"])
+
+
 def order_claims(folders: Sequence[str | os.PathLike]) -> list[dict[str, Any]]:
-    """Every paper claim whose methods ran in all ``folders`` (runs with seeds), decided.
+    """Every paper claim whose methods ran in all ``folders`` (runs with seeds), decided; units
+    of one seed whose orders begin with the same task form one cluster (``p_clusters``).
 
     Raises:
         ContinualRunError: a folder without ``seeds.json`` (a run without seeds).
@@ -60,13 +72,22 @@ def order_claims(folders: Sequence[str | os.PathLike]) -> list[dict[str, Any]]:
         keys = [(claim.a, claim.metric), (claim.b, claim.metric)]
         if not all(k in t for t in tables for k in keys):
             continue
-        diffs, ses = [], []
-        for t in tables:
+        diffs, ses, clusters = [], [], []
+        for n, t in enumerate(tables):
             (va, sa), (vb, sb) = t[keys[0]], t[keys[1]]
-            diffs.append([va[s] - vb[s] for s in va if s in vb])
+            seeds = [s for s in va if s in vb]
+            diffs.append([va[s] - vb[s] for s in seeds])
             ses.append(math.sqrt(sa**2 + sb**2))
-        found[claim] = claim_statistic(diffs, ses)
+            clusters += [_cluster(Path(folders[n]), n, s) for s in seeds]
+        found[claim] = claim_statistic(diffs, ses, clusters)
     return decide_claims(found)
+
+
+def _cluster(folder: Path, n: int, seed_column: str) -> tuple:
+    """``(first task, seed)``: the runs that train the same model first; ``(folder n, seed)``
+    when the order is not recorded."""
+    order = run_order(folder, seed_column)
+    return (order[0] if order else f"folder {n}", seed_column)
 
 
 def write_claims(rows: list[dict[str, Any]], out: str | os.PathLike, folders: Sequence) -> None:
@@ -74,13 +95,14 @@ def write_claims(rows: list[dict[str, Any]], out: str | os.PathLike, folders: Se
     table = [
         [r["claim"].text, r["claim"].metric, f"{r['claim'].a} - {r['claim'].b}", r["mean"],
          r["lo"], r["hi"], r["n_units"], r["between_sd"], r["test_se"], r["p"], r["p_holm"],
-         r["verdict"]]
+         r["n_clusters"], r["p_clusters"], r["p_holm_clusters"], r["verdict"]]
         for r in rows
     ]  # fmt: skip
     title = (
         "The paper's continual claims over (order, seed) units: mean ± t(n-1) sqrt(s²/n + se²), "
-        "exact sign-flip p, Holm across the claims; held = interval above 0 and Holm p < 0.05, "
-        "not held = interval below 0, else undecided"
+        "exact sign-flip p over units and over clusters (runs of one seed whose orders begin "
+        "with the same task flip together), Holm across the claims; held = interval above 0 "
+        "and both Holm p < 0.05, not held = interval below 0, else undecided"
     )
     meta = {"runs": [str(f) for f in folders]}
     write_table(Path(out) / "claims", HEADER, table, meta, digits=4, title=title)
