@@ -45,14 +45,19 @@ def per_seed(folder: Path) -> dict[tuple[str, str], tuple[dict[str, float], floa
     return out
 
 
+def recorded_order(suite: dict[str, Any]) -> tuple[str, ...] | None:
+    """The task order a seed's ``suite.json`` (read) records in its config, else ``None``."""
+    order = suite.get("meta", {}).get("config", {}).get("order")
+    return None if order is None else tuple(order)
+
+
 def run_order(folder: Path, seed_column: str) -> tuple[str, ...] | None:
-    """The task order the seed of ``seed_column`` (``"seed 0"``) of the run in ``folder`` ran
-    (its ``suite.json``'s recorded config), ``None`` when not recorded."""
+    """The task order the seed of ``seed_column`` (``"seed 0"``) of the run in ``folder`` ran,
+    ``None`` when not recorded (:func:`recorded_order`)."""
     path = folder / seed_column.replace(" ", "") / "suite.json"
     if not path.is_file():
         return None
-    order = read_record(path, "suite", ContinualRunError).get("meta", {}).get("config", {})
-    return None if order.get("order") is None else tuple(order["order"])
+    return recorded_order(read_record(path, "suite", ContinualRunError))
 
 
 def order_claims(folders: Sequence[str | os.PathLike]) -> list[dict[str, Any]]:

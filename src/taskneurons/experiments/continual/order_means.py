@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from taskneurons.analysis.seed_pairs import seed_interval
-from taskneurons.experiments.continual.claims import SEEDS_FILE, per_seed
+from taskneurons.experiments.continual.claims import SEEDS_FILE, per_seed, recorded_order
 from taskneurons.experiments.continual.table5 import ContinualRunError, read_suite
 from taskneurons.report.plots import line_plot
 from taskneurons.report.tables import markdown_table, write_table
@@ -118,8 +118,7 @@ def _seed_curves(folder: Path) -> dict[str, list[tuple[tuple, list[float]]]]:
     out: dict[str, list[tuple[tuple, list[float]]]] = {}
     for s in seeds:
         suite = read_suite(folder / f"seed{s}")
-        order = suite.get("meta", {}).get("config", {}).get("order")
-        key = (None if order is None else tuple(order), s)
+        key = (recorded_order(suite), s)
         for method, curve in suite["forgetting"].items():
             out.setdefault(method, []).append((key, [math.nan if v is None else v for v in curve]))
     return out
