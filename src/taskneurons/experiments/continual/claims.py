@@ -72,6 +72,7 @@ def order_claims(folders: Sequence[str | os.PathLike]) -> list[dict[str, Any]]:
         if not (Path(f) / SEEDS_FILE).is_file():
             raise ContinualRunError(f"{f}: no {SEEDS_FILE}; the claims need runs with seeds")
         tables.append(per_seed(Path(f)))
+    cluster_of = [_clusters(Path(f), n, tables[n]) for n, f in enumerate(folders)]
     found = {}
     for claim in PAPER_CLAIMS:
         keys = [(claim.a, claim.metric), (claim.b, claim.metric)]
@@ -83,16 +84,20 @@ def order_claims(folders: Sequence[str | os.PathLike]) -> list[dict[str, Any]]:
             seeds = [s for s in va if s in vb]
             diffs.append([va[s] - vb[s] for s in seeds])
             ses.append(math.sqrt(sa**2 + sb**2))
-            clusters += [_cluster(Path(folders[n]), n, s) for s in seeds]
+            clusters += [cluster_of[n][s] for s in seeds]
         found[claim] = claim_statistic(diffs, ses, clusters)
     return decide_claims(found)
 
 
-def _cluster(folder: Path, n: int, seed_column: str) -> tuple:
-    """``(first task, seed)``: the runs that train the same model first; ``(folder n, seed)``
-    when the order is not recorded."""
-    order = run_order(folder, seed_column)
-    return (order[0] if order else f"folder {n}", seed_column)
+def _clusters(folder: Path, n: int, table: dict) -> dict[str, tuple]:
+    """Seed column -> ``(first task, seed column)``: the runs that train the same model first;
+    ``(folder n, seed column)`` when the order is not recorded (each order read once)."""
+    columns = dict.fromkeys(s for values, _se in table.values() for s in values)
+    out = {}
+    for column in columns:
+        order = run_order(folder, column)
+        out[column] = (order[0] if order else f"folder {n}", column)
+    return out
 
 
 def write_claims(rows: list[dict[str, Any]], out: str | os.PathLike, folders: Sequence) -> None:
