@@ -14,6 +14,7 @@ from scipy import stats
 from taskneurons.analysis.continual_claims import (
     PAPER_CLAIMS,
     claim_statistic,
+    clustered_se,
     decide_claims,
     sign_flip_p,
     verdict,
@@ -38,6 +39,23 @@ def test_claim_statistic_by_hand():
     assert claim_statistic([[1.0, -1.0]], [math.nan])["test_se"] == 0.0
     with pytest.raises(ValueError, match="at least 2"):
         claim_statistic([[1.0]], [0.0])
+
+
+def test_clustered_interval_by_hand():
+    # 1, 3 | 8: mean 4, residual sums -4 and 4 -> CR1 se sqrt(2/1 * 32) / 3 = 8/3
+    assert clustered_se([1.0, 3.0, 8.0], ["a", "a", "b"]) == pytest.approx(8 / 3)
+    # every unit its own cluster: s / sqrt(n); s² of 1, 3, 8 is 13
+    assert clustered_se([1.0, 3.0, 8.0], [0, 1, 2]) == pytest.approx(math.sqrt(13 / 3))
+    assert clustered_se([1.0, 3.0], ["a", "a"]) == math.inf
+    r = claim_statistic([[1.0, 3.0, 8.0]], [0.5], clusters=["a", "a", "b"])
+    # over units t(2) sqrt(13/3 + 0.25); over 2 clusters t(1) = 12.7062 sqrt(64/9 + 0.25)
+    assert r["half_width_units"] == pytest.approx(4.302653 * math.sqrt(13 / 3 + 0.25), rel=1e-6)
+    assert r["half_width_clusters"] == pytest.approx(12.706205 * math.sqrt(64 / 9 + 0.25), rel=1e-6)
+    assert r["half_width"] == r["half_width_clusters"] and r["lo"] == 4.0 - r["half_width"]
+    alone = claim_statistic([[1.0, 3.0, 8.0]], [0.5])  # independent units: the two agree
+    assert alone["half_width_clusters"] == pytest.approx(alone["half_width_units"])
+    one = claim_statistic([[5.0, 6.0]], [0.0], clusters=["a", "a"])  # one cluster: no interval
+    assert one["hi"] == math.inf and verdict(one["lo"], one["hi"], 0.0) == "undecided"
 
 
 def test_sign_flip_by_hand_and_beyond_the_exact_limit():
@@ -202,3 +220,12 @@ def test_fg_j_counts_orders_that_begin_alike_once(tmp_path):
     bwt = order_claims(folders)[0]  # NCFT - SeqFT: 10, 9 | 10, 9
     assert (bwt["n_units"], bwt["p"]) == (4, pytest.approx(2 / 16))
     assert (bwt["n_clusters"], bwt["p_clusters"]) == (2, pytest.approx(2 / 4))  # ±38, ±2
+    # its interval: over the 2 clusters (residual sums +1, -1: CR1 se sqrt(2 · 2) / 4 = 0.5),
+    # wider than the one over 4 units that treats them as independent
+    half_c = stats.t.ppf(0.975, 1) * math.sqrt(0.25 + bwt["test_se"] ** 2)
+    assert bwt["half_width_clusters"] == pytest.approx(half_c)
+    assert bwt["half_width"] == bwt["half_width_clusters"] > bwt["half_width_units"]
+    # the means over orders take the same clusters: NCFT's CL 50, 51 | 50, 51
+    cl = next(r for r in order_mean_rows(folders) if r[:2] == ["ncft", "CL"])
+    assert cl[6:8] == [4, 2]
+    assert cl[3] == pytest.approx(stats.t.ppf(0.975, 1) * math.sqrt(0.25 + cl[9] ** 2))

@@ -113,7 +113,8 @@ def _over_seeds(runs: list[str], out: str | None) -> None:
         print(
             f"{c.text}: {c.metric} {c.a} - {c.b} = {r['mean']:.2f} ({r['lo']:.2f}..{r['hi']:.2f}),"
             f" {r['n_units']} units, p {r['p']:.4f}, Holm {r['p_holm']:.4f};"
-            f" {r['n_clusters']} clusters, p {r['p_clusters']:.4f},"
+            f" {r['n_clusters']} clusters, ± {r['half_width_clusters']:.2f},"
+            f" p {r['p_clusters']:.4f},"
             f" Holm {r['p_holm_clusters']:.4f}: {r['verdict']}"
         )
     if out is not None:

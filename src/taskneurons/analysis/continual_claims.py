@@ -11,7 +11,12 @@ test examples).
   orders), ``se`` the test-example standard error of the difference, added once because every
   unit scores the same test examples of the same tasks: per order ``sqrt(se_a² + se_b²)``
   (each method's binomial se, treated as independent: conservative when the two methods err on
-  the same examples), averaged over the orders (as if fully shared across orders).
+  the same examples), averaged over the orders (as if fully shared across orders). Units that
+  are not independent (see *p over clusters*) make ``s²/n`` too small, so the interval is also
+  computed over clusters, ``± t(C-1) · sqrt(se_C² + se²)`` with ``se_C`` the cluster-robust
+  (CR1) standard error of the mean (:func:`clustered_se`; ``s/√n`` when every unit is its own
+  cluster), and the wider of the two is the claim's interval (added with order 3 running,
+  before it had a result: it can only widen the interval).
 * **p**: the exact two-sided sign-flip p of the mean of ``d_u`` (all ``2^n`` sign patterns;
   a random 100,000 of them, seeded, beyond 16 units); the floor is ``2 / 2^n`` (2/512 at
   3 orders x 3 seeds). **Holm** across the claims tested together.
@@ -98,6 +103,50 @@ def sign_flip_p(
     return float(np.mean(null >= observed - 1e-12 * max(1.0, observed)))
 
 
+def clustered_se(d: Sequence[float], clusters: Sequence) -> float:
+    """Cluster-robust (CR1) standard error of ``mean(d)`` when the values of one cluster may be
+    correlated: ``sqrt(C/(C-1) · Σ_c r_c²) / n``, ``r_c`` the sum of the residuals
+    ``d_u - mean(d)`` over cluster ``c``; ``s/√n`` (``s`` the sd, ``ddof=1``) when every value
+    is its own cluster; ``inf`` with one cluster.
+
+    Example:
+        >>> clustered_se([1.0, 3.0, 8.0], ["a", "a", "b"])  # r = -4, 4: sqrt(2 · 32) / 3
+        2.6666666666666665
+    """
+    x = np.asarray(d, dtype=float)  # [units]
+    labels = list(clusters)
+    if len(labels) != x.size:
+        raise ValueError(f"{len(labels)} cluster labels for {x.size} units")
+    sums: dict = {}
+    for label, r in zip(labels, x - x.mean(), strict=True):
+        sums[label] = sums.get(label, 0.0) + float(r)
+    c = len(sums)
+    if c < 2:
+        return math.inf
+    return math.sqrt(c / (c - 1) * sum(r * r for r in sums.values())) / x.size
+
+
+def clustered_half_width(d: Sequence[float], clusters: Sequence, test_se: float = 0.0) -> float:
+    """95 % half-width of ``mean(d)`` over clusters: ``t(C-1) · sqrt(se_C² + test_se²)``
+    (:func:`clustered_se`; ``inf`` with one cluster).
+
+    Example:
+        >>> round(clustered_half_width([1.0, 3.0, 8.0], ["a", "a", "b"]), 2)  # 12.71 · 8/3
+        33.88
+    """
+    c = len(set(clusters))
+    if c < 2:
+        return math.inf
+    se_c = clustered_se(d, clusters)
+    return float(stats.t.ppf(0.975, c - 1)) * math.sqrt(se_c**2 + test_se**2)
+
+
+def _half_widths(d: np.ndarray, labels: list, test_se: float) -> tuple[float, float]:
+    """95 % half-widths over units (``t(n-1)``) and over clusters (``t(C-1)``, CR1 se)."""
+    units = float(stats.t.ppf(0.975, d.size - 1)) * math.sqrt(d.var(ddof=1) / d.size + test_se**2)
+    return units, clustered_half_width(d, labels, test_se)
+
+
 def claim_statistic(
     diffs: Sequence[Sequence[float]], ses: Sequence[float], clusters: Sequence | None = None
 ) -> dict:
@@ -110,8 +159,9 @@ def claim_statistic(
             units of one label flip together; default: each unit its own.
 
     Returns:
-        ``mean``, ``lo``, ``hi``, ``half_width``, ``between_sd``, ``test_se``, ``n_units``,
-        ``p``, ``n_clusters``, ``p_clusters``.
+        ``mean``, ``lo``, ``hi``, ``half_width`` (the wider of ``half_width_units`` and
+        ``half_width_clusters``), ``between_sd``, ``test_se``, ``n_units``, ``p``,
+        ``n_clusters``, ``p_clusters``.
     """
     d = np.array([v for order in diffs for v in order], dtype=float)  # [units]
     if d.size < 2:
@@ -121,12 +171,13 @@ def claim_statistic(
         raise ValueError(f"{len(labels)} cluster labels for {d.size} units")
     known = [s for s in ses if not math.isnan(s)]
     test_se = float(np.mean(known)) if known else 0.0
-    between = float(d.std(ddof=1))
-    half = float(stats.t.ppf(0.975, d.size - 1)) * math.sqrt(between**2 / d.size + test_se**2)
+    by_units, by_clusters = _half_widths(d, labels, test_se)
+    half = max(by_units, by_clusters)
     mean = float(d.mean())
     return {
         "mean": mean, "lo": mean - half, "hi": mean + half, "half_width": half,
-        "between_sd": between, "test_se": test_se, "n_units": int(d.size), "p": sign_flip_p(d),
+        "half_width_units": by_units, "half_width_clusters": by_clusters,
+        "between_sd": float(d.std(ddof=1)), "test_se": test_se, "n_units": int(d.size), "p": sign_flip_p(d),
         "n_clusters": len(set(labels)), "p_clusters": sign_flip_p(d, clusters=labels),
     }  # fmt: skip
 

@@ -27,8 +27,8 @@ from taskneurons.store.run_folder import read_record
 
 SEEDS_FILE = "seeds.json"
 HEADER = ["claim", "metric", "a - b", "mean", "low", "high", "units", "between-unit sd",
-          "test se", "p (sign flip)", "p (Holm)", "clusters", "p (clusters)",
-          "p (clusters, Holm)", "verdict"]  # fmt: skip
+          "test se", "± (units)", "p (sign flip)", "p (Holm)", "clusters", "± (clusters)",
+          "p (clusters)", "p (clusters, Holm)", "verdict"]  # fmt: skip
 
 
 def per_seed(folder: Path) -> dict[tuple[str, str], tuple[dict[str, float], float]]:
@@ -62,7 +62,8 @@ def run_order(folder: Path, seed_column: str) -> tuple[str, ...] | None:
 
 def order_claims(folders: Sequence[str | os.PathLike]) -> list[dict[str, Any]]:
     """Every paper claim whose methods ran in all ``folders`` (runs with seeds), decided; units
-    of one seed whose orders begin with the same task form one cluster (``p_clusters``).
+    of one seed whose orders begin with the same task form one cluster (``p_clusters``,
+    ``half_width_clusters``).
 
     Raises:
         ContinualRunError: a folder without ``seeds.json`` (a run without seeds).
@@ -72,7 +73,7 @@ def order_claims(folders: Sequence[str | os.PathLike]) -> list[dict[str, Any]]:
         if not (Path(f) / SEEDS_FILE).is_file():
             raise ContinualRunError(f"{f}: no {SEEDS_FILE}; the claims need runs with seeds")
         tables.append(per_seed(Path(f)))
-    cluster_of = [_clusters(Path(f), n, tables[n]) for n, f in enumerate(folders)]
+    cluster_of = [seed_clusters(Path(f), n, tables[n]) for n, f in enumerate(folders)]
     found = {}
     for claim in PAPER_CLAIMS:
         keys = [(claim.a, claim.metric), (claim.b, claim.metric)]
@@ -89,7 +90,7 @@ def order_claims(folders: Sequence[str | os.PathLike]) -> list[dict[str, Any]]:
     return decide_claims(found)
 
 
-def _clusters(folder: Path, n: int, table: dict) -> dict[str, tuple]:
+def seed_clusters(folder: Path, n: int, table: dict) -> dict[str, tuple]:
     """Seed column -> ``(first task, seed column)``: the runs that train the same model first;
     ``(folder n, seed column)`` when the order is not recorded (each order read once)."""
     columns = dict.fromkeys(s for values, _se in table.values() for s in values)
@@ -104,15 +105,18 @@ def write_claims(rows: list[dict[str, Any]], out: str | os.PathLike, folders: Se
     """``claims.{md,csv,json}`` in ``out``."""
     table = [
         [r["claim"].text, r["claim"].metric, f"{r['claim'].a} - {r['claim'].b}", r["mean"],
-         r["lo"], r["hi"], r["n_units"], r["between_sd"], r["test_se"], r["p"], r["p_holm"],
-         r["n_clusters"], r["p_clusters"], r["p_holm_clusters"], r["verdict"]]
+         r["lo"], r["hi"], r["n_units"], r["between_sd"], r["test_se"], r["half_width_units"],
+         r["p"], r["p_holm"], r["n_clusters"], r["half_width_clusters"], r["p_clusters"],
+         r["p_holm_clusters"], r["verdict"]]
         for r in rows
     ]  # fmt: skip
     title = (
-        "The paper's continual claims over (order, seed) units: mean ± t(n-1) sqrt(s²/n + se²), "
-        "exact sign-flip p over units and over clusters (runs of one seed whose orders begin "
-        "with the same task flip together), Holm across the claims; held = interval above 0 "
-        "and both Holm p < 0.05, not held = interval below 0, else undecided"
+        "The paper's continual claims over (order, seed) units: mean ± the wider of "
+        "t(n-1) sqrt(s²/n + se²) over units and t(C-1) sqrt(se_C² + se²) over clusters (runs "
+        "of one seed whose orders begin with the same task; se_C cluster-robust), exact "
+        "sign-flip p over units and over clusters (a cluster flips together), Holm across the "
+        "claims; held = interval above 0 and both Holm p < 0.05, not held = interval below 0, "
+        "else undecided"
     )
     meta = {"runs": [str(f) for f in folders]}
     write_table(Path(out) / "claims", HEADER, table, meta, digits=4, title=title)

@@ -7,7 +7,9 @@ and the mean over the units is given ± t(n-1) sqrt(s²/n + se²)
 (:func:`~taskneurons.analysis.seed_pairs.seed_interval`: ``s`` the sd between units, so the
 differences between orders count as variation, not only those between seeds; ``se`` the
 test-example se of the units, shared by them: every order scores the same test examples;
-none for FWT). Each held-out task's change against zero-shot (the general ability kept) is
+none for FWT), or the wider interval over clusters when units are not independent: runs of
+one seed whose orders begin with the same task (as the claims' clusters, :mod:`.claims`;
+:func:`~taskneurons.analysis.continual_claims.clustered_half_width`). Each held-out task's change against zero-shot (the general ability kept) is
 treated as FWT is: a difference of two scores on the same test examples, whose test-example
 noise is paired and not recorded, so its interval is over the units alone. With the same number of seeds in every order the mean is the table's mean over
 orders. FG_j per stage (PAPER.md Figure 4) is averaged over the same units, its band the
@@ -35,8 +37,14 @@ from typing import Any
 
 import numpy as np
 
+from taskneurons.analysis.continual_claims import clustered_half_width
 from taskneurons.analysis.seed_pairs import seed_interval
-from taskneurons.experiments.continual.claims import SEEDS_FILE, per_seed, recorded_order
+from taskneurons.experiments.continual.claims import (
+    SEEDS_FILE,
+    per_seed,
+    recorded_order,
+    seed_clusters,
+)
 from taskneurons.experiments.continual.table5 import ContinualRunError, read_suite
 from taskneurons.report.plots import line_plot
 from taskneurons.report.tables import markdown_table, write_table
@@ -44,14 +52,15 @@ from taskneurons.store.run_folder import read_record
 
 #: each seed's held-out table (:mod:`.suite`)
 HELD_FILE = "held_out.json"
-MEANS_HEADER = ["method", "metric", "mean", "±", "low", "high", "units", "between-unit sd",
-                "test se"]  # fmt: skip
+MEANS_HEADER = ["method", "metric", "mean", "±", "low", "high", "units", "clusters",
+                "between-unit sd", "test se"]  # fmt: skip
 FG_HEADER = ["method", "stage j", "FG_j mean (%)", "low", "high", "units"]
 FG_TITLE = "FG_j over distinct (first j tasks, seed) units (band: 95 % t)"
 MEANS_TITLE = (
-    "CL, BWT, FWT and held-out change over (order, seed) units: mean ± t(n-1) sqrt(s²/n + "
-    "se²) (s: between units, orders included; se: test examples, shared; none for FWT and the "
-    "held-out change, paired differences)"
+    "CL, BWT, FWT and held-out change over (order, seed) units: mean ± the wider of "
+    "t(n-1) sqrt(s²/n + se²) and t(C-1) sqrt(se_C² + se²) over clusters (runs of one seed "
+    "whose orders begin alike; se_C cluster-robust) (s: between units, orders included; se: "
+    "test examples, shared; none for FWT and the held-out change, paired differences)"
 )
 
 
@@ -60,28 +69,34 @@ def _common(methods: list[list[str]]) -> list[str]:
     return [m for m in dict.fromkeys(methods[0]) if all(m in other for other in methods[1:])]
 
 
-Units = dict[tuple[str, str], tuple[list[float], list[float]]]
+Units = dict[tuple[str, str], tuple[list[float], list[float], list[tuple]]]
 
 
-def _units(folder: Path) -> Units:
-    """``(method, metric) ->`` (its value on each seed, their test-example se): CL, BWT, FWT
-    from ``seeds.json``, then ``"<task> change"`` (after the last task against zero-shot; no
+def _units(folder: Path, n: int) -> Units:
+    """``(method, metric) ->`` (its value on each seed, their test-example se, their clusters
+    (:func:`~.claims.seed_clusters`; ``n``: the folder's place)): CL, BWT, FWT from
+    ``seeds.json``, then ``"<task> change"`` (after the last task against zero-shot; no
     test-example se, see the module docstring) from each seed's ``held_out.json``."""
     if not (folder / SEEDS_FILE).is_file():
         raise ContinualRunError(f"{folder}: no {SEEDS_FILE}; means over units need runs with seeds")
     out: Units = {}
-    for key, (per, se) in per_seed(folder).items():
-        out[key] = (list(per.values()), [0.0 if math.isnan(se) else se] * len(per))
+    table = per_seed(folder)
+    cluster_of = seed_clusters(folder, n, table)
+    for key, (per, se) in table.items():
+        ses = [0.0 if math.isnan(se) else se] * len(per)
+        out[key] = (list(per.values()), ses, [cluster_of[c] for c in per])
     meta = read_record(folder / SEEDS_FILE, "seed table", ContinualRunError)["meta"]
     for s in meta["seeds"]:
         path = folder / f"seed{s}" / HELD_FILE
         rows = (
             read_record(path, "held-out table", ContinualRunError)["rows"] if path.is_file() else []
         )
+        label = cluster_of.get(f"seed {s}", (f"folder {n}", f"seed {s}"))
         for method, task, _, _, change in rows:
-            values, ses = out.setdefault((method, f"{task} change"), ([], []))
+            values, ses, labels = out.setdefault((method, f"{task} change"), ([], [], []))
             values.append(float(change))
             ses.append(0.0)
+            labels.append(label)
     return out
 
 
@@ -92,22 +107,24 @@ def order_mean_rows(folders: Sequence[str | os.PathLike]) -> list[list[Any]]:
     Raises:
         ContinualRunError: a folder without ``seeds.json`` (a run without seeds).
     """
-    units = [_units(Path(f)) for f in folders]
+    units = [_units(Path(f), n) for n, f in enumerate(folders)]
     rows = []
     for key in [k for k in units[0] if all(k in u for u in units[1:])]:
-        values = [v for u in units for v in u[key][0]]
-        ses = [se for u in units for se in u[key][1]]
-        rows.append([*key, *_interval(values, ses)])
+        values, ses, labels = ([x for u in units for x in u[key][i]] for i in range(3))
+        rows.append([*key, *_interval(values, ses, labels)])
     return rows
 
 
-def _interval(values: list[float], ses: list[float]) -> list[float]:
-    """mean, ±, low, high, units, between-unit sd, test se (``nan`` but the count when a
-    unit has no value, or with fewer than 2 units)."""
+def _interval(values: list[float], ses: list[float], labels: list[tuple]) -> list[float]:
+    """mean, ±, low, high, units, clusters, between-unit sd, test se (``nan`` but the counts
+    when a unit has no value, or with fewer than 2 units); ± the wider of the t-interval over
+    units and the one over clusters."""
+    counts = [len(values), len(set(labels))]
     if len(values) < 2 or not all(math.isfinite(v) for v in values):
-        return [math.nan] * 4 + [len(values), math.nan, math.nan]
+        return [math.nan] * 4 + counts + [math.nan, math.nan]
     c = seed_interval(values, ses)
-    return [c["mean"], c["half_width"], c["lo"], c["hi"], c["n_seeds"], c["between_sd"],
+    half = max(c["half_width"], clustered_half_width(values, labels, c["within_se"]))
+    return [c["mean"], half, c["mean"] - half, c["mean"] + half, *counts, c["between_sd"],
             c["within_se"]]  # fmt: skip
 
 
